@@ -1,0 +1,383 @@
+//! PURE decoders for NetFlow v5, NetFlow v9, IPFIX and sFlow v5.
+//!
+//! No sockets, no clock, no globals: a [`Decoder`] is a value holding the per-exporter
+//! state (templates, sampling tables, sequence trackers, data held for a template that
+//! has not arrived yet) and counters. Callers hand it one [`Datagram`] at a time, with
+//! the receive time as an argument, and get [`FlowRecord`]s appended to a vector they
+//! own (so the hot path does not allocate). A datagram either decodes whole or returns a
+//! [`DecodeError`] with the byte offset; in the latter case nothing it contained is
+//! emitted and the caller counts it. Missing templates, unknown sampling rates, clock
+//! clamps and sequence gaps are outcomes, counted per exporter in [`ExporterCounters`].
+//!
+//! Flow: [`Decoder::decode`] detects the protocol from the first bytes, then
+//! `netflow_v5`, `netflow_v9`/`ipfix` (sharing `template` and `fields`) or `sflow`
+//! append records; `clock` settles timestamps; `sampling` picks each record's rate.
+#![warn(clippy::indexing_slicing)]
+
+mod clock;
+pub mod error;
+mod fields;
+mod ipfix;
+mod netflow_v5;
+mod netflow_v9;
+pub mod reader;
+pub mod sampling;
+pub mod sequence;
+mod sflow;
+pub mod state;
+mod template;
+pub mod template_cache;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+pub use clock::ClockPolicy;
+pub use error::DecodeError;
+pub use sampling::SamplingSettings;
+
+use crate::flow::{FlowProtocol, FlowRecord};
+use sampling::SamplingTable;
+use sequence::{SequenceOutcome, SequenceTracker};
+use template::HeldSets;
+use template_cache::TemplateCache;
+
+/// One received datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram<'a> {
+    /// The UDP source address: the key of all per-exporter state and counters.
+    pub exporter: IpAddr,
+    /// When the datagram was received, ms since the Unix epoch (the pcap timestamp when
+    /// decoding a capture).
+    pub received_at_ms: u64,
+    pub payload: &'a [u8],
+}
+
+/// Decoder settings (a section of the daemon config; defaults documented per field).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecoderConfig {
+    /// Maximum templates kept across all exporters before the least recently used is
+    /// evicted (and counted). 64 Ki templates is far above what real networks send
+    /// (a few hundred per exporter) while bounding memory to a few tens of MiB.
+    pub max_templates: usize,
+    /// How long data sets that arrived before their template are held, in ms. Exporters
+    /// resend templates every few seconds to minutes; 60 s covers the common defaults.
+    pub template_hold_ms: u64,
+    /// Maximum bytes of held data sets per exporter (the oldest are dropped and counted
+    /// as `template_missing` beyond it).
+    pub max_held_bytes_per_exporter: usize,
+    /// Timestamp sanity rules.
+    pub clock: ClockPolicy,
+    /// Per-exporter sampling default/override, keyed by exporter address.
+    pub sampling: HashMap<IpAddr, SamplingSettings>,
+}
+
+/// 64 Ki templates (see [`DecoderConfig::max_templates`]).
+pub const DEFAULT_MAX_TEMPLATES: usize = 65_536;
+/// 60 s (see [`DecoderConfig::template_hold_ms`]).
+pub const DEFAULT_TEMPLATE_HOLD_MS: u64 = 60_000;
+/// 1 MiB (see [`DecoderConfig::max_held_bytes_per_exporter`]).
+pub const DEFAULT_MAX_HELD_BYTES: usize = 1 << 20;
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        Self {
+            max_templates: DEFAULT_MAX_TEMPLATES,
+            template_hold_ms: DEFAULT_TEMPLATE_HOLD_MS,
+            max_held_bytes_per_exporter: DEFAULT_MAX_HELD_BYTES,
+            clock: ClockPolicy::default(),
+            sampling: HashMap::new(),
+        }
+    }
+}
+
+/// Counters for one exporter (UDP source). Every datagram is exactly one of decoded or
+/// malformed: `packets == decoded_packets + malformed_packets`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ExporterCounters {
+    pub packets: u64,
+    pub decoded_packets: u64,
+    pub malformed_packets: u64,
+    /// Malformed packets by [`DecodeError::reason`], same order as
+    /// [`DecodeError::REASONS`].
+    pub malformed_by_reason: [u64; 7],
+    /// Flow records emitted, by [`FlowProtocol::index`].
+    pub records: [u64; 4],
+    /// Datagrams by protocol (decoded or not, once the version was recognised).
+    pub packets_by_protocol: [u64; 4],
+    /// Data sets dropped because their template never arrived in time (or their hold
+    /// buffer overflowed).
+    pub template_missing: u64,
+    /// Data sets held for a template, later decoded when it arrived.
+    pub held_sets_decoded: u64,
+    pub templates_learned: u64,
+    pub templates_redefined: u64,
+    pub templates_withdrawn: u64,
+    pub templates_evicted: u64,
+    /// Sequence discontinuities that look like loss.
+    pub sequence_gaps: u64,
+    /// Lost export packets (NetFlow v9, sFlow datagrams).
+    pub lost_packets: u64,
+    /// Lost flow records (NetFlow v5 and IPFIX number records, not packets).
+    pub lost_records: u64,
+    /// Sequence jumps that look like an exporter restart.
+    pub sequence_resets: u64,
+    /// Records whose sampler was announced but whose rate is not known.
+    pub sampling_rate_unknown: u64,
+    /// Records whose timestamps were clamped (uptime wrap mistakes, absurd clocks).
+    pub clock_clamped: u64,
+    /// Datagrams whose export time was far from the receive time.
+    pub clock_skewed: u64,
+    /// NSEL events that carry no traffic to count (created, denied, ...).
+    pub nsel_events_skipped: u64,
+    /// sFlow counter samples seen (counted, not turned into flows).
+    pub sflow_counter_samples: u64,
+    /// sFlow flow/counter records of unknown format, skipped by length.
+    pub sflow_unknown_records: u64,
+    /// sFlow flow samples whose sampled header could not be parsed to a 5-tuple.
+    pub sflow_unparsed_headers: u64,
+    /// Options data records decoded (sampling, system init time, ...).
+    pub options_records: u64,
+}
+
+impl ExporterCounters {
+    pub fn malformed(&self, reason: &str) -> u64 {
+        DecodeError::REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.malformed_by_reason.get(i).copied())
+            .unwrap_or(0)
+    }
+
+    pub fn records_for(&self, proto: FlowProtocol) -> u64 {
+        self.records.get(proto.index()).copied().unwrap_or(0)
+    }
+
+    fn count_sequence(&mut self, outcome: SequenceOutcome, unit_is_packet: bool) {
+        match outcome {
+            SequenceOutcome::First | SequenceOutcome::InOrder => {}
+            SequenceOutcome::Gap { lost } => {
+                self.sequence_gaps += 1;
+                if unit_is_packet {
+                    self.lost_packets += u64::from(lost);
+                } else {
+                    self.lost_records += u64::from(lost);
+                }
+            }
+            SequenceOutcome::Reset => self.sequence_resets += 1,
+        }
+    }
+
+    /// Adds `other` into `self` (for totals across exporters).
+    pub fn accumulate(&mut self, other: &Self) {
+        macro_rules! add {
+            ($($f:ident),*) => { $( self.$f += other.$f; )* };
+        }
+        add!(
+            packets,
+            decoded_packets,
+            malformed_packets,
+            template_missing,
+            held_sets_decoded,
+            templates_learned,
+            templates_redefined,
+            templates_withdrawn,
+            templates_evicted,
+            sequence_gaps,
+            lost_packets,
+            lost_records,
+            sequence_resets,
+            sampling_rate_unknown,
+            clock_clamped,
+            clock_skewed,
+            nsel_events_skipped,
+            sflow_counter_samples,
+            sflow_unknown_records,
+            sflow_unparsed_headers,
+            options_records
+        );
+        for (a, b) in self.malformed_by_reason.iter_mut().zip(other.malformed_by_reason) {
+            *a += b;
+        }
+        for (a, b) in self.records.iter_mut().zip(other.records) {
+            *a += b;
+        }
+        for (a, b) in self.packets_by_protocol.iter_mut().zip(other.packets_by_protocol) {
+            *a += b;
+        }
+    }
+}
+
+/// Everything the decoder remembers about one exporter (UDP source).
+#[derive(Debug, Default)]
+pub(crate) struct ExporterState {
+    pub(crate) counters: ExporterCounters,
+    /// (protocol, domain) -> tracker. sFlow keys the agent's sub-agent id here and the
+    /// agent address separately in `sflow_sequences`.
+    pub(crate) sequences: HashMap<(FlowProtocol, u32), SequenceTracker>,
+    pub(crate) sflow_sequences: HashMap<(IpAddr, u32), SequenceTracker>,
+    pub(crate) sampling: SamplingTable,
+    /// IPFIX systemInitTimeMilliseconds (IE 160) per observation domain, needed to turn
+    /// flowStart/EndSysUpTime into absolute times.
+    pub(crate) system_init_ms: HashMap<u32, u64>,
+    pub(crate) held: HeldSets,
+}
+
+/// The decoder: all per-exporter state plus the shared, bounded template cache.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    config: DecoderConfig,
+    exporters: HashMap<IpAddr, ExporterState>,
+    templates: TemplateCache,
+}
+
+impl Decoder {
+    pub fn new(config: DecoderConfig) -> Self {
+        let templates = TemplateCache::new(config.max_templates);
+        Self { config, exporters: HashMap::new(), templates }
+    }
+
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    /// Decodes one datagram, appending its flow records (and those of any held data
+    /// sets its templates unlock) to `out`. Returns how many records were appended. On
+    /// error nothing is appended and the packet is counted as malformed.
+    pub fn decode(
+        &mut self,
+        datagram: &Datagram<'_>,
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<usize, DecodeError> {
+        let start = out.len();
+        let settings = self.config.sampling.get(&datagram.exporter).copied().unwrap_or_default();
+        let state = self.exporters.entry(datagram.exporter).or_default();
+        state.counters.packets += 1;
+        let mut ctx = Context {
+            datagram,
+            settings,
+            clock: self.config.clock,
+            hold_ms: self.config.template_hold_ms,
+            max_held_bytes: self.config.max_held_bytes_per_exporter,
+            state,
+            templates: &mut self.templates,
+        };
+        let result = match detect(datagram.payload) {
+            Ok(proto) => {
+                if let Some(n) = ctx.state.counters.packets_by_protocol.get_mut(proto.index()) {
+                    *n += 1;
+                }
+                match proto {
+                    FlowProtocol::NetflowV5 => netflow_v5::decode(&mut ctx, out),
+                    FlowProtocol::NetflowV9 => netflow_v9::decode(&mut ctx, out),
+                    FlowProtocol::Ipfix => ipfix::decode(&mut ctx, out),
+                    FlowProtocol::SflowV5 => sflow::decode(&mut ctx, out),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let counters = &mut ctx.state.counters;
+        match result {
+            Ok(()) => {
+                counters.decoded_packets += 1;
+                let emitted = out.get(start..).unwrap_or(&[]);
+                for rec in emitted {
+                    if let Some(n) = counters.records.get_mut(rec.proto.index()) {
+                        *n += 1;
+                    }
+                }
+                Ok(emitted.len())
+            }
+            Err(e) => {
+                out.truncate(start);
+                counters.malformed_packets += 1;
+                if let Some(i) = DecodeError::REASONS.iter().position(|r| *r == e.reason()) {
+                    if let Some(n) = counters.malformed_by_reason.get_mut(i) {
+                        *n += 1;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops data held longer than the hold time (counting `template_missing`); call
+    /// periodically with the current time. Returns how many sets were dropped.
+    pub fn expire(&mut self, now_ms: u64) -> u64 {
+        let hold = self.config.template_hold_ms;
+        let mut dropped = 0;
+        for state in self.exporters.values_mut() {
+            let n = state.held.expire(now_ms, hold);
+            state.counters.template_missing += n;
+            dropped += n;
+        }
+        dropped
+    }
+
+    /// Gives up on every held data set (end of a capture, shutdown).
+    pub fn expire_all(&mut self) -> u64 {
+        self.expire(u64::MAX)
+    }
+
+    /// Counters per exporter, sorted by address.
+    pub fn counters(&self) -> Vec<(IpAddr, ExporterCounters)> {
+        let evicted = self.templates.evictions_by_exporter();
+        let mut v: Vec<_> = self
+            .exporters
+            .iter()
+            .map(|(ip, s)| {
+                let mut c = s.counters.clone();
+                c.templates_evicted = evicted.get(ip).copied().unwrap_or(0);
+                (*ip, c)
+            })
+            .collect();
+        v.sort_unstable_by_key(|(ip, _)| *ip);
+        v
+    }
+
+    /// Counters summed over all exporters.
+    pub fn totals(&self) -> ExporterCounters {
+        let mut total = ExporterCounters::default();
+        for (_, c) in self.counters() {
+            total.accumulate(&c);
+        }
+        total
+    }
+
+    /// Number of templates currently cached.
+    pub fn template_count(&self) -> usize {
+        self.templates.len()
+    }
+}
+
+/// What a protocol decoder gets: the datagram, its exporter's state, and the cache.
+pub(crate) struct Context<'d, 's> {
+    pub(crate) datagram: &'d Datagram<'d>,
+    pub(crate) settings: SamplingSettings,
+    pub(crate) clock: ClockPolicy,
+    pub(crate) hold_ms: u64,
+    pub(crate) max_held_bytes: usize,
+    pub(crate) state: &'s mut ExporterState,
+    pub(crate) templates: &'s mut TemplateCache,
+}
+
+/// Detects the protocol from the version field: NetFlow/IPFIX start with a 16-bit
+/// version (5, 9, 10), sFlow with a 32-bit one (5).
+pub fn detect(payload: &[u8]) -> Result<FlowProtocol, DecodeError> {
+    let mut r = reader::Reader::new(payload);
+    let version = r.u16()?;
+    match version {
+        5 => Ok(FlowProtocol::NetflowV5),
+        9 => Ok(FlowProtocol::NetflowV9),
+        10 => Ok(FlowProtocol::Ipfix),
+        0 => match r.u16()? {
+            5 => Ok(FlowProtocol::SflowV5),
+            low => Err(DecodeError::UnknownVersion { offset: 0, version: u32::from(low) }),
+        },
+        v => Err(DecodeError::UnknownVersion { offset: 0, version: u32::from(v) }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

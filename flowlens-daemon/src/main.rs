@@ -1,0 +1,2 @@
+//! flowlens-daemon binary entry point.
+fn main() {}
