@@ -1,8 +1,13 @@
 //! flowlens-daemon: the FlowLens collector.
 //!
-//! Today it owns the pure decoders (`decode`), the normalized flow model (`flow`) and
-//! the offline `decode` command (`capture` reads pcap/pcapng, `output` writes JSON
-//! lines). The ingestion, enrichment and PostgreSQL issues add the live pipeline.
+//! Today it owns the pure decoders ([`decode`]), the normalized flow model ([`flow`]),
+//! capture reading ([`capture`], pure) and the offline `decode` command
+//! ([`decode_command`], the edge that reads files and writes [`output`]). The
+//! ingestion, enrichment and PostgreSQL issues add the live pipeline.
 
+pub mod capture;
+pub mod cli;
 pub mod decode;
+pub mod decode_command;
 pub mod flow;
+pub mod output;

@@ -27,12 +27,19 @@ impl Default for ClockPolicy {
 }
 
 /// Absolute time in ms of an uptime-relative timestamp, given the export time and the
-/// uptime at export (both from the header). Wrapping subtraction handles a wrap of the
-/// 32-bit uptime between the flow and the export.
+/// uptime at export (both from the header). The difference is taken modulo 2^32 and
+/// read as signed: a flow that started just before the 32-bit uptime wrapped comes out
+/// a few ms old (not 49 days in the future), and a timestamp slightly *after* the
+/// export uptime (an exporter bug) comes out in the future, where `settle` clamps it.
 #[inline]
 pub(crate) fn from_uptime(export_time_ms: u64, uptime_at_export_ms: u32, uptime_ms: u32) -> u64 {
-    let age = uptime_at_export_ms.wrapping_sub(uptime_ms);
-    export_time_ms.saturating_sub(u64::from(age))
+    #[expect(clippy::cast_possible_wrap, reason = "modular difference read as signed on purpose")]
+    let age = uptime_at_export_ms.wrapping_sub(uptime_ms) as i32;
+    if age >= 0 {
+        export_time_ms.saturating_sub(u64::from(age.unsigned_abs()))
+    } else {
+        export_time_ms.saturating_add(u64::from(age.unsigned_abs()))
+    }
 }
 
 impl ClockPolicy {
@@ -80,6 +87,8 @@ mod tests {
         let export = 1_000_000;
         assert_eq!(from_uptime(export, 5, u32::MAX - 9), export - 15);
         assert_eq!(from_uptime(export, 100, 40), export - 60);
+        // Slightly after the export uptime: in the future, for `settle` to clamp.
+        assert_eq!(from_uptime(export, 100, 160), export + 60);
     }
 
     #[test]

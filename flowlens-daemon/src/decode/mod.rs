@@ -25,7 +25,7 @@ pub mod sampling;
 pub mod sequence;
 mod sflow;
 pub mod state;
-mod template;
+pub mod template;
 pub mod template_cache;
 
 use std::collections::HashMap;

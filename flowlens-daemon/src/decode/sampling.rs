@@ -32,11 +32,12 @@ pub struct RecordSampling {
 pub struct SamplingTable {
     /// (observation domain / source id, sampler id) -> rate.
     by_sampler: HashMap<(u32, u64), u32>,
-    /// Domain -> the last rate announced without a sampler id, or by any sampler when
-    /// only one was ever seen (single-sampler exporters that omit the id in data).
+    /// Domain -> rate announced without a sampler id (v9 SAMPLING_INTERVAL options).
     by_domain: HashMap<u32, u32>,
-    /// Domain -> number of distinct samplers seen, to know whether `by_domain` is safe.
-    samplers_in_domain: HashMap<u32, u32>,
+    /// Domain -> (number of distinct samplers seen, the rate of the last one), so that
+    /// data records without a sampler id can use the rate when only one sampler exists
+    /// (single-sampler exporters often omit the id in data records).
+    samplers: HashMap<u32, (u32, u32)>,
 }
 
 /// Outcome of rate resolution.
@@ -54,12 +55,10 @@ impl SamplingTable {
         let rate = rate.max(1);
         match sampler_id {
             Some(id) => {
-                if self.by_sampler.insert((domain, id), rate).is_none() {
-                    *self.samplers_in_domain.entry(domain).or_default() += 1;
-                }
-                if self.samplers_in_domain.get(&domain).copied() == Some(1) {
-                    self.by_domain.insert(domain, rate);
-                }
+                let new = self.by_sampler.insert((domain, id), rate).is_none();
+                let entry = self.samplers.entry(domain).or_default();
+                entry.0 += u32::from(new);
+                entry.1 = rate;
             }
             None => {
                 self.by_domain.insert(domain, rate);
@@ -81,7 +80,8 @@ impl SamplingTable {
     /// 1. the operator's override;
     /// 2. a rate carried in the record;
     /// 3. the record's sampler id looked up in options data;
-    /// 4. without a sampler id: the domain's rate from options data;
+    /// 4. without a sampler id: the domain's rate from options data, or the rate of
+    ///    the domain's only sampler;
     /// 5. the operator's default;
     /// 6. a record that names an unknown sampler is [`Resolved::Unknown`]; a record
     ///    from an exporter that never mentioned sampling is unsampled (1).
@@ -99,7 +99,9 @@ impl SamplingTable {
         }
         let learned = match record.sampler_id {
             Some(id) => self.by_sampler.get(&(domain, id)).copied(),
-            None => self.by_domain.get(&domain).copied(),
+            None => self.by_domain.get(&domain).copied().or_else(|| {
+                self.samplers.get(&domain).filter(|(n, _)| *n == 1).map(|(_, rate)| *rate)
+            }),
         };
         if let Some(rate) = learned {
             return Resolved::Known(rate);

@@ -1,6 +1,663 @@
-//! Placeholder.
+//! Template-based decoding shared by NetFlow v9 and IPFIX.
+//!
+//! Both protocols describe records with templates sent in-band; both put template sets
+//! and data sets in one message. This module owns:
+//! - parsing template and options-template sets into [`Template`]s (compiled once into
+//!   field operations, first occurrence of a repeated field wins),
+//! - walking a message's sets in two passes (templates first, so a data set that
+//!   precedes its template in the same packet still decodes),
+//! - decoding data records into [`FlowRecord`]s (timestamps, sampling, NSEL, fallbacks),
+//! - options data (sampling rates, system init time),
+//! - holding data sets whose template has not arrived ([`HeldSets`]).
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use super::fields::{self, Extra, SLOTS, Target};
+use super::reader::Reader;
+use super::sampling::{RecordSampling, Resolved};
+use super::template_cache::{Dialect, Insert, TemplateKey};
+use super::{Context, DecodeError, clock};
+use crate::flow::{FlowProtocol, FlowRecord};
+
+/// IPFIX variable-length marker (RFC 7011 §7).
+pub(crate) const VARIABLE_LENGTH: u16 = 65_535;
+
+/// Data template or options template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TemplateKind {
+    Data,
+    /// Options template; the first `scope_fields` fields are scope fields.
+    Options { scope_fields: u16 },
+}
+
+impl TemplateKind {
+    pub fn is_options(self) -> bool {
+        matches!(self, Self::Options { .. })
+    }
+}
+
+/// One field specifier as sent on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FieldSpec {
+    /// Field type / information element id, enterprise bit removed.
+    pub ie: u16,
+    /// Enterprise number (0 for IANA and all NetFlow v9 fields).
+    pub pen: u32,
+    /// Field length in octets, or [`VARIABLE_LENGTH`].
+    pub len: u16,
+}
+
+/// A compiled field operation.
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    /// Offset within the record (meaningful for fixed-length templates only).
+    offset: usize,
+    len: usize,
+    target: Target,
+    arg: u8,
+}
+
+/// A template compiled for decoding.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub(crate) id: u16,
+    pub(crate) dialect: Dialect,
+    pub(crate) kind: TemplateKind,
+    pub(crate) fields: Vec<FieldSpec>,
+    /// Record length when no field is variable-length.
+    fixed_len: Option<usize>,
+    /// Shortest possible record (a variable-length field counts its length octet).
+    min_len: usize,
+    /// For fixed-length templates: the fields we interpret, with offsets.
+    ops: Vec<Op>,
+    /// Per field: its target when it is the first occurrence we interpret.
+    per_field: Vec<Option<(Target, u8)>>,
+}
+
+impl Template {
+    /// Compiles a template. `offset` locates it in the datagram for errors.
+    pub(crate) fn new(
+        dialect: Dialect,
+        id: u16,
+        kind: TemplateKind,
+        fields: Vec<FieldSpec>,
+        offset: usize,
+    ) -> Result<Self, DecodeError> {
+        let bad = |what| DecodeError::BadTemplate { offset, template_id: id, what };
+        if fields.is_empty() {
+            return Err(bad("no fields"));
+        }
+        let scope = match kind {
+            TemplateKind::Options { scope_fields } => usize::from(scope_fields),
+            TemplateKind::Data => 0,
+        };
+        let mut seen = [false; SLOTS];
+        let mut per_field = Vec::with_capacity(fields.len());
+        let mut ops = Vec::new();
+        let mut fixed = true;
+        let mut at = 0usize;
+        let mut min_len = 0usize;
+        for (i, f) in fields.iter().enumerate() {
+            let var = dialect == Dialect::Ipfix && f.len == VARIABLE_LENGTH;
+            // NetFlow v9 scope field types (system, interface, line card, ...) share
+            // numbers with flow fields but mean something else (RFC 3954 §6.1).
+            let is_v9_scope = dialect == Dialect::V9 && i < scope;
+            let t = if is_v9_scope { None } else { fields::target(dialect, f.pen, f.ie) };
+            let t = t.filter(|(t, arg)| {
+                let slot = t.slot(*arg);
+                let first = seen.get(slot).is_some_and(|s| !*s);
+                if let Some(s) = seen.get_mut(slot) {
+                    *s = true;
+                }
+                first
+            });
+            per_field.push(t);
+            if var {
+                fixed = false;
+                min_len += 1;
+            } else {
+                if let Some((target, arg)) = t {
+                    ops.push(Op { offset: at, len: usize::from(f.len), target, arg });
+                }
+                at += usize::from(f.len);
+                min_len += usize::from(f.len);
+            }
+        }
+        if min_len == 0 {
+            return Err(bad("zero-length record"));
+        }
+        Ok(Self {
+            id,
+            dialect,
+            kind,
+            fields,
+            fixed_len: fixed.then_some(at),
+            min_len,
+            ops,
+            per_field,
+        })
+    }
+
+    /// Decodes every record of one data set body into `rec`/`extra` pairs handed to
+    /// `each`. Returns the number of records. Trailing bytes shorter than a record are
+    /// padding (RFC 7011 §3.3.1, RFC 3954 §5.3).
+    fn for_each_record(
+        &self,
+        mut data: Reader<'_>,
+        proto: FlowProtocol,
+        exporter: IpAddr,
+        export_time_ms: u64,
+        mut each: impl FnMut(FlowRecord, Extra),
+    ) -> Result<u32, DecodeError> {
+        let blank = FlowRecord::empty(proto, exporter, export_time_ms);
+        let mut n = 0u32;
+        if let Some(len) = self.fixed_len {
+            while data.remaining() >= len {
+                let bytes = data.bytes(len)?;
+                let mut rec = blank;
+                let mut x = Extra::default();
+                for op in &self.ops {
+                    if let Some(v) = bytes.get(op.offset..op.offset + op.len) {
+                        fields::apply(op.target, op.arg, v, &mut rec, &mut x);
+                    }
+                }
+                each(rec, x);
+                n += 1;
+            }
+            return Ok(n);
+        }
+        while data.remaining() >= self.min_len {
+            let mut rec = blank;
+            let mut x = Extra::default();
+            for (f, t) in self.fields.iter().zip(&self.per_field) {
+                let len = if f.len == VARIABLE_LENGTH {
+                    // RFC 7011 §7: one length octet, or 255 then a 16-bit length.
+                    match data.u8()? {
+                        255 => usize::from(data.u16()?),
+                        short => usize::from(short),
+                    }
+                } else {
+                    usize::from(f.len)
+                };
+                let v = data.bytes(len)?;
+                if let Some((target, arg)) = *t {
+                    fields::apply(target, arg, v, &mut rec, &mut x);
+                }
+            }
+            each(rec, x);
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Header facts a data set needs to be decoded (kept with held sets).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExportCtx {
+    pub(crate) proto: FlowProtocol,
+    pub(crate) domain: u32,
+    pub(crate) export_time_ms: u64,
+    /// NetFlow v9 header sysUptime, for FIRST_SWITCHED/LAST_SWITCHED.
+    pub(crate) sys_uptime_ms: Option<u32>,
+    pub(crate) received_at_ms: u64,
+}
+
+impl ExportCtx {
+    fn dialect(&self) -> Dialect {
+        if self.proto == FlowProtocol::NetflowV9 { Dialect::V9 } else { Dialect::Ipfix }
+    }
+}
+
+/// A data set waiting for its template.
+#[derive(Debug, Clone)]
+pub(crate) struct HeldSet {
+    key: TemplateKey,
+    hdr: ExportCtx,
+    /// Absolute offset of the set body in its original datagram (for errors).
+    offset: usize,
+    body: Vec<u8>,
+}
+
+/// Data sets held per exporter, bounded by bytes; oldest dropped first.
 #[derive(Debug, Default)]
-pub(crate) struct HeldSets;
+pub(crate) struct HeldSets {
+    sets: VecDeque<HeldSet>,
+    bytes: usize,
+}
+
 impl HeldSets {
-    pub(crate) fn expire(&mut self, _now: u64, _hold: u64) -> u64 { 0 }
+    /// Holds a set; returns how many older sets were dropped to make room.
+    fn hold(&mut self, set: HeldSet, max_bytes: usize) -> u64 {
+        let mut dropped = 0;
+        if set.body.len() > max_bytes {
+            return 1;
+        }
+        while self.bytes + set.body.len() > max_bytes {
+            match self.sets.pop_front() {
+                Some(old) => {
+                    self.bytes -= old.body.len();
+                    dropped += 1;
+                }
+                None => break,
+            }
+        }
+        self.bytes += set.body.len();
+        self.sets.push_back(set);
+        dropped
+    }
+
+    /// Drops sets received more than `hold_ms` before `now_ms`; returns how many.
+    pub(crate) fn expire(&mut self, now_ms: u64, hold_ms: u64) -> u64 {
+        let mut dropped = 0;
+        while let Some(front) = self.sets.front() {
+            if front.hdr.received_at_ms.saturating_add(hold_ms) >= now_ms {
+                break;
+            }
+            if let Some(old) = self.sets.pop_front() {
+                self.bytes -= old.body.len();
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Removes and returns the sets whose key satisfies `ready`, in arrival order.
+    fn take(&mut self, mut ready: impl FnMut(&TemplateKey) -> bool) -> Vec<HeldSet> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.sets.len());
+        for s in self.sets.drain(..) {
+            if ready(&s.key) {
+                self.bytes -= s.body.len();
+                taken.push(s);
+            } else {
+                kept.push_back(s);
+            }
+        }
+        self.sets = kept;
+        taken
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.sets.len()
+    }
+}
+
+/// Decodes the sets of one v9 or IPFIX message body. Returns the number of data
+/// records decoded from this message's own data sets, or `None` when some were held
+/// (so the sequence check for the next message is skipped).
+pub(crate) fn decode_sets(
+    ctx: &mut Context<'_, '_>,
+    hdr: &ExportCtx,
+    body: &Reader<'_>,
+    out: &mut Vec<FlowRecord>,
+) -> Result<Option<u32>, DecodeError> {
+    let dialect = hdr.dialect();
+    // Pass 1: validate set framing and learn templates.
+    let mut learned = false;
+    let mut sets = body.clone();
+    while sets.remaining() >= 4 {
+        let set_offset = sets.offset();
+        let (id, mut set) = next_set(&mut sets)?;
+        match (dialect, id) {
+            (Dialect::V9, 0) => learned |= learn_v9(ctx, hdr, &mut set, false)?,
+            (Dialect::V9, 1) => learned |= learn_v9(ctx, hdr, &mut set, true)?,
+            (Dialect::Ipfix, 2) => learned |= learn_ipfix(ctx, hdr, &mut set, false)?,
+            (Dialect::Ipfix, 3) => learned |= learn_ipfix(ctx, hdr, &mut set, true)?,
+            (_, 256..) => {}
+            (_, id) => return Err(DecodeError::ReservedSetId { offset: set_offset, set_id: id }),
+        }
+    }
+    // Data that waited for a template this message just delivered.
+    if learned && ctx.state.held.len() > 0 {
+        decode_held(ctx, out);
+    }
+    // Pass 2: data sets.
+    let mut records = Some(0u32);
+    let mut sets = body.clone();
+    while sets.remaining() >= 4 {
+        let (id, set) = next_set(&mut sets)?;
+        if id < 256 {
+            continue;
+        }
+        let key = TemplateKey {
+            exporter: ctx.datagram.exporter,
+            dialect,
+            domain: hdr.domain,
+            template_id: id,
+        };
+        if let Some(t) = ctx.templates.get(&key) {
+            let n = decode_data(ctx, &t, hdr, set, out)?;
+            records = records.map(|r| r.wrapping_add(n));
+        } else {
+            let held = HeldSet { key, hdr: *hdr, offset: set.offset(), body: set.rest().to_vec() };
+            let dropped = ctx.state.held.hold(held, ctx.max_held_bytes);
+            ctx.state.counters.template_missing += dropped;
+            records = None;
+        }
+    }
+    Ok(records)
+}
+
+/// Reads one set header and returns (set id, body reader).
+fn next_set<'a>(r: &mut Reader<'a>) -> Result<(u16, Reader<'a>), DecodeError> {
+    let offset = r.offset();
+    let id = r.u16()?;
+    let len = usize::from(r.u16()?);
+    if len < 4 {
+        return Err(DecodeError::BadLength { offset: offset + 2, what: "set", length: len });
+    }
+    let body = r.sub(len - 4)?;
+    Ok((id, body))
+}
+
+fn insert_template(ctx: &mut Context<'_, '_>, hdr: &ExportCtx, t: Template) {
+    let key = TemplateKey {
+        exporter: ctx.datagram.exporter,
+        dialect: t.dialect,
+        domain: hdr.domain,
+        template_id: t.id,
+    };
+    match ctx.templates.insert(key, t) {
+        Insert::New => ctx.state.counters.templates_learned += 1,
+        Insert::Redefined => ctx.state.counters.templates_redefined += 1,
+        Insert::Refreshed => {}
+    }
+}
+
+/// NetFlow v9 template flowset (id 0) or options template flowset (id 1), RFC 3954
+/// §5.2 and §6.1.
+fn learn_v9(
+    ctx: &mut Context<'_, '_>,
+    hdr: &ExportCtx,
+    set: &mut Reader<'_>,
+    options: bool,
+) -> Result<bool, DecodeError> {
+    let mut learned = false;
+    let min_header = if options { 6 } else { 4 };
+    while set.remaining() >= min_header {
+        let offset = set.offset();
+        let id = set.u16()?;
+        let (kind, count) = if options {
+            let scope_len = set.u16()?;
+            let opt_len = set.u16()?;
+            if scope_len % 4 != 0 || opt_len % 4 != 0 {
+                return Err(DecodeError::BadTemplate {
+                    offset,
+                    template_id: id,
+                    what: "options lengths not a multiple of 4",
+                });
+            }
+            (TemplateKind::Options { scope_fields: scope_len / 4 }, (scope_len + opt_len) / 4)
+        } else {
+            (TemplateKind::Data, set.u16()?)
+        };
+        if id < 256 {
+            return Err(DecodeError::BadTemplate { offset, template_id: id, what: "id below 256" });
+        }
+        let fields = read_fields(set, usize::from(count), Dialect::V9)?;
+        insert_template(ctx, hdr, Template::new(Dialect::V9, id, kind, fields, offset)?);
+        learned = true;
+    }
+    Ok(learned)
+}
+
+/// IPFIX template set (2) or options template set (3), RFC 7011 §3.4, including
+/// withdrawals (§8.1): a record with field count 0.
+fn learn_ipfix(
+    ctx: &mut Context<'_, '_>,
+    hdr: &ExportCtx,
+    set: &mut Reader<'_>,
+    options: bool,
+) -> Result<bool, DecodeError> {
+    let mut learned = false;
+    while set.remaining() >= 4 {
+        let offset = set.offset();
+        let id = set.u16()?;
+        let count = set.u16()?;
+        let all_id = if options { 3 } else { 2 };
+        if count == 0 {
+            if id == all_id {
+                let n = ctx.templates.withdraw_all(
+                    ctx.datagram.exporter,
+                    Dialect::Ipfix,
+                    hdr.domain,
+                    options,
+                );
+                ctx.state.counters.templates_withdrawn += n;
+            } else if id >= 256 {
+                let key = TemplateKey {
+                    exporter: ctx.datagram.exporter,
+                    dialect: Dialect::Ipfix,
+                    domain: hdr.domain,
+                    template_id: id,
+                };
+                if ctx.templates.withdraw(&key) {
+                    ctx.state.counters.templates_withdrawn += 1;
+                }
+            } else {
+                return Err(DecodeError::BadTemplate {
+                    offset,
+                    template_id: id,
+                    what: "withdrawal of a reserved id",
+                });
+            }
+            continue;
+        }
+        if id < 256 {
+            return Err(DecodeError::BadTemplate { offset, template_id: id, what: "id below 256" });
+        }
+        let kind = if options {
+            let scope = set.u16()?;
+            if scope == 0 || scope > count {
+                return Err(DecodeError::BadTemplate {
+                    offset,
+                    template_id: id,
+                    what: "scope field count out of range",
+                });
+            }
+            TemplateKind::Options { scope_fields: scope }
+        } else {
+            TemplateKind::Data
+        };
+        let fields = read_fields(set, usize::from(count), Dialect::Ipfix)?;
+        insert_template(ctx, hdr, Template::new(Dialect::Ipfix, id, kind, fields, offset)?);
+        learned = true;
+    }
+    Ok(learned)
+}
+
+fn read_fields(
+    set: &mut Reader<'_>,
+    count: usize,
+    dialect: Dialect,
+) -> Result<Vec<FieldSpec>, DecodeError> {
+    // Each field specifier is at least 4 bytes: refuse counts the set cannot hold
+    // before allocating for them.
+    if count * 4 > set.remaining() {
+        return Err(DecodeError::Truncated {
+            offset: set.offset(),
+            needed: count * 4,
+            available: set.remaining(),
+        });
+    }
+    let mut fields = Vec::with_capacity(count);
+    for _ in 0..count {
+        let raw = set.u16()?;
+        let len = set.u16()?;
+        let (ie, pen) = if dialect == Dialect::Ipfix && raw & 0x8000 != 0 {
+            (raw & 0x7FFF, set.u32()?)
+        } else {
+            (raw, 0)
+        };
+        fields.push(FieldSpec { ie, pen, len });
+    }
+    Ok(fields)
+}
+
+fn decode_held(ctx: &mut Context<'_, '_>, out: &mut Vec<FlowRecord>) {
+    let templates = &mut *ctx.templates;
+    let ready = ctx.state.held.take(|k| templates.get(k).is_some());
+    for held in ready {
+        let Some(t) = ctx.templates.get(&held.key) else { continue };
+        let start = out.len();
+        let body = Reader::with_base(&held.body, held.offset);
+        match decode_data(ctx, &t, &held.hdr, body, out) {
+            Ok(_) => ctx.state.counters.held_sets_decoded += 1,
+            Err(_) => {
+                // The set was malformed after all; it belongs to an earlier datagram
+                // that was already counted as decoded, so count it as a missing set.
+                out.truncate(start);
+                ctx.state.counters.template_missing += 1;
+            }
+        }
+    }
+}
+
+/// Decodes one data set with its template; options records update exporter state.
+fn decode_data(
+    ctx: &mut Context<'_, '_>,
+    t: &Template,
+    hdr: &ExportCtx,
+    body: Reader<'_>,
+    out: &mut Vec<FlowRecord>,
+) -> Result<u32, DecodeError> {
+    let exporter = ctx.datagram.exporter;
+    let state = &mut *ctx.state;
+    if t.kind.is_options() {
+        return t.for_each_record(body, hdr.proto, exporter, hdr.export_time_ms, |_, x| {
+            state.counters.options_records += 1;
+            if let Some(rate) = x.sampling_rate() {
+                state.sampling.learn(hdr.domain, x.sampler_id, rate);
+            }
+            if let Some(init) = x.system_init_ms {
+                state.system_init_ms.insert(hdr.domain, init);
+            }
+        });
+    }
+    let settings = ctx.settings;
+    let clock = ctx.clock;
+    t.for_each_record(body, hdr.proto, exporter, hdr.export_time_ms, |mut rec, x| {
+        rec.observation_domain = hdr.domain;
+        finish(&mut rec, &x, hdr, state, settings, clock);
+        emit(rec, &x, state, out);
+    })
+}
+
+/// Fills what a record's fields imply: fallbacks, absolute times, sampling rate.
+#[inline]
+fn finish(
+    rec: &mut FlowRecord,
+    x: &Extra,
+    hdr: &ExportCtx,
+    state: &mut super::ExporterState,
+    settings: super::SamplingSettings,
+    clock: clock::ClockPolicy,
+) {
+    rec.bytes = rec.bytes.or(x.octet_total);
+    rec.packets = rec.packets.or(x.packet_total);
+    // IEs 252/253 when the exporter has no logical interface numbers (10/14).
+    rec.input_interface = rec.input_interface.or(x.ingress_physical);
+    rec.output_interface = rec.output_interface.or(x.egress_physical);
+    rec.src_vlan = rec.src_vlan.or(x.dot1q_vlan);
+    if rec.ip_version.is_none() {
+        rec.ip_version = rec.src_ip.map(|ip| if ip.is_ipv4() { 4 } else { 6 });
+    }
+    // ICMP type/code travel in the destination port (as NetFlow v5 does).
+    if matches!(rec.protocol, Some(1 | 58)) && rec.dst_port.unwrap_or(0) == 0 {
+        if let Some(tc) = x.icmp_type_code {
+            rec.dst_port = Some(tc);
+        } else if let Some(ty) = x.icmp_type {
+            rec.dst_port = Some(u16::from(ty) << 8 | u16::from(x.icmp_code.unwrap_or(0)));
+        }
+    }
+    // Timestamps: absolute forms first, then uptime-relative, then export deltas.
+    let export = hdr.export_time_ms;
+    let uptime_base = match hdr.sys_uptime_ms {
+        // v9: the header gives the uptime at export.
+        Some(up) => Some((export, up)),
+        // IPFIX: uptimes are relative to systemInitTimeMilliseconds (IE 160), from the
+        // record or from options data.
+        None => x
+            .system_init_ms
+            .or_else(|| state.system_init_ms.get(&hdr.domain).copied())
+            .map(|init| (init, 0)),
+    };
+    let from_up = |up: Option<u32>| -> Option<u64> {
+        let up = up?;
+        let (base, base_up) = uptime_base?;
+        Some(if hdr.sys_uptime_ms.is_some() {
+            clock::from_uptime(base, base_up, up)
+        } else {
+            base.saturating_add(u64::from(up))
+        })
+    };
+    let mut start = x
+        .start_ms
+        .or_else(|| from_up(x.first_uptime))
+        .or_else(|| x.start_delta_us.map(|d| export.saturating_sub(d / 1000)));
+    let mut end = x
+        .end_ms
+        .or_else(|| from_up(x.last_uptime))
+        .or_else(|| x.end_delta_us.map(|d| export.saturating_sub(d / 1000)))
+        .or(x.observation_ms);
+    if clock.settle(export, &mut start, &mut end) {
+        state.counters.clock_clamped += 1;
+    }
+    rec.flow_start_ms = start;
+    rec.flow_end_ms = end;
+    let sampling = RecordSampling { sampler_id: x.sampler_id, rate: x.sampling_rate() };
+    rec.sampling_rate = match state.sampling.resolve(settings, hdr.domain, sampling) {
+        Resolved::Known(rate) => Some(rate),
+        Resolved::Unknown => {
+            state.counters.sampling_rate_unknown += 1;
+            None
+        }
+    };
+}
+
+/// Pushes the record, or for Cisco NSEL the two directed flows it stands for.
+#[inline]
+fn emit(rec: FlowRecord, x: &Extra, state: &mut super::ExporterState, out: &mut Vec<FlowRecord>) {
+    let nsel = x.initiator_octets.is_some()
+        || x.responder_octets.is_some()
+        || x.initiator_packets.is_some()
+        || x.responder_packets.is_some();
+    if let Some(event) = rec.firewall_event {
+        // NSEL events: 1 created, 2 deleted (teardown), 3 denied, 4 alert, 5 update.
+        // Only teardown and update carry byte counts to add up; created would count a
+        // flow twice and denied moved no traffic.
+        if event != 2 && event != 5 {
+            state.counters.nsel_events_skipped += 1;
+            return;
+        }
+    }
+    if !nsel {
+        out.push(rec);
+        return;
+    }
+    let mut fwd = rec;
+    fwd.bytes = x.initiator_octets.or(rec.bytes);
+    fwd.packets = x.initiator_packets.or(rec.packets);
+    out.push(fwd);
+    let rev_bytes = x.responder_octets.unwrap_or(0);
+    let rev_packets = x.responder_packets.unwrap_or(0);
+    if rev_bytes > 0 || rev_packets > 0 {
+        let mut rev = rec;
+        rev.src_ip = rec.dst_ip;
+        rev.dst_ip = rec.src_ip;
+        rev.src_port = rec.dst_port;
+        rev.dst_port = rec.src_port;
+        rev.input_interface = rec.output_interface;
+        rev.output_interface = rec.input_interface;
+        rev.src_as = rec.dst_as;
+        rev.dst_as = rec.src_as;
+        rev.src_mask = rec.dst_mask;
+        rev.dst_mask = rec.src_mask;
+        rev.src_vlan = rec.dst_vlan;
+        rev.dst_vlan = rec.src_vlan;
+        rev.bytes = x.responder_octets;
+        rev.packets = x.responder_packets;
+        out.push(rev);
+    }
 }

@@ -1,0 +1,188 @@
+//! Byte builders for NetFlow v5, v9 and IPFIX test packets (test-only).
+
+/// One NetFlow v5 record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct V5Record {
+    pub(crate) src: [u8; 4],
+    pub(crate) dst: [u8; 4],
+    pub(crate) next_hop: [u8; 4],
+    pub(crate) input: u16,
+    pub(crate) output: u16,
+    pub(crate) packets: u32,
+    pub(crate) bytes: u32,
+    pub(crate) first: u32,
+    pub(crate) last: u32,
+    pub(crate) src_port: u16,
+    pub(crate) dst_port: u16,
+    pub(crate) tcp_flags: u8,
+    pub(crate) protocol: u8,
+    pub(crate) tos: u8,
+    pub(crate) src_as: u16,
+    pub(crate) dst_as: u16,
+    pub(crate) src_mask: u8,
+    pub(crate) dst_mask: u8,
+}
+
+pub(crate) fn v5_packet(
+    seq: u32,
+    uptime: u32,
+    secs: u32,
+    nsecs: u32,
+    sampling: u16,
+    records: &[V5Record],
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(24 + 48 * records.len());
+    p.extend_from_slice(&5u16.to_be_bytes());
+    p.extend_from_slice(&u16::try_from(records.len()).unwrap().to_be_bytes());
+    p.extend_from_slice(&uptime.to_be_bytes());
+    p.extend_from_slice(&secs.to_be_bytes());
+    p.extend_from_slice(&nsecs.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&[1, 2]);
+    p.extend_from_slice(&sampling.to_be_bytes());
+    for r in records {
+        p.extend_from_slice(&r.src);
+        p.extend_from_slice(&r.dst);
+        p.extend_from_slice(&r.next_hop);
+        p.extend_from_slice(&r.input.to_be_bytes());
+        p.extend_from_slice(&r.output.to_be_bytes());
+        p.extend_from_slice(&r.packets.to_be_bytes());
+        p.extend_from_slice(&r.bytes.to_be_bytes());
+        p.extend_from_slice(&r.first.to_be_bytes());
+        p.extend_from_slice(&r.last.to_be_bytes());
+        p.extend_from_slice(&r.src_port.to_be_bytes());
+        p.extend_from_slice(&r.dst_port.to_be_bytes());
+        p.push(0);
+        p.push(r.tcp_flags);
+        p.push(r.protocol);
+        p.push(r.tos);
+        p.extend_from_slice(&r.src_as.to_be_bytes());
+        p.extend_from_slice(&r.dst_as.to_be_bytes());
+        p.push(r.src_mask);
+        p.push(r.dst_mask);
+        p.extend_from_slice(&[0, 0]);
+    }
+    p
+}
+
+/// A NetFlow v9 packet from already-built flowsets.
+pub(crate) fn v9_packet(seq: u32, uptime: u32, secs: u32, source_id: u32, sets: &[Vec<u8>]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&9u16.to_be_bytes());
+    p.extend_from_slice(&u16::try_from(sets.len()).unwrap().to_be_bytes());
+    p.extend_from_slice(&uptime.to_be_bytes());
+    p.extend_from_slice(&secs.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&source_id.to_be_bytes());
+    for s in sets {
+        p.extend_from_slice(s);
+    }
+    p
+}
+
+fn set(id: u16, body: &[u8]) -> Vec<u8> {
+    let mut s = id.to_be_bytes().to_vec();
+    s.extend_from_slice(&u16::try_from(body.len() + 4).unwrap().to_be_bytes());
+    s.extend_from_slice(body);
+    s
+}
+
+/// A v9 template flowset (id 0) with (template id, [(type, length)]) templates.
+pub(crate) fn v9_template_flowset(templates: &[(u16, Vec<(u16, u16)>)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (id, fields) in templates {
+        body.extend_from_slice(&id.to_be_bytes());
+        body.extend_from_slice(&u16::try_from(fields.len()).unwrap().to_be_bytes());
+        for (t, l) in fields {
+            body.extend_from_slice(&t.to_be_bytes());
+            body.extend_from_slice(&l.to_be_bytes());
+        }
+    }
+    set(0, &body)
+}
+
+/// A v9 options template flowset (id 1), padded to 4 bytes.
+pub(crate) fn v9_options_template_flowset(id: u16, scope: &[(u16, u16)], options: &[(u16, u16)]) -> Vec<u8> {
+    let mut body = id.to_be_bytes().to_vec();
+    body.extend_from_slice(&u16::try_from(scope.len() * 4).unwrap().to_be_bytes());
+    body.extend_from_slice(&u16::try_from(options.len() * 4).unwrap().to_be_bytes());
+    for (t, l) in scope.iter().chain(options) {
+        body.extend_from_slice(&t.to_be_bytes());
+        body.extend_from_slice(&l.to_be_bytes());
+    }
+    while body.len() % 4 != 0 {
+        body.push(0);
+    }
+    set(1, &body)
+}
+
+/// A data set/flowset with `pad` zero bytes of padding after the records.
+pub(crate) fn data_set(id: u16, records: &[u8], pad: usize) -> Vec<u8> {
+    let mut body = records.to_vec();
+    body.resize(records.len() + pad, 0);
+    set(id, &body)
+}
+
+/// An IPFIX field specifier.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ie {
+    pub(crate) id: u16,
+    pub(crate) len: u16,
+    pub(crate) pen: u32,
+}
+
+impl Ie {
+    pub(crate) const fn new(id: u16, len: u16) -> Self {
+        Self { id, len, pen: 0 }
+    }
+    pub(crate) const fn ent(id: u16, len: u16, pen: u32) -> Self {
+        Self { id, len, pen }
+    }
+}
+
+fn push_ies(body: &mut Vec<u8>, fields: &[Ie]) {
+    for f in fields {
+        let raw = if f.pen == 0 { f.id } else { f.id | 0x8000 };
+        body.extend_from_slice(&raw.to_be_bytes());
+        body.extend_from_slice(&f.len.to_be_bytes());
+        if f.pen != 0 {
+            body.extend_from_slice(&f.pen.to_be_bytes());
+        }
+    }
+}
+
+/// An IPFIX template set (`set_id` 2) of (template id, fields); empty fields make a
+/// withdrawal record.
+pub(crate) fn ipfix_template_set(set_id: u16, templates: &[(u16, &[Ie])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (id, fields) in templates {
+        body.extend_from_slice(&id.to_be_bytes());
+        body.extend_from_slice(&u16::try_from(fields.len()).unwrap().to_be_bytes());
+        push_ies(&mut body, fields);
+    }
+    set(set_id, &body)
+}
+
+/// An IPFIX options template set (3) with one options template.
+pub(crate) fn ipfix_options_template_set(id: u16, scope: &[Ie], options: &[Ie]) -> Vec<u8> {
+    let mut body = id.to_be_bytes().to_vec();
+    body.extend_from_slice(&u16::try_from(scope.len() + options.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(&u16::try_from(scope.len()).unwrap().to_be_bytes());
+    push_ies(&mut body, scope);
+    push_ies(&mut body, options);
+    set(3, &body)
+}
+
+/// An IPFIX message from already-built sets.
+pub(crate) fn ipfix_message(export_secs: u32, seq: u32, domain: u32, sets: &[Vec<u8>]) -> Vec<u8> {
+    let len: usize = 16 + sets.iter().map(Vec::len).sum::<usize>();
+    let mut m = 10u16.to_be_bytes().to_vec();
+    m.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+    m.extend_from_slice(&export_secs.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(&domain.to_be_bytes());
+    for s in sets {
+        m.extend_from_slice(s);
+    }
+    m
+}
