@@ -61,7 +61,8 @@ const LINKTYPE_IPV6: u32 = 229;
 const LINKTYPE_LINUX_SLL2: u32 = 276;
 
 fn get<const N: usize>(data: &[u8], at: usize) -> Option<[u8; N]> {
-    data.get(at..at.checked_add(N)?).and_then(|s| <[u8; N]>::try_from(s).ok())
+    data.get(at..at.checked_add(N)?)
+        .and_then(|s| <[u8; N]>::try_from(s).ok())
 }
 
 /// Reads every frame of a pcap or pcapng file held in memory.
@@ -80,7 +81,13 @@ fn pcap(data: &[u8]) -> Result<Vec<Frame<'_>>, CaptureError> {
     let nanos = matches!(u32::from_le_bytes(magic), 0xa1b2_3c4d | 0x4d3c_b2a1);
     let u32_at = |at: usize| {
         get::<4>(data, at)
-            .map(|b| if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
+            .map(|b| {
+                if le {
+                    u32::from_le_bytes(b)
+                } else {
+                    u32::from_be_bytes(b)
+                }
+            })
             .ok_or(CaptureError::Truncated { offset: at })
     };
     // The link type's low 16 bits (the upper bits carry FCS info in some writers).
@@ -95,8 +102,16 @@ fn pcap(data: &[u8]) -> Result<Vec<Frame<'_>>, CaptureError> {
         let body = data
             .get(start..start.saturating_add(caplen))
             .ok_or(CaptureError::Truncated { offset: at })?;
-        let frac_ms = if nanos { frac / 1_000_000 } else { frac / 1_000 };
-        frames.push(Frame { linktype, ts_ms: secs * 1000 + frac_ms, data: body });
+        let frac_ms = if nanos {
+            frac / 1_000_000
+        } else {
+            frac / 1_000
+        };
+        frames.push(Frame {
+            linktype,
+            ts_ms: secs * 1000 + frac_ms,
+            data: body,
+        });
         at = start + caplen;
     }
     Ok(frames)
@@ -119,18 +134,33 @@ fn pcapng(data: &[u8]) -> Result<Vec<Frame<'_>>, CaptureError> {
         }
         let u32_at = |o: usize| {
             get::<4>(data, o)
-                .map(|b| if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
+                .map(|b| {
+                    if le {
+                        u32::from_le_bytes(b)
+                    } else {
+                        u32::from_be_bytes(b)
+                    }
+                })
                 .ok_or(CaptureError::Truncated { offset: o })
         };
         let u16_at = |o: usize| {
             get::<2>(data, o)
-                .map(|b| if le { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) })
+                .map(|b| {
+                    if le {
+                        u16::from_le_bytes(b)
+                    } else {
+                        u16::from_be_bytes(b)
+                    }
+                })
                 .ok_or(CaptureError::Truncated { offset: o })
         };
         let block_type = u32_at(at)?;
         let len = usize::try_from(u32_at(at + 4)?).unwrap_or(usize::MAX);
         if len < 12 || len % 4 != 0 || at.saturating_add(len) > data.len() {
-            return Err(CaptureError::BadBlock { offset: at, length: len });
+            return Err(CaptureError::BadBlock {
+                offset: at,
+                length: len,
+            });
         }
         let body = data.get(at + 8..at + len - 4).unwrap_or(&[]);
         let ts = |high: u32, low: u32, iface: usize| -> u64 {
@@ -167,22 +197,36 @@ fn pcapng(data: &[u8]) -> Result<Vec<Frame<'_>>, CaptureError> {
                 let iface = usize::try_from(u32_at(at + 8)?).unwrap_or(usize::MAX);
                 let t = ts(u32_at(at + 12)?, u32_at(at + 16)?, iface);
                 let caplen = usize::try_from(u32_at(at + 20)?).unwrap_or(usize::MAX);
-                let pkt = body
-                    .get(20..20usize.saturating_add(caplen))
-                    .ok_or(CaptureError::BadBlock { offset: at, length: len })?;
+                let pkt =
+                    body.get(20..20usize.saturating_add(caplen))
+                        .ok_or(CaptureError::BadBlock {
+                            offset: at,
+                            length: len,
+                        })?;
                 let linktype = interfaces.get(iface).map_or(LINKTYPE_ETHERNET, |i| i.0);
-                frames.push(Frame { linktype, ts_ms: t, data: pkt });
+                frames.push(Frame {
+                    linktype,
+                    ts_ms: t,
+                    data: pkt,
+                });
             }
             // Obsolete packet block.
             2 => {
                 let iface = usize::from(u16_at(at + 8)?);
                 let t = ts(u32_at(at + 12)?, u32_at(at + 16)?, iface);
                 let caplen = usize::try_from(u32_at(at + 20)?).unwrap_or(usize::MAX);
-                let pkt = body
-                    .get(20..20usize.saturating_add(caplen))
-                    .ok_or(CaptureError::BadBlock { offset: at, length: len })?;
+                let pkt =
+                    body.get(20..20usize.saturating_add(caplen))
+                        .ok_or(CaptureError::BadBlock {
+                            offset: at,
+                            length: len,
+                        })?;
                 let linktype = interfaces.get(iface).map_or(LINKTYPE_ETHERNET, |i| i.0);
-                frames.push(Frame { linktype, ts_ms: t, data: pkt });
+                frames.push(Frame {
+                    linktype,
+                    ts_ms: t,
+                    data: pkt,
+                });
             }
             // Simple packet block: no timestamp, interface 0.
             3 => {
@@ -190,7 +234,11 @@ fn pcapng(data: &[u8]) -> Result<Vec<Frame<'_>>, CaptureError> {
                 let pkt = body.get(4..).unwrap_or(&[]);
                 let pkt = pkt.get(..orig.min(pkt.len())).unwrap_or(pkt);
                 let linktype = interfaces.first().map_or(LINKTYPE_ETHERNET, |i| i.0);
-                frames.push(Frame { linktype, ts_ms: 0, data: pkt });
+                frames.push(Frame {
+                    linktype,
+                    ts_ms: 0,
+                    data: pkt,
+                });
             }
             _ => {}
         }
@@ -265,8 +313,16 @@ fn ipv4(d: &[u8]) -> Result<UdpDatagram<'_>, Skip> {
         return Err(Skip::Fragment);
     }
     // Trailing Ethernet padding is not part of the IP packet.
-    let end = if total >= ihl { total.min(d.len()) } else { d.len() };
-    udp_in(d.get(ihl..end).ok_or(Skip::Truncated)?, IpAddr::V4(src), IpAddr::V4(dst))
+    let end = if total >= ihl {
+        total.min(d.len())
+    } else {
+        d.len()
+    };
+    udp_in(
+        d.get(ihl..end).ok_or(Skip::Truncated)?,
+        IpAddr::V4(src),
+        IpAddr::V4(dst),
+    )
 }
 
 fn ipv6(d: &[u8]) -> Result<UdpDatagram<'_>, Skip> {
@@ -289,7 +345,11 @@ fn ipv6(d: &[u8]) -> Result<UdpDatagram<'_>, Skip> {
             _ => return Err(Skip::NotUdp),
         }
     }
-    udp_in(d.get(at..end).ok_or(Skip::Truncated)?, IpAddr::V6(src), IpAddr::V6(dst))
+    udp_in(
+        d.get(at..end).ok_or(Skip::Truncated)?,
+        IpAddr::V6(src),
+        IpAddr::V6(dst),
+    )
 }
 
 fn udp_in(d: &[u8], src: IpAddr, dst: IpAddr) -> Result<UdpDatagram<'_>, Skip> {
@@ -300,7 +360,13 @@ fn udp_in(d: &[u8], src: IpAddr, dst: IpAddr) -> Result<UdpDatagram<'_>, Skip> {
         return Err(Skip::Truncated);
     }
     let payload = d.get(8..len).ok_or(Skip::Truncated)?;
-    Ok(UdpDatagram { src, dst, src_port, dst_port, payload })
+    Ok(UdpDatagram {
+        src,
+        dst,
+        src_port,
+        dst_port,
+        payload,
+    })
 }
 
 #[cfg(test)]
@@ -401,10 +467,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_skips_fragments() {
-        assert_eq!(frames(b"nope").unwrap_err(), CaptureError::UnknownFormat { magic: 0x65706f6e });
+        assert_eq!(
+            frames(b"nope").unwrap_err(),
+            CaptureError::UnknownFormat { magic: 0x6570_6f6e }
+        );
         let mut frag = udp4_frame(b"x", false);
         frag[14 + 6] = 0x20; // more fragments
-        let fr = Frame { linktype: 1, ts_ms: 0, data: &frag };
+        let fr = Frame {
+            linktype: 1,
+            ts_ms: 0,
+            data: &frag,
+        };
         assert_eq!(udp(&fr).unwrap_err(), Skip::Fragment);
     }
 }

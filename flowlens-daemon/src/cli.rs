@@ -15,7 +15,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Decode NetFlow v5/v9, IPFIX and sFlow v5 datagrams from pcap/pcapng captures.
+    /// Decode `NetFlow` v5/v9, IPFIX and sFlow v5 datagrams from pcap/pcapng captures.
     Decode {
         /// Output: one JSON object per flow (summary on stderr), or the summary only.
         #[arg(long, value_enum, default_value = "jsonl")]

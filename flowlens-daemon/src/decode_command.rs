@@ -27,15 +27,30 @@ pub enum Format {
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Capture { path: PathBuf, source: capture::CaptureError },
+    Capture {
+        path: PathBuf,
+        source: capture::CaptureError,
+    },
     #[error("state file {path}: {source}")]
-    StateParse { path: PathBuf, source: serde_json::Error },
+    StateParse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("state file {path}: {source}")]
-    StateLoad { path: PathBuf, source: crate::decode::state::StateError },
+    StateLoad {
+        path: PathBuf,
+        source: crate::decode::state::StateError,
+    },
     #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -51,26 +66,38 @@ pub fn run(
     err: &mut dyn Write,
 ) -> Result<Summary, CommandError> {
     let mut decoder = Decoder::new(config);
-    if let Some(path) = state_file {
-        if path.exists() {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| CommandError::Read { path: path.to_owned(), source })?;
-            let snapshot: StateSnapshot = serde_json::from_str(&text)
-                .map_err(|source| CommandError::StateParse { path: path.to_owned(), source })?;
-            decoder
-                .load_state(snapshot)
-                .map_err(|source| CommandError::StateLoad { path: path.to_owned(), source })?;
-        }
+    if let Some(path) = state_file
+        && path.exists()
+    {
+        let text = std::fs::read_to_string(path).map_err(|source| CommandError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let snapshot: StateSnapshot =
+            serde_json::from_str(&text).map_err(|source| CommandError::StateParse {
+                path: path.to_owned(),
+                source,
+            })?;
+        decoder
+            .load_state(snapshot)
+            .map_err(|source| CommandError::StateLoad {
+                path: path.to_owned(),
+                source,
+            })?;
     }
     let mut summary = Summary::default();
     let mut records = Vec::with_capacity(64);
     let mut line = String::new();
     let mut last_ts = 0;
     for path in files {
-        let data = std::fs::read(path)
-            .map_err(|source| CommandError::Read { path: path.clone(), source })?;
-        let frames = capture::frames(&data)
-            .map_err(|source| CommandError::Capture { path: path.clone(), source })?;
+        let data = std::fs::read(path).map_err(|source| CommandError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let frames = capture::frames(&data).map_err(|source| CommandError::Capture {
+            path: path.clone(),
+            source,
+        })?;
         for frame in &frames {
             summary.packets_read += 1;
             last_ts = last_ts.max(frame.ts_ms);
@@ -88,7 +115,11 @@ pub fn run(
             };
             summary.datagrams += 1;
             records.clear();
-            let d = Datagram { exporter: udp.src, received_at_ms: frame.ts_ms, payload: udp.payload };
+            let d = Datagram {
+                exporter: udp.src,
+                received_at_ms: frame.ts_ms,
+                payload: udp.payload,
+            };
             // A malformed datagram is counted by the decoder; go on with the next.
             let _ = decoder.decode(&d, &mut records);
             if format == Format::Jsonl {
@@ -105,8 +136,10 @@ pub fn run(
     summary.absorb(&decoder.totals());
     if let Some(path) = state_file {
         let text = serde_json::to_string_pretty(&decoder.save_state()).unwrap_or_default();
-        std::fs::write(path, text)
-            .map_err(|source| CommandError::Write { path: path.to_owned(), source })?;
+        std::fs::write(path, text).map_err(|source| CommandError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
     }
     let line = summary.json_line();
     match format {

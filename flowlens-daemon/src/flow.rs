@@ -129,14 +129,14 @@ pub struct FlowRecord {
     pub proto: FlowProtocol,
     /// The exporter: the UDP source of NetFlow/IPFIX, the agent address of sFlow.
     pub exporter_ip: IpAddr,
-    /// NetFlow v9 source id, IPFIX observation domain, sFlow sub-agent id (v5: engine
+    /// `NetFlow` v9 source id, IPFIX observation domain, sFlow sub-agent id (v5: engine
     /// type << 8 | engine id).
     pub observation_domain: u32,
     pub src_ip: Option<IpAddr>,
     pub dst_ip: Option<IpAddr>,
     pub src_port: Option<u16>,
     pub dst_port: Option<u16>,
-    /// IP protocol number (TCP 6, UDP 17, ICMP 1, ICMPv6 58).
+    /// IP protocol number (TCP 6, UDP 17, ICMP 1, `ICMPv6` 58).
     pub protocol: Option<u8>,
     pub bytes: Option<u64>,
     pub packets: Option<u64>,
@@ -204,7 +204,10 @@ impl FlowRecord {
             dst_mask: None,
             tos: None,
             direction: None,
-            mpls: MplsLabels { len: 0, labels: [0; MplsLabels::MAX] },
+            mpls: MplsLabels {
+                len: 0,
+                labels: [0; MplsLabels::MAX],
+            },
             application_id: None,
             tunnel: None,
             firewall_event: None,

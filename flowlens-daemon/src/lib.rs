@@ -1,9 +1,9 @@
-//! flowlens-daemon: the FlowLens collector.
+//! flowlens-daemon: the `FlowLens` collector.
 //!
 //! Today it owns the pure decoders ([`decode`]), the normalized flow model ([`flow`]),
 //! capture reading ([`capture`], pure) and the offline `decode` command
 //! ([`decode_command`], the edge that reads files and writes [`output`]). The
-//! ingestion, enrichment and PostgreSQL issues add the live pipeline.
+//! ingestion, enrichment and `PostgreSQL` issues add the live pipeline.
 
 pub mod capture;
 pub mod cli;

@@ -11,7 +11,11 @@ use flowlens_daemon::decode_command;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Decode { format, state, files } => {
+        Command::Decode {
+            format,
+            state,
+            files,
+        } => {
             let stdout = std::io::stdout();
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
             let mut err = std::io::stderr();

@@ -1,6 +1,6 @@
 //! Timestamp sanity: uptime wrap-around, flows ending after their export, absurd clocks.
 //!
-//! NetFlow v5/v9 and IPFIX sysUpTime fields are 32-bit milliseconds since the exporter
+//! `NetFlow` v5/v9 and IPFIX sysUpTime fields are 32-bit milliseconds since the exporter
 //! booted; they wrap every 49.7 days. Converting with wrapping arithmetic makes a flow
 //! that started just before a wrap come out right. What is still impossible after that
 //! (a flow ending after the packet that exports it, a flow older than
@@ -22,7 +22,11 @@ pub struct ClockPolicy {
 
 impl Default for ClockPolicy {
     fn default() -> Self {
-        Self { max_future_ms: 5_000, max_flow_age_ms: 86_400_000, max_skew_ms: 3_600_000 }
+        Self {
+            max_future_ms: 5_000,
+            max_flow_age_ms: 86_400_000,
+            max_skew_ms: 3_600_000,
+        }
     }
 }
 
@@ -33,7 +37,10 @@ impl Default for ClockPolicy {
 /// export uptime (an exporter bug) comes out in the future, where `settle` clamps it.
 #[inline]
 pub(crate) fn from_uptime(export_time_ms: u64, uptime_at_export_ms: u32, uptime_ms: u32) -> u64 {
-    #[expect(clippy::cast_possible_wrap, reason = "modular difference read as signed on purpose")]
+    #[expect(
+        clippy::cast_possible_wrap,
+        reason = "modular difference read as signed on purpose"
+    )]
     let age = uptime_at_export_ms.wrapping_sub(uptime_ms) as i32;
     if age >= 0 {
         export_time_ms.saturating_sub(u64::from(age.unsigned_abs()))
@@ -62,11 +69,11 @@ impl ClockPolicy {
                 changed = true;
             }
         }
-        if let (Some(s), Some(e)) = (start.as_mut(), end.as_ref()) {
-            if *s > *e {
-                *s = *e;
-                changed = true;
-            }
+        if let (Some(s), Some(e)) = (start.as_mut(), end.as_ref())
+            && *s > *e
+        {
+            *s = *e;
+            changed = true;
         }
         changed
     }

@@ -10,7 +10,11 @@
 pub enum DecodeError {
     /// The datagram ended before a field or structure it announced.
     #[error("truncated at offset {offset}: needed {needed} bytes, {available} available")]
-    Truncated { offset: usize, needed: usize, available: usize },
+    Truncated {
+        offset: usize,
+        needed: usize,
+        available: usize,
+    },
 
     /// The first bytes are not a version this collector understands.
     #[error("unknown flow protocol version {version} at offset {offset}")]
@@ -19,11 +23,19 @@ pub enum DecodeError {
     /// A length field is impossible (shorter than its own header, longer than the
     /// datagram, or inconsistent with a count).
     #[error("bad {what} length {length} at offset {offset}")]
-    BadLength { offset: usize, what: &'static str, length: usize },
+    BadLength {
+        offset: usize,
+        what: &'static str,
+        length: usize,
+    },
 
     /// A template or options template that cannot describe a record.
     #[error("invalid template {template_id} at offset {offset}: {what}")]
-    BadTemplate { offset: usize, template_id: u16, what: &'static str },
+    BadTemplate {
+        offset: usize,
+        template_id: u16,
+        what: &'static str,
+    },
 
     /// A set or flowset id reserved by the RFC (IPFIX 4-255, v9 2-255).
     #[error("reserved set id {set_id} at offset {offset}")]
@@ -31,11 +43,19 @@ pub enum DecodeError {
 
     /// A count field claims more items than could possibly fit in the datagram.
     #[error("{what} count {count} at offset {offset} exceeds the datagram")]
-    BadCount { offset: usize, what: &'static str, count: u32 },
+    BadCount {
+        offset: usize,
+        what: &'static str,
+        count: u32,
+    },
 
     /// An address family or type code the protocol does not define.
     #[error("unknown {what} {value} at offset {offset}")]
-    UnknownType { offset: usize, what: &'static str, value: u32 },
+    UnknownType {
+        offset: usize,
+        what: &'static str,
+        value: u32,
+    },
 }
 
 impl DecodeError {

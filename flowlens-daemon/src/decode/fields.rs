@@ -1,6 +1,6 @@
 //! Information elements: which template field fills which part of a [`FlowRecord`].
 //!
-//! NetFlow v9 field types 1-127 and IPFIX information elements share numbers (RFC 3954
+//! `NetFlow` v9 field types 1-127 and IPFIX information elements share numbers (RFC 3954
 //! §8, IANA IPFIX registry), so one table serves both; v9-only Cisco ids (40005) and the
 //! enterprise bit of IPFIX are handled by [`target`]. A template is compiled once into a
 //! list of (offset, length, [`Target`]) so decoding a record never looks a field id up.
@@ -128,7 +128,8 @@ pub(crate) fn target(dialect: Dialect, pen: u32, ie: u16) -> Option<(Target, u8)
         28 => T::DstV6,
         32 | 139 => T::IcmpTypeCode,
         34 | 50 => T::SamplingInterval,
-        48 => T::SamplerId,
+        // v9 FLOW_SAMPLER_ID / IPFIX samplerId (48) and IPFIX selectorId (302).
+        48 | 302 => T::SamplerId,
         58 => T::SrcVlan,
         59 => T::DstVlan,
         60 => T::IpVersion,
@@ -159,7 +160,6 @@ pub(crate) fn target(dialect: Dialect, pen: u32, ie: u16) -> Option<(Target, u8)
         253 => T::EgressPhysical,
         298 => T::InitiatorPackets,
         299 => T::ResponderPackets,
-        302 => T::SamplerId,
         305 => T::PacketInterval,
         306 => T::PacketSpace,
         309 => T::SamplingSize,
@@ -206,7 +206,7 @@ pub(crate) struct Extra {
 
 impl Extra {
     /// The 1:N rate this record (or options record) announces, if any: RFC 7011 IE 34
-    /// or v9 FLOW_SAMPLER_RANDOM_INTERVAL (50); RFC 5477 systematic count-based
+    /// or v9 `FLOW_SAMPLER_RANDOM_INTERVAL` (50); RFC 5477 systematic count-based
     /// (interval, space) -> (interval + space) / interval; random n-out-of-N
     /// (size, population) -> population / size.
     pub(crate) fn sampling_rate(&self) -> Option<u32> {
@@ -214,15 +214,15 @@ impl Extra {
         if let Some(n) = self.sampling_interval.filter(|&n| n > 0) {
             return Some(sat(n));
         }
-        if let (Some(i), Some(s)) = (self.packet_interval, self.packet_space) {
-            if i > 0 {
-                return Some(sat(i.saturating_add(s) / i));
-            }
+        if let (Some(i), Some(s)) = (self.packet_interval, self.packet_space)
+            && i > 0
+        {
+            return Some(sat(i.saturating_add(s) / i));
         }
-        if let (Some(n), Some(pop)) = (self.sampling_size, self.sampling_population) {
-            if n > 0 {
-                return Some(sat(pop / n));
-            }
+        if let (Some(n), Some(pop)) = (self.sampling_size, self.sampling_population)
+            && n > 0
+        {
+            return Some(sat(pop / n));
         }
         None
     }
@@ -245,12 +245,16 @@ fn sat_u8(v: u64) -> u8 {
 
 #[inline]
 fn v4(v: &[u8]) -> Option<IpAddr> {
-    <[u8; 4]>::try_from(v).ok().map(|a| IpAddr::V4(Ipv4Addr::from(a)))
+    <[u8; 4]>::try_from(v)
+        .ok()
+        .map(|a| IpAddr::V4(Ipv4Addr::from(a)))
 }
 
 #[inline]
 fn v6(v: &[u8]) -> Option<IpAddr> {
-    <[u8; 16]>::try_from(v).ok().map(|a| IpAddr::V6(Ipv6Addr::from(a)))
+    <[u8; 16]>::try_from(v)
+        .ok()
+        .map(|a| IpAddr::V6(Ipv6Addr::from(a)))
 }
 
 /// NTP timestamp (RFC 5905 era 0: seconds since 1900, 2^-32 fractions) to Unix ms, as
@@ -357,14 +361,20 @@ mod tests {
     fn ntp_conversion() {
         // 2024-01-01T00:00:00.500Z in NTP format.
         let secs = 1_704_067_200u64 + 2_208_988_800;
-        assert_eq!(ntp_to_unix_ms((secs << 32) | 0x8000_0000), 1_704_067_200_500);
+        assert_eq!(
+            ntp_to_unix_ms((secs << 32) | 0x8000_0000),
+            1_704_067_200_500
+        );
     }
 
     #[test]
     fn enterprise_fields_are_skipped() {
         assert_eq!(target(Dialect::Ipfix, 9, 1), None);
         assert_eq!(target(Dialect::Ipfix, 0, 40005), None);
-        assert_eq!(target(Dialect::V9, 0, 40005), Some((Target::FirewallEvent, 0)));
+        assert_eq!(
+            target(Dialect::V9, 0, 40005),
+            Some((Target::FirewallEvent, 0))
+        );
         assert_eq!(target(Dialect::Ipfix, 0, 72), Some((Target::Mpls, 2)));
     }
 }

@@ -15,13 +15,20 @@ use crate::flow::{FlowProtocol, FlowRecord};
 /// Header length in octets (RFC 7011 §3.1).
 pub(crate) const HEADER_LEN: usize = 16;
 
-pub(super) fn decode(ctx: &mut Context<'_, '_>, out: &mut Vec<FlowRecord>) -> Result<(), DecodeError> {
+pub(super) fn decode(
+    ctx: &mut Context<'_, '_>,
+    out: &mut Vec<FlowRecord>,
+) -> Result<(), DecodeError> {
     let payload = ctx.datagram.payload;
     let mut r = Reader::new(payload);
     let _version = r.u16()?;
     let length = usize::from(r.u16()?);
     if length < HEADER_LEN || length > payload.len() {
-        return Err(DecodeError::BadLength { offset: 2, what: "message", length });
+        return Err(DecodeError::BadLength {
+            offset: 2,
+            what: "message",
+            length,
+        });
     }
     let export_secs = r.u32()?;
     let sequence = r.u32()?;
@@ -36,7 +43,10 @@ pub(super) fn decode(ctx: &mut Context<'_, '_>, out: &mut Vec<FlowRecord>) -> Re
         received_at_ms: ctx.datagram.received_at_ms,
     };
     note_clock(ctx, hdr.export_time_ms);
-    let expired = ctx.state.held.expire(ctx.datagram.received_at_ms, ctx.hold_ms);
+    let expired = ctx
+        .state
+        .held
+        .expire(ctx.datagram.received_at_ms, ctx.hold_ms);
     ctx.state.counters.template_missing += expired;
     let records = decode_sets(ctx, &hdr, &body, out)?;
     let outcome = ctx

@@ -1,4 +1,4 @@
-//! PURE decoders for NetFlow v5, NetFlow v9, IPFIX and sFlow v5.
+//! PURE decoders for `NetFlow` v5, `NetFlow` v9, IPFIX and sFlow v5.
 //!
 //! No sockets, no clock, no globals: a [`Decoder`] is a value holding the per-exporter
 //! state (templates, sampling tables, sequence trackers, data held for a template that
@@ -117,9 +117,9 @@ pub struct ExporterCounters {
     pub templates_evicted: u64,
     /// Sequence discontinuities that look like loss.
     pub sequence_gaps: u64,
-    /// Lost export packets (NetFlow v9, sFlow datagrams).
+    /// Lost export packets (`NetFlow` v9, sFlow datagrams).
     pub lost_packets: u64,
-    /// Lost flow records (NetFlow v5 and IPFIX number records, not packets).
+    /// Lost flow records (`NetFlow` v5 and IPFIX number records, not packets).
     pub lost_records: u64,
     /// Sequence jumps that look like an exporter restart.
     pub sequence_resets: u64,
@@ -197,13 +197,21 @@ impl ExporterCounters {
             sflow_unparsed_headers,
             options_records
         );
-        for (a, b) in self.malformed_by_reason.iter_mut().zip(other.malformed_by_reason) {
+        for (a, b) in self
+            .malformed_by_reason
+            .iter_mut()
+            .zip(other.malformed_by_reason)
+        {
             *a += b;
         }
         for (a, b) in self.records.iter_mut().zip(other.records) {
             *a += b;
         }
-        for (a, b) in self.packets_by_protocol.iter_mut().zip(other.packets_by_protocol) {
+        for (a, b) in self
+            .packets_by_protocol
+            .iter_mut()
+            .zip(other.packets_by_protocol)
+        {
             *a += b;
         }
     }
@@ -235,7 +243,11 @@ pub struct Decoder {
 impl Decoder {
     pub fn new(config: DecoderConfig) -> Self {
         let templates = TemplateCache::new(config.max_templates);
-        Self { config, exporters: HashMap::new(), templates }
+        Self {
+            config,
+            exporters: HashMap::new(),
+            templates,
+        }
     }
 
     pub fn config(&self) -> &DecoderConfig {
@@ -251,7 +263,12 @@ impl Decoder {
         out: &mut Vec<FlowRecord>,
     ) -> Result<usize, DecodeError> {
         let start = out.len();
-        let settings = self.config.sampling.get(&datagram.exporter).copied().unwrap_or_default();
+        let settings = self
+            .config
+            .sampling
+            .get(&datagram.exporter)
+            .copied()
+            .unwrap_or_default();
         let state = self.exporters.entry(datagram.exporter).or_default();
         state.counters.packets += 1;
         let mut ctx = Context {
@@ -265,7 +282,12 @@ impl Decoder {
         };
         let result = match detect(datagram.payload) {
             Ok(proto) => {
-                if let Some(n) = ctx.state.counters.packets_by_protocol.get_mut(proto.index()) {
+                if let Some(n) = ctx
+                    .state
+                    .counters
+                    .packets_by_protocol
+                    .get_mut(proto.index())
+                {
                     *n += 1;
                 }
                 match proto {
@@ -292,10 +314,10 @@ impl Decoder {
             Err(e) => {
                 out.truncate(start);
                 counters.malformed_packets += 1;
-                if let Some(i) = DecodeError::REASONS.iter().position(|r| *r == e.reason()) {
-                    if let Some(n) = counters.malformed_by_reason.get_mut(i) {
-                        *n += 1;
-                    }
+                if let Some(i) = DecodeError::REASONS.iter().position(|r| *r == e.reason())
+                    && let Some(n) = counters.malformed_by_reason.get_mut(i)
+                {
+                    *n += 1;
                 }
                 Err(e)
             }
@@ -373,9 +395,15 @@ pub fn detect(payload: &[u8]) -> Result<FlowProtocol, DecodeError> {
         10 => Ok(FlowProtocol::Ipfix),
         0 => match r.u16()? {
             5 => Ok(FlowProtocol::SflowV5),
-            low => Err(DecodeError::UnknownVersion { offset: 0, version: u32::from(low) }),
+            low => Err(DecodeError::UnknownVersion {
+                offset: 0,
+                version: u32::from(low),
+            }),
         },
-        v => Err(DecodeError::UnknownVersion { offset: 0, version: u32::from(v) }),
+        v => Err(DecodeError::UnknownVersion {
+            offset: 0,
+            version: u32::from(v),
+        }),
     }
 }
 

@@ -1,6 +1,6 @@
-//! NetFlow v5: a 24-byte header and up to 30 fixed 48-byte records.
+//! `NetFlow` v5: a 24-byte header and up to 30 fixed 48-byte records.
 //!
-//! Header: version, count, sysUptime (ms), unix_secs, unix_nsecs, flow_sequence (the
+//! Header: version, count, sysUptime (ms), `unix_secs`, `unix_nsecs`, `flow_sequence` (the
 //! number of the first flow in this packet), engine type, engine id, and a 16-bit
 //! sampling field (2-bit mode, 14-bit interval). First/last switched are sysUptime
 //! values, converted to absolute time with wrapping arithmetic (see `clock`).
@@ -13,26 +13,32 @@ use super::sampling::SamplingTable;
 use super::{Context, DecodeError, clock};
 use crate::flow::{FlowProtocol, FlowRecord};
 
-pub(crate) const HEADER_LEN: usize = 24;
 pub(crate) const RECORD_LEN: usize = 48;
 /// Cisco's documented maximum records per packet.
 pub(crate) const MAX_RECORDS: usize = 30;
 
-pub(super) fn decode(ctx: &mut Context<'_, '_>, out: &mut Vec<FlowRecord>) -> Result<(), DecodeError> {
+pub(super) fn decode(
+    ctx: &mut Context<'_, '_>,
+    out: &mut Vec<FlowRecord>,
+) -> Result<(), DecodeError> {
     let payload = ctx.datagram.payload;
     let mut r = Reader::new(payload);
     let _version = r.u16()?;
     let count = r.u16()?;
     let sys_uptime = r.u32()?;
     let unix_secs = r.u32()?;
-    let unix_nsecs = r.u32()?;
+    let nanos = r.u32()?;
     let sequence = r.u32()?;
     let engine_type = r.u8()?;
     let engine_id = r.u8()?;
     let sampling = r.u16()?;
     let n = usize::from(count);
     if n == 0 || n > MAX_RECORDS {
-        return Err(DecodeError::BadCount { offset: 2, what: "record", count: u32::from(count) });
+        return Err(DecodeError::BadCount {
+            offset: 2,
+            what: "record",
+            count: u32::from(count),
+        });
     }
     if r.remaining() < n * RECORD_LEN {
         return Err(DecodeError::Truncated {
@@ -41,7 +47,7 @@ pub(super) fn decode(ctx: &mut Context<'_, '_>, out: &mut Vec<FlowRecord>) -> Re
             available: r.remaining(),
         });
     }
-    let export_ms = u64::from(unix_secs) * 1000 + u64::from(unix_nsecs / 1_000_000);
+    let export_ms = u64::from(unix_secs) * 1000 + u64::from(nanos / 1_000_000);
     note_clock(ctx, export_ms);
     let rate = SamplingTable::resolve_header(ctx.settings, u32::from(sampling & 0x3FFF));
     let domain = u32::from(engine_type) << 8 | u32::from(engine_id);
@@ -51,38 +57,35 @@ pub(super) fn decode(ctx: &mut Context<'_, '_>, out: &mut Vec<FlowRecord>) -> Re
     blank.ip_version = Some(4);
     out.reserve(n);
     for _ in 0..n {
-        let b: [u8; RECORD_LEN] = r.array()?;
+        let mut f = r.sub(RECORD_LEN)?;
         let mut rec = blank;
-        let ip = |o: usize| {
-            let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
-            IpAddr::V4(Ipv4Addr::from(a))
-        };
-        let u16_at = |o: usize| u16::from_be_bytes([b[o], b[o + 1]]);
-        let u32_at = |o: usize| u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        rec.src_ip = Some(ip(0));
-        rec.dst_ip = Some(ip(4));
-        rec.next_hop = Some(ip(8));
-        rec.input_interface = Some(u32::from(u16_at(12)));
-        rec.output_interface = Some(u32::from(u16_at(14)));
-        rec.packets = Some(u64::from(u32_at(16)));
-        rec.bytes = Some(u64::from(u32_at(20)));
-        let mut start = Some(clock::from_uptime(export_ms, sys_uptime, u32_at(24)));
-        let mut end = Some(clock::from_uptime(export_ms, sys_uptime, u32_at(28)));
+        let ip = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
+        rec.src_ip = Some(ip(f.array()?));
+        rec.dst_ip = Some(ip(f.array()?));
+        rec.next_hop = Some(ip(f.array()?));
+        rec.input_interface = Some(u32::from(f.u16()?));
+        rec.output_interface = Some(u32::from(f.u16()?));
+        rec.packets = Some(u64::from(f.u32()?));
+        rec.bytes = Some(u64::from(f.u32()?));
+        let first = f.u32()?;
+        let last = f.u32()?;
+        let mut start = Some(clock::from_uptime(export_ms, sys_uptime, first));
+        let mut end = Some(clock::from_uptime(export_ms, sys_uptime, last));
         if ctx.clock.settle(export_ms, &mut start, &mut end) {
             ctx.state.counters.clock_clamped += 1;
         }
         rec.flow_start_ms = start;
         rec.flow_end_ms = end;
-        rec.src_port = Some(u16_at(32));
-        rec.dst_port = Some(u16_at(34));
-        // b[36] is padding.
-        rec.tcp_flags = Some(u16::from(b[37]));
-        rec.protocol = Some(b[38]);
-        rec.tos = Some(b[39]);
-        rec.src_as = Some(u32::from(u16_at(40)));
-        rec.dst_as = Some(u32::from(u16_at(42)));
-        rec.src_mask = Some(b[44]);
-        rec.dst_mask = Some(b[45]);
+        rec.src_port = Some(f.u16()?);
+        rec.dst_port = Some(f.u16()?);
+        let _pad1 = f.u8()?;
+        rec.tcp_flags = Some(u16::from(f.u8()?));
+        rec.protocol = Some(f.u8()?);
+        rec.tos = Some(f.u8()?);
+        rec.src_as = Some(u32::from(f.u16()?));
+        rec.dst_as = Some(u32::from(f.u16()?));
+        rec.src_mask = Some(f.u8()?);
+        rec.dst_mask = Some(f.u8()?);
         out.push(rec);
     }
     let outcome = ctx

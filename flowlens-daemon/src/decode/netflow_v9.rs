@@ -1,7 +1,7 @@
-//! NetFlow v9 (RFC 3954): the 20-byte header, then template, options template and data
+//! `NetFlow` v9 (RFC 3954): the 20-byte header, then template, options template and data
 //! flowsets decoded by [`super::template`].
 //!
-//! Header: version (9), count, sysUptime (ms), unix_secs, package sequence, source id.
+//! Header: version (9), count, sysUptime (ms), `unix_secs`, package sequence, source id.
 //! The package sequence counts export packets per source id, so a gap is lost packets.
 
 use super::reader::Reader;
@@ -9,10 +9,10 @@ use super::template::{ExportCtx, decode_sets};
 use super::{Context, DecodeError};
 use crate::flow::{FlowProtocol, FlowRecord};
 
-/// Header length in octets (RFC 3954 §5.1).
-pub(crate) const HEADER_LEN: usize = 20;
-
-pub(super) fn decode(ctx: &mut Context<'_, '_>, out: &mut Vec<FlowRecord>) -> Result<(), DecodeError> {
+pub(super) fn decode(
+    ctx: &mut Context<'_, '_>,
+    out: &mut Vec<FlowRecord>,
+) -> Result<(), DecodeError> {
     let payload = ctx.datagram.payload;
     let mut r = Reader::new(payload);
     let _version = r.u16()?;
@@ -29,7 +29,10 @@ pub(super) fn decode(ctx: &mut Context<'_, '_>, out: &mut Vec<FlowRecord>) -> Re
         received_at_ms: ctx.datagram.received_at_ms,
     };
     note_clock(ctx, hdr.export_time_ms);
-    let expired = ctx.state.held.expire(ctx.datagram.received_at_ms, ctx.hold_ms);
+    let expired = ctx
+        .state
+        .held
+        .expire(ctx.datagram.received_at_ms, ctx.hold_ms);
     ctx.state.counters.template_missing += expired;
     decode_sets(ctx, &hdr, &r, out)?;
     let outcome = ctx
@@ -45,7 +48,10 @@ pub(super) fn decode(ctx: &mut Context<'_, '_>, out: &mut Vec<FlowRecord>) -> Re
 /// Counts an export time far from the receive time (the record times are still those
 /// the exporter sent; see `clock`).
 pub(crate) fn note_clock(ctx: &mut Context<'_, '_>, export_time_ms: u64) {
-    if ctx.clock.is_skewed(export_time_ms, ctx.datagram.received_at_ms) {
+    if ctx
+        .clock
+        .is_skewed(export_time_ms, ctx.datagram.received_at_ms)
+    {
         ctx.state.counters.clock_skewed += 1;
     }
 }

@@ -17,7 +17,11 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0, base: 0 }
+        Self {
+            buf,
+            pos: 0,
+            base: 0,
+        }
     }
 
     /// A reader over `buf` whose first byte sits at absolute offset `base`.
@@ -50,7 +54,11 @@ impl<'a> Reader<'a> {
     #[cold]
     #[inline(never)]
     fn truncated(&self, needed: usize) -> DecodeError {
-        DecodeError::Truncated { offset: self.offset(), needed, available: self.remaining() }
+        DecodeError::Truncated {
+            offset: self.offset(),
+            needed,
+            available: self.remaining(),
+        }
     }
 
     /// Takes the next `n` bytes.
@@ -129,7 +137,11 @@ mod tests {
         assert_eq!(r.offset(), 106);
         assert_eq!(
             r.u16(),
-            Err(DecodeError::Truncated { offset: 106, needed: 2, available: 1 })
+            Err(DecodeError::Truncated {
+                offset: 106,
+                needed: 2,
+                available: 1
+            })
         );
         // A failed read consumes nothing.
         assert_eq!(r.u8().unwrap(), 9);
@@ -144,7 +156,11 @@ mod tests {
         assert_eq!(s.offset(), 24);
         assert_eq!(
             s.u32(),
-            Err(DecodeError::Truncated { offset: 24, needed: 4, available: 3 })
+            Err(DecodeError::Truncated {
+                offset: 24,
+                needed: 4,
+                available: 3
+            })
         );
         assert_eq!(r.offset(), 27);
     }

@@ -1,6 +1,6 @@
 //! Sampling rates: which 1:N applies to a record.
 //!
-//! Exporters announce sampling in several ways: the NetFlow v5 header, v9/IPFIX options
+//! Exporters announce sampling in several ways: the `NetFlow` v5 header, v9/IPFIX options
 //! data keyed by a sampler (selector) id, a rate field inside the data record itself, or
 //! nothing at all. Operators can also set a per-exporter default (used when the exporter
 //! says nothing) and an override (always wins, for exporters known to lie). The decision
@@ -21,7 +21,7 @@ pub struct SamplingSettings {
 /// What a data record itself says about sampling.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordSampling {
-    /// Sampler/selector id (v9 FLOW_SAMPLER_ID 48, IPFIX selectorId 302).
+    /// Sampler/selector id (v9 `FLOW_SAMPLER_ID` 48, IPFIX selectorId 302).
     pub sampler_id: Option<u64>,
     /// A rate carried in the record (samplingInterval 34, samplerRandomInterval 50, ...).
     pub rate: Option<u32>,
@@ -32,7 +32,7 @@ pub struct RecordSampling {
 pub struct SamplingTable {
     /// (observation domain / source id, sampler id) -> rate.
     by_sampler: HashMap<(u32, u64), u32>,
-    /// Domain -> rate announced without a sampler id (v9 SAMPLING_INTERVAL options).
+    /// Domain -> rate announced without a sampler id (v9 `SAMPLING_INTERVAL` options).
     by_domain: HashMap<u32, u32>,
     /// Domain -> (number of distinct samplers seen, the rate of the last one), so that
     /// data records without a sampler id can use the rate when only one sampler exists
@@ -69,8 +69,11 @@ impl SamplingTable {
     /// Every learned (domain, sampler id, rate), for saving state; domain-wide rates
     /// have no sampler id.
     pub fn entries(&self) -> Vec<(u32, Option<u64>, u32)> {
-        let mut v: Vec<_> =
-            self.by_sampler.iter().map(|(&(d, id), &rate)| (d, Some(id), rate)).collect();
+        let mut v: Vec<_> = self
+            .by_sampler
+            .iter()
+            .map(|(&(d, id), &rate)| (d, Some(id), rate))
+            .collect();
         v.extend(self.by_domain.iter().map(|(&d, &rate)| (d, None, rate)));
         v.sort_unstable();
         v
@@ -100,7 +103,10 @@ impl SamplingTable {
         let learned = match record.sampler_id {
             Some(id) => self.by_sampler.get(&(domain, id)).copied(),
             None => self.by_domain.get(&domain).copied().or_else(|| {
-                self.samplers.get(&domain).filter(|(n, _)| *n == 1).map(|(_, rate)| *rate)
+                self.samplers
+                    .get(&domain)
+                    .filter(|(n, _)| *n == 1)
+                    .map(|(_, rate)| *rate)
             }),
         };
         if let Some(rate) = learned {
@@ -116,7 +122,7 @@ impl SamplingTable {
         }
     }
 
-    /// Applies a header-announced rate (NetFlow v5, sFlow) through the same settings.
+    /// Applies a header-announced rate (`NetFlow` v5, sFlow) through the same settings.
     pub fn resolve_header(settings: SamplingSettings, header_rate: u32) -> u32 {
         if let Some(rate) = settings.override_rate {
             return rate.max(1);
@@ -138,7 +144,10 @@ mod tests {
         t.learn(0, Some(1), 100);
         t.learn(0, Some(2), 1000);
         let s = SamplingSettings::default();
-        let by = |id| RecordSampling { sampler_id: Some(id), rate: None };
+        let by = |id| RecordSampling {
+            sampler_id: Some(id),
+            rate: None,
+        };
         assert_eq!(t.resolve(s, 0, by(1)), Resolved::Known(100));
         assert_eq!(t.resolve(s, 0, by(2)), Resolved::Known(1000));
         assert_eq!(t.resolve(s, 0, by(3)), Resolved::Unknown);
@@ -151,20 +160,41 @@ mod tests {
         let mut t = SamplingTable::default();
         t.learn(3, Some(9), 512);
         let none = RecordSampling::default();
-        assert_eq!(t.resolve(SamplingSettings::default(), 3, none), Resolved::Known(512));
+        assert_eq!(
+            t.resolve(SamplingSettings::default(), 3, none),
+            Resolved::Known(512)
+        );
     }
 
     #[test]
     fn default_and_override() {
         let t = SamplingTable::default();
-        let unknown = RecordSampling { sampler_id: Some(4), rate: None };
-        let default = SamplingSettings { default_rate: Some(64), override_rate: None };
+        let unknown = RecordSampling {
+            sampler_id: Some(4),
+            rate: None,
+        };
+        let default = SamplingSettings {
+            default_rate: Some(64),
+            override_rate: None,
+        };
         assert_eq!(t.resolve(default, 0, unknown), Resolved::Known(64));
-        let over = SamplingSettings { default_rate: None, override_rate: Some(2048) };
-        let carried = RecordSampling { sampler_id: None, rate: Some(10) };
+        let over = SamplingSettings {
+            default_rate: None,
+            override_rate: Some(2048),
+        };
+        let carried = RecordSampling {
+            sampler_id: None,
+            rate: Some(10),
+        };
         assert_eq!(t.resolve(over, 0, carried), Resolved::Known(2048));
-        assert_eq!(t.resolve(SamplingSettings::default(), 0, carried), Resolved::Known(10));
-        assert_eq!(t.resolve(SamplingSettings::default(), 0, RecordSampling::default()), Resolved::Known(1));
+        assert_eq!(
+            t.resolve(SamplingSettings::default(), 0, carried),
+            Resolved::Known(10)
+        );
+        assert_eq!(
+            t.resolve(SamplingSettings::default(), 0, RecordSampling::default()),
+            Resolved::Known(1)
+        );
         assert_eq!(SamplingTable::resolve_header(default, 0), 64);
         assert_eq!(SamplingTable::resolve_header(default, 100), 100);
         assert_eq!(SamplingTable::resolve_header(over, 100), 2048);

@@ -1,6 +1,6 @@
 //! Export sequence tracking: how many export packets (or records) were lost.
 //!
-//! Each protocol numbers its exports: NetFlow v5 counts flows, NetFlow v9 counts export
+//! Each protocol numbers its exports: `NetFlow` v5 counts flows, `NetFlow` v9 counts export
 //! packets, IPFIX counts data records, sFlow counts datagrams. A tracker per exporter
 //! and domain remembers the next expected number. A jump forward within
 //! [`MAX_PLAUSIBLE_GAP`] is a loss; anything else (going backwards, or a jump too big to

@@ -55,7 +55,11 @@ pub enum StateError {
     #[error("state version {found} is not supported (expected {STATE_VERSION})")]
     Version { found: u32 },
     #[error("saved template {template_id} of {exporter} is invalid: {source}")]
-    Template { exporter: IpAddr, template_id: u16, source: DecodeError },
+    Template {
+        exporter: IpAddr,
+        template_id: u16,
+        source: DecodeError,
+    },
 }
 
 impl Decoder {
@@ -80,30 +84,47 @@ impl Decoder {
         exporters.sort_unstable_by_key(|(ip, _)| **ip);
         for (ip, s) in exporters {
             for (domain, sampler_id, rate) in s.sampling.entries() {
-                sampling.push(SavedRate { exporter: *ip, domain, sampler_id, rate });
+                sampling.push(SavedRate {
+                    exporter: *ip,
+                    domain,
+                    sampler_id,
+                    rate,
+                });
             }
             let mut inits: Vec<_> = s.system_init_ms.iter().collect();
             inits.sort_unstable();
             for (d, ms) in inits {
-                system_init.push(SavedInit { exporter: *ip, domain: *d, system_init_ms: *ms });
+                system_init.push(SavedInit {
+                    exporter: *ip,
+                    domain: *d,
+                    system_init_ms: *ms,
+                });
             }
         }
-        StateSnapshot { version: STATE_VERSION, templates, sampling, system_init }
+        StateSnapshot {
+            version: STATE_VERSION,
+            templates,
+            sampling,
+            system_init,
+        }
     }
 
     /// Loads a snapshot into this decoder (on top of what it already knows).
     pub fn load_state(&mut self, snapshot: StateSnapshot) -> Result<(), StateError> {
         if snapshot.version != STATE_VERSION {
-            return Err(StateError::Version { found: snapshot.version });
+            return Err(StateError::Version {
+                found: snapshot.version,
+            });
         }
         for t in snapshot.templates {
-            let compiled = Template::new(t.dialect, t.template_id, t.kind, t.fields, 0).map_err(
-                |source| StateError::Template {
-                    exporter: t.exporter,
-                    template_id: t.template_id,
-                    source,
-                },
-            )?;
+            let compiled =
+                Template::new(t.dialect, t.template_id, t.kind, t.fields, 0).map_err(|source| {
+                    StateError::Template {
+                        exporter: t.exporter,
+                        template_id: t.template_id,
+                        source,
+                    }
+                })?;
             let key = TemplateKey {
                 exporter: t.exporter,
                 dialect: t.dialect,

@@ -1,4 +1,4 @@
-//! Template-based decoding shared by NetFlow v9 and IPFIX.
+//! Template-based decoding shared by `NetFlow` v9 and IPFIX.
 //!
 //! Both protocols describe records with templates sent in-band; both put template sets
 //! and data sets in one message. This module owns:
@@ -28,7 +28,9 @@ pub(crate) const VARIABLE_LENGTH: u16 = 65_535;
 pub enum TemplateKind {
     Data,
     /// Options template; the first `scope_fields` fields are scope fields.
-    Options { scope_fields: u16 },
+    Options {
+        scope_fields: u16,
+    },
 }
 
 impl TemplateKind {
@@ -42,7 +44,7 @@ impl TemplateKind {
 pub struct FieldSpec {
     /// Field type / information element id, enterprise bit removed.
     pub ie: u16,
-    /// Enterprise number (0 for IANA and all NetFlow v9 fields).
+    /// Enterprise number (0 for IANA and all `NetFlow` v9 fields).
     pub pen: u32,
     /// Field length in octets, or [`VARIABLE_LENGTH`].
     pub len: u16,
@@ -84,7 +86,11 @@ impl Template {
         fields: Vec<FieldSpec>,
         offset: usize,
     ) -> Result<Self, DecodeError> {
-        let bad = |what| DecodeError::BadTemplate { offset, template_id: id, what };
+        let bad = |what| DecodeError::BadTemplate {
+            offset,
+            template_id: id,
+            what,
+        };
         if fields.is_empty() {
             return Err(bad("no fields"));
         }
@@ -103,7 +109,11 @@ impl Template {
             // NetFlow v9 scope field types (system, interface, line card, ...) share
             // numbers with flow fields but mean something else (RFC 3954 §6.1).
             let is_v9_scope = dialect == Dialect::V9 && i < scope;
-            let t = if is_v9_scope { None } else { fields::target(dialect, f.pen, f.ie) };
+            let t = if is_v9_scope {
+                None
+            } else {
+                fields::target(dialect, f.pen, f.ie)
+            };
             let t = t.filter(|(t, arg)| {
                 let slot = t.slot(*arg);
                 let first = seen.get(slot).is_some_and(|s| !*s);
@@ -118,7 +128,12 @@ impl Template {
                 min_len += 1;
             } else {
                 if let Some((target, arg)) = t {
-                    ops.push(Op { offset: at, len: usize::from(f.len), target, arg });
+                    ops.push(Op {
+                        offset: at,
+                        len: usize::from(f.len),
+                        target,
+                        arg,
+                    });
                 }
                 at += usize::from(f.len);
                 min_len += usize::from(f.len);
@@ -198,14 +213,18 @@ pub(crate) struct ExportCtx {
     pub(crate) proto: FlowProtocol,
     pub(crate) domain: u32,
     pub(crate) export_time_ms: u64,
-    /// NetFlow v9 header sysUptime, for FIRST_SWITCHED/LAST_SWITCHED.
+    /// `NetFlow` v9 header sysUptime, for `FIRST_SWITCHED/LAST_SWITCHED`.
     pub(crate) sys_uptime_ms: Option<u32>,
     pub(crate) received_at_ms: u64,
 }
 
 impl ExportCtx {
     fn dialect(&self) -> Dialect {
-        if self.proto == FlowProtocol::NetflowV9 { Dialect::V9 } else { Dialect::Ipfix }
+        if self.proto == FlowProtocol::NetflowV9 {
+            Dialect::V9
+        } else {
+            Dialect::Ipfix
+        }
     }
 }
 
@@ -305,7 +324,12 @@ pub(crate) fn decode_sets(
             (Dialect::Ipfix, 2) => learned |= learn_ipfix(ctx, hdr, &mut set, false)?,
             (Dialect::Ipfix, 3) => learned |= learn_ipfix(ctx, hdr, &mut set, true)?,
             (_, 256..) => {}
-            (_, id) => return Err(DecodeError::ReservedSetId { offset: set_offset, set_id: id }),
+            (_, id) => {
+                return Err(DecodeError::ReservedSetId {
+                    offset: set_offset,
+                    set_id: id,
+                });
+            }
         }
     }
     // Data that waited for a template this message just delivered.
@@ -330,7 +354,12 @@ pub(crate) fn decode_sets(
             let n = decode_data(ctx, &t, hdr, set, out)?;
             records = records.map(|r| r.wrapping_add(n));
         } else {
-            let held = HeldSet { key, hdr: *hdr, offset: set.offset(), body: set.rest().to_vec() };
+            let held = HeldSet {
+                key,
+                hdr: *hdr,
+                offset: set.offset(),
+                body: set.rest().to_vec(),
+            };
             let dropped = ctx.state.held.hold(held, ctx.max_held_bytes);
             ctx.state.counters.template_missing += dropped;
             records = None;
@@ -345,7 +374,11 @@ fn next_set<'a>(r: &mut Reader<'a>) -> Result<(u16, Reader<'a>), DecodeError> {
     let id = r.u16()?;
     let len = usize::from(r.u16()?);
     if len < 4 {
-        return Err(DecodeError::BadLength { offset: offset + 2, what: "set", length: len });
+        return Err(DecodeError::BadLength {
+            offset: offset + 2,
+            what: "set",
+            length: len,
+        });
     }
     let body = r.sub(len - 4)?;
     Ok((id, body))
@@ -365,7 +398,7 @@ fn insert_template(ctx: &mut Context<'_, '_>, hdr: &ExportCtx, t: Template) {
     }
 }
 
-/// NetFlow v9 template flowset (id 0) or options template flowset (id 1), RFC 3954
+/// `NetFlow` v9 template flowset (id 0) or options template flowset (id 1), RFC 3954
 /// §5.2 and §6.1.
 fn learn_v9(
     ctx: &mut Context<'_, '_>,
@@ -388,15 +421,28 @@ fn learn_v9(
                     what: "options lengths not a multiple of 4",
                 });
             }
-            (TemplateKind::Options { scope_fields: scope_len / 4 }, (scope_len + opt_len) / 4)
+            (
+                TemplateKind::Options {
+                    scope_fields: scope_len / 4,
+                },
+                (scope_len + opt_len) / 4,
+            )
         } else {
             (TemplateKind::Data, set.u16()?)
         };
         if id < 256 {
-            return Err(DecodeError::BadTemplate { offset, template_id: id, what: "id below 256" });
+            return Err(DecodeError::BadTemplate {
+                offset,
+                template_id: id,
+                what: "id below 256",
+            });
         }
         let fields = read_fields(set, usize::from(count), Dialect::V9)?;
-        insert_template(ctx, hdr, Template::new(Dialect::V9, id, kind, fields, offset)?);
+        insert_template(
+            ctx,
+            hdr,
+            Template::new(Dialect::V9, id, kind, fields, offset)?,
+        );
         learned = true;
     }
     Ok(learned)
@@ -445,7 +491,11 @@ fn learn_ipfix(
             continue;
         }
         if id < 256 {
-            return Err(DecodeError::BadTemplate { offset, template_id: id, what: "id below 256" });
+            return Err(DecodeError::BadTemplate {
+                offset,
+                template_id: id,
+                what: "id below 256",
+            });
         }
         let kind = if options {
             let scope = set.u16()?;
@@ -456,12 +506,18 @@ fn learn_ipfix(
                     what: "scope field count out of range",
                 });
             }
-            TemplateKind::Options { scope_fields: scope }
+            TemplateKind::Options {
+                scope_fields: scope,
+            }
         } else {
             TemplateKind::Data
         };
         let fields = read_fields(set, usize::from(count), Dialect::Ipfix)?;
-        insert_template(ctx, hdr, Template::new(Dialect::Ipfix, id, kind, fields, offset)?);
+        insert_template(
+            ctx,
+            hdr,
+            Template::new(Dialect::Ipfix, id, kind, fields, offset)?,
+        );
         learned = true;
     }
     Ok(learned)
@@ -499,17 +555,18 @@ fn decode_held(ctx: &mut Context<'_, '_>, out: &mut Vec<FlowRecord>) {
     let templates = &mut *ctx.templates;
     let ready = ctx.state.held.take(|k| templates.get(k).is_some());
     for held in ready {
-        let Some(t) = ctx.templates.get(&held.key) else { continue };
+        let Some(t) = ctx.templates.get(&held.key) else {
+            continue;
+        };
         let start = out.len();
         let body = Reader::with_base(&held.body, held.offset);
-        match decode_data(ctx, &t, &held.hdr, body, out) {
-            Ok(_) => ctx.state.counters.held_sets_decoded += 1,
-            Err(_) => {
-                // The set was malformed after all; it belongs to an earlier datagram
-                // that was already counted as decoded, so count it as a missing set.
-                out.truncate(start);
-                ctx.state.counters.template_missing += 1;
-            }
+        if decode_data(ctx, &t, &held.hdr, body, out).is_ok() {
+            ctx.state.counters.held_sets_decoded += 1
+        } else {
+            // The set was malformed after all; it belongs to an earlier datagram
+            // that was already counted as decoded, so count it as a missing set.
+            out.truncate(start);
+            ctx.state.counters.template_missing += 1;
         }
     }
 }
@@ -537,11 +594,17 @@ fn decode_data(
     }
     let settings = ctx.settings;
     let clock = ctx.clock;
-    t.for_each_record(body, hdr.proto, exporter, hdr.export_time_ms, |mut rec, x| {
-        rec.observation_domain = hdr.domain;
-        finish(&mut rec, &x, hdr, state, settings, clock);
-        emit(rec, &x, state, out);
-    })
+    t.for_each_record(
+        body,
+        hdr.proto,
+        exporter,
+        hdr.export_time_ms,
+        |mut rec, x| {
+            rec.observation_domain = hdr.domain;
+            finish(&mut rec, &x, hdr, state, settings, clock);
+            emit(&rec, &x, state, out);
+        },
+    )
 }
 
 /// Fills what a record's fields imply: fallbacks, absolute times, sampling rate.
@@ -606,7 +669,10 @@ fn finish(
     }
     rec.flow_start_ms = start;
     rec.flow_end_ms = end;
-    let sampling = RecordSampling { sampler_id: x.sampler_id, rate: x.sampling_rate() };
+    let sampling = RecordSampling {
+        sampler_id: x.sampler_id,
+        rate: x.sampling_rate(),
+    };
     rec.sampling_rate = match state.sampling.resolve(settings, hdr.domain, sampling) {
         Resolved::Known(rate) => Some(rate),
         Resolved::Unknown => {
@@ -618,7 +684,7 @@ fn finish(
 
 /// Pushes the record, or for Cisco NSEL the two directed flows it stands for.
 #[inline]
-fn emit(rec: FlowRecord, x: &Extra, state: &mut super::ExporterState, out: &mut Vec<FlowRecord>) {
+fn emit(rec: &FlowRecord, x: &Extra, state: &mut super::ExporterState, out: &mut Vec<FlowRecord>) {
     let nsel = x.initiator_octets.is_some()
         || x.responder_octets.is_some()
         || x.initiator_packets.is_some()
@@ -633,17 +699,17 @@ fn emit(rec: FlowRecord, x: &Extra, state: &mut super::ExporterState, out: &mut 
         }
     }
     if !nsel {
-        out.push(rec);
+        out.push(*rec);
         return;
     }
-    let mut fwd = rec;
+    let mut fwd = *rec;
     fwd.bytes = x.initiator_octets.or(rec.bytes);
     fwd.packets = x.initiator_packets.or(rec.packets);
     out.push(fwd);
     let rev_bytes = x.responder_octets.unwrap_or(0);
     let rev_packets = x.responder_packets.unwrap_or(0);
     if rev_bytes > 0 || rev_packets > 0 {
-        let mut rev = rec;
+        let mut rev = *rec;
         rev.src_ip = rec.dst_ip;
         rev.dst_ip = rec.src_ip;
         rev.src_port = rec.dst_port;

@@ -17,9 +17,11 @@ use lru::LruCache;
 use super::template::Template;
 
 /// Which template family a key belongs to (the version on the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Dialect {
-    /// NetFlow v9 (RFC 3954).
+    /// `NetFlow` v9 (RFC 3954).
     V9,
     /// IPFIX (RFC 7011).
     Ipfix,
@@ -62,7 +64,10 @@ impl TemplateCache {
     /// A cache holding at most `capacity` templates (at least one).
     pub fn new(capacity: usize) -> Self {
         let cap = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        Self { entries: LruCache::new(cap), evictions: HashMap::new() }
+        Self {
+            entries: LruCache::new(cap),
+            evictions: HashMap::new(),
+        }
     }
 
     #[inline]
@@ -80,10 +85,10 @@ impl TemplateCache {
             *old = Arc::new(template);
             return Insert::Redefined;
         }
-        if let Some((evicted, _)) = self.entries.push(key, Arc::new(template)) {
-            if evicted != key {
-                *self.evictions.entry(evicted.exporter).or_default() += 1;
-            }
+        if let Some((evicted, _)) = self.entries.push(key, Arc::new(template))
+            && evicted != key
+        {
+            *self.evictions.entry(evicted.exporter).or_default() += 1;
         }
         Insert::New
     }

@@ -17,13 +17,24 @@ const T0_MS: u64 = T0_S as u64 * 1000;
 
 fn decode_one(d: &mut Decoder, exporter: IpAddr, payload: &[u8]) -> Vec<FlowRecord> {
     let mut out = Vec::new();
-    d.decode(&Datagram { exporter, received_at_ms: T0_MS, payload }, &mut out)
-        .unwrap_or_else(|e| panic!("decode failed: {e}"));
+    d.decode(
+        &Datagram {
+            exporter,
+            received_at_ms: T0_MS,
+            payload,
+        },
+        &mut out,
+    )
+    .unwrap_or_else(|e| panic!("decode failed: {e}"));
     out
 }
 
 fn counters(d: &Decoder, exporter: IpAddr) -> ExporterCounters {
-    d.counters().into_iter().find(|(ip, _)| *ip == exporter).map(|(_, c)| c).unwrap_or_default()
+    d.counters()
+        .into_iter()
+        .find(|(ip, _)| *ip == exporter)
+        .map(|(_, c)| c)
+        .unwrap_or_default()
 }
 
 fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
@@ -55,7 +66,7 @@ fn v5_decodes_every_field_and_absolute_times() {
         dst_mask: 16,
     };
     // Sampling field: mode 1, interval 100.
-    let pkt = v5_packet(7, 100_000, T0_S, 250_000_000, (1 << 14) | 100, &[rec]);
+    let pkt = v5_packet(7, 100_000, T0_S, 250_000_000, (1 << 14) | 0x64, &[rec]);
     let mut d = Decoder::default();
     let out = decode_one(&mut d, EXP, &pkt);
     assert_eq!(out.len(), 1);
@@ -64,12 +75,18 @@ fn v5_decodes_every_field_and_absolute_times() {
     assert_eq!(r.src_ip, Some(v4(10, 0, 0, 1)));
     assert_eq!(r.dst_ip, Some(v4(10, 0, 0, 2)));
     assert_eq!(r.next_hop, Some(v4(10, 0, 0, 254)));
-    assert_eq!((r.src_port, r.dst_port, r.protocol), (Some(40000), Some(443), Some(6)));
+    assert_eq!(
+        (r.src_port, r.dst_port, r.protocol),
+        (Some(40000), Some(443), Some(6))
+    );
     assert_eq!((r.bytes, r.packets), (Some(1500), Some(10)));
     assert_eq!(r.tcp_flags, Some(0x1b));
     assert_eq!((r.input_interface, r.output_interface), (Some(3), Some(4)));
     assert_eq!((r.src_as, r.dst_as), (Some(64512), Some(15169)));
-    assert_eq!((r.src_mask, r.dst_mask, r.tos), (Some(24), Some(16), Some(0x10)));
+    assert_eq!(
+        (r.src_mask, r.dst_mask, r.tos),
+        (Some(24), Some(16), Some(0x10))
+    );
     assert_eq!(r.sampling_rate, Some(100));
     let export = T0_MS + 250;
     assert_eq!(r.export_time_ms, export);
@@ -86,21 +103,40 @@ fn v5_malformed_count_and_truncation() {
     let mut out = Vec::new();
     // Cut the second record short.
     pkt.truncate(24 + 48 + 20);
-    let dg = Datagram { exporter: EXP, received_at_ms: T0_MS, payload: &pkt };
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &pkt,
+    };
     assert_eq!(
         d.decode(&dg, &mut out),
-        Err(DecodeError::Truncated { offset: 24, needed: 96, available: 68 })
+        Err(DecodeError::Truncated {
+            offset: 24,
+            needed: 96,
+            available: 68
+        })
     );
     let mut bad = v5_packet(0, 1000, T0_S, 0, 0, &[rec]);
     bad[2..4].copy_from_slice(&31u16.to_be_bytes());
-    let dg = Datagram { exporter: EXP, received_at_ms: T0_MS, payload: &bad };
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &bad,
+    };
     assert_eq!(
         d.decode(&dg, &mut out),
-        Err(DecodeError::BadCount { offset: 2, what: "record", count: 31 })
+        Err(DecodeError::BadCount {
+            offset: 2,
+            what: "record",
+            count: 31
+        })
     );
     assert!(out.is_empty());
     let c = counters(&d, EXP);
-    assert_eq!((c.packets, c.malformed_packets, c.decoded_packets), (2, 2, 0));
+    assert_eq!(
+        (c.packets, c.malformed_packets, c.decoded_packets),
+        (2, 2, 0)
+    );
     assert_eq!(c.malformed("truncated"), 1);
     assert_eq!(c.malformed("bad_count"), 1);
 }
@@ -122,7 +158,11 @@ fn v5_sequence_gaps_count_lost_flows() {
 
 #[test]
 fn v5_uptime_wraparound_and_absurd_clock() {
-    let mut rec = V5Record { first: u32::MAX - 9, last: 2, ..V5Record::default() };
+    let mut rec = V5Record {
+        first: u32::MAX - 9,
+        last: 2,
+        ..V5Record::default()
+    };
     let mut d = Decoder::default();
     let out = decode_one(&mut d, EXP, &v5_packet(0, 5, T0_S, 0, 0, &[rec]));
     assert_eq!(out[0].flow_start_ms, Some(T0_MS - 15));
@@ -132,7 +172,10 @@ fn v5_uptime_wraparound_and_absurd_clock() {
     rec.first = 1000;
     rec.last = 65_000;
     let out = decode_one(&mut d, EXP, &v5_packet(1, 5_000, T0_S, 0, 0, &[rec]));
-    assert_eq!(out[0].flow_end_ms, Some(T0_MS + ClockPolicy::default().max_future_ms));
+    assert_eq!(
+        out[0].flow_end_ms,
+        Some(T0_MS + ClockPolicy::default().max_future_ms)
+    );
     assert_eq!(counters(&d, EXP).clock_clamped, 1);
 }
 
@@ -140,21 +183,49 @@ fn v5_uptime_wraparound_and_absurd_clock() {
 fn sampling_override_and_default_per_exporter() {
     let rec = V5Record::default();
     let mut cfg = DecoderConfig::default();
-    cfg.sampling.insert(EXP, SamplingSettings { default_rate: None, override_rate: Some(512) });
-    cfg.sampling.insert(EXP2, SamplingSettings { default_rate: Some(64), override_rate: None });
+    cfg.sampling.insert(
+        EXP,
+        SamplingSettings {
+            default_rate: None,
+            override_rate: Some(512),
+        },
+    );
+    cfg.sampling.insert(
+        EXP2,
+        SamplingSettings {
+            default_rate: Some(64),
+            override_rate: None,
+        },
+    );
     let mut d = Decoder::new(cfg);
     let pkt = v5_packet(0, 1000, T0_S, 0, 100, &[rec]);
     assert_eq!(decode_one(&mut d, EXP, &pkt)[0].sampling_rate, Some(512));
     // EXP2 announces 100: the default only fills in when nothing is announced.
     assert_eq!(decode_one(&mut d, EXP2, &pkt)[0].sampling_rate, Some(100));
     let unsampled = v5_packet(1, 1000, T0_S, 0, 0, &[rec]);
-    assert_eq!(decode_one(&mut d, EXP2, &unsampled)[0].sampling_rate, Some(64));
+    assert_eq!(
+        decode_one(&mut d, EXP2, &unsampled)[0].sampling_rate,
+        Some(64)
+    );
 }
 
 // ---------------------------------------------------------------- NetFlow v9
 
 fn v9_ipv4_template() -> Vec<(u16, u16)> {
-    vec![(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (6, 1), (1, 4), (2, 4), (22, 4), (21, 4), (10, 2), (14, 2)]
+    vec![
+        (8, 4),
+        (12, 4),
+        (7, 2),
+        (11, 2),
+        (4, 1),
+        (6, 1),
+        (1, 4),
+        (2, 4),
+        (22, 4),
+        (21, 4),
+        (10, 2),
+        (14, 2),
+    ]
 }
 
 fn v9_ipv4_record(src: [u8; 4], dst: [u8; 4], bytes: u32) -> Vec<u8> {
@@ -186,8 +257,14 @@ fn v9_template_then_data_ipv4_with_padding() {
     let r = &out[0];
     assert_eq!(r.proto, FlowProtocol::NetflowV9);
     assert_eq!(r.observation_domain, 7);
-    assert_eq!((r.src_ip, r.dst_ip), (Some(v4(10, 1, 1, 1)), Some(v4(10, 2, 2, 2))));
-    assert_eq!((r.src_port, r.dst_port, r.protocol, r.tcp_flags), (Some(1234), Some(80), Some(6), Some(0x12)));
+    assert_eq!(
+        (r.src_ip, r.dst_ip),
+        (Some(v4(10, 1, 1, 1)), Some(v4(10, 2, 2, 2)))
+    );
+    assert_eq!(
+        (r.src_port, r.dst_port, r.protocol, r.tcp_flags),
+        (Some(1234), Some(80), Some(6), Some(0x12))
+    );
     assert_eq!((r.bytes, r.packets), (Some(4000), Some(3)));
     assert_eq!((r.input_interface, r.output_interface), (Some(5), Some(6)));
     assert_eq!(r.flow_start_ms, Some(T0_MS - 5_000));
@@ -200,7 +277,18 @@ fn v9_template_then_data_ipv4_with_padding() {
 
 #[test]
 fn v9_ipv6_template() {
-    let fields = vec![(27, 16), (28, 16), (62, 16), (7, 2), (11, 2), (4, 1), (1, 8), (2, 8), (29, 1), (30, 1)];
+    let fields = vec![
+        (27, 16),
+        (28, 16),
+        (62, 16),
+        (7, 2),
+        (11, 2),
+        (4, 1),
+        (1, 8),
+        (2, 8),
+        (29, 1),
+        (30, 1),
+    ];
     let tpl = v9_template_flowset(&[(300, fields)]);
     let src: Ipv6Addr = "2001:db8::1".parse().unwrap();
     let dst: Ipv6Addr = "2001:db8::2".parse().unwrap();
@@ -224,7 +312,10 @@ fn v9_ipv6_template() {
     assert_eq!(r.dst_ip, Some(IpAddr::V6(dst)));
     assert_eq!(r.next_hop, Some(IpAddr::V6(nh)));
     assert_eq!(r.bytes, Some(1 << 40));
-    assert_eq!((r.src_mask, r.dst_mask, r.ip_version), (Some(64), Some(48), Some(6)));
+    assert_eq!(
+        (r.src_mask, r.dst_mask, r.ip_version),
+        (Some(64), Some(48), Some(6))
+    );
     assert_eq!((r.flow_start_ms, r.flow_end_ms), (None, None));
 }
 
@@ -244,7 +335,11 @@ fn v9_data_before_template_in_same_packet() {
 fn v9_data_held_until_template_arrives_in_later_packet() {
     let data = v9_ipv4_record([10, 1, 1, 1], [10, 2, 2, 2], 4000);
     let mut d = Decoder::default();
-    let out = decode_one(&mut d, EXP, &v9_packet(0, 100_000, T0_S, 0, &[data_set(256, &data, 0)]));
+    let out = decode_one(
+        &mut d,
+        EXP,
+        &v9_packet(0, 100_000, T0_S, 0, &[data_set(256, &data, 0)]),
+    );
     assert!(out.is_empty());
     let tpl = v9_template_flowset(&[(256, v9_ipv4_template())]);
     let out = decode_one(&mut d, EXP, &v9_packet(1, 101_000, T0_S + 1, 0, &[tpl]));
@@ -259,7 +354,11 @@ fn v9_data_held_until_template_arrives_in_later_packet() {
 fn held_data_expires_as_template_missing() {
     let data = v9_ipv4_record([10, 1, 1, 1], [10, 2, 2, 2], 4000);
     let mut d = Decoder::default();
-    decode_one(&mut d, EXP, &v9_packet(0, 100_000, T0_S, 0, &[data_set(256, &data, 0)]));
+    decode_one(
+        &mut d,
+        EXP,
+        &v9_packet(0, 100_000, T0_S, 0, &[data_set(256, &data, 0)]),
+    );
     // Another exporter's template with the same id does not unlock it.
     let tpl = v9_template_flowset(&[(256, v9_ipv4_template())]);
     assert!(decode_one(&mut d, EXP2, &v9_packet(0, 1, T0_S, 0, &[tpl])).is_empty());
@@ -270,11 +369,18 @@ fn held_data_expires_as_template_missing() {
 
 #[test]
 fn v9_held_data_is_bounded() {
-    let cfg = DecoderConfig { max_held_bytes_per_exporter: 100, ..DecoderConfig::default() };
+    let cfg = DecoderConfig {
+        max_held_bytes_per_exporter: 100,
+        ..DecoderConfig::default()
+    };
     let mut d = Decoder::new(cfg);
     let data = v9_ipv4_record([10, 1, 1, 1], [10, 2, 2, 2], 4000);
     for seq in 0..5 {
-        decode_one(&mut d, EXP, &v9_packet(seq, 1, T0_S, 0, &[data_set(256, &data, 0)]));
+        decode_one(
+            &mut d,
+            EXP,
+            &v9_packet(seq, 1, T0_S, 0, &[data_set(256, &data, 0)]),
+        );
     }
     // 34-byte sets, 100 bytes of room: two held, three dropped as missing.
     assert_eq!(counters(&d, EXP).template_missing, 3);
@@ -300,7 +406,13 @@ fn v9_options_sampling_by_sampler_id() {
         data.extend(v9_ipv4_record([10, 0, 0, id], [10, 0, 0, 100], 10));
         data.push(id);
     }
-    let pkt = v9_packet(0, 100_000, T0_S, 0, &[opts, data_set(257, &od, 0), tpl, data_set(256, &data, 0)]);
+    let pkt = v9_packet(
+        0,
+        100_000,
+        T0_S,
+        0,
+        &[opts, data_set(257, &od, 0), tpl, data_set(256, &data, 0)],
+    );
     let mut d = Decoder::default();
     let out = decode_one(&mut d, EXP, &pkt);
     let rates: Vec<_> = out.iter().map(|r| r.sampling_rate).collect();
@@ -321,7 +433,13 @@ fn v9_older_sampling_interval_option_applies_to_domain() {
     od.push(2);
     let tpl = v9_template_flowset(&[(256, v9_ipv4_template())]);
     let data = v9_ipv4_record([10, 0, 0, 1], [10, 0, 0, 2], 10);
-    let pkt = v9_packet(0, 100_000, T0_S, 0, &[opts, data_set(260, &od, 0), tpl, data_set(256, &data, 0)]);
+    let pkt = v9_packet(
+        0,
+        100_000,
+        T0_S,
+        0,
+        &[opts, data_set(260, &od, 0), tpl, data_set(256, &data, 0)],
+    );
     let out = decode_one(&mut Decoder::default(), EXP, &pkt);
     assert_eq!(out[0].sampling_rate, Some(4096));
     // Bytes are exported as sampled: nothing scaled in place.
@@ -336,7 +454,11 @@ fn repeated_ie_first_occurrence_wins_and_alignment_holds() {
     let mut rec = 111u32.to_be_bytes().to_vec();
     rec.extend_from_slice(&222u64.to_be_bytes());
     rec.extend_from_slice(&443u16.to_be_bytes());
-    let out = decode_one(&mut Decoder::default(), EXP, &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(256, &rec, 0)]));
+    let out = decode_one(
+        &mut Decoder::default(),
+        EXP,
+        &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(256, &rec, 0)]),
+    );
     assert_eq!(out[0].bytes, Some(111));
     assert_eq!(out[0].dst_port, Some(443));
 }
@@ -348,16 +470,30 @@ fn physical_interfaces_when_logical_absent() {
     let mut rec = vec![10, 0, 0, 1];
     rec.extend_from_slice(&17u32.to_be_bytes());
     rec.extend_from_slice(&18u32.to_be_bytes());
-    let out = decode_one(&mut Decoder::default(), EXP, &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(256, &rec, 0)]));
-    assert_eq!((out[0].input_interface, out[0].output_interface), (Some(17), Some(18)));
+    let out = decode_one(
+        &mut Decoder::default(),
+        EXP,
+        &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(256, &rec, 0)]),
+    );
+    assert_eq!(
+        (out[0].input_interface, out[0].output_interface),
+        (Some(17), Some(18))
+    );
     // With 10/14 present, those win.
     let mut both = fields;
     both.extend([(10, 2), (14, 2)]);
     let tpl = v9_template_flowset(&[(256, both)]);
     rec.extend_from_slice(&1u16.to_be_bytes());
     rec.extend_from_slice(&2u16.to_be_bytes());
-    let out = decode_one(&mut Decoder::default(), EXP, &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(256, &rec, 0)]));
-    assert_eq!((out[0].input_interface, out[0].output_interface), (Some(1), Some(2)));
+    let out = decode_one(
+        &mut Decoder::default(),
+        EXP,
+        &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(256, &rec, 0)]),
+    );
+    assert_eq!(
+        (out[0].input_interface, out[0].output_interface),
+        (Some(1), Some(2))
+    );
 }
 
 #[test]
@@ -369,14 +505,29 @@ fn mpls_label_stack() {
     for entry in [16u32 << 4, 17 << 4, (0xFFFFF << 4) | 1] {
         rec.extend_from_slice(&entry.to_be_bytes()[1..]);
     }
-    let out = decode_one(&mut Decoder::default(), EXP, &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(256, &rec, 0)]));
+    let out = decode_one(
+        &mut Decoder::default(),
+        EXP,
+        &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(256, &rec, 0)]),
+    );
     assert_eq!(out[0].mpls.as_slice(), &[16, 17, 0xFFFFF]);
 }
 
 #[test]
 fn nsel_initiator_responder_become_two_directed_flows() {
     // ASA-like: src/dst v4 + ports + proto, NF_F_FW_EVENT (233), 231/232, 298/299.
-    let fields = vec![(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (233, 1), (231, 4), (232, 4), (298, 4), (299, 4)];
+    let fields = vec![
+        (8, 4),
+        (12, 4),
+        (7, 2),
+        (11, 2),
+        (4, 1),
+        (233, 1),
+        (231, 4),
+        (232, 4),
+        (298, 4),
+        (299, 4),
+    ];
     let tpl = v9_template_flowset(&[(263, fields)]);
     let rec = |event: u8| {
         let mut r = vec![10, 0, 0, 1, 10, 0, 0, 2];
@@ -394,12 +545,22 @@ fn nsel_initiator_responder_become_two_directed_flows() {
         data.extend(rec(ev));
     }
     let mut d = Decoder::default();
-    let out = decode_one(&mut d, EXP, &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(263, &data, 0)]));
+    let out = decode_one(
+        &mut d,
+        EXP,
+        &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(263, &data, 0)]),
+    );
     // Created (1) and denied (3) skipped; teardown (2) and update (5) -> 2 flows each.
     assert_eq!(out.len(), 4);
     let (fwd, rev) = (&out[0], &out[1]);
-    assert_eq!((fwd.src_ip, fwd.dst_port, fwd.bytes, fwd.packets), (Some(v4(10, 0, 0, 1)), Some(443), Some(1000), Some(10)));
-    assert_eq!((rev.src_ip, rev.src_port, rev.dst_port), (Some(v4(10, 0, 0, 2)), Some(443), Some(50000)));
+    assert_eq!(
+        (fwd.src_ip, fwd.dst_port, fwd.bytes, fwd.packets),
+        (Some(v4(10, 0, 0, 1)), Some(443), Some(1000), Some(10))
+    );
+    assert_eq!(
+        (rev.src_ip, rev.src_port, rev.dst_port),
+        (Some(v4(10, 0, 0, 2)), Some(443), Some(50000))
+    );
     assert_eq!((rev.bytes, rev.packets), (Some(20000), Some(15)));
     assert_eq!(counters(&d, EXP).nsel_events_skipped, 2);
 }
@@ -411,25 +572,59 @@ fn v9_malformed_flowset_length_and_reserved_id() {
     // A flowset claiming length 2 (< its own 4-byte header) at offset 20.
     let mut pkt = v9_packet(0, 1, T0_S, 0, &[]);
     pkt.extend_from_slice(&[0, 0, 0, 2]);
-    let dg = Datagram { exporter: EXP, received_at_ms: T0_MS, payload: &pkt };
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &pkt,
+    };
     assert_eq!(
         d.decode(&dg, &mut out),
-        Err(DecodeError::BadLength { offset: 22, what: "set", length: 2 })
+        Err(DecodeError::BadLength {
+            offset: 22,
+            what: "set",
+            length: 2
+        })
     );
     let pkt = v9_packet(0, 1, T0_S, 0, &[data_set(7, &[0; 4], 0)]);
-    let dg = Datagram { exporter: EXP, received_at_ms: T0_MS, payload: &pkt };
-    assert_eq!(d.decode(&dg, &mut out), Err(DecodeError::ReservedSetId { offset: 20, set_id: 7 }));
-    let pkt = v9_packet(0, 1, T0_S, 0, &[v9_template_flowset(&[(12, vec![(8, 4)])])]);
-    let dg = Datagram { exporter: EXP, received_at_ms: T0_MS, payload: &pkt };
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &pkt,
+    };
     assert_eq!(
         d.decode(&dg, &mut out),
-        Err(DecodeError::BadTemplate { offset: 24, template_id: 12, what: "id below 256" })
+        Err(DecodeError::ReservedSetId {
+            offset: 20,
+            set_id: 7
+        })
+    );
+    let pkt = v9_packet(0, 1, T0_S, 0, &[v9_template_flowset(&[(12, vec![(8, 4)])])]);
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &pkt,
+    };
+    assert_eq!(
+        d.decode(&dg, &mut out),
+        Err(DecodeError::BadTemplate {
+            offset: 24,
+            template_id: 12,
+            what: "id below 256"
+        })
     );
     // A header cut short.
-    let dg = Datagram { exporter: EXP, received_at_ms: T0_MS, payload: &pkt[..10] };
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &pkt[..10],
+    };
     assert_eq!(
         d.decode(&dg, &mut out),
-        Err(DecodeError::Truncated { offset: 8, needed: 4, available: 2 })
+        Err(DecodeError::Truncated {
+            offset: 8,
+            needed: 4,
+            available: 2
+        })
     );
 }
 
@@ -445,20 +640,58 @@ fn v9_sequence_counts_lost_packets_per_source_id() {
 
 #[test]
 fn template_redefinition_and_lru_eviction_are_counted() {
-    let cfg = DecoderConfig { max_templates: 2, ..DecoderConfig::default() };
+    let cfg = DecoderConfig {
+        max_templates: 2,
+        ..DecoderConfig::default()
+    };
     let mut d = Decoder::new(cfg);
     let t1 = v9_template_flowset(&[(256, vec![(8, 4)]), (257, vec![(12, 4)])]);
-    decode_one(&mut d, EXP, &v9_packet(0, 1, T0_S, 0, &[t1.clone()]));
+    decode_one(
+        &mut d,
+        EXP,
+        &v9_packet(0, 1, T0_S, 0, std::slice::from_ref(&t1)),
+    );
     // Resend: nothing changes.
     decode_one(&mut d, EXP, &v9_packet(1, 1, T0_S, 0, &[t1]));
     // Redefine 256 (restart with a new layout), then a third template evicts one.
-    decode_one(&mut d, EXP, &v9_packet(2, 1, T0_S, 0, &[v9_template_flowset(&[(256, vec![(12, 4)])])]));
-    decode_one(&mut d, EXP2, &v9_packet(0, 1, T0_S, 0, &[v9_template_flowset(&[(258, vec![(8, 4)])])]));
+    decode_one(
+        &mut d,
+        EXP,
+        &v9_packet(
+            2,
+            1,
+            T0_S,
+            0,
+            &[v9_template_flowset(&[(256, vec![(12, 4)])])],
+        ),
+    );
+    decode_one(
+        &mut d,
+        EXP2,
+        &v9_packet(
+            0,
+            1,
+            T0_S,
+            0,
+            &[v9_template_flowset(&[(258, vec![(8, 4)])])],
+        ),
+    );
     let c = counters(&d, EXP);
-    assert_eq!((c.templates_learned, c.templates_redefined, c.templates_evicted), (2, 1, 1));
+    assert_eq!(
+        (
+            c.templates_learned,
+            c.templates_redefined,
+            c.templates_evicted
+        ),
+        (2, 1, 1)
+    );
     assert_eq!(d.template_count(), 2);
     // The redefined 256 now decodes a destination address.
-    let out = decode_one(&mut d, EXP, &v9_packet(3, 1, T0_S, 0, &[data_set(256, &[10, 9, 9, 9], 0)]));
+    let out = decode_one(
+        &mut d,
+        EXP,
+        &v9_packet(3, 1, T0_S, 0, &[data_set(256, &[10, 9, 9, 9], 0)]),
+    );
     assert_eq!(out[0].dst_ip, Some(v4(10, 9, 9, 9)));
 }
 
@@ -514,7 +747,10 @@ fn ipfix_varlen_enterprise_reduced_size_and_millis() {
         assert_eq!(r.protocol, Some(17));
         let app = r.application_id.unwrap();
         assert_eq!((app.engine(), app.selector()), (3, &[0x01, 0xBB][..]));
-        assert_eq!((r.flow_start_ms, r.flow_end_ms), (Some(T0_MS - 2000), Some(T0_MS - 1000)));
+        assert_eq!(
+            (r.flow_start_ms, r.flow_end_ms),
+            (Some(T0_MS - 2000), Some(T0_MS - 1000))
+        );
     }
 }
 
@@ -534,7 +770,9 @@ fn ipfix_every_time_form() {
     };
     let start = T0_MS - 3000;
     let end = T0_MS - 1500;
-    let mut s = (u32::try_from(start / 1000).unwrap()).to_be_bytes().to_vec();
+    let mut s = (u32::try_from(start / 1000).unwrap())
+        .to_be_bytes()
+        .to_vec();
     s.extend_from_slice(&u32::try_from(end / 1000).unwrap().to_be_bytes());
     let mut us = ntp(start).to_be_bytes().to_vec();
     us.extend_from_slice(&ntp(end).to_be_bytes());
@@ -565,7 +803,10 @@ fn ipfix_every_time_form() {
         ],
     );
     let out = decode_one(&mut Decoder::default(), EXP, &msg);
-    let times: Vec<_> = out.iter().map(|r| (r.flow_start_ms, r.flow_end_ms)).collect();
+    let times: Vec<_> = out
+        .iter()
+        .map(|r| (r.flow_start_ms, r.flow_end_ms))
+        .collect();
     assert_eq!(
         times,
         [
@@ -580,7 +821,10 @@ fn ipfix_every_time_form() {
 
 #[test]
 fn ipfix_template_withdrawal() {
-    let tpl = ipfix_template_set(2, &[(256, &[Ie::new(8, 4)][..]), (257, &[Ie::new(12, 4)][..])]);
+    let tpl = ipfix_template_set(
+        2,
+        &[(256, &[Ie::new(8, 4)][..]), (257, &[Ie::new(12, 4)][..])],
+    );
     let mut d = Decoder::default();
     decode_one(&mut d, EXP, &ipfix_message(T0_S, 0, 0, &[tpl]));
     assert_eq!(d.template_count(), 2);
@@ -588,7 +832,11 @@ fn ipfix_template_withdrawal() {
     let w = ipfix_template_set(2, &[(256, &[][..])]);
     decode_one(&mut d, EXP, &ipfix_message(T0_S, 0, 0, &[w]));
     assert_eq!(d.template_count(), 1);
-    let out = decode_one(&mut d, EXP, &ipfix_message(T0_S, 0, 0, &[data_set(256, &[1, 2, 3, 4], 0)]));
+    let out = decode_one(
+        &mut d,
+        EXP,
+        &ipfix_message(T0_S, 0, 0, &[data_set(256, &[1, 2, 3, 4], 0)]),
+    );
     assert!(out.is_empty());
     let all = ipfix_template_set(2, &[(2, &[][..])]);
     decode_one(&mut d, EXP, &ipfix_message(T0_S, 0, 0, &[all]));
@@ -600,12 +848,14 @@ fn ipfix_template_withdrawal() {
 fn ipfix_sampling_options_interval_space_and_selector() {
     // RFC 5476 style: scope selectorId (302), samplingPacketInterval (305) and
     // samplingPacketSpace (306): 1 in 10 -> rate 10.
-    let opts = ipfix_options_template_set(500, &[Ie::new(302, 8)], &[Ie::new(305, 4), Ie::new(306, 4)]);
+    let opts =
+        ipfix_options_template_set(500, &[Ie::new(302, 8)], &[Ie::new(305, 4), Ie::new(306, 4)]);
     let mut od = 5u64.to_be_bytes().to_vec();
     od.extend_from_slice(&1u32.to_be_bytes());
     od.extend_from_slice(&9u32.to_be_bytes());
     // A second selector with samplingPopulation/Size (309/310): 1 of 256.
-    let opts2 = ipfix_options_template_set(501, &[Ie::new(302, 2)], &[Ie::new(309, 4), Ie::new(310, 4)]);
+    let opts2 =
+        ipfix_options_template_set(501, &[Ie::new(302, 2)], &[Ie::new(309, 4), Ie::new(310, 4)]);
     let mut od2 = 6u16.to_be_bytes().to_vec();
     od2.extend_from_slice(&1u32.to_be_bytes());
     od2.extend_from_slice(&256u32.to_be_bytes());
@@ -615,7 +865,14 @@ fn ipfix_sampling_options_interval_space_and_selector() {
         T0_S,
         0,
         0,
-        &[opts, opts2, data_set(500, &od, 0), data_set(501, &od2, 0), tpl, data_set(256, &data, 0)],
+        &[
+            opts,
+            opts2,
+            data_set(500, &od, 0),
+            data_set(501, &od2, 0),
+            tpl,
+            data_set(256, &data, 0),
+        ],
     );
     let out = decode_one(&mut Decoder::default(), EXP, &msg);
     let rates: Vec<_> = out.iter().map(|r| r.sampling_rate).collect();
@@ -628,10 +885,22 @@ fn ipfix_sequence_counts_data_records() {
     let mut d = Decoder::default();
     decode_one(&mut d, EXP, &ipfix_message(T0_S, 0, 0, &[tpl]));
     let two = [10, 0, 0, 1, 10, 0, 0, 2];
-    decode_one(&mut d, EXP, &ipfix_message(T0_S, 0, 0, &[data_set(256, &two, 0)]));
-    decode_one(&mut d, EXP, &ipfix_message(T0_S, 2, 0, &[data_set(256, &two, 0)]));
+    decode_one(
+        &mut d,
+        EXP,
+        &ipfix_message(T0_S, 0, 0, &[data_set(256, &two, 0)]),
+    );
+    decode_one(
+        &mut d,
+        EXP,
+        &ipfix_message(T0_S, 2, 0, &[data_set(256, &two, 0)]),
+    );
     // Five records lost between 4 and 9.
-    decode_one(&mut d, EXP, &ipfix_message(T0_S, 9, 0, &[data_set(256, &two, 0)]));
+    decode_one(
+        &mut d,
+        EXP,
+        &ipfix_message(T0_S, 9, 0, &[data_set(256, &two, 0)]),
+    );
     let c = counters(&d, EXP);
     assert_eq!((c.sequence_gaps, c.lost_records, c.lost_packets), (1, 5, 0));
 }
@@ -642,27 +911,51 @@ fn ipfix_malformed_message_length_and_varlen_overrun() {
     let mut out = Vec::new();
     let mut msg = ipfix_message(T0_S, 0, 0, &[]);
     msg[2..4].copy_from_slice(&200u16.to_be_bytes());
-    let dg = Datagram { exporter: EXP, received_at_ms: T0_MS, payload: &msg };
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &msg,
+    };
     assert_eq!(
         d.decode(&dg, &mut out),
-        Err(DecodeError::BadLength { offset: 2, what: "message", length: 200 })
+        Err(DecodeError::BadLength {
+            offset: 2,
+            what: "message",
+            length: 200
+        })
     );
     let tpl = ipfix_template_set(2, &[(256, &[Ie::new(8, 4), Ie::new(95, 65535)][..])]);
     // Variable-length field claims 50 bytes; 2 are there.
     let data = [10, 0, 0, 1, 50, 1, 2];
     let msg = ipfix_message(T0_S, 0, 0, &[tpl, data_set(256, &data, 0)]);
-    let dg = Datagram { exporter: EXP, received_at_ms: T0_MS, payload: &msg };
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &msg,
+    };
     let set_body = 16 + 4 + 4 + 4 * 2 + 4; // header, set hdr, tpl hdr, 2 fields, data set hdr
     assert_eq!(
         d.decode(&dg, &mut out),
-        Err(DecodeError::Truncated { offset: set_body + 5, needed: 50, available: 2 })
+        Err(DecodeError::Truncated {
+            offset: set_body + 5,
+            needed: 50,
+            available: 2
+        })
     );
     let bad_opts = ipfix_options_template_set(300, &[], &[Ie::new(8, 4)]);
     let msg = ipfix_message(T0_S, 0, 0, &[bad_opts]);
-    let dg = Datagram { exporter: EXP, received_at_ms: T0_MS, payload: &msg };
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &msg,
+    };
     assert_eq!(
         d.decode(&dg, &mut out),
-        Err(DecodeError::BadTemplate { offset: 20, template_id: 300, what: "scope field count out of range" })
+        Err(DecodeError::BadTemplate {
+            offset: 20,
+            template_id: 300,
+            what: "scope field count out of range"
+        })
     );
 }
 
@@ -674,12 +967,33 @@ fn templates_are_per_exporter_and_domain() {
     decode_one(&mut d, EXP, &ipfix_message(T0_S, 0, 1, &[a]));
     decode_one(&mut d, EXP2, &ipfix_message(T0_S, 0, 1, &[b]));
     let data = [10, 0, 0, 9];
-    let out = decode_one(&mut d, EXP, &ipfix_message(T0_S, 0, 1, &[data_set(256, &data, 0)]));
-    assert_eq!((out[0].src_ip, out[0].dst_ip), (Some(v4(10, 0, 0, 9)), None));
-    let out = decode_one(&mut d, EXP2, &ipfix_message(T0_S, 0, 1, &[data_set(256, &data, 0)]));
-    assert_eq!((out[0].src_ip, out[0].dst_ip), (None, Some(v4(10, 0, 0, 9))));
+    let out = decode_one(
+        &mut d,
+        EXP,
+        &ipfix_message(T0_S, 0, 1, &[data_set(256, &data, 0)]),
+    );
+    assert_eq!(
+        (out[0].src_ip, out[0].dst_ip),
+        (Some(v4(10, 0, 0, 9)), None)
+    );
+    let out = decode_one(
+        &mut d,
+        EXP2,
+        &ipfix_message(T0_S, 0, 1, &[data_set(256, &data, 0)]),
+    );
+    assert_eq!(
+        (out[0].src_ip, out[0].dst_ip),
+        (None, Some(v4(10, 0, 0, 9)))
+    );
     // Same exporter, other domain: unknown, held.
-    assert!(decode_one(&mut d, EXP, &ipfix_message(T0_S, 0, 2, &[data_set(256, &data, 0)])).is_empty());
+    assert!(
+        decode_one(
+            &mut d,
+            EXP,
+            &ipfix_message(T0_S, 0, 2, &[data_set(256, &data, 0)])
+        )
+        .is_empty()
+    );
 }
 
 #[test]
@@ -688,16 +1002,29 @@ fn state_survives_a_restart() {
     let opts = ipfix_options_template_set(500, &[Ie::new(302, 1)], &[Ie::new(34, 4)]);
     let od = [7, 0, 0, 0, 100];
     let mut before = Decoder::default();
-    decode_one(&mut before, EXP, &ipfix_message(T0_S, 0, 3, &[tpl, opts, data_set(500, &od, 0)]));
+    decode_one(
+        &mut before,
+        EXP,
+        &ipfix_message(T0_S, 0, 3, &[tpl, opts, data_set(500, &od, 0)]),
+    );
     let snapshot = before.save_state();
     let json = serde_json::to_string(&snapshot).unwrap();
     let mut after = Decoder::default();
-    after.load_state(serde_json::from_str(&json).unwrap()).unwrap();
-    let out = decode_one(&mut after, EXP, &ipfix_message(T0_S, 1, 3, &[data_set(256, &[10, 0, 0, 1, 7], 0)]));
+    after
+        .load_state(serde_json::from_str(&json).unwrap())
+        .unwrap();
+    let out = decode_one(
+        &mut after,
+        EXP,
+        &ipfix_message(T0_S, 1, 3, &[data_set(256, &[10, 0, 0, 1, 7], 0)]),
+    );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].sampling_rate, Some(100));
     let again = after.save_state();
-    assert_eq!((again.sampling, again.system_init), (snapshot.sampling, snapshot.system_init));
+    assert_eq!(
+        (again.sampling, again.system_init),
+        (snapshot.sampling, snapshot.system_init)
+    );
     assert_eq!(again.templates.len(), snapshot.templates.len());
 }
 
@@ -706,13 +1033,28 @@ fn unknown_versions_are_errors() {
     let mut d = Decoder::default();
     let mut out = Vec::new();
     for (payload, version) in [(&[0u8, 7, 0, 0][..], 7u32), (&[0, 0, 0, 4][..], 4)] {
-        let dg = Datagram { exporter: EXP, received_at_ms: T0_MS, payload };
-        assert_eq!(d.decode(&dg, &mut out), Err(DecodeError::UnknownVersion { offset: 0, version }));
+        let dg = Datagram {
+            exporter: EXP,
+            received_at_ms: T0_MS,
+            payload,
+        };
+        assert_eq!(
+            d.decode(&dg, &mut out),
+            Err(DecodeError::UnknownVersion { offset: 0, version })
+        );
     }
-    let dg = Datagram { exporter: EXP, received_at_ms: T0_MS, payload: &[0] };
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &[0],
+    };
     assert_eq!(
         d.decode(&dg, &mut out),
-        Err(DecodeError::Truncated { offset: 0, needed: 2, available: 1 })
+        Err(DecodeError::Truncated {
+            offset: 0,
+            needed: 2,
+            available: 1
+        })
     );
     let c = counters(&d, EXP);
     assert_eq!(c.packets, c.decoded_packets + c.malformed_packets);

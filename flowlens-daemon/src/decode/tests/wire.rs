@@ -1,6 +1,6 @@
-//! Byte builders for NetFlow v5, v9 and IPFIX test packets (test-only).
+//! Byte builders for `NetFlow` v5, v9 and IPFIX test packets (test-only).
 
-/// One NetFlow v5 record.
+/// One `NetFlow` v5 record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct V5Record {
     pub(crate) src: [u8; 4],
@@ -65,16 +65,22 @@ pub(crate) fn v5_packet(
     p
 }
 
-/// A NetFlow v9 packet from already-built flowsets.
-pub(crate) fn v9_packet(seq: u32, uptime: u32, secs: u32, source_id: u32, sets: &[Vec<u8>]) -> Vec<u8> {
+/// A `NetFlow` v9 packet from already-built flowsets.
+pub(crate) fn v9_packet(
+    seq: u32,
+    uptime: u32,
+    secs: u32,
+    source_id: u32,
+    flowsets: &[Vec<u8>],
+) -> Vec<u8> {
     let mut p = Vec::new();
     p.extend_from_slice(&9u16.to_be_bytes());
-    p.extend_from_slice(&u16::try_from(sets.len()).unwrap().to_be_bytes());
+    p.extend_from_slice(&u16::try_from(flowsets.len()).unwrap().to_be_bytes());
     p.extend_from_slice(&uptime.to_be_bytes());
     p.extend_from_slice(&secs.to_be_bytes());
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(&source_id.to_be_bytes());
-    for s in sets {
+    for s in flowsets {
         p.extend_from_slice(s);
     }
     p
@@ -102,7 +108,11 @@ pub(crate) fn v9_template_flowset(templates: &[(u16, Vec<(u16, u16)>)]) -> Vec<u
 }
 
 /// A v9 options template flowset (id 1), padded to 4 bytes.
-pub(crate) fn v9_options_template_flowset(id: u16, scope: &[(u16, u16)], options: &[(u16, u16)]) -> Vec<u8> {
+pub(crate) fn v9_options_template_flowset(
+    id: u16,
+    scope: &[(u16, u16)],
+    options: &[(u16, u16)],
+) -> Vec<u8> {
     let mut body = id.to_be_bytes().to_vec();
     body.extend_from_slice(&u16::try_from(scope.len() * 4).unwrap().to_be_bytes());
     body.extend_from_slice(&u16::try_from(options.len() * 4).unwrap().to_be_bytes());
@@ -110,7 +120,7 @@ pub(crate) fn v9_options_template_flowset(id: u16, scope: &[(u16, u16)], options
         body.extend_from_slice(&t.to_be_bytes());
         body.extend_from_slice(&l.to_be_bytes());
     }
-    while body.len() % 4 != 0 {
+    while !body.len().is_multiple_of(4) {
         body.push(0);
     }
     set(1, &body)
@@ -166,7 +176,11 @@ pub(crate) fn ipfix_template_set(set_id: u16, templates: &[(u16, &[Ie])]) -> Vec
 /// An IPFIX options template set (3) with one options template.
 pub(crate) fn ipfix_options_template_set(id: u16, scope: &[Ie], options: &[Ie]) -> Vec<u8> {
     let mut body = id.to_be_bytes().to_vec();
-    body.extend_from_slice(&u16::try_from(scope.len() + options.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(
+        &u16::try_from(scope.len() + options.len())
+            .unwrap()
+            .to_be_bytes(),
+    );
     body.extend_from_slice(&u16::try_from(scope.len()).unwrap().to_be_bytes());
     push_ies(&mut body, scope);
     push_ies(&mut body, options);
