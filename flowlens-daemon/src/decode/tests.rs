@@ -2,6 +2,7 @@
 //! lists, and one exact error + offset per parser. Builders live in `tests/wire.rs`
 //! so the property tests and benches-to-be can share them.
 
+mod roundtrip;
 mod wire;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
