@@ -54,7 +54,11 @@ pub(super) fn decode(
         .sequences
         .entry((FlowProtocol::Ipfix, domain))
         .or_default()
-        .observe(sequence, records);
+        .observe_with_alternative(
+            sequence,
+            records.map(|r| r.all),
+            records.map(|r| r.all - r.options),
+        );
     ctx.state.counters.count_sequence(outcome, false);
     Ok(())
 }

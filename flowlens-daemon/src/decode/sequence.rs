@@ -27,7 +27,10 @@ pub enum SequenceOutcome {
 /// Remembers the next sequence number expected from one exporter and domain.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SequenceTracker {
-    expected: Option<u32>,
+    /// The last sequence number seen.
+    last: Option<u32>,
+    /// Units the last packet carried (None: unknown, the next packet is not judged).
+    advance: Option<u32>,
 }
 
 impl SequenceTracker {
@@ -36,19 +39,40 @@ impl SequenceTracker {
     /// packet is unknown (e.g. IPFIX data sets without a template), so the next packet
     /// cannot be checked.
     pub fn observe(&mut self, seq: u32, advance: Option<u32>) -> SequenceOutcome {
-        let outcome = match self.expected {
+        self.observe_with_alternative(seq, advance, None)
+    }
+
+    /// Like [`Self::observe`], but also accepts `last + alternative` as in order.
+    /// Some exporters number differently from their RFC: softflowd's IPFIX sequence
+    /// already includes the flow records of the packet that carries it (and leaves
+    /// options records out), so its next number is `last + this packet's flows`. A gap
+    /// is measured from the nearest expectation, so neither style inflates loss.
+    pub fn observe_with_alternative(
+        &mut self,
+        seq: u32,
+        advance: Option<u32>,
+        alternative: Option<u32>,
+    ) -> SequenceOutcome {
+        let outcome = match self.last {
             None => SequenceOutcome::First,
-            Some(expected) if expected == seq => SequenceOutcome::InOrder,
-            Some(expected) => {
-                let ahead = seq.wrapping_sub(expected);
-                if ahead < MAX_PLAUSIBLE_GAP {
-                    SequenceOutcome::Gap { lost: ahead }
-                } else {
-                    SequenceOutcome::Reset
+            Some(last) => {
+                let expected = [self.advance, alternative]
+                    .into_iter()
+                    .flatten()
+                    .map(|a| seq.wrapping_sub(last.wrapping_add(a)))
+                    .min();
+                match expected {
+                    None => SequenceOutcome::First,
+                    Some(0) => SequenceOutcome::InOrder,
+                    Some(ahead) if ahead < MAX_PLAUSIBLE_GAP => {
+                        SequenceOutcome::Gap { lost: ahead }
+                    }
+                    Some(_) => SequenceOutcome::Reset,
                 }
             }
         };
-        self.expected = advance.map(|a| seq.wrapping_add(a));
+        self.last = Some(seq);
+        self.advance = advance;
         outcome
     }
 }
@@ -76,5 +100,28 @@ mod tests {
         assert_eq!(t.observe(31, None), SequenceOutcome::Gap { lost: 1 });
         // Unknown advance: the next packet cannot be judged.
         assert_eq!(t.observe(1000, Some(1)), SequenceOutcome::First);
+    }
+
+    #[test]
+    fn softflowd_inclusive_ipfix_numbering_is_in_order() {
+        // softflowd: 20 flows (+1 options record) numbered 20, then 26 flows numbered 46.
+        let mut t = SequenceTracker::default();
+        assert_eq!(
+            t.observe_with_alternative(20, Some(21), Some(20)),
+            SequenceOutcome::First
+        );
+        assert_eq!(
+            t.observe_with_alternative(46, Some(26), Some(26)),
+            SequenceOutcome::InOrder
+        );
+        assert_eq!(
+            t.observe_with_alternative(50, Some(4), Some(4)),
+            SequenceOutcome::InOrder
+        );
+        // Three lost records are still three, measured from the nearest expectation.
+        assert_eq!(
+            t.observe_with_alternative(57, Some(4), Some(4)),
+            SequenceOutcome::Gap { lost: 3 }
+        );
     }
 }

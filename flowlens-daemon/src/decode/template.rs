@@ -302,6 +302,15 @@ impl HeldSets {
     }
 }
 
+/// Data records a message carried, for sequence checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RecordCount {
+    /// All data records (flow and options).
+    pub(crate) all: u32,
+    /// Options data records among them.
+    pub(crate) options: u32,
+}
+
 /// Decodes the sets of one v9 or IPFIX message body. Returns the number of data
 /// records decoded from this message's own data sets, or `None` when some were held
 /// (so the sequence check for the next message is skipped).
@@ -310,7 +319,7 @@ pub(crate) fn decode_sets(
     hdr: &ExportCtx,
     body: &Reader<'_>,
     out: &mut Vec<FlowRecord>,
-) -> Result<Option<u32>, DecodeError> {
+) -> Result<Option<RecordCount>, DecodeError> {
     let dialect = hdr.dialect();
     // Pass 1: validate set framing and learn templates.
     let mut learned = false;
@@ -337,7 +346,7 @@ pub(crate) fn decode_sets(
         decode_held(ctx, out);
     }
     // Pass 2: data sets.
-    let mut records = Some(0u32);
+    let mut records = Some(RecordCount::default());
     let mut sets = body.clone();
     while sets.remaining() >= 4 {
         let (id, set) = next_set(&mut sets)?;
@@ -352,7 +361,11 @@ pub(crate) fn decode_sets(
         };
         if let Some(t) = ctx.templates.get(&key) {
             let n = decode_data(ctx, &t, hdr, set, out)?;
-            records = records.map(|r| r.wrapping_add(n));
+            let options = if t.kind.is_options() { n } else { 0 };
+            records = records.map(|r| RecordCount {
+                all: r.all.wrapping_add(n),
+                options: r.options.wrapping_add(options),
+            });
         } else {
             let held = HeldSet {
                 key,
@@ -636,25 +649,21 @@ fn finish(
     }
     // Timestamps: absolute forms first, then uptime-relative, then export deltas.
     let export = hdr.export_time_ms;
-    let uptime_base = match hdr.sys_uptime_ms {
-        // v9: the header gives the uptime at export.
-        Some(up) => Some((export, up)),
-        // IPFIX: uptimes are relative to systemInitTimeMilliseconds (IE 160), from the
-        // record or from options data.
-        None => x
+    // The uptime at export: v9 says it in the header; IPFIX uptimes are relative to
+    // systemInitTimeMilliseconds (IE 160, from the record or from options data), so the
+    // uptime at export is export - init, taken modulo 2^32 like the uptimes themselves
+    // (exporters replaying old packets, softflowd -r for one, send "negative" uptimes).
+    let uptime_at_export = hdr.sys_uptime_ms.or_else(|| {
+        let init = x
             .system_init_ms
-            .or_else(|| state.system_init_ms.get(&hdr.domain).copied())
-            .map(|init| (init, 0)),
-    };
-    let from_up = |up: Option<u32>| -> Option<u64> {
-        let up = up?;
-        let (base, base_up) = uptime_base?;
-        Some(if hdr.sys_uptime_ms.is_some() {
-            clock::from_uptime(base, base_up, up)
-        } else {
-            base.saturating_add(u64::from(up))
-        })
-    };
+            .or_else(|| state.system_init_ms.get(&hdr.domain).copied())?;
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "uptimes are modulo 2^32 ms"
+        )]
+        Some(export.wrapping_sub(init) as u32)
+    });
+    let from_up = |up: Option<u32>| Some(clock::from_uptime(export, uptime_at_export?, up?));
     let mut start = x
         .start_ms
         .or_else(|| from_up(x.first_uptime))

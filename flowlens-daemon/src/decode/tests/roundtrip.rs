@@ -13,27 +13,43 @@ const T0_S: u32 = 1_767_225_600;
 
 fn decode(d: &mut Decoder, payload: &[u8]) -> Vec<FlowRecord> {
     let mut out = Vec::new();
-    d.decode(&Datagram { exporter: EXPORTER, received_at_ms: u64::from(T0_S) * 1000, payload }, &mut out)
-        .expect("round trip must decode");
+    d.decode(
+        &Datagram {
+            exporter: EXPORTER,
+            received_at_ms: u64::from(T0_S) * 1000,
+            payload,
+        },
+        &mut out,
+    )
+    .expect("round trip must decode");
     out
 }
 
 fn arb_v5() -> impl Strategy<Value = V5Record> {
-    (any::<[u8; 4]>(), any::<[u8; 4]>(), any::<(u16, u16, u8, u8)>(), any::<(u32, u32)>(), 0u32..3_600_000, 0u32..3_600_000)
-        .prop_map(|(src, dst, (sp, dp, proto, flags), (packets, bytes), a, b)| V5Record {
-            src,
-            dst,
-            src_port: sp,
-            dst_port: dp,
-            protocol: proto,
-            tcp_flags: flags,
-            packets,
-            bytes,
-            // Both within an hour before the export uptime of 10 h.
-            first: 36_000_000 - a.max(b),
-            last: 36_000_000 - a.min(b),
-            ..V5Record::default()
-        })
+    (
+        any::<[u8; 4]>(),
+        any::<[u8; 4]>(),
+        any::<(u16, u16, u8, u8)>(),
+        any::<(u32, u32)>(),
+        0u32..3_600_000,
+        0u32..3_600_000,
+    )
+        .prop_map(
+            |(src, dst, (sp, dp, proto, flags), (packets, bytes), a, b)| V5Record {
+                src,
+                dst,
+                src_port: sp,
+                dst_port: dp,
+                protocol: proto,
+                tcp_flags: flags,
+                packets,
+                bytes,
+                // Both within an hour before the export uptime of 10 h.
+                first: 36_000_000 - a.max(b),
+                last: 36_000_000 - a.min(b),
+                ..V5Record::default()
+            },
+        )
 }
 
 #[derive(Debug, Clone)]
@@ -52,23 +68,36 @@ struct Flow {
 fn arb_flow(v6: bool) -> impl Strategy<Value = Flow> {
     let addr = move || {
         if v6 {
-            any::<u128>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))).boxed()
+            any::<u128>()
+                .prop_map(|a| IpAddr::V6(Ipv6Addr::from(a)))
+                .boxed()
         } else {
-            any::<u32>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))).boxed()
+            any::<u32>()
+                .prop_map(|a| IpAddr::V4(Ipv4Addr::from(a)))
+                .boxed()
         }
     };
-    (addr(), addr(), any::<(u16, u16, u8)>(), any::<(u64, u64)>(), 1_000u64..3_600_000, 0u64..1_000)
-        .prop_map(|(src, dst, (sp, dp, proto), (bytes, packets), ago, dur)| Flow {
-            src,
-            dst,
-            sp,
-            dp,
-            proto,
-            bytes,
-            packets,
-            start_ms: u64::from(T0_S) * 1000 - ago,
-            dur_ms: dur.min(ago),
-        })
+    (
+        addr(),
+        addr(),
+        any::<(u16, u16, u8)>(),
+        any::<(u64, u64)>(),
+        1_000u64..3_600_000,
+        0u64..1_000,
+    )
+        .prop_map(
+            |(src, dst, (sp, dp, proto), (bytes, packets), ago, dur)| Flow {
+                src,
+                dst,
+                sp,
+                dp,
+                proto,
+                bytes,
+                packets,
+                start_ms: u64::from(T0_S) * 1000 - ago,
+                dur_ms: dur.min(ago),
+            },
+        )
 }
 
 fn addr_bytes(a: IpAddr) -> Vec<u8> {
@@ -83,7 +112,10 @@ fn check(out: &[FlowRecord], flows: &[Flow]) -> Result<(), TestCaseError> {
     for (r, f) in out.iter().zip(flows) {
         prop_assert_eq!(r.src_ip, Some(f.src));
         prop_assert_eq!(r.dst_ip, Some(f.dst));
-        prop_assert_eq!((r.src_port, r.dst_port, r.protocol), (Some(f.sp), Some(f.dp), Some(f.proto)));
+        prop_assert_eq!(
+            (r.src_port, r.dst_port, r.protocol),
+            (Some(f.sp), Some(f.dp), Some(f.proto))
+        );
         prop_assert_eq!((r.bytes, r.packets), (Some(f.bytes), Some(f.packets)));
         prop_assert_eq!(r.flow_start_ms, Some(f.start_ms));
         prop_assert_eq!(r.flow_end_ms, Some(f.start_ms + f.dur_ms));
