@@ -574,7 +574,7 @@ fn decode_held(ctx: &mut Context<'_, '_>, out: &mut Vec<FlowRecord>) {
         let start = out.len();
         let body = Reader::with_base(&held.body, held.offset);
         if decode_data(ctx, &t, &held.hdr, body, out).is_ok() {
-            ctx.state.counters.held_sets_decoded += 1
+            ctx.state.counters.held_sets_decoded += 1;
         } else {
             // The set was malformed after all; it belongs to an earlier datagram
             // that was already counted as decoded, so count it as a missing set.
