@@ -10,4 +10,5 @@ pub mod cli;
 pub mod decode;
 pub mod decode_command;
 pub mod flow;
+pub mod ingest;
 pub mod output;

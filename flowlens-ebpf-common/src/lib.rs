@@ -1,11 +1,122 @@
 //! Types shared by the FlowLens XDP program (`flowlens-ebpf`) and the daemon's loader.
 //!
-//! This crate will own the `#[repr(C)]` ring-buffer record header, the per-CPU counter
-//! indices, the map names and the ABI version that the loader checks before attaching.
-//! It must stay `no_std` and allocation-free so the BPF target can build it. It is
-//! filled by the ingestion issue (XDP fast path); today it only fixes the ABI version.
+//! Everything here crosses the kernel/user boundary, so every type is `#[repr(C)]` with
+//! explicit padding, a compile-time size assert, and no `bool`. Names of maps and the
+//! program live here as constants so the two sides cannot drift. [`ABI_VERSION`] is
+//! part of the program's name ([`PROGRAM_NAME`]): a daemon refuses an object built from
+//! other sources because it cannot find the program it expects.
+//!
+//! Data flow: the program copies a [`RingHeader`] followed by the UDP payload into the
+//! ring of the CPU that received the packet (`FLOW_RINGS[cpu]`); userspace fills
+//! `FLOW_PORTS` and `CONFIG`, reads `COUNTERS` (indexed by [`Counter`]).
 #![no_std]
 
-/// ABI version of the ring record layout; bumped whenever a shared type changes so a
-/// daemon never reads rings written by a program built from different sources.
+/// ABI version of everything in this crate; bumped whenever a shared type changes.
 pub const ABI_VERSION: u32 = 1;
+
+/// The XDP entry point's name (includes the ABI version on purpose).
+pub const PROGRAM_NAME: &str = "flowlens_xdp_v1";
+
+/// `ArrayOfMaps` of per-CPU ring buffers, indexed by CPU id.
+pub const MAP_RINGS: &str = "FLOW_RINGS";
+/// `HashMap<u16, u8>`: UDP destination ports to steer (host byte order) -> [`PortKind`].
+pub const MAP_PORTS: &str = "FLOW_PORTS";
+/// `LpmTrie<[u8; 16], u8>`: exporter prefixes allowed when
+/// [`Config::FLAG_FILTER_EXPORTERS`] is set (IPv4 as IPv4-mapped IPv6).
+pub const MAP_EXPORTERS: &str = "FLOW_EXPORTERS";
+/// `Array<Config>` with one entry.
+pub const MAP_CONFIG: &str = "FLOW_CONFIG";
+/// `PerCpuArray<u64>` indexed by [`Counter`].
+pub const MAP_COUNTERS: &str = "FLOW_COUNTERS";
+
+/// Largest UDP payload copied into a ring; bigger datagrams are passed to the stack
+/// (the socket path still sees them). 9000 covers jumbo-frame exporters.
+pub const MAX_PAYLOAD: usize = 9000;
+
+/// What userspace expects on a steered port (a hint; the daemon detects the protocol
+/// from the payload anyway).
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    Netflow = 1,
+    Ipfix = 2,
+    Sflow = 3,
+}
+
+/// Runtime settings userspace writes into `FLOW_CONFIG[0]`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Config {
+    /// Keep 1 of N steered packets per exporter (1 = keep all).
+    pub sample_rate: u32,
+    /// Bit set of `FLAG_*`.
+    pub flags: u32,
+    /// Force a ring wakeup once this many bytes are waiting (batched notifications).
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
+}
+
+impl Config {
+    /// Also pass steered packets to the stack (run beside another collector).
+    pub const FLAG_MIRROR: u32 = 1;
+    /// Only steer packets whose source is in `FLOW_EXPORTERS`.
+    pub const FLAG_FILTER_EXPORTERS: u32 = 2;
+}
+
+/// Per-CPU counters, indices into `FLOW_COUNTERS`.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Every packet the program ran on.
+    Seen = 0,
+    /// Flow datagrams copied into a ring.
+    Steered = 1,
+    /// Packets passed to the stack (not flow traffic, or any doubt).
+    Passed = 2,
+    /// Flow datagrams dropped by 1:N pre-sampling.
+    SampledOut = 3,
+    /// Flow datagrams lost because the ring was full.
+    RingFull = 4,
+    /// Flow datagrams passed because they exceed [`MAX_PAYLOAD`].
+    TooBig = 5,
+}
+
+impl Counter {
+    pub const COUNT: u32 = 6;
+}
+
+/// Header written before each payload in a ring. Addresses are network byte order;
+/// IPv4 exporters are IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RingHeader {
+    /// `bpf_ktime_get_ns()` when the packet was seen (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub src_addr: [u8; 16],
+    pub ifindex: u32,
+    pub rx_queue: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Bytes of payload following this header.
+    pub payload_len: u16,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad0: u8,
+    /// The 1:N pre-sampling rate in force when this packet was kept.
+    pub sample_rate: u32,
+    pub _pad1: u32,
+}
+
+const _: () = assert!(size_of::<RingHeader>() == 48);
+const _: () = assert!(size_of::<Config>() == 16);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: both are repr(C), contain only integers and arrays of integers, and have
+    // explicit padding fields, so every bit pattern is valid and there are no holes.
+    #[allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    #[allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
+    unsafe impl aya::Pod for super::RingHeader {}
+}

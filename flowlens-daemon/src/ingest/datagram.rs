@@ -1,0 +1,131 @@
+//! The unit of ingestion and the dispatcher that shards it onto decode workers.
+//!
+//! Template state is per exporter, so every datagram of one exporter must be decoded
+//! by the same worker: the [`Dispatcher`] hashes the exporter address to pick a
+//! worker's bounded queue. A full queue is never waited on (the receive path must not
+//! stall); the datagram is dropped and counted, which is the backpressure of last
+//! resort (the sampling in `pressure` acts before queues fill).
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+
+/// Where a datagram was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Xdp,
+    Udp,
+}
+
+/// One received flow datagram, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDatagram {
+    /// UDP source address: the exporter.
+    pub exporter: IpAddr,
+    /// Receive time, ms since the Unix epoch.
+    pub received_at_ms: u64,
+    /// 1:N pre-sampling applied before this datagram was kept (XDP or userspace); 1 when
+    /// every datagram is kept. Decoded records' rates are multiplied by it.
+    pub presample_rate: u32,
+    pub source: Source,
+    pub payload: Vec<u8>,
+}
+
+/// Shards datagrams by exporter onto bounded worker queues; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    queues: Arc<[Sender<RawDatagram>]>,
+    hasher: std::collections::hash_map::RandomState,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Dispatcher {
+    /// Creates `workers` queues of `capacity` datagrams each; returns the dispatcher
+    /// and one receiver per worker.
+    pub fn new(workers: usize, capacity: usize) -> (Self, Vec<Receiver<RawDatagram>>) {
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..workers.max(1)).map(|_| bounded(capacity.max(1))).unzip();
+        let d = Self {
+            queues: senders.into(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        (d, receivers)
+    }
+
+    /// The worker index that owns `exporter`.
+    pub fn shard(&self, exporter: IpAddr) -> usize {
+        let mut h = self.hasher.build_hasher();
+        exporter.hash(&mut h);
+        usize::try_from(h.finish() % self.queues.len() as u64).unwrap_or(0)
+    }
+
+    /// Queues a datagram for its worker. Returns `false` (and counts a drop) when that
+    /// worker's queue is full or gone.
+    pub fn dispatch(&self, d: RawDatagram) -> bool {
+        let i = self.shard(d.exporter);
+        let Some(q) = self.queues.get(i) else { return false };
+        match q.try_send(d) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Datagrams dropped because a queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Current depth of every worker queue.
+    pub fn depths(&self) -> Vec<usize> {
+        self.queues.iter().map(Sender::len).collect()
+    }
+
+    /// The deepest queue, as a fraction of its capacity (0.0 - 1.0).
+    pub fn max_fill(&self) -> f64 {
+        self.queues
+            .iter()
+            .map(|q| {
+                let cap = q.capacity().unwrap_or(1).max(1);
+                #[expect(clippy::cast_precision_loss, reason = "a ratio of queue sizes")]
+                let f = q.len() as f64 / cap as f64;
+                f
+            })
+            .fold(0.0, f64::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dg(exporter: IpAddr) -> RawDatagram {
+        RawDatagram {
+            exporter,
+            received_at_ms: 0,
+            presample_rate: 1,
+            source: Source::Udp,
+            payload: vec![0; 4],
+        }
+    }
+
+    #[test]
+    fn one_exporter_always_lands_on_one_worker_and_full_queues_count_drops() {
+        let (d, rx) = Dispatcher::new(4, 2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(d.dispatch(dg(a)));
+        assert!(d.dispatch(dg(a)));
+        assert!(!d.dispatch(dg(a)));
+        assert_eq!(d.dropped(), 1);
+        let i = d.shard(a);
+        assert_eq!(rx[i].len(), 2);
+        assert_eq!(rx.iter().map(Receiver::len).sum::<usize>(), 2);
+        assert!((d.max_fill() - 1.0).abs() < f64::EPSILON);
+    }
+}
