@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::decode_command::Format;
+use crate::pipeline::Output;
 
 #[derive(Debug, Parser)]
 #[command(name = "flowlens-daemon", version, about = "FlowLens flow collector")]
@@ -26,5 +27,23 @@ pub enum Command {
         /// Capture files, decoded in order with one template state.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Run the collector: receive (XDP or UDP), decode, hand flows to the sink.
+    Run {
+        /// YAML configuration (DESIGN.md section and key names); env FLOWLENS_* overrides it.
+        #[arg(long, env = "FLOWLENS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Interface to attach the XDP program to (repeatable); adds to xdp.interfaces.
+        #[arg(long = "iface")]
+        ifaces: Vec<String>,
+        /// Never use XDP: receive on UDP sockets.
+        #[arg(long)]
+        no_xdp: bool,
+        /// Where decoded flows go: `jsonl:PATH` or `discard`.
+        #[arg(long, default_value = "discard")]
+        output: Output,
+        /// Log filter (tracing EnvFilter syntax), e.g. `info` or `flowlens_daemon=debug`.
+        #[arg(long, env = "FLOWLENS_LOG", default_value = "info")]
+        log_level: String,
     },
 }

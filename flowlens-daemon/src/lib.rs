@@ -7,8 +7,12 @@
 
 pub mod capture;
 pub mod cli;
+pub mod config;
 pub mod decode;
 pub mod decode_command;
 pub mod flow;
 pub mod ingest;
 pub mod output;
+pub mod pipeline;
+pub mod pressure;
+pub mod telemetry;

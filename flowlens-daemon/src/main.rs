@@ -2,20 +2,21 @@
 
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
+use anyhow::Context;
 use clap::Parser;
 use flowlens_daemon::cli::{Cli, Command};
+use flowlens_daemon::config::Config;
 use flowlens_daemon::decode::DecoderConfig;
 use flowlens_daemon::decode_command;
+use flowlens_daemon::pipeline::{self, RunOptions};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Decode {
-            format,
-            state,
-            files,
-        } => {
+        Command::Decode { format, state, files } => {
             let stdout = std::io::stdout();
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
             let mut err = std::io::stderr();
@@ -36,5 +37,42 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Run { config, ifaces, no_xdp, output, log_level } => {
+            init_logging(&log_level);
+            match run(config.as_deref(), ifaces, no_xdp, output) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("flowlens-daemon run: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(
+    config: Option<&std::path::Path>,
+    ifaces: Vec<String>,
+    no_xdp: bool,
+    output: pipeline::Output,
+) -> anyhow::Result<()> {
+    let mut config = Config::load(config, std::env::vars()).context("loading configuration")?;
+    config.xdp.interfaces.extend(ifaces);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let summary = pipeline::run(RunOptions { config, no_xdp, output }, shutdown)
+        .context("running the collector")?;
+    tracing::info!(
+        datagrams = summary.decoder.packets,
+        flows = summary.flows_processed,
+        malformed = summary.decoder.malformed_packets,
+        "stopped"
+    );
+    Ok(())
 }

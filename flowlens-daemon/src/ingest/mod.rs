@@ -4,3 +4,4 @@
 //! always lives in one worker.
 
 pub mod datagram;
+pub mod udp;

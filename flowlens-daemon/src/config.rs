@@ -1,0 +1,345 @@
+//! The daemon's one typed configuration.
+//!
+//! Sections and keys mirror DESIGN.md §3 (`ingestion.netflow_port`,
+//! `ingestion.backpressure.drop_threshold_queue_depth`, ...). Every key is optional and
+//! defaults to the design's value. Precedence: defaults < YAML file (`--config`) <
+//! environment `FLOWLENS_<SECTION>__<KEY>` (nested keys joined by `__`, e.g.
+//! `FLOWLENS_INGESTION__BACKPRESSURE__ENABLED=false`) < command-line flags. Sections
+//! later issues will fill (`enrichment`, `dependency_resolution`, `database`, `kafka`,
+//! `api`) are accepted as-is so one config file can serve every stage today.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::DecoderConfig;
+
+/// The whole daemon configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub ingestion: IngestionConfig,
+    pub xdp: XdpConfig,
+    /// Decoder knobs (template cache, hold time, clock rules, per-exporter sampling).
+    pub decoder: DecoderConfig,
+    pub telemetry: TelemetryConfig,
+    /// Accepted, used by the enrichment issue.
+    pub enrichment: serde_yaml::Value,
+    /// Accepted, used by the PostgreSQL graph issue.
+    pub dependency_resolution: serde_yaml::Value,
+    /// Accepted, used by the PostgreSQL graph issue.
+    pub database: serde_yaml::Value,
+    /// Accepted, used by the scale-out issue.
+    pub kafka: serde_yaml::Value,
+    /// Accepted so one file can configure the daemon and the API.
+    pub api: serde_yaml::Value,
+}
+
+/// DESIGN.md §3.1 `ingestion`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestionConfig {
+    /// Address the UDP sockets bind to. `0.0.0.0` (the default) also opens IPv6
+    /// sockets on `::`, so exporters on either family are heard.
+    pub bind_address: IpAddr,
+    pub netflow_port: u16,
+    pub sflow_port: u16,
+    pub ipfix_port: u16,
+    /// SO_RCVBUF for each UDP socket, in bytes (16 MiB: a few hundred ms of a busy
+    /// exporter at line rate).
+    pub receive_buffer_size: usize,
+    /// Flows handed to the sink per batch.
+    pub batch_size: usize,
+    /// Longest a partial batch waits before it is handed to the sink.
+    pub batch_timeout_ms: u64,
+    /// Decode workers (and UDP receive sockets per port); 0 = one per core.
+    pub workers: usize,
+    pub routing: RoutingConfig,
+    pub backpressure: BackpressureConfig,
+}
+
+impl Default for IngestionConfig {
+    fn default() -> Self {
+        Self {
+            bind_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            netflow_port: 2055,
+            sflow_port: 6343,
+            ipfix_port: 4739,
+            receive_buffer_size: 16 * 1024 * 1024,
+            batch_size: 1000,
+            batch_timeout_ms: 100,
+            workers: 0,
+            routing: RoutingConfig::default(),
+            backpressure: BackpressureConfig::default(),
+        }
+    }
+}
+
+impl IngestionConfig {
+    /// The UDP ports to listen on (deduplicated: several protocols may share one).
+    pub fn ports(&self) -> Vec<u16> {
+        let mut p = vec![self.netflow_port, self.ipfix_port, self.sflow_port];
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
+
+    /// Worker count with 0 resolved to the number of cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    }
+}
+
+/// DESIGN.md §3.1 `ingestion.routing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// "postgres", "kafka" or "auto" (used once those sinks exist).
+    pub mode: String,
+    pub kafka_threshold_flows_per_sec: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self { mode: "auto".to_owned(), kafka_threshold_flows_per_sec: 10_000 }
+    }
+}
+
+/// DESIGN.md §3.1 `ingestion.backpressure`, plus the watermarks that say when
+/// "under pressure" starts and ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackpressureConfig {
+    pub enabled: bool,
+    /// 1:N sampling applied while under pressure (XDP pre-sampling, or userspace
+    /// sampling in socket mode).
+    pub sample_rate_under_pressure: u32,
+    /// Capacity of each decode worker's queue, in datagrams: beyond it datagrams are
+    /// dropped and counted.
+    pub drop_threshold_queue_depth: usize,
+    /// Queue fill (fraction of the drop threshold) that turns sampling on.
+    pub high_watermark: f64,
+    /// Queue fill below which sampling turns off again (hysteresis).
+    pub low_watermark: f64,
+}
+
+impl Default for BackpressureConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sample_rate_under_pressure: 10,
+            drop_threshold_queue_depth: 100_000,
+            high_watermark: 0.5,
+            low_watermark: 0.1,
+        }
+    }
+}
+
+/// The XDP fast path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct XdpConfig {
+    /// Use XDP when interfaces are given; false forces UDP sockets.
+    pub enabled: bool,
+    /// Interfaces to attach to (also `--iface`).
+    pub interfaces: Vec<String>,
+    /// The BPF object built by `cargo xtask build-ebpf` (default: found next to the
+    /// workspace's target directory, or `$FLOWLENS_EBPF_OBJECT`).
+    pub object_path: Option<PathBuf>,
+    /// Also pass steered packets to the kernel stack (run beside another collector).
+    pub mirror: bool,
+    /// Only steer datagrams from these exporter prefixes ("192.0.2.0/24"); empty = all.
+    pub exporter_prefixes: Vec<String>,
+    /// Size of each per-CPU ring buffer in bytes (a power of two).
+    pub ring_size_bytes: u32,
+}
+
+impl Default for XdpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interfaces: Vec::new(),
+            object_path: None,
+            mirror: false,
+            exporter_prefixes: Vec::new(),
+            ring_size_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// `/health` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub listen_address: SocketAddr,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { listen_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464) }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parsing {origin}: {source}")]
+    Parse { origin: String, source: serde_yaml::Error },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "FLOWLENS_";
+
+impl Config {
+    /// Loads defaults < `file` < environment (`vars`, usually `std::env::vars()`).
+    pub fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                serde_yaml::from_str::<serde_yaml::Value>(&text).map_err(|source| {
+                    ConfigError::Parse { origin: path.display().to_string(), source }
+                })?
+            }
+            None => serde_yaml::Value::Mapping(serde_yaml::Mapping::new()),
+        };
+        if tree.is_null() {
+            tree = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
+        }
+        // Only FLOWLENS_<SECTION>__<KEY>: variables without `__` (FLOWLENS_CONFIG,
+        // FLOWLENS_LOG, FLOWLENS_EBPF_OBJECT) belong to the command line, not the tree.
+        let mut env: Vec<_> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
+        env.sort();
+        for (name, value) in env {
+            let path: Vec<String> = name[ENV_PREFIX.len()..]
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if path.iter().any(String::is_empty) {
+                continue;
+            }
+            let parsed: serde_yaml::Value = serde_yaml::from_str(&value)
+                .unwrap_or_else(|_| serde_yaml::Value::String(value.clone()));
+            set_path(&mut tree, &path, parsed)
+                .map_err(|message| ConfigError::Env { name: name.clone(), message })?;
+        }
+        let config: Self = serde_yaml::from_value(tree)
+            .map_err(|source| ConfigError::Parse { origin: "configuration".into(), source })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types cannot, reporting every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let i = &self.ingestion;
+        if i.batch_size == 0 {
+            problems.push("ingestion.batch_size must be at least 1".to_owned());
+        }
+        let bp = &i.backpressure;
+        if bp.sample_rate_under_pressure == 0 {
+            problems.push("ingestion.backpressure.sample_rate_under_pressure must be >= 1".into());
+        }
+        if bp.drop_threshold_queue_depth == 0 {
+            problems.push("ingestion.backpressure.drop_threshold_queue_depth must be >= 1".into());
+        }
+        if !(0.0..=1.0).contains(&bp.low_watermark)
+            || !(0.0..=1.0).contains(&bp.high_watermark)
+            || bp.low_watermark >= bp.high_watermark
+        {
+            problems.push(
+                "ingestion.backpressure: need 0 <= low_watermark < high_watermark <= 1".into(),
+            );
+        }
+        if !matches!(i.routing.mode.as_str(), "auto" | "postgres" | "kafka") {
+            problems.push(format!(
+                "ingestion.routing.mode must be auto, postgres or kafka, not {:?}",
+                i.routing.mode
+            ));
+        }
+        if !self.xdp.ring_size_bytes.is_power_of_two() || self.xdp.ring_size_bytes < 4096 {
+            problems.push("xdp.ring_size_bytes must be a power of two >= 4096".into());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+}
+
+/// Sets `value` at `path` in a YAML tree, creating mappings on the way.
+fn set_path(
+    tree: &mut serde_yaml::Value,
+    path: &[String],
+    value: serde_yaml::Value,
+) -> Result<(), String> {
+    let Some((first, rest)) = path.split_first() else {
+        *tree = value;
+        return Ok(());
+    };
+    if tree.is_null() {
+        *tree = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
+    }
+    let map = tree.as_mapping_mut().ok_or_else(|| format!("{first} is not a section"))?;
+    let key = serde_yaml::Value::String(first.clone());
+    let child = map.entry(key).or_insert(serde_yaml::Value::Null);
+    set_path(child, rest, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_designs() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.ingestion.ports(), vec![2055, 4739, 6343]);
+        assert_eq!(c.ingestion.receive_buffer_size, 16_777_216);
+        assert_eq!((c.ingestion.batch_size, c.ingestion.batch_timeout_ms), (1000, 100));
+        assert_eq!(c.ingestion.backpressure.sample_rate_under_pressure, 10);
+        assert_eq!(c.ingestion.backpressure.drop_threshold_queue_depth, 100_000);
+    }
+
+    #[test]
+    fn file_then_env_precedence_and_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("flowlens-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        std::fs::write(
+            &f,
+            "ingestion:\n  netflow_port: 9995\n  batch_size: 10\n  backpressure:\n    enabled: false\n\
+             enrichment:\n  dns:\n    enabled: true\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("FLOWLENS_INGESTION__BATCH_SIZE".to_owned(), "20".to_owned()),
+            ("FLOWLENS_TELEMETRY__LISTEN_ADDRESS".to_owned(), "127.0.0.1:1".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+            ("FLOWLENS_LOG".to_owned(), "debug".to_owned()),
+        ];
+        let c = Config::load(Some(&f), env).unwrap();
+        assert_eq!(c.ingestion.netflow_port, 9995);
+        assert_eq!(c.ingestion.batch_size, 20);
+        assert!(!c.ingestion.backpressure.enabled);
+        assert_eq!(c.telemetry.listen_address, "127.0.0.1:1".parse().unwrap());
+        std::fs::write(&f, "ingestion:\n  netflow_prot: 1\n").unwrap();
+        let err = Config::load(Some(&f), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("netflow_prot"), "{err}");
+        let bad = vec![("FLOWLENS_INGESTION__BATCH_SIZE".to_owned(), "0".to_owned())];
+        let err = Config::load(None, bad).unwrap_err().to_string();
+        assert!(err.contains("batch_size must be at least 1"), "{err}");
+    }
+}

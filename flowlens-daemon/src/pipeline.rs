@@ -1,0 +1,407 @@
+//! The only module that knows the topology of the `run` command:
+//!
+//! ```text
+//! receive (UDP threads | XDP ring readers)
+//!   -> Dispatcher (sharded by exporter, bounded queues: drop + count when full)
+//!   -> decode workers (one Decoder each; batches of ingestion.batch_size or
+//!      ingestion.batch_timeout_ms)
+//!   -> sink thread (jsonl file, or nothing yet: the PostgreSQL issue adds its sink)
+//! pressure controller (main thread): queue fill -> 1:N sampling rate
+//! telemetry (tokio thread): /health, /metrics, and SIGINT/SIGTERM -> shutdown
+//! ```
+//!
+//! Shutdown drains in order: receivers stop, queues are decoded to the end, the last
+//! partial batches reach the sink, the sink flushes.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+
+use crate::config::Config;
+use crate::decode::{Datagram, Decoder, DecoderConfig, ExporterCounters};
+use crate::flow::FlowRecord;
+use crate::ingest::datagram::{Dispatcher, RawDatagram};
+use crate::ingest::udp;
+use crate::output;
+use crate::pressure::{Pressure, PressurePolicy};
+use crate::telemetry::metrics as m;
+use crate::telemetry::server::{self, Telemetry};
+
+/// Where decoded flows go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Every record as a JSON line (the `decode` command's format), for debugging.
+    Jsonl(PathBuf),
+    /// Decode and count only.
+    Discard,
+}
+
+impl std::str::FromStr for Output {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("jsonl", path)) if !path.is_empty() => Ok(Self::Jsonl(path.into())),
+            None if s == "discard" => Ok(Self::Discard),
+            _ => Err(format!("unknown output {s:?} (expected jsonl:PATH or discard)")),
+        }
+    }
+}
+
+/// What `run` needs beyond the config.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: Config,
+    pub no_xdp: bool,
+    pub output: Output,
+}
+
+/// Errors that stop the daemon at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("binding UDP sockets: {0}")]
+    Bind(std::io::Error),
+    #[error("starting threads: {0}")]
+    Thread(std::io::Error),
+    #[error("opening output {path}: {source}")]
+    Output { path: PathBuf, source: std::io::Error },
+    #[error("installing the metrics recorder: {0}")]
+    Metrics(String),
+    #[error("telemetry server on {addr}: {source}")]
+    Telemetry { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// Totals at exit (also in /metrics while running).
+#[derive(Debug, Default, Clone)]
+pub struct RunSummary {
+    pub decoder: ExporterCounters,
+    pub flows_processed: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs the collector until SIGINT/SIGTERM (or until `shutdown` is set by the caller).
+pub fn run(opts: RunOptions, shutdown: Arc<AtomicBool>) -> Result<RunSummary, RunError> {
+    let cfg = &opts.config;
+    let started = Instant::now();
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| RunError::Metrics(e.to_string()))?;
+    let workers = cfg.ingestion.worker_count();
+    let (dispatcher, queues) =
+        Dispatcher::new(workers, cfg.ingestion.backpressure.drop_threshold_queue_depth);
+
+    // Telemetry and signals on a small tokio runtime of their own.
+    let telemetry = Telemetry {
+        prometheus,
+        started,
+        checks: Arc::new(|| {
+            vec![
+                ("postgresql", "not_configured".to_owned()),
+                ("kafka", "not_configured".to_owned()),
+                ("redis", "not_configured".to_owned()),
+            ]
+        }),
+    };
+    let addr = cfg.telemetry.listen_address;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("flowlens-telemetry")
+        .enable_all()
+        .build()
+        .map_err(RunError::Thread)?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .map_err(|source| RunError::Telemetry { addr, source })?;
+    {
+        let stop = shutdown.clone();
+        rt.spawn(async move {
+            wait_for_signal(&stop).await;
+            stop.store(true, Ordering::Relaxed);
+        });
+        let stop = shutdown.clone();
+        rt.spawn(async move {
+            let until = async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            let app = server::router(telemetry);
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(until).await {
+                tracing::error!(error = %e, "telemetry server failed");
+            }
+        });
+    }
+    tracing::info!(%addr, "serving /health and /metrics");
+
+    // Sink.
+    let (sink_tx, sink_rx) = bounded::<Vec<FlowRecord>>(64);
+    let mut sink = open_sink(&opts.output)?;
+    let sink_thread = std::thread::Builder::new()
+        .name("flowlens-sink".into())
+        .spawn(move || sink_loop(&sink_rx, sink.as_mut()))
+        .map_err(RunError::Thread)?;
+
+    // Decode workers.
+    let mut worker_threads = Vec::new();
+    for (i, rx) in queues.into_iter().enumerate() {
+        let tx = sink_tx.clone();
+        let dcfg = cfg.decoder.clone();
+        let batch = Batching {
+            size: cfg.ingestion.batch_size,
+            timeout: Duration::from_millis(cfg.ingestion.batch_timeout_ms),
+        };
+        worker_threads.push(
+            std::thread::Builder::new()
+                .name(format!("flowlens-decode-{i}"))
+                .spawn(move || decode_worker(&rx, dcfg, batch, &tx))
+                .map_err(RunError::Thread)?,
+        );
+    }
+    drop(sink_tx);
+
+    // Ingestion: XDP when asked for and possible, else UDP sockets.
+    let wants_xdp = cfg.xdp.enabled && !opts.no_xdp && !cfg.xdp.interfaces.is_empty();
+    if wants_xdp {
+        tracing::warn!(
+            interfaces = ?cfg.xdp.interfaces,
+            "XDP ingestion is not available in this build yet; falling back to UDP sockets"
+        );
+    }
+    m::ingest_mode(false);
+    let sample_rate = Arc::new(AtomicU32::new(1));
+    let controls = udp::Controls { shutdown: shutdown.clone(), sample_rate: sample_rate.clone() };
+    let sets = udp::bind(
+        cfg.ingestion.bind_address,
+        &cfg.ingestion.ports(),
+        workers,
+        cfg.ingestion.receive_buffer_size,
+    )
+    .map_err(RunError::Bind)?;
+    tracing::info!(ports = ?cfg.ingestion.ports(), workers, "receiving on UDP sockets");
+    let receivers = udp::spawn(sets, &dispatcher, &controls).map_err(RunError::Thread)?;
+
+    // Pressure control until shutdown.
+    let bp = &cfg.ingestion.backpressure;
+    let policy = PressurePolicy {
+        enabled: bp.enabled,
+        rate_under_pressure: bp.sample_rate_under_pressure,
+        high_watermark: bp.high_watermark,
+        low_watermark: bp.low_watermark,
+    };
+    let mut pressure = Pressure::default();
+    m::sample_rate(1);
+    while !shutdown.load(Ordering::Relaxed) {
+        std::thread::park_timeout(Duration::from_millis(100));
+        if let Some(rate) = pressure.update(&policy, dispatcher.max_fill()) {
+            tracing::warn!(rate, "ingest pressure changed the sampling rate");
+            sample_rate.store(rate, Ordering::Relaxed);
+            m::sample_rate(rate);
+        }
+        for (i, depth) in dispatcher.depths().into_iter().enumerate() {
+            m::queue_depth(i, depth);
+        }
+    }
+    tracing::info!("shutting down: draining queues");
+    for r in receivers {
+        let _ = r.join();
+    }
+    drop(dispatcher);
+    let mut summary = RunSummary::default();
+    for w in worker_threads {
+        if let Ok(c) = w.join() {
+            summary.decoder.accumulate(&c);
+        }
+    }
+    summary.flows_processed = sink_thread.join().unwrap_or(0);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(summary)
+}
+
+async fn wait_for_signal(stop: &AtomicBool) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if stop.load(Ordering::Relaxed) { return; }
+            }
+        }
+    }
+    tracing::info!("signal received");
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    size: usize,
+    timeout: Duration,
+}
+
+/// Decodes one worker's queue until it is closed; returns the worker's totals.
+fn decode_worker(
+    rx: &Receiver<RawDatagram>,
+    config: DecoderConfig,
+    batching: Batching,
+    sink: &Sender<Vec<FlowRecord>>,
+) -> ExporterCounters {
+    let mut decoder = Decoder::new(config);
+    let mut batch: Vec<FlowRecord> = Vec::with_capacity(batching.size);
+    let mut batch_started = Instant::now();
+    let mut last_publish = Instant::now();
+    let mut previous: HashMap<IpAddr, (u64, u64)> = HashMap::new();
+    let publish_every = Duration::from_millis(500);
+    loop {
+        let wait = batching.timeout.saturating_sub(batch_started.elapsed());
+        match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+            Ok(d) => {
+                let start = batch.len();
+                let dg = Datagram {
+                    exporter: d.exporter,
+                    received_at_ms: d.received_at_ms,
+                    payload: &d.payload,
+                };
+                if decoder.decode(&dg, &mut batch).is_ok() && d.presample_rate > 1 {
+                    // Renormalise: this datagram stood for `presample_rate` datagrams.
+                    for r in batch.iter_mut().skip(start) {
+                        r.sampling_rate = r.sampling_rate.map(|s| s.saturating_mul(d.presample_rate));
+                    }
+                }
+                #[expect(clippy::cast_precision_loss, reason = "latency in seconds")]
+                m::processing_latency(now_ms().saturating_sub(d.received_at_ms) as f64 / 1000.0);
+                if batch.len() >= batching.size {
+                    send_batch(sink, &mut batch, batching.size);
+                    batch_started = Instant::now();
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if !batch.is_empty() {
+                    send_batch(sink, &mut batch, batching.size);
+                }
+                batch_started = Instant::now();
+                decoder.expire(now_ms());
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_publish.elapsed() >= publish_every {
+            publish(&decoder, &mut previous, last_publish.elapsed());
+            last_publish = Instant::now();
+        }
+    }
+    decoder.expire_all();
+    if !batch.is_empty() {
+        send_batch(sink, &mut batch, batching.size);
+    }
+    publish(&decoder, &mut previous, last_publish.elapsed());
+    decoder.totals()
+}
+
+fn send_batch(sink: &Sender<Vec<FlowRecord>>, batch: &mut Vec<FlowRecord>, size: usize) {
+    let full = std::mem::replace(batch, Vec::with_capacity(size));
+    // The sink only goes away at shutdown, after the workers.
+    let _ = sink.send(full);
+}
+
+fn publish(decoder: &Decoder, previous: &mut HashMap<IpAddr, (u64, u64)>, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    for (exporter, c) in decoder.counters() {
+        m::decoder(exporter, &c);
+        let flows: u64 = c.records.iter().sum();
+        let (pf, pp) = previous.insert(exporter, (flows, c.packets)).unwrap_or((0, 0));
+        #[expect(clippy::cast_precision_loss, reason = "rates")]
+        m::exporter_rates(
+            exporter,
+            flows.saturating_sub(pf) as f64 / secs,
+            c.packets.saturating_sub(pp) as f64 / secs,
+        );
+    }
+}
+
+/// Where batches are written.
+trait Sink: Send {
+    fn write(&mut self, batch: &[FlowRecord]) -> std::io::Result<()>;
+    fn flush(&mut self) -> std::io::Result<()>;
+}
+
+struct JsonlSink {
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl Sink for JsonlSink {
+    fn write(&mut self, batch: &[FlowRecord]) -> std::io::Result<()> {
+        for r in batch {
+            self.out.write_all(output::json_line(r).as_bytes())?;
+            self.out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+struct DiscardSink;
+
+impl Sink for DiscardSink {
+    fn write(&mut self, _batch: &[FlowRecord]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn open_sink(output: &Output) -> Result<Box<dyn Sink>, RunError> {
+    Ok(match output {
+        Output::Jsonl(path) => {
+            let f = std::fs::File::create(path)
+                .map_err(|source| RunError::Output { path: path.clone(), source })?;
+            Box::new(JsonlSink { out: std::io::BufWriter::with_capacity(1 << 20, f) })
+        }
+        Output::Discard => Box::new(DiscardSink),
+    })
+}
+
+fn sink_loop(rx: &Receiver<Vec<FlowRecord>>, sink: &mut dyn Sink) -> u64 {
+    let mut total = 0u64;
+    let mut dirty = false;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(batch) => {
+                if let Err(e) = sink.write(&batch) {
+                    tracing::error!(error = %e, "sink write failed");
+                }
+                let n = batch.len() as u64;
+                total += n;
+                m::flows_processed(n);
+                dirty = true;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if dirty {
+                    let _ = sink.flush();
+                    dirty = false;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if let Err(e) = sink.flush() {
+        tracing::error!(error = %e, "sink flush failed");
+    }
+    total
+}
