@@ -40,13 +40,13 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestionConfig {
-    /// Address the UDP sockets bind to. `0.0.0.0` (the default) also opens IPv6
+    /// Address the UDP sockets bind to. `0.0.0.0` (the default) also opens `IPv6`
     /// sockets on `::`, so exporters on either family are heard.
     pub bind_address: IpAddr,
     pub netflow_port: u16,
     pub sflow_port: u16,
     pub ipfix_port: u16,
-    /// SO_RCVBUF for each UDP socket, in bytes (16 MiB: a few hundred ms of a busy
+    /// SO_RCVBUF for each UDP socket, in bytes (16 `MiB`: a few hundred ms of a busy
     /// exporter at line rate).
     pub receive_buffer_size: usize,
     /// Flows handed to the sink per batch.
@@ -105,7 +105,10 @@ pub struct RoutingConfig {
 
 impl Default for RoutingConfig {
     fn default() -> Self {
-        Self { mode: "auto".to_owned(), kafka_threshold_flows_per_sec: 10_000 }
+        Self {
+            mode: "auto".to_owned(),
+            kafka_threshold_flows_per_sec: 10_000,
+        }
     }
 }
 
@@ -180,7 +183,9 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { listen_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464) }
+        Self {
+            listen_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464),
+        }
     }
 }
 
@@ -188,9 +193,15 @@ impl Default for TelemetryConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("parsing {origin}: {source}")]
-    Parse { origin: String, source: serde_yaml::Error },
+    Parse {
+        origin: String,
+        source: serde_yaml::Error,
+    },
     #[error("environment variable {name}: {message}")]
     Env { name: String, message: String },
     #[error("invalid configuration:\n  {}", .0.join("\n  "))]
@@ -208,10 +219,15 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut tree = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 serde_yaml::from_str::<serde_yaml::Value>(&text).map_err(|source| {
-                    ConfigError::Parse { origin: path.display().to_string(), source }
+                    ConfigError::Parse {
+                        origin: path.display().to_string(),
+                        source,
+                    }
                 })?
             }
             None => serde_yaml::Value::Mapping(serde_yaml::Mapping::new()),
@@ -236,11 +252,15 @@ impl Config {
             }
             let parsed: serde_yaml::Value = serde_yaml::from_str(&value)
                 .unwrap_or_else(|_| serde_yaml::Value::String(value.clone()));
-            set_path(&mut tree, &path, parsed)
-                .map_err(|message| ConfigError::Env { name: name.clone(), message })?;
+            set_path(&mut tree, &path, parsed).map_err(|message| ConfigError::Env {
+                name: name.clone(),
+                message,
+            })?;
         }
-        let config: Self = serde_yaml::from_value(tree)
-            .map_err(|source| ConfigError::Parse { origin: "configuration".into(), source })?;
+        let config: Self = serde_yaml::from_value(tree).map_err(|source| ConfigError::Parse {
+            origin: "configuration".into(),
+            source,
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -276,7 +296,11 @@ impl Config {
         if !self.xdp.ring_size_bytes.is_power_of_two() || self.xdp.ring_size_bytes < 4096 {
             problems.push("xdp.ring_size_bytes must be a power of two >= 4096".into());
         }
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 }
 
@@ -293,7 +317,9 @@ fn set_path(
     if tree.is_null() {
         *tree = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
     }
-    let map = tree.as_mapping_mut().ok_or_else(|| format!("{first} is not a section"))?;
+    let map = tree
+        .as_mapping_mut()
+        .ok_or_else(|| format!("{first} is not a section"))?;
     let key = serde_yaml::Value::String(first.clone());
     let child = map.entry(key).or_insert(serde_yaml::Value::Null);
     set_path(child, rest, value)
@@ -308,7 +334,10 @@ mod tests {
         let c = Config::load(None, Vec::new()).unwrap();
         assert_eq!(c.ingestion.ports(), vec![2055, 4739, 6343]);
         assert_eq!(c.ingestion.receive_buffer_size, 16_777_216);
-        assert_eq!((c.ingestion.batch_size, c.ingestion.batch_timeout_ms), (1000, 100));
+        assert_eq!(
+            (c.ingestion.batch_size, c.ingestion.batch_timeout_ms),
+            (1000, 100)
+        );
         assert_eq!(c.ingestion.backpressure.sample_rate_under_pressure, 10);
         assert_eq!(c.ingestion.backpressure.drop_threshold_queue_depth, 100_000);
     }
@@ -326,7 +355,10 @@ mod tests {
         .unwrap();
         let env = vec![
             ("FLOWLENS_INGESTION__BATCH_SIZE".to_owned(), "20".to_owned()),
-            ("FLOWLENS_TELEMETRY__LISTEN_ADDRESS".to_owned(), "127.0.0.1:1".to_owned()),
+            (
+                "FLOWLENS_TELEMETRY__LISTEN_ADDRESS".to_owned(),
+                "127.0.0.1:1".to_owned(),
+            ),
             ("UNRELATED".to_owned(), "x".to_owned()),
             ("FLOWLENS_LOG".to_owned(), "debug".to_owned()),
         ];

@@ -16,7 +16,11 @@ use flowlens_daemon::pipeline::{self, RunOptions};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Decode { format, state, files } => {
+        Command::Decode {
+            format,
+            state,
+            files,
+        } => {
             let stdout = std::io::stdout();
             let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
             let mut err = std::io::stderr();
@@ -37,7 +41,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, ifaces, no_xdp, output, log_level } => {
+        Command::Run {
+            config,
+            ifaces,
+            no_xdp,
+            output,
+            log_level,
+        } => {
             init_logging(&log_level);
             match run(config.as_deref(), ifaces, no_xdp, output) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -54,7 +64,10 @@ fn main() -> ExitCode {
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(
@@ -66,8 +79,15 @@ fn run(
     let mut config = Config::load(config, std::env::vars()).context("loading configuration")?;
     config.xdp.interfaces.extend(ifaces);
     let shutdown = Arc::new(AtomicBool::new(false));
-    let summary = pipeline::run(RunOptions { config, no_xdp, output }, shutdown)
-        .context("running the collector")?;
+    let summary = pipeline::run(
+        &RunOptions {
+            config,
+            no_xdp,
+            output,
+        },
+        &shutdown,
+    )
+    .context("running the collector")?;
     tracing::info!(
         datagrams = summary.decoder.packets,
         flows = summary.flows_processed,

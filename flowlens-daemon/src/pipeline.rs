@@ -48,7 +48,9 @@ impl std::str::FromStr for Output {
         match s.split_once(':') {
             Some(("jsonl", path)) if !path.is_empty() => Ok(Self::Jsonl(path.into())),
             None if s == "discard" => Ok(Self::Discard),
-            _ => Err(format!("unknown output {s:?} (expected jsonl:PATH or discard)")),
+            _ => Err(format!(
+                "unknown output {s:?} (expected jsonl:PATH or discard)"
+            )),
         }
     }
 }
@@ -69,11 +71,17 @@ pub enum RunError {
     #[error("starting threads: {0}")]
     Thread(std::io::Error),
     #[error("opening output {path}: {source}")]
-    Output { path: PathBuf, source: std::io::Error },
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("installing the metrics recorder: {0}")]
     Metrics(String),
     #[error("telemetry server on {addr}: {source}")]
-    Telemetry { addr: std::net::SocketAddr, source: std::io::Error },
+    Telemetry {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Totals at exit (also in /metrics while running).
@@ -90,15 +98,17 @@ fn now_ms() -> u64 {
 }
 
 /// Runs the collector until SIGINT/SIGTERM (or until `shutdown` is set by the caller).
-pub fn run(opts: RunOptions, shutdown: Arc<AtomicBool>) -> Result<RunSummary, RunError> {
+pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, RunError> {
     let cfg = &opts.config;
     let started = Instant::now();
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| RunError::Metrics(e.to_string()))?;
     let workers = cfg.ingestion.worker_count();
-    let (dispatcher, queues) =
-        Dispatcher::new(workers, cfg.ingestion.backpressure.drop_threshold_queue_depth);
+    let (dispatcher, queues) = Dispatcher::new(
+        workers,
+        cfg.ingestion.backpressure.drop_threshold_queue_depth,
+    );
 
     // Telemetry and signals on a small tokio runtime of their own.
     let telemetry = Telemetry {
@@ -136,7 +146,10 @@ pub fn run(opts: RunOptions, shutdown: Arc<AtomicBool>) -> Result<RunSummary, Ru
                 }
             };
             let app = server::router(telemetry);
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(until).await {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(until)
+                .await
+            {
                 tracing::error!(error = %e, "telemetry server failed");
             }
         });
@@ -179,7 +192,10 @@ pub fn run(opts: RunOptions, shutdown: Arc<AtomicBool>) -> Result<RunSummary, Ru
     }
     m::ingest_mode(false);
     let sample_rate = Arc::new(AtomicU32::new(1));
-    let controls = udp::Controls { shutdown: shutdown.clone(), sample_rate: sample_rate.clone() };
+    let controls = udp::Controls {
+        shutdown: shutdown.clone(),
+        sample_rate: sample_rate.clone(),
+    };
     let sets = udp::bind(
         cfg.ingestion.bind_address,
         &cfg.ingestion.ports(),
@@ -229,9 +245,10 @@ pub fn run(opts: RunOptions, shutdown: Arc<AtomicBool>) -> Result<RunSummary, Ru
 
 async fn wait_for_signal(stop: &AtomicBool) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -279,7 +296,8 @@ fn decode_worker(
                 if decoder.decode(&dg, &mut batch).is_ok() && d.presample_rate > 1 {
                     // Renormalise: this datagram stood for `presample_rate` datagrams.
                     for r in batch.iter_mut().skip(start) {
-                        r.sampling_rate = r.sampling_rate.map(|s| s.saturating_mul(d.presample_rate));
+                        r.sampling_rate =
+                            r.sampling_rate.map(|s| s.saturating_mul(d.presample_rate));
                     }
                 }
                 #[expect(clippy::cast_precision_loss, reason = "latency in seconds")]
@@ -322,7 +340,9 @@ fn publish(decoder: &Decoder, previous: &mut HashMap<IpAddr, (u64, u64)>, elapse
     for (exporter, c) in decoder.counters() {
         m::decoder(exporter, &c);
         let flows: u64 = c.records.iter().sum();
-        let (pf, pp) = previous.insert(exporter, (flows, c.packets)).unwrap_or((0, 0));
+        let (pf, pp) = previous
+            .insert(exporter, (flows, c.packets))
+            .unwrap_or((0, 0));
         #[expect(clippy::cast_precision_loss, reason = "rates")]
         m::exporter_rates(
             exporter,
@@ -369,9 +389,13 @@ impl Sink for DiscardSink {
 fn open_sink(output: &Output) -> Result<Box<dyn Sink>, RunError> {
     Ok(match output {
         Output::Jsonl(path) => {
-            let f = std::fs::File::create(path)
-                .map_err(|source| RunError::Output { path: path.clone(), source })?;
-            Box::new(JsonlSink { out: std::io::BufWriter::with_capacity(1 << 20, f) })
+            let f = std::fs::File::create(path).map_err(|source| RunError::Output {
+                path: path.clone(),
+                source,
+            })?;
+            Box::new(JsonlSink {
+                out: std::io::BufWriter::with_capacity(1 << 20, f),
+            })
         }
         Output::Discard => Box::new(DiscardSink),
     })

@@ -65,7 +65,7 @@ impl Sampler {
             return true;
         }
         let c = self.seen.entry(exporter).or_default();
-        let keep = *c % u64::from(n) == 0;
+        let keep = (*c).is_multiple_of(u64::from(n));
         *c += 1;
         keep
     }
@@ -90,7 +90,10 @@ mod tests {
         assert_eq!(p.update(&P, 0.3), None);
         assert_eq!(p.rate(), 10);
         assert_eq!(p.update(&P, 0.05), Some(1));
-        let off = PressurePolicy { enabled: false, ..P };
+        let off = PressurePolicy {
+            enabled: false,
+            ..P
+        };
         assert_eq!(p.update(&off, 1.0), None);
     }
 

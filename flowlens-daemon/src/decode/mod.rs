@@ -58,7 +58,7 @@ pub struct Datagram<'a> {
 pub struct DecoderConfig {
     /// Maximum templates kept across all exporters before the least recently used is
     /// evicted (and counted). 64 Ki templates is far above what real networks send
-    /// (a few hundred per exporter) while bounding memory to a few tens of MiB.
+    /// (a few hundred per exporter) while bounding memory to a few tens of `MiB`.
     pub max_templates: usize,
     /// How long data sets that arrived before their template are held, in ms. Exporters
     /// resend templates every few seconds to minutes; 60 s covers the common defaults.
@@ -76,7 +76,7 @@ pub struct DecoderConfig {
 pub const DEFAULT_MAX_TEMPLATES: usize = 65_536;
 /// 60 s (see [`DecoderConfig::template_hold_ms`]).
 pub const DEFAULT_TEMPLATE_HOLD_MS: u64 = 60_000;
-/// 1 MiB (see [`DecoderConfig::max_held_bytes_per_exporter`]).
+/// 1 `MiB` (see [`DecoderConfig::max_held_bytes_per_exporter`]).
 pub const DEFAULT_MAX_HELD_BYTES: usize = 1 << 20;
 
 impl Default for DecoderConfig {

@@ -6,7 +6,7 @@
 //! stall); the datagram is dropped and counted, which is the backpressure of last
 //! resort (the sampling in `pressure` acts before queues fill).
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,8 +46,9 @@ impl Dispatcher {
     /// Creates `workers` queues of `capacity` datagrams each; returns the dispatcher
     /// and one receiver per worker.
     pub fn new(workers: usize, capacity: usize) -> (Self, Vec<Receiver<RawDatagram>>) {
-        let (senders, receivers): (Vec<_>, Vec<_>) =
-            (0..workers.max(1)).map(|_| bounded(capacity.max(1))).unzip();
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers.max(1))
+            .map(|_| bounded(capacity.max(1)))
+            .unzip();
         let d = Self {
             queues: senders.into(),
             hasher: std::collections::hash_map::RandomState::new(),
@@ -58,16 +59,16 @@ impl Dispatcher {
 
     /// The worker index that owns `exporter`.
     pub fn shard(&self, exporter: IpAddr) -> usize {
-        let mut h = self.hasher.build_hasher();
-        exporter.hash(&mut h);
-        usize::try_from(h.finish() % self.queues.len() as u64).unwrap_or(0)
+        usize::try_from(self.hasher.hash_one(exporter) % self.queues.len() as u64).unwrap_or(0)
     }
 
     /// Queues a datagram for its worker. Returns `false` (and counts a drop) when that
     /// worker's queue is full or gone.
     pub fn dispatch(&self, d: RawDatagram) -> bool {
         let i = self.shard(d.exporter);
-        let Some(q) = self.queues.get(i) else { return false };
+        let Some(q) = self.queues.get(i) else {
+            return false;
+        };
         match q.try_send(d) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {

@@ -1,4 +1,4 @@
-//! EDGE: the UDP socket path, used when XDP cannot be (no CAP_BPF, no interface,
+//! EDGE: the UDP socket path, used when XDP cannot be (no `CAP_BPF`, no interface,
 //! `--no-xdp`).
 //!
 //! One receive thread per worker; each owns one socket per (port, address family), all
@@ -7,7 +7,10 @@
 //! drains readable sockets with `recvmmsg(2)` in batches of [`BATCH`], so a busy
 //! exporter costs one system call per 64 datagrams. In socket mode, sampling under
 //! pressure happens here (1 of N per exporter) before any copy is queued.
-#![allow(unsafe_code, reason = "recvmmsg(2) and poll(2) have no safe std wrapper")]
+#![allow(
+    unsafe_code,
+    reason = "recvmmsg(2) and poll(2) have no safe std wrapper"
+)]
 
 use std::collections::HashMap;
 use std::io;
@@ -38,7 +41,7 @@ pub struct SocketSet {
 }
 
 /// Binds `workers` socket sets: for every port, one socket on `bind` and, when `bind`
-/// is the IPv4 wildcard, one on the IPv6 wildcard (IPV6_V6ONLY) too.
+/// is the `IPv4` wildcard, one on the `IPv6` wildcard (`IPV6_V6ONLY`) too.
 pub fn bind(
     bind: IpAddr,
     ports: &[u16],
@@ -134,7 +137,11 @@ fn receive_loop(set: &SocketSet, dispatcher: &Dispatcher, controls: &Controls) {
     let mut fds: Vec<libc::pollfd> = set
         .sockets
         .iter()
-        .map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
         .collect();
     while !controls.shutdown.load(Ordering::Relaxed) {
         let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(0);
@@ -147,7 +154,14 @@ fn receive_loop(set: &SocketSet, dispatcher: &Dispatcher, controls: &Controls) {
                     continue;
                 }
                 pfd.revents = 0;
-                drain(sock, &mut bufs, dispatcher, controls, &mut sampler, &mut counts);
+                drain(
+                    sock,
+                    &mut bufs,
+                    dispatcher,
+                    controls,
+                    &mut sampler,
+                    &mut counts,
+                );
             }
         }
         if last_publish.elapsed() >= PUBLISH_EVERY {
@@ -172,7 +186,10 @@ fn drain(
             [const { MaybeUninit::uninit() }; BATCH];
         let mut iovecs: Vec<libc::iovec> = bufs
             .chunks_exact_mut(MAX_DATAGRAM)
-            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
             .collect();
         let mut msgs: Vec<libc::mmsghdr> = iovecs
             .iter_mut()
@@ -209,7 +226,9 @@ fn drain(
         for (i, msg) in msgs.iter().take(n).enumerate() {
             let len = usize::try_from(msg.msg_len).unwrap_or(0);
             // SAFETY: the kernel filled msg_name for each of the `n` received messages.
-            let Some(exporter) = (unsafe { sockaddr_ip(addrs[i].as_ptr()) }) else { continue };
+            let Some(exporter) = (unsafe { sockaddr_ip(addrs[i].as_ptr()) }) else {
+                continue;
+            };
             let c = counts.entry(exporter).or_default();
             c.received += 1;
             if !sampler.keep(exporter, rate) {
@@ -217,7 +236,10 @@ fn drain(
                 continue;
             }
             let start = i * MAX_DATAGRAM;
-            let payload = bufs.get(start..start + len.min(MAX_DATAGRAM)).unwrap_or(&[]).to_vec();
+            let payload = bufs
+                .get(start..start + len.min(MAX_DATAGRAM))
+                .unwrap_or(&[])
+                .to_vec();
             let d = RawDatagram {
                 exporter,
                 received_at_ms,
@@ -235,10 +257,10 @@ fn drain(
     }
 }
 
-/// The source address of a received datagram; IPv4-mapped IPv6 becomes IPv4.
+/// The source address of a received datagram; IPv4-mapped `IPv6` becomes `IPv4`.
 ///
 /// # Safety
-/// `ss` must point at a sockaddr_storage filled by the kernel.
+/// `ss` must point at a `sockaddr_storage` filled by the kernel.
 unsafe fn sockaddr_ip(ss: *const libc::sockaddr_storage) -> Option<IpAddr> {
     // SAFETY: the caller guarantees `ss` is a valid sockaddr_storage; we read the
     // family first and then the matching struct, which sockaddr_storage is sized and

@@ -21,12 +21,17 @@ pub struct Telemetry {
 
 /// Builds the router: `GET /health`, `GET /metrics`.
 pub fn router(t: Telemetry) -> Router {
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(t)
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(t)
 }
 
 async fn health(State(t): State<Telemetry>) -> Json<Value> {
-    let checks: serde_json::Map<String, Value> =
-        (t.checks)().into_iter().map(|(k, v)| (k.to_owned(), Value::String(v))).collect();
+    let checks: serde_json::Map<String, Value> = (t.checks)()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::String(v)))
+        .collect();
     let degraded = checks.values().any(|v| v != "ok" && v != "not_configured");
     Json(json!({
         "status": if degraded { "degraded" } else { "healthy" },
@@ -48,5 +53,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, router(t)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(t))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -122,7 +122,7 @@ pub(crate) struct AsPathSegment {
 /// One `flow_record` of a flow sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FlowRecordSpec {
-    /// `sampled_header` (1); `header_protocol` 1 Ethernet, 11 IPv4, 12 IPv6.
+    /// `sampled_header` (1); `header_protocol` 1 Ethernet, 11 `IPv4`, 12 `IPv6`.
     Header {
         protocol: u32,
         frame_length: u32,
@@ -505,12 +505,12 @@ pub(crate) fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> V
     b
 }
 
-/// An IPv4 packet without options, not fragmented.
+/// An `IPv4` packet without options, not fragmented.
 pub(crate) fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, tos: u8, payload: &[u8]) -> Vec<u8> {
     ipv4_with(src, dst, protocol, tos, &[], 0, payload)
 }
 
-/// An IPv4 packet with `options` (a multiple of 4 bytes) and the flags/fragment offset
+/// An `IPv4` packet with `options` (a multiple of 4 bytes) and the flags/fragment offset
 /// word `flags_offset` (0x2000 more fragments, low 13 bits the offset in 8-byte units).
 pub(crate) fn ipv4_with(
     src: Ipv4Addr,
@@ -536,7 +536,7 @@ pub(crate) fn ipv4_with(
     b
 }
 
-/// An IPv6 packet; `payload` starts with any extension headers `next_header` names.
+/// An `IPv6` packet; `payload` starts with any extension headers `next_header` names.
 pub(crate) fn ipv6(
     src: Ipv6Addr,
     dst: Ipv6Addr,

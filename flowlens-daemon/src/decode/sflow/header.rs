@@ -7,10 +7,10 @@
 //! whether it reached the innermost transport header ([`Dissected::complete`]); the
 //! caller counts incomplete headers as `sflow_unparsed_headers`.
 //!
-//! Layers: Ethernet (802.1Q/802.1ad/QinQ tags) -> MPLS label stack -> IPv4 (IHL and
-//! options, fragments) or IPv6 (extension headers) -> TCP/UDP/SCTP ports, TCP flags,
+//! Layers: Ethernet (802.1Q/802.1ad/QinQ tags) -> MPLS label stack -> `IPv4` (IHL and
+//! options, fragments) or `IPv6` (extension headers) -> TCP/UDP/SCTP ports, TCP flags,
 //! ICMP type/code. Tunnels are unwrapped: VXLAN (UDP port 4789) and GRE with the
-//! payload types sFlow agents see in data centres (transparent Ethernet, IPv4, IPv6,
+//! payload types sFlow agents see in data centres (transparent Ethernet, `IPv4`, `IPv6`,
 //! MPLS). The inner IP header replaces the outer 5-tuple, so the record holds the
 //! innermost one, and only then is [`FlowRecord::tunnel`] set, as its docs require.
 
@@ -21,7 +21,7 @@ use super::super::reader::Reader;
 use crate::flow::{FlowRecord, Tunnel};
 
 /// Where the sampled header starts, from its `header_protocol` (sFlow v5 §5,
-/// `header_protocol`: 1 ETHERNET-ISO88023, 11 IPv4, 12 IPv6).
+/// `header_protocol`: 1 ETHERNET-ISO88023, 11 `IPv4`, 12 `IPv6`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Layer {
     Ethernet,
@@ -44,9 +44,9 @@ impl Layer {
 
 /// sFlow v5 `header_protocol` ETHERNET-ISO88023.
 const HEADER_PROTOCOL_ETHERNET: u32 = 1;
-/// sFlow v5 `header_protocol` IPv4.
+/// sFlow v5 `header_protocol` `IPv4`.
 const HEADER_PROTOCOL_IPV4: u32 = 11;
-/// sFlow v5 `header_protocol` IPv6.
+/// sFlow v5 `header_protocol` `IPv6`.
 const HEADER_PROTOCOL_IPV6: u32 = 12;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;

@@ -30,7 +30,7 @@ const DST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2);
 
 const SYN_ACK: u8 = 0x12;
 
-/// Offsets in a datagram from an IPv4 agent: the header is 28 bytes, the first sample's
+/// Offsets in a datagram from an `IPv4` agent: the header is 28 bytes, the first sample's
 /// `data_format` and length follow, then a flow sample's 32 bytes of fields and its
 /// record count, then the first record's `data_format` and length.
 const FIRST_SAMPLE: usize = 28;
