@@ -16,3 +16,5 @@ pub mod output;
 pub mod pipeline;
 pub mod pressure;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;

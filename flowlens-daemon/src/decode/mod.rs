@@ -34,6 +34,7 @@ use std::net::IpAddr;
 pub use clock::ClockPolicy;
 pub use error::DecodeError;
 pub use sampling::SamplingSettings;
+pub use sflow::InterfaceCounters;
 
 use crate::flow::{FlowProtocol, FlowRecord};
 use sampling::SamplingTable;

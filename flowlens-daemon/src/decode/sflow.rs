@@ -602,36 +602,32 @@ fn counter_sample(
 /// Decoded and length-checked today but not emitted anywhere: a later issue exposes them
 /// (interface utilisation from sFlow agents), and will make this type public then.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[allow(
-    dead_code,
-    reason = "decoded for validation; a later issue exposes the values"
-)]
 #[expect(
     clippy::struct_field_names,
     reason = "the names are the spec's (ifIndex, ifType, ...) so they can be checked against it"
 )]
-pub(crate) struct InterfaceCounters {
-    pub(crate) if_index: u32,
-    pub(crate) if_type: u32,
-    pub(crate) if_speed: u64,
+pub struct InterfaceCounters {
+    pub if_index: u32,
+    pub if_type: u32,
+    pub if_speed: u64,
     /// 0 unknown, 1 full-duplex, 2 half-duplex, 3 in, 4 out (RFC 3635 derived).
-    pub(crate) if_direction: u32,
+    pub if_direction: u32,
     /// Bit 0 ifAdminStatus up, bit 1 ifOperStatus up.
-    pub(crate) if_status: u32,
-    pub(crate) if_in_octets: u64,
-    pub(crate) if_in_ucast_pkts: u32,
-    pub(crate) if_in_multicast_pkts: u32,
-    pub(crate) if_in_broadcast_pkts: u32,
-    pub(crate) if_in_discards: u32,
-    pub(crate) if_in_errors: u32,
-    pub(crate) if_in_unknown_protos: u32,
-    pub(crate) if_out_octets: u64,
-    pub(crate) if_out_ucast_pkts: u32,
-    pub(crate) if_out_multicast_pkts: u32,
-    pub(crate) if_out_broadcast_pkts: u32,
-    pub(crate) if_out_discards: u32,
-    pub(crate) if_out_errors: u32,
-    pub(crate) if_promiscuous_mode: u32,
+    pub if_status: u32,
+    pub if_in_octets: u64,
+    pub if_in_ucast_pkts: u32,
+    pub if_in_multicast_pkts: u32,
+    pub if_in_broadcast_pkts: u32,
+    pub if_in_discards: u32,
+    pub if_in_errors: u32,
+    pub if_in_unknown_protos: u32,
+    pub if_out_octets: u64,
+    pub if_out_ucast_pkts: u32,
+    pub if_out_multicast_pkts: u32,
+    pub if_out_broadcast_pkts: u32,
+    pub if_out_discards: u32,
+    pub if_out_errors: u32,
+    pub if_promiscuous_mode: u32,
 }
 
 impl InterfaceCounters {
@@ -662,7 +658,5 @@ impl InterfaceCounters {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod encoder;
 #[cfg(test)]
 mod tests;

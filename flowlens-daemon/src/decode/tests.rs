@@ -3,12 +3,11 @@
 //! so the property tests and benches-to-be can share them.
 
 mod roundtrip;
-mod wire;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
-use wire::*;
+use crate::testing::wire::*;
 
 const EXP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 const EXP2: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));

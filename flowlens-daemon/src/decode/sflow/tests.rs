@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::encoder::{
+use crate::testing::sflow::{
     AsPathSegment, CounterRecordSpec, CountersSampleSpec, DatagramSpec, ETHERTYPE_IPV4,
     ETHERTYPE_IPV6, ETHERTYPE_MPLS, FlowRecordSpec, FlowSampleSpec, Interface, SampleSpec,
     TPID_8021AD, TPID_8021Q, encode_datagram, encode_if_counters, ethernet, gre, icmp, ipv4,

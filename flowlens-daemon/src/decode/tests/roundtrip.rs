@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 
-use super::wire::*;
+use crate::testing::wire::*;
 use crate::decode::{Datagram, Decoder};
 use crate::flow::FlowRecord;
 

@@ -2,28 +2,28 @@
 
 /// One `NetFlow` v5 record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct V5Record {
-    pub(crate) src: [u8; 4],
-    pub(crate) dst: [u8; 4],
-    pub(crate) next_hop: [u8; 4],
-    pub(crate) input: u16,
-    pub(crate) output: u16,
-    pub(crate) packets: u32,
-    pub(crate) bytes: u32,
-    pub(crate) first: u32,
-    pub(crate) last: u32,
-    pub(crate) src_port: u16,
-    pub(crate) dst_port: u16,
-    pub(crate) tcp_flags: u8,
-    pub(crate) protocol: u8,
-    pub(crate) tos: u8,
-    pub(crate) src_as: u16,
-    pub(crate) dst_as: u16,
-    pub(crate) src_mask: u8,
-    pub(crate) dst_mask: u8,
+pub struct V5Record {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub next_hop: [u8; 4],
+    pub input: u16,
+    pub output: u16,
+    pub packets: u32,
+    pub bytes: u32,
+    pub first: u32,
+    pub last: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub tcp_flags: u8,
+    pub protocol: u8,
+    pub tos: u8,
+    pub src_as: u16,
+    pub dst_as: u16,
+    pub src_mask: u8,
+    pub dst_mask: u8,
 }
 
-pub(crate) fn v5_packet(
+pub fn v5_packet(
     seq: u32,
     uptime: u32,
     secs: u32,
@@ -66,7 +66,7 @@ pub(crate) fn v5_packet(
 }
 
 /// A `NetFlow` v9 packet from already-built flowsets.
-pub(crate) fn v9_packet(
+pub fn v9_packet(
     seq: u32,
     uptime: u32,
     secs: u32,
@@ -94,7 +94,7 @@ fn set(id: u16, body: &[u8]) -> Vec<u8> {
 }
 
 /// A v9 template flowset (id 0) with (template id, [(type, length)]) templates.
-pub(crate) fn v9_template_flowset(templates: &[(u16, Vec<(u16, u16)>)]) -> Vec<u8> {
+pub fn v9_template_flowset(templates: &[(u16, Vec<(u16, u16)>)]) -> Vec<u8> {
     let mut body = Vec::new();
     for (id, fields) in templates {
         body.extend_from_slice(&id.to_be_bytes());
@@ -108,7 +108,7 @@ pub(crate) fn v9_template_flowset(templates: &[(u16, Vec<(u16, u16)>)]) -> Vec<u
 }
 
 /// A v9 options template flowset (id 1), padded to 4 bytes.
-pub(crate) fn v9_options_template_flowset(
+pub fn v9_options_template_flowset(
     id: u16,
     scope: &[(u16, u16)],
     options: &[(u16, u16)],
@@ -127,7 +127,7 @@ pub(crate) fn v9_options_template_flowset(
 }
 
 /// A data set/flowset with `pad` zero bytes of padding after the records.
-pub(crate) fn data_set(id: u16, records: &[u8], pad: usize) -> Vec<u8> {
+pub fn data_set(id: u16, records: &[u8], pad: usize) -> Vec<u8> {
     let mut body = records.to_vec();
     body.resize(records.len() + pad, 0);
     set(id, &body)
@@ -135,17 +135,17 @@ pub(crate) fn data_set(id: u16, records: &[u8], pad: usize) -> Vec<u8> {
 
 /// An IPFIX field specifier.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Ie {
-    pub(crate) id: u16,
-    pub(crate) len: u16,
-    pub(crate) pen: u32,
+pub struct Ie {
+    pub id: u16,
+    pub len: u16,
+    pub pen: u32,
 }
 
 impl Ie {
-    pub(crate) const fn new(id: u16, len: u16) -> Self {
+    pub const fn new(id: u16, len: u16) -> Self {
         Self { id, len, pen: 0 }
     }
-    pub(crate) const fn ent(id: u16, len: u16, pen: u32) -> Self {
+    pub const fn ent(id: u16, len: u16, pen: u32) -> Self {
         Self { id, len, pen }
     }
 }
@@ -163,7 +163,7 @@ fn push_ies(body: &mut Vec<u8>, fields: &[Ie]) {
 
 /// An IPFIX template set (`set_id` 2) of (template id, fields); empty fields make a
 /// withdrawal record.
-pub(crate) fn ipfix_template_set(set_id: u16, templates: &[(u16, &[Ie])]) -> Vec<u8> {
+pub fn ipfix_template_set(set_id: u16, templates: &[(u16, &[Ie])]) -> Vec<u8> {
     let mut body = Vec::new();
     for (id, fields) in templates {
         body.extend_from_slice(&id.to_be_bytes());
@@ -174,7 +174,7 @@ pub(crate) fn ipfix_template_set(set_id: u16, templates: &[(u16, &[Ie])]) -> Vec
 }
 
 /// An IPFIX options template set (3) with one options template.
-pub(crate) fn ipfix_options_template_set(id: u16, scope: &[Ie], options: &[Ie]) -> Vec<u8> {
+pub fn ipfix_options_template_set(id: u16, scope: &[Ie], options: &[Ie]) -> Vec<u8> {
     let mut body = id.to_be_bytes().to_vec();
     body.extend_from_slice(
         &u16::try_from(scope.len() + options.len())
@@ -188,7 +188,7 @@ pub(crate) fn ipfix_options_template_set(id: u16, scope: &[Ie], options: &[Ie]) 
 }
 
 /// An IPFIX message from already-built sets.
-pub(crate) fn ipfix_message(export_secs: u32, seq: u32, domain: u32, sets: &[Vec<u8>]) -> Vec<u8> {
+pub fn ipfix_message(export_secs: u32, seq: u32, domain: u32, sets: &[Vec<u8>]) -> Vec<u8> {
     let len: usize = 16 + sets.iter().map(Vec::len).sum::<usize>();
     let mut m = 10u16.to_be_bytes().to_vec();
     m.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());

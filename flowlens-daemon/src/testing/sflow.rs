@@ -1,4 +1,4 @@
-//! Test-only sFlow v5 encoder: builds datagrams from a plain description, so tests say
+//! sFlow v5 encoder for tests and benchmarks: builds datagrams from a plain description, so tests say
 //! what an agent sent instead of spelling bytes, and round-trip property tests can
 //! encode arbitrary flows. [`encode_datagram`] writes the XDR framing (sFlow v5 §5);
 //! the packet builders ([`ethernet`], [`ipv4`], [`tcp`], [`vxlan`], ...) write the
@@ -9,21 +9,21 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::InterfaceCounters;
+use crate::decode::InterfaceCounters;
 
 /// One sFlow v5 datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DatagramSpec {
-    pub(crate) agent: IpAddr,
-    pub(crate) sub_agent_id: u32,
-    pub(crate) sequence: u32,
-    pub(crate) uptime_ms: u32,
-    pub(crate) samples: Vec<SampleSpec>,
+pub struct DatagramSpec {
+    pub agent: IpAddr,
+    pub sub_agent_id: u32,
+    pub sequence: u32,
+    pub uptime_ms: u32,
+    pub samples: Vec<SampleSpec>,
 }
 
 impl DatagramSpec {
     /// A datagram from `agent`, sub-agent 0, sequence 1.
-    pub(crate) fn new(agent: IpAddr, samples: Vec<SampleSpec>) -> Self {
+    pub fn new(agent: IpAddr, samples: Vec<SampleSpec>) -> Self {
         Self {
             agent,
             sub_agent_id: 0,
@@ -36,7 +36,7 @@ impl DatagramSpec {
 
 /// One `sample_record`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SampleSpec {
+pub enum SampleSpec {
     Flow(FlowSampleSpec),
     Counters(CountersSampleSpec),
     /// Any `data_format` (enterprise << 12 | format) with opaque data.
@@ -48,7 +48,7 @@ pub(crate) enum SampleSpec {
 
 /// An interface as a flow sample reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Interface {
+pub enum Interface {
     /// Format 0 with an ifIndex (at most 30 bits in the compact encoding).
     Index(u32),
     /// Format 0 with the "no interface" value (0x3FFFFFFF, or 0xFFFFFFFF expanded).
@@ -81,22 +81,22 @@ impl Interface {
 
 /// `flow_sample` (format 1) or, when `expanded`, `flow_sample_expanded` (format 3).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FlowSampleSpec {
-    pub(crate) expanded: bool,
-    pub(crate) sequence: u32,
+pub struct FlowSampleSpec {
+    pub expanded: bool,
+    pub sequence: u32,
     /// The data source ifIndex (source type 0).
-    pub(crate) source_index: u32,
-    pub(crate) sampling_rate: u32,
-    pub(crate) sample_pool: u32,
-    pub(crate) drops: u32,
-    pub(crate) input: Interface,
-    pub(crate) output: Interface,
-    pub(crate) records: Vec<FlowRecordSpec>,
+    pub source_index: u32,
+    pub sampling_rate: u32,
+    pub sample_pool: u32,
+    pub drops: u32,
+    pub input: Interface,
+    pub output: Interface,
+    pub records: Vec<FlowRecordSpec>,
 }
 
 impl FlowSampleSpec {
     /// A compact flow sample at 1:1000 from ifIndex 1 to ifIndex 2.
-    pub(crate) fn new(records: Vec<FlowRecordSpec>) -> Self {
+    pub fn new(records: Vec<FlowRecordSpec>) -> Self {
         Self {
             expanded: false,
             sequence: 1,
@@ -113,15 +113,15 @@ impl FlowSampleSpec {
 
 /// An AS path segment of an extended gateway record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AsPathSegment {
+pub struct AsPathSegment {
     /// 1 `AS_SET`, 2 `AS_SEQUENCE`.
-    pub(crate) segment_type: u32,
-    pub(crate) numbers: Vec<u32>,
+    pub segment_type: u32,
+    pub numbers: Vec<u32>,
 }
 
 /// One `flow_record` of a flow sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum FlowRecordSpec {
+pub enum FlowRecordSpec {
     /// `sampled_header` (1); `header_protocol` 1 Ethernet, 11 `IPv4`, 12 `IPv6`.
     Header {
         protocol: u32,
@@ -187,7 +187,7 @@ pub(crate) enum FlowRecordSpec {
 
 impl FlowRecordSpec {
     /// A sampled Ethernet header whose frame length is the header length plus the FCS.
-    pub(crate) fn ethernet_header(header: Vec<u8>) -> Self {
+    pub fn ethernet_header(header: Vec<u8>) -> Self {
         let frame_length = u32::try_from(header.len()).expect("test header fits u32") + 4;
         Self::Header {
             protocol: 1,
@@ -200,16 +200,16 @@ impl FlowRecordSpec {
 
 /// `counters_sample` (format 2) or, when `expanded`, `counters_sample_expanded` (4).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CountersSampleSpec {
-    pub(crate) expanded: bool,
-    pub(crate) sequence: u32,
-    pub(crate) source_index: u32,
-    pub(crate) records: Vec<CounterRecordSpec>,
+pub struct CountersSampleSpec {
+    pub expanded: bool,
+    pub sequence: u32,
+    pub source_index: u32,
+    pub records: Vec<CounterRecordSpec>,
 }
 
 /// One `counter_record`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum CounterRecordSpec {
+pub enum CounterRecordSpec {
     /// Generic interface counters (1).
     Interface(InterfaceCounters),
     Raw {
@@ -219,7 +219,7 @@ pub(crate) enum CounterRecordSpec {
 }
 
 /// Encodes a datagram (version 5).
-pub(crate) fn encode_datagram(spec: &DatagramSpec) -> Vec<u8> {
+pub fn encode_datagram(spec: &DatagramSpec) -> Vec<u8> {
     let mut b = Vec::with_capacity(256);
     put_u32(&mut b, 5);
     put_address(&mut b, Some(spec.agent));
@@ -417,7 +417,7 @@ fn encode_counters_sample(spec: &CountersSampleSpec) -> Vec<u8> {
 }
 
 /// The 88-byte `if_counters` structure.
-pub(crate) fn encode_if_counters(c: &InterfaceCounters) -> Vec<u8> {
+pub fn encode_if_counters(c: &InterfaceCounters) -> Vec<u8> {
     let mut b = Vec::with_capacity(88);
     put_u32(&mut b, c.if_index);
     put_u32(&mut b, c.if_type);
@@ -449,7 +449,7 @@ pub(crate) fn encode_if_counters(c: &InterfaceCounters) -> Vec<u8> {
     b
 }
 
-pub(crate) fn put_u32(b: &mut Vec<u8>, v: u32) {
+pub fn put_u32(b: &mut Vec<u8>, v: u32) {
     b.extend_from_slice(&v.to_be_bytes());
 }
 
@@ -487,14 +487,14 @@ fn put_address(b: &mut Vec<u8>, address: Option<IpAddr>) {
 
 // Sampled header builders.
 
-pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
-pub(crate) const ETHERTYPE_IPV6: u16 = 0x86DD;
-pub(crate) const ETHERTYPE_MPLS: u16 = 0x8847;
-pub(crate) const TPID_8021Q: u16 = 0x8100;
-pub(crate) const TPID_8021AD: u16 = 0x88A8;
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_IPV6: u16 = 0x86DD;
+pub const ETHERTYPE_MPLS: u16 = 0x8847;
+pub const TPID_8021Q: u16 = 0x8100;
+pub const TPID_8021AD: u16 = 0x88A8;
 
 /// An Ethernet frame with VLAN tags `(tpid, vid)`, outermost first.
-pub(crate) fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+pub fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut b = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01];
     for (tpid, vid) in tags {
         b.extend_from_slice(&tpid.to_be_bytes());
@@ -506,13 +506,13 @@ pub(crate) fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> V
 }
 
 /// An `IPv4` packet without options, not fragmented.
-pub(crate) fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, tos: u8, payload: &[u8]) -> Vec<u8> {
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, tos: u8, payload: &[u8]) -> Vec<u8> {
     ipv4_with(src, dst, protocol, tos, &[], 0, payload)
 }
 
 /// An `IPv4` packet with `options` (a multiple of 4 bytes) and the flags/fragment offset
 /// word `flags_offset` (0x2000 more fragments, low 13 bits the offset in 8-byte units).
-pub(crate) fn ipv4_with(
+pub fn ipv4_with(
     src: Ipv4Addr,
     dst: Ipv4Addr,
     protocol: u8,
@@ -537,7 +537,7 @@ pub(crate) fn ipv4_with(
 }
 
 /// An `IPv6` packet; `payload` starts with any extension headers `next_header` names.
-pub(crate) fn ipv6(
+pub fn ipv6(
     src: Ipv6Addr,
     dst: Ipv6Addr,
     next_header: u8,
@@ -557,7 +557,7 @@ pub(crate) fn ipv6(
 
 /// An RFC 8200 §4 extension header (hop-by-hop, routing, destination options) with
 /// `units` 8-octet units beyond the first, followed by `payload`.
-pub(crate) fn ipv6_extension(next_header: u8, units: u8, payload: &[u8]) -> Vec<u8> {
+pub fn ipv6_extension(next_header: u8, units: u8, payload: &[u8]) -> Vec<u8> {
     let mut b = vec![next_header, units];
     b.resize(8 + usize::from(units) * 8, 0);
     b.extend_from_slice(payload);
@@ -565,7 +565,7 @@ pub(crate) fn ipv6_extension(next_header: u8, units: u8, payload: &[u8]) -> Vec<
 }
 
 /// An RFC 8200 §4.5 fragment header (offset in 8-octet units) followed by `payload`.
-pub(crate) fn ipv6_fragment(next_header: u8, offset: u16, more: bool, payload: &[u8]) -> Vec<u8> {
+pub fn ipv6_fragment(next_header: u8, offset: u16, more: bool, payload: &[u8]) -> Vec<u8> {
     let mut b = vec![next_header, 0];
     b.extend_from_slice(&(offset << 3 | u16::from(more)).to_be_bytes());
     b.extend_from_slice(&[0xAA, 0xBB, 0xCC, 0xDD]);
@@ -574,7 +574,7 @@ pub(crate) fn ipv6_fragment(next_header: u8, offset: u16, more: bool, payload: &
 }
 
 /// A 20-byte TCP header with `flags` (FIN 0x01 ... CWR 0x80).
-pub(crate) fn tcp(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
+pub fn tcp(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
     let mut b = Vec::with_capacity(20);
     b.extend_from_slice(&src_port.to_be_bytes());
     b.extend_from_slice(&dst_port.to_be_bytes());
@@ -583,7 +583,7 @@ pub(crate) fn tcp(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
 }
 
 /// A UDP header followed by `payload`.
-pub(crate) fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+pub fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(8 + payload.len());
     b.extend_from_slice(&src_port.to_be_bytes());
     b.extend_from_slice(&dst_port.to_be_bytes());
@@ -595,12 +595,12 @@ pub(crate) fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 /// An echo-style ICMP header (v4 or v6).
-pub(crate) fn icmp(icmp_type: u8, code: u8) -> Vec<u8> {
+pub fn icmp(icmp_type: u8, code: u8) -> Vec<u8> {
     vec![icmp_type, code, 0, 0, 0, 1, 0, 1]
 }
 
 /// A VXLAN header (I flag set) followed by the inner Ethernet frame.
-pub(crate) fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
+pub fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
     let [_, v0, v1, v2] = vni.to_be_bytes();
     let mut b = vec![0x08, 0, 0, 0, v0, v1, v2, 0];
     b.extend_from_slice(inner);
@@ -608,7 +608,7 @@ pub(crate) fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
 }
 
 /// A GRE version 0 header with the optional checksum, key and sequence number.
-pub(crate) fn gre(
+pub fn gre(
     checksum: bool,
     key: Option<u32>,
     sequence: Option<u32>,
@@ -641,7 +641,7 @@ pub(crate) fn gre(
 }
 
 /// An MPLS label stack (top first; bottom-of-stack set on the last) followed by `payload`.
-pub(crate) fn mpls(labels: &[u32], payload: &[u8]) -> Vec<u8> {
+pub fn mpls(labels: &[u32], payload: &[u8]) -> Vec<u8> {
     let mut b = Vec::new();
     for (i, label) in labels.iter().enumerate() {
         let bottom = u32::from(i + 1 == labels.len());
