@@ -602,10 +602,6 @@ fn counter_sample(
 /// Decoded and length-checked today but not emitted anywhere: a later issue exposes them
 /// (interface utilisation from sFlow agents), and will make this type public then.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[expect(
-    clippy::struct_field_names,
-    reason = "the names are the spec's (ifIndex, ifType, ...) so they can be checked against it"
-)]
 pub struct InterfaceCounters {
     pub if_index: u32,
     pub if_type: u32,
