@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::blast::BlastProtocol;
 use crate::decode_command::Format;
 use crate::pipeline::Output;
 
@@ -45,5 +46,20 @@ pub enum Command {
         /// Log filter (tracing EnvFilter syntax), e.g. `info` or `flowlens_daemon=debug`.
         #[arg(long, env = "FLOWLENS_LOG", default_value = "info")]
         log_level: String,
+    },
+    /// Benchmark helper: send synthetic export datagrams fast (sendmmsg) to a collector.
+    #[command(hide = true)]
+    Blast {
+        #[arg(long, value_enum)]
+        proto: BlastProtocol,
+        /// Collector address, e.g. 10.0.0.1:2055.
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        /// Data datagrams to send.
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// Datagrams per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
 }

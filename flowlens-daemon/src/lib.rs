@@ -5,6 +5,7 @@
 //! ([`decode_command`], the edge that reads files and writes [`output`]). The
 //! ingestion, enrichment and `PostgreSQL` issues add the live pipeline.
 
+pub mod blast;
 pub mod capture;
 pub mod cli;
 pub mod config;

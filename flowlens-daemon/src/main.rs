@@ -41,6 +41,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Blast {
+            proto,
+            target,
+            count,
+            rate,
+        } => match flowlens_daemon::blast::blast(proto, target, count, rate) {
+            Ok(report) => {
+                let line = serde_json::to_string(&report).unwrap_or_default();
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flowlens-daemon blast: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run {
             config,
             ifaces,
