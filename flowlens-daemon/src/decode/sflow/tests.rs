@@ -4,17 +4,17 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::{InterfaceCounters, Tagged};
+use crate::decode::reader::Reader;
+use crate::decode::sampling::SamplingSettings;
+use crate::decode::{Datagram, DecodeError, Decoder, DecoderConfig, ExporterCounters};
+use crate::flow::{FlowProtocol, FlowRecord, Tunnel};
 use crate::testing::sflow::{
     AsPathSegment, CounterRecordSpec, CountersSampleSpec, DatagramSpec, ETHERTYPE_IPV4,
     ETHERTYPE_IPV6, ETHERTYPE_MPLS, FlowRecordSpec, FlowSampleSpec, Interface, SampleSpec,
     TPID_8021AD, TPID_8021Q, encode_datagram, encode_if_counters, ethernet, gre, icmp, ipv4,
     ipv4_with, ipv6, ipv6_extension, ipv6_fragment, mpls, put_u32, tcp, udp, vxlan,
 };
-use super::{InterfaceCounters, Tagged};
-use crate::decode::reader::Reader;
-use crate::decode::sampling::SamplingSettings;
-use crate::decode::{Datagram, DecodeError, Decoder, DecoderConfig, ExporterCounters};
-use crate::flow::{FlowProtocol, FlowRecord, Tunnel};
 
 const EXPORTER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 250));
 const AGENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));

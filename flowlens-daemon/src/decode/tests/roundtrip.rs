@@ -4,9 +4,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 
-use crate::testing::wire::*;
 use crate::decode::{Datagram, Decoder};
 use crate::flow::FlowRecord;
+use crate::testing::wire::*;
 
 const EXPORTER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
 const T0_S: u32 = 1_767_225_600;
