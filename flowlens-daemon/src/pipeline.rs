@@ -287,19 +287,13 @@ fn decode_worker(
         let wait = batching.timeout.saturating_sub(batch_started.elapsed());
         match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
             Ok(d) => {
-                let start = batch.len();
                 let dg = Datagram {
                     exporter: d.exporter,
                     received_at_ms: d.received_at_ms,
                     payload: &d.payload,
                 };
-                if decoder.decode(&dg, &mut batch).is_ok() && d.presample_rate > 1 {
-                    // Renormalise: this datagram stood for `presample_rate` datagrams.
-                    for r in batch.iter_mut().skip(start) {
-                        r.sampling_rate =
-                            r.sampling_rate.map(|s| s.saturating_mul(d.presample_rate));
-                    }
-                }
+                // A malformed datagram is counted by the decoder.
+                let _ = decoder.decode_presampled(&dg, d.presample_rate, &mut batch);
                 #[expect(clippy::cast_precision_loss, reason = "latency in seconds")]
                 m::processing_latency(now_ms().saturating_sub(d.received_at_ms) as f64 / 1000.0);
                 if batch.len() >= batching.size {

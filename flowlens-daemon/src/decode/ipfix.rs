@@ -59,6 +59,6 @@ pub(super) fn decode(
             records.map(|r| r.all),
             records.map(|r| r.all - r.options),
         );
-    ctx.state.counters.count_sequence(outcome, false);
+    ctx.count_sequence(outcome, false);
     Ok(())
 }

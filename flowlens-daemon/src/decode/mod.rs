@@ -124,6 +124,8 @@ pub struct ExporterCounters {
     pub lost_records: u64,
     /// Sequence jumps that look like an exporter restart.
     pub sequence_resets: u64,
+    /// Sequence gaps in datagrams kept by pre-sampling (expected, not loss).
+    pub sequence_gaps_presampled: u64,
     /// Records whose sampler was announced but whose rate is not known.
     pub sampling_rate_unknown: u64,
     /// Records whose timestamps were clamped (uptime wrap mistakes, absurd clocks).
@@ -189,6 +191,7 @@ impl ExporterCounters {
             lost_packets,
             lost_records,
             sequence_resets,
+            sequence_gaps_presampled,
             sampling_rate_unknown,
             clock_clamped,
             clock_skewed,
@@ -263,6 +266,19 @@ impl Decoder {
         datagram: &Datagram<'_>,
         out: &mut Vec<FlowRecord>,
     ) -> Result<usize, DecodeError> {
+        self.decode_presampled(datagram, 1, out)
+    }
+
+    /// Decodes a datagram that was kept by 1:`presample_rate` sampling before the
+    /// decoder (XDP or userspace sampling under pressure): each record's sampling rate
+    /// is multiplied by `presample_rate`, and sequence gaps (which the sampling itself
+    /// creates) are not counted as loss but as `sequence_gaps_presampled`.
+    pub fn decode_presampled(
+        &mut self,
+        datagram: &Datagram<'_>,
+        presample_rate: u32,
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<usize, DecodeError> {
         let start = out.len();
         let settings = self
             .config
@@ -280,6 +296,7 @@ impl Decoder {
             max_held_bytes: self.config.max_held_bytes_per_exporter,
             state,
             templates: &mut self.templates,
+            presampled: presample_rate > 1,
         };
         let result = match detect(datagram.payload) {
             Ok(proto) => {
@@ -304,10 +321,14 @@ impl Decoder {
         match result {
             Ok(()) => {
                 counters.decoded_packets += 1;
-                let emitted = out.get(start..).unwrap_or(&[]);
-                for rec in emitted {
+                let emitted = out.get_mut(start..).unwrap_or(&mut []);
+                for rec in emitted.iter_mut() {
                     if let Some(n) = counters.records.get_mut(rec.proto.index()) {
                         *n += 1;
+                    }
+                    if presample_rate > 1 {
+                        rec.sampling_rate =
+                            rec.sampling_rate.map(|r| r.saturating_mul(presample_rate));
                     }
                 }
                 Ok(emitted.len())
@@ -383,6 +404,19 @@ pub(crate) struct Context<'d, 's> {
     pub(crate) max_held_bytes: usize,
     pub(crate) state: &'s mut ExporterState,
     pub(crate) templates: &'s mut TemplateCache,
+    /// The datagram survived pre-sampling, so sequence gaps are expected.
+    pub(crate) presampled: bool,
+}
+
+impl Context<'_, '_> {
+    /// Counts a sequence outcome, unless pre-sampling explains the gap.
+    pub(crate) fn count_sequence(&mut self, outcome: SequenceOutcome, unit_is_packet: bool) {
+        if self.presampled && matches!(outcome, SequenceOutcome::Gap { .. }) {
+            self.state.counters.sequence_gaps_presampled += 1;
+            return;
+        }
+        self.state.counters.count_sequence(outcome, unit_is_packet);
+    }
 }
 
 /// Detects the protocol from the version field: NetFlow/IPFIX start with a 16-bit

@@ -94,6 +94,6 @@ pub(super) fn decode(
         .entry((FlowProtocol::NetflowV5, domain))
         .or_default()
         .observe(sequence, Some(u32::from(count)));
-    ctx.state.counters.count_sequence(outcome, false);
+    ctx.count_sequence(outcome, false);
     Ok(())
 }

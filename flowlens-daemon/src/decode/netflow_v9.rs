@@ -41,7 +41,7 @@ pub(super) fn decode(
         .entry((FlowProtocol::NetflowV9, source_id))
         .or_default()
         .observe(sequence, Some(1));
-    ctx.state.counters.count_sequence(outcome, true);
+    ctx.count_sequence(outcome, true);
     Ok(())
 }
 

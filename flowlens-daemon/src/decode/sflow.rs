@@ -110,7 +110,7 @@ pub(super) fn decode(
         .entry((agent, sub_agent_id))
         .or_default()
         .observe(sequence, Some(1));
-    ctx.state.counters.count_sequence(outcome, true);
+    ctx.count_sequence(outcome, true);
 
     let datagram = DatagramHeader {
         agent,

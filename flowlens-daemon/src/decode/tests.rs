@@ -1059,3 +1059,33 @@ fn unknown_versions_are_errors() {
     let c = counters(&d, EXP);
     assert_eq!(c.packets, c.decoded_packets + c.malformed_packets);
 }
+
+#[test]
+fn presampled_datagrams_renormalise_and_do_not_count_sampling_gaps_as_loss() {
+    let rec = V5Record {
+        bytes: 100,
+        ..V5Record::default()
+    };
+    let mut d = Decoder::default();
+    let mut out = Vec::new();
+    let p1 = v5_packet(0, 1000, T0_S, 0, 50, &[rec; 3]);
+    let p2 = v5_packet(30, 1000, T0_S, 0, 50, &[rec; 3]);
+    for p in [&p1, &p2] {
+        let dg = Datagram {
+            exporter: EXP,
+            received_at_ms: T0_MS,
+            payload: p,
+        };
+        d.decode_presampled(&dg, 10, &mut out).unwrap();
+    }
+    // The exporter's 1:50 times the collector's 1:10; bytes stay as exported.
+    assert!(
+        out.iter()
+            .all(|r| r.sampling_rate == Some(500) && r.bytes == Some(100))
+    );
+    let c = counters(&d, EXP);
+    assert_eq!(
+        (c.sequence_gaps, c.lost_records, c.sequence_gaps_presampled),
+        (0, 0, 1)
+    );
+}
