@@ -220,13 +220,14 @@ pub fn blast(
     let mut seq = 0u32;
     while sent < count {
         if let Some(t) = p.template.as_mut()
-            && sent % TEMPLATE_EVERY < BATCH as u64 {
-                if let Some(field) = t.get_mut(p.seq_offset..p.seq_offset + 4) {
-                    field.copy_from_slice(&seq.to_be_bytes());
-                }
-                seq = seq.wrapping_add(p.template_seq_step);
-                sock.send(t)?;
+            && sent % TEMPLATE_EVERY < BATCH as u64
+        {
+            if let Some(field) = t.get_mut(p.seq_offset..p.seq_offset + 4) {
+                field.copy_from_slice(&seq.to_be_bytes());
             }
+            seq = seq.wrapping_add(p.template_seq_step);
+            sock.send(t)?;
+        }
         let n = usize::try_from((count - sent).min(BATCH as u64)).unwrap_or(BATCH);
         for d in batch.iter_mut().take(n) {
             if let Some(field) = d.get_mut(p.seq_offset..p.seq_offset + 4) {
@@ -276,7 +277,9 @@ fn send_batch(sock: &UdpSocket, datagrams: &[Vec<u8>]) -> std::io::Result<()> {
         // SAFETY: every header points at a live iovec over a live datagram buffer; the
         // kernel only reads them (the socket is connected, so no msg_name).
         let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), rest.as_mut_ptr(), vlen, 0) };
-        if let Ok(n) = usize::try_from(n) { done += n } else {
+        if let Ok(n) = usize::try_from(n) {
+            done += n
+        } else {
             let e = std::io::Error::last_os_error();
             // ENOBUFS/EAGAIN: the device queue is full; try again.
             if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) {

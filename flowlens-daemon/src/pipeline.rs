@@ -283,6 +283,7 @@ fn decode_worker(
     let mut last_publish = Instant::now();
     let mut previous: HashMap<IpAddr, (u64, u64)> = HashMap::new();
     let publish_every = Duration::from_millis(500);
+    let latency = m::processing_latency();
     loop {
         let wait = batching.timeout.saturating_sub(batch_started.elapsed());
         match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
@@ -295,7 +296,7 @@ fn decode_worker(
                 // A malformed datagram is counted by the decoder.
                 let _ = decoder.decode_presampled(&dg, d.presample_rate, &mut batch);
                 #[expect(clippy::cast_precision_loss, reason = "latency in seconds")]
-                m::processing_latency(now_ms().saturating_sub(d.received_at_ms) as f64 / 1000.0);
+                latency.record(now_ms().saturating_sub(d.received_at_ms) as f64 / 1000.0);
                 if batch.len() >= batching.size {
                     send_batch(sink, &mut batch, batching.size);
                     batch_started = Instant::now();
