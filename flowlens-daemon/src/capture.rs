@@ -192,27 +192,14 @@ fn pcapng(data: &[u8]) -> Result<Vec<Frame<'_>>, CaptureError> {
                 }
                 interfaces.push((linktype, units));
             }
-            // Enhanced packet block.
-            6 => {
-                let iface = usize::try_from(u32_at(at + 8)?).unwrap_or(usize::MAX);
-                let t = ts(u32_at(at + 12)?, u32_at(at + 16)?, iface);
-                let caplen = usize::try_from(u32_at(at + 20)?).unwrap_or(usize::MAX);
-                let pkt =
-                    body.get(20..20usize.saturating_add(caplen))
-                        .ok_or(CaptureError::BadBlock {
-                            offset: at,
-                            length: len,
-                        })?;
-                let linktype = interfaces.get(iface).map_or(LINKTYPE_ETHERNET, |i| i.0);
-                frames.push(Frame {
-                    linktype,
-                    ts_ms: t,
-                    data: pkt,
-                });
-            }
-            // Obsolete packet block.
-            2 => {
-                let iface = usize::from(u16_at(at + 8)?);
+            // Enhanced packet block (interface id u32) and the obsolete packet block
+            // (interface id u16 + drops u16): the rest of their layout is the same.
+            6 | 2 => {
+                let iface = if block_type == 6 {
+                    usize::try_from(u32_at(at + 8)?).unwrap_or(usize::MAX)
+                } else {
+                    usize::from(u16_at(at + 8)?)
+                };
                 let t = ts(u32_at(at + 12)?, u32_at(at + 16)?, iface);
                 let caplen = usize::try_from(u32_at(at + 20)?).unwrap_or(usize::MAX);
                 let pkt =

@@ -6,7 +6,6 @@
 //! lost records; when a message had data sets held for a template, its record count is
 //! unknown and the next message is not checked.
 
-use super::netflow_v9::note_clock;
 use super::reader::Reader;
 use super::template::{ExportCtx, decode_sets};
 use super::{Context, DecodeError};
@@ -42,12 +41,7 @@ pub(super) fn decode(
         sys_uptime_ms: None,
         received_at_ms: ctx.datagram.received_at_ms,
     };
-    note_clock(ctx, hdr.export_time_ms);
-    let expired = ctx
-        .state
-        .held
-        .expire(ctx.datagram.received_at_ms, ctx.hold_ms);
-    ctx.state.counters.template_missing += expired;
+    ctx.begin_message(hdr.export_time_ms);
     let records = decode_sets(ctx, &hdr, &body, out)?;
     let outcome = ctx
         .state

@@ -409,6 +409,28 @@ pub(crate) struct Context<'d, 's> {
 }
 
 impl Context<'_, '_> {
+    /// Counts an export time far from the receive time (the record times are still
+    /// those the exporter sent; see `clock`).
+    pub(crate) fn note_clock(&mut self, export_time_ms: u64) {
+        if self
+            .clock
+            .is_skewed(export_time_ms, self.datagram.received_at_ms)
+        {
+            self.state.counters.clock_skewed += 1;
+        }
+    }
+
+    /// Bookkeeping before a template-based message's sets: the clock check, and held
+    /// data past its hold time given up as `template_missing`.
+    pub(crate) fn begin_message(&mut self, export_time_ms: u64) {
+        self.note_clock(export_time_ms);
+        let expired = self
+            .state
+            .held
+            .expire(self.datagram.received_at_ms, self.hold_ms);
+        self.state.counters.template_missing += expired;
+    }
+
     /// Counts a sequence outcome, unless pre-sampling explains the gap.
     pub(crate) fn count_sequence(&mut self, outcome: SequenceOutcome, unit_is_packet: bool) {
         if self.presampled && matches!(outcome, SequenceOutcome::Gap { .. }) {

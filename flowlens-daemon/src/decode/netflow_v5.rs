@@ -7,7 +7,6 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::netflow_v9::note_clock;
 use super::reader::Reader;
 use super::sampling::SamplingTable;
 use super::{Context, DecodeError, clock};
@@ -48,7 +47,7 @@ pub(super) fn decode(
         });
     }
     let export_ms = u64::from(unix_secs) * 1000 + u64::from(nanos / 1_000_000);
-    note_clock(ctx, export_ms);
+    ctx.note_clock(export_ms);
     let rate = SamplingTable::resolve_header(ctx.settings, u32::from(sampling & 0x3FFF));
     let domain = u32::from(engine_type) << 8 | u32::from(engine_id);
     let mut blank = FlowRecord::empty(FlowProtocol::NetflowV5, ctx.datagram.exporter, export_ms);

@@ -28,12 +28,7 @@ pub(super) fn decode(
         sys_uptime_ms: Some(sys_uptime_ms),
         received_at_ms: ctx.datagram.received_at_ms,
     };
-    note_clock(ctx, hdr.export_time_ms);
-    let expired = ctx
-        .state
-        .held
-        .expire(ctx.datagram.received_at_ms, ctx.hold_ms);
-    ctx.state.counters.template_missing += expired;
+    ctx.begin_message(hdr.export_time_ms);
     decode_sets(ctx, &hdr, &r, out)?;
     let outcome = ctx
         .state
@@ -43,15 +38,4 @@ pub(super) fn decode(
         .observe(sequence, Some(1));
     ctx.count_sequence(outcome, true);
     Ok(())
-}
-
-/// Counts an export time far from the receive time (the record times are still those
-/// the exporter sent; see `clock`).
-pub(crate) fn note_clock(ctx: &mut Context<'_, '_>, export_time_ms: u64) {
-    if ctx
-        .clock
-        .is_skewed(export_time_ms, ctx.datagram.received_at_ms)
-    {
-        ctx.state.counters.clock_skewed += 1;
-    }
 }
