@@ -10,6 +10,12 @@
 //! ring of the CPU that received the packet (`FLOW_RINGS[cpu]`); userspace fills
 //! `FLOW_PORTS` and `CONFIG`, reads `COUNTERS` (indexed by [`Counter`]).
 #![no_std]
+// Padding fields are public so both sides can build the structs with struct literals
+// (no constructor to keep in sync); the leading underscore says "always zero".
+#![allow(
+    clippy::pub_underscore_fields,
+    reason = "explicit ABI padding, always zero"
+)]
 
 /// ABI version of everything in this crate; bumped whenever a shared type changes.
 pub const ABI_VERSION: u32 = 1;
@@ -90,7 +96,7 @@ impl Counter {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RingHeader {
-    /// `bpf_ktime_get_ns()` when the packet was seen (CLOCK_MONOTONIC).
+    /// `bpf_ktime_get_ns()` when the packet was seen (`CLOCK_MONOTONIC`).
     pub ts_ns: u64,
     pub src_addr: [u8; 16],
     pub ifindex: u32,

@@ -1,0 +1,167 @@
+//! Is this NetFlow/IPFIX/sFlow? If so, copy it into this CPU's ring.
+//!
+//! The decision is by UDP destination port (`FLOW_PORTS`) and optionally by exporter
+//! prefix (`FLOW_EXPORTERS`), never by payload: protocol detection belongs to the
+//! daemon's decoders. A steered datagram ends as exactly one of `Steered` (in a ring),
+//! `SampledOut` or `RingFull`, and is dropped, or also passed to the stack in mirror
+//! mode; every other packet is `Passed`.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action},
+    helpers::{
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_ringbuf_output, bpf_ringbuf_query,
+        bpf_xdp_load_bytes,
+    },
+    maps::lpm_trie::Key,
+    programs::XdpContext,
+};
+use flowlens_ebpf_common::{Config, Counter, MAX_PAYLOAD, RingHeader};
+
+use crate::{
+    FLOW_CONFIG, FLOW_EXPORTERS, FLOW_PORTS, FLOW_RINGS, FLOW_SCRATCH, count, parse, sample,
+};
+
+/// Why a steered datagram did not reach a ring.
+enum CopyError {
+    /// `bpf_ringbuf_output` failed: the ring is full (userspace is behind).
+    RingFull,
+    /// No ring for this CPU, no scratch slot, or the payload could not be loaded:
+    /// a setup problem or a packet we misjudged, so the stack gets it.
+    Unavailable,
+}
+
+/// Decides the packet's fate and does the accounting. `Err` is reserved for failures
+/// the entry point turns into `XDP_PASS`; every normal outcome is an `Ok` action.
+#[inline(always)]
+pub(crate) fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
+    count(Counter::Seen);
+    let cfg = FLOW_CONFIG.get(0).copied().unwrap_or_default();
+
+    let Some(dg) = parse::udp(ctx) else {
+        return Ok(pass());
+    };
+    if FLOW_PORTS.get_ptr(dg.dst_port).is_none() {
+        return Ok(pass());
+    }
+    if cfg.flags & Config::FLAG_FILTER_EXPORTERS != 0
+        && FLOW_EXPORTERS.get(&Key::new(128, dg.src_addr)).is_none()
+    {
+        return Ok(pass());
+    }
+    if dg.payload_len == 0 {
+        // Nothing to collect; the stack can have it.
+        return Ok(pass());
+    }
+    if dg.payload_len > MAX_PAYLOAD {
+        count(Counter::TooBig);
+        return Ok(pass());
+    }
+
+    // Mirror mode: a collector beside us still gets every packet.
+    let consumed = if cfg.flags & Config::FLAG_MIRROR != 0 {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    };
+
+    if !sample::keep(&dg.src_addr, cfg.sample_rate) {
+        count(Counter::SampledOut);
+        return Ok(consumed);
+    }
+
+    match copy_to_ring(ctx, &dg, &cfg) {
+        Ok(()) => {
+            count(Counter::Steered);
+            Ok(consumed)
+        }
+        Err(CopyError::RingFull) => {
+            count(Counter::RingFull);
+            Ok(consumed)
+        }
+        Err(CopyError::Unavailable) => Ok(pass()),
+    }
+}
+
+#[inline(always)]
+fn pass() -> u32 {
+    count(Counter::Passed);
+    xdp_action::XDP_PASS
+}
+
+/// Assembles header + payload in this CPU's scratch record and outputs exactly
+/// `size_of::<RingHeader>() + payload_len` bytes into this CPU's ring.
+#[inline(always)]
+fn copy_to_ring(ctx: &XdpContext, dg: &parse::Udp, cfg: &Config) -> Result<(), CopyError> {
+    // SAFETY: a helper without arguments or side effects.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let ring = FLOW_RINGS.get(cpu).ok_or(CopyError::Unavailable)?;
+    let rec = FLOW_SCRATCH.get_ptr_mut(0).ok_or(CopyError::Unavailable)?;
+
+    let len = dg.payload_len;
+    // verifier: `bpf_xdp_load_bytes` needs the length proven in [1, scratch size]
+    // (else "invalid zero-sized read" or "invalid access to map value"); try_steer has
+    // checked both already, but the compiler may not keep that knowledge in a register.
+    if len == 0 || len > MAX_PAYLOAD {
+        return Err(CopyError::Unavailable);
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "len <= MAX_PAYLOAD (9000)")]
+    let len16 = len as u16;
+
+    // SAFETY: `rec` comes from a successful lookup of this CPU's scratch slot, which
+    // only this program on this CPU touches, and is valid for the whole run.
+    unsafe {
+        (*rec).header = RingHeader {
+            ts_ns: bpf_ktime_get_ns(),
+            src_addr: dg.src_addr,
+            ifindex: (*ctx.ctx).ingress_ifindex,
+            rx_queue: (*ctx.ctx).rx_queue_index,
+            src_port: dg.src_port,
+            dst_port: dg.dst_port,
+            payload_len: len16,
+            family: dg.family,
+            _pad0: 0,
+            sample_rate: cfg.sample_rate.max(1),
+            _pad1: 0,
+        };
+    }
+
+    #[expect(clippy::cast_possible_truncation, reason = "offsets within a frame")]
+    let offset = dg.payload_offset as u32;
+    // SAFETY: the destination is the scratch record's payload array, `len` bytes of
+    // which fit (checked above); the helper checks the packet side itself.
+    let loaded = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            offset,
+            (*rec).payload.as_mut_ptr().cast(),
+            len as u32,
+        )
+    };
+    if loaded != 0 {
+        return Err(CopyError::Unavailable);
+    }
+
+    let size = (size_of::<RingHeader>() + len) as u64;
+    let ring_ptr = core::ptr::from_ref(ring).cast_mut().cast();
+    // Batched notifications: without a threshold every record wakes the reader (the
+    // kernel's default), which halves throughput; userspace drains on a ~1 ms timer too,
+    // so a trickle below the threshold is still read promptly.
+    let flags = if cfg.wakeup_bytes == 0 {
+        0
+    } else {
+        // SAFETY: `ring_ptr` is a ring buffer map returned by the outer lookup.
+        let waiting = unsafe { bpf_ringbuf_query(ring_ptr, u64::from(BPF_RB_AVAIL_DATA)) };
+        if waiting + size >= u64::from(cfg.wakeup_bytes) {
+            u64::from(BPF_RB_FORCE_WAKEUP)
+        } else {
+            u64::from(BPF_RB_NO_WAKEUP)
+        }
+    };
+    // SAFETY: `rec` holds `size` initialised bytes (header + `len` loaded bytes) and
+    // `ring_ptr` is a ring buffer map.
+    let ret = unsafe { bpf_ringbuf_output(ring_ptr, rec.cast(), size, flags) };
+    if ret < 0 {
+        return Err(CopyError::RingFull);
+    }
+    Ok(())
+}
