@@ -278,7 +278,7 @@ fn send_batch(sock: &UdpSocket, datagrams: &[Vec<u8>]) -> std::io::Result<()> {
         // kernel only reads them (the socket is connected, so no msg_name).
         let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), rest.as_mut_ptr(), vlen, 0) };
         if let Ok(n) = usize::try_from(n) {
-            done += n
+            done += n;
         } else {
             let e = std::io::Error::last_os_error();
             // ENOBUFS/EAGAIN: the device queue is full; try again.
