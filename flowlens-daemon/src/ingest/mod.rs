@@ -4,4 +4,6 @@
 //! always lives in one worker.
 
 pub mod datagram;
+pub mod ring;
 pub mod udp;
+pub mod xdp;

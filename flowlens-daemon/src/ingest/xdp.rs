@@ -1,0 +1,626 @@
+//! EDGE: loading, configuring and attaching the XDP program (the kernel half of the
+//! fast path lives in the `flowlens-ebpf` crate).
+//!
+//! [`XdpHandle::load`] reads the BPF object built by `cargo xtask build-ebpf` from a
+//! path (see [`default_object_path`]), checks that it contains
+//! [`PROGRAM_NAME`] (which embeds the ABI version, so an object built from other
+//! sources is refused with [`XdpError::AbiMismatch`] instead of misreading the rings),
+//! fills the port, exporter and config maps, creates the per-CPU rings
+//! ([`super::ring::create_rings`]) and attaches to every interface, native (driver)
+//! mode first and generic (SKB) mode when the driver has no XDP support. The rings are
+//! handed to [`super::ring::RingReader`] through [`XdpHandle::take_rings`].
+//!
+//! While running, [`XdpHandle::set_sample_rate`] is the pressure knob (1:N per exporter
+//! in the kernel) and [`XdpHandle::counters`] sums the program's per-CPU counters.
+//! Dropping the handle (or [`XdpHandle::detach`]) detaches from every interface; the
+//! kernel also detaches when the process dies, because attachments are BPF links owned
+//! by file descriptors.
+//!
+//! Nothing here needs `unsafe`: aya wraps the bpf(2) and netlink calls.
+
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use aya::maps::lpm_trie::Key;
+use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray};
+use aya::programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use flowlens_ebpf_common::{
+    Config, Counter, MAP_CONFIG, MAP_COUNTERS, MAP_EXPORTERS, MAP_PORTS, PROGRAM_NAME, PortKind,
+};
+
+use super::ring::{self, CpuRing, RingError};
+
+/// Environment variable naming the BPF object (over the built-in default path).
+pub const OBJECT_ENV: &str = "FLOWLENS_EBPF_OBJECT";
+
+/// Where `cargo xtask build-ebpf` puts the object, relative to the target directory.
+const OBJECT_IN_TARGET: &str = "bpfel-unknown-none/release/flowlens-ebpf";
+
+/// Default `Config::wakeup_bytes`: 256 `KiB` waiting in a ring forces a wakeup. Measured
+/// on the veth bench (TOOLCHAIN.md): batched wakeups roughly double throughput over a
+/// wakeup per record; the ~1 ms drain timer covers slower traffic.
+pub const DEFAULT_WAKEUP_BYTES: u32 = 256 * 1024;
+
+/// Default ring size per CPU: 8 `MiB` holds ~60 k small datagrams, tens of milliseconds
+/// of a saturated core, enough to ride out a scheduling hiccup of the reader.
+pub const DEFAULT_RING_SIZE_BYTES: u32 = 8 * 1024 * 1024;
+
+/// The object path when none is configured: `$FLOWLENS_EBPF_OBJECT` if set, else the
+/// first existing `<target>/bpfel-unknown-none/release/flowlens-ebpf` found beside the
+/// running executable (walking up from it, so `target/release/flowlens-daemon` and test
+/// binaries in `target/debug/deps` both find it), else the workspace's `target/` as
+/// known at build time (`CARGO_MANIFEST_DIR/../target`), which also serves binaries
+/// built into a different `CARGO_TARGET_DIR`.
+pub fn default_object_path() -> PathBuf {
+    if let Some(p) = std::env::var_os(OBJECT_ENV) {
+        return PathBuf::from(p);
+    }
+    let workspace_target = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join(OBJECT_IN_TARGET);
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1) {
+            for candidate in [
+                dir.join(OBJECT_IN_TARGET),
+                dir.join("target").join(OBJECT_IN_TARGET),
+            ] {
+                if candidate.is_file() {
+                    return candidate;
+                }
+            }
+        }
+    }
+    workspace_target
+}
+
+/// An exporter prefix for `FLOW_EXPORTERS`: `192.0.2.0/24`, `2001:db8::/32`, or a bare
+/// address (a host route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExporterPrefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+/// Why an exporter prefix did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("exporter prefix {input:?}: {reason}")]
+pub struct PrefixError {
+    pub input: String,
+    pub reason: &'static str,
+}
+
+impl FromStr for ExporterPrefix {
+    type Err = PrefixError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| PrefixError {
+            input: s.to_owned(),
+            reason,
+        };
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| err("not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            Some(l) => l
+                .trim()
+                .parse::<u8>()
+                .map_err(|_| err("prefix length is not a number"))?,
+            None => max,
+        };
+        if len > max {
+            return Err(err("prefix length too long for the address family"));
+        }
+        Ok(Self { addr, len })
+    }
+}
+
+impl ExporterPrefix {
+    /// The LPM key: IPv4 as IPv4-mapped IPv6 (`::ffff:0:0/96` + the IPv4 prefix), the
+    /// program's single address format.
+    fn key(self) -> Key<[u8; 16]> {
+        match self.addr {
+            IpAddr::V4(a) => Key::new(96 + u32::from(self.len), a.to_ipv6_mapped().octets()),
+            IpAddr::V6(a) => Key::new(u32::from(self.len), a.octets()),
+        }
+    }
+}
+
+/// Everything [`XdpHandle::load`] needs.
+#[derive(Debug, Clone)]
+pub struct XdpOptions {
+    /// The BPF object (`xdp.object_path`, default [`default_object_path`]).
+    pub object_path: PathBuf,
+    /// Interfaces to attach to, by name, in the caller's network namespace.
+    pub interfaces: Vec<String>,
+    /// UDP destination ports to steer, with the protocol expected there (a hint).
+    pub ports: Vec<(u16, PortKind)>,
+    /// When non-empty, only datagrams from these prefixes are steered.
+    pub exporter_prefixes: Vec<ExporterPrefix>,
+    /// Initial 1:N pre-sampling rate (1 = keep everything).
+    pub sample_rate: u32,
+    /// Also pass steered datagrams to the stack (run beside another collector).
+    pub mirror: bool,
+    /// Bytes waiting in a ring that force a reader wakeup; 0 = wake on every record.
+    pub wakeup_bytes: u32,
+    /// Size of each per-CPU ring (a power of two, at least 4096).
+    pub ring_size_bytes: u32,
+    /// Try native (driver) mode before generic mode. Tests turn it off to exercise
+    /// the generic path.
+    pub try_native: bool,
+}
+
+impl XdpOptions {
+    /// The defaults: NetFlow 2055, IPFIX 4739, sFlow 6343, every exporter, no sampling,
+    /// no mirroring, batched wakeups.
+    pub fn new(object_path: PathBuf, interfaces: Vec<String>) -> Self {
+        Self {
+            object_path,
+            interfaces,
+            ports: Self::default_ports(),
+            exporter_prefixes: Vec::new(),
+            sample_rate: 1,
+            mirror: false,
+            wakeup_bytes: DEFAULT_WAKEUP_BYTES,
+            ring_size_bytes: DEFAULT_RING_SIZE_BYTES,
+            try_native: true,
+        }
+    }
+
+    /// IANA's ports: NetFlow 2055, IPFIX 4739, sFlow 6343.
+    pub fn default_ports() -> Vec<(u16, PortKind)> {
+        vec![
+            (2055, PortKind::Netflow),
+            (4739, PortKind::Ipfix),
+            (6343, PortKind::Sflow),
+        ]
+    }
+
+    fn config(&self) -> Config {
+        let mut flags = 0;
+        if self.mirror {
+            flags |= Config::FLAG_MIRROR;
+        }
+        if !self.exporter_prefixes.is_empty() {
+            flags |= Config::FLAG_FILTER_EXPORTERS;
+        }
+        Config {
+            sample_rate: self.sample_rate.max(1),
+            flags,
+            wakeup_bytes: self.wakeup_bytes,
+            _pad: 0,
+        }
+    }
+}
+
+/// Why the fast path could not start or be controlled. Callers fall back to UDP
+/// sockets on any of these at startup; none is worth retrying as is.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("reading BPF object {path}: {source} (build it with `cargo xtask build-ebpf`)")]
+    ReadObject { path: PathBuf, source: io::Error },
+    #[error("loading BPF object {path}: {source}")]
+    Load {
+        path: PathBuf,
+        source: Box<EbpfError>,
+    },
+    #[error(
+        "{path} has no XDP program {expected} (it has: {found}): it was built from other \
+         FlowLens sources than this daemon (ABI mismatch); rebuild it with \
+         `cargo xtask build-ebpf`"
+    )]
+    AbiMismatch {
+        path: PathBuf,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("BPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
+    #[error("the BPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("loading {PROGRAM_NAME} into the kernel: {0}")]
+    Program(Box<ProgramError>),
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error("attaching XDP to {iface}: {source}")]
+    Attach {
+        iface: String,
+        source: Box<ProgramError>,
+    },
+    #[error("detaching XDP from {iface}: {source}")]
+    Detach {
+        iface: String,
+        source: Box<ProgramError>,
+    },
+}
+
+impl XdpError {
+    /// A bounded label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ReadObject { .. } => "object_missing",
+            Self::Load { .. } => "object_invalid",
+            Self::AbiMismatch { .. } => "abi_mismatch",
+            Self::Map { .. } | Self::MissingMap(_) => "map",
+            Self::Program(_) => "verifier",
+            Self::Ring(e) => e.reason(),
+            Self::Attach { .. } => "attach",
+            Self::Detach { .. } => "detach",
+        }
+    }
+}
+
+/// How the program ended up attached to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (`ip link` shows `xdp`/`xdpdrv`).
+    Native,
+    /// In the generic receive path (`xdpgeneric`), for drivers without XDP support.
+    Generic,
+}
+
+/// One interface the program is attached to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub iface: String,
+    pub mode: AttachMode,
+}
+
+/// The program's counters summed over all CPUs. Every packet the program sees ends
+/// in exactly one of `steered`, `passed`, `sampled_out` and `ring_full`, so
+/// `seen == steered + passed + sampled_out + ring_full`; `too_big` counts the flow
+/// datagrams among `passed` that exceeded `MAX_PAYLOAD`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    pub seen: u64,
+    pub steered: u64,
+    pub passed: u64,
+    pub sampled_out: u64,
+    pub ring_full: u64,
+    pub too_big: u64,
+}
+
+impl XdpCounters {
+    /// `(label, value)` pairs for metrics, labels as in `flowlens_xdp_packets_total`.
+    pub fn labelled(&self) -> [(&'static str, u64); 6] {
+        [
+            ("seen", self.seen),
+            ("steered", self.steered),
+            ("passed", self.passed),
+            ("sampled_out", self.sampled_out),
+            ("ring_full", self.ring_full),
+            ("too_big", self.too_big),
+        ]
+    }
+}
+
+/// The loaded, attached program. Detaches on drop.
+pub struct XdpHandle {
+    ebpf: Ebpf,
+    config: Config,
+    links: Vec<(Attachment, XdpLinkId)>,
+    rings: Option<Vec<CpuRing>>,
+    object_path: PathBuf,
+}
+
+impl std::fmt::Debug for XdpHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpHandle")
+            .field("object_path", &self.object_path)
+            .field("config", &self.config)
+            .field("attachments", &self.attachments())
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpHandle {
+    /// Loads the object, fills the maps, creates the rings and attaches to every
+    /// interface in `options.interfaces` (in the calling thread's network namespace).
+    /// On error nothing stays attached.
+    pub fn load(options: &XdpOptions) -> Result<Self, XdpError> {
+        raise_memlock_limit();
+        let path = &options.object_path;
+        let bytes = std::fs::read(path).map_err(|source| XdpError::ReadObject {
+            path: path.clone(),
+            source,
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .load(&bytes)
+            .map_err(|source| XdpError::Load {
+                path: path.clone(),
+                source: Box::new(source),
+            })?;
+        if ebpf.program(PROGRAM_NAME).is_none() {
+            let mut found: Vec<_> = ebpf.programs().map(|(name, _)| name.to_owned()).collect();
+            found.sort();
+            return Err(XdpError::AbiMismatch {
+                path: path.clone(),
+                expected: PROGRAM_NAME,
+                found: if found.is_empty() {
+                    "none".to_owned()
+                } else {
+                    found.join(", ")
+                },
+            });
+        }
+
+        let config = options.config();
+        fill_maps(&mut ebpf, options, config)?;
+        let rings = ring::create_rings(&mut ebpf, options.ring_size_bytes)?;
+
+        let mut handle = Self {
+            ebpf,
+            config,
+            links: Vec::new(),
+            rings: Some(rings),
+            object_path: path.clone(),
+        };
+        handle
+            .program()?
+            .load()
+            .map_err(|e| XdpError::Program(Box::new(e)))?;
+        for iface in &options.interfaces {
+            // On error `handle` drops here and detaches what is attached so far.
+            handle.attach(iface, options.try_native)?;
+        }
+        Ok(handle)
+    }
+
+    /// The per-CPU rings, for [`super::ring::RingReader::spawn`]; `None` once taken.
+    pub fn take_rings(&mut self) -> Option<Vec<CpuRing>> {
+        self.rings.take()
+    }
+
+    /// Where the program is attached, and how.
+    pub fn attachments(&self) -> Vec<Attachment> {
+        self.links.iter().map(|(a, _)| a.clone()).collect()
+    }
+
+    /// The settings the program currently runs with.
+    pub fn config(&self) -> Config {
+        self.config
+    }
+
+    /// Sets the 1:N pre-sampling rate (1 = keep everything); takes effect on the next
+    /// packet. Datagrams kept under N > 1 carry N in their `presample_rate`.
+    pub fn set_sample_rate(&mut self, n: u32) -> Result<(), XdpError> {
+        let mut cfg = self.config;
+        cfg.sample_rate = n.max(1);
+        self.write_config(cfg)
+    }
+
+    /// Turns mirror mode on or off at runtime.
+    pub fn set_mirror(&mut self, on: bool) -> Result<(), XdpError> {
+        let mut cfg = self.config;
+        if on {
+            cfg.flags |= Config::FLAG_MIRROR;
+        } else {
+            cfg.flags &= !Config::FLAG_MIRROR;
+        }
+        self.write_config(cfg)
+    }
+
+    fn write_config(&mut self, cfg: Config) -> Result<(), XdpError> {
+        write_config(&mut self.ebpf, cfg)?;
+        self.config = cfg;
+        Ok(())
+    }
+
+    /// The program's counters, summed over CPUs.
+    pub fn counters(&self) -> Result<XdpCounters, XdpError> {
+        let map = self
+            .ebpf
+            .map(MAP_COUNTERS)
+            .ok_or(XdpError::MissingMap(MAP_COUNTERS))?;
+        let err = |source| XdpError::Map {
+            name: MAP_COUNTERS,
+            source,
+        };
+        let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(err)?;
+        let sum = |c: Counter| -> Result<u64, XdpError> {
+            Ok(counters.get(&(c as u32), 0).map_err(err)?.iter().sum())
+        };
+        Ok(XdpCounters {
+            seen: sum(Counter::Seen)?,
+            steered: sum(Counter::Steered)?,
+            passed: sum(Counter::Passed)?,
+            sampled_out: sum(Counter::SampledOut)?,
+            ring_full: sum(Counter::RingFull)?,
+            too_big: sum(Counter::TooBig)?,
+        })
+    }
+
+    /// Detaches from every interface (in the calling thread's network namespace for
+    /// netlink attachments; BPF links need no namespace). Idempotent; reports the first
+    /// failure after trying them all.
+    pub fn detach(&mut self) -> Result<(), XdpError> {
+        let links = std::mem::take(&mut self.links);
+        let mut first = None;
+        for (att, id) in links {
+            let res = self.program().and_then(|p| {
+                p.detach(id).map_err(|source| XdpError::Detach {
+                    iface: att.iface.clone(),
+                    source: Box::new(source),
+                })
+            });
+            match res {
+                Ok(()) => tracing::info!(iface = %att.iface, "detached XDP program"),
+                Err(e) => {
+                    tracing::warn!(iface = %att.iface, error = %e, "detaching XDP program failed");
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, XdpError> {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(XdpError::AbiMismatch {
+                path: self.object_path.clone(),
+                expected: PROGRAM_NAME,
+                found: "none".to_owned(),
+            })?
+            .try_into()
+            .map_err(|e| XdpError::Program(Box::new(e)))
+    }
+
+    /// Native mode first; generic when the driver refuses (no native XDP support).
+    fn attach(&mut self, iface: &str, try_native: bool) -> Result<(), XdpError> {
+        let prog = self.program()?;
+        let native = if try_native {
+            Some(prog.attach(iface, XdpMode::Driver))
+        } else {
+            None
+        };
+        let (id, mode) = match native {
+            Some(Ok(id)) => (id, AttachMode::Native),
+            Some(Err(ProgramError::UnknownInterface { name })) => {
+                return Err(XdpError::Attach {
+                    iface: iface.to_owned(),
+                    source: Box::new(ProgramError::UnknownInterface { name }),
+                });
+            }
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::info!(iface, error = %e, "native XDP unavailable, trying generic mode");
+                }
+                let id = prog
+                    .attach(iface, XdpMode::Skb)
+                    .map_err(|source| XdpError::Attach {
+                        iface: iface.to_owned(),
+                        source: Box::new(source),
+                    })?;
+                (id, AttachMode::Generic)
+            }
+        };
+        tracing::info!(iface, mode = ?mode, "attached XDP program");
+        self.links.push((
+            Attachment {
+                iface: iface.to_owned(),
+                mode,
+            },
+            id,
+        ));
+        Ok(())
+    }
+}
+
+impl Drop for XdpHandle {
+    fn drop(&mut self) {
+        // Errors are logged by detach; the kernel detaches BPF links anyway when the
+        // program's file descriptors close with `self.ebpf`.
+        let _ = self.detach();
+    }
+}
+
+fn fill_maps(ebpf: &mut Ebpf, options: &XdpOptions, config: Config) -> Result<(), XdpError> {
+    {
+        let map = ebpf
+            .map_mut(MAP_PORTS)
+            .ok_or(XdpError::MissingMap(MAP_PORTS))?;
+        let err = |source| XdpError::Map {
+            name: MAP_PORTS,
+            source,
+        };
+        let mut ports: HashMap<&mut MapData, u16, u8> = HashMap::try_from(map).map_err(err)?;
+        for &(port, kind) in &options.ports {
+            ports.insert(port, kind as u8, 0).map_err(err)?;
+        }
+    }
+    {
+        let map = ebpf
+            .map_mut(MAP_EXPORTERS)
+            .ok_or(XdpError::MissingMap(MAP_EXPORTERS))?;
+        let err = |source| XdpError::Map {
+            name: MAP_EXPORTERS,
+            source,
+        };
+        let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> = LpmTrie::try_from(map).map_err(err)?;
+        for prefix in &options.exporter_prefixes {
+            trie.insert(&prefix.key(), 1, 0).map_err(err)?;
+        }
+    }
+    write_config(ebpf, config)
+}
+
+fn write_config(ebpf: &mut Ebpf, config: Config) -> Result<(), XdpError> {
+    let map = ebpf
+        .map_mut(MAP_CONFIG)
+        .ok_or(XdpError::MissingMap(MAP_CONFIG))?;
+    let err = |source| XdpError::Map {
+        name: MAP_CONFIG,
+        source,
+    };
+    let mut array: Array<&mut MapData, Config> = Array::try_from(map).map_err(err)?;
+    array.set(0, config, 0).map_err(err)
+}
+
+/// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK`; newer ones use memcg and
+/// ignore it. Some sandboxes refuse the raise: harmless on a memcg kernel, so warn.
+fn raise_memlock_limit() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = setrlimit(
+        Resource::RLIMIT_MEMLOCK,
+        libc::RLIM_INFINITY,
+        libc::RLIM_INFINITY,
+    ) {
+        tracing::debug!(error = %e, "cannot raise RLIMIT_MEMLOCK (harmless on kernels >= 5.11)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_parse_into_mapped_lpm_keys() {
+        let p: ExporterPrefix = "192.0.2.0/24".parse().unwrap();
+        let k = p.key();
+        assert_eq!(k.prefix_len(), 120);
+        assert_eq!(k.data()[10..], [0xff, 0xff, 192, 0, 2, 0]);
+        let p: ExporterPrefix = "2001:db8::/32".parse().unwrap();
+        assert_eq!(p.key().prefix_len(), 32);
+        let host: ExporterPrefix = "198.51.100.9".parse().unwrap();
+        assert_eq!(host.len, 32);
+        assert_eq!(
+            "10.0.0.0/33".parse::<ExporterPrefix>().unwrap_err().reason,
+            "prefix length too long for the address family"
+        );
+        assert_eq!(
+            "nope/8".parse::<ExporterPrefix>().unwrap_err().reason,
+            "not an IP address"
+        );
+    }
+
+    #[test]
+    fn options_turn_into_program_config() {
+        let mut o = XdpOptions::new(PathBuf::from("x"), vec![]);
+        assert_eq!(o.config().flags, 0);
+        assert_eq!(o.config().sample_rate, 1);
+        o.mirror = true;
+        o.sample_rate = 0;
+        o.exporter_prefixes.push("192.0.2.0/24".parse().unwrap());
+        let c = o.config();
+        assert_eq!(c.flags, Config::FLAG_MIRROR | Config::FLAG_FILTER_EXPORTERS);
+        assert_eq!(c.sample_rate, 1);
+    }
+
+    #[test]
+    fn a_missing_object_is_a_clear_error() {
+        let o = XdpOptions::new(PathBuf::from("/nonexistent/flowlens-ebpf"), vec![]);
+        let e = XdpHandle::load(&o).unwrap_err();
+        assert_eq!(e.reason(), "object_missing");
+        assert!(e.to_string().contains("cargo xtask build-ebpf"), "{e}");
+    }
+}
