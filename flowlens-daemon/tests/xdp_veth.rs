@@ -1,0 +1,806 @@
+//! The XDP fast path against a real kernel: two network namespaces joined by a veth
+//! pair, the program attached on the collector side, flow datagrams sent from the peer
+//! side, and what comes out of the rings (as `RawDatagram`s) and the program's counters
+//! checked exactly.
+//!
+//! Needs root (`CAP_BPF`, `CAP_NET_ADMIN`, `CAP_SYS_ADMIN` for setns), iproute2, ping, and the
+//! BPF object: `$FLOWLENS_EBPF_OBJECT`, or built once per test binary by running
+//! `cargo xtask build-ebpf`. Where `CI` is set a missing prerequisite fails the test;
+//! elsewhere the test prints why and skips.
+//!
+//! Every test has its own namespaces (unique names, deleted on drop), its own program
+//! instance and maps, so the tests run in parallel. Namespaces are entered per thread
+//! (`setns` in a scoped thread), so the test thread itself never changes namespace.
+#![allow(
+    unsafe_code,
+    reason = "VLAN-tagged frames are sent raw through AF_PACKET (libc)"
+)]
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use flowlens_daemon::ingest::datagram::{Dispatcher, RawDatagram, Source};
+use flowlens_daemon::ingest::ring::{RingReader, RingReaderOptions};
+use flowlens_daemon::ingest::xdp::{AttachMode, XdpCounters, XdpError, XdpHandle, XdpOptions};
+use nix::sched::{CloneFlags, CpuSet, sched_setaffinity, setns};
+use nix::unistd::Pid;
+
+const C4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const P4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const P4_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+const C6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+const P6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+
+// ---------------------------------------------------------------------------------
+// Prerequisites: skip locally, fail in CI.
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// `None` (after printing why) when the test should be skipped; panics in CI.
+fn unavailable<T>(reason: &str) -> Option<T> {
+    assert!(
+        !in_ci(),
+        "XDP test prerequisite missing (CI is set, so this fails): {reason}"
+    );
+    eprintln!("skipping XDP test: {reason}");
+    None
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The BPF object: `$FLOWLENS_EBPF_OBJECT`, else built by `cargo xtask build-ebpf`
+/// (once per test binary; a no-op when CI already built it).
+fn object() -> Result<PathBuf, String> {
+    static OBJECT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    OBJECT
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os(flowlens_daemon::ingest::xdp::OBJECT_ENV) {
+                return Ok(PathBuf::from(p));
+            }
+            let out = Command::new(env!("CARGO"))
+                .args(["run", "--quiet", "--package", "xtask", "--manifest-path"])
+                .arg(workspace().join("Cargo.toml"))
+                .args(["--", "build-ebpf"])
+                .output()
+                .map_err(|e| format!("running cargo xtask build-ebpf: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cargo xtask build-ebpf failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let path = stdout.lines().last().unwrap_or_default().trim();
+            Ok(PathBuf::from(path))
+        })
+        .clone()
+}
+
+fn tool(name: &str) -> bool {
+    Command::new(name).arg("-V").output().is_ok()
+}
+
+/// Everything a test needs, or `None` when skipped.
+fn setup(tag: &str) -> Option<(Net, PathBuf)> {
+    for t in ["ip", "ping"] {
+        if !tool(t) {
+            return unavailable(&format!("`{t}` is not installed (iproute2, iputils-ping)"));
+        }
+    }
+    let net = match Net::new(tag) {
+        Ok(n) => n,
+        Err(e) => return unavailable(&format!("cannot create network namespaces: {e}")),
+    };
+    match object() {
+        Ok(p) => Some((net, p)),
+        Err(e) => unavailable(&e),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Network namespaces joined by a veth pair.
+
+/// Two namespaces, `collector` (veth `vc`, 10.0.0.1, `fd00::1`) and `peer` (veth `vp`,
+/// 10.0.0.2 and .3, `fd00::2`); deleted with everything in them on drop.
+struct Net {
+    collector: String,
+    peer: String,
+    vc: String,
+    vp: String,
+}
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Net {
+    fn new(tag: &str) -> Result<Self, String> {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "{:x}{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let net = Self {
+            collector: format!("flowlens-{tag}-{id}-c"),
+            peer: format!("flowlens-{tag}-{id}-p"),
+            vc: format!("vc{id}"),
+            vp: format!("vp{id}"),
+        };
+        ip(&["netns", "add", &net.collector])?;
+        ip(&["netns", "add", &net.peer])?;
+        let (c, p, vc, vp) = (&net.collector, &net.peer, &net.vc, &net.vp);
+        ip(&[
+            "-n", c, "link", "add", vc, "type", "veth", "peer", "name", vp, "netns", p,
+        ])?;
+        ip(&["-n", c, "addr", "add", "10.0.0.1/24", "dev", vc])?;
+        ip(&["-n", p, "addr", "add", "10.0.0.2/24", "dev", vp])?;
+        ip(&["-n", p, "addr", "add", "10.0.0.3/24", "dev", vp])?;
+        ip(&["-n", c, "addr", "add", "fd00::1/64", "dev", vc, "nodad"])?;
+        ip(&["-n", p, "addr", "add", "fd00::2/64", "dev", vp, "nodad"])?;
+        for (ns, dev) in [(c, vc), (p, vp)] {
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        Ok(net)
+    }
+
+    /// `ip link show` of the collector's veth.
+    fn collector_link(&self) -> String {
+        ip(&["-n", &self.collector, "link", "show", "dev", &self.vc]).expect("ip link show")
+    }
+
+    fn collector_mac(&self) -> [u8; 6] {
+        let link = self.collector_link();
+        let mac = link
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .expect("veth has a MAC");
+        let mut out = [0u8; 6];
+        for (o, h) in out.iter_mut().zip(mac.split(':')) {
+            *o = u8::from_str_radix(h, 16).expect("hex MAC");
+        }
+        out
+    }
+
+    fn ping(&self, dst: IpAddr) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.peer, "ping", "-c", "1", "-W", "3"])
+            .arg(dst.to_string())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.collector]);
+        let _ = ip(&["netns", "del", &self.peer]);
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns` (setns affects only the calling thread).
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = File::open(format!("/run/netns/{ns}")).expect("namespace exists");
+            setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns into the test namespace");
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// The collector side: program, rings, readers.
+
+struct Collector {
+    // Field order is drop order: readers, then the program (detach), then namespaces.
+    reader: Option<RingReader>,
+    handle: Option<XdpHandle>,
+    rx: Receiver<RawDatagram>,
+    net: Net,
+}
+
+impl Collector {
+    fn start(net: Net, object: &Path, tweak: impl FnOnce(&mut XdpOptions)) -> Self {
+        let mut opts = XdpOptions::new(object.to_path_buf(), vec![net.vc.clone()]);
+        tweak(&mut opts);
+        let mut handle = in_netns(&net.collector, || XdpHandle::load(&opts))
+            .unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
+        let rings = handle.take_rings().expect("rings");
+        let (dispatcher, mut queues) = Dispatcher::new(1, 65_536);
+        let reader = RingReader::spawn(
+            rings,
+            &dispatcher,
+            Arc::new(AtomicBool::new(false)),
+            &RingReaderOptions::default(),
+        )
+        .expect("ring readers");
+        Self {
+            reader: Some(reader),
+            handle: Some(handle),
+            rx: queues.remove(0),
+            net,
+        }
+    }
+
+    fn handle(&mut self) -> &mut XdpHandle {
+        self.handle.as_mut().expect("attached")
+    }
+
+    fn counters(&mut self) -> XdpCounters {
+        self.handle().counters().expect("counters")
+    }
+
+    /// Exactly `n` datagrams, then nothing more for a moment.
+    fn expect(&self, n: usize) -> Vec<RawDatagram> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(d) => got.push(d),
+                Err(e) => panic!(
+                    "expected {n} datagrams from the rings, got {} ({e}): {got:?}",
+                    got.len()
+                ),
+            }
+        }
+        if let Ok(extra) = self.rx.recv_timeout(Duration::from_millis(200)) {
+            panic!("expected {n} datagrams, got at least one more: {extra:?}");
+        }
+        got
+    }
+
+    fn detach(&mut self) {
+        if let Some(r) = self.reader.take() {
+            let stats = r.stop();
+            assert_eq!(stats.malformed, 0, "{stats:?}");
+        }
+        let mut handle = self.handle.take().expect("attached");
+        in_netns(&self.net.collector, || handle.detach()).expect("detach");
+        drop(handle);
+        let link = self.net.collector_link();
+        assert!(!link.contains("xdp"), "still attached after detach: {link}");
+    }
+}
+
+fn assert_identity(c: &XdpCounters) {
+    assert_eq!(
+        c.seen,
+        c.steered + c.passed + c.sampled_out + c.ring_full,
+        "{c:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Senders.
+
+/// Sends UDP datagrams from the peer namespace, from `src` to `dst`.
+fn send_udp(net: &Net, src: IpAddr, dst: SocketAddr, payloads: &[Vec<u8>]) {
+    in_netns(&net.peer, || {
+        let s = UdpSocket::bind(SocketAddr::new(src, 0)).expect("bind sender");
+        for p in payloads {
+            s.send_to(p, dst).expect("send");
+        }
+    });
+}
+
+/// A UDP socket in the collector namespace (it receives what the program passes).
+fn collector_socket(net: &Net, addr: SocketAddr) -> UdpSocket {
+    let s = in_netns(&net.collector, || UdpSocket::bind(addr)).expect("bind collector socket");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    s
+}
+
+fn recv_all(s: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
+    let mut buf = [0u8; 2048];
+    (0..n)
+        .map(|_| {
+            let (len, _) = s.recv_from(&mut buf).expect("datagram reached the stack");
+            buf[..len].to_vec()
+        })
+        .collect()
+}
+
+fn payload(tag: &str, i: usize) -> Vec<u8> {
+    // Varying lengths, and bytes that are not all printable.
+    let mut p = format!("{tag}-{i}-").into_bytes();
+    p.extend((0..(i * 37) % 300).map(|b| u8::try_from(b % 251).expect("< 251")));
+    p
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+// ---------------------------------------------------------------------------------
+// Raw frames (VLAN tags, IP options, fragments) through AF_PACKET.
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !u16::try_from(sum).expect("folded to 16 bits")
+}
+
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(8 + payload.len()).expect("small test payload");
+    let mut v = Vec::new();
+    v.extend_from_slice(&sport.to_be_bytes());
+    v.extend_from_slice(&dport.to_be_bytes());
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(&[0, 0]); // no checksum (allowed for IPv4; XDP never checks)
+    v.extend_from_slice(payload);
+    v
+}
+
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, options: &[u8], frag: u16, l4: &[u8]) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0);
+    let ihl = u8::try_from(5 + options.len() / 4).expect("at most 40 bytes of options");
+    let total = u16::try_from(usize::from(ihl) * 4 + l4.len()).expect("small test packet");
+    let mut h = vec![0x40 | ihl, 0];
+    h.extend_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&[0x12, 0x34]);
+    h.extend_from_slice(&frag.to_be_bytes());
+    h.extend_from_slice(&[64, 17, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h.extend_from_slice(options);
+    let c = checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(l4);
+    h
+}
+
+fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, l4: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(
+        &u16::try_from(l4.len())
+            .expect("small test packet")
+            .to_be_bytes(),
+    );
+    h.extend_from_slice(&[next, 64]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h.extend_from_slice(l4);
+    h
+}
+
+/// An Ethernet frame with the given (TPID, TCI) tags, outermost first.
+fn eth(dst: [u8; 6], tags: &[(u16, u16)], ethertype: u16, l3: &[u8]) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+    for (tpid, tci) in tags {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&tci.to_be_bytes());
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(l3);
+    f
+}
+
+/// Sends raw frames out of `ifname` in the peer namespace (the kernel here has no
+/// 802.1Q devices, so tagged frames are written whole).
+fn send_raw(net: &Net, frames: &[Vec<u8>]) {
+    in_netns(&net.peer, || {
+        let name = std::ffi::CString::new(net.vp.clone()).expect("no NUL in the name");
+        // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(ifindex, 0, "peer veth exists");
+        // SAFETY: plain socket(2); the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        for f in frames {
+            let mut addr = [0u8; 8];
+            addr[..6].copy_from_slice(&f[..6]);
+            let sll = libc::sockaddr_ll {
+                sll_family: u16::try_from(libc::AF_PACKET).expect("AF_PACKET is 17"),
+                sll_protocol: 0,
+                sll_ifindex: i32::try_from(ifindex).expect("ifindex fits"),
+                sll_hatype: 0,
+                sll_pkttype: 0,
+                sll_halen: 6,
+                sll_addr: addr,
+            };
+            // SAFETY: the buffer and the address are valid for the stated lengths.
+            let n = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&raw const sll).cast(),
+                    u32::try_from(size_of::<libc::sockaddr_ll>()).expect("20 bytes"),
+                )
+            };
+            assert_eq!(
+                usize::try_from(n).ok(),
+                Some(f.len()),
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------
+// Tests.
+
+#[test]
+fn steers_netflow_ipfix_sflow_over_ipv4_and_ipv6_and_passes_everything_else() {
+    let Some((net, object)) = setup("steer") else {
+        return;
+    };
+    let mut c = Collector::start(net, &object, |_| {});
+    assert_eq!(c.handle().attachments()[0].mode, AttachMode::Native);
+    let link = c.net.collector_link();
+    assert!(link.contains("xdp"), "attached in native mode: {link}");
+
+    // Other traffic first: it must reach the collector's stack untouched.
+    let other = collector_socket(&c.net, SocketAddr::new(IpAddr::V4(C4), 9999));
+    send_udp(
+        &c.net,
+        IpAddr::V4(P4),
+        SocketAddr::new(IpAddr::V4(C4), 9999),
+        &[b"hi".to_vec()],
+    );
+    assert_eq!(recv_all(&other, 1), vec![b"hi".to_vec()]);
+    assert!(
+        c.net.ping(IpAddr::V4(C4)),
+        "IPv4 ping through the XDP program"
+    );
+    assert!(
+        c.net.ping(IpAddr::V6(C6)),
+        "IPv6 ping through the XDP program"
+    );
+
+    let mut sent = Vec::new();
+    for (i, port) in [2055u16, 4739, 6343].into_iter().enumerate() {
+        let p4 = payload(&format!("v4-{port}"), i);
+        let p6 = payload(&format!("v6-{port}"), i + 3);
+        send_udp(
+            &c.net,
+            IpAddr::V4(P4),
+            SocketAddr::new(IpAddr::V4(C4), port),
+            std::slice::from_ref(&p4),
+        );
+        send_udp(
+            &c.net,
+            IpAddr::V6(P6),
+            SocketAddr::new(IpAddr::V6(C6), port),
+            std::slice::from_ref(&p6),
+        );
+        sent.push((IpAddr::V4(P4), p4));
+        sent.push((IpAddr::V6(P6), p6));
+    }
+    let got = c.expect(sent.len());
+    for d in &got {
+        assert_eq!(d.source, Source::Xdp);
+        assert_eq!(d.presample_rate, 1);
+        assert!(
+            d.received_at_ms > 1_600_000_000_000,
+            "wall-clock ms: {}",
+            d.received_at_ms
+        );
+    }
+    let mut got: Vec<_> = got.into_iter().map(|d| (d.exporter, d.payload)).collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent);
+
+    let k = c.counters();
+    assert_identity(&k);
+    assert_eq!(k.steered, 6, "{k:?}");
+    assert_eq!((k.sampled_out, k.ring_full, k.too_big), (0, 0, 0), "{k:?}");
+    // The UDP to 9999, two echo requests, and neighbour discovery at least.
+    assert!(k.passed >= 3, "{k:?}");
+    c.detach();
+}
+
+#[test]
+fn vlan_tagged_frames_ip_options_and_qinq_are_steered_fragments_and_extension_headers_pass() {
+    let Some((net, object)) = setup("vlan") else {
+        return;
+    };
+    let mut c = Collector::start(net, &object, |_| {});
+    let mac = c.net.collector_mac();
+    let exp4 = Ipv4Addr::new(192, 0, 2, 10);
+    let exp6: Ipv6Addr = "2001:db8::10".parse().unwrap();
+    let (dot1q, qinq, opts) = (
+        payload("dot1q", 1),
+        payload("qinq", 2),
+        payload("options", 3),
+    );
+
+    let steered = vec![
+        // 802.1Q, IPv4 to NetFlow.
+        eth(
+            mac,
+            &[(0x8100, 100)],
+            0x0800,
+            &ipv4(exp4, C4, &[], 0, &udp(5000, 2055, &dot1q)),
+        ),
+        // QinQ (802.1ad outer, 802.1Q inner), IPv6 to IPFIX.
+        eth(
+            mac,
+            &[(0x88a8, 10), (0x8100, 20)],
+            0x86dd,
+            &ipv6(exp6, C6, 17, &udp(5001, 4739, &qinq)),
+        ),
+        // Untagged IPv4 with 8 bytes of options (two NOPs + padding) to sFlow.
+        eth(
+            mac,
+            &[],
+            0x0800,
+            &ipv4(
+                exp4,
+                C4,
+                &[1, 1, 1, 0, 0, 0, 0, 0],
+                0,
+                &udp(5002, 6343, &opts),
+            ),
+        ),
+    ];
+    let passed = vec![
+        // First fragment (More Fragments set) of a datagram to 2055: the stack's business.
+        eth(
+            mac,
+            &[(0x8100, 100)],
+            0x0800,
+            &ipv4(exp4, C4, &[], 0x2000, &udp(5003, 2055, &dot1q)),
+        ),
+        // IPv6 with a hop-by-hop header before UDP: passed, not parsed.
+        eth(
+            mac,
+            &[],
+            0x86dd,
+            &ipv6(exp6, C6, 0, &{
+                let mut hbh = vec![17, 0, 1, 4, 0, 0, 0, 0];
+                hbh.extend(udp(5004, 2055, &dot1q));
+                hbh
+            }),
+        ),
+        // Three tags: more than the parser accepts.
+        eth(
+            mac,
+            &[(0x88a8, 1), (0x8100, 2), (0x8100, 3)],
+            0x0800,
+            &ipv4(exp4, C4, &[], 0, &udp(5005, 2055, &dot1q)),
+        ),
+    ];
+    let before = c.counters();
+    send_raw(&c.net, &steered);
+    send_raw(&c.net, &passed);
+
+    let mut got: Vec<_> = c
+        .expect(3)
+        .into_iter()
+        .map(|d| (d.exporter, d.payload))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (IpAddr::V4(exp4), dot1q),
+        (IpAddr::V6(exp6), qinq),
+        (IpAddr::V4(exp4), opts),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+
+    let k = c.counters();
+    assert_identity(&k);
+    assert_eq!(k.steered - before.steered, 3, "{k:?}");
+    assert!(k.passed - before.passed >= 3, "{k:?}");
+    c.detach();
+}
+
+#[test]
+fn mirror_mode_passes_steered_datagrams_to_the_stack_too() {
+    let Some((net, object)) = setup("mirror") else {
+        return;
+    };
+    let mut c = Collector::start(net, &object, |o| o.mirror = true);
+    let sock = collector_socket(&c.net, SocketAddr::new(IpAddr::V4(C4), 2055));
+    let payloads: Vec<_> = (0..3).map(|i| payload("mirror", i)).collect();
+    send_udp(
+        &c.net,
+        IpAddr::V4(P4),
+        SocketAddr::new(IpAddr::V4(C4), 2055),
+        &payloads,
+    );
+
+    let ring: Vec<_> = c.expect(3).into_iter().map(|d| d.payload).collect();
+    assert_eq!(sorted(ring), sorted(payloads.clone()));
+    assert_eq!(sorted(recv_all(&sock, 3)), sorted(payloads));
+    let k = c.counters();
+    assert_identity(&k);
+    assert_eq!(k.steered, 3, "{k:?}");
+
+    // Mirror off at runtime: steered datagrams are consumed again.
+    c.handle().set_mirror(false).expect("mirror off");
+    send_udp(
+        &c.net,
+        IpAddr::V4(P4),
+        SocketAddr::new(IpAddr::V4(C4), 2055),
+        &[b"x".to_vec()],
+    );
+    assert_eq!(c.expect(1)[0].payload, b"x");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        sock.recv_from(&mut [0u8; 64]).is_err(),
+        "consumed datagram reached the stack"
+    );
+    c.detach();
+}
+
+#[test]
+fn sample_rate_four_keeps_one_in_four_per_exporter() {
+    let Some((net, object)) = setup("sample") else {
+        return;
+    };
+    let mut c = Collector::start(net, &object, |_| {});
+    c.handle().set_sample_rate(4).expect("set sample rate");
+    assert_eq!(c.handle().config().sample_rate, 4);
+
+    // The program samples per exporter *and CPU*; veth runs XDP on the sending CPU, so
+    // one pinned sender makes the count exact.
+    let dst = SocketAddr::new(IpAddr::V4(C4), 2055);
+    in_netns(&c.net.peer, || {
+        let mut cpus = CpuSet::new();
+        cpus.set(0).expect("cpu 0");
+        sched_setaffinity(Pid::from_raw(0), &cpus).expect("pin sender");
+        for src in [P4, P4_B] {
+            let s = UdpSocket::bind(SocketAddr::new(IpAddr::V4(src), 0)).expect("bind");
+            for i in 0..20 {
+                s.send_to(&payload(&src.to_string(), i), dst).expect("send");
+            }
+        }
+    });
+
+    let got = c.expect(10);
+    for src in [P4, P4_B] {
+        let kept: Vec<_> = got
+            .iter()
+            .filter(|d| d.exporter == IpAddr::V4(src))
+            .map(|d| d.payload.clone())
+            .collect();
+        let want: Vec<_> = [0, 4, 8, 12, 16]
+            .iter()
+            .map(|&i| payload(&src.to_string(), i))
+            .collect();
+        assert_eq!(sorted(kept), sorted(want), "1 in 4 from {src}");
+    }
+    assert!(
+        got.iter().all(|d| d.presample_rate == 4),
+        "rate travels with the datagram"
+    );
+    let k = c.counters();
+    assert_identity(&k);
+    assert_eq!((k.steered, k.sampled_out), (10, 30), "{k:?}");
+
+    c.handle().set_sample_rate(1).expect("back to 1");
+    send_udp(&c.net, IpAddr::V4(P4), dst, &[b"a".to_vec(), b"b".to_vec()]);
+    let got = c.expect(2);
+    assert!(got.iter().all(|d| d.presample_rate == 1));
+    c.detach();
+}
+
+#[test]
+fn exporter_filter_steers_only_listed_prefixes() {
+    let Some((net, object)) = setup("filter") else {
+        return;
+    };
+    let mut c = Collector::start(net, &object, |o| {
+        o.exporter_prefixes = vec![
+            "10.0.0.3/32".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ];
+    });
+    let sock = collector_socket(&c.net, SocketAddr::new(IpAddr::V4(C4), 2055));
+    let dst = SocketAddr::new(IpAddr::V4(C4), 2055);
+    send_udp(&c.net, IpAddr::V4(P4_B), dst, &[b"listed".to_vec()]);
+    send_udp(&c.net, IpAddr::V4(P4), dst, &[b"unlisted".to_vec()]);
+    let got = c.expect(1);
+    assert_eq!(
+        (got[0].exporter, got[0].payload.as_slice()),
+        (IpAddr::V4(P4_B), &b"listed"[..])
+    );
+    assert_eq!(recv_all(&sock, 1), vec![b"unlisted".to_vec()]);
+    let k = c.counters();
+    assert_identity(&k);
+    assert_eq!(k.steered, 1);
+    c.detach();
+}
+
+#[test]
+fn generic_mode_attaches_steers_and_detaches() {
+    let Some((net, object)) = setup("generic") else {
+        return;
+    };
+    let mut c = Collector::start(net, &object, |o| {
+        o.try_native = false;
+        // Wake the reader on every record: the unbatched path works too.
+        o.wakeup_bytes = 0;
+    });
+    assert_eq!(c.handle().attachments()[0].mode, AttachMode::Generic);
+    assert!(
+        c.net.collector_link().contains("xdpgeneric"),
+        "{}",
+        c.net.collector_link()
+    );
+    send_udp(
+        &c.net,
+        IpAddr::V6(P6),
+        SocketAddr::new(IpAddr::V6(C6), 6343),
+        &[b"sflow".to_vec()],
+    );
+    let got = c.expect(1);
+    assert_eq!(
+        (got[0].exporter, got[0].payload.as_slice()),
+        (IpAddr::V6(P6), &b"sflow"[..])
+    );
+    assert!(c.net.ping(IpAddr::V4(C4)));
+    c.detach();
+}
+
+#[test]
+fn an_object_without_the_expected_program_is_an_abi_mismatch() {
+    let Some((net, object)) = setup("abi") else {
+        return;
+    };
+    // The same object with its program renamed, as an older build would name it.
+    let mut bytes = std::fs::read(&object).expect("object");
+    let (from, to) = (b"flowlens_xdp_v1", b"flowlens_xdp_v0");
+    let mut i = 0;
+    while let Some(at) = bytes[i..].windows(from.len()).position(|w| w == from) {
+        bytes[i + at..i + at + from.len()].copy_from_slice(to);
+        i += at + from.len();
+    }
+    let path = std::env::temp_dir().join(format!("flowlens-abi-{}.o", std::process::id()));
+    std::fs::write(&path, bytes).expect("write renamed object");
+    let opts = XdpOptions::new(path.clone(), vec![net.vc.clone()]);
+    let err = in_netns(&net.collector, || XdpHandle::load(&opts)).expect_err("must refuse");
+    let _ = std::fs::remove_file(&path);
+    assert!(matches!(err, XdpError::AbiMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("flowlens_xdp_v0"), "{err}");
+    assert!(!net.collector_link().contains("xdp"));
+}
