@@ -291,6 +291,8 @@ fn put_field(out: &mut Vec<u8>, ie: u16, len: u16, f: &Flow) {
         27 => put_octets(out, &f.src6.octets(), n),
         28 => put_octets(out, &f.dst6.octets(), n),
         61 => put_uint(out, u64::from(f.direction), n),
+        // FLOW_SAMPLER_ID / selectorId: every builder's flows come from sampler 1.
+        48 | 302 => put_uint(out, 1, n),
         62 => put_octets(out, &f.next_hop6.octets(), n),
         95 if len == VARIABLE => {
             out.push(u8::try_from(f.app_id.len()).expect("4 fits u8"));
