@@ -18,6 +18,10 @@
 //! build, which excludes this crate.
 #![no_std]
 #![no_main]
+#![allow(
+    clippy::inline_always,
+    reason = "BPF: one flat function is what the verifier sees best; no bpf-to-bpf calls"
+)]
 
 mod parse;
 mod sample;
@@ -93,7 +97,11 @@ static FLOW_SCRATCH: PerCpuArray<Record, 1> = PerCpuArray::new();
 /// The entry point. Its name is the ABI check: the loader looks for
 /// `flowlens_ebpf_common::PROGRAM_NAME` (asserted equal below).
 #[xdp]
-pub fn flowlens_xdp_v1(ctx: XdpContext) -> u32 {
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature #[xdp] requires"
+)]
+fn flowlens_xdp_v1(ctx: XdpContext) -> u32 {
     steer::try_steer(&ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 

@@ -12,7 +12,7 @@ use aya_ebpf::programs::XdpContext;
 
 /// Ethernet header length (no FCS in XDP).
 const ETH_LEN: usize = 14;
-/// An 802.1Q / 802.1ad tag: TCI then the inner EtherType.
+/// An 802.1Q / 802.1ad tag: TCI then the inner `EtherType`.
 const VLAN_LEN: usize = 4;
 const IPV4_MIN_LEN: usize = 20;
 const IPV6_LEN: usize = 40;
@@ -22,7 +22,7 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 /// 802.1Q customer tag.
 const ETH_P_8021Q: u16 = 0x8100;
-/// 802.1ad service tag (the outer tag of QinQ).
+/// 802.1ad service tag (the outer tag of `QinQ`).
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_UDP: u8 = 17;
 

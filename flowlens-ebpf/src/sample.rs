@@ -19,23 +19,19 @@ pub(crate) fn keep(exporter: &[u8; 16], rate: u32) -> bool {
     if rate <= 1 {
         return true;
     }
-    match FLOW_SAMPLE.get_ptr_mut(exporter) {
-        Some(pos) => {
-            // SAFETY: the pointer comes from a successful lookup in a per-CPU map, so it
-            // points at this CPU's u32, which only this program on this CPU writes.
-            let current = unsafe { *pos };
-            // `>=` rather than `==`: the rate may have been lowered since the last packet.
-            let next = if current + 1 >= rate { 0 } else { current + 1 };
-            // SAFETY: as above.
-            unsafe { *pos = next };
-            current == 0
-        }
-        None => {
-            // First datagram from this exporter (or evicted): keep it, and the next
-            // N - 1 are sampled out. If the insert fails the next one is kept too,
-            // which errs on the side of keeping data.
-            let _ = FLOW_SAMPLE.insert(exporter, 1u32, 0);
-            true
-        }
-    }
+    let Some(pos) = FLOW_SAMPLE.get_ptr_mut(exporter) else {
+        // First datagram from this exporter (or evicted): keep it, and the next
+        // N - 1 are sampled out. If the insert fails the next one is kept too,
+        // which errs on the side of keeping data.
+        let _ = FLOW_SAMPLE.insert(exporter, 1u32, 0);
+        return true;
+    };
+    // SAFETY: the pointer comes from a successful lookup in a per-CPU map, so it points
+    // at this CPU's u32, which only this program on this CPU writes.
+    let current = unsafe { *pos };
+    // `>=` rather than `==`: the rate may have been lowered since the last packet.
+    let next = if current + 1 >= rate { 0 } else { current + 1 };
+    // SAFETY: as above.
+    unsafe { *pos = next };
+    current == 0
 }

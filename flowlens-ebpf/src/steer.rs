@@ -4,7 +4,7 @@
 //! prefix (`FLOW_EXPORTERS`), never by payload: protocol detection belongs to the
 //! daemon's decoders. A steered datagram ends as exactly one of `Steered` (in a ring),
 //! `SampledOut` or `RingFull`, and is dropped, or also passed to the stack in mirror
-//! mode; every other packet is `Passed`.
+//! mode; every other packet is `Passed` (`Err(Pass)`).
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action},
@@ -30,31 +30,38 @@ enum CopyError {
     Unavailable,
 }
 
-/// Decides the packet's fate and does the accounting. `Err` is reserved for failures
-/// the entry point turns into `XDP_PASS`; every normal outcome is an `Ok` action.
-#[inline(always)]
-pub(crate) fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
-    count(Counter::Seen);
-    let cfg = FLOW_CONFIG.get(0).copied().unwrap_or_default();
+/// Not ours, or in doubt: the entry point passes the packet (and it was counted).
+pub(crate) struct Pass;
 
-    let Some(dg) = parse::udp(ctx) else {
-        return Ok(pass());
-    };
-    if FLOW_PORTS.get_ptr(dg.dst_port).is_none() {
-        return Ok(pass());
+/// Decides the packet's fate and does the accounting. `Err(Pass)` (any `?` below) is
+/// "give it to the stack": the entry point turns it into `XDP_PASS`.
+#[inline(always)]
+pub(crate) fn try_steer(ctx: &XdpContext) -> Result<u32, Pass> {
+    count(Counter::Seen);
+    let verdict = steer(ctx);
+    if verdict.is_err() {
+        count(Counter::Passed);
     }
-    if cfg.flags & Config::FLAG_FILTER_EXPORTERS != 0
-        && FLOW_EXPORTERS.get(&Key::new(128, dg.src_addr)).is_none()
-    {
-        return Ok(pass());
+    verdict
+}
+
+#[inline(always)]
+fn steer(ctx: &XdpContext) -> Result<u32, Pass> {
+    let cfg = FLOW_CONFIG.get(0).copied().ok_or(Pass)?;
+    let dg = parse::udp(ctx).ok_or(Pass)?;
+    FLOW_PORTS.get_ptr(dg.dst_port).ok_or(Pass)?;
+    if cfg.flags & Config::FLAG_FILTER_EXPORTERS != 0 {
+        FLOW_EXPORTERS
+            .get(&Key::new(128, dg.src_addr))
+            .ok_or(Pass)?;
     }
     if dg.payload_len == 0 {
         // Nothing to collect; the stack can have it.
-        return Ok(pass());
+        return Err(Pass);
     }
     if dg.payload_len > MAX_PAYLOAD {
         count(Counter::TooBig);
-        return Ok(pass());
+        return Err(Pass);
     }
 
     // Mirror mode: a collector beside us still gets every packet.
@@ -78,14 +85,8 @@ pub(crate) fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
             count(Counter::RingFull);
             Ok(consumed)
         }
-        Err(CopyError::Unavailable) => Ok(pass()),
+        Err(CopyError::Unavailable) => Err(Pass),
     }
-}
-
-#[inline(always)]
-fn pass() -> u32 {
-    count(Counter::Passed);
-    xdp_action::XDP_PASS
 }
 
 /// Assembles header + payload in this CPU's scratch record and outputs exactly
@@ -134,7 +135,7 @@ fn copy_to_ring(ctx: &XdpContext, dg: &parse::Udp, cfg: &Config) -> Result<(), C
             ctx.ctx,
             offset,
             (*rec).payload.as_mut_ptr().cast(),
-            len as u32,
+            u32::from(len16),
         )
     };
     if loaded != 0 {
