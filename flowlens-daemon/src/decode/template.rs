@@ -438,7 +438,7 @@ fn learn_v9(
                 TemplateKind::Options {
                     scope_fields: scope_len / 4,
                 },
-                (scope_len + opt_len) / 4,
+                scope_len / 4 + opt_len / 4,
             )
         } else {
             (TemplateKind::Data, set.u16()?)

@@ -1089,3 +1089,27 @@ fn presampled_datagrams_renormalise_and_do_not_count_sampling_gaps_as_loss() {
         (0, 0, 1)
     );
 }
+
+#[test]
+fn fuzz_d80b524e_v9_options_lengths_do_not_overflow() {
+    // Scope and option lengths that sum past u16::MAX once overflowed while computing
+    // the field count (found by cargo fuzz, decode_netflow_v9).
+    let mut body = 300u16.to_be_bytes().to_vec();
+    body.extend_from_slice(&0xFFFCu16.to_be_bytes());
+    body.extend_from_slice(&8u16.to_be_bytes());
+    let pkt = v9_packet(0, 1, T0_S, 0, &[data_set(1, &body, 0)]);
+    let mut out = Vec::new();
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &pkt,
+    };
+    assert_eq!(
+        Decoder::default().decode(&dg, &mut out),
+        Err(DecodeError::Truncated {
+            offset: 30,
+            needed: 65_540,
+            available: 0
+        })
+    );
+}
