@@ -22,12 +22,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use flowlens_ebpf_common::PortKind;
 
 use crate::config::Config;
 use crate::decode::{Datagram, Decoder, DecoderConfig, ExporterCounters};
 use crate::flow::FlowRecord;
 use crate::ingest::datagram::{Dispatcher, RawDatagram};
+use crate::ingest::ring::{RingReader, RingReaderOptions};
 use crate::ingest::udp;
+use crate::ingest::xdp::{self, ExporterPrefix, XdpHandle, XdpOptions};
 use crate::output;
 use crate::pressure::{Pressure, PressurePolicy};
 use crate::telemetry::metrics as m;
@@ -184,27 +187,42 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
 
     // Ingestion: XDP when asked for and possible, else UDP sockets.
     let wants_xdp = cfg.xdp.enabled && !opts.no_xdp && !cfg.xdp.interfaces.is_empty();
+    let mut xdp = None;
     if wants_xdp {
-        tracing::warn!(
-            interfaces = ?cfg.xdp.interfaces,
-            "XDP ingestion is not available in this build yet; falling back to UDP sockets"
-        );
+        match start_xdp(cfg, &dispatcher, shutdown) {
+            Ok(x) => {
+                tracing::info!(attachments = ?x.0.attachments(), "XDP fast path attached");
+                xdp = Some(x);
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                interfaces = ?cfg.xdp.interfaces,
+                "XDP unavailable; falling back to UDP sockets"
+            ),
+        }
     }
-    m::ingest_mode(false);
+    m::ingest_mode(xdp.is_some());
     let sample_rate = Arc::new(AtomicU32::new(1));
     let controls = udp::Controls {
         shutdown: shutdown.clone(),
         sample_rate: sample_rate.clone(),
     };
-    let sets = udp::bind(
-        cfg.ingestion.bind_address,
-        &cfg.ingestion.ports(),
-        workers,
-        cfg.ingestion.receive_buffer_size,
-    )
-    .map_err(RunError::Bind)?;
-    tracing::info!(ports = ?cfg.ingestion.ports(), workers, "receiving on UDP sockets");
-    let receivers = udp::spawn(sets, &dispatcher, &controls).map_err(RunError::Thread)?;
+    // In XDP mode the sockets still catch what the program passes on doubt (fragments,
+    // IPv6 extension headers, oversized datagrams); in mirror mode another collector
+    // owns the ports and gets every datagram, so we stay off them.
+    let receivers = if xdp.is_some() && cfg.xdp.mirror {
+        Vec::new()
+    } else {
+        let sets = udp::bind(
+            cfg.ingestion.bind_address,
+            &cfg.ingestion.ports(),
+            workers,
+            cfg.ingestion.receive_buffer_size,
+        )
+        .map_err(RunError::Bind)?;
+        tracing::info!(ports = ?cfg.ingestion.ports(), workers, "receiving on UDP sockets");
+        udp::spawn(sets, &dispatcher, &controls).map_err(RunError::Thread)?
+    };
 
     // Pressure control until shutdown.
     let bp = &cfg.ingestion.backpressure;
@@ -220,8 +238,17 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
         std::thread::park_timeout(Duration::from_millis(100));
         if let Some(rate) = pressure.update(&policy, dispatcher.max_fill()) {
             tracing::warn!(rate, "ingest pressure changed the sampling rate");
+            // XDP samples before the copy to the ring; the sockets sample in userspace.
+            if let Some((handle, _)) = xdp.as_mut() {
+                if let Err(e) = handle.set_sample_rate(rate) {
+                    tracing::error!(error = %e, "could not set the XDP sampling rate");
+                }
+            }
             sample_rate.store(rate, Ordering::Relaxed);
             m::sample_rate(rate);
+        }
+        if let Some((handle, _)) = xdp.as_ref() {
+            publish_xdp(handle);
         }
         for (i, depth) in dispatcher.depths().into_iter().enumerate() {
             m::queue_depth(i, depth);
@@ -230,6 +257,18 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
     tracing::info!("shutting down: draining queues");
     for r in receivers {
         let _ = r.join();
+    }
+    if let Some((mut handle, reader)) = xdp.take() {
+        let stats = reader.stop();
+        publish_xdp(&handle);
+        if let Err(e) = handle.detach() {
+            tracing::error!(error = %e, "detaching XDP");
+        }
+        tracing::info!(
+            records = stats.records,
+            malformed = stats.malformed,
+            "XDP detached"
+        );
     }
     drop(dispatcher);
     let mut summary = RunSummary::default();
@@ -241,6 +280,59 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
     summary.flows_processed = sink_thread.join().unwrap_or(0);
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(summary)
+}
+
+/// Loads and attaches the XDP program and starts the ring readers.
+fn start_xdp(
+    cfg: &Config,
+    dispatcher: &Dispatcher,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<(XdpHandle, RingReader), String> {
+    let object = cfg
+        .xdp
+        .object_path
+        .clone()
+        .unwrap_or_else(xdp::default_object_path);
+    let mut options = XdpOptions::new(object, cfg.xdp.interfaces.clone());
+    let i = &cfg.ingestion;
+    options.ports = vec![
+        (i.netflow_port, PortKind::Netflow),
+        (i.ipfix_port, PortKind::Ipfix),
+        (i.sflow_port, PortKind::Sflow),
+    ];
+    options.ports.sort_unstable_by_key(|p| p.0);
+    options.ports.dedup_by_key(|p| p.0);
+    options.exporter_prefixes = cfg
+        .xdp
+        .exporter_prefixes
+        .iter()
+        .map(|p| p.parse::<ExporterPrefix>().map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    options.mirror = cfg.xdp.mirror;
+    options.ring_size_bytes = cfg.xdp.ring_size_bytes;
+    let mut handle = XdpHandle::load(&options).map_err(|e| e.to_string())?;
+    let rings = handle
+        .take_rings()
+        .ok_or("the XDP rings were already taken")?;
+    let reader = RingReader::spawn(
+        rings,
+        dispatcher,
+        shutdown.clone(),
+        &RingReaderOptions::default(),
+    )
+    .map_err(|e| format!("starting ring readers: {e}"))?;
+    Ok((handle, reader))
+}
+
+fn publish_xdp(handle: &XdpHandle) {
+    match handle.counters() {
+        Ok(c) => {
+            for (name, value) in c.labelled() {
+                m::xdp_counter(name, value);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "reading XDP counters"),
+    }
 }
 
 async fn wait_for_signal(stop: &AtomicBool) {
