@@ -239,10 +239,8 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
         if let Some(rate) = pressure.update(&policy, dispatcher.max_fill()) {
             tracing::warn!(rate, "ingest pressure changed the sampling rate");
             // XDP samples before the copy to the ring; the sockets sample in userspace.
-            if let Some((handle, _)) = xdp.as_mut() {
-                if let Err(e) = handle.set_sample_rate(rate) {
-                    tracing::error!(error = %e, "could not set the XDP sampling rate");
-                }
+            if let Some(Err(e)) = xdp.as_mut().map(|(h, _)| h.set_sample_rate(rate)) {
+                tracing::error!(error = %e, "could not set the XDP sampling rate");
             }
             sample_rate.store(rate, Ordering::Relaxed);
             m::sample_rate(rate);
