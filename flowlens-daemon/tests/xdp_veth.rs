@@ -682,7 +682,9 @@ fn sample_rate_four_keeps_one_in_four_per_exporter() {
     assert_eq!(c.handle().config().sample_rate, 4);
 
     // The program samples per exporter *and CPU*; veth runs XDP on the sending CPU, so
-    // one pinned sender makes the count exact.
+    // one pinned sender makes the count exact. Resolve the neighbour first: datagrams
+    // queued behind ARP would leave from whichever CPU handles the reply.
+    assert!(c.net.ping(IpAddr::V4(C4)), "warm-up ping");
     let dst = SocketAddr::new(IpAddr::V4(C4), 2055);
     in_netns(&c.net.peer, || {
         let mut cpus = CpuSet::new();
