@@ -1,4 +1,4 @@
-//! flowlens-api: the axum REST + WebSocket service over the PostgreSQL graph.
+//! flowlens-api: the axum REST and `WebSocket` service over the `PostgreSQL` graph.
 //!
 //! It will own the `/api/v1` routes (assets, dependencies, topology, analysis, changes,
 //! alerts, discovery, admin), JWT auth with roles, rate limits and caching. It shares

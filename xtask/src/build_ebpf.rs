@@ -47,7 +47,7 @@ const SCRUBBED_ENV: &[&str] = &[
 ];
 
 /// Options of `cargo xtask build-ebpf`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub(crate) struct Options {
     /// Toolchain for the BPF build [default: the channel in
     /// flowlens-ebpf/rust-toolchain.toml]. Its LLVM must be 22 or older.

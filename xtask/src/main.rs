@@ -7,13 +7,19 @@
 //! exactly what to install otherwise, builds `flowlens-ebpf` for `bpfel-unknown-none`
 //! and prints the object's path on stdout (diagnostics go to stderr). The stable
 //! workspace build never needs any of that: the daemon loads the object from a path.
-//! Running the daemon and the benchmarks arrive as further subcommands.
+//!
+//! `run` ([`stack`]) builds the object and the daemon and runs `flowlens-daemon run`
+//! with the object's path; `bench ingest` ([`bench_ingest`]) measures the highest
+//! lossless flow rate of FlowLens (XDP and socket modes) and the C collectors on a veth
+//! pair between two network namespaces.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_ingest;
 mod build_ebpf;
+mod stack;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "FlowLens build tasks")]
@@ -26,12 +32,29 @@ struct Cli {
 enum Command {
     /// Build the XDP program (flowlens-ebpf) and print the object's path.
     BuildEbpf(build_ebpf::Options),
+    /// Build everything and run the daemon (`cargo xtask run -- ARGS` passes ARGS to
+    /// `flowlens-daemon run`).
+    Run(stack::Options),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Highest lossless flows/s per collector and protocol over a veth pair.
+    Ingest(bench_ingest::Options),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::BuildEbpf(opts) => build_ebpf::run(&opts),
+        Command::Run(opts) => stack::run(&opts),
+        Command::Bench(Bench::Ingest(opts)) => {
+            let object = stack::build_object();
+            bench_ingest::run(&opts, &stack::workspace(), object.as_deref())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,534 @@
+//! `cargo xtask bench ingest`: the highest lossless flow rate of each collector.
+//!
+//! Two network namespaces joined by a veth pair: the sender side runs `flowlens-daemon
+//! blast` (sendmmsg, realistic exports with templates and sequence numbers), the
+//! collector side runs one collector at a time: FlowLens in XDP mode, FlowLens in socket
+//! mode, nfdump's `nfcapd`/`sfcapd` and pmacct's `nfacctd`/`sfacctd`. For each collector
+//! and protocol the offered datagram rate doubles until more than `--max-loss` of the
+//! flows go missing (or the sender cannot go faster), then bisects. Each trial starts a
+//! fresh collector, offers `rate x duration` datagrams, waits for it to drain, and counts
+//! the flows the collector says it decoded:
+//! - FlowLens: `flowlens_flows_received_total` from `/metrics`;
+//! - nfcapd/sfcapd: `nfdump -I` on the file written at shutdown ("Flows: N");
+//! - nfacctd/sfacctd: the print plugin's packet totals (every blasted flow says 10
+//!   packets; an sFlow sample counts 1).
+//!
+//! The table goes to stdout and `target/bench/ingest.json`.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a synchronous script: it waits for processes"
+)]
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Options of `cargo xtask bench ingest`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Options {
+    /// Seconds of traffic per trial.
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) duration: f64,
+    /// Highest loss that still counts as lossless (fraction).
+    #[arg(long, default_value_t = 0.001)]
+    pub(crate) max_loss: f64,
+    /// Protocols to measure (v5, v9, ipfix, sflow).
+    #[arg(long, value_delimiter = ',', default_value = "v9,ipfix,sflow")]
+    pub(crate) protocols: Vec<String>,
+    /// Collectors to measure (xdp, udp, nfcapd, nfacctd).
+    #[arg(long, value_delimiter = ',', default_value = "xdp,udp,nfcapd,nfacctd")]
+    pub(crate) collectors: Vec<String>,
+    /// First offered rate, datagrams per second.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) start_rate: u64,
+}
+
+const COL_NS: &str = "flbench-col";
+const SND_NS: &str = "flbench-snd";
+const COL_IF: &str = "flbc0";
+const SND_IF: &str = "flbs0";
+const COL_IP: &str = "10.250.0.1";
+const TELEMETRY: &str = "127.0.0.1:19464";
+
+/// Flows per data datagram of each blasted protocol (see the daemon's `blast.rs`).
+fn flows_per_datagram(proto: &str) -> u64 {
+    match proto {
+        "v5" | "v9" => 30,
+        "ipfix" => 25,
+        _ => 8,
+    }
+}
+
+fn port(proto: &str) -> u16 {
+    match proto {
+        "ipfix" => 4739,
+        "sflow" => 6343,
+        _ => 2055,
+    }
+}
+
+/// The namespaces and veth pair; removed on drop.
+struct NetPair;
+
+impl NetPair {
+    fn create() -> Result<Self> {
+        NetPair::remove();
+        let cmds: [&[&str]; 10] = [
+            &["netns", "add", COL_NS],
+            &["netns", "add", SND_NS],
+            &[
+                "link", "add", COL_IF, "netns", COL_NS, "type", "veth", "peer", "name", SND_IF,
+                "netns", SND_NS,
+            ],
+            &["-n", COL_NS, "addr", "add", "10.250.0.1/24", "dev", COL_IF],
+            &["-n", SND_NS, "addr", "add", "10.250.0.2/24", "dev", SND_IF],
+            &["-n", COL_NS, "link", "set", COL_IF, "up"],
+            &["-n", SND_NS, "link", "set", SND_IF, "up"],
+            &["-n", COL_NS, "link", "set", "lo", "up"],
+            &["-n", SND_NS, "link", "set", "lo", "up"],
+            &["-n", SND_NS, "neigh", "flush", "all"],
+        ];
+        for args in cmds {
+            run_ok(Command::new("ip").args(args))
+                .with_context(|| format!("ip {}", args.join(" ")))?;
+        }
+        Ok(Self)
+    }
+
+    fn remove() {
+        for ns in [COL_NS, SND_NS] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        Self::remove();
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn in_ns(ns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]);
+    c
+}
+
+/// One collector process under test.
+struct Collector {
+    child: Child,
+    kind: String,
+    dir: PathBuf,
+}
+
+impl Collector {
+    fn start(
+        kind: &str,
+        proto: &str,
+        daemon: &Path,
+        object: Option<&Path>,
+        dir: &Path,
+    ) -> Result<Self> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let p = port(proto);
+        let log = std::fs::File::create(dir.join("collector.log"))?;
+        let child = match kind {
+            "xdp" | "udp" => {
+                let config = format!(
+                    "ingestion:\n  bind_address: {COL_IP}\n  netflow_port: 2055\n  ipfix_port: 4739\n  \
+                     sflow_port: 6343\n  backpressure:\n    enabled: false\n    drop_threshold_queue_depth: 1000000\n\
+                     telemetry:\n  listen_address: {TELEMETRY}\nxdp:\n  interfaces: [{COL_IF}]\n"
+                );
+                std::fs::write(dir.join("config.yaml"), config)?;
+                let mut c = in_ns(COL_NS, &daemon.display().to_string());
+                c.args(["run", "--config"])
+                    .arg(dir.join("config.yaml"))
+                    .args(["--output", "discard"]);
+                if kind == "udp" {
+                    c.arg("--no-xdp");
+                }
+                if let Some(o) = object {
+                    c.env("FLOWLENS_EBPF_OBJECT", o);
+                }
+                c.stdout(Stdio::null()).stderr(log).spawn()?
+            }
+            "nfcapd" | "sfcapd" => {
+                let program = if proto == "sflow" { "sfcapd" } else { "nfcapd" };
+                in_ns(COL_NS, program)
+                    .args(["-w"])
+                    .arg(dir)
+                    .args([
+                        "-b",
+                        COL_IP,
+                        "-p",
+                        &p.to_string(),
+                        "-t",
+                        "3600",
+                        "-B",
+                        "16777216",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()?
+            }
+            "nfacctd" | "sfacctd" => {
+                let program = if proto == "sflow" {
+                    "sfacctd"
+                } else {
+                    "nfacctd"
+                };
+                let key = if proto == "sflow" {
+                    "sfacctd"
+                } else {
+                    "nfacctd"
+                };
+                let config = format!(
+                    "daemonize: false\n{key}_ip: {COL_IP}\n{key}_port: {p}\n{key}_pipe_size: 16777216\n\
+                     plugins: print\naggregate: proto\nprint_output: csv\nprint_output_file: {}\n\
+                     print_output_file_append: true\nprint_refresh_time: 1\n",
+                    dir.join("flows.csv").display()
+                );
+                std::fs::write(dir.join("pmacct.conf"), config)?;
+                in_ns(COL_NS, program)
+                    .arg("-f")
+                    .arg(dir.join("pmacct.conf"))
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()?
+            }
+            other => bail!("unknown collector {other}"),
+        };
+        let c = Self {
+            child,
+            kind: kind.to_owned(),
+            dir: dir.to_owned(),
+        };
+        // Give it time to bind (and to attach XDP).
+        std::thread::sleep(Duration::from_millis(if kind == "xdp" {
+            1500
+        } else {
+            700
+        }));
+        Ok(c)
+    }
+
+    /// Stops the collector and returns the flows it decoded.
+    fn finish(mut self, proto: &str) -> Result<u64> {
+        let flows = match self.kind.as_str() {
+            "xdp" | "udp" => {
+                let body = run_ok(
+                    in_ns(COL_NS, "curl").args(["-s", &format!("http://{TELEMETRY}/metrics")]),
+                )?;
+                sum_metric(&body, "flowlens_flows_received_total")
+            }
+            _ => 0,
+        };
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.wait();
+        Ok(match self.kind.as_str() {
+            "xdp" | "udp" => flows,
+            "nfcapd" | "sfcapd" => nfdump_flows(&self.dir)?,
+            _ => pmacct_flows(&self.dir.join("flows.csv"), proto),
+        })
+    }
+}
+
+fn sum_metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .map(|v| {
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a counter"
+            )]
+            let n = v as u64;
+            n
+        })
+        .sum()
+}
+
+/// Sums "Flows: N" of every nfcapd file in `dir`.
+fn nfdump_flows(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !name.starts_with("nfcapd.") {
+            continue;
+        }
+        let out = run_ok(Command::new("nfdump").arg("-I").arg("-r").arg(&path))?;
+        for line in out.lines() {
+            if let Some(n) = line.strip_prefix("Flows:") {
+                total += n.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Sums the PACKETS column of pmacct's CSV output: blasted NetFlow/IPFIX flows carry 10
+/// packets each; an sFlow sample is one packet.
+fn pmacct_flows(csv: &Path, proto: &str) -> u64 {
+    let text = std::fs::read_to_string(csv).unwrap_or_default();
+    let mut col = None;
+    let mut packets = 0u64;
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split(',').collect();
+        if let Some(i) = cells.iter().position(|c| c.eq_ignore_ascii_case("PACKETS")) {
+            col = Some(i);
+            continue;
+        }
+        if let Some(v) = col
+            .and_then(|i| cells.get(i))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            packets += v;
+        }
+    }
+    if proto == "sflow" {
+        packets
+    } else {
+        packets / 10
+    }
+}
+
+/// The outcome of offering one rate.
+#[derive(Debug, Clone, Copy)]
+struct Trial {
+    offered_dps: u64,
+    achieved_dps: f64,
+    sent_flows: u64,
+    got_flows: u64,
+}
+
+impl Trial {
+    #[expect(clippy::cast_precision_loss, reason = "a ratio")]
+    fn loss(&self) -> f64 {
+        1.0 - self.got_flows.min(self.sent_flows) as f64 / self.sent_flows.max(1) as f64
+    }
+}
+
+fn trial(
+    opts: &Options,
+    kind: &str,
+    proto: &str,
+    rate: u64,
+    daemon: &Path,
+    object: Option<&Path>,
+) -> Result<Trial> {
+    let dir = std::env::temp_dir().join(format!("flowlens-bench-{kind}-{proto}"));
+    let collector = Collector::start(kind, proto, daemon, object, &dir)?;
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "rates"
+    )]
+    let count = ((rate as f64) * opts.duration) as u64;
+    let target = format!("{COL_IP}:{}", port(proto));
+    let out = run_ok(in_ns(SND_NS, &daemon.display().to_string()).args([
+        "blast",
+        "--proto",
+        proto,
+        "--target",
+        &target,
+        "--count",
+        &count.to_string(),
+        "--rate",
+        &rate.to_string(),
+    ]))?;
+    let report: serde_like::Report = serde_like::parse(&out)?;
+    // Let the collector drain its queues.
+    std::thread::sleep(Duration::from_millis(1500));
+    let got = collector.finish(proto)?;
+    Ok(Trial {
+        offered_dps: rate,
+        achieved_dps: report.datagrams / report.seconds.max(1e-9),
+        sent_flows: count * flows_per_datagram(proto),
+        got_flows: got,
+    })
+}
+
+/// Minimal parsing of the blaster's one-line JSON report (xtask keeps no JSON
+/// dependency).
+mod serde_like {
+    use anyhow::{Context, Result};
+
+    pub(super) struct Report {
+        pub(super) datagrams: f64,
+        pub(super) seconds: f64,
+    }
+
+    fn field(line: &str, key: &str) -> Option<f64> {
+        let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+        let rest = line.get(at..)?;
+        let end = rest.find([',', '}']).unwrap_or(rest.len());
+        rest.get(..end)?.trim().parse().ok()
+    }
+
+    pub(super) fn parse(out: &str) -> Result<Report> {
+        let line = out.lines().last().context("blast printed nothing")?;
+        Ok(Report {
+            datagrams: field(line, "datagrams").context("no datagrams in blast report")?,
+            seconds: field(line, "seconds").context("no seconds in blast report")?,
+        })
+    }
+}
+
+/// Highest lossless offered rate: double, then bisect.
+fn search(
+    opts: &Options,
+    kind: &str,
+    proto: &str,
+    daemon: &Path,
+    object: Option<&Path>,
+) -> Result<(Trial, bool)> {
+    let mut good: Option<Trial> = None;
+    let mut bad: Option<u64> = None;
+    let mut rate = opts.start_rate;
+    let mut sender_bound = false;
+    for _ in 0..16 {
+        let t = trial(opts, kind, proto, rate, daemon, object)?;
+        eprintln!(
+            "  {kind:8} {proto:5} offered {rate:>8} dgram/s achieved {:>9.0} loss {:.4}%",
+            t.achieved_dps,
+            t.loss() * 100.0
+        );
+        #[expect(clippy::cast_precision_loss, reason = "rates")]
+        let sender_short = t.achieved_dps < 0.95 * rate as f64;
+        if t.loss() <= opts.max_loss {
+            good = Some(t);
+            if sender_short {
+                sender_bound = true;
+                break;
+            }
+        } else {
+            bad = Some(rate);
+        }
+        let next = match (good, bad) {
+            (Some(g), None) => g.offered_dps * 2,
+            (g, Some(b)) => {
+                let lo = g.map_or(0, |g| g.offered_dps);
+                if b - lo <= b / 16 {
+                    break;
+                }
+                u64::midpoint(lo, b)
+            }
+            (None, None) => break,
+        };
+        rate = next;
+    }
+    let best = good.context(format!("{kind} {proto}: no rate was lossless"))?;
+    Ok((best, sender_bound))
+}
+
+pub(crate) fn run(opts: &Options, workspace: &Path, object: Option<&Path>) -> Result<()> {
+    if !rustix_is_root() {
+        bail!("bench ingest needs root (network namespaces, XDP)");
+    }
+    run_ok(Command::new("cargo").current_dir(workspace).args([
+        "build",
+        "--release",
+        "-p",
+        "flowlens-daemon",
+    ]))?;
+    let daemon = workspace.join("target/release/flowlens-daemon");
+    let _net = NetPair::create()?;
+    let mut rows = Vec::new();
+    for proto in &opts.protocols {
+        for kind in &opts.collectors {
+            // The C peers are protocol-specific daemons.
+            let kind = match (kind.as_str(), proto.as_str()) {
+                ("nfcapd", "sflow") => "sfcapd",
+                ("nfacctd", "sflow") => "sfacctd",
+                (k, _) => k,
+            };
+            eprintln!("{kind} / {proto}:");
+            match search(opts, kind, proto, &daemon, object) {
+                Ok((t, sender_bound)) => {
+                    rows.push((kind.to_owned(), proto.clone(), Some(t), sender_bound));
+                }
+                Err(e) => {
+                    eprintln!("  {e:#}");
+                    rows.push((kind.to_owned(), proto.clone(), None, false));
+                }
+            }
+        }
+    }
+    let mut table = String::from(
+        "| protocol | collector | lossless datagrams/s | lossless flows/s | note |\n|---|---|---|---|---|\n",
+    );
+    let mut json = String::from("[");
+    for (kind, proto, t, sender_bound) in &rows {
+        match t {
+            Some(t) => {
+                let fps = t.offered_dps * flows_per_datagram(proto);
+                let note = if *sender_bound {
+                    "sender-bound (at least this)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    table,
+                    "| {proto} | {kind} | {} | {fps} | {note} |",
+                    t.offered_dps
+                );
+                let _ = write!(
+                    json,
+                    "{}{{\"protocol\":\"{proto}\",\"collector\":\"{kind}\",\"datagrams_per_s\":{},\"flows_per_s\":{fps},\"loss\":{:.6},\"sender_bound\":{sender_bound}}}",
+                    if json.len() > 1 { "," } else { "" },
+                    t.offered_dps,
+                    t.loss()
+                );
+            }
+            None => {
+                let _ = writeln!(table, "| {proto} | {kind} | - | - | failed (see log) |");
+            }
+        }
+    }
+    json.push(']');
+    let out_dir = workspace.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    std::fs::write(out_dir.join("ingest.json"), json)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{table}")?;
+    Ok(())
+}
+
+fn rustix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
