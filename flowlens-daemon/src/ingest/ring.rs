@@ -14,6 +14,7 @@
 //! (exporter from the header, IPv4-mapped addresses back to IPv4, receive time from the
 //! kernel timestamp) handed to [`Dispatcher::dispatch`], which never blocks.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::time::{ClockId, clock_gettime};
 
 use super::datagram::{Dispatcher, RawDatagram, Source};
+use crate::telemetry::metrics as m;
 
 /// One CPU's ring, as created by [`create_rings`].
 pub struct CpuRing {
@@ -198,6 +200,8 @@ impl RingReader {
                 stats: stats.clone(),
                 tick: options.drain_interval,
                 clock: Clock::new(),
+                counts: HashMap::new(),
+                published: Instant::now(),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -257,9 +261,24 @@ struct Worker {
     stats: Arc<Stats>,
     tick: Duration,
     clock: Clock,
+    /// Per exporter (received, dropped) since the last publish, for the accounting
+    /// metrics (`flowlens_ingest_datagrams_received_total{source="xdp"}`).
+    counts: HashMap<IpAddr, (u64, u64)>,
+    published: Instant,
 }
 
 impl Worker {
+    /// How often per-exporter counts go to the metrics registry.
+    const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+
+    fn publish(&mut self) {
+        for (exporter, (received, dropped)) in self.counts.drain() {
+            m::ingest_received(exporter, m::SOURCE_XDP, received);
+            m::ingest_dropped(exporter, dropped);
+        }
+        self.published = Instant::now();
+    }
+
     fn run(mut self) {
         let timeout = EpollTimeout::try_from(self.tick).unwrap_or(EpollTimeout::from(1u16));
         let mut events = [EpollEvent::empty(); 64];
@@ -270,7 +289,11 @@ impl Worker {
             // cheap as finding out which (an empty ring costs two loads).
             self.drain();
             if stopping {
+                self.publish();
                 return;
+            }
+            if self.published.elapsed() >= Self::PUBLISH_EVERY {
+                self.publish();
             }
             match self.epoll.wait(&mut events, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -293,8 +316,11 @@ impl Worker {
                     continue;
                 };
                 drop(item);
+                let c = self.counts.entry(d.exporter).or_default();
+                c.0 += 1;
                 if !self.dispatcher.dispatch(d) {
                     rejected += 1;
+                    c.1 += 1;
                 }
             }
         }

@@ -7,6 +7,8 @@
     reason = "tests poll a separate process; metric values are small integers"
 )]
 
+pub(crate) mod netns;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

@@ -1,0 +1,368 @@
+//! `flowlens-daemon run` in XDP mode, as a real process in a collector namespace with
+//! the program attached to its veth: every protocol from the peer namespace over IPv4
+//! and IPv6, per-exporter accounting, the host's own traffic untouched, a clean detach
+//! on SIGTERM; and a real exporter (softflowd) in the peer namespace.
+//!
+//! Needs root, iproute2, ping and the BPF object (see `support::netns`); where `CI` is
+//! set a missing prerequisite fails the test, elsewhere it skips with a message.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::float_cmp,
+    reason = "tests poll a separate process; metric values are small integers"
+)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flowlens_daemon::testing::sflow::{DatagramSpec, FlowRecordSpec, FlowSampleSpec, SampleSpec};
+use flowlens_daemon::testing::{sflow, wire};
+use support::netns::{Net, in_netns, setup};
+use support::sum_metric;
+
+const C4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const P4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const C6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+const P6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+
+/// The daemon running inside the collector namespace.
+struct XdpDaemon<'n> {
+    net: &'n Net,
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl<'n> XdpDaemon<'n> {
+    fn start(net: &'n Net, object: &Path, name: &str) -> Self {
+        let dir = support::temp_dir(name);
+        std::fs::write(
+            dir.join("config.yaml"),
+            "ingestion:\n  batch_timeout_ms: 20\ntelemetry:\n  listen_address: 127.0.0.1:9464\n",
+        )
+        .unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.collector,
+                env!("CARGO_BIN_EXE_flowlens-daemon"),
+            ])
+            .args(["run", "--iface", &net.vc, "--config"])
+            .arg(dir.join("config.yaml"))
+            .arg("--output")
+            .arg(format!("jsonl:{}", dir.join("flows.jsonl").display()))
+            .env("FLOWLENS_EBPF_OBJECT", object)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Self {
+            net,
+            child: Some(child),
+            dir,
+        };
+        d.wait_until("the XDP program to attach and /health to answer", |d| {
+            d.get("/health").is_some() && net.collector_link().contains("xdp")
+        });
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn get(&self, path: &str) -> Option<String> {
+        in_netns(&self.net.collector, || {
+            let addr: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut resp = String::new();
+            s.read_to_string(&mut resp).ok()?;
+            let (head, body) = resp.split_once("\r\n\r\n")?;
+            head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+        })
+    }
+
+    fn metrics(&self) -> HashMap<String, f64> {
+        self.get("/metrics")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn wait_until(&self, what: &str, mut ok: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if ok(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}; daemon log:\n{}", self.log());
+    }
+
+    /// SIGTERM; asserts a clean exit and that no program stays attached.
+    fn stop(mut self) -> Vec<serde_json::Value> {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon ignored SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "daemon exited with {status}:\n{}",
+            self.log()
+        );
+        assert!(
+            !self.net.collector_link().contains("xdp"),
+            "a program is still attached"
+        );
+        support::read_flows(&self.dir.join("flows.jsonl"))
+    }
+
+    /// Waits until every datagram `exporter` sent is accounted for, then checks the
+    /// identity received = decoded + malformed + sampled out + dropped.
+    fn assert_accounted(&self, exporter: IpAddr, sent: f64) -> HashMap<String, f64> {
+        let e = format!("exporter=\"{exporter}\"");
+        let mut m = HashMap::new();
+        self.wait_until(&format!("{sent} datagrams of {exporter} decoded"), |d| {
+            m = d.metrics();
+            sum_metric(&m, "flowlens_decode_datagrams_total", &[&e])
+                + sum_metric(&m, "flowlens_decode_malformed_total", &[&e])
+                >= sent
+        });
+        let received = sum_metric(&m, "flowlens_ingest_datagrams_received_total", &[&e]);
+        let accounted = sum_metric(&m, "flowlens_decode_datagrams_total", &[&e])
+            + sum_metric(&m, "flowlens_decode_malformed_total", &[&e])
+            + sum_metric(&m, "flowlens_ingest_datagrams_sampled_out_total", &[&e])
+            + sum_metric(&m, "flowlens_ingest_datagrams_dropped_total", &[&e]);
+        assert_eq!(received, sent, "{exporter}: received");
+        assert_eq!(received, accounted, "{exporter}: accounting identity");
+        m
+    }
+}
+
+impl Drop for XdpDaemon<'_> {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn now_s() -> u32 {
+    u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+/// One datagram of each protocol: (destination port, payload, flows it carries).
+fn datagrams(agent: IpAddr) -> Vec<(u16, Vec<u8>, usize)> {
+    let rec = wire::V5Record {
+        src: [10, 1, 0, 1],
+        dst: [10, 1, 0, 2],
+        protocol: 6,
+        src_port: 1234,
+        dst_port: 80,
+        packets: 2,
+        bytes: 120,
+        ..wire::V5Record::default()
+    };
+    let v5 = wire::v5_packet(0, 1000, now_s(), 0, 0, &[rec; 3]);
+    let tpl = wire::v9_template_flowset(&[(256, vec![(8, 4), (12, 4), (4, 1), (1, 4)])]);
+    let data = [
+        10, 2, 0, 1, 10, 2, 0, 2, 17, 0, 0, 1, 0, 10, 2, 0, 3, 10, 2, 0, 4, 6, 0, 0, 2, 0,
+    ];
+    let v9 = wire::v9_packet(0, 1000, now_s(), 0, &[tpl, wire::data_set(256, &data, 0)]);
+    let f = [
+        wire::Ie::new(8, 4),
+        wire::Ie::new(12, 4),
+        wire::Ie::new(1, 8),
+    ];
+    let itpl = wire::ipfix_template_set(2, &[(300, &f[..])]);
+    let mut idata = vec![10, 3, 0, 1, 10, 3, 0, 2];
+    idata.extend_from_slice(&500u64.to_be_bytes());
+    let ipfix = wire::ipfix_message(now_s(), 0, 0, &[itpl, wire::data_set(300, &idata, 0)]);
+    let frame = sflow::ethernet(
+        &[(0x8100, 42)],
+        sflow::ETHERTYPE_IPV4,
+        &sflow::ipv4(
+            Ipv4Addr::new(10, 4, 0, 1),
+            Ipv4Addr::new(10, 4, 0, 2),
+            17,
+            0,
+            &sflow::udp(53, 5353, &[0; 8]),
+        ),
+    );
+    let sample = SampleSpec::Flow(FlowSampleSpec::new(vec![FlowRecordSpec::Header {
+        protocol: 1,
+        frame_length: 100,
+        stripped: 4,
+        header: frame,
+    }]));
+    let sf = sflow::encode_datagram(&DatagramSpec::new(agent, vec![sample.clone(), sample]));
+    vec![
+        (2055, v5, 3),
+        (2055, v9, 2),
+        (4739, ipfix, 1),
+        (6343, sf, 2),
+    ]
+}
+
+#[test]
+fn run_in_xdp_mode_decodes_every_protocol_and_detaches_on_sigterm() {
+    let Some((net, object)) = setup("runx") else {
+        return;
+    };
+    let d = XdpDaemon::start(&net, &object, "run-xdp");
+    let mut expected_flows = 0;
+    for (src, dst) in [
+        (IpAddr::V4(P4), IpAddr::V4(C4)),
+        (IpAddr::V6(P6), IpAddr::V6(C6)),
+    ] {
+        let sent = in_netns(&net.peer, || {
+            let s = UdpSocket::bind(SocketAddr::new(src, 0)).unwrap();
+            let mut n = 0;
+            for (port, payload, flows) in datagrams(src) {
+                s.send_to(&payload, SocketAddr::new(dst, port)).unwrap();
+                n += flows;
+            }
+            // Not a flow export, on a flow port: malformed, counted, nothing else lost.
+            s.send_to(b"\x00\x09junk", SocketAddr::new(dst, 2055))
+                .unwrap();
+            n
+        });
+        expected_flows += sent;
+        let m = d.assert_accounted(src, 5.0);
+        let e = format!("exporter=\"{src}\"");
+        assert_eq!(
+            sum_metric(
+                &m,
+                "flowlens_ingest_datagrams_received_total",
+                &[&e, "source=\"xdp\""]
+            ),
+            5.0
+        );
+        assert_eq!(
+            sum_metric(&m, "flowlens_decode_malformed_total", &[&e]),
+            1.0
+        );
+    }
+    let m = d.metrics();
+    assert_eq!(
+        sum_metric(&m, "flowlens_ingest_mode", &["mode=\"xdp\""]),
+        1.0
+    );
+    assert!(sum_metric(&m, "flowlens_xdp_packets_total", &["counter=\"steered\""]) >= 10.0);
+    // The host's own traffic still gets through.
+    assert!(net.ping(IpAddr::V4(C4)) && net.ping(IpAddr::V6(C6)));
+    let flows = d.stop();
+    assert_eq!(flows.len(), expected_flows);
+    for proto in ["netflow_v5", "netflow_v9", "ipfix", "sflow_v5"] {
+        assert!(
+            flows
+                .iter()
+                .any(|f| f["proto"] == proto && f["exporter_ip"] == "fd00::2"),
+            "{proto} over IPv6"
+        );
+        assert!(
+            flows
+                .iter()
+                .any(|f| f["proto"] == proto && f["exporter_ip"] == "10.0.0.2"),
+            "{proto} over IPv4"
+        );
+    }
+}
+
+#[test]
+fn softflowd_in_the_peer_namespace_exports_to_the_xdp_collector() {
+    let Some((net, object)) = setup("sfd") else {
+        return;
+    };
+    if Command::new("softflowd").arg("-h").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "softflowd is not installed"
+        );
+        eprintln!("skipping: softflowd is not installed");
+        return;
+    }
+    let d = XdpDaemon::start(&net, &object, "run-xdp-softflowd");
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pcap/input.pcap");
+    // softflowd -r never exits when its control socket path is 13 bytes or longer.
+    let ctl = format!("/run/fl{}.c", std::process::id() % 1000);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &net.peer, "softflowd", "-d", "-a", "-r"])
+        .arg(&input)
+        .args(["-n", "10.0.0.1:2055", "-v", "9", "-c"])
+        .arg(&ctl)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "softflowd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // softflowd -r exports the capture's 50 flows (see tests/data/pcap/netflow_v9).
+    let e = "exporter=\"10.0.0.2\"";
+    d.wait_until("softflowd's 50 flows", |d| {
+        sum_metric(&d.metrics(), "flowlens_flows_received_total", &[e]) >= 50.0
+    });
+    let m = d.metrics();
+    let received = sum_metric(&m, "flowlens_ingest_datagrams_received_total", &[e]);
+    assert!(received >= 1.0);
+    assert_eq!(
+        received,
+        sum_metric(&m, "flowlens_decode_datagrams_total", &[e])
+    );
+    assert_eq!(
+        sum_metric(&m, "flowlens_decode_template_missing_total", &[e]),
+        0.0
+    );
+    assert_eq!(
+        sum_metric(&m, "flowlens_decode_sequence_gaps_total", &[e]),
+        0.0
+    );
+    let flows = d.stop();
+    assert_eq!(flows.len(), 50);
+    assert!(flows.iter().all(|f| f["proto"] == "netflow_v9"));
+    assert!(
+        flows
+            .iter()
+            .any(|f| f["src_ip"].as_str().is_some_and(|s| s.contains(':'))),
+        "IPv6 flows"
+    );
+}
