@@ -474,6 +474,16 @@ pub(crate) fn run(opts: &Options, workspace: &Path, object: Option<&Path>) -> Re
                 ("nfacctd", "sflow") => "sfacctd",
                 (k, _) => k,
             };
+            if matches!(kind, "nfcapd" | "sfcapd" | "nfacctd" | "sfacctd")
+                && Command::new("which")
+                    .arg(kind)
+                    .output()
+                    .map_or(true, |o| !o.status.success())
+            {
+                eprintln!("{kind} / {proto}: not installed here, skipped");
+                rows.push((kind.to_owned(), proto.clone(), None, false));
+                continue;
+            }
             eprintln!("{kind} / {proto}:");
             match search(opts, kind, proto, &daemon, object) {
                 Ok((t, sender_bound)) => {
