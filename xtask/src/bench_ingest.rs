@@ -503,22 +503,26 @@ pub(crate) fn run(opts: &Options, workspace: &Path, object: Option<&Path>) -> Re
     for (kind, proto, t, sender_bound) in &rows {
         match t {
             Some(t) => {
-                let fps = t.offered_dps * flows_per_datagram(proto);
+                // Report what was really offered: the sender may fall short of the
+                // target rate, and a lossless trial is only as fast as what it sent.
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    clippy::cast_precision_loss,
+                    reason = "a rate"
+                )]
+                let dps = (t.achieved_dps.min(t.offered_dps as f64)) as u64;
+                let fps = dps * flows_per_datagram(proto);
                 let note = if *sender_bound {
                     "sender-bound (at least this)"
                 } else {
                     ""
                 };
-                let _ = writeln!(
-                    table,
-                    "| {proto} | {kind} | {} | {fps} | {note} |",
-                    t.offered_dps
-                );
+                let _ = writeln!(table, "| {proto} | {kind} | {dps} | {fps} | {note} |");
                 let _ = write!(
                     json,
-                    "{}{{\"protocol\":\"{proto}\",\"collector\":\"{kind}\",\"datagrams_per_s\":{},\"flows_per_s\":{fps},\"loss\":{:.6},\"sender_bound\":{sender_bound}}}",
+                    "{}{{\"protocol\":\"{proto}\",\"collector\":\"{kind}\",\"datagrams_per_s\":{dps},\"flows_per_s\":{fps},\"loss\":{:.6},\"sender_bound\":{sender_bound}}}",
                     if json.len() > 1 { "," } else { "" },
-                    t.offered_dps,
                     t.loss()
                 );
             }
