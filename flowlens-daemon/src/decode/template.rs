@@ -238,6 +238,15 @@ pub(crate) struct HeldSet {
     body: Vec<u8>,
 }
 
+impl HeldSet {
+    /// What holding this set costs against the byte bound: its body plus the
+    /// bookkeeping, so a flood of empty sets is bounded too (found by fuzzing: body
+    /// bytes alone let a million empty sets through).
+    fn cost(&self) -> usize {
+        self.body.len() + size_of::<Self>()
+    }
+}
+
 /// Data sets held per exporter, bounded by bytes; oldest dropped first.
 #[derive(Debug, Default)]
 pub(crate) struct HeldSets {
@@ -249,19 +258,20 @@ impl HeldSets {
     /// Holds a set; returns how many older sets were dropped to make room.
     fn hold(&mut self, set: HeldSet, max_bytes: usize) -> u64 {
         let mut dropped = 0;
-        if set.body.len() > max_bytes {
+        let cost = set.cost();
+        if cost > max_bytes {
             return 1;
         }
-        while self.bytes + set.body.len() > max_bytes {
+        while self.bytes + cost > max_bytes {
             match self.sets.pop_front() {
                 Some(old) => {
-                    self.bytes -= old.body.len();
+                    self.bytes -= old.cost();
                     dropped += 1;
                 }
                 None => break,
             }
         }
-        self.bytes += set.body.len();
+        self.bytes += cost;
         self.sets.push_back(set);
         dropped
     }
@@ -274,7 +284,7 @@ impl HeldSets {
                 break;
             }
             if let Some(old) = self.sets.pop_front() {
-                self.bytes -= old.body.len();
+                self.bytes -= old.cost();
                 dropped += 1;
             }
         }
@@ -287,7 +297,7 @@ impl HeldSets {
         let mut kept = VecDeque::with_capacity(self.sets.len());
         for s in self.sets.drain(..) {
             if ready(&s.key) {
-                self.bytes -= s.body.len();
+                self.bytes -= s.cost();
                 taken.push(s);
             } else {
                 kept.push_back(s);

@@ -369,8 +369,10 @@ fn held_data_expires_as_template_missing() {
 
 #[test]
 fn v9_held_data_is_bounded() {
+    // Room for exactly two 34-byte sets with their bookkeeping.
+    let per_set = 34 + size_of::<template::HeldSet>();
     let cfg = DecoderConfig {
-        max_held_bytes_per_exporter: 100,
+        max_held_bytes_per_exporter: 2 * per_set,
         ..DecoderConfig::default()
     };
     let mut d = Decoder::new(cfg);
@@ -382,7 +384,7 @@ fn v9_held_data_is_bounded() {
             &v9_packet(seq, 1, T0_S, 0, &[data_set(256, &data, 0)]),
         );
     }
-    // 34-byte sets, 100 bytes of room: two held, three dropped as missing.
+    // Two held, three dropped as missing.
     assert_eq!(counters(&d, EXP).template_missing, 3);
     assert_eq!(d.expire_all(), 2);
 }
@@ -1112,4 +1114,19 @@ fn fuzz_d80b524e_v9_options_lengths_do_not_overflow() {
             available: 0
         })
     );
+}
+
+#[test]
+fn empty_data_sets_cannot_pile_up_in_the_hold_buffer() {
+    let cfg = DecoderConfig {
+        max_held_bytes_per_exporter: 4096,
+        ..DecoderConfig::default()
+    };
+    let mut d = Decoder::new(cfg);
+    let empties: Vec<Vec<u8>> = (0..300u16).map(|i| data_set(256 + i, &[], 0)).collect();
+    decode_one(&mut d, EXP, &v9_packet(0, 1, T0_S, 0, &empties));
+    // Only what fits the bound is held; the rest are dropped and counted.
+    let fits = 4096 / size_of::<template::HeldSet>();
+    assert_eq!(counters(&d, EXP).template_missing, 300 - fits as u64);
+    assert_eq!(d.expire_all(), fits as u64);
 }
