@@ -298,7 +298,9 @@ impl Decoder {
             templates: &mut self.templates,
             presampled: presample_rate > 1,
         };
-        let result = match detect(datagram.payload) {
+        let detected = detect(datagram.payload);
+        let detected_proto = detected.as_ref().ok().copied();
+        let result = match detected {
             Ok(proto) => {
                 if let Some(n) = ctx
                     .state
@@ -322,11 +324,15 @@ impl Decoder {
             Ok(()) => {
                 counters.decoded_packets += 1;
                 let emitted = out.get_mut(start..).unwrap_or(&mut []);
-                for rec in emitted.iter_mut() {
-                    if let Some(n) = counters.records.get_mut(rec.proto.index()) {
-                        *n += 1;
-                    }
-                    if presample_rate > 1 {
+                // Every record of a datagram is of its protocol (held sets included:
+                // they wait for a template of their own dialect).
+                if let Some(proto) = detected_proto
+                    && let Some(n) = counters.records.get_mut(proto.index())
+                {
+                    *n += emitted.len() as u64;
+                }
+                if presample_rate > 1 {
+                    for rec in emitted.iter_mut() {
                         rec.sampling_rate =
                             rec.sampling_rate.map(|r| r.saturating_mul(presample_rate));
                     }

@@ -11,9 +11,8 @@
 //! - holding data sets whose template has not arrived ([`HeldSets`]).
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 
-use super::fields::{self, Extra, SLOTS, Target};
+use super::fields::{self, Ex, Extra, LAYOUT_SPAN, Layout, SLOTS, Target, Window};
 use super::reader::Reader;
 use super::sampling::{RecordSampling, Resolved};
 use super::template_cache::{Dialect, Insert, TemplateKey};
@@ -61,17 +60,27 @@ struct Op {
 }
 
 /// A template compiled for decoding.
+///
+/// A record is split into its fixed-length prefix (every field before the first
+/// variable-length one: all of them in `NetFlow` v9 and in most IPFIX templates, whose
+/// variable-length fields come last) and the tail. In the prefix, offsets are known at
+/// compile time: common fields go through [`Layout`], the rest through `ops`. The
+/// tail is walked field by field, reading each length.
 #[derive(Debug, Clone)]
 pub struct Template {
     pub(crate) id: u16,
     pub(crate) dialect: Dialect,
     pub(crate) kind: TemplateKind,
     pub(crate) fields: Vec<FieldSpec>,
-    /// Record length when no field is variable-length.
-    fixed_len: Option<usize>,
+    /// Bytes of the fixed-length prefix.
+    prefix_len: usize,
+    /// Fields in the prefix; `fields[prefix_fields..]` is the tail.
+    prefix_fields: usize,
     /// Shortest possible record (a variable-length field counts its length octet).
     min_len: usize,
-    /// For fixed-length templates: the fields we interpret, with offsets.
+    /// Common prefix fields, by target.
+    layout: Layout,
+    /// Other prefix fields we interpret, with offsets.
     ops: Vec<Op>,
     /// Per field: its target when it is the first occurrence we interpret.
     per_field: Vec<Option<(Target, u8)>>,
@@ -100,8 +109,9 @@ impl Template {
         };
         let mut seen = [false; SLOTS];
         let mut per_field = Vec::with_capacity(fields.len());
+        let mut layout = Layout::default();
         let mut ops = Vec::new();
-        let mut fixed = true;
+        let mut prefix_fields = None;
         let mut at = 0usize;
         let mut min_len = 0usize;
         for (i, f) in fields.iter().enumerate() {
@@ -124,20 +134,25 @@ impl Template {
             });
             per_field.push(t);
             if var {
-                fixed = false;
+                prefix_fields.get_or_insert(i);
                 min_len += 1;
-            } else {
-                if let Some((target, arg)) = t {
+                continue;
+            }
+            let len = usize::from(f.len);
+            if prefix_fields.is_none() {
+                if let Some((target, arg)) = t
+                    && !layout.place(target, arg, at, len)
+                {
                     ops.push(Op {
                         offset: at,
-                        len: usize::from(f.len),
+                        len,
                         target,
                         arg,
                     });
                 }
-                at += usize::from(f.len);
-                min_len += usize::from(f.len);
+                at += len;
             }
+            min_len += len;
         }
         if min_len == 0 {
             return Err(bad("zero-length record"));
@@ -146,46 +161,57 @@ impl Template {
             id,
             dialect,
             kind,
+            prefix_fields: prefix_fields.unwrap_or(fields.len()),
             fields,
-            fixed_len: fixed.then_some(at),
+            prefix_len: at,
             min_len,
+            layout,
             ops,
             per_field,
         })
     }
 
-    /// Decodes every record of one data set body into `rec`/`extra` pairs handed to
-    /// `each`. Returns the number of records. Trailing bytes shorter than a record are
-    /// padding (RFC 7011 §3.3.1, RFC 3954 §5.3).
+    /// Decodes every record of one data set body in place: for each record it pushes a
+    /// copy of `blank` onto `out`, fills it from the fields, and hands `out` (the record
+    /// is its last element) and the record's [`Extra`] values to `each`, which may
+    /// finish, replace, pop or add to it. Returns the number of records. Trailing bytes
+    /// shorter than a record are padding (RFC 7011 §3.3.1, RFC 3954 §5.3). On error the
+    /// caller truncates `out`.
+    ///
+    /// Filling the record where it will stay, rather than building it on the stack and
+    /// pushing a copy, saves two 300-byte copies per record.
     fn for_each_record(
         &self,
         mut data: Reader<'_>,
-        proto: FlowProtocol,
-        exporter: IpAddr,
-        export_time_ms: u64,
-        mut each: impl FnMut(FlowRecord, Extra),
+        blank: &FlowRecord,
+        out: &mut Vec<FlowRecord>,
+        mut each: impl FnMut(&mut Vec<FlowRecord>, &Extra),
     ) -> Result<u32, DecodeError> {
-        let blank = FlowRecord::empty(proto, exporter, export_time_ms);
         let mut n = 0u32;
-        if let Some(len) = self.fixed_len {
-            while data.remaining() >= len {
-                let bytes = data.bytes(len)?;
-                let mut rec = blank;
-                let mut x = Extra::default();
-                for op in &self.ops {
-                    if let Some(v) = bytes.get(op.offset..op.offset + op.len) {
-                        fields::apply(op.target, op.arg, v, &mut rec, &mut x);
-                    }
-                }
-                each(rec, x);
-                n += 1;
-            }
-            return Ok(n);
+        let mut x = Extra::default();
+        let mut window: Window = [0; LAYOUT_SPAN + 16];
+        let tail_fields = self.fields.get(self.prefix_fields..).unwrap_or(&[]);
+        let tail_targets = self.per_field.get(self.prefix_fields..).unwrap_or(&[]);
+        if tail_fields.is_empty() {
+            out.reserve(data.remaining() / self.min_len.max(1));
         }
         while data.remaining() >= self.min_len {
-            let mut rec = blank;
-            let mut x = Extra::default();
-            for (f, t) in self.fields.iter().zip(&self.per_field) {
+            let prefix = data.bytes(self.prefix_len)?;
+            let span = prefix.len().min(LAYOUT_SPAN);
+            if let (Some(w), Some(p)) = (window.get_mut(..span), prefix.get(..span)) {
+                w.copy_from_slice(p);
+            }
+            x.clear();
+            out.push(*blank);
+            if let Some(rec) = out.last_mut() {
+                self.layout.fill(&window, rec, &mut x);
+                for op in &self.ops {
+                    if let Some(v) = prefix.get(op.offset..op.offset + op.len) {
+                        fields::apply_dyn(op.target, op.arg, v, rec, &mut x);
+                    }
+                }
+            }
+            for (f, t) in tail_fields.iter().zip(tail_targets) {
                 let len = if f.len == VARIABLE_LENGTH {
                     // RFC 7011 §7: one length octet, or 255 then a 16-bit length.
                     match data.u8()? {
@@ -196,11 +222,13 @@ impl Template {
                     usize::from(f.len)
                 };
                 let v = data.bytes(len)?;
-                if let Some((target, arg)) = *t {
-                    fields::apply(target, arg, v, &mut rec, &mut x);
+                if let Some((target, arg)) = *t
+                    && let Some(rec) = out.last_mut()
+                {
+                    fields::apply_dyn(target, arg, v, rec, &mut x);
                 }
             }
-            each(rec, x);
+            each(out, &x);
             n += 1;
         }
         Ok(n)
@@ -602,32 +630,45 @@ fn decode_data(
     body: Reader<'_>,
     out: &mut Vec<FlowRecord>,
 ) -> Result<u32, DecodeError> {
-    let exporter = ctx.datagram.exporter;
+    let mut blank = FlowRecord::empty(hdr.proto, ctx.datagram.exporter, hdr.export_time_ms);
+    blank.observation_domain = hdr.domain;
     let state = &mut *ctx.state;
     if t.kind.is_options() {
-        return t.for_each_record(body, hdr.proto, exporter, hdr.export_time_ms, |_, x| {
+        let mut scratch = Vec::with_capacity(1);
+        return t.for_each_record(body, &blank, &mut scratch, |scratch, x| {
+            scratch.clear();
             state.counters.options_records += 1;
             if let Some(rate) = x.sampling_rate() {
-                state.sampling.learn(hdr.domain, x.sampler_id, rate);
+                state.sampling.learn(hdr.domain, x.get(Ex::SamplerId), rate);
             }
-            if let Some(init) = x.system_init_ms {
+            if let Some(init) = x.get(Ex::SystemInitMs) {
                 state.system_init_ms.insert(hdr.domain, init);
             }
         });
     }
-    let settings = ctx.settings;
-    let clock = ctx.clock;
-    t.for_each_record(
-        body,
-        hdr.proto,
-        exporter,
-        hdr.export_time_ms,
-        |mut rec, x| {
-            rec.observation_domain = hdr.domain;
-            finish(&mut rec, &x, hdr, state, settings, clock);
-            emit(&rec, &x, state, out);
-        },
-    )
+    let mut set = SetFacts {
+        settings: ctx.settings,
+        clock: ctx.clock,
+        domain_init_ms: state.system_init_ms.get(&hdr.domain).copied(),
+        set_rate: None,
+    };
+    t.for_each_record(body, &blank, out, |out, x| {
+        if let Some(rec) = out.last_mut() {
+            finish(rec, x, hdr, state, &mut set);
+        }
+        emit(out, x, state);
+    })
+}
+
+/// What every record of one data set shares, looked up once per set.
+struct SetFacts {
+    settings: super::SamplingSettings,
+    clock: clock::ClockPolicy,
+    /// The domain's systemInitTimeMilliseconds from options data.
+    domain_init_ms: Option<u64>,
+    /// The rate of records that say nothing about sampling themselves, resolved at the
+    /// first such record.
+    set_rate: Option<Resolved>,
 }
 
 /// Fills what a record's fields imply: fallbacks, absolute times, sampling rate.
@@ -637,62 +678,82 @@ fn finish(
     x: &Extra,
     hdr: &ExportCtx,
     state: &mut super::ExporterState,
-    settings: super::SamplingSettings,
-    clock: clock::ClockPolicy,
+    set: &mut SetFacts,
 ) {
-    rec.bytes = rec.bytes.or(x.octet_total);
-    rec.packets = rec.packets.or(x.packet_total);
+    rec.bytes = rec.bytes.or(x.get(Ex::OctetTotal));
+    rec.packets = rec.packets.or(x.get(Ex::PacketTotal));
     // IEs 252/253 when the exporter has no logical interface numbers (10/14).
-    rec.input_interface = rec.input_interface.or(x.ingress_physical);
-    rec.output_interface = rec.output_interface.or(x.egress_physical);
-    rec.src_vlan = rec.src_vlan.or(x.dot1q_vlan);
+    rec.input_interface = rec.input_interface.or(x.get_u32(Ex::IngressPhysical));
+    rec.output_interface = rec.output_interface.or(x.get_u32(Ex::EgressPhysical));
+    if rec.src_vlan.is_none() {
+        rec.src_vlan = x
+            .get(Ex::Dot1qVlan)
+            .map(|v| u16::try_from(v).unwrap_or(u16::MAX));
+    }
     if rec.ip_version.is_none() {
         rec.ip_version = rec.src_ip.map(|ip| if ip.is_ipv4() { 4 } else { 6 });
     }
     // ICMP type/code travel in the destination port (as NetFlow v5 does).
     if matches!(rec.protocol, Some(1 | 58)) && rec.dst_port.unwrap_or(0) == 0 {
-        if let Some(tc) = x.icmp_type_code {
-            rec.dst_port = Some(tc);
-        } else if let Some(ty) = x.icmp_type {
-            rec.dst_port = Some(u16::from(ty) << 8 | u16::from(x.icmp_code.unwrap_or(0)));
+        let narrow = |v: u64| u16::try_from(v).unwrap_or(u16::MAX);
+        if let Some(tc) = x.get(Ex::IcmpTypeCode) {
+            rec.dst_port = Some(narrow(tc));
+        } else if let Some(ty) = x.get(Ex::IcmpType) {
+            rec.dst_port = Some(narrow(ty) << 8 | narrow(x.get(Ex::IcmpCode).unwrap_or(0)));
         }
     }
     // Timestamps: absolute forms first, then uptime-relative, then export deltas.
     let export = hdr.export_time_ms;
-    // The uptime at export: v9 says it in the header; IPFIX uptimes are relative to
-    // systemInitTimeMilliseconds (IE 160, from the record or from options data), so the
-    // uptime at export is export - init, taken modulo 2^32 like the uptimes themselves
-    // (exporters replaying old packets, softflowd -r for one, send "negative" uptimes).
-    let uptime_at_export = hdr.sys_uptime_ms.or_else(|| {
-        let init = x
-            .system_init_ms
-            .or_else(|| state.system_init_ms.get(&hdr.domain).copied())?;
-        #[expect(
-            clippy::cast_possible_truncation,
-            reason = "uptimes are modulo 2^32 ms"
-        )]
-        Some(export.wrapping_sub(init) as u32)
-    });
-    let from_up = |up: Option<u32>| Some(clock::from_uptime(export, uptime_at_export?, up?));
-    let mut start = x
-        .start_ms
-        .or_else(|| from_up(x.first_uptime))
-        .or_else(|| x.start_delta_us.map(|d| export.saturating_sub(d / 1000)));
-    let mut end = x
-        .end_ms
-        .or_else(|| from_up(x.last_uptime))
-        .or_else(|| x.end_delta_us.map(|d| export.saturating_sub(d / 1000)))
-        .or(x.observation_ms);
-    if clock.settle(export, &mut start, &mut end) {
+    let mut start = x.get(Ex::StartMs);
+    let mut end = x.get(Ex::EndMs);
+    if start.is_none() || end.is_none() {
+        // The uptime at export: v9 says it in the header; IPFIX uptimes are relative
+        // to systemInitTimeMilliseconds (IE 160, from the record or from options
+        // data), so the uptime at export is export - init, taken modulo 2^32 like the
+        // uptimes themselves (exporters replaying old packets, softflowd -r for one,
+        // send "negative" uptimes).
+        let uptime_at_export = hdr.sys_uptime_ms.or_else(|| {
+            let init = x.get(Ex::SystemInitMs).or(set.domain_init_ms)?;
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "uptimes are modulo 2^32 ms"
+            )]
+            Some(export.wrapping_sub(init) as u32)
+        });
+        let from_up = |up: Option<u32>| Some(clock::from_uptime(export, uptime_at_export?, up?));
+        start = start
+            .or_else(|| from_up(x.get_u32(Ex::FirstUptime)))
+            .or_else(|| {
+                x.get(Ex::StartDeltaUs)
+                    .map(|d| export.saturating_sub(d / 1000))
+            });
+        end = end
+            .or_else(|| from_up(x.get_u32(Ex::LastUptime)))
+            .or_else(|| {
+                x.get(Ex::EndDeltaUs)
+                    .map(|d| export.saturating_sub(d / 1000))
+            })
+            .or(x.get(Ex::ObservationMs));
+    }
+    if set.clock.settle(export, &mut start, &mut end) {
         state.counters.clock_clamped += 1;
     }
     rec.flow_start_ms = start;
     rec.flow_end_ms = end;
-    let sampling = RecordSampling {
-        sampler_id: x.sampler_id,
-        rate: x.sampling_rate(),
+    let resolved = if x.has_sampling() {
+        let sampling = RecordSampling {
+            sampler_id: x.get(Ex::SamplerId),
+            rate: x.sampling_rate(),
+        };
+        state.sampling.resolve(set.settings, hdr.domain, sampling)
+    } else {
+        *set.set_rate.get_or_insert_with(|| {
+            state
+                .sampling
+                .resolve(set.settings, hdr.domain, RecordSampling::default())
+        })
     };
-    rec.sampling_rate = match state.sampling.resolve(settings, hdr.domain, sampling) {
+    rec.sampling_rate = match resolved {
         Resolved::Known(rate) => Some(rate),
         Resolved::Unknown => {
             state.counters.sampling_rate_unknown += 1;
@@ -701,48 +762,54 @@ fn finish(
     };
 }
 
-/// Pushes the record, or for Cisco NSEL the two directed flows it stands for.
+/// Settles the record just pushed (the last of `out`): dropped for NSEL events that
+/// carry no traffic, split in two directed flows for Cisco NSEL bidirectional
+/// counters, else kept as it is.
 #[inline]
-fn emit(rec: &FlowRecord, x: &Extra, state: &mut super::ExporterState, out: &mut Vec<FlowRecord>) {
-    let nsel = x.initiator_octets.is_some()
-        || x.responder_octets.is_some()
-        || x.initiator_packets.is_some()
-        || x.responder_packets.is_some();
+fn emit(out: &mut Vec<FlowRecord>, x: &Extra, state: &mut super::ExporterState) {
+    let Some(rec) = out.last_mut() else {
+        return;
+    };
     if let Some(event) = rec.firewall_event {
         // NSEL events: 1 created, 2 deleted (teardown), 3 denied, 4 alert, 5 update.
         // Only teardown and update carry byte counts to add up; created would count a
         // flow twice and denied moved no traffic.
         if event != 2 && event != 5 {
             state.counters.nsel_events_skipped += 1;
+            out.pop();
             return;
         }
     }
+    let nsel = x.any(&[
+        Ex::InitiatorOctets,
+        Ex::ResponderOctets,
+        Ex::InitiatorPackets,
+        Ex::ResponderPackets,
+    ]);
     if !nsel {
-        out.push(*rec);
         return;
     }
-    let mut fwd = *rec;
-    fwd.bytes = x.initiator_octets.or(rec.bytes);
-    fwd.packets = x.initiator_packets.or(rec.packets);
-    out.push(fwd);
-    let rev_bytes = x.responder_octets.unwrap_or(0);
-    let rev_packets = x.responder_packets.unwrap_or(0);
+    let orig = *rec;
+    rec.bytes = x.get(Ex::InitiatorOctets).or(orig.bytes);
+    rec.packets = x.get(Ex::InitiatorPackets).or(orig.packets);
+    let rev_bytes = x.get(Ex::ResponderOctets).unwrap_or(0);
+    let rev_packets = x.get(Ex::ResponderPackets).unwrap_or(0);
     if rev_bytes > 0 || rev_packets > 0 {
-        let mut rev = *rec;
-        rev.src_ip = rec.dst_ip;
-        rev.dst_ip = rec.src_ip;
-        rev.src_port = rec.dst_port;
-        rev.dst_port = rec.src_port;
-        rev.input_interface = rec.output_interface;
-        rev.output_interface = rec.input_interface;
-        rev.src_as = rec.dst_as;
-        rev.dst_as = rec.src_as;
-        rev.src_mask = rec.dst_mask;
-        rev.dst_mask = rec.src_mask;
-        rev.src_vlan = rec.dst_vlan;
-        rev.dst_vlan = rec.src_vlan;
-        rev.bytes = x.responder_octets;
-        rev.packets = x.responder_packets;
+        let mut rev = orig;
+        rev.src_ip = orig.dst_ip;
+        rev.dst_ip = orig.src_ip;
+        rev.src_port = orig.dst_port;
+        rev.dst_port = orig.src_port;
+        rev.input_interface = orig.output_interface;
+        rev.output_interface = orig.input_interface;
+        rev.src_as = orig.dst_as;
+        rev.dst_as = orig.src_as;
+        rev.src_mask = orig.dst_mask;
+        rev.dst_mask = orig.src_mask;
+        rev.src_vlan = orig.dst_vlan;
+        rev.dst_vlan = orig.src_vlan;
+        rev.bytes = x.get(Ex::ResponderOctets);
+        rev.packets = x.get(Ex::ResponderPackets);
         out.push(rev);
     }
 }

@@ -756,6 +756,58 @@ fn ipfix_varlen_enterprise_reduced_size_and_millis() {
     }
 }
 
+/// The compiled layout reads common fields with eight-byte loads from a copy of the
+/// record's first bytes; fields past that span go the generic way. Both must agree on
+/// odd widths (3 bytes, 9 bytes: low-order eight kept), on fields that straddle or sit
+/// beyond the span, and on the very last bytes of a data set.
+#[test]
+fn layout_and_generic_paths_agree_on_odd_widths_and_far_fields() {
+    let near = [
+        Ie::new(1, 3),  // octetDeltaCount, reduced to 3 bytes
+        Ie::new(2, 9),  // packetDeltaCount, 9 bytes: low-order eight kept
+        Ie::new(7, 2),  // sourceTransportPort
+        Ie::new(8, 4),  // sourceIPv4Address
+        Ie::new(12, 4), // destinationIPv4Address
+        Ie::new(10, 1), // ingressInterface, 1 byte
+    ];
+    // The same fields after 246 bytes of an unknown enterprise field: the first one
+    // straddles the span end, the rest lie beyond it.
+    let mut far = vec![Ie::ent(1, 246, 9)];
+    far.extend_from_slice(&near);
+    let record = |pad: bool, i: u8| {
+        let mut r = Vec::new();
+        if pad {
+            r.extend(std::iter::repeat_n(0xEE, 246));
+        }
+        r.extend_from_slice(&[0x01, 0x02, 0x03]);
+        r.extend_from_slice(&[0xFF, 0, 0, 0, 0, 0, 0, 0x10, i]);
+        r.extend_from_slice(&[0x01, 0xBB]);
+        r.extend_from_slice(&[10, 0, 0, i]);
+        r.extend_from_slice(&[10, 0, 1, i]);
+        r.push(i);
+        r
+    };
+    for (pad, fields) in [(false, &near[..]), (true, &far[..])] {
+        let tpl = ipfix_template_set(2, &[(300, fields)]);
+        let mut data = Vec::new();
+        for i in 1..=3 {
+            data.extend(record(pad, i));
+        }
+        let msg = ipfix_message(T0_S, 0, 1, &[tpl, data_set(300, &data, 0)]);
+        let mut d = Decoder::default();
+        let out = decode_one(&mut d, EXP, &msg);
+        assert_eq!(out.len(), 3, "pad {pad}");
+        for (r, i) in out.iter().zip(1u8..) {
+            assert_eq!(r.bytes, Some(0x01_0203), "pad {pad}");
+            assert_eq!(r.packets, Some(0x10_00u64 | u64::from(i)), "pad {pad}");
+            assert_eq!(r.src_port, Some(443));
+            assert_eq!(r.src_ip, Some(v4(10, 0, 0, i)));
+            assert_eq!(r.dst_ip, Some(v4(10, 0, 1, i)));
+            assert_eq!(r.input_interface, Some(u32::from(i)));
+        }
+    }
+}
+
 #[test]
 fn ipfix_every_time_form() {
     let secs = ipfix_template_set(2, &[(300, &[Ie::new(150, 4), Ie::new(151, 4)][..])]);
