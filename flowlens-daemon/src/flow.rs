@@ -96,9 +96,14 @@ impl ApplicationId {
             return None;
         }
         let mut id = Self::default();
-        let n = octets.len().min(id.bytes.len());
-        id.bytes[..n].copy_from_slice(&octets[..n]);
-        id.len = u8::try_from(n).unwrap_or(u8::MAX);
+        // A byte loop: ids are a few octets, where a variable-length copy_from_slice
+        // is a call to memcpy.
+        let mut n = 0u8;
+        for (dst, src) in id.bytes.iter_mut().zip(octets) {
+            *dst = *src;
+            n += 1;
+        }
+        id.len = n;
         Some(id)
     }
 

@@ -17,7 +17,7 @@ use super::reader::Reader;
 use super::sampling::{RecordSampling, Resolved};
 use super::template_cache::{Dialect, Insert, TemplateKey};
 use super::{Context, DecodeError, clock};
-use crate::flow::{FlowProtocol, FlowRecord};
+use crate::flow::{ApplicationId, FlowProtocol, FlowRecord};
 
 /// IPFIX variable-length marker (RFC 7011 §7).
 pub(crate) const VARIABLE_LENGTH: u16 = 65_535;
@@ -225,7 +225,12 @@ impl Template {
                 if let Some((target, arg)) = *t
                     && let Some(rec) = out.last_mut()
                 {
-                    fields::apply_dyn(target, arg, v, rec, &mut x);
+                    if target == Target::ApplicationId {
+                        // The usual variable-length field, handled inline.
+                        rec.application_id = ApplicationId::from_octets(v);
+                    } else {
+                        fields::apply_dyn(target, arg, v, rec, &mut x);
+                    }
                 }
             }
             each(out, &x);
