@@ -252,6 +252,103 @@ pub fn blast(
     })
 }
 
+/// A trafgen(8) packet configuration for `proto`: `cycle` Ethernet/IPv4/UDP frames
+/// from `source` to `target` (whose MAC is `dst_mac`) that trafgen sends round-robin.
+/// For template protocols frame 0 is the template datagram, so every cycle starts by
+/// resending it; the data frames carry consecutive sequence numbers (the wrap at the
+/// end of a cycle looks like one exporter restart per cycle to a collector).
+///
+/// trafgen sends from a packet socket straight into the device, skipping the sender's
+/// UDP stack: on a veth pair that leaves more of the machine to the collector than
+/// `sendmmsg` does.
+pub fn trafgen_config(
+    proto: BlastProtocol,
+    dst_mac: [u8; 6],
+    source: std::net::SocketAddrV4,
+    target: std::net::SocketAddrV4,
+    cycle: usize,
+) -> TrafgenConfig {
+    use std::fmt::Write as _;
+    let export_secs = u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(u32::MAX);
+    let mut p = plan(proto, export_secs);
+    let mac = dst_mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut text = String::new();
+    let mut frame = |payload: &[u8]| {
+        let _ = write!(
+            text,
+            "{{ eth(da={mac}, type=0x0800), ipv4(sa={}, da={}, ttl=64, df), udp(sp={}, dp={})",
+            source.ip(),
+            target.ip(),
+            source.port(),
+            target.port()
+        );
+        for b in payload {
+            let _ = write!(text, ", 0x{b:02x}");
+        }
+        text.push_str(" }\n");
+    };
+    let mut seq = 0u32;
+    let mut templates = 0;
+    let cycle = cycle.max(2);
+    for i in 0..cycle {
+        if i == 0
+            && let Some(t) = p.template.as_mut()
+        {
+            if let Some(field) = t.get_mut(p.seq_offset..p.seq_offset + 4) {
+                field.copy_from_slice(&seq.to_be_bytes());
+            }
+            seq = seq.wrapping_add(p.template_seq_step);
+            frame(t);
+            templates = 1;
+            continue;
+        }
+        if let Some(field) = p.data.get_mut(p.seq_offset..p.seq_offset + 4) {
+            field.copy_from_slice(&seq.to_be_bytes());
+        }
+        seq = seq.wrapping_add(p.seq_step);
+        frame(&p.data);
+    }
+    TrafgenConfig {
+        text,
+        frames: cycle,
+        templates_per_cycle: templates,
+        flows_per_datagram: p.flows_per_datagram,
+    }
+}
+
+/// A trafgen configuration and what one cycle of it holds.
+#[derive(Debug, Clone)]
+pub struct TrafgenConfig {
+    pub text: String,
+    /// Frames per cycle.
+    pub frames: usize,
+    /// Template frames per cycle (0 or 1, the first).
+    pub templates_per_cycle: usize,
+    pub flows_per_datagram: u64,
+}
+
+impl TrafgenConfig {
+    /// Flows in the first `count` frames trafgen sends (one process, round-robin).
+    pub fn flows_in(&self, count: u64) -> u64 {
+        let frames = self.frames as u64;
+        let templates = if self.templates_per_cycle == 0 {
+            0
+        } else {
+            count.div_ceil(frames)
+        };
+        (count - templates.min(count)) * self.flows_per_datagram
+    }
+}
+
 fn send_batch(sock: &UdpSocket, datagrams: &[Vec<u8>]) -> std::io::Result<()> {
     let mut iovecs: Vec<libc::iovec> = datagrams
         .iter()
@@ -296,6 +393,23 @@ fn send_batch(sock: &UdpSocket, datagrams: &[Vec<u8>]) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::decode::{Datagram, Decoder};
+
+    #[test]
+    fn trafgen_config_frames_and_flow_counts() {
+        let src = "10.0.0.2:5000".parse().unwrap();
+        let dst = "10.0.0.1:2055".parse().unwrap();
+        let c = trafgen_config(BlastProtocol::V9, [2, 0, 0, 0, 0, 1], src, dst, 4);
+        assert_eq!(c.text.lines().count(), 4);
+        assert!(c.text.starts_with(
+            "{ eth(da=02:00:00:00:00:01, type=0x0800), ipv4(sa=10.0.0.2, da=10.0.0.1, \
+             ttl=64, df), udp(sp=5000, dp=2055), 0x00, 0x09,"
+        ));
+        // Frames 0 and 4 are templates: 6 data frames of 30 flows in the first 8.
+        assert_eq!(c.flows_in(8), 6 * 30);
+        assert_eq!(c.flows_in(5), 3 * 30);
+        let s = trafgen_config(BlastProtocol::Sflow, [2, 0, 0, 0, 0, 1], src, dst, 4);
+        assert_eq!(s.flows_in(8), 8 * 8);
+    }
 
     #[test]
     fn every_plan_decodes_to_its_flow_count_with_templates_first() {

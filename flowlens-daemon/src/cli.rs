@@ -61,5 +61,18 @@ pub enum Command {
         /// Datagrams per second (0 = as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Instead of sending, write a trafgen(8) configuration of this many frames
+        /// (templates included) to `--trafgen-config` and print what it holds.
+        #[arg(long, requires_all = ["trafgen_config", "dst_mac", "source"])]
+        trafgen_frames: Option<usize>,
+        /// Where to write the trafgen configuration.
+        #[arg(long)]
+        trafgen_config: Option<PathBuf>,
+        /// The collector's MAC address, for the trafgen frames.
+        #[arg(long)]
+        dst_mac: Option<String>,
+        /// The source address and port of the trafgen frames.
+        #[arg(long)]
+        source: Option<std::net::SocketAddrV4>,
     },
 }

@@ -44,8 +44,28 @@ fn main() -> ExitCode {
         Command::Blast {
             proto,
             target,
+            trafgen_frames: Some(frames),
+            trafgen_config: Some(path),
+            dst_mac: Some(mac),
+            source: Some(source),
+            ..
+        } => match write_trafgen(proto, target, frames, &path, &mac, source) {
+            Ok(line) => {
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flowlens-daemon blast: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Blast {
+            proto,
+            target,
             count,
             rate,
+            ..
         } => match flowlens_daemon::blast::blast(proto, target, count, rate) {
             Ok(report) => {
                 let line = serde_json::to_string(&report).unwrap_or_default();
@@ -112,4 +132,33 @@ fn run(
         "stopped"
     );
     Ok(())
+}
+
+/// `blast --trafgen-frames`: writes the configuration, returns a one-line JSON summary.
+fn write_trafgen(
+    proto: flowlens_daemon::blast::BlastProtocol,
+    target: std::net::SocketAddr,
+    frames: usize,
+    path: &std::path::Path,
+    mac: &str,
+    source: std::net::SocketAddrV4,
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let std::net::SocketAddr::V4(target) = target else {
+        anyhow::bail!("trafgen frames are IPv4 only");
+    };
+    let octets: Vec<u8> = mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad MAC address {mac}"))?;
+    let dst_mac: [u8; 6] = octets
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("bad MAC address {mac}"))?;
+    let config = flowlens_daemon::blast::trafgen_config(proto, dst_mac, source, target, frames);
+    std::fs::write(path, &config.text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(format!(
+        "{{\"frames\":{},\"templates_per_cycle\":{},\"flows_per_datagram\":{}}}",
+        config.frames, config.templates_per_cycle, config.flows_per_datagram
+    ))
 }
