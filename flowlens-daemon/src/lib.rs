@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod output;
 pub mod pipeline;
 pub mod pressure;
+pub mod store;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;

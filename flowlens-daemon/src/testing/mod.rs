@@ -12,3 +12,4 @@
 
 pub mod sflow;
 pub mod wire;
+pub mod postgres;

@@ -1,0 +1,222 @@
+//! EDGE: a private PostgreSQL cluster under a directory, for the embedded default
+//! (`cargo xtask run` with no `DATABASE_URL`) and for tests.
+//!
+//! Uses the system's PostgreSQL binaries (Debian: `/usr/lib/postgresql/<version>/bin`).
+//! The cluster listens on 127.0.0.1 only, on a port chosen from the directory's path
+//! (so two checkouts do not collide), with `trust` authentication: it is reachable only
+//! from this machine and holds nothing but FlowLens data. PostgreSQL refuses to run as
+//! root, so when we are root the directory is handed to the `postgres` user and the
+//! binaries run as that user. Starting is idempotent and guarded by a file lock, so
+//! parallel tests share one cluster.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Why the cluster could not be provided.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "no PostgreSQL server binaries found (looked in /usr/lib/postgresql/*/bin; install Debian's postgresql package)"
+    )]
+    NoBinaries,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{command} failed: {stderr}")]
+    Command { command: String, stderr: String },
+}
+
+/// A running private cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    /// The URL of database `db` in this cluster.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates (if needed) and starts (if not running) the cluster in `dir`.
+    pub fn ensure(dir: &Path) -> Result<Self, ClusterError> {
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |source| ClusterError::Io { what, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io("creating the cluster directory"))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(io("resolving the cluster directory"))?;
+        let lock = File::create(dir.join("lock")).map_err(io("creating the lock file"))?;
+        lock.lock().map_err(io("locking the cluster directory"))?;
+        let bin = binaries()?;
+        let port = port_for(&dir);
+        let cluster = Self {
+            dir: dir.clone(),
+            port,
+        };
+        let data = dir.join("data");
+        let root = is_root();
+        if root {
+            chown_postgres(&dir)?;
+        }
+        if !data.join("PG_VERSION").exists() {
+            run(
+                &bin.join("initdb"),
+                root,
+                &[
+                    "-D",
+                    &data.display().to_string(),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+            )?;
+        }
+        let status = as_user(&bin.join("pg_ctl"), root)
+            .args(["status", "-D"])
+            .arg(&data)
+            .output()
+            .map_err(io("running pg_ctl status"))?;
+        if !status.status.success() {
+            let options = format!(
+                "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} \
+                 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+                 -c max_connections=200",
+                dir.display()
+            );
+            run(
+                &bin.join("pg_ctl"),
+                root,
+                &[
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    &data.display().to_string(),
+                    "-l",
+                    &dir.join("postgres.log").display().to_string(),
+                    "-o",
+                    &options,
+                ],
+            )?;
+        }
+        drop(lock);
+        Ok(cluster)
+    }
+
+    /// Stops the cluster (fast shutdown), keeping its data.
+    pub fn stop(&self) -> Result<(), ClusterError> {
+        let bin = binaries()?;
+        run(
+            &bin.join("pg_ctl"),
+            is_root(),
+            &[
+                "stop",
+                "-m",
+                "fast",
+                "-D",
+                &self.dir.join("data").display().to_string(),
+            ],
+        )
+    }
+
+    /// Starts a stopped cluster again.
+    pub fn start(&self) -> Result<Self, ClusterError> {
+        Self::ensure(&self.dir)
+    }
+}
+
+/// The newest installed PostgreSQL's `bin` directory.
+fn binaries() -> Result<PathBuf, ClusterError> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| ClusterError::NoBinaries)?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, b)| b)
+        .ok_or(ClusterError::NoBinaries)
+}
+
+/// A port in 20000..40000 derived from the directory path (FNV-1a).
+fn port_for(dir: &Path) -> u16 {
+    let hash = dir
+        .display()
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    20_000 + u16::try_from(hash % 20_000).unwrap_or(0)
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn as_user(program: &Path, root: bool) -> Command {
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(program: &Path, root: bool, args: &[&str]) -> Result<(), ClusterError> {
+    let command = format!("{} {}", program.display(), args.join(" "));
+    let out = as_user(program, root)
+        .args(args)
+        .output()
+        .map_err(|source| ClusterError::Io {
+            what: format!("running {command}"),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ClusterError::Command {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// Hands the cluster directory to the `postgres` user (initdb and the server refuse
+/// to run as root).
+fn chown_postgres(dir: &Path) -> Result<(), ClusterError> {
+    let out = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .output()
+        .map_err(|source| ClusterError::Io {
+            what: "running chown".to_owned(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ClusterError::Command {
+            command: format!("chown -R postgres:postgres {}", dir.display()),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}

@@ -1,0 +1,172 @@
+//! The schema on a real PostgreSQL (private cluster under target/test-pg, or the
+//! server of `DATABASE_URL`): migrations are idempotent, one address belongs to one
+//! asset, change events are announced with NOTIFY, partitions are created ahead and
+//! raw partitions dropped after their retention.
+
+use flowlens_daemon::store;
+use flowlens_daemon::testing::postgres::scratch;
+use sqlx::Row;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_idempotent_and_create_the_design_tables() {
+    let db = scratch("idempotent").await;
+    // A second run (the API starting after the daemon) changes nothing.
+    store::migrate(&db.pool).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    for t in [
+        "alerts",
+        "asset_addresses",
+        "assets",
+        "audit_logs",
+        "change_events",
+        "dependencies",
+    ] {
+        assert!(tables.iter().any(|x| x == t), "{t} missing from {tables:?}");
+    }
+    let partitioned: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(partitioned, ["flow_raw", "flow_stats"]);
+    let extensions: Vec<String> =
+        sqlx::query_scalar("SELECT extname::text FROM pg_extension ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(extensions.iter().any(|e| e == "pg_trgm"), "{extensions:?}");
+}
+
+async fn insert_asset(pool: &sqlx::PgPool, name: &str, ips: &[&str]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO assets (name, asset_type, ip_addresses, first_seen, last_seen, discovery_source)
+         VALUES ($1, 'server', $2::inet[], now(), now(), 'manual')",
+    )
+    .bind(name)
+    .bind(ips)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_belongs_to_one_asset() {
+    let db = scratch("oneaddress").await;
+    // A manual asset with several addresses.
+    insert_asset(&db.pool, "db1", &["10.0.0.1", "10.0.0.2"])
+        .await
+        .unwrap();
+    let err = insert_asset(&db.pool, "dup", &["10.0.0.3", "10.0.0.2"])
+        .await
+        .unwrap_err();
+    let code = err
+        .as_database_error()
+        .and_then(sqlx::error::DatabaseError::code)
+        .map(std::borrow::Cow::into_owned);
+    assert_eq!(code.as_deref(), Some("23505"), "{err}");
+    // The refused insert left nothing behind.
+    let owners: Vec<(String, String)> = sqlx::query(
+        "SELECT host(aa.ip), a.name FROM asset_addresses aa JOIN assets a ON a.id = aa.asset_id ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    assert_eq!(
+        owners,
+        [
+            ("10.0.0.1".to_owned(), "db1".to_owned()),
+            ("10.0.0.2".to_owned(), "db1".to_owned())
+        ]
+    );
+    // Moving an address between updates of the same asset follows it.
+    sqlx::query("UPDATE assets SET ip_addresses = '{10.0.0.2,10.0.0.9}' WHERE name = 'db1'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let ips: Vec<String> = sqlx::query_scalar("SELECT host(ip) FROM asset_addresses ORDER BY 1")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(ips, ["10.0.0.2", "10.0.0.9"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_events_are_announced() {
+    let db = scratch("notify").await;
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener.listen("flowlens_changes").await.unwrap();
+    let id: sqlx::types::Uuid = sqlx::query_scalar(
+        "INSERT INTO change_events (change_type, entity_type, entity_id, after_state)
+         VALUES ('new_asset', 'asset', gen_random_uuid(), '{\"name\":\"x\"}') RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification within 5 s")
+        .unwrap();
+    let payload: serde_json::Value = serde_json::from_str(n.payload()).unwrap();
+    assert_eq!(payload["id"], id.to_string());
+    assert_eq!(payload["change_type"], "new_asset");
+    assert_eq!(payload["entity_type"], "asset");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_made_ahead_and_raw_ones_expire() {
+    let db = scratch("partitions").await;
+    // Today and two days ahead, for both tables.
+    assert_eq!(store::ensure_partitions(&db.pool, 2, 7).await.unwrap(), 6);
+    assert_eq!(store::ensure_partitions(&db.pool, 2, 7).await.unwrap(), 0);
+    // An old raw partition (10 days ago) is dropped by the next call.
+    sqlx::query("SELECT flowlens_ensure_partitions(current_date - 10, 1, 7)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let old = format!(
+        "flow_raw_{}",
+        sqlx::query_scalar::<_, String>("SELECT to_char(current_date - 10, 'YYYYMMDD')")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    );
+    let exists = |name: String| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    // That same call created it and then dropped it as expired.
+    assert!(!exists(old.clone()).await);
+    // A row for today goes to today's partition, not the default.
+    sqlx::query(
+        "INSERT INTO flow_raw (exporter_ip, src_ip, dst_ip, src_port, dst_port, protocol, bytes, packets)
+         VALUES ('192.0.2.1', '10.0.0.1', '10.0.0.2', 40000, 443, 6, 100, 1)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let in_default: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_raw_default")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(in_default, 0);
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_raw")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(total, 1);
+}
