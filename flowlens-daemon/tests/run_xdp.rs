@@ -338,8 +338,13 @@ fn softflowd_in_the_peer_namespace_exports_to_the_xdp_collector() {
     );
     // softflowd -r exports the capture's 50 flows (see tests/data/pcap/netflow_v9).
     let e = "exporter=\"10.0.0.2\"";
-    d.wait_until("softflowd's 50 flows", |d| {
-        sum_metric(&d.metrics(), "flowlens_flows_received_total", &[e]) >= 50.0
+    // Ingest and decode counters are published on their own timers: wait for both.
+    d.wait_until("softflowd's 50 flows, counted at intake and decode", |d| {
+        let m = d.metrics();
+        let received = sum_metric(&m, "flowlens_ingest_datagrams_received_total", &[e]);
+        sum_metric(&m, "flowlens_flows_received_total", &[e]) >= 50.0
+            && received >= 1.0
+            && received == sum_metric(&m, "flowlens_decode_datagrams_total", &[e])
     });
     let m = d.metrics();
     let received = sum_metric(&m, "flowlens_ingest_datagrams_received_total", &[e]);
