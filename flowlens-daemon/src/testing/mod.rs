@@ -10,6 +10,6 @@
     reason = "test support: builders given impossible sizes panic"
 )]
 
+pub mod postgres;
 pub mod sflow;
 pub mod wire;
-pub mod postgres;
