@@ -1,0 +1,306 @@
+//! PURE: fan-out evidence for the direction resolver, in bounded memory.
+//!
+//! A server's (address, port) talks to many peers; a client's ephemeral (address, port)
+//! talks to one. When ports alone cannot say which end of a flow listens (two unknown
+//! high ports), the end whose endpoint has more distinct peers is the better guess.
+//! [`PeerCounter`] collects that evidence from observations; [`FanOut`] is what the
+//! resolver is given for one flow, so [`super::direction`] stays a function of values.
+//!
+//! Memory is bounded twice. Per endpoint, peers are counted exactly up to
+//! [`MAX_PEERS`] and then the endpoint saturates and forgets its peer list: beyond 64
+//! distinct peers "this is a server" is already clear. Across endpoints, at most
+//! `max_endpoints` are tracked. Ephemeral client endpoints (one peer each) are most of
+//! what a busy network produces, so when the table is full and at least an eighth of
+//! it holds single-peer endpoints, those are pruned in one pass (amortized O(1) per
+//! observation); otherwise the new endpoint is not tracked. Both outcomes are counted.
+//! There is no clock: callers bound the time span by calling [`PeerCounter::clear`]
+//! per aggregation window.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Distinct peers counted per endpoint before it saturates.
+pub const MAX_PEERS: u32 = 64;
+
+/// A transport endpoint: (address, protocol, port). TCP 53 and UDP 53 are different
+/// listeners, so the protocol is part of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub protocol: u8,
+    pub port: u16,
+}
+
+/// Distinct-peer counts for the two ends of one flow record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FanOut {
+    /// Distinct peers seen talking to the record's (source address, source port).
+    pub src_peers: u32,
+    /// Distinct peers seen talking to the record's (destination address, port).
+    pub dst_peers: u32,
+}
+
+impl FanOut {
+    /// The same evidence seen from the reverse record.
+    #[must_use]
+    pub const fn swapped(self) -> Self {
+        Self {
+            src_peers: self.dst_peers,
+            dst_peers: self.src_peers,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Peers {
+    /// Fewer than [`MAX_PEERS`] distinct peers, listed (a linear scan of at most 63).
+    Few(Vec<IpAddr>),
+    Saturated,
+}
+
+impl Peers {
+    fn count(&self) -> u32 {
+        match self {
+            Self::Few(list) => u32::try_from(list.len()).unwrap_or(MAX_PEERS),
+            Self::Saturated => MAX_PEERS,
+        }
+    }
+}
+
+/// Counts distinct peers per endpoint, bounded as the module docs describe.
+#[derive(Debug, Clone)]
+pub struct PeerCounter {
+    endpoints: HashMap<Endpoint, Peers>,
+    max_endpoints: usize,
+    /// Endpoints currently holding exactly one peer (the prune candidates).
+    single_peer: usize,
+    pruned: u64,
+    untracked: u64,
+}
+
+impl PeerCounter {
+    /// A counter tracking at most `max_endpoints` endpoints. Worst-case memory is
+    /// about 1.1 kB per endpoint (63 listed peers of 17 bytes), so 65 536 endpoints stay
+    /// under 75 MB.
+    pub fn new(max_endpoints: usize) -> Self {
+        Self {
+            endpoints: HashMap::new(),
+            max_endpoints,
+            single_peer: 0,
+            pruned: 0,
+            untracked: 0,
+        }
+    }
+
+    /// Records that `peer` talked to `endpoint`. Returns false when the endpoint could
+    /// not be tracked because the table is full (counted in [`Self::untracked`]).
+    pub fn observe(&mut self, endpoint: Endpoint, peer: IpAddr) -> bool {
+        if let Some(peers) = self.endpoints.get_mut(&endpoint) {
+            if let Peers::Few(list) = peers
+                && !list.contains(&peer)
+            {
+                if list.len() == 1 {
+                    self.single_peer = self.single_peer.saturating_sub(1);
+                }
+                list.push(peer);
+                if list.len() >= MAX_PEERS as usize {
+                    *peers = Peers::Saturated;
+                }
+            }
+            return true;
+        }
+        if self.endpoints.len() >= self.max_endpoints && !self.prune() {
+            self.untracked += 1;
+            return false;
+        }
+        self.endpoints.insert(endpoint, Peers::Few(vec![peer]));
+        self.single_peer += 1;
+        true
+    }
+
+    /// Records one flow record: each end is a peer of the other.
+    pub fn observe_pair(&mut self, src: Endpoint, dst: Endpoint) {
+        self.observe(src, dst.ip);
+        self.observe(dst, src.ip);
+    }
+
+    /// Distinct peers seen for `endpoint` (0 when untracked, at most [`MAX_PEERS`]).
+    #[must_use]
+    pub fn distinct_peers(&self, endpoint: &Endpoint) -> u32 {
+        self.endpoints.get(endpoint).map_or(0, Peers::count)
+    }
+
+    /// The fan-out evidence for a record from `src` to `dst`.
+    #[must_use]
+    pub fn fan_out(&self, src: &Endpoint, dst: &Endpoint) -> FanOut {
+        FanOut {
+            src_peers: self.distinct_peers(src),
+            dst_peers: self.distinct_peers(dst),
+        }
+    }
+
+    /// Endpoints currently tracked.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// Single-peer endpoints dropped to make room, since creation.
+    pub fn pruned(&self) -> u64 {
+        self.pruned
+    }
+
+    /// Observations of new endpoints refused because the table was full, since creation.
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+
+    /// Forgets every endpoint (the start of a new window); the counters are kept.
+    pub fn clear(&mut self) {
+        self.endpoints.clear();
+        self.single_peer = 0;
+    }
+
+    /// Drops single-peer endpoints when they are at least an eighth of the table, so
+    /// the O(n) pass frees enough room to pay for itself. Returns whether room was made.
+    fn prune(&mut self) -> bool {
+        if self.single_peer < (self.max_endpoints / 8).max(1) {
+            return false;
+        }
+        let before = self.endpoints.len();
+        self.endpoints.retain(|_, peers| peers.count() != 1);
+        self.pruned += (before - self.endpoints.len()) as u64;
+        self.single_peer = 0;
+        self.endpoints.len() < self.max_endpoints
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn ep(last: u8, port: u16) -> Endpoint {
+        Endpoint {
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+            protocol: 6,
+            port,
+        }
+    }
+
+    fn peer(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a01_0000 + n))
+    }
+
+    #[test]
+    fn counts_distinct_peers_only() {
+        let mut c = PeerCounter::new(16);
+        let server = ep(1, 5432);
+        for n in [1, 2, 2, 3, 1] {
+            assert!(c.observe(server, peer(n)));
+        }
+        assert_eq!(c.distinct_peers(&server), 3);
+        assert_eq!(c.distinct_peers(&ep(1, 5433)), 0, "port is part of the key");
+        let udp = Endpoint {
+            protocol: 17,
+            ..server
+        };
+        assert_eq!(c.distinct_peers(&udp), 0, "protocol is part of the key");
+    }
+
+    #[test]
+    fn saturates_at_max_peers() {
+        let mut c = PeerCounter::new(4);
+        let server = ep(1, 443);
+        for n in 0..200 {
+            c.observe(server, peer(n));
+        }
+        assert_eq!(c.distinct_peers(&server), MAX_PEERS);
+        c.observe(server, peer(1));
+        assert_eq!(c.distinct_peers(&server), MAX_PEERS);
+    }
+
+    #[test]
+    fn observe_pair_counts_both_ends_and_fan_out_swaps() {
+        let mut c = PeerCounter::new(64);
+        let server = ep(1, 40000);
+        for n in 0..5u16 {
+            let client = Endpoint {
+                ip: peer(u32::from(n)),
+                protocol: 6,
+                port: 50000 + n,
+            };
+            c.observe_pair(client, server);
+            // The reply record adds nothing new: same pair of endpoints.
+            c.observe_pair(server, client);
+        }
+        let client = Endpoint {
+            ip: peer(0),
+            protocol: 6,
+            port: 50000,
+        };
+        let f = c.fan_out(&client, &server);
+        assert_eq!(
+            f,
+            FanOut {
+                src_peers: 1,
+                dst_peers: 5
+            }
+        );
+        assert_eq!(c.fan_out(&server, &client), f.swapped());
+    }
+
+    #[test]
+    fn full_table_prunes_single_peer_endpoints() {
+        let mut c = PeerCounter::new(8);
+        let server = ep(1, 9000);
+        c.observe(server, peer(1));
+        c.observe(server, peer(2));
+        for port in 0..7 {
+            assert!(c.observe(ep(2, 50000 + port), peer(9)));
+        }
+        assert_eq!(c.len(), 8);
+        assert!(c.observe(ep(3, 60000), peer(9)), "pruning makes room");
+        assert_eq!(c.pruned(), 7);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.distinct_peers(&server), 2, "multi-peer endpoints survive");
+        assert_eq!(c.untracked(), 0);
+    }
+
+    #[test]
+    fn full_table_of_servers_refuses_new_endpoints() {
+        let mut c = PeerCounter::new(2);
+        for last in [1, 2] {
+            c.observe(ep(last, 80), peer(1));
+            c.observe(ep(last, 80), peer(2));
+        }
+        assert!(!c.observe(ep(3, 80), peer(1)));
+        assert_eq!(c.untracked(), 1);
+        assert_eq!(c.distinct_peers(&ep(3, 80)), 0);
+        assert!(c.observe(ep(1, 80), peer(3)), "known endpoints still count");
+        assert_eq!(c.distinct_peers(&ep(1, 80)), 3);
+    }
+
+    #[test]
+    fn zero_capacity_tracks_nothing() {
+        let mut c = PeerCounter::new(0);
+        assert!(!c.observe(ep(1, 80), peer(1)));
+        assert!(c.is_empty());
+        assert_eq!(c.untracked(), 1);
+    }
+
+    #[test]
+    fn clear_forgets_endpoints_but_keeps_counters() {
+        let mut c = PeerCounter::new(1);
+        c.observe(ep(1, 80), peer(1));
+        c.observe(ep(1, 80), peer(2));
+        assert!(!c.observe(ep(2, 80), peer(1)));
+        c.clear();
+        assert!(c.is_empty());
+        assert!(c.observe(ep(2, 80), peer(1)));
+        assert_eq!(c.untracked(), 1);
+    }
+}
