@@ -40,8 +40,9 @@ pub enum Command {
         /// Never use XDP: receive on UDP sockets.
         #[arg(long)]
         no_xdp: bool,
-        /// Where decoded flows go: `jsonl:PATH` or `discard`.
-        #[arg(long, default_value = "discard")]
+        /// Where decoded flows go: `postgres` (the dependency graph), `jsonl:PATH`,
+        /// `discard`, or `auto`: postgres when `DATABASE_URL` or `database.url` is set.
+        #[arg(long, default_value = "auto")]
         output: Output,
         /// Log filter (tracing EnvFilter syntax), e.g. `info` or `flowlens_daemon=debug`.
         #[arg(long, env = "FLOWLENS_LOG", default_value = "info")]

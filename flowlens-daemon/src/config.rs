@@ -5,8 +5,8 @@
 //! defaults to the design's value. Precedence: defaults < YAML file (`--config`) <
 //! environment `FLOWLENS_<SECTION>__<KEY>` (nested keys joined by `__`, e.g.
 //! `FLOWLENS_INGESTION__BACKPRESSURE__ENABLED=false`) < command-line flags. Sections
-//! later issues will fill (`enrichment`, `dependency_resolution`, `database`, `kafka`,
-//! `api`) are accepted as-is so one config file can serve every stage today.
+//! later issues will fill (`kafka`, `api`, parts of `enrichment`) are accepted as-is so
+//! one config file can serve every stage today.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,21 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::decode::DecoderConfig;
+pub use crate::graph::config::{AlertsConfig, DatabaseConfig, DependencyResolutionConfig};
+
+/// DESIGN.md §3.2 `enrichment`. `dns`, `geoip`, `cloud` and `cache` are accepted as
+/// written and used as their stages land; `internal_prefixes` (ours) adds prefixes
+/// that count as internal to the built-in private ranges.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrichmentConfig {
+    pub dns: serde_yaml::Value,
+    pub geoip: serde_yaml::Value,
+    pub cloud: serde_yaml::Value,
+    pub cache: serde_yaml::Value,
+    /// e.g. `["203.0.113.0/24"]`: public space that is ours.
+    pub internal_prefixes: Vec<String>,
+}
 
 /// The whole daemon configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -24,12 +39,11 @@ pub struct Config {
     /// Decoder knobs (template cache, hold time, clock rules, per-exporter sampling).
     pub decoder: DecoderConfig,
     pub telemetry: TelemetryConfig,
-    /// Accepted, used by the enrichment issue.
-    pub enrichment: serde_yaml::Value,
-    /// Accepted, used by the PostgreSQL graph issue.
-    pub dependency_resolution: serde_yaml::Value,
-    /// Accepted, used by the PostgreSQL graph issue.
-    pub database: serde_yaml::Value,
+    pub enrichment: EnrichmentConfig,
+    pub dependency_resolution: DependencyResolutionConfig,
+    pub database: DatabaseConfig,
+    /// Rules turning change events into alerts.
+    pub alerts: AlertsConfig,
     /// Accepted, used by the scale-out issue.
     pub kafka: serde_yaml::Value,
     /// Accepted so one file can configure the daemon and the API.
@@ -295,6 +309,24 @@ impl Config {
         }
         if !self.xdp.ring_size_bytes.is_power_of_two() || self.xdp.ring_size_bytes < 4096 {
             problems.push("xdp.ring_size_bytes must be a power of two >= 4096".into());
+        }
+        for p in &self.enrichment.internal_prefixes {
+            if let Err(e) = p.parse::<crate::enrich::classify::Prefix>() {
+                problems.push(format!("enrichment.internal_prefixes: {p:?}: {e}"));
+            }
+        }
+        let agg = &self.dependency_resolution.aggregation;
+        if agg.window_size_seconds == 0 || agg.flush_interval_seconds == 0 {
+            problems.push(
+                "dependency_resolution.aggregation: window_size_seconds and flush_interval_seconds must be >= 1"
+                    .into(),
+            );
+        }
+        if agg.buffer_backend != "memory" {
+            problems.push(format!(
+                "dependency_resolution.aggregation.buffer_backend {:?}: only \"memory\" is available",
+                agg.buffer_backend
+            ));
         }
         if problems.is_empty() {
             Ok(())

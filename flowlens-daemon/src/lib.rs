@@ -11,11 +11,15 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod decode_command;
+pub mod enrich;
 pub mod flow;
+pub mod generate;
+pub mod graph;
 pub mod ingest;
 pub mod output;
 pub mod pipeline;
 pub mod pressure;
+pub mod resolve;
 pub mod store;
 pub mod telemetry;
 #[doc(hidden)]

@@ -26,7 +26,9 @@ use flowlens_ebpf_common::PortKind;
 
 use crate::config::Config;
 use crate::decode::{Datagram, Decoder, DecoderConfig, ExporterCounters};
+use crate::enrich::classify::Classifier;
 use crate::flow::FlowRecord;
+use crate::graph::sink::{GraphHealth, GraphSettings, GraphSink};
 use crate::ingest::datagram::{Dispatcher, RawDatagram};
 use crate::ingest::ring::{RingReader, RingReaderOptions};
 use crate::ingest::udp;
@@ -43,6 +45,10 @@ pub enum Output {
     Jsonl(PathBuf),
     /// Decode and count only.
     Discard,
+    /// The PostgreSQL dependency graph (`DATABASE_URL` or `database.url`).
+    Postgres,
+    /// `postgres` when a database is configured, else `discard`.
+    Auto,
 }
 
 impl std::str::FromStr for Output {
@@ -51,8 +57,10 @@ impl std::str::FromStr for Output {
         match s.split_once(':') {
             Some(("jsonl", path)) if !path.is_empty() => Ok(Self::Jsonl(path.into())),
             None if s == "discard" => Ok(Self::Discard),
+            None if s == "postgres" => Ok(Self::Postgres),
+            None if s == "auto" => Ok(Self::Auto),
             _ => Err(format!(
-                "unknown output {s:?} (expected jsonl:PATH or discard)"
+                "unknown output {s:?} (expected jsonl:PATH, postgres, auto or discard)"
             )),
         }
     }
@@ -85,6 +93,10 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("--output postgres needs DATABASE_URL or database.url")]
+    NoDatabase,
+    #[error("the PostgreSQL graph: {0}")]
+    Store(#[source] crate::store::StoreError),
 }
 
 /// Totals at exit (also in /metrics while running).
@@ -113,13 +125,23 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
         cfg.ingestion.backpressure.drop_threshold_queue_depth,
     );
 
+    // The sink first: a graph sink that cannot reach PostgreSQL at start is an error.
+    let graph_health = GraphHealth::default();
+    let mut sink = open_sink(&opts.output, cfg, &graph_health)?;
+    let postgres_status: Arc<dyn Fn() -> String + Send + Sync> = if sink.is_graph() {
+        let h = graph_health.clone();
+        Arc::new(move || h.status().to_owned())
+    } else {
+        Arc::new(|| "not_configured".to_owned())
+    };
+
     // Telemetry and signals on a small tokio runtime of their own.
     let telemetry = Telemetry {
         prometheus,
         started,
-        checks: Arc::new(|| {
+        checks: Arc::new(move || {
             vec![
-                ("postgresql", "not_configured".to_owned()),
+                ("postgresql", postgres_status()),
                 ("kafka", "not_configured".to_owned()),
                 ("redis", "not_configured".to_owned()),
             ]
@@ -161,7 +183,6 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
 
     // Sink.
     let (sink_tx, sink_rx) = bounded::<Vec<FlowRecord>>(64);
-    let mut sink = open_sink(&opts.output)?;
     let sink_thread = std::thread::Builder::new()
         .name("flowlens-sink".into())
         .spawn(move || sink_loop(&sink_rx, sink.as_mut()))
@@ -440,7 +461,33 @@ fn publish(decoder: &Decoder, previous: &mut HashMap<IpAddr, (u64, u64)>, elapse
 /// Where batches are written.
 trait Sink: Send {
     fn write(&mut self, batch: &[FlowRecord]) -> std::io::Result<()>;
+    /// Called when no batch came for a while (and before `close`).
     fn flush(&mut self) -> std::io::Result<()>;
+    /// Called once at shutdown, after the last batch.
+    fn close(&mut self) -> std::io::Result<()> {
+        self.flush()
+    }
+    fn is_graph(&self) -> bool {
+        false
+    }
+}
+
+impl Sink for GraphSink {
+    fn write(&mut self, batch: &[FlowRecord]) -> std::io::Result<()> {
+        GraphSink::write(self, batch);
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tick();
+        Ok(())
+    }
+    fn close(&mut self) -> std::io::Result<()> {
+        GraphSink::close(self);
+        Ok(())
+    }
+    fn is_graph(&self) -> bool {
+        true
+    }
 }
 
 struct JsonlSink {
@@ -471,8 +518,39 @@ impl Sink for DiscardSink {
     }
 }
 
-fn open_sink(output: &Output) -> Result<Box<dyn Sink>, RunError> {
+fn open_sink(
+    output: &Output,
+    cfg: &Config,
+    health: &GraphHealth,
+) -> Result<Box<dyn Sink>, RunError> {
+    let url = cfg
+        .database
+        .effective_url(std::env::var("DATABASE_URL").ok());
+    let output = match (output, &url) {
+        (Output::Auto, Some(_)) => &Output::Postgres,
+        (Output::Auto, None) => &Output::Discard,
+        (o, _) => o,
+    };
     Ok(match output {
+        Output::Postgres => {
+            let url = url.ok_or(RunError::NoDatabase)?;
+            let classifier = Classifier::new(
+                cfg.enrichment
+                    .internal_prefixes
+                    .iter()
+                    .filter_map(|p| p.parse().ok()),
+            );
+            let settings = GraphSettings {
+                url,
+                database: cfg.database.clone(),
+                resolution: cfg.dependency_resolution.clone(),
+                alerts: cfg.alerts.clone(),
+                classifier,
+            };
+            let sink = GraphSink::open(&settings, health.clone()).map_err(RunError::Store)?;
+            tracing::info!("writing the dependency graph to PostgreSQL");
+            Box::new(sink)
+        }
         Output::Jsonl(path) => {
             let f = std::fs::File::create(path).map_err(|source| RunError::Output {
                 path: path.clone(),
@@ -482,7 +560,7 @@ fn open_sink(output: &Output) -> Result<Box<dyn Sink>, RunError> {
                 out: std::io::BufWriter::with_capacity(1 << 20, f),
             })
         }
-        Output::Discard => Box::new(DiscardSink),
+        Output::Discard | Output::Auto => Box::new(DiscardSink),
     })
 }
 
@@ -509,7 +587,7 @@ fn sink_loop(rx: &Receiver<Vec<FlowRecord>>, sink: &mut dyn Sink) -> u64 {
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    if let Err(e) = sink.flush() {
+    if let Err(e) = sink.close() {
         tracing::error!(error = %e, "sink flush failed");
     }
     total

@@ -27,8 +27,11 @@ pub enum StoreError {
 /// Connects a pool of at most `max_connections` to `url`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
     let options: PgConnectOptions = url.parse().map_err(StoreError::Connect)?;
+    // A short acquire timeout: during an outage a flush should fail fast and be
+    // retried at the next interval, not hold the sink thread for sqlx's default 30 s.
     PgPoolOptions::new()
         .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(3))
         .connect_with(options)
         .await
         .map_err(StoreError::Connect)

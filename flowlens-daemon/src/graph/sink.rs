@@ -1,0 +1,265 @@
+//! EDGE: the PostgreSQL graph sink of `flowlens-daemon run`.
+//!
+//! Runs on the pipeline's sink thread: each batch of decoded flows is oriented and
+//! aggregated in memory (no I/O per flow); every `flush_interval_seconds` the windows
+//! go to the [`GraphWriter`] in one transaction, and every `check_interval_seconds`
+//! stale assets and dependencies are looked for. A failed flush (PostgreSQL down) is
+//! logged, counted and retried at the next interval with everything it held (bounded
+//! by `database.max_buffered_rows`). At shutdown every open window is flushed, with a
+//! few retries.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::config::{AlertsConfig, DatabaseConfig, DependencyResolutionConfig};
+use super::window::{Aggregator, Orientation};
+use super::writer::{GraphWriter, RawFlow, WriterSettings};
+use crate::enrich::classify::Classifier;
+use crate::flow::FlowRecord;
+use crate::resolve::direction::{FlowEnds, orient};
+use crate::resolve::fan_out::PeerCounter;
+use crate::store::{self, StoreError};
+
+/// Endpoints whose distinct peers are counted for direction evidence.
+const MAX_TRACKED_ENDPOINTS: usize = 200_000;
+
+/// PostgreSQL health as the sink last saw it, for `/health`.
+#[derive(Debug, Clone, Default)]
+pub struct GraphHealth(Arc<AtomicU8>);
+
+impl GraphHealth {
+    const OK: u8 = 1;
+    const ERROR: u8 = 2;
+
+    fn set(&self, ok: bool) {
+        self.0
+            .store(if ok { Self::OK } else { Self::ERROR }, Ordering::Relaxed);
+    }
+
+    /// "ok", "error" or "starting" (no flush yet).
+    pub fn status(&self) -> &'static str {
+        match self.0.load(Ordering::Relaxed) {
+            Self::OK => "ok",
+            Self::ERROR => "error",
+            _ => "starting",
+        }
+    }
+}
+
+/// Everything the graph sink is configured by.
+#[derive(Debug, Clone)]
+pub struct GraphSettings {
+    pub url: String,
+    pub database: DatabaseConfig,
+    pub resolution: DependencyResolutionConfig,
+    pub alerts: AlertsConfig,
+    pub classifier: Classifier,
+}
+
+/// The sink.
+pub struct GraphSink {
+    rt: tokio::runtime::Runtime,
+    writer: GraphWriter,
+    aggregator: Aggregator,
+    peers: PeerCounter,
+    raw: Vec<RawFlow>,
+    write_raw: bool,
+    flush_every: Duration,
+    last_flush: Instant,
+    stale_every: Option<Duration>,
+    last_stale: Instant,
+    health: GraphHealth,
+    unoriented: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl GraphSink {
+    /// Connects, migrates, prepares partitions. Fails when PostgreSQL is unreachable at
+    /// start (an outage later is survived).
+    pub fn open(settings: &GraphSettings, health: GraphHealth) -> Result<Self, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Connect(sqlx::Error::Io(e)))?;
+        let db = &settings.database;
+        let pool = rt.block_on(async {
+            let pool = store::connect(&settings.url, db.max_connections).await?;
+            store::migrate(&pool).await?;
+            let days = i32::try_from(db.raw_retention_days).unwrap_or(7);
+            store::ensure_partitions(&pool, 2, days).await?;
+            Ok::<_, StoreError>(pool)
+        })?;
+        health.set(true);
+        let agg = &settings.resolution.aggregation;
+        let aggregator = Aggregator::new(agg.window_size_seconds, agg.max_clock_skew_seconds);
+        let cd = &settings.resolution.change_detection;
+        let stale_every = cd
+            .enabled
+            .then(|| Duration::from_secs(cd.check_interval_seconds.max(1)));
+        let flush_every = Duration::from_secs(agg.flush_interval_seconds.max(1));
+        let writer = GraphWriter::new(
+            pool,
+            WriterSettings {
+                resolution: settings.resolution.clone(),
+                alerts: settings.alerts.clone(),
+                classifier: settings.classifier.clone(),
+                max_buffered_rows: db.max_buffered_rows,
+                write_raw_flows: db.write_raw_flows,
+            },
+        );
+        Ok(Self {
+            rt,
+            writer,
+            aggregator,
+            peers: PeerCounter::new(MAX_TRACKED_ENDPOINTS),
+            raw: Vec::new(),
+            write_raw: db.write_raw_flows,
+            flush_every,
+            last_flush: Instant::now(),
+            stale_every,
+            last_stale: Instant::now(),
+            health,
+            unoriented: 0,
+        })
+    }
+
+    /// Orients and aggregates a batch; flushes when the interval is due.
+    pub fn write(&mut self, batch: &[FlowRecord]) {
+        let now = now_ms();
+        for rec in batch {
+            let ends = FlowEnds::from(rec);
+            let fan_out = ends.endpoints().map(|(src, dst)| {
+                self.peers.observe_pair(src, dst);
+                self.peers.fan_out(&src, &dst)
+            });
+            match orient(&ends, fan_out) {
+                Ok(o) => {
+                    self.aggregator.add(
+                        rec,
+                        Orientation {
+                            client: o.client,
+                            server: o.server,
+                            protocol: o.protocol,
+                            port: o.server_port,
+                            confidence: o.confidence,
+                        },
+                        now,
+                    );
+                    if self.write_raw
+                        && let (Some(src), Some(dst)) = (rec.src_ip, rec.dst_ip)
+                    {
+                        self.raw.push(RawFlow {
+                            received_ms: now,
+                            exporter: rec.exporter_ip,
+                            src,
+                            dst,
+                            src_port: rec.src_port.unwrap_or(0),
+                            dst_port: rec.dst_port.unwrap_or(0),
+                            protocol: o.protocol,
+                            bytes: rec.bytes.unwrap_or(0),
+                            packets: rec.packets.unwrap_or(0),
+                            tcp_flags: rec.tcp_flags,
+                            sampling_rate: rec.sampling_rate.unwrap_or(1),
+                            start_ms: rec.flow_start_ms,
+                            end_ms: rec.flow_end_ms,
+                        });
+                    }
+                }
+                Err(why) => {
+                    self.unoriented += 1;
+                    metrics::counter!("flowlens_graph_flows_unoriented_total", "reason" => why.reason())
+                        .increment(1);
+                }
+            }
+        }
+        self.tick();
+    }
+
+    /// Flushes (and checks staleness) when due; call when idle too.
+    pub fn tick(&mut self) {
+        if self.last_flush.elapsed() >= self.flush_every {
+            self.flush_now();
+        }
+        if let Some(every) = self.stale_every
+            && self.last_stale.elapsed() >= every
+        {
+            self.last_stale = Instant::now();
+            match self.rt.block_on(self.writer.detect_stale()) {
+                Ok(n) if n > 0 => tracing::info!(changes = n, "stale assets/dependencies"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "stale check failed; retried later"),
+            }
+        }
+    }
+
+    /// Hands the windows to the writer and writes; returns whether the write succeeded.
+    pub fn flush_now(&mut self) -> bool {
+        self.last_flush = Instant::now();
+        let edges = self.aggregator.take();
+        let raw = std::mem::take(&mut self.raw);
+        self.writer.add(edges, raw);
+        let started = Instant::now();
+        let result = self.rt.block_on(self.writer.flush(now_ms()));
+        metrics::histogram!("flowlens_graph_flush_seconds").record(started.elapsed().as_secs_f64());
+        let ok = match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, held = self.writer.held_rows(),
+                    "graph flush failed; kept for the next flush");
+                false
+            }
+        };
+        self.health.set(ok);
+        self.publish();
+        ok
+    }
+
+    /// Final flush at shutdown: every open window, a few tries.
+    pub fn close(&mut self) {
+        for attempt in 0..3 {
+            if self.flush_now() && self.writer.held_rows() == 0 {
+                return;
+            }
+            if attempt < 2 {
+                std::thread::park_timeout(Duration::from_secs(1));
+            }
+        }
+        tracing::error!(
+            held = self.writer.held_rows(),
+            "graph rows not written at shutdown"
+        );
+    }
+
+    fn publish(&self) {
+        let c = &self.writer.counters;
+        let set = |name: &'static str, v: u64| metrics::counter!(name).absolute(v);
+        set("flowlens_graph_flushes_total", c.flushes);
+        set("flowlens_graph_flush_failures_total", c.flush_failures);
+        set("flowlens_graph_assets_created_total", c.assets_created);
+        set(
+            "flowlens_graph_dependencies_created_total",
+            c.dependencies_created,
+        );
+        set("flowlens_graph_flow_stats_rows_total", c.flow_stats_rows);
+        set("flowlens_graph_raw_rows_total", c.raw_rows);
+        set("flowlens_graph_change_events_total", c.change_events);
+        set("flowlens_graph_alerts_total", c.alerts);
+        set("flowlens_graph_rows_dropped_total", c.rows_dropped);
+        set(
+            "flowlens_graph_rows_without_asset_total",
+            c.rows_without_asset,
+        );
+        set(
+            "flowlens_graph_flows_clock_skewed_total",
+            self.aggregator.counters.clock_skewed,
+        );
+        #[expect(clippy::cast_precision_loss, reason = "a gauge")]
+        metrics::gauge!("flowlens_graph_held_rows").set(self.writer.held_rows() as f64);
+    }
+}

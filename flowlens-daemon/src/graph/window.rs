@@ -1,0 +1,230 @@
+//! PURE: flows into 5-minute tumbling windows of client -> server edges.
+//!
+//! Each flow record, once oriented (client, server, service port; see
+//! `resolve::direction`), adds to the edge (window start, client address, server
+//! address, protocol, port). Bytes and packets are scaled by the record's sampling rate
+//! here, so every total downstream is an estimate of the real traffic.
+//!
+//! Windowing rule: a flow belongs to the window holding its end time (`flow_end`, else
+//! the export time). Exporters with broken clocks are tolerated: a flow time further
+//! than `max_clock_skew` from the aggregator's wall clock is replaced by the wall
+//! clock, and counted. Late flows (whose window was already written) are not special:
+//! every flush writes sums to add to what is stored (`flow_stats` rows are upserted by
+//! addition), so a late flow tops up its window whenever it comes.
+//!
+//! Between flushes the aggregator holds deltas only; [`Aggregator::take`] hands them
+//! over and starts afresh.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::flow::FlowRecord;
+
+/// One edge of one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EdgeKey {
+    /// Window start, ms since the epoch (a multiple of the window length).
+    pub window_start_ms: u64,
+    pub client: IpAddr,
+    pub server: IpAddr,
+    pub protocol: u8,
+    /// The server's service port (0 for ICMP).
+    pub port: u16,
+}
+
+/// What an edge carried in a window (estimates: scaled by sampling).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EdgeStats {
+    pub flows: u64,
+    pub bytes: u64,
+    pub packets: u64,
+    /// TCP flags seen in either direction, OR-ed.
+    pub tcp_flags: u16,
+    /// The highest confidence of the direction decisions behind it.
+    pub confidence: f32,
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
+impl EdgeStats {
+    /// Adds `other` (another delta of the same edge).
+    pub fn merge(&mut self, other: &Self) {
+        self.flows += other.flows;
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.packets = self.packets.saturating_add(other.packets);
+        self.tcp_flags |= other.tcp_flags;
+        self.confidence = self.confidence.max(other.confidence);
+        self.first_ms = self.first_ms.min(other.first_ms);
+        self.last_ms = self.last_ms.max(other.last_ms);
+    }
+}
+
+/// A flow's direction, as decided before aggregation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Orientation {
+    pub client: IpAddr,
+    pub server: IpAddr,
+    pub protocol: u8,
+    pub port: u16,
+    pub confidence: f32,
+}
+
+/// Aggregation counters (exported as metrics by the sink).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowCounters {
+    pub flows: u64,
+    /// Flows re-stamped with the wall clock because their own time was absurd.
+    pub clock_skewed: u64,
+}
+
+/// The in-memory windows since the last flush.
+#[derive(Debug)]
+pub struct Aggregator {
+    window_ms: u64,
+    max_skew_ms: u64,
+    edges: HashMap<EdgeKey, EdgeStats>,
+    pub counters: WindowCounters,
+}
+
+impl Aggregator {
+    /// Windows of `window_secs` (at least 1 s); flow times further than
+    /// `max_skew_secs` from the wall clock are replaced by it.
+    pub fn new(window_secs: u64, max_skew_secs: u64) -> Self {
+        Self {
+            window_ms: window_secs.max(1) * 1000,
+            max_skew_ms: max_skew_secs * 1000,
+            edges: HashMap::new(),
+            counters: WindowCounters::default(),
+        }
+    }
+
+    /// The window length in ms.
+    pub const fn window_ms(&self) -> u64 {
+        self.window_ms
+    }
+
+    /// Adds one oriented flow record; `now_ms` is the wall clock.
+    pub fn add(&mut self, rec: &FlowRecord, dir: Orientation, now_ms: u64) {
+        let mut at = rec.flow_end_ms.unwrap_or(rec.export_time_ms);
+        if at.abs_diff(now_ms) > self.max_skew_ms {
+            at = now_ms;
+            self.counters.clock_skewed += 1;
+        }
+        let start = rec.flow_start_ms.unwrap_or(at).min(at);
+        let rate = u64::from(rec.sampling_rate.unwrap_or(1).max(1));
+        let key = EdgeKey {
+            window_start_ms: at - at % self.window_ms,
+            client: dir.client,
+            server: dir.server,
+            protocol: dir.protocol,
+            port: dir.port,
+        };
+        let delta = EdgeStats {
+            flows: 1,
+            bytes: rec.bytes.unwrap_or(0).saturating_mul(rate),
+            packets: rec.packets.unwrap_or(0).saturating_mul(rate),
+            tcp_flags: rec.tcp_flags.unwrap_or(0),
+            confidence: dir.confidence,
+            first_ms: start,
+            last_ms: at,
+        };
+        self.counters.flows += 1;
+        self.edges
+            .entry(key)
+            .and_modify(|s| s.merge(&delta))
+            .or_insert(delta);
+    }
+
+    /// Edges accumulated since the last call, sorted by key (deterministic writes).
+    pub fn take(&mut self) -> Vec<(EdgeKey, EdgeStats)> {
+        let mut v: Vec<_> = self.edges.drain().collect();
+        v.sort_unstable_by_key(|a| a.0);
+        v
+    }
+
+    /// Edges held right now.
+    pub fn len(&self) -> usize {
+        self.edges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.edges.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::flow::FlowProtocol;
+
+    const NOW: u64 = 1_767_225_900_000; // 2026-01-01T00:05:00Z, a window boundary
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))
+    }
+
+    fn rec(end_ms: u64, bytes: u64, rate: u32) -> FlowRecord {
+        let mut r = FlowRecord::empty(FlowProtocol::Ipfix, ip(254), end_ms);
+        r.flow_start_ms = Some(end_ms - 1000);
+        r.flow_end_ms = Some(end_ms);
+        r.bytes = Some(bytes);
+        r.packets = Some(2);
+        r.sampling_rate = Some(rate);
+        r.tcp_flags = Some(0x02);
+        r
+    }
+
+    fn dir(confidence: f32) -> Orientation {
+        Orientation {
+            client: ip(1),
+            server: ip(2),
+            protocol: 6,
+            port: 5432,
+            confidence,
+        }
+    }
+
+    #[test]
+    fn flows_land_in_the_window_of_their_end_and_scale_by_sampling() {
+        let mut a = Aggregator::new(300, 3600);
+        a.add(&rec(NOW - 1, 100, 1), dir(0.5), NOW);
+        a.add(&rec(NOW - 2, 100, 10), dir(0.9), NOW);
+        a.add(&rec(NOW + 10, 7, 1), dir(0.3), NOW);
+        let edges = a.take();
+        assert_eq!(edges.len(), 2);
+        let (k0, s0) = edges[0];
+        assert_eq!(k0.window_start_ms, NOW - 300_000);
+        assert_eq!((s0.flows, s0.bytes, s0.packets), (2, 1100, 22));
+        assert!((s0.confidence - 0.9).abs() < f32::EPSILON);
+        assert_eq!((s0.first_ms, s0.last_ms), (NOW - 1002, NOW - 1));
+        let (k1, s1) = edges[1];
+        assert_eq!(k1.window_start_ms, NOW);
+        assert_eq!(s1.bytes, 7);
+        assert!(a.is_empty(), "take drains");
+    }
+
+    #[test]
+    fn absurd_exporter_clocks_are_windowed_by_the_wall_clock() {
+        let mut a = Aggregator::new(300, 3600);
+        a.add(&rec(NOW - 2 * 86_400_000, 1, 1), dir(0.5), NOW + 5);
+        a.add(&rec(NOW + 86_400_000, 1, 1), dir(0.5), NOW + 5);
+        assert_eq!(a.counters.clock_skewed, 2);
+        let edges = a.take();
+        assert_eq!(edges.len(), 1);
+        assert_eq!(edges[0].0.window_start_ms, NOW);
+        assert_eq!(edges[0].1.flows, 2);
+    }
+
+    #[test]
+    fn unknown_rate_counts_as_unsampled_and_missing_counters_as_zero() {
+        let mut a = Aggregator::new(60, 3600);
+        let mut r = rec(NOW, 50, 1);
+        r.sampling_rate = None;
+        r.packets = None;
+        a.add(&r, dir(0.5), NOW);
+        let (_, s) = a.take()[0];
+        assert_eq!((s.bytes, s.packets), (50, 0));
+    }
+}

@@ -1,0 +1,823 @@
+//! EDGE: writes aggregated windows into the PostgreSQL graph, one transaction per flush.
+//!
+//! A flush takes the edges aggregated since the last one (plus whatever an earlier,
+//! failed flush left) and, in one transaction:
+//! 1. resolves every address to its asset (`asset_addresses`, cached), creating
+//!    assets for addresses seen in at least `assets.min_flows_for_creation` flows;
+//! 2. sums each edge per (client asset, server asset, protocol, port) and upserts
+//!    `dependencies` for those past `dependencies.min_flows_for_creation` flows and
+//!    `confidence_threshold` (smaller ones wait in memory, adding up);
+//! 3. upserts one `flow_stats` row per window and asset pair, adding to what is there
+//!    (so late flows and partial windows simply top rows up);
+//! 4. records `change_events` (new asset, new dependency, or one back after being
+//!    stale or absent from the baseline) and the alerts the rules derive from them;
+//! 5. optionally appends the raw flows to `flow_raw`.
+//!
+//! Caches and pending counts change only after a commit, so a failed flush (PostgreSQL
+//! down) leaves everything as it was plus the new edges; the next flush retries all of
+//! it. What is kept is bounded by `database.max_buffered_rows`: beyond it the oldest
+//! windows are dropped and counted.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use sqlx::types::Uuid;
+use sqlx::types::chrono::{DateTime, Utc};
+use sqlx::types::ipnetwork::IpNetwork;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use super::config::{AlertRule, AlertsConfig, DependencyResolutionConfig, Scope};
+use super::window::{EdgeKey, EdgeStats};
+use crate::enrich::classify::{Classifier, Direction3};
+use crate::enrich::services;
+
+/// A dependency's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DepKey {
+    pub source: Uuid,
+    pub target: Uuid,
+    pub protocol: u8,
+    pub port: u16,
+}
+
+/// What the writer has done (exported as metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterCounters {
+    pub flushes: u64,
+    pub flush_failures: u64,
+    pub assets_created: u64,
+    pub dependencies_created: u64,
+    pub flow_stats_rows: u64,
+    pub raw_rows: u64,
+    pub change_events: u64,
+    pub alerts: u64,
+    /// Edge rows dropped because the retry buffer was full.
+    pub rows_dropped: u64,
+    /// Edge rows given up because an end never became an asset.
+    pub rows_without_asset: u64,
+}
+
+/// One raw flow for `flow_raw`.
+#[derive(Debug, Clone, Copy)]
+pub struct RawFlow {
+    pub received_ms: u64,
+    pub exporter: IpAddr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub protocol: u8,
+    pub bytes: u64,
+    pub packets: u64,
+    pub tcp_flags: Option<u16>,
+    pub sampling_rate: u32,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+}
+
+/// Stats of a dependency not yet created (below its thresholds).
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    stats: EdgeStats,
+    client: IpAddr,
+    server: IpAddr,
+}
+
+/// Settings the writer needs.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub resolution: DependencyResolutionConfig,
+    pub alerts: AlertsConfig,
+    pub classifier: Classifier,
+    pub max_buffered_rows: usize,
+    pub write_raw_flows: bool,
+}
+
+/// The graph writer and its memory of what exists.
+pub struct GraphWriter {
+    pool: PgPool,
+    settings: WriterSettings,
+    asset_of: HashMap<IpAddr, Uuid>,
+    /// Flows seen per address that has no asset yet.
+    pending_ip_flows: HashMap<IpAddr, u64>,
+    pending_deps: HashMap<DepKey, Pending>,
+    /// Edges not written yet: new ones, ones waiting for an asset, ones of a failed
+    /// flush.
+    held: HashMap<EdgeKey, EdgeStats>,
+    raw: Vec<RawFlow>,
+    pub counters: WriterCounters,
+}
+
+/// A change event about to be recorded, with what alert rules match on.
+#[derive(Debug, Clone)]
+struct Change {
+    kind: &'static str,
+    entity_type: &'static str,
+    entity_id: Uuid,
+    before: Option<serde_json::Value>,
+    after: serde_json::Value,
+    scope: Option<Scope>,
+    port: Option<u16>,
+    title: String,
+}
+
+/// The alert scope of a client -> server pair.
+pub fn scope_of(classifier: &Classifier, client: IpAddr, server: IpAddr) -> Scope {
+    match classifier.classify(client, server) {
+        Direction3::Internal => Scope::Internal,
+        Direction3::Egress => Scope::Egress,
+        Direction3::Ingress => Scope::Ingress,
+        Direction3::External => Scope::External,
+    }
+}
+
+fn ts(ms: u64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or_default()
+}
+
+fn net(ip: IpAddr) -> IpNetwork {
+    IpNetwork::from(ip)
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl GraphWriter {
+    pub fn new(pool: PgPool, settings: WriterSettings) -> Self {
+        Self {
+            pool,
+            settings,
+            asset_of: HashMap::new(),
+            pending_ip_flows: HashMap::new(),
+            pending_deps: HashMap::new(),
+            held: HashMap::new(),
+            raw: Vec::new(),
+            counters: WriterCounters::default(),
+        }
+    }
+
+    /// Edge rows waiting to be written.
+    pub fn held_rows(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Adds a flush interval's edges (and raw flows) to what the next flush writes.
+    pub fn add(&mut self, edges: Vec<(EdgeKey, EdgeStats)>, raw: Vec<RawFlow>) {
+        for (key, stats) in edges {
+            for ip in [key.client, key.server] {
+                if !self.asset_of.contains_key(&ip) {
+                    *self.pending_ip_flows.entry(ip).or_default() += stats.flows;
+                }
+            }
+            self.held
+                .entry(key)
+                .and_modify(|s| s.merge(&stats))
+                .or_insert(stats);
+        }
+        if self.settings.write_raw_flows {
+            self.raw.extend(raw);
+        }
+        self.enforce_bound();
+    }
+
+    /// Drops the oldest windows (and raw flows) beyond the buffer bound.
+    fn enforce_bound(&mut self) {
+        let max = self.settings.max_buffered_rows.max(1);
+        if self.held.len() > max {
+            let mut keys: Vec<EdgeKey> = self.held.keys().copied().collect();
+            keys.sort_unstable();
+            let excess = self.held.len() - max;
+            for k in keys.into_iter().take(excess) {
+                self.held.remove(&k);
+                self.counters.rows_dropped += 1;
+            }
+        }
+        if self.raw.len() > max {
+            let excess = self.raw.len() - max;
+            self.raw.drain(..excess);
+            self.counters.rows_dropped += excess as u64;
+        }
+    }
+
+    /// Writes everything held in one transaction. On error nothing is lost (up to the
+    /// bound): the same rows are retried by the next call.
+    pub async fn flush(&mut self, now_ms: u64) -> Result<(), sqlx::Error> {
+        self.counters.flushes += 1;
+        match self.try_flush(now_ms).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.counters.flush_failures += 1;
+                Err(e)
+            }
+        }
+    }
+
+    async fn try_flush(&mut self, now_ms: u64) -> Result<(), sqlx::Error> {
+        if self.held.is_empty() && self.raw.is_empty() {
+            return Ok(());
+        }
+        let res = &self.settings.resolution;
+        let mut tx = self.pool.begin().await?;
+        let mut changes: Vec<Change> = Vec::new();
+
+        // 1. Addresses -> assets.
+        let mut asset_of: HashMap<IpAddr, Uuid> = HashMap::new();
+        let unknown: Vec<IpAddr> = {
+            let mut v: Vec<IpAddr> = self
+                .held
+                .keys()
+                .flat_map(|k| [k.client, k.server])
+                .filter(|ip| !self.asset_of.contains_key(ip))
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        if !unknown.is_empty() {
+            let rows =
+                sqlx::query("SELECT ip, asset_id FROM asset_addresses WHERE ip = ANY($1::inet[])")
+                    .bind(unknown.iter().map(|ip| net(*ip)).collect::<Vec<_>>())
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for r in rows {
+                let ip: IpNetwork = r.try_get(0)?;
+                asset_of.insert(ip.ip(), r.try_get(1)?);
+            }
+        }
+        let to_create: Vec<IpAddr> = if res.assets.auto_create {
+            unknown
+                .iter()
+                .filter(|ip| !asset_of.contains_key(ip))
+                .filter(|ip| {
+                    self.pending_ip_flows.get(ip).copied().unwrap_or(0)
+                        >= res.assets.min_flows_for_creation
+                })
+                .copied()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !to_create.is_empty() {
+            let (first, last) = self.seen_range(&to_create);
+            let internal: Vec<bool> = to_create
+                .iter()
+                .map(|ip| self.settings.classifier.is_internal(*ip))
+                .collect();
+            let rows = sqlx::query(
+                "INSERT INTO assets (name, asset_type, ip_addresses, first_seen, last_seen,
+                                     discovery_source, confidence, is_internal)
+                 SELECT host(ip), 'unknown', ARRAY[ip], f, l, 'flow', 0.5, i
+                 FROM unnest($1::inet[], $2::timestamptz[], $3::timestamptz[], $4::bool[])
+                      AS u(ip, f, l, i)
+                 RETURNING id, ip_addresses[1] AS ip, name, is_internal",
+            )
+            .bind(to_create.iter().map(|ip| net(*ip)).collect::<Vec<_>>())
+            .bind(first)
+            .bind(last)
+            .bind(internal)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                let id: Uuid = r.try_get("id")?;
+                let ip: IpNetwork = r.try_get("ip")?;
+                let name: String = r.try_get("name")?;
+                let internal: Option<bool> = r.try_get("is_internal")?;
+                asset_of.insert(ip.ip(), id);
+                changes.push(Change {
+                    kind: "new_asset",
+                    entity_type: "asset",
+                    entity_id: id,
+                    before: None,
+                    after: serde_json::json!({
+                        "id": id, "name": name, "ip_addresses": [ip.ip().to_string()],
+                        "is_internal": internal, "discovery_source": "flow",
+                    }),
+                    scope: None,
+                    port: None,
+                    title: format!("New asset {name}"),
+                });
+            }
+        }
+        let lookup = |ip: &IpAddr| self.asset_of.get(ip).or_else(|| asset_of.get(ip)).copied();
+
+        // 2. Ready edges (both ends are assets), summed per dependency.
+        let mut ready: Vec<(EdgeKey, Uuid, Uuid)> = Vec::new();
+        for key in self.held.keys() {
+            if let (Some(s), Some(t)) = (lookup(&key.client), lookup(&key.server)) {
+                ready.push((*key, s, t));
+            }
+        }
+        ready.sort_unstable();
+        let mut per_dep: HashMap<DepKey, Pending> = HashMap::new();
+        for (key, s, t) in &ready {
+            let stats = self.held.get(key).copied();
+            let Some(stats) = stats else { continue };
+            let dk = DepKey {
+                source: *s,
+                target: *t,
+                protocol: key.protocol,
+                port: key.port,
+            };
+            per_dep
+                .entry(dk)
+                .and_modify(|p| p.stats.merge(&stats))
+                .or_insert(Pending {
+                    stats,
+                    client: key.client,
+                    server: key.server,
+                });
+        }
+        // Add what was pending, decide which dependencies are written.
+        let mut write: Vec<(DepKey, Pending)> = Vec::new();
+        let mut still_pending: Vec<(DepKey, Pending)> = Vec::new();
+        for (dk, mut p) in per_dep {
+            if let Some(old) = self.pending_deps.get(&dk) {
+                p.stats.merge(&old.stats);
+            }
+            let qualifies = p.stats.flows >= res.dependencies.min_flows_for_creation
+                && p.stats.confidence >= res.dependencies.confidence_threshold;
+            if qualifies {
+                write.push((dk, p));
+            } else {
+                still_pending.push((dk, p));
+            }
+        }
+        write.sort_unstable_by_key(|(dk, _)| *dk);
+        let baseline_ms = res.change_detection.baseline_window_days * 86_400_000;
+        if !write.is_empty() {
+            let mut cols = DepColumns::default();
+            for (dk, p) in &write {
+                cols.push(dk, p, &self.settings.classifier);
+            }
+            let rows = sqlx::query(
+                "WITH input AS (
+                    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[],
+                        $5::text[], $6::timestamptz[], $7::timestamptz[], $8::int8[],
+                        $9::int8[], $10::int8[], $11::bool[], $12::float4[])
+                    AS u(s, t, proto, port, service, f, l, bytes, flows, packets, internal, conf)
+                 ), before AS (
+                    SELECT d.id, d.source_asset_id, d.target_asset_id, d.protocol, d.port,
+                           d.last_seen, d.stale
+                    FROM dependencies d JOIN input i
+                      ON d.source_asset_id = i.s AND d.target_asset_id = i.t
+                     AND d.protocol = i.proto AND d.port = i.port
+                 )
+                 INSERT INTO dependencies AS d (source_asset_id, target_asset_id, protocol,
+                    port, inferred_service, first_seen, last_seen, total_bytes, total_flows,
+                    total_packets, is_internal, confidence, direction, avg_flows_per_hour)
+                 SELECT s, t, proto, port, service, f, l, bytes, flows, packets, internal,
+                        conf, 'outbound',
+                        flows / greatest(extract(epoch FROM (l - f)) / 3600.0, 1.0)
+                 FROM input
+                 ON CONFLICT (source_asset_id, target_asset_id, protocol, port) DO UPDATE SET
+                    first_seen = least(d.first_seen, EXCLUDED.first_seen),
+                    last_seen = greatest(d.last_seen, EXCLUDED.last_seen),
+                    total_bytes = d.total_bytes + EXCLUDED.total_bytes,
+                    total_flows = d.total_flows + EXCLUDED.total_flows,
+                    total_packets = d.total_packets + EXCLUDED.total_packets,
+                    confidence = greatest(d.confidence, EXCLUDED.confidence),
+                    avg_flows_per_hour = (d.total_flows + EXCLUDED.total_flows)
+                        / greatest(extract(epoch FROM (greatest(d.last_seen, EXCLUDED.last_seen)
+                                   - least(d.first_seen, EXCLUDED.first_seen))) / 3600.0, 1.0),
+                    stale = false,
+                    updated_at = now()
+                 RETURNING d.id, d.source_asset_id, d.target_asset_id, d.protocol, d.port,
+                    d.inferred_service, d.total_flows, d.is_internal, (xmax = 0) AS inserted,
+                    (SELECT b.last_seen FROM before b WHERE b.id = d.id) AS old_last_seen,
+                    (SELECT b.stale FROM before b WHERE b.id = d.id) AS was_stale",
+            )
+            .bind(cols.source)
+            .bind(cols.target)
+            .bind(cols.protocol)
+            .bind(cols.port)
+            .bind(cols.service)
+            .bind(cols.first)
+            .bind(cols.last)
+            .bind(cols.bytes)
+            .bind(cols.flows)
+            .bind(cols.packets)
+            .bind(cols.internal)
+            .bind(cols.confidence)
+            .fetch_all(&mut *tx)
+            .await?;
+            let by_key: HashMap<DepKey, &Pending> = write.iter().map(|(k, p)| (*k, p)).collect();
+            for r in rows {
+                let inserted: bool = r.try_get("inserted")?;
+                let old_last: Option<DateTime<Utc>> = r.try_get("old_last_seen")?;
+                let was_stale: Option<bool> = r.try_get("was_stale")?;
+                let absent_from_baseline = old_last.is_some_and(|t| {
+                    u64::try_from(t.timestamp_millis()).unwrap_or(0) + baseline_ms < now_ms
+                });
+                if !(inserted || was_stale == Some(true) || absent_from_baseline) {
+                    continue;
+                }
+                let id: Uuid = r.try_get("id")?;
+                let dk = DepKey {
+                    source: r.try_get("source_asset_id")?,
+                    target: r.try_get("target_asset_id")?,
+                    protocol: u8::try_from(r.try_get::<i16, _>("protocol")?).unwrap_or(0),
+                    port: u16::try_from(r.try_get::<i32, _>("port")?).unwrap_or(0),
+                };
+                let Some(p) = by_key.get(&dk) else { continue };
+                let scope = scope_of(&self.settings.classifier, p.client, p.server);
+                let service: Option<String> = r.try_get("inferred_service")?;
+                let what = service
+                    .clone()
+                    .unwrap_or_else(|| format!("port {}", dk.port));
+                changes.push(Change {
+                    kind: "new_dependency",
+                    entity_type: "dependency",
+                    entity_id: id,
+                    before: old_last
+                        .map(|t| serde_json::json!({"last_seen": t, "stale": was_stale})),
+                    after: serde_json::json!({
+                        "id": id, "source_asset_id": dk.source, "target_asset_id": dk.target,
+                        "protocol": dk.protocol, "port": dk.port, "inferred_service": service,
+                        "client_ip": p.client.to_string(), "server_ip": p.server.to_string(),
+                        "scope": scope.as_str(),
+                    }),
+                    scope: Some(scope),
+                    port: Some(dk.port),
+                    title: format!(
+                        "New {} dependency {} -> {} ({what})",
+                        scope.as_str(),
+                        p.client,
+                        p.server
+                    ),
+                });
+            }
+        }
+
+        // 3. flow_stats, per window and asset pair.
+        if !ready.is_empty() {
+            let mut stats = StatsColumns::default();
+            for (key, s, t) in &ready {
+                if let Some(st) = self.held.get(key) {
+                    stats.push(key, *s, *t, st);
+                }
+            }
+            sqlx::query(
+                "INSERT INTO flow_stats AS f (time, source_asset_id, target_asset_id, protocol,
+                                               port, flow_count, byte_count, packet_count)
+                 SELECT w, s, t, p, port, sum(fl)::int4, sum(b), sum(pk)
+                 FROM unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::int2[], $5::int4[],
+                             $6::int8[], $7::int8[], $8::int8[])
+                      AS u(w, s, t, p, port, fl, b, pk)
+                 GROUP BY w, s, t, p, port
+                 ON CONFLICT (time, source_asset_id, target_asset_id, protocol, port)
+                 DO UPDATE SET flow_count = f.flow_count + EXCLUDED.flow_count,
+                               byte_count = f.byte_count + EXCLUDED.byte_count,
+                               packet_count = f.packet_count + EXCLUDED.packet_count",
+            )
+            .bind(stats.window)
+            .bind(stats.source)
+            .bind(stats.target)
+            .bind(stats.protocol)
+            .bind(stats.port)
+            .bind(stats.flows)
+            .bind(stats.bytes)
+            .bind(stats.packets)
+            .execute(&mut *tx)
+            .await?;
+            // Assets seen now.
+            let mut touched: HashMap<Uuid, u64> = HashMap::new();
+            for (key, s, t) in &ready {
+                if let Some(st) = self.held.get(key) {
+                    for id in [*s, *t] {
+                        let e = touched.entry(id).or_insert(st.last_ms);
+                        *e = (*e).max(st.last_ms);
+                    }
+                }
+            }
+            let (ids, lasts): (Vec<Uuid>, Vec<DateTime<Utc>>) =
+                touched.into_iter().map(|(id, l)| (id, ts(l))).unzip();
+            sqlx::query(
+                "UPDATE assets a SET last_seen = greatest(a.last_seen, u.l), stale = false
+                 FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, l) WHERE a.id = u.id",
+            )
+            .bind(ids)
+            .bind(lasts)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        // 4. Change events and alerts.
+        let (events, alerts) = record_changes(&mut tx, &changes, &self.settings.alerts).await?;
+
+        // 5. Raw flows.
+        let raw_rows = self.raw.len() as u64;
+        if !self.raw.is_empty() {
+            write_raw(&mut tx, &self.raw).await?;
+        }
+        tx.commit().await?;
+
+        // Committed: now the memory may follow.
+        self.counters.assets_created += to_create
+            .iter()
+            .filter(|ip| asset_of.contains_key(*ip))
+            .count() as u64;
+        self.counters.dependencies_created += changes
+            .iter()
+            .filter(|c| c.kind == "new_dependency" && c.before.is_none())
+            .count() as u64;
+        self.counters.flow_stats_rows += ready.len() as u64;
+        self.counters.raw_rows += raw_rows;
+        self.counters.change_events += events;
+        self.counters.alerts += alerts;
+        self.raw.clear();
+        for ip in asset_of.keys() {
+            self.pending_ip_flows.remove(ip);
+        }
+        self.asset_of.extend(asset_of);
+        for (key, _, _) in &ready {
+            self.held.remove(key);
+        }
+        for (dk, _) in &write {
+            self.pending_deps.remove(dk);
+        }
+        for (dk, p) in still_pending {
+            self.pending_deps.insert(dk, p);
+        }
+        self.expire_waiting(now_ms);
+        Ok(())
+    }
+
+    /// Gives up on edges that waited a day for an end to become an asset (it never
+    /// carried enough flows), and on the pending counts of such addresses.
+    fn expire_waiting(&mut self, now_ms: u64) {
+        let horizon = now_ms.saturating_sub(86_400_000);
+        let before = self.held.len();
+        self.held.retain(|k, _| k.window_start_ms >= horizon);
+        self.counters.rows_without_asset += (before - self.held.len()) as u64;
+        self.pending_deps.retain(|_, p| p.stats.last_ms >= horizon);
+    }
+
+    /// First and last time each address was seen in the held edges.
+    fn seen_range(&self, ips: &[IpAddr]) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
+        let mut range: HashMap<IpAddr, (u64, u64)> = HashMap::new();
+        for (k, s) in &self.held {
+            for ip in [k.client, k.server] {
+                let e = range.entry(ip).or_insert((s.first_ms, s.last_ms));
+                e.0 = e.0.min(s.first_ms);
+                e.1 = e.1.max(s.last_ms);
+            }
+        }
+        ips.iter()
+            .map(|ip| {
+                let (f, l) = range.get(ip).copied().unwrap_or((0, 0));
+                (ts(f), ts(l))
+            })
+            .unzip()
+    }
+
+    /// Marks assets and dependencies without traffic for `stale_after_hours` as
+    /// stale, recording a removal change event (and its alerts) for each.
+    pub async fn detect_stale(&mut self) -> Result<u64, sqlx::Error> {
+        let hours = i64_of(self.settings.resolution.dependencies.stale_after_hours);
+        let mut tx = self.pool.begin().await?;
+        let mut changes = Vec::new();
+        let deps = sqlx::query(
+            "UPDATE dependencies SET stale = true, updated_at = now()
+             WHERE NOT stale AND last_seen < now() - make_interval(hours => $1::int)
+             RETURNING id, source_asset_id, target_asset_id, protocol, port, last_seen,
+                       inferred_service, is_internal",
+        )
+        .bind(i32::try_from(hours).unwrap_or(i32::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in deps {
+            let id: Uuid = r.try_get("id")?;
+            let port: i32 = r.try_get("port")?;
+            let last: DateTime<Utc> = r.try_get("last_seen")?;
+            changes.push(Change {
+                kind: "removed_dependency",
+                entity_type: "dependency",
+                entity_id: id,
+                before: Some(serde_json::json!({
+                    "id": id,
+                    "source_asset_id": r.try_get::<Uuid, _>("source_asset_id")?,
+                    "target_asset_id": r.try_get::<Uuid, _>("target_asset_id")?,
+                    "protocol": r.try_get::<i16, _>("protocol")?,
+                    "port": port,
+                    "inferred_service": r.try_get::<Option<String>, _>("inferred_service")?,
+                    "last_seen": last,
+                })),
+                after: serde_json::json!({"id": id, "stale": true}),
+                scope: None,
+                port: u16::try_from(port).ok(),
+                title: format!("Dependency on port {port} silent since {last}"),
+            });
+        }
+        let assets = sqlx::query(
+            "UPDATE assets SET stale = true, updated_at = now()
+             WHERE NOT stale AND discovery_source = 'flow'
+               AND last_seen < now() - make_interval(hours => $1::int)
+             RETURNING id, name, last_seen",
+        )
+        .bind(i32::try_from(hours).unwrap_or(i32::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in assets {
+            let id: Uuid = r.try_get("id")?;
+            let name: Option<String> = r.try_get("name")?;
+            let last: DateTime<Utc> = r.try_get("last_seen")?;
+            changes.push(Change {
+                kind: "removed_asset",
+                entity_type: "asset",
+                entity_id: id,
+                before: Some(serde_json::json!({"id": id, "name": name, "last_seen": last})),
+                after: serde_json::json!({"id": id, "stale": true}),
+                scope: None,
+                port: None,
+                title: format!(
+                    "Asset {} silent since {last}",
+                    name.unwrap_or_else(|| id.to_string())
+                ),
+            });
+        }
+        let (events, alerts) = record_changes(&mut tx, &changes, &self.settings.alerts).await?;
+        tx.commit().await?;
+        self.counters.change_events += events;
+        self.counters.alerts += alerts;
+        Ok(events)
+    }
+}
+
+/// Inserts the change events and the alerts their first matching rules raise.
+async fn record_changes(
+    tx: &mut Transaction<'_, Postgres>,
+    changes: &[Change],
+    alerts: &AlertsConfig,
+) -> Result<(u64, u64), sqlx::Error> {
+    let mut n_alerts = 0;
+    for c in changes {
+        let event_id: Uuid = sqlx::query_scalar(
+            "INSERT INTO change_events (change_type, entity_type, entity_id, before_state, after_state)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(c.kind)
+        .bind(c.entity_type)
+        .bind(c.entity_id)
+        .bind(&c.before)
+        .bind(&c.after)
+        .fetch_one(&mut **tx)
+        .await?;
+        if let Some(rule) = alerts.rules.iter().find(|r| matches(r, c)) {
+            sqlx::query(
+                "INSERT INTO alerts (change_event_id, severity, title, description, rule_name)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(event_id)
+            .bind(rule.severity.as_str())
+            .bind(&c.title)
+            .bind(c.after.to_string())
+            .bind(&rule.name)
+            .execute(&mut **tx)
+            .await?;
+            n_alerts += 1;
+        }
+    }
+    Ok((changes.len() as u64, n_alerts))
+}
+
+fn matches(rule: &AlertRule, c: &Change) -> bool {
+    rule.change_type == c.kind
+        && rule.scope.is_none_or(|s| c.scope == Some(s))
+        && rule.port.is_none_or(|p| c.port == Some(p))
+}
+
+async fn write_raw(tx: &mut Transaction<'_, Postgres>, raw: &[RawFlow]) -> Result<(), sqlx::Error> {
+    for chunk in raw.chunks(10_000) {
+        let mut c = RawColumns::default();
+        for r in chunk {
+            c.push(r);
+        }
+        sqlx::query(
+            "INSERT INTO flow_raw (received_at, exporter_ip, src_ip, dst_ip, src_port, dst_port,
+                                   protocol, bytes, packets, tcp_flags, sampling_rate,
+                                   flow_start, flow_end)
+             SELECT * FROM unnest($1::timestamptz[], $2::inet[], $3::inet[], $4::inet[],
+                                  $5::int4[], $6::int4[], $7::int2[], $8::int8[], $9::int4[],
+                                  $10::int2[], $11::int4[], $12::timestamptz[],
+                                  $13::timestamptz[])",
+        )
+        .bind(c.received)
+        .bind(c.exporter)
+        .bind(c.src)
+        .bind(c.dst)
+        .bind(c.src_port)
+        .bind(c.dst_port)
+        .bind(c.protocol)
+        .bind(c.bytes)
+        .bind(c.packets)
+        .bind(c.tcp_flags)
+        .bind(c.sampling_rate)
+        .bind(c.start)
+        .bind(c.end)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Column arrays for the dependency upsert.
+#[derive(Default)]
+struct DepColumns {
+    source: Vec<Uuid>,
+    target: Vec<Uuid>,
+    protocol: Vec<i16>,
+    port: Vec<i32>,
+    service: Vec<Option<String>>,
+    first: Vec<DateTime<Utc>>,
+    last: Vec<DateTime<Utc>>,
+    bytes: Vec<i64>,
+    flows: Vec<i64>,
+    packets: Vec<i64>,
+    internal: Vec<bool>,
+    confidence: Vec<f32>,
+}
+
+impl DepColumns {
+    fn push(&mut self, dk: &DepKey, p: &Pending, classifier: &Classifier) {
+        self.source.push(dk.source);
+        self.target.push(dk.target);
+        self.protocol.push(i16::from(dk.protocol));
+        self.port.push(i32::from(dk.port));
+        self.service
+            .push(services::service_for(dk.protocol, dk.port).map(str::to_owned));
+        self.first.push(ts(p.stats.first_ms));
+        self.last.push(ts(p.stats.last_ms));
+        self.bytes.push(i64_of(p.stats.bytes));
+        self.flows.push(i64_of(p.stats.flows));
+        self.packets.push(i64_of(p.stats.packets));
+        self.internal
+            .push(scope_of(classifier, p.client, p.server) == Scope::Internal);
+        self.confidence.push(p.stats.confidence.clamp(0.0, 1.0));
+    }
+}
+
+/// Column arrays for the `flow_stats` upsert.
+#[derive(Default)]
+struct StatsColumns {
+    window: Vec<DateTime<Utc>>,
+    source: Vec<Uuid>,
+    target: Vec<Uuid>,
+    protocol: Vec<i16>,
+    port: Vec<i32>,
+    flows: Vec<i64>,
+    bytes: Vec<i64>,
+    packets: Vec<i64>,
+}
+
+impl StatsColumns {
+    fn push(&mut self, key: &EdgeKey, s: Uuid, t: Uuid, st: &EdgeStats) {
+        self.window.push(ts(key.window_start_ms));
+        self.source.push(s);
+        self.target.push(t);
+        self.protocol.push(i16::from(key.protocol));
+        self.port.push(i32::from(key.port));
+        self.flows.push(i64_of(st.flows));
+        self.bytes.push(i64_of(st.bytes));
+        self.packets.push(i64_of(st.packets));
+    }
+}
+
+/// Column arrays for `flow_raw`.
+#[derive(Default)]
+struct RawColumns {
+    received: Vec<DateTime<Utc>>,
+    exporter: Vec<IpNetwork>,
+    src: Vec<IpNetwork>,
+    dst: Vec<IpNetwork>,
+    src_port: Vec<i32>,
+    dst_port: Vec<i32>,
+    protocol: Vec<i16>,
+    bytes: Vec<i64>,
+    packets: Vec<i32>,
+    tcp_flags: Vec<Option<i16>>,
+    sampling_rate: Vec<i32>,
+    start: Vec<Option<DateTime<Utc>>>,
+    end: Vec<Option<DateTime<Utc>>>,
+}
+
+impl RawColumns {
+    fn push(&mut self, r: &RawFlow) {
+        self.received.push(ts(r.received_ms));
+        self.exporter.push(net(r.exporter));
+        self.src.push(net(r.src));
+        self.dst.push(net(r.dst));
+        self.src_port.push(i32::from(r.src_port));
+        self.dst_port.push(i32::from(r.dst_port));
+        self.protocol.push(i16::from(r.protocol));
+        self.bytes.push(i64_of(r.bytes));
+        self.packets
+            .push(i32::try_from(r.packets).unwrap_or(i32::MAX));
+        self.tcp_flags
+            .push(r.tcp_flags.map(|f| i16::try_from(f).unwrap_or(i16::MAX)));
+        self.sampling_rate
+            .push(i32::try_from(r.sampling_rate).unwrap_or(i32::MAX));
+        self.start.push(r.start_ms.map(ts));
+        self.end.push(r.end_ms.map(ts));
+    }
+}

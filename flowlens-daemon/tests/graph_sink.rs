@@ -1,0 +1,245 @@
+//! The graph sink against a real PostgreSQL: the enterprise topology's flows go in,
+//! exactly its dependencies come out (client -> server, service port, never an
+//! ephemeral port), with totals that match what was sent, scaled by sampling, and the
+//! change events and alerts a new network produces. Then PostgreSQL goes away
+//! mid-run and comes back, and no window is lost.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flowlens_daemon::config::{AlertsConfig, DatabaseConfig, DependencyResolutionConfig};
+use flowlens_daemon::enrich::classify::Classifier;
+use flowlens_daemon::generate::Topology;
+use flowlens_daemon::graph::sink::{GraphHealth, GraphSettings, GraphSink};
+use flowlens_daemon::store::cluster::Cluster;
+use flowlens_daemon::testing::postgres::scratch;
+use sqlx::Row;
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits u64")
+}
+
+fn settings(url: String) -> GraphSettings {
+    let mut resolution = DependencyResolutionConfig::default();
+    // Flushes only when the test says so.
+    resolution.aggregation.flush_interval_seconds = 3600;
+    resolution.change_detection.check_interval_seconds = 3600;
+    GraphSettings {
+        url,
+        database: DatabaseConfig::default(),
+        resolution,
+        alerts: AlertsConfig::default(),
+        classifier: Classifier::default(),
+    }
+}
+
+type Edge = (IpAddr, IpAddr, i16, i32);
+
+async fn dependencies(pool: &sqlx::PgPool) -> Vec<(Edge, i64, i64)> {
+    sqlx::query(
+        "SELECT (SELECT ip FROM asset_addresses WHERE asset_id = d.source_asset_id),
+                (SELECT ip FROM asset_addresses WHERE asset_id = d.target_asset_id),
+                d.protocol, d.port, d.total_flows, d.total_bytes
+         FROM dependencies d ORDER BY 1, 2, 3, 4",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("dependencies query")
+    .into_iter()
+    .map(|r| {
+        let s: sqlx::types::ipnetwork::IpNetwork = r.get(0);
+        let t: sqlx::types::ipnetwork::IpNetwork = r.get(1);
+        (
+            (s.ip(), t.ip(), r.get(2), r.get(3)),
+            r.get::<i64, _>(4),
+            r.get::<i64, _>(5),
+        )
+    })
+    .collect()
+}
+
+fn expected(t: &Topology) -> BTreeSet<Edge> {
+    t.dependencies()
+        .into_iter()
+        .map(|(c, s, p, port)| (c, s, i16::from(p), i32::from(port)))
+        .collect()
+}
+
+#[test]
+fn the_enterprise_topology_comes_out_exactly() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(scratch("graphsink"));
+    let topology = Topology::enterprise();
+    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
+    let mut sink = GraphSink::open(&settings(db.url.clone()), GraphHealth::default()).unwrap();
+    // Six rounds: three with handshake flags, three without (direction from ports and
+    // fan-out); every 10th record of the flagless ones is sampled 1:10.
+    let now = now_ms();
+    let mut sent_flows = 0u64;
+    let mut sent_bytes = 0u64;
+    for round in 0..6u64 {
+        let mut recs = topology.round(round, now - 1000, exporter, round < 3);
+        for (i, r) in recs.iter_mut().enumerate() {
+            if round >= 3 && i % 10 == 0 {
+                r.sampling_rate = Some(10);
+            }
+            sent_flows += 1;
+            sent_bytes += r.bytes.unwrap() * u64::from(r.sampling_rate.unwrap());
+        }
+        sink.write(&recs);
+    }
+    assert!(sink.flush_now());
+
+    let got = rt.block_on(dependencies(&db.pool));
+    let edges: BTreeSet<Edge> = got.iter().map(|(e, _, _)| *e).collect();
+    assert_eq!(
+        edges,
+        expected(&topology),
+        "exactly the topology's dependencies"
+    );
+    assert!(
+        edges.iter().all(|e| e.3 < 32_768),
+        "no ephemeral port: {edges:?}"
+    );
+    // Both directions of every connection counted on its one dependency.
+    let flows: i64 = got.iter().map(|(_, f, _)| f).sum();
+    let bytes: i64 = got.iter().map(|(_, _, b)| b).sum();
+    assert_eq!(u64::try_from(flows).unwrap(), sent_flows);
+    assert_eq!(u64::try_from(bytes).unwrap(), sent_bytes);
+    // flow_stats adds up to the same.
+    let (stat_flows, stat_bytes): (i64, i64) = rt
+        .block_on(
+            sqlx::query_as("SELECT sum(flow_count)::int8, sum(byte_count)::int8 FROM flow_stats")
+                .fetch_one(&db.pool),
+        )
+        .unwrap();
+    assert_eq!((stat_flows, stat_bytes), (flows, bytes));
+
+    // A new network: one new_asset per address, one new_dependency per edge, and a
+    // warning for the one egress dependency (app -> 203.0.113.10:443).
+    let counts: Vec<(String, i64)> = rt
+        .block_on(
+            sqlx::query_as("SELECT change_type, count(*) FROM change_events GROUP BY 1 ORDER BY 1")
+                .fetch_all(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(
+        counts,
+        [
+            (
+                "new_asset".to_owned(),
+                i64::try_from(topology.addresses().len()).unwrap()
+            ),
+            (
+                "new_dependency".to_owned(),
+                i64::try_from(edges.len()).unwrap()
+            ),
+        ]
+    );
+    let warnings: Vec<String> = rt
+        .block_on(
+            sqlx::query_scalar("SELECT title FROM alerts WHERE severity = 'warning'")
+                .fetch_all(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("203.0.113.10"), "{warnings:?}");
+    let services: Vec<Option<String>> = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT inferred_service FROM dependencies WHERE port = 5432 LIMIT 1",
+            )
+            .fetch_all(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(services, [Some("postgresql".to_owned())]);
+
+    // The same traffic again: totals grow, nothing is new.
+    sink.write(&topology.round(6, now - 500, exporter, false));
+    assert!(sink.flush_now());
+    let events: i64 = rt
+        .block_on(sqlx::query_scalar("SELECT count(*) FROM change_events").fetch_one(&db.pool))
+        .unwrap();
+    assert_eq!(
+        events,
+        i64::try_from(topology.addresses().len() + edges.len()).unwrap()
+    );
+}
+
+/// PostgreSQL stops between two flushes and starts again: the failed flush is kept
+/// and written by the next one, so nothing is lost.
+#[test]
+fn a_postgresql_outage_loses_no_window() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A cluster of its own: stopping the shared one would break other tests.
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-pg-outage");
+    let cluster = Cluster::ensure(&dir).unwrap();
+    let url = rt.block_on(async {
+        let admin = flowlens_daemon::store::connect(&cluster.url("postgres"), 1)
+            .await
+            .unwrap();
+        let name = format!("outage_{}", std::process::id());
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        cluster.url(&name)
+    });
+    let topology = Topology::enterprise();
+    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
+    let health = GraphHealth::default();
+    let mut sink = GraphSink::open(&settings(url.clone()), health.clone()).unwrap();
+    let now = now_ms();
+    let per_round = topology.connections_per_round() * 2;
+    sink.write(&topology.round(0, now - 1000, exporter, true));
+    assert!(sink.flush_now());
+
+    cluster.stop().unwrap();
+    sink.write(&topology.round(1, now - 900, exporter, true));
+    assert!(
+        !sink.flush_now(),
+        "the flush fails while PostgreSQL is down"
+    );
+    assert_eq!(health.status(), "error");
+    sink.write(&topology.round(2, now - 800, exporter, false));
+    assert!(!sink.flush_now());
+
+    cluster.start().unwrap();
+    // The pool reconnects; the next flush writes all three rounds' worth.
+    let mut ok = false;
+    for _ in 0..10 {
+        if sink.flush_now() {
+            ok = true;
+            break;
+        }
+        std::thread::park_timeout(std::time::Duration::from_millis(500));
+    }
+    assert!(ok, "flush after restart");
+    assert_eq!(health.status(), "ok");
+    let pool = rt
+        .block_on(flowlens_daemon::store::connect(&url, 1))
+        .unwrap();
+    let flows: i64 = rt
+        .block_on(
+            sqlx::query_scalar("SELECT sum(total_flows)::int8 FROM dependencies").fetch_one(&pool),
+        )
+        .unwrap();
+    assert_eq!(flows, i64::try_from(3 * per_round).unwrap());
+    let edges: BTreeSet<Edge> = rt
+        .block_on(dependencies(&pool))
+        .into_iter()
+        .map(|(e, _, _)| e)
+        .collect();
+    assert_eq!(edges, expected(&topology));
+}
