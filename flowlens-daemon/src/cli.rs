@@ -48,6 +48,22 @@ pub enum Command {
         #[arg(long, env = "FLOWLENS_LOG", default_value = "info")]
         log_level: String,
     },
+    /// Play a known enterprise topology (clients, web, app, database, cache, DNS, one
+    /// external API) to a collector as IPFIX, to check a setup end to end.
+    Generate {
+        /// Export protocol (IPFIX).
+        #[arg(long, default_value = "ipfix")]
+        proto: GenerateProtocol,
+        /// Collector address, e.g. 127.0.0.1:4739.
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        /// Flow records per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Rounds of the topology (one connection per client and service each).
+        #[arg(long, default_value_t = 10)]
+        rounds: u64,
+    },
     /// Benchmark helper: send synthetic export datagrams fast (sendmmsg) to a collector.
     #[command(hide = true)]
     Blast {
@@ -76,4 +92,10 @@ pub enum Command {
         #[arg(long)]
         source: Option<std::net::SocketAddrV4>,
     },
+}
+
+/// Protocols `generate` can export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenerateProtocol {
+    Ipfix,
 }

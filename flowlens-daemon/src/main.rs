@@ -41,6 +41,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Generate {
+            proto: _,
+            target,
+            rate,
+            rounds,
+        } => match flowlens_daemon::generate::generate(target, rounds, rate) {
+            Ok(report) => {
+                let line = serde_json::to_string(&report).unwrap_or_default();
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flowlens-daemon generate: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Blast {
             proto,
             target,

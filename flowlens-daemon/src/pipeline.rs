@@ -579,7 +579,9 @@ fn sink_loop(rx: &Receiver<Vec<FlowRecord>>, sink: &mut dyn Sink) -> u64 {
                 dirty = true;
             }
             Err(RecvTimeoutError::Timeout) => {
-                if dirty {
+                // Every idle tick: file sinks flush what they wrote; the graph sink
+                // writes its windows when its interval is due, data or not.
+                if dirty || sink.is_graph() {
                     let _ = sink.flush();
                     dirty = false;
                 }

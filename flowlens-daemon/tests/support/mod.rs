@@ -57,6 +57,16 @@ impl Daemon {
     /// `<dir>/flows.jsonl` (or `output`).
     pub(crate) fn start(name: &str, env: &[(&str, &str)], output: Option<&Path>) -> Self {
         let dir = temp_dir(name);
+        let out = output.map_or_else(|| dir.join("flows.jsonl"), Path::to_path_buf);
+        Self::start_in(dir, env, &format!("jsonl:{}", out.display()))
+    }
+
+    /// [`Self::start`] with any `--output` (e.g. `postgres`).
+    pub(crate) fn start_output(name: &str, env: &[(&str, &str)], output: &str) -> Self {
+        Self::start_in(temp_dir(name), env, output)
+    }
+
+    fn start_in(dir: PathBuf, env: &[(&str, &str)], output: &str) -> Self {
         let (nf, ipfix, sflow, tel) = (
             free_port(true),
             free_port(true),
@@ -68,12 +78,11 @@ impl Daemon {
              batch_timeout_ms: 20\ntelemetry:\n  listen_address: 127.0.0.1:{tel}\n"
         );
         std::fs::write(dir.join("config.yaml"), config).unwrap();
-        let out = output.map_or_else(|| dir.join("flows.jsonl"), Path::to_path_buf);
         let child = Command::new(env!("CARGO_BIN_EXE_flowlens-daemon"))
             .args(["run", "--no-xdp", "--config"])
             .arg(dir.join("config.yaml"))
             .arg("--output")
-            .arg(format!("jsonl:{}", out.display()))
+            .arg(output)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
             .envs(env.iter().copied())
