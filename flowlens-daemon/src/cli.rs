@@ -64,6 +64,19 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         rounds: u64,
     },
+    /// Start (creating if needed) a private PostgreSQL cluster in DIR from the system's
+    /// binaries, create DATABASE in it, print its URL. Used by `cargo xtask run` when
+    /// no `DATABASE_URL` is given.
+    #[command(hide = true)]
+    EmbeddedPostgres {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "flowlens")]
+        database: String,
+        /// Stop the cluster instead (its data stays).
+        #[arg(long)]
+        stop: bool,
+    },
     /// Benchmark helper: send synthetic export datagrams fast (sendmmsg) to a collector.
     #[command(hide = true)]
     Blast {

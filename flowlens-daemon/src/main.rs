@@ -41,6 +41,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::EmbeddedPostgres {
+            dir,
+            database,
+            stop,
+        } => match embedded_postgres(&dir, &database, stop) {
+            Ok(url) => {
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "{url}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flowlens-daemon embedded-postgres: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Generate {
             proto: _,
             target,
@@ -178,4 +193,39 @@ fn write_trafgen(
         "{{\"frames\":{},\"templates_per_cycle\":{},\"flows_per_datagram\":{}}}",
         config.frames, config.templates_per_cycle, config.flows_per_datagram
     ))
+}
+
+/// `embedded-postgres`: ensures the cluster and the database; returns the URL.
+fn embedded_postgres(dir: &std::path::Path, database: &str, stop: bool) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use flowlens_daemon::store::cluster::Cluster;
+    let cluster = Cluster::ensure(dir).context("starting the private PostgreSQL cluster")?;
+    if stop {
+        cluster.stop()?;
+        return Ok(String::new());
+    }
+    anyhow::ensure!(
+        database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "database name {database:?}: letters, digits and _ only"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let admin = flowlens_daemon::store::connect(&cluster.url("postgres"), 1).await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(database)
+                .fetch_one(&admin)
+                .await?;
+        if !exists {
+            sqlx::query(&format!("CREATE DATABASE {database}"))
+                .execute(&admin)
+                .await?;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(cluster.url(database))
 }

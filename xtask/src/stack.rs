@@ -2,8 +2,14 @@
 //! `flowlens-daemon run ARGS` in the foreground.
 //!
 //! When the object cannot be built (no nightly, no bpf-linker), it says why and runs
-//! the daemon anyway: the daemon falls back to UDP sockets. The PostgreSQL issue adds
-//! the embedded database to this command.
+//! the daemon anyway: the daemon falls back to UDP sockets.
+//!
+//! Without `DATABASE_URL` it provides the embedded default: a private PostgreSQL
+//! cluster under `target/flowlens-pg` made from the system's binaries (Debian's
+//! `postgresql` package, installed with apt when missing and we are root), database
+//! `flowlens`, and the daemon writes the graph there. The cluster keeps running after
+//! the daemon stops (Ctrl-C), with its data; `cargo xtask run --stop-postgres` stops
+//! it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +21,9 @@ use crate::build_ebpf;
 /// Options of `cargo xtask run`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Options {
+    /// Stop the embedded PostgreSQL cluster (its data stays) and exit.
+    #[arg(long)]
+    stop_postgres: bool,
     /// Arguments for `flowlens-daemon run` (after `--`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
@@ -54,8 +63,25 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     if !status.success() {
         bail!("building flowlens-daemon failed");
     }
-    let mut daemon = Command::new(ws.join("target/release/flowlens-daemon"));
+    let bin = ws.join("target/release/flowlens-daemon");
+    let pg_dir = ws.join("target/flowlens-pg");
+    if opts.stop_postgres {
+        let status = Command::new(&bin)
+            .args(["embedded-postgres", "--stop", "--dir"])
+            .arg(&pg_dir)
+            .status()?;
+        if !status.success() {
+            bail!("stopping the embedded PostgreSQL failed");
+        }
+        return Ok(());
+    }
+    let mut daemon = Command::new(&bin);
     daemon.arg("run").args(&opts.args);
+    if std::env::var_os("DATABASE_URL").is_none() {
+        let url = embedded_postgres(&bin, &pg_dir)?;
+        eprintln!("cargo xtask: the graph goes to the embedded PostgreSQL at {url}");
+        daemon.env("DATABASE_URL", url);
+    }
     if let Some(o) = object {
         daemon.env("FLOWLENS_EBPF_OBJECT", o);
     }
@@ -64,4 +90,44 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
         bail!("flowlens-daemon exited with {status}");
     }
     Ok(())
+}
+
+/// Starts the embedded cluster (installing PostgreSQL when missing) and returns the
+/// URL of its `flowlens` database.
+fn embedded_postgres(daemon: &Path, dir: &Path) -> Result<String> {
+    let has_binaries = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|d| {
+        d.filter_map(Result::ok)
+            .any(|e| e.path().join("bin/initdb").exists())
+    });
+    if !has_binaries {
+        eprintln!(
+            "cargo xtask: PostgreSQL is not installed; installing Debian's postgresql package"
+        );
+        let status = Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "postgresql",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get (install PostgreSQL yourself, or set DATABASE_URL)")?;
+        if !status.success() {
+            bail!("apt-get install postgresql failed: install it, or set DATABASE_URL");
+        }
+    }
+    let out = Command::new(daemon)
+        .args(["embedded-postgres", "--dir"])
+        .arg(dir)
+        .output()
+        .context("starting the embedded PostgreSQL")?;
+    if !out.status.success() {
+        bail!(
+            "the embedded PostgreSQL did not start: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }

@@ -94,6 +94,8 @@ impl Cluster {
                  -c max_connections=200",
                 dir.display()
             );
+            // In a session of its own (setsid): a Ctrl-C meant for the daemon in the
+            // foreground must not shut the server down under the daemon's last flush.
             run(
                 &bin.join("pg_ctl"),
                 root,
@@ -172,13 +174,13 @@ fn is_root() -> bool {
 }
 
 fn as_user(program: &Path, root: bool) -> Command {
+    let mut c = Command::new("setsid");
+    c.arg("--wait");
     if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
+        c.args(["runuser", "-u", "postgres", "--"]);
     }
+    c.arg(program);
+    c
 }
 
 fn run(program: &Path, root: bool, args: &[&str]) -> Result<(), ClusterError> {
