@@ -63,6 +63,9 @@ pub enum Command {
         /// Rounds of the topology (one connection per client and service each).
         #[arg(long, default_value_t = 10)]
         rounds: u64,
+        /// Clients in the topology (each adds three dependencies).
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
     },
     /// Start (creating if needed) a private PostgreSQL cluster in DIR from the system's
     /// binaries, create DATABASE in it, print its URL. Used by `cargo xtask run` when

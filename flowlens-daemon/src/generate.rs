@@ -47,7 +47,20 @@ impl Topology {
     /// PostgreSQL 10.4.0.10:5432 and Redis 10.4.0.20:6379; clients and web -> DNS
     /// 10.0.0.53:53/udp; app -> external API 203.0.113.10:443.
     pub fn enterprise() -> Self {
-        let clients: Vec<IpAddr> = (1..=8).map(|i| v4(10, 1, 0, i)).collect();
+        Self::enterprise_with_clients(8)
+    }
+
+    /// [`Self::enterprise`] with `clients` clients (10.1.0.1, 10.1.0.2, ... 250 per
+    /// /24, up to 62 500), for load: each client adds three dependencies (two web
+    /// servers and DNS).
+    pub fn enterprise_with_clients(clients: usize) -> Self {
+        let clients: Vec<IpAddr> = (0..clients.clamp(1, 62_500))
+            .map(|i| {
+                let third = u8::try_from(i / 250).unwrap_or(u8::MAX);
+                let fourth = u8::try_from(i % 250 + 1).unwrap_or(u8::MAX);
+                v4(10, 1, third, fourth)
+            })
+            .collect();
         let web = [v4(10, 2, 0, 10), v4(10, 2, 0, 11)];
         let app = v4(10, 3, 0, 10);
         let edge = |clients: Vec<IpAddr>, server, protocol, port, req, resp| TopologyEdge {
@@ -299,6 +312,17 @@ pub fn ipfix_messages(
     out
 }
 
+/// Sends one datagram, retrying while the socket buffer is full.
+fn send_all(sock: &std::net::UdpSocket, m: &[u8]) -> std::io::Result<()> {
+    loop {
+        match sock.send(m) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => std::hint::spin_loop(),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// What `generate` sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GenerateReport {
@@ -314,6 +338,7 @@ pub fn generate(
     target: std::net::SocketAddr,
     rounds: u64,
     rate: u64,
+    clients: usize,
 ) -> std::io::Result<GenerateReport> {
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
     let bind: std::net::SocketAddr = if target.is_ipv4() {
@@ -323,7 +348,7 @@ pub fn generate(
     };
     let sock = std::net::UdpSocket::bind(bind)?;
     sock.connect(target)?;
-    let topology = Topology::enterprise();
+    let topology = Topology::enterprise_with_clients(clients);
     let exporter = sock.local_addr()?.ip();
     let started = Instant::now();
     let mut report = GenerateReport::default();
@@ -335,19 +360,28 @@ pub fn generate(
         let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
         let secs = u32::try_from(now.as_secs()).unwrap_or(u32::MAX);
         let records = topology.round(round, now_ms.saturating_sub(1000), exporter, round % 2 == 0);
-        for m in ipfix_messages(&records, secs, &mut sequence) {
-            sock.send(&m)?;
-            report.datagrams += 1;
-        }
-        report.flows += records.len() as u64;
-        report.rounds += 1;
-        if rate > 0 {
-            #[expect(clippy::cast_precision_loss, reason = "pacing arithmetic")]
-            let due = Duration::from_secs_f64(report.flows as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::park_timeout(wait);
+        for (m, n) in ipfix_messages(&records, secs, &mut sequence)
+            .iter()
+            .zip(records.chunks(RECORDS_PER_MESSAGE))
+        {
+            // Paced per datagram: a large topology's round must not leave as one
+            // burst that overflows the collector's socket buffer.
+            if rate > 0 {
+                #[expect(clippy::cast_precision_loss, reason = "pacing arithmetic")]
+                let due = Duration::from_secs_f64(report.flows as f64 / rate as f64);
+                while let Some(wait) = due.checked_sub(started.elapsed()) {
+                    if wait > Duration::from_millis(1) {
+                        std::thread::park_timeout(wait);
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
             }
+            send_all(&sock, m)?;
+            report.datagrams += 1;
+            report.flows += n.len() as u64;
         }
+        report.rounds += 1;
     }
     Ok(report)
 }

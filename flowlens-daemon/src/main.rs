@@ -61,7 +61,8 @@ fn main() -> ExitCode {
             target,
             rate,
             rounds,
-        } => match flowlens_daemon::generate::generate(target, rounds, rate) {
+            clients,
+        } => match flowlens_daemon::generate::generate(target, rounds, rate, clients) {
             Ok(report) => {
                 let line = serde_json::to_string(&report).unwrap_or_default();
                 let mut out = std::io::stdout();

@@ -173,6 +173,34 @@ fn the_enterprise_topology_comes_out_exactly() {
     );
 }
 
+/// An asset deleted behind the writer's back (as the API's DELETE does) does not wedge
+/// it: the next flush notices, re-reads the assets and recreates the deleted one.
+#[test]
+fn a_deleted_asset_is_recreated_not_a_stuck_flush() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(scratch("deleted"));
+    let topology = Topology::enterprise();
+    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
+    let mut sink = GraphSink::open(&settings(db.url.clone()), GraphHealth::default()).unwrap();
+    let now = now_ms();
+    for round in 0..3 {
+        sink.write(&topology.round(round, now - 1000, exporter, true));
+    }
+    assert!(sink.flush_now());
+    rt.block_on(sqlx::query("DELETE FROM assets WHERE name = '10.4.0.10'").execute(&db.pool))
+        .unwrap();
+    for round in 3..6 {
+        sink.write(&topology.round(round, now - 500, exporter, true));
+    }
+    assert!(sink.flush_now(), "the flush after the delete succeeds");
+    let edges: BTreeSet<Edge> = rt
+        .block_on(dependencies(&db.pool))
+        .into_iter()
+        .map(|(e, _, _)| e)
+        .collect();
+    assert_eq!(edges, expected(&topology));
+}
+
 /// PostgreSQL stops between two flushes and starts again: the failed flush is kept
 /// and written by the next one, so nothing is lost.
 #[test]

@@ -11,13 +11,15 @@
 //! `run` ([`stack`]) builds the object and the daemon and runs `flowlens-daemon run`
 //! with the object's path; `bench ingest` ([`bench_ingest`]) measures the highest
 //! lossless flow rate of FlowLens (XDP and socket modes) and the C collectors on a veth
-//! pair between two network namespaces.
+//! pair between two network namespaces; `bench pipeline` ([`bench_pipeline`]) the flows
+//! per second from intake to committed PostgreSQL rows.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench_ingest;
+mod bench_pipeline;
 mod build_ebpf;
 mod stack;
 
@@ -44,6 +46,8 @@ enum Command {
 enum Bench {
     /// Highest lossless flows/s per collector and protocol over a veth pair.
     Ingest(bench_ingest::Options),
+    /// Flows/s from intake to committed PostgreSQL rows (the graph sink).
+    Pipeline(bench_pipeline::Options),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
             let object = stack::build_object();
             bench_ingest::run(&opts, &stack::workspace(), object.as_deref())
         }
+        Command::Bench(Bench::Pipeline(opts)) => bench_pipeline::run(&opts, &stack::workspace()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,18 +2,19 @@
 //!
 //! Runs on the pipeline's sink thread: each batch of decoded flows is oriented and
 //! aggregated in memory (no I/O per flow); every `flush_interval_seconds` the windows
-//! go to the [`GraphWriter`] in one transaction, and every `check_interval_seconds`
-//! stale assets and dependencies are looked for. A failed flush (PostgreSQL down) is
-//! logged, counted and retried at the next interval with everything it held (bounded
-//! by `database.max_buffered_rows`). At shutdown every open window is flushed, with a
-//! few retries.
+//! go to the [`GraphWriter`] on its own thread, which writes them in one transaction,
+//! and every `check_interval_seconds` stale assets and dependencies are looked for. A
+//! failed flush (PostgreSQL down) is logged, counted and retried at the next interval
+//! with everything it held (bounded by `database.max_buffered_rows`). At shutdown every
+//! open window is flushed, with a few retries.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::config::{AlertsConfig, DatabaseConfig, DependencyResolutionConfig};
-use super::window::{Aggregator, Orientation};
+use super::window::{Aggregator, EdgeKey, EdgeStats, Orientation};
 use super::writer::{GraphWriter, RawFlow, WriterSettings};
 use crate::enrich::classify::Classifier;
 use crate::flow::FlowRecord;
@@ -57,20 +58,38 @@ pub struct GraphSettings {
     pub classifier: Classifier,
 }
 
-/// The sink.
+/// Work for the writer thread.
+enum Job {
+    /// Write these windows (and raw flows); answer on `reply` when asked.
+    Flush {
+        edges: Vec<(EdgeKey, EdgeStats)>,
+        raw: Vec<RawFlow>,
+        reply: Option<SyncSender<bool>>,
+    },
+    /// Look for stale assets and dependencies.
+    Stale,
+}
+
+/// The sink: aggregation on the pipeline's sink thread, writing on a thread of its own.
+///
+/// A flush hands the windows to the writer thread and returns at once; while the
+/// writer is busy (a first flush of a large network creates tens of thousands of
+/// assets), windows keep aggregating in memory and go with the next hand-over, so
+/// intake never waits for PostgreSQL.
 pub struct GraphSink {
-    rt: tokio::runtime::Runtime,
-    writer: GraphWriter,
     aggregator: Aggregator,
     peers: PeerCounter,
     raw: Vec<RawFlow>,
     write_raw: bool,
+    max_raw: usize,
     flush_every: Duration,
     last_flush: Instant,
     stale_every: Option<Duration>,
     last_stale: Instant,
-    health: GraphHealth,
-    unoriented: u64,
+    jobs: Option<SyncSender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    deferred: u64,
+    raw_dropped: u64,
 }
 
 fn now_ms() -> u64 {
@@ -80,8 +99,8 @@ fn now_ms() -> u64 {
 }
 
 impl GraphSink {
-    /// Connects, migrates, prepares partitions. Fails when PostgreSQL is unreachable at
-    /// start (an outage later is survived).
+    /// Connects, migrates, prepares partitions and starts the writer thread. Fails
+    /// when PostgreSQL is unreachable at start (an outage later is survived).
     pub fn open(settings: &GraphSettings, health: GraphHealth) -> Result<Self, StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -113,23 +132,30 @@ impl GraphSink {
                 write_raw_flows: db.write_raw_flows,
             },
         );
+        // One job in the queue: a second hand-over waits in the aggregator instead.
+        let (jobs, rx) = sync_channel::<Job>(1);
+        let thread = std::thread::Builder::new()
+            .name("flowlens-graph".into())
+            .spawn(move || writer_loop(&rt, writer, &rx, &health))
+            .map_err(|e| StoreError::Connect(sqlx::Error::Io(e)))?;
         Ok(Self {
-            rt,
-            writer,
             aggregator,
             peers: PeerCounter::new(MAX_TRACKED_ENDPOINTS),
             raw: Vec::new(),
             write_raw: db.write_raw_flows,
+            max_raw: db.max_buffered_rows,
             flush_every,
             last_flush: Instant::now(),
             stale_every,
             last_stale: Instant::now(),
-            health,
-            unoriented: 0,
+            jobs: Some(jobs),
+            writer: Some(thread),
+            deferred: 0,
+            raw_dropped: 0,
         })
     }
 
-    /// Orients and aggregates a batch; flushes when the interval is due.
+    /// Orients and aggregates a batch; hands windows to the writer when due.
     pub fn write(&mut self, batch: &[FlowRecord]) {
         let now = now_ms();
         for rec in batch {
@@ -151,28 +177,11 @@ impl GraphSink {
                         },
                         now,
                     );
-                    if self.write_raw
-                        && let (Some(src), Some(dst)) = (rec.src_ip, rec.dst_ip)
-                    {
-                        self.raw.push(RawFlow {
-                            received_ms: now,
-                            exporter: rec.exporter_ip,
-                            src,
-                            dst,
-                            src_port: rec.src_port.unwrap_or(0),
-                            dst_port: rec.dst_port.unwrap_or(0),
-                            protocol: o.protocol,
-                            bytes: rec.bytes.unwrap_or(0),
-                            packets: rec.packets.unwrap_or(0),
-                            tcp_flags: rec.tcp_flags,
-                            sampling_rate: rec.sampling_rate.unwrap_or(1),
-                            start_ms: rec.flow_start_ms,
-                            end_ms: rec.flow_end_ms,
-                        });
+                    if self.write_raw {
+                        self.push_raw(rec, o.protocol, now);
                     }
                 }
                 Err(why) => {
-                    self.unoriented += 1;
                     metrics::counter!("flowlens_graph_flows_unoriented_total", "reason" => why.reason())
                         .increment(1);
                 }
@@ -181,85 +190,169 @@ impl GraphSink {
         self.tick();
     }
 
-    /// Flushes (and checks staleness) when due; call when idle too.
+    fn push_raw(&mut self, rec: &FlowRecord, protocol: u8, now: u64) {
+        let (Some(src), Some(dst)) = (rec.src_ip, rec.dst_ip) else {
+            return;
+        };
+        if self.raw.len() >= self.max_raw {
+            self.raw_dropped += 1;
+            return;
+        }
+        self.raw.push(RawFlow {
+            received_ms: now,
+            exporter: rec.exporter_ip,
+            src,
+            dst,
+            src_port: rec.src_port.unwrap_or(0),
+            dst_port: rec.dst_port.unwrap_or(0),
+            protocol,
+            bytes: rec.bytes.unwrap_or(0),
+            packets: rec.packets.unwrap_or(0),
+            tcp_flags: rec.tcp_flags,
+            sampling_rate: rec.sampling_rate.unwrap_or(1),
+            start_ms: rec.flow_start_ms,
+            end_ms: rec.flow_end_ms,
+        });
+    }
+
+    /// Hands windows over (and asks for a staleness check) when due; call when idle
+    /// too.
     pub fn tick(&mut self) {
         if self.last_flush.elapsed() >= self.flush_every {
-            self.flush_now();
+            self.hand_over();
         }
         if let Some(every) = self.stale_every
             && self.last_stale.elapsed() >= every
+            && let Some(jobs) = &self.jobs
+            && jobs.try_send(Job::Stale).is_ok()
         {
             self.last_stale = Instant::now();
-            match self.rt.block_on(self.writer.detect_stale()) {
-                Ok(n) if n > 0 => tracing::info!(changes = n, "stale assets/dependencies"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "stale check failed; retried later"),
-            }
         }
     }
 
-    /// Hands the windows to the writer and writes; returns whether the write succeeded.
-    pub fn flush_now(&mut self) -> bool {
+    /// Gives the windows to the writer if it is free; else they keep aggregating.
+    fn hand_over(&mut self) {
         self.last_flush = Instant::now();
-        let edges = self.aggregator.take();
-        let raw = std::mem::take(&mut self.raw);
-        self.writer.add(edges, raw);
-        let started = Instant::now();
-        let result = self.rt.block_on(self.writer.flush(now_ms()));
-        metrics::histogram!("flowlens_graph_flush_seconds").record(started.elapsed().as_secs_f64());
-        let ok = match result {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, held = self.writer.held_rows(),
-                    "graph flush failed; kept for the next flush");
-                false
-            }
+        let Some(jobs) = &self.jobs else { return };
+        if self.aggregator.is_empty() && self.raw.is_empty() {
+            return;
+        }
+        let job = Job::Flush {
+            edges: self.aggregator.take(),
+            raw: std::mem::take(&mut self.raw),
+            reply: None,
         };
-        self.health.set(ok);
-        self.publish();
-        ok
+        if let Err(TrySendError::Full(Job::Flush { edges, raw, .. })) = jobs.try_send(job) {
+            // The writer is still on the previous flush: put the windows back.
+            self.deferred += 1;
+            metrics::counter!("flowlens_graph_flushes_deferred_total").increment(1);
+            self.aggregator.restore(edges);
+            self.raw = raw;
+        }
     }
 
-    /// Final flush at shutdown: every open window, a few tries.
+    /// Writes everything aggregated so far and waits for the outcome (tests, tools).
+    pub fn flush_now(&mut self) -> bool {
+        self.last_flush = Instant::now();
+        let Some(jobs) = &self.jobs else { return false };
+        let (reply, answer) = sync_channel(1);
+        let job = Job::Flush {
+            edges: self.aggregator.take(),
+            raw: std::mem::take(&mut self.raw),
+            reply: Some(reply),
+        };
+        if jobs.send(job).is_err() {
+            return false;
+        }
+        answer.recv().unwrap_or(false)
+    }
+
+    /// Final flush at shutdown: every open window, a few tries, then the writer stops.
     pub fn close(&mut self) {
         for attempt in 0..3 {
-            if self.flush_now() && self.writer.held_rows() == 0 {
-                return;
+            if self.flush_now() {
+                break;
             }
             if attempt < 2 {
                 std::thread::park_timeout(Duration::from_secs(1));
             }
         }
-        tracing::error!(
-            held = self.writer.held_rows(),
-            "graph rows not written at shutdown"
-        );
+        self.jobs = None;
+        if let Some(t) = self.writer.take() {
+            let _ = t.join();
+        }
+        if self.raw_dropped > 0 {
+            tracing::warn!(dropped = self.raw_dropped, "raw flows dropped: buffer full");
+        }
     }
+}
 
-    fn publish(&self) {
-        let c = &self.writer.counters;
-        let set = |name: &'static str, v: u64| metrics::counter!(name).absolute(v);
-        set("flowlens_graph_flushes_total", c.flushes);
-        set("flowlens_graph_flush_failures_total", c.flush_failures);
-        set("flowlens_graph_assets_created_total", c.assets_created);
-        set(
-            "flowlens_graph_dependencies_created_total",
-            c.dependencies_created,
-        );
-        set("flowlens_graph_flow_stats_rows_total", c.flow_stats_rows);
-        set("flowlens_graph_raw_rows_total", c.raw_rows);
-        set("flowlens_graph_change_events_total", c.change_events);
-        set("flowlens_graph_alerts_total", c.alerts);
-        set("flowlens_graph_rows_dropped_total", c.rows_dropped);
-        set(
-            "flowlens_graph_rows_without_asset_total",
-            c.rows_without_asset,
-        );
-        set(
-            "flowlens_graph_flows_clock_skewed_total",
-            self.aggregator.counters.clock_skewed,
-        );
-        #[expect(clippy::cast_precision_loss, reason = "a gauge")]
-        metrics::gauge!("flowlens_graph_held_rows").set(self.writer.held_rows() as f64);
+impl Drop for GraphSink {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.writer.take() {
+            let _ = t.join();
+        }
     }
+}
+
+/// The writer thread: one job at a time.
+fn writer_loop(
+    rt: &tokio::runtime::Runtime,
+    mut writer: GraphWriter,
+    jobs: &Receiver<Job>,
+    health: &GraphHealth,
+) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Flush { edges, raw, reply } => {
+                writer.add(edges, raw);
+                let started = Instant::now();
+                let result = rt.block_on(writer.flush(now_ms()));
+                metrics::histogram!("flowlens_graph_flush_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let ok = match result {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, held = writer.held_rows(),
+                            "graph flush failed; kept for the next flush");
+                        false
+                    }
+                };
+                health.set(ok);
+                publish(&writer);
+                if let Some(r) = reply {
+                    let _ = r.send(ok);
+                }
+            }
+            Job::Stale => match rt.block_on(writer.detect_stale()) {
+                Ok(n) if n > 0 => tracing::info!(changes = n, "stale assets/dependencies"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "stale check failed; retried later"),
+            },
+        }
+    }
+}
+
+fn publish(writer: &GraphWriter) {
+    let c = &writer.counters;
+    let set = |name: &'static str, v: u64| metrics::counter!(name).absolute(v);
+    set("flowlens_graph_flushes_total", c.flushes);
+    set("flowlens_graph_flush_failures_total", c.flush_failures);
+    set("flowlens_graph_assets_created_total", c.assets_created);
+    set(
+        "flowlens_graph_dependencies_created_total",
+        c.dependencies_created,
+    );
+    set("flowlens_graph_flow_stats_rows_total", c.flow_stats_rows);
+    set("flowlens_graph_raw_rows_total", c.raw_rows);
+    set("flowlens_graph_change_events_total", c.change_events);
+    set("flowlens_graph_alerts_total", c.alerts);
+    set("flowlens_graph_rows_dropped_total", c.rows_dropped);
+    set(
+        "flowlens_graph_rows_without_asset_total",
+        c.rows_without_asset,
+    );
+    #[expect(clippy::cast_precision_loss, reason = "a gauge")]
+    metrics::gauge!("flowlens_graph_held_rows").set(writer.held_rows() as f64);
 }

@@ -142,6 +142,17 @@ impl Aggregator {
         v
     }
 
+    /// Puts edges taken by [`Self::take`] back (a hand-over that could not happen),
+    /// merging with what arrived since.
+    pub fn restore(&mut self, edges: Vec<(EdgeKey, EdgeStats)>) {
+        for (key, stats) in edges {
+            self.edges
+                .entry(key)
+                .and_modify(|s| s.merge(&stats))
+                .or_insert(stats);
+        }
+    }
+
     /// Edges held right now.
     pub fn len(&self) -> usize {
         self.edges.len()

@@ -204,13 +204,30 @@ impl GraphWriter {
     /// bound): the same rows are retried by the next call.
     pub async fn flush(&mut self, now_ms: u64) -> Result<(), sqlx::Error> {
         self.counters.flushes += 1;
-        match self.try_flush(now_ms).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.counters.flush_failures += 1;
-                Err(e)
+        let mut result = self.try_flush(now_ms).await;
+        if let Err(e) = &result
+            && is_stale_cache_error(e)
+        {
+            // An asset we cached was deleted (the API, an operator), or another
+            // writer claimed an address first: forget what we cached and try again
+            // at once. Pending edges keyed by asset ids go too; they were below
+            // their thresholds and start counting afresh.
+            tracing::info!(error = %e, "graph cache out of date; re-reading assets");
+            self.asset_of.clear();
+            self.pending_deps.clear();
+            // The held edges' flows count toward (re)creating their addresses.
+            for (k, st) in &self.held {
+                for ip in [k.client, k.server] {
+                    let n = self.pending_ip_flows.entry(ip).or_default();
+                    *n = (*n).max(st.flows);
+                }
             }
+            result = self.try_flush(now_ms).await;
         }
+        if result.is_err() {
+            self.counters.flush_failures += 1;
+        }
+        result
     }
 
     async fn try_flush(&mut self, now_ms: u64) -> Result<(), sqlx::Error> {
@@ -350,26 +367,35 @@ impl GraphWriter {
             for (dk, p) in &write {
                 cols.push(dk, p, &self.settings.classifier);
             }
+            // What the existing ones looked like (to tell "back after being stale or
+            // absent from the baseline" from a plain update), one query.
+            let before: HashMap<Uuid, (DateTime<Utc>, bool)> = sqlx::query(
+                "SELECT d.id, d.last_seen, d.stale
+                 FROM dependencies d
+                 JOIN unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[]) AS i(s, t, p, port)
+                   ON d.source_asset_id = i.s AND d.target_asset_id = i.t
+                  AND d.protocol = i.p AND d.port = i.port",
+            )
+            .bind(&cols.source)
+            .bind(&cols.target)
+            .bind(&cols.protocol)
+            .bind(&cols.port)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
+            .collect::<Result<_, sqlx::Error>>()?;
             let rows = sqlx::query(
-                "WITH input AS (
-                    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[],
-                        $5::text[], $6::timestamptz[], $7::timestamptz[], $8::int8[],
-                        $9::int8[], $10::int8[], $11::bool[], $12::float4[])
-                    AS u(s, t, proto, port, service, f, l, bytes, flows, packets, internal, conf)
-                 ), before AS (
-                    SELECT d.id, d.source_asset_id, d.target_asset_id, d.protocol, d.port,
-                           d.last_seen, d.stale
-                    FROM dependencies d JOIN input i
-                      ON d.source_asset_id = i.s AND d.target_asset_id = i.t
-                     AND d.protocol = i.proto AND d.port = i.port
-                 )
-                 INSERT INTO dependencies AS d (source_asset_id, target_asset_id, protocol,
+                "INSERT INTO dependencies AS d (source_asset_id, target_asset_id, protocol,
                     port, inferred_service, first_seen, last_seen, total_bytes, total_flows,
                     total_packets, is_internal, confidence, direction, avg_flows_per_hour)
                  SELECT s, t, proto, port, service, f, l, bytes, flows, packets, internal,
                         conf, 'outbound',
                         flows / greatest(extract(epoch FROM (l - f)) / 3600.0, 1.0)
-                 FROM input
+                 FROM unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[],
+                        $5::text[], $6::timestamptz[], $7::timestamptz[], $8::int8[],
+                        $9::int8[], $10::int8[], $11::bool[], $12::float4[])
+                    AS u(s, t, proto, port, service, f, l, bytes, flows, packets, internal, conf)
                  ON CONFLICT (source_asset_id, target_asset_id, protocol, port) DO UPDATE SET
                     first_seen = least(d.first_seen, EXCLUDED.first_seen),
                     last_seen = greatest(d.last_seen, EXCLUDED.last_seen),
@@ -383,9 +409,7 @@ impl GraphWriter {
                     stale = false,
                     updated_at = now()
                  RETURNING d.id, d.source_asset_id, d.target_asset_id, d.protocol, d.port,
-                    d.inferred_service, d.total_flows, d.is_internal, (xmax = 0) AS inserted,
-                    (SELECT b.last_seen FROM before b WHERE b.id = d.id) AS old_last_seen,
-                    (SELECT b.stale FROM before b WHERE b.id = d.id) AS was_stale",
+                    d.inferred_service, (xmax = 0) AS inserted",
             )
             .bind(cols.source)
             .bind(cols.target)
@@ -404,15 +428,15 @@ impl GraphWriter {
             let by_key: HashMap<DepKey, &Pending> = write.iter().map(|(k, p)| (*k, p)).collect();
             for r in rows {
                 let inserted: bool = r.try_get("inserted")?;
-                let old_last: Option<DateTime<Utc>> = r.try_get("old_last_seen")?;
-                let was_stale: Option<bool> = r.try_get("was_stale")?;
+                let id: Uuid = r.try_get("id")?;
+                let old_last: Option<DateTime<Utc>> = before.get(&id).map(|b| b.0);
+                let was_stale: Option<bool> = before.get(&id).map(|b| b.1);
                 let absent_from_baseline = old_last.is_some_and(|t| {
                     u64::try_from(t.timestamp_millis()).unwrap_or(0) + baseline_ms < now_ms
                 });
                 if !(inserted || was_stale == Some(true) || absent_from_baseline) {
                     continue;
                 }
-                let id: Uuid = r.try_get("id")?;
                 let dk = DepKey {
                     source: r.try_get("source_asset_id")?,
                     target: r.try_get("target_asset_id")?,
@@ -644,39 +668,75 @@ impl GraphWriter {
     }
 }
 
+/// Whether `e` says our asset cache is out of date: a foreign key to a deleted asset
+/// (23503) or an address another asset took first (23505).
+fn is_stale_cache_error(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(sqlx::error::DatabaseError::code)
+        .is_some_and(|c| c == "23503" || c == "23505")
+}
+
 /// Inserts the change events and the alerts their first matching rules raise.
 async fn record_changes(
     tx: &mut Transaction<'_, Postgres>,
     changes: &[Change],
     alerts: &AlertsConfig,
 ) -> Result<(u64, u64), sqlx::Error> {
-    let mut n_alerts = 0;
-    for c in changes {
-        let event_id: Uuid = sqlx::query_scalar(
-            "INSERT INTO change_events (change_type, entity_type, entity_id, before_state, after_state)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    if changes.is_empty() {
+        return Ok((0, 0));
+    }
+    // Ids made here so that alerts can refer to their events without a round trip
+    // per event (a new network is tens of thousands of events in one flush).
+    let ids: Vec<Uuid> = changes.iter().map(|_| Uuid::new_v4()).collect();
+    for (chunk_ids, chunk) in ids.chunks(10_000).zip(changes.chunks(10_000)) {
+        sqlx::query(
+            "INSERT INTO change_events (id, change_type, entity_type, entity_id, before_state,
+                                        after_state)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::jsonb[],
+                                  $6::jsonb[])",
         )
-        .bind(c.kind)
-        .bind(c.entity_type)
-        .bind(c.entity_id)
-        .bind(&c.before)
-        .bind(&c.after)
-        .fetch_one(&mut **tx)
+        .bind(chunk_ids)
+        .bind(chunk.iter().map(|c| c.kind).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|c| c.entity_type).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|c| c.entity_id).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|c| c.before.clone()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|c| c.after.clone()).collect::<Vec<_>>())
+        .execute(&mut **tx)
         .await?;
-        if let Some(rule) = alerts.rules.iter().find(|r| matches(r, c)) {
-            sqlx::query(
-                "INSERT INTO alerts (change_event_id, severity, title, description, rule_name)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(event_id)
-            .bind(rule.severity.as_str())
-            .bind(&c.title)
-            .bind(c.after.to_string())
-            .bind(&rule.name)
-            .execute(&mut **tx)
-            .await?;
-            n_alerts += 1;
-        }
+    }
+    let raised: Vec<(Uuid, &Change, &AlertRule)> = ids
+        .iter()
+        .zip(changes)
+        .filter_map(|(id, c)| Some((*id, c, alerts.rules.iter().find(|r| matches(r, c))?)))
+        .collect();
+    let n_alerts = raised.len() as u64;
+    if n_alerts > 0 {
+        sqlx::query(
+            "INSERT INTO alerts (change_event_id, severity, title, description, rule_name)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])",
+        )
+        .bind(raised.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(
+            raised
+                .iter()
+                .map(|r| r.2.severity.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            raised
+                .iter()
+                .map(|r| r.1.title.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            raised
+                .iter()
+                .map(|r| r.1.after.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(raised.iter().map(|r| r.2.name.as_str()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
     }
     Ok((changes.len() as u64, n_alerts))
 }
