@@ -16,18 +16,39 @@ use serde::{Deserialize, Serialize};
 use crate::decode::DecoderConfig;
 pub use crate::graph::config::{AlertsConfig, DatabaseConfig, DependencyResolutionConfig};
 
-/// DESIGN.md §3.2 `enrichment`. `dns`, `geoip`, `cloud` and `cache` are accepted as
-/// written and used as their stages land; `internal_prefixes` (ours) adds prefixes
-/// that count as internal to the built-in private ranges.
+/// DESIGN.md §3.2 `enrichment`: reverse DNS, `GeoIP`, the enrichment cache, and
+/// `internal_prefixes` (ours: prefixes that count as internal besides the built-in
+/// private ranges). `cloud` is accepted as written for the cloud-inventory stage.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnrichmentConfig {
-    pub dns: serde_yaml::Value,
-    pub geoip: serde_yaml::Value,
+    pub dns: crate::enrich::rdns::DnsConfig,
+    pub geoip: crate::enrich::geoip::GeoIpConfig,
     pub cloud: serde_yaml::Value,
-    pub cache: serde_yaml::Value,
+    pub cache: CacheConfig,
     /// e.g. `["203.0.113.0/24"]`: public space that is ours.
     pub internal_prefixes: Vec<String>,
+}
+
+/// `enrichment.cache`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// "memory" (the Redis backend comes with the scale-out issue).
+    pub backend: String,
+    pub redis_url: String,
+    /// Entries each enrichment cache (reverse DNS) keeps at most.
+    pub max_memory_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            backend: "memory".into(),
+            redis_url: "redis://localhost:6379/0".into(),
+            max_memory_entries: 100_000,
+        }
+    }
 }
 
 /// The whole daemon configuration.
@@ -314,6 +335,12 @@ impl Config {
             if let Err(e) = p.parse::<crate::enrich::classify::Prefix>() {
                 problems.push(format!("enrichment.internal_prefixes: {p:?}: {e}"));
             }
+        }
+        if self.enrichment.cache.backend != "memory" {
+            problems.push(format!(
+                "enrichment.cache.backend {:?}: only \"memory\" is available",
+                self.enrichment.cache.backend
+            ));
         }
         let agg = &self.dependency_resolution.aggregation;
         if agg.window_size_seconds == 0 || agg.flush_interval_seconds == 0 {

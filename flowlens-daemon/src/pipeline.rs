@@ -96,7 +96,7 @@ pub enum RunError {
     #[error("--output postgres needs DATABASE_URL or database.url")]
     NoDatabase,
     #[error("the PostgreSQL graph: {0}")]
-    Store(#[source] crate::store::StoreError),
+    Graph(#[source] crate::graph::sink::GraphError),
 }
 
 /// Totals at exit (also in /metrics while running).
@@ -546,8 +546,9 @@ fn open_sink(
                 resolution: cfg.dependency_resolution.clone(),
                 alerts: cfg.alerts.clone(),
                 classifier,
+                enrichment: cfg.enrichment.clone(),
             };
-            let sink = GraphSink::open(&settings, health.clone()).map_err(RunError::Store)?;
+            let sink = GraphSink::open(&settings, health.clone()).map_err(RunError::Graph)?;
             tracing::info!("writing the dependency graph to PostgreSQL");
             Box::new(sink)
         }

@@ -6,9 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use flowlens_daemon::config::{AlertsConfig, DatabaseConfig, DependencyResolutionConfig};
+use flowlens_daemon::config::{
+    AlertsConfig, DatabaseConfig, DependencyResolutionConfig, EnrichmentConfig,
+};
 use flowlens_daemon::enrich::classify::Classifier;
 use flowlens_daemon::generate::Topology;
 use flowlens_daemon::graph::sink::{GraphHealth, GraphSettings, GraphSink};
@@ -31,16 +34,23 @@ fn settings(url: String) -> GraphSettings {
     // Flushes only when the test says so.
     resolution.aggregation.flush_interval_seconds = 3600;
     resolution.change_detection.check_interval_seconds = 3600;
+    let mut enrichment = EnrichmentConfig::default();
+    // No lookups to the system resolver from tests: the enrichment test below points
+    // it at a dnsmasq on 127.0.0.1.
+    enrichment.dns.enabled = false;
     GraphSettings {
         url,
         database: DatabaseConfig::default(),
         resolution,
         alerts: AlertsConfig::default(),
         classifier: Classifier::default(),
+        enrichment,
     }
 }
 
 type Edge = (IpAddr, IpAddr, i16, i32);
+/// (name, country code, ASN, AS organization) of an asset.
+type Geo = (String, Option<String>, Option<i64>, Option<String>);
 
 async fn dependencies(pool: &sqlx::PgPool) -> Vec<(Edge, i64, i64)> {
     sqlx::query(
@@ -270,4 +280,172 @@ fn a_postgresql_outage_loses_no_window() {
         .map(|(e, _, _)| e)
         .collect();
     assert_eq!(edges, expected(&topology));
+}
+
+/// A dnsmasq on 127.0.0.1 answering PTR queries for the topology's database server;
+/// killed when dropped.
+struct Dnsmasq(std::process::Child, u16);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dnsmasq() -> Option<Dnsmasq> {
+    if Command::new("dnsmasq").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "dnsmasq is not installed");
+        eprintln!("skipping: dnsmasq is not installed");
+        return None;
+    }
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new("dnsmasq")
+        .args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--pid-file=",
+            "--no-resolv",
+            "--no-hosts",
+            &format!("--port={port}"),
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--local=/10.in-addr.arpa/",
+            "--ptr-record=10.0.4.10.in-addr.arpa,db1.corp.example",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning dnsmasq");
+    Some(Dnsmasq(child, port))
+}
+
+/// New assets get GeoIP/ASN columns (`MaxMind`'s test databases) and, once the reverse
+/// lookup answers, an fqdn and name with an `asset_changed` event.
+#[test]
+fn new_assets_are_enriched_with_geoip_and_reverse_dns() {
+    let Some(dns) = dnsmasq() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Wait until dnsmasq answers (a probe with its own cache), so the writer's first
+    // lookup does not meet a server still starting and cache "no name".
+    let probe_cfg = flowlens_daemon::enrich::rdns::DnsConfig {
+        resolver: format!("127.0.0.1:{}", dns.1),
+        negative_cache_ttl_seconds: 0,
+        ..Default::default()
+    };
+    let ready = (0..50).any(|_| {
+        let probe =
+            flowlens_daemon::enrich::rdns::ReverseDns::new(&probe_cfg, 10, rt.handle().clone())
+                .unwrap()
+                .unwrap();
+        let answer = rt.block_on(probe.resolve_now("10.4.0.10".parse().unwrap()));
+        if answer.is_none() {
+            std::thread::park_timeout(std::time::Duration::from_millis(100));
+        }
+        answer.is_some()
+    });
+    assert!(ready, "dnsmasq answers");
+    let db = rt.block_on(scratch("enrich"));
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/geoip");
+    let mut s = settings(db.url.clone());
+    s.enrichment.geoip.enabled = true;
+    s.enrichment.geoip.database_path = Some(data.join("GeoLite2-City-Test.mmdb"));
+    s.enrichment.geoip.asn_database_path = Some(data.join("GeoLite2-ASN-Test.mmdb"));
+    s.enrichment.dns.enabled = true;
+    s.enrichment.dns.resolver = format!("127.0.0.1:{}", dns.1);
+    let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
+    let topology = Topology::enterprise();
+    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
+    let now = now_ms();
+    let mut recs = topology.round(0, now - 1000, exporter, true);
+    // The app server also calls an API in London (GB in the test City database) and
+    // one in Telstra's space (AS1221 in the test ASN database).
+    for (i, server) in ["81.2.69.142", "1.128.0.1"].iter().enumerate() {
+        for round in 0..6u16 {
+            let mut r = recs[0];
+            r.src_ip = Some("10.3.0.10".parse().unwrap());
+            r.dst_ip = Some(server.parse().unwrap());
+            r.src_port = Some(40_000 + round * 10 + u16::try_from(i).unwrap());
+            r.dst_port = Some(443);
+            r.protocol = Some(6);
+            r.tcp_flags = Some(0x02);
+            recs.push(r);
+        }
+    }
+    for round in 1..4 {
+        recs.extend(topology.round(round, now - 900, exporter, true));
+    }
+    sink.write(&recs);
+    assert!(sink.flush_now());
+    let geo: Vec<Geo> = rt
+        .block_on(
+            sqlx::query_as(
+                "SELECT name, country_code, asn, as_org FROM assets
+                 WHERE name IN ('81.2.69.142', '1.128.0.1') ORDER BY name",
+            )
+            .fetch_all(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(
+        geo,
+        [
+            (
+                "1.128.0.1".to_owned(),
+                None,
+                Some(1221),
+                Some("Telstra Pty Ltd".to_owned())
+            ),
+            ("81.2.69.142".to_owned(), Some("GB".to_owned()), None, None),
+        ]
+    );
+    // The lookups run between flushes; a later flush writes the names.
+    let mut named = None;
+    for _ in 0..40 {
+        std::thread::park_timeout(std::time::Duration::from_millis(100));
+        assert!(sink.flush_now());
+        named = rt
+            .block_on(
+                sqlx::query_as::<_, (String, Option<String>)>(
+                    "SELECT name, fqdn FROM assets a JOIN asset_addresses aa ON aa.asset_id = a.id
+                     WHERE aa.ip = '10.4.0.10'",
+                )
+                .fetch_optional(&db.pool),
+            )
+            .unwrap()
+            .filter(|(_, fqdn)| fqdn.is_some());
+        if named.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        named,
+        Some((
+            "db1.corp.example".to_owned(),
+            Some("db1.corp.example".to_owned())
+        ))
+    );
+    let changed: Vec<serde_json::Value> = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT before_state FROM change_events WHERE change_type = 'asset_changed'",
+            )
+            .fetch_all(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0]["name"], "10.4.0.10");
+    // Addresses dnsmasq has no name for stay as they were.
+    let unnamed: i64 = rt
+        .block_on(
+            sqlx::query_scalar("SELECT count(*) FROM assets WHERE fqdn IS NULL")
+                .fetch_one(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(
+        unnamed,
+        i64::try_from(topology.addresses().len() + 2 - 1).unwrap()
+    );
 }

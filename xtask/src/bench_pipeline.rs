@@ -105,7 +105,7 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
         "ingestion:\n  bind_address: 127.0.0.1\n  ipfix_port: {IPFIX_PORT}\n  netflow_port: 24755\n  \
          sflow_port: 24763\n  receive_buffer_size: 67108864\n  backpressure:\n    enabled: false\n    \
          drop_threshold_queue_depth: 1000000\ntelemetry:\n  listen_address: {TELEMETRY}\n\
-         database:\n  write_raw_flows: false\ndependency_resolution:\n  aggregation:\n    \
+         database:\n  write_raw_flows: false\nenrichment:\n  dns:\n    enabled: false\ndependency_resolution:\n  aggregation:\n    \
          flush_interval_seconds: {}\n",
         opts.flush_interval
     );

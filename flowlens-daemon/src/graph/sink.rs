@@ -16,7 +16,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::config::{AlertsConfig, DatabaseConfig, DependencyResolutionConfig};
 use super::window::{Aggregator, EdgeKey, EdgeStats, Orientation};
 use super::writer::{GraphWriter, RawFlow, WriterSettings};
+use crate::config::EnrichmentConfig;
 use crate::enrich::classify::Classifier;
+use crate::enrich::geoip::{GeoIp, GeoIpError};
+use crate::enrich::rdns::{RdnsError, ReverseDns};
 use crate::flow::FlowRecord;
 use crate::resolve::direction::{FlowEnds, orient};
 use crate::resolve::fan_out::PeerCounter;
@@ -56,6 +59,20 @@ pub struct GraphSettings {
     pub resolution: DependencyResolutionConfig,
     pub alerts: AlertsConfig,
     pub classifier: Classifier,
+    pub enrichment: EnrichmentConfig,
+}
+
+/// Why the graph sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("enrichment.geoip: {0}")]
+    GeoIp(#[from] GeoIpError),
+    #[error("enrichment.dns: {0}")]
+    Rdns(#[from] RdnsError),
+    #[error("starting the graph writer: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Work for the writer thread.
@@ -101,11 +118,20 @@ fn now_ms() -> u64 {
 impl GraphSink {
     /// Connects, migrates, prepares partitions and starts the writer thread. Fails
     /// when PostgreSQL is unreachable at start (an outage later is survived).
-    pub fn open(settings: &GraphSettings, health: GraphHealth) -> Result<Self, StoreError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
+    pub fn open(settings: &GraphSettings, health: GraphHealth) -> Result<Self, GraphError> {
+        // One worker thread: reverse-DNS lookups run on it between flushes.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("flowlens-enrich")
             .enable_all()
             .build()
-            .map_err(|e| StoreError::Connect(sqlx::Error::Io(e)))?;
+            .map_err(GraphError::Thread)?;
+        let geoip = GeoIp::open(&settings.enrichment.geoip)?;
+        let rdns = ReverseDns::new(
+            &settings.enrichment.dns,
+            settings.enrichment.cache.max_memory_entries,
+            rt.handle().clone(),
+        )?;
         let db = &settings.database;
         let pool = rt.block_on(async {
             let pool = store::connect(&settings.url, db.max_connections).await?;
@@ -131,13 +157,14 @@ impl GraphSink {
                 max_buffered_rows: db.max_buffered_rows,
                 write_raw_flows: db.write_raw_flows,
             },
-        );
+        )
+        .with_enrichment(geoip, rdns);
         // One job in the queue: a second hand-over waits in the aggregator instead.
         let (jobs, rx) = sync_channel::<Job>(1);
         let thread = std::thread::Builder::new()
             .name("flowlens-graph".into())
             .spawn(move || writer_loop(&rt, writer, &rx, &health))
-            .map_err(|e| StoreError::Connect(sqlx::Error::Io(e)))?;
+            .map_err(GraphError::Thread)?;
         Ok(Self {
             aggregator,
             peers: PeerCounter::new(MAX_TRACKED_ENDPOINTS),

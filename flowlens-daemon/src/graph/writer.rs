@@ -29,6 +29,8 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use super::config::{AlertRule, AlertsConfig, DependencyResolutionConfig, Scope};
 use super::window::{EdgeKey, EdgeStats};
 use crate::enrich::classify::{Classifier, Direction3};
+use crate::enrich::geoip::GeoIp;
+use crate::enrich::rdns::ReverseDns;
 use crate::enrich::services;
 
 /// A dependency's identity.
@@ -105,8 +107,15 @@ pub struct GraphWriter {
     /// flush.
     held: HashMap<EdgeKey, EdgeStats>,
     raw: Vec<RawFlow>,
+    geoip: Option<GeoIp>,
+    rdns: Option<ReverseDns>,
+    /// Assets created from flows whose reverse-DNS name was asked for.
+    awaiting_name: HashMap<IpAddr, Uuid>,
     pub counters: WriterCounters,
 }
+
+/// Assets waiting for a reverse-DNS answer, at most.
+const MAX_AWAITING_NAMES: usize = 100_000;
 
 /// A change event about to be recorded, with what alert rules match on.
 #[derive(Debug, Clone)]
@@ -153,8 +162,20 @@ impl GraphWriter {
             pending_deps: HashMap::new(),
             held: HashMap::new(),
             raw: Vec::new(),
+            geoip: None,
+            rdns: None,
+            awaiting_name: HashMap::new(),
             counters: WriterCounters::default(),
         }
+    }
+
+    /// Adds `GeoIP`/ASN columns and reverse-DNS names to the assets this writer
+    /// creates.
+    #[must_use]
+    pub fn with_enrichment(mut self, geoip: Option<GeoIp>, rdns: Option<ReverseDns>) -> Self {
+        self.geoip = geoip;
+        self.rdns = rdns;
+        self
     }
 
     /// Edge rows waiting to be written.
@@ -231,7 +252,7 @@ impl GraphWriter {
     }
 
     async fn try_flush(&mut self, now_ms: u64) -> Result<(), sqlx::Error> {
-        if self.held.is_empty() && self.raw.is_empty() {
+        if self.held.is_empty() && self.raw.is_empty() && self.awaiting_name.is_empty() {
             return Ok(());
         }
         let res = &self.settings.resolution;
@@ -281,18 +302,40 @@ impl GraphWriter {
                 .iter()
                 .map(|ip| self.settings.classifier.is_internal(*ip))
                 .collect();
+            let geo: Vec<_> = to_create
+                .iter()
+                .map(|ip| self.geoip.as_ref().and_then(|g| g.lookup(*ip)))
+                .collect();
             let rows = sqlx::query(
                 "INSERT INTO assets (name, asset_type, ip_addresses, first_seen, last_seen,
-                                     discovery_source, confidence, is_internal)
-                 SELECT host(ip), 'unknown', ARRAY[ip], f, l, 'flow', 0.5, i
-                 FROM unnest($1::inet[], $2::timestamptz[], $3::timestamptz[], $4::bool[])
-                      AS u(ip, f, l, i)
-                 RETURNING id, ip_addresses[1] AS ip, name, is_internal",
+                                     discovery_source, confidence, is_internal, country_code,
+                                     asn, as_org)
+                 SELECT host(ip), 'unknown', ARRAY[ip], f, l, 'flow', 0.5, i, cc, asn, org
+                 FROM unnest($1::inet[], $2::timestamptz[], $3::timestamptz[], $4::bool[],
+                             $5::text[], $6::int8[], $7::text[])
+                      AS u(ip, f, l, i, cc, asn, org)
+                 RETURNING id, ip_addresses[1] AS ip, name, is_internal, country_code, asn,
+                           as_org",
             )
             .bind(to_create.iter().map(|ip| net(*ip)).collect::<Vec<_>>())
             .bind(first)
             .bind(last)
             .bind(internal)
+            .bind(
+                geo.iter()
+                    .map(|g| g.as_ref().and_then(|g| g.country_code.clone()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                geo.iter()
+                    .map(|g| g.as_ref().and_then(|g| g.asn).map(i64::from))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                geo.iter()
+                    .map(|g| g.as_ref().and_then(|g| g.as_org.clone()))
+                    .collect::<Vec<_>>(),
+            )
             .fetch_all(&mut *tx)
             .await?;
             for r in rows {
@@ -300,6 +343,9 @@ impl GraphWriter {
                 let ip: IpNetwork = r.try_get("ip")?;
                 let name: String = r.try_get("name")?;
                 let internal: Option<bool> = r.try_get("is_internal")?;
+                let country: Option<String> = r.try_get("country_code")?;
+                let asn: Option<i64> = r.try_get("asn")?;
+                let as_org: Option<String> = r.try_get("as_org")?;
                 asset_of.insert(ip.ip(), id);
                 changes.push(Change {
                     kind: "new_asset",
@@ -309,6 +355,7 @@ impl GraphWriter {
                     after: serde_json::json!({
                         "id": id, "name": name, "ip_addresses": [ip.ip().to_string()],
                         "is_internal": internal, "discovery_source": "flow",
+                        "country_code": country, "asn": asn, "as_org": as_org,
                     }),
                     scope: None,
                     port: None,
@@ -526,6 +573,9 @@ impl GraphWriter {
             .await?;
         }
 
+        // 3b. Reverse-DNS names that arrived for assets created earlier.
+        let named = self.apply_names(&mut tx, &mut changes).await?;
+
         // 4. Change events and alerts.
         let (events, alerts) = record_changes(&mut tx, &changes, &self.settings.alerts).await?;
 
@@ -553,6 +603,19 @@ impl GraphWriter {
         for ip in asset_of.keys() {
             self.pending_ip_flows.remove(ip);
         }
+        for ip in &named {
+            self.awaiting_name.remove(ip);
+        }
+        if let Some(rdns) = &self.rdns {
+            for ip in &to_create {
+                if let Some(id) = asset_of.get(ip)
+                    && self.awaiting_name.len() < MAX_AWAITING_NAMES
+                {
+                    rdns.request(*ip);
+                    self.awaiting_name.insert(*ip, *id);
+                }
+            }
+        }
         self.asset_of.extend(asset_of);
         for (key, _, _) in &ready {
             self.held.remove(key);
@@ -565,6 +628,67 @@ impl GraphWriter {
         }
         self.expire_waiting(now_ms);
         Ok(())
+    }
+
+    /// Sets `fqdn` (and `name`, while it is still the bare address) of assets whose
+    /// reverse-DNS answer has come, recording an `asset_changed` event for each.
+    /// Returns the addresses settled (named, or known to have no name).
+    async fn apply_names(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        changes: &mut Vec<Change>,
+    ) -> Result<Vec<IpAddr>, sqlx::Error> {
+        let Some(rdns) = &self.rdns else {
+            return Ok(Vec::new());
+        };
+        let mut settled = Vec::new();
+        let (mut ids, mut names) = (Vec::new(), Vec::new());
+        for (ip, id) in &self.awaiting_name {
+            match rdns.cached(*ip) {
+                Some(Some(name)) => {
+                    settled.push(*ip);
+                    ids.push(*id);
+                    names.push(name);
+                }
+                Some(None) => settled.push(*ip),
+                None => {}
+            }
+        }
+        if ids.is_empty() {
+            return Ok(settled);
+        }
+        let rows = sqlx::query(
+            "WITH old AS (SELECT id, name, fqdn FROM assets WHERE id = ANY($1::uuid[]))
+             UPDATE assets a SET fqdn = u.name,
+                    name = CASE WHEN a.name = host(a.ip_addresses[1]) THEN u.name ELSE a.name END,
+                    updated_at = now()
+             FROM unnest($1::uuid[], $2::text[]) AS u(id, name), old
+             WHERE a.id = u.id AND old.id = u.id AND a.fqdn IS DISTINCT FROM u.name
+             RETURNING a.id, old.name AS old_name, old.fqdn AS old_fqdn, a.name, a.fqdn",
+        )
+        .bind(&ids)
+        .bind(&names)
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in rows {
+            let id: Uuid = r.try_get("id")?;
+            let name: Option<String> = r.try_get("name")?;
+            let fqdn: Option<String> = r.try_get("fqdn")?;
+            changes.push(Change {
+                kind: "asset_changed",
+                entity_type: "asset",
+                entity_id: id,
+                before: Some(serde_json::json!({
+                    "name": r.try_get::<Option<String>, _>("old_name")?,
+                    "fqdn": r.try_get::<Option<String>, _>("old_fqdn")?,
+                })),
+                after: serde_json::json!({"name": name, "fqdn": fqdn}),
+                scope: None,
+                port: None,
+                title: format!("Asset named {}", fqdn.clone().unwrap_or_default()),
+            });
+        }
+        Ok(settled)
     }
 
     /// Gives up on edges that waited a day for an end to become an asset (it never
