@@ -115,6 +115,7 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
         .args(["run", "--no-xdp", "--output", "postgres", "--config"])
         .arg(dir.join("config.yaml"))
         .env("DATABASE_URL", &url)
+        .env("FLOWLENS_LOG", "info,flowlens_daemon::graph=debug")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?;

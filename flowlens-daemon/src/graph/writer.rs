@@ -259,6 +259,13 @@ impl GraphWriter {
         let mut tx = self.pool.begin().await?;
         let mut changes: Vec<Change> = Vec::new();
 
+        // Phase timings, for `flowlens_daemon::graph=debug` (where a slow flush goes).
+        let t0 = std::time::Instant::now();
+        let mut phases: Vec<(&str, f64)> = Vec::new();
+        let mark = |name: &'static str, phases: &mut Vec<(&str, f64)>| {
+            phases.push((name, t0.elapsed().as_secs_f64()));
+        };
+
         // 1. Addresses -> assets.
         let mut asset_of: HashMap<IpAddr, Uuid> = HashMap::new();
         let unknown: Vec<IpAddr> = {
@@ -365,6 +372,7 @@ impl GraphWriter {
         }
         let lookup = |ip: &IpAddr| self.asset_of.get(ip).or_else(|| asset_of.get(ip)).copied();
 
+        mark("assets", &mut phases);
         // 2. Ready edges (both ends are assets), summed per dependency.
         let mut ready: Vec<(EdgeKey, Uuid, Uuid)> = Vec::new();
         for key in self.held.keys() {
@@ -520,6 +528,7 @@ impl GraphWriter {
             }
         }
 
+        mark("dependencies", &mut phases);
         // 3. flow_stats, per window and asset pair.
         if !ready.is_empty() {
             let mut stats = StatsColumns::default();
@@ -573,18 +582,29 @@ impl GraphWriter {
             .await?;
         }
 
+        mark("flow_stats", &mut phases);
         // 3b. Reverse-DNS names that arrived for assets created earlier.
         let named = self.apply_names(&mut tx, &mut changes).await?;
 
         // 4. Change events and alerts.
         let (events, alerts) = record_changes(&mut tx, &changes, &self.settings.alerts).await?;
 
+        mark("changes", &mut phases);
         // 5. Raw flows.
         let raw_rows = self.raw.len() as u64;
         if !self.raw.is_empty() {
             write_raw(&mut tx, &self.raw).await?;
         }
+        mark("raw", &mut phases);
         tx.commit().await?;
+        mark("commit", &mut phases);
+        tracing::debug!(
+            edges = ready.len(),
+            assets = to_create.len(),
+            dependencies = write.len(),
+            ?phases,
+            "graph flush"
+        );
 
         // Committed: now the memory may follow.
         self.counters.assets_created += to_create
