@@ -449,3 +449,77 @@ fn new_assets_are_enriched_with_geoip_and_reverse_dns() {
         i64::try_from(topology.addresses().len() + 2 - 1).unwrap()
     );
 }
+
+/// A dependency silent for `stale_after_hours` becomes a `removed_dependency` event
+/// (with an alert), once; when its traffic returns it is new again.
+#[test]
+fn stale_dependencies_are_removed_and_come_back() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(scratch("stale"));
+    let mut s = settings(db.url.clone());
+    s.resolution.change_detection.check_interval_seconds = 1;
+    let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
+    let topology = Topology::enterprise();
+    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
+    let now = now_ms();
+    for round in 0..3 {
+        sink.write(&topology.round(round, now - 1000, exporter, true));
+    }
+    assert!(sink.flush_now());
+    // The database dependency has been silent for 200 hours (stale after 168).
+    rt.block_on(
+        sqlx::query(
+            "UPDATE dependencies SET last_seen = now() - interval '200 hours' WHERE port = 5432",
+        )
+        .execute(&db.pool),
+    )
+    .unwrap();
+    let removed = || -> i64 {
+        rt.block_on(
+            sqlx::query_scalar(
+                "SELECT count(*) FROM change_events WHERE change_type = 'removed_dependency'",
+            )
+            .fetch_one(&db.pool),
+        )
+        .unwrap()
+    };
+    for _ in 0..2 {
+        std::thread::park_timeout(std::time::Duration::from_millis(1100));
+        sink.tick();
+        // Jobs run in order: when this flush answers, the stale check has run.
+        assert!(sink.flush_now());
+    }
+    assert_eq!(removed(), 1, "one removal, not one per check");
+    let alerts: i64 = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT count(*) FROM alerts WHERE rule_name = 'removed-dependency'",
+            )
+            .fetch_one(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(alerts, 1);
+    // Traffic returns: the dependency is new again, and no longer stale.
+    for round in 3..5 {
+        sink.write(&topology.round(round, now - 500, exporter, true));
+    }
+    assert!(sink.flush_now());
+    let back: Vec<serde_json::Value> = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT c.before_state FROM change_events c JOIN dependencies d ON d.id = c.entity_id
+                 WHERE c.change_type = 'new_dependency' AND d.port = 5432 AND c.before_state IS NOT NULL",
+            )
+            .fetch_all(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0]["stale"], true);
+    let stale: bool = rt
+        .block_on(
+            sqlx::query_scalar("SELECT stale FROM dependencies WHERE port = 5432")
+                .fetch_one(&db.pool),
+        )
+        .unwrap();
+    assert!(!stale);
+}

@@ -740,8 +740,12 @@ impl GraphWriter {
     }
 
     /// Marks assets and dependencies without traffic for `stale_after_hours` as
-    /// stale, recording a removal change event (and its alerts) for each.
+    /// stale, recording a removal change event (and its alerts) for each; also drops
+    /// the address -> asset cache so it is re-read (every `check_interval_seconds`).
     pub async fn detect_stale(&mut self) -> Result<u64, sqlx::Error> {
+        // Also the moment to refresh the address -> asset cache: assets an operator
+        // edited or merged since are read again by the next flush.
+        self.asset_of.clear();
         let hours = i64_of(self.settings.resolution.dependencies.stale_after_hours);
         let mut tx = self.pool.begin().await?;
         let mut changes = Vec::new();
