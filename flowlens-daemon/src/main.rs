@@ -45,35 +45,22 @@ fn main() -> ExitCode {
             dir,
             database,
             stop,
-        } => match embedded_postgres(&dir, &database, stop) {
-            Ok(url) => {
-                let mut out = std::io::stdout();
-                let _ = writeln!(out, "{url}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("flowlens-daemon embedded-postgres: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        } => one_line(
+            "embedded-postgres",
+            embedded_postgres(&dir, &database, stop),
+        ),
         Command::Generate {
             proto: _,
             target,
             rate,
             rounds,
             clients,
-        } => match flowlens_daemon::generate::generate(target, rounds, rate, clients) {
-            Ok(report) => {
-                let line = serde_json::to_string(&report).unwrap_or_default();
-                let mut out = std::io::stdout();
-                let _ = writeln!(out, "{line}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("flowlens-daemon generate: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        } => one_line(
+            "generate",
+            flowlens_daemon::generate::generate(target, rounds, rate, clients)
+                .map_err(anyhow::Error::from)
+                .map(|r| serde_json::to_string(&r).unwrap_or_default()),
+        ),
         Command::Blast {
             proto,
             target,
@@ -82,35 +69,22 @@ fn main() -> ExitCode {
             dst_mac: Some(mac),
             source: Some(source),
             ..
-        } => match write_trafgen(proto, target, frames, &path, &mac, source) {
-            Ok(line) => {
-                let mut out = std::io::stdout();
-                let _ = writeln!(out, "{line}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("flowlens-daemon blast: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        } => one_line(
+            "blast",
+            write_trafgen(proto, target, frames, &path, &mac, source),
+        ),
         Command::Blast {
             proto,
             target,
             count,
             rate,
             ..
-        } => match flowlens_daemon::blast::blast(proto, target, count, rate) {
-            Ok(report) => {
-                let line = serde_json::to_string(&report).unwrap_or_default();
-                let mut out = std::io::stdout();
-                let _ = writeln!(out, "{line}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("flowlens-daemon blast: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        } => one_line(
+            "blast",
+            flowlens_daemon::blast::blast(proto, target, count, rate)
+                .map_err(anyhow::Error::from)
+                .map(|r| serde_json::to_string(&r).unwrap_or_default()),
+        ),
         Command::Run {
             config,
             ifaces,
@@ -229,4 +203,20 @@ fn embedded_postgres(dir: &std::path::Path, database: &str, stop: bool) -> anyho
         anyhow::Ok(())
     })?;
     Ok(cluster.url(database))
+}
+
+/// The tool subcommands' convention: one line on stdout on success, the error on
+/// stderr and a failing exit code otherwise.
+fn one_line(command: &str, result: anyhow::Result<String>) -> ExitCode {
+    match result {
+        Ok(line) => {
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flowlens-daemon {command}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -213,7 +213,8 @@ impl Drop for NetPair {
     }
 }
 
-fn run_ok(cmd: &mut Command) -> Result<String> {
+/// Runs `cmd`; its stdout, or an error with its stderr.
+pub(crate) fn run_ok(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::bench_ingest::run_ok;
+
 /// Options of `cargo xtask bench pipeline`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Options {
@@ -49,17 +51,6 @@ impl Drop for Killer {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn run_ok(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn metric(body: &str, series: &str) -> Option<f64> {

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// An alert rule's scope: the classification of a dependency's two ends.
+pub use crate::enrich::classify::Direction3 as Scope;
+
 /// `database`: where the graph lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -189,36 +192,12 @@ pub struct AlertRule {
     /// `new_asset`, `new_dependency`, `removed_asset`, `removed_dependency`,
     /// `asset_changed`, `dependency_changed`.
     pub change_type: String,
+    /// Where the dependency runs (`internal`, `egress`, `ingress`, `external`).
     #[serde(default)]
     pub scope: Option<Scope>,
     #[serde(default)]
     pub port: Option<u16>,
     pub severity: Severity,
-}
-
-/// Where a dependency runs, by the classification of its two ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// Both ends internal.
-    Internal,
-    /// Internal client, external server.
-    Egress,
-    /// External client, internal server.
-    Ingress,
-    /// Both ends external.
-    External,
-}
-
-impl Scope {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Internal => "internal",
-            Self::Egress => "egress",
-            Self::Ingress => "ingress",
-            Self::External => "external",
-        }
-    }
 }
 
 /// Alert severity (the `alerts.severity` column).

@@ -28,7 +28,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::config::{AlertRule, AlertsConfig, DependencyResolutionConfig, Scope};
 use super::window::{EdgeKey, EdgeStats};
-use crate::enrich::classify::{Classifier, Direction3};
+use crate::enrich::classify::Classifier;
 use crate::enrich::geoip::GeoIp;
 use crate::enrich::rdns::ReverseDns;
 use crate::enrich::services;
@@ -132,12 +132,7 @@ struct Change {
 
 /// The alert scope of a client -> server pair.
 pub fn scope_of(classifier: &Classifier, client: IpAddr, server: IpAddr) -> Scope {
-    match classifier.classify(client, server) {
-        Direction3::Internal => Scope::Internal,
-        Direction3::Egress => Scope::Egress,
-        Direction3::Ingress => Scope::Ingress,
-        Direction3::External => Scope::External,
-    }
+    classifier.classify(client, server)
 }
 
 fn ts(ms: u64) -> DateTime<Utc> {

@@ -184,14 +184,17 @@ fn as_user(program: &Path, root: bool) -> Command {
 }
 
 fn run(program: &Path, root: bool, args: &[&str]) -> Result<(), ClusterError> {
-    let command = format!("{} {}", program.display(), args.join(" "));
-    let out = as_user(program, root)
-        .args(args)
-        .output()
-        .map_err(|source| ClusterError::Io {
-            what: format!("running {command}"),
-            source,
-        })?;
+    let mut cmd = as_user(program, root);
+    cmd.args(args);
+    exec(cmd, format!("{} {}", program.display(), args.join(" ")))
+}
+
+/// Runs `cmd` (described as `command` in errors) to completion.
+fn exec(mut cmd: Command, command: String) -> Result<(), ClusterError> {
+    let out = cmd.output().map_err(|source| ClusterError::Io {
+        what: format!("running {command}"),
+        source,
+    })?;
     if out.status.success() {
         Ok(())
     } else {
@@ -205,20 +208,7 @@ fn run(program: &Path, root: bool, args: &[&str]) -> Result<(), ClusterError> {
 /// Hands the cluster directory to the `postgres` user (initdb and the server refuse
 /// to run as root).
 fn chown_postgres(dir: &Path) -> Result<(), ClusterError> {
-    let out = Command::new("chown")
-        .args(["-R", "postgres:postgres"])
-        .arg(dir)
-        .output()
-        .map_err(|source| ClusterError::Io {
-            what: "running chown".to_owned(),
-            source,
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(ClusterError::Command {
-            command: format!("chown -R postgres:postgres {}", dir.display()),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
+    let mut cmd = Command::new("chown");
+    cmd.args(["-R", "postgres:postgres"]).arg(dir);
+    exec(cmd, format!("chown -R postgres:postgres {}", dir.display()))
 }
