@@ -707,13 +707,24 @@ impl GraphWriter {
     }
 
     /// Gives up on edges that waited a day for an end to become an asset (it never
-    /// carried enough flows), and on the pending counts of such addresses.
+    /// carried enough flows), on dependencies pending as long, and bounds the flow
+    /// counts of addresses that are not assets yet.
     fn expire_waiting(&mut self, now_ms: u64) {
         let horizon = now_ms.saturating_sub(86_400_000);
         let before = self.held.len();
         self.held.retain(|k, _| k.window_start_ms >= horizon);
         self.counters.rows_without_asset += (before - self.held.len()) as u64;
         self.pending_deps.retain(|_, p| p.stats.last_ms >= horizon);
+        // Addresses below the asset threshold (scanners, one-off external peers) must
+        // not pile up: beyond the buffer bound, keep only those with edges still held.
+        if self.pending_ip_flows.len() > self.settings.max_buffered_rows.max(1) {
+            let live: std::collections::HashSet<IpAddr> = self
+                .held
+                .keys()
+                .flat_map(|k| [k.client, k.server])
+                .collect();
+            self.pending_ip_flows.retain(|ip, _| live.contains(ip));
+        }
     }
 
     /// First and last time each address was seen in the held edges.
