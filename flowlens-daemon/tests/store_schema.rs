@@ -151,6 +151,23 @@ async fn partitions_are_made_ahead_and_raw_ones_expire() {
     };
     // That same call created it and then dropped it as expired.
     assert!(!exists(old.clone()).await);
+    // flow_stats partitions leave room for HOT updates of their counters.
+    let options: Vec<Option<Vec<String>>> = sqlx::query_scalar(
+        "SELECT c.reloptions::text[] FROM pg_inherits i
+         JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+         WHERE p.relname = 'flow_stats'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        options.len(),
+        5,
+        "default, 3 days ahead, the old day (flow_stats keeps it)"
+    );
+    for o in options {
+        assert_eq!(o, Some(vec!["fillfactor=50".to_owned()]));
+    }
     // A row for today goes to today's partition, not the default.
     sqlx::query(
         "INSERT INTO flow_raw (exporter_ip, src_ip, dst_ip, src_port, dst_port, protocol, bytes, packets)
