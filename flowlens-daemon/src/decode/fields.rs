@@ -205,14 +205,27 @@ pub(crate) enum Ex {
     ResponderPackets,
 }
 
+impl Ex {
+    /// The presence bits of `es`, for [`Extra::any`] (evaluated at compile time).
+    pub(crate) const fn mask(es: &[Self]) -> u32 {
+        let mut m = 0;
+        let mut rest = es;
+        while let [e, tail @ ..] = rest {
+            m |= 1 << (*e as u32);
+            rest = tail;
+        }
+        m
+    }
+}
+
 /// Number of [`Ex`] values.
 const EXTRAS: usize = Ex::ResponderPackets as usize + 1;
 
 /// The [`Ex`] values of one record, stored as raw unsigned integers with a presence
 /// mask. One `Extra` is reused across the records of a set and [`Extra::clear`]ed
-/// between them: clearing is one store, where a struct of two dozen `Option<u64>`s
-/// cost ~400 bytes of zeroing per record (measured: a third of v9 decode time went to
-/// such copies).
+/// between them: clearing is one store, where the struct of two dozen `Option<u64>`s
+/// it replaces was ~400 bytes to zero and copy per record (in perf, `memmove` was the
+/// third-largest cost of v9 decoding before this change).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Extra {
     present: u32,
@@ -243,10 +256,9 @@ impl Extra {
         self.values.get(i).copied()
     }
 
-    /// Whether any of `es` is present (one mask test).
+    /// Whether any value of `mask` (built with [`Ex::mask`]) is present.
     #[inline]
-    pub(crate) fn any(&self, es: &[Ex]) -> bool {
-        let mask = es.iter().fold(0u32, |m, e| m | 1 << (*e as u32));
+    pub(crate) const fn any(&self, mask: u32) -> bool {
         self.present & mask != 0
     }
 
@@ -280,15 +292,16 @@ impl Extra {
     /// Whether the record says anything about sampling itself (a sampler id or a rate
     /// field); when not, its rate is the same for the whole set.
     #[inline]
-    pub(crate) fn has_sampling(&self) -> bool {
-        self.any(&[
+    pub(crate) const fn has_sampling(&self) -> bool {
+        const SAMPLING: u32 = Ex::mask(&[
             Ex::SamplerId,
             Ex::SamplingInterval,
             Ex::PacketInterval,
             Ex::PacketSpace,
             Ex::SamplingSize,
             Ex::SamplingPopulation,
-        ])
+        ]);
+        self.any(SAMPLING)
     }
 }
 
@@ -336,7 +349,9 @@ fn ntp_to_unix_ms(v: u64) -> u64 {
 ///
 /// Decoding through a list of (offset, target) operations costs one indirect jump per
 /// field, all from one call site with a different target each time; on this machine
-/// that mispredicted badly enough to dominate v9 decoding (~30 cycles a field).
+/// that mispredicted badly enough to dominate v9 decoding (perf put the samples on
+/// the instructions after the jump; this VM has no branch-miss counters, and from the
+/// throughput a field cost about 30 cycles).
 /// [`Layout::fill`] instead tests every common target in a fixed order with straight
 /// line code: each test is its own branch, taken or not the same way for every record
 /// of a template, so they predict perfectly, and [`apply`] folds to one store per site.
@@ -491,16 +506,14 @@ impl Layout {
     }
 }
 
-/// [`apply`] for a target known only at run time (template fields outside the
-/// [`Layout`]): kept out of line so the big match exists once, not at every caller.
-#[inline(never)]
-pub(crate) fn apply_dyn(target: Target, arg: u8, v: &[u8], rec: &mut FlowRecord, x: &mut Extra) {
-    apply(target, arg, v, rec, x);
-}
-
 /// Stores field value `v` (exactly the field's bytes) for `target`. Addresses of the
-/// wrong length are ignored rather than guessed at. Inlined so that a call with a
-/// constant target (from [`Layout::fill`]) folds to the one store it makes.
+/// wrong length are ignored rather than guessed at.
+///
+/// Inlined everywhere: the octet-string targets (addresses, application id) are a
+/// small match handled at the call site, and a call with a constant target (from
+/// [`Layout::fill`]) folds to the one store it makes. Numeric targets known only at
+/// run time go to [`apply_uint_dyn`], out of line, so the big numeric match exists
+/// once.
 #[inline(always)]
 pub(crate) fn apply(target: Target, arg: u8, v: &[u8], rec: &mut FlowRecord, x: &mut Extra) {
     use Target as T;
@@ -514,8 +527,14 @@ pub(crate) fn apply(target: Target, arg: u8, v: &[u8], rec: &mut FlowRecord, x: 
         T::BgpNextHopV4 => rec.bgp_next_hop = v4(v).or(rec.bgp_next_hop),
         T::BgpNextHopV6 => rec.bgp_next_hop = v6(v).or(rec.bgp_next_hop),
         T::ApplicationId => rec.application_id = ApplicationId::from_octets(v),
-        _ => apply_uint(target, arg, be_uint(v), rec, x),
+        _ => apply_uint_dyn(target, arg, be_uint(v), rec, x),
     }
+}
+
+/// [`apply_uint`] for a target known only at run time.
+#[inline(never)]
+fn apply_uint_dyn(target: Target, arg: u8, v: u64, rec: &mut FlowRecord, x: &mut Extra) {
+    apply_uint(target, arg, v, rec, x);
 }
 
 /// Stores the unsigned value `v` of a numeric field for `target` (address and octet

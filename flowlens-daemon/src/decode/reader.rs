@@ -120,19 +120,13 @@ impl<'a> Reader<'a> {
 /// RFC 7011 §6.2). Longer inputs keep their low-order 8 octets.
 #[inline]
 pub fn be_uint(bytes: &[u8]) -> u64 {
-    // The common widths first: a fixed-size load each, instead of a byte loop.
-    match bytes.len() {
-        1 | 2 | 4 | 8 => {
-            let mut word = [0u8; 8];
-            if let Some(low) = word.get_mut(8 - bytes.len()..) {
-                low.copy_from_slice(bytes);
-            }
-            return u64::from_be_bytes(word);
-        }
-        _ => {}
-    }
+    // A fixed-size load of the low-order (at most) eight octets, not a byte loop.
     let tail = bytes.get(bytes.len().saturating_sub(8)..).unwrap_or(bytes);
-    tail.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    let mut word = [0u8; 8];
+    if let Some(low) = word.get_mut(8 - tail.len()..) {
+        low.copy_from_slice(tail);
+    }
+    u64::from_be_bytes(word)
 }
 
 #[cfg(test)]

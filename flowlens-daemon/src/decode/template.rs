@@ -17,7 +17,7 @@ use super::reader::Reader;
 use super::sampling::{RecordSampling, Resolved};
 use super::template_cache::{Dialect, Insert, TemplateKey};
 use super::{Context, DecodeError, clock};
-use crate::flow::{ApplicationId, FlowProtocol, FlowRecord};
+use crate::flow::{FlowProtocol, FlowRecord};
 
 /// IPFIX variable-length marker (RFC 7011 §7).
 pub(crate) const VARIABLE_LENGTH: u16 = 65_535;
@@ -207,7 +207,7 @@ impl Template {
                 self.layout.fill(&window, rec, &mut x);
                 for op in &self.ops {
                     if let Some(v) = prefix.get(op.offset..op.offset + op.len) {
-                        fields::apply_dyn(op.target, op.arg, v, rec, &mut x);
+                        fields::apply(op.target, op.arg, v, rec, &mut x);
                     }
                 }
             }
@@ -225,12 +225,7 @@ impl Template {
                 if let Some((target, arg)) = *t
                     && let Some(rec) = out.last_mut()
                 {
-                    if target == Target::ApplicationId {
-                        // The usual variable-length field, handled inline.
-                        rec.application_id = ApplicationId::from_octets(v);
-                    } else {
-                        fields::apply_dyn(target, arg, v, rec, &mut x);
-                    }
+                    fields::apply(target, arg, v, rec, &mut x);
                 }
             }
             each(out, &x);
@@ -767,6 +762,14 @@ fn finish(
     };
 }
 
+/// Cisco NSEL's bidirectional counters (IEs 231/232, 298/299).
+const NSEL_COUNTERS: u32 = Ex::mask(&[
+    Ex::InitiatorOctets,
+    Ex::ResponderOctets,
+    Ex::InitiatorPackets,
+    Ex::ResponderPackets,
+]);
+
 /// Settles the record just pushed (the last of `out`): dropped for NSEL events that
 /// carry no traffic, split in two directed flows for Cisco NSEL bidirectional
 /// counters, else kept as it is.
@@ -785,13 +788,7 @@ fn emit(out: &mut Vec<FlowRecord>, x: &Extra, state: &mut super::ExporterState) 
             return;
         }
     }
-    let nsel = x.any(&[
-        Ex::InitiatorOctets,
-        Ex::ResponderOctets,
-        Ex::InitiatorPackets,
-        Ex::ResponderPackets,
-    ]);
-    if !nsel {
+    if !x.any(NSEL_COUNTERS) {
         return;
     }
     let orig = *rec;
