@@ -1,11 +1,166 @@
-//! flowlens-api: the axum REST and `WebSocket` service over the `PostgreSQL` graph.
-//!
-//! It will own the `/api/v1` routes (assets, dependencies, topology, analysis, changes,
-//! alerts, discovery, admin), JWT auth with roles, rate limits and caching. It shares
-//! no Rust types with the daemon: the schema in `migrations/` is the contract. Filled
-//! by the API issue; until then the binary only says so.
+//! `flowlens-api serve|migrate|token create`: wiring only; the service is the library.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("flowlens-api: not built yet (see the API issue); nothing to serve");
-    std::process::ExitCode::from(2)
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use flowlens_api::auth::{Role, issue_token};
+use flowlens_api::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "flowlens-api",
+    version,
+    about = "The FlowLens REST and WebSocket API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Migrate the database, then serve the API.
+    Serve {
+        #[arg(long, env = "FLOWLENS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Bring the database schema up to date, then exit.
+    Migrate {
+        #[arg(long, env = "FLOWLENS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Tokens for callers.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a signed JWT (alone, on stdout).
+    Create {
+        #[arg(long, env = "FLOWLENS_CONFIG")]
+        config: Option<PathBuf>,
+        /// viewer, editor or admin.
+        #[arg(long)]
+        role: Role,
+        /// Who the token is for (recorded in audit logs).
+        #[arg(long)]
+        subject: String,
+        /// Hours until it expires (default: `api.auth.token_expiry_hours`).
+        #[arg(long)]
+        expiry_hours: Option<u64>,
+    },
+}
+
+fn load(config: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Config::load(config, std::env::vars()).context("loading the configuration")
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOWLENS_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    config,
+                    role,
+                    subject,
+                    expiry_hours,
+                },
+        } => {
+            let config = load(config.as_deref())?;
+            anyhow::ensure!(
+                config.api.auth.enabled,
+                "api.auth.enabled is false: the API does not check tokens"
+            );
+            let hours = expiry_hours.unwrap_or(config.api.auth.token_expiry_hours);
+            let token = issue_token(
+                &config.api.auth.jwt_secret,
+                &subject,
+                role,
+                SystemTime::now(),
+                Duration::from_secs(hours * 3600),
+            )?;
+            #[expect(clippy::print_stdout, reason = "the token is the command's output")]
+            {
+                println!("{token}");
+            }
+            Ok(())
+        }
+        Command::Migrate { config } => {
+            let config = load(config.as_deref())?;
+            runtime(1)?.block_on(async {
+                let pool = connect(&config).await?;
+                flowlens_api::migrate(&pool)
+                    .await
+                    .context("migrating the schema")?;
+                tracing::info!("schema up to date");
+                Ok(())
+            })
+        }
+        Command::Serve { config } => {
+            let config = load(config.as_deref())?;
+            runtime(config.api.workers)?.block_on(serve(config))
+        }
+    }
+}
+
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        b.worker_threads(workers);
+    }
+    Ok(b.enable_all().build()?)
+}
+
+async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
+    let url = config.database_url()?;
+    flowlens_api::connect(url, config.database.max_connections)
+        .await
+        .context("connecting to PostgreSQL")
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let pool = connect(&config).await?;
+    flowlens_api::migrate(&pool)
+        .await
+        .context("migrating the schema")?;
+    let addr = SocketAddr::new(
+        config.api.host.parse().context("api.host")?,
+        config.api.port,
+    );
+    if !config.api.auth.enabled {
+        tracing::warn!("api.auth.enabled is false: every caller is an anonymous admin");
+    }
+    let state = flowlens_api::state::AppState::new(config, pool)?;
+    let app = flowlens_api::app(state);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(%addr, "serving the FlowLens API");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+        })
+        .await?;
+    Ok(())
 }

@@ -6,7 +6,9 @@
 //! sqlx records what ran in `_sqlx_migrations` and applies only what is new, under an
 //! advisory lock, so two processes starting together do not race.
 
-pub mod cluster;
+/// The private cluster of the embedded default (a crate of its own so the API's tests
+/// can start the same cluster without depending on the daemon).
+pub use flowlens_pgcluster as cluster;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 

@@ -1,4 +1,4 @@
-//! EDGE: a private PostgreSQL cluster under a directory, for the embedded default
+//! A private PostgreSQL cluster under a directory, for the embedded default
 //! (`cargo xtask run` with no `DATABASE_URL`) and for tests.
 //!
 //! Uses the system's PostgreSQL binaries (Debian: `/usr/lib/postgresql/<version>/bin`).

@@ -1,0 +1,368 @@
+//! Who is calling, and what they may do.
+//!
+//! Two credentials: JWT bearer tokens (HS256, signed with `api.auth.jwt_secret`,
+//! issued by `flowlens-api token create`) for people and short-lived automation, and
+//! API keys (`X-API-Key: flk_...`, created by an admin, stored as SHA-256 hashes,
+//! revocable) for long-lived integrations. Roles are ordered: viewer reads, editor also
+//! writes assets, dependencies and alerts, admin also runs scans, reads the config and
+//! manages keys. Only `/api/v1/admin/health` is open.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// What a caller may do; later roles include the earlier ones.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Editor,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Editor => "editor",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Self::Viewer),
+            "editor" => Ok(Self::Editor),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!("unknown role {other:?} (viewer, editor or admin)")),
+        }
+    }
+}
+
+/// The claims FlowLens tokens carry.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// An authenticated caller, put in the request's extensions by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who, as audit logs and alerts record it: the token's subject, or `key:<name>`.
+    pub subject: String,
+    pub role: Role,
+    /// What the rate limiter counts against.
+    pub limit_key: String,
+}
+
+impl Caller {
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this needs the {} role; {} has {}",
+                role.as_str(),
+                self.subject,
+                self.role.as_str()
+            )))
+        }
+    }
+}
+
+/// Signs a token for `subject` with `role`, valid for `ttl` from `now`.
+pub fn issue_token(
+    secret: &str,
+    subject: &str,
+    role: Role,
+    now: SystemTime,
+    ttl: Duration,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let iat = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let claims = Claims {
+        sub: subject.to_owned(),
+        role,
+        iat,
+        exp: iat + ttl.as_secs(),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+}
+
+/// Checks credentials: JWTs locally, API keys against `api_keys` (cached briefly so a
+/// busy integration does not cost a query per request; revocation clears the cache).
+pub struct Authenticator {
+    enabled: bool,
+    decoding: DecodingKey,
+    validation: Validation,
+    keys: moka::sync::Cache<String, Option<Caller>>,
+}
+
+/// Prefix of every API key, so a leaked key is recognisable in logs and scanners.
+pub const API_KEY_PREFIX: &str = "flk_";
+
+impl Authenticator {
+    pub fn new(enabled: bool, secret: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            enabled,
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+            keys: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
+        }
+    }
+
+    /// Forgets cached API keys (after a revocation).
+    pub fn forget_keys(&self) {
+        self.keys.invalidate_all();
+    }
+
+    async fn caller(&self, parts: &Parts, pool: &PgPool) -> Result<Caller, ApiError> {
+        if !self.enabled {
+            return Ok(Caller {
+                subject: "anonymous".to_owned(),
+                role: Role::Admin,
+                limit_key: "anonymous".to_owned(),
+            });
+        }
+        let bearer = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let api_key = parts
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        // Browsers cannot set headers on a WebSocket handshake: accept ?token= there.
+        let query_token = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("token="))
+                .map(str::to_owned)
+        });
+        match (api_key, bearer) {
+            (Some(key), _) => self.api_key(key, pool).await,
+            (None, Some(token)) if token.starts_with(API_KEY_PREFIX) => {
+                self.api_key(token, pool).await
+            }
+            (None, Some(token)) => self.jwt(token),
+            (None, None) => match query_token {
+                Some(t) if parts.uri.path().ends_with("/ws") => self.jwt(&t),
+                _ => Err(ApiError::Unauthorized(
+                    "missing credentials: send Authorization: Bearer <token> or X-API-Key"
+                        .to_owned(),
+                )),
+            },
+        }
+    }
+
+    fn jwt(&self, token: &str) -> Result<Caller, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::Unauthorized("token expired".to_owned())
+                }
+                _ => ApiError::Unauthorized(format!("invalid token: {e}")),
+            })?;
+        Ok(Caller {
+            limit_key: format!("user:{}", data.claims.sub),
+            subject: data.claims.sub,
+            role: data.claims.role,
+        })
+    }
+
+    async fn api_key(&self, key: &str, pool: &PgPool) -> Result<Caller, ApiError> {
+        let hash = hash_api_key(key);
+        if let Some(cached) = self.keys.get(&hash) {
+            return cached.ok_or_else(|| ApiError::Unauthorized("unknown API key".to_owned()));
+        }
+        let row: Option<(Uuid, String, String)> = sqlx::query_as(
+            "UPDATE api_keys SET last_used_at = now() \
+             WHERE key_hash = $1 AND revoked_at IS NULL RETURNING id, name, role",
+        )
+        .bind(&hash)
+        .fetch_optional(pool)
+        .await?;
+        let caller = match row {
+            Some((id, name, role)) => Some(Caller {
+                subject: format!("key:{name}"),
+                role: role.parse().map_err(ApiError::Unauthorized)?,
+                limit_key: format!("key:{id}"),
+            }),
+            None => None,
+        };
+        self.keys.insert(hash, caller.clone());
+        caller.ok_or_else(|| ApiError::Unauthorized("unknown API key".to_owned()))
+    }
+}
+
+/// Hex SHA-256 of an API key: what `api_keys.key_hash` stores.
+pub fn hash_api_key(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+/// A fresh API key: the prefix and 32 random bytes in hex (two v4 UUIDs' worth of
+/// randomness from the OS generator).
+pub fn new_api_key() -> String {
+    format!(
+        "{API_KEY_PREFIX}{}{}",
+        Uuid::new_v4().simple(),
+        Uuid::new_v4().simple()
+    )
+}
+
+/// Middleware on every route but health: authenticate, then rate-limit the caller.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let caller = state.auth.caller(&parts, &state.pool).await?;
+    state.limiter.check(&caller.limit_key)?;
+    parts.extensions.insert(caller);
+    Ok(next.run(Request::from_parts(parts, body)).await)
+}
+
+macro_rules! role_extractor {
+    ($name:ident, $role:expr, $doc:literal) => {
+        #[doc = $doc]
+        pub struct $name(pub Caller);
+
+        impl<S: Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+                let caller = parts
+                    .extensions
+                    .get::<Caller>()
+                    .cloned()
+                    .ok_or_else(|| ApiError::Unauthorized("missing credentials".to_owned()))?;
+                caller.require($role)?;
+                Ok(Self(caller))
+            }
+        }
+    };
+}
+
+role_extractor!(Viewer, Role::Viewer, "A caller allowed to read.");
+role_extractor!(
+    Editor,
+    Role::Editor,
+    "A caller allowed to change assets, dependencies and alerts."
+);
+role_extractor!(
+    Admin,
+    Role::Admin,
+    "A caller allowed to scan, read the config and manage API keys."
+);
+
+/// Shared so handlers can hold it cheaply.
+pub type SharedAuthenticator = Arc<Authenticator>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_expire() {
+        let auth = Authenticator::new(true, "0123456789abcdef");
+        let now = SystemTime::now();
+        let t = issue_token(
+            "0123456789abcdef",
+            "alice",
+            Role::Editor,
+            now,
+            Duration::from_mins(1),
+        )
+        .unwrap();
+        let c = auth.jwt(&t).unwrap();
+        assert_eq!((c.subject.as_str(), c.role), ("alice", Role::Editor));
+        let old = issue_token(
+            "0123456789abcdef",
+            "alice",
+            Role::Editor,
+            now - Duration::from_hours(2),
+            Duration::from_hours(1),
+        )
+        .unwrap();
+        assert!(auth.jwt(&old).unwrap_err().to_string().contains("expired"));
+        let forged = issue_token(
+            "another-secret-xyz",
+            "mallory",
+            Role::Admin,
+            now,
+            Duration::from_mins(1),
+        )
+        .unwrap();
+        assert!(
+            auth.jwt(&forged)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid token")
+        );
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        let c = Caller {
+            subject: "v".into(),
+            role: Role::Viewer,
+            limit_key: "v".into(),
+        };
+        assert!(c.require(Role::Viewer).is_ok());
+        assert!(c.require(Role::Editor).is_err());
+        assert_eq!("admin".parse::<Role>().unwrap(), Role::Admin);
+        assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn api_keys_hash_to_hex() {
+        let k = new_api_key();
+        assert!(k.starts_with("flk_") && k.len() == 4 + 64);
+        assert_eq!(hash_api_key("abc").len(), 64);
+        assert_eq!(
+            hash_api_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,672 @@
+//! The API's one typed config: the design's `api` section (DESIGN.md §3.4) and the
+//! database URL.
+//!
+//! Precedence: defaults < YAML file (`--config FILE`) < environment
+//! `FLOWLENS_<SECTION>__<KEY>` (e.g. `FLOWLENS_API__PORT=8080`) < `DATABASE_URL`.
+//! The file may be the same one the daemon reads: sections other than `api` and
+//! `database` are ignored, but unknown keys inside `api` are errors (a typo in a rate
+//! limit must not silently leave the default in force). `${VAR}` in a secret
+//! (`api.auth.jwt_secret`, `database.url`, the Redis URLs) is replaced by that
+//! environment variable.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the API reads from its configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Config {
+    pub api: ApiConfig,
+    pub database: DatabaseConfig,
+}
+
+/// The design's `api` section, plus the analysis and discovery knobs it left out.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on (design default: every interface).
+    pub host: String,
+    pub port: u16,
+    /// Tokio worker threads (0 = one per core).
+    pub workers: usize,
+    pub rate_limiting: RateLimitConfig,
+    pub cache: CacheConfig,
+    pub pagination: PaginationConfig,
+    pub auth: AuthConfig,
+    pub websocket: WebSocketConfig,
+    pub analysis: AnalysisConfig,
+    pub discovery: DiscoveryConfig,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8000,
+            workers: 4,
+            rate_limiting: RateLimitConfig::default(),
+            cache: CacheConfig::default(),
+            pagination: PaginationConfig::default(),
+            auth: AuthConfig::default(),
+            websocket: WebSocketConfig::default(),
+            analysis: AnalysisConfig::default(),
+            discovery: DiscoveryConfig::default(),
+        }
+    }
+}
+
+/// Per-caller limits: `default_limit` is the sustained rate, `burst_limit` caps how
+/// fast a caller may spend it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Only "memory": one API instance keeps its own counters.
+    pub backend: String,
+    pub redis_url: String,
+    /// `N/second|minute|hour|day`.
+    pub default_limit: String,
+    pub burst_limit: String,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            backend: "memory".into(),
+            redis_url: "redis://localhost:6379/2".into(),
+            default_limit: "100/minute".into(),
+            burst_limit: "20/second".into(),
+        }
+    }
+}
+
+/// Caching of topology and search answers, dropped whenever the graph changes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Only "memory".
+    pub backend: String,
+    pub redis_url: String,
+    pub topology_ttl_seconds: u64,
+    pub search_ttl_seconds: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            backend: "memory".into(),
+            redis_url: "redis://localhost:6379/3".into(),
+            topology_ttl_seconds: 300,
+            search_ttl_seconds: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaginationConfig {
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+}
+
+impl Default for PaginationConfig {
+    fn default() -> Self {
+        Self {
+            default_page_size: 50,
+            max_page_size: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// When false every caller is an anonymous admin: for a lab, never production.
+    pub enabled: bool,
+    /// HS256 secret; the design's default reads it from `$JWT_SECRET`.
+    pub jwt_secret: String,
+    pub token_expiry_hours: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            jwt_secret: "${JWT_SECRET}".into(),
+            token_expiry_hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    pub enabled: bool,
+    pub ping_interval_seconds: u64,
+    pub max_connections: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ping_interval_seconds: 30,
+            max_connections: 1000,
+        }
+    }
+}
+
+/// Bounds on the graph analyses, so one request cannot walk forever.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Depth used when a request names none.
+    pub default_max_depth: u32,
+    /// Largest depth a request may ask for.
+    pub max_depth: u32,
+    /// Largest number of paths `path` enumerates.
+    pub max_paths: usize,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self {
+            default_max_depth: 10,
+            max_depth: 50,
+            max_paths: 100,
+        }
+    }
+}
+
+/// Active discovery scans (`POST /api/v1/discovery/scans`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// CIDRs a scan may touch; a scan outside them is refused. Empty: no scans at all,
+    /// because probing a network nobody allowed is not a default.
+    pub allowed_ranges: Vec<String>,
+    /// TCP ports a scan connects to when the request names none.
+    pub ports: Vec<u16>,
+    /// Connections in flight at once.
+    pub concurrency: usize,
+    /// Connection attempts per second.
+    pub rate_per_second: u32,
+    pub connect_timeout_ms: u64,
+    /// Largest number of addresses one scan may cover.
+    pub max_hosts: u32,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            allowed_ranges: Vec::new(),
+            ports: vec![22, 53, 80, 443, 3306, 5432, 6379, 8080, 9092, 27017],
+            concurrency: 64,
+            rate_per_second: 500,
+            connect_timeout_ms: 1000,
+            max_hosts: 65_536,
+        }
+    }
+}
+
+/// Where the graph lives.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `postgres://...`; `DATABASE_URL` wins over it.
+    pub url: Option<String>,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 16,
+        }
+    }
+}
+
+/// A request budget: `count` per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (n, unit) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected N/second|minute|hour|day"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: {n:?} is not a count"))?;
+        if count == 0 {
+            return Err(format!("{s:?}: the count must be at least 1"));
+        }
+        let per = match unit.trim() {
+            "second" | "s" | "sec" => 1,
+            "minute" | "m" | "min" => 60,
+            "hour" | "h" => 3600,
+            "day" | "d" => 86_400,
+            other => return Err(format!("{s:?}: unknown unit {other:?}")),
+        };
+        Ok(Self {
+            count,
+            per: Duration::from_secs(per),
+        })
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {origin}: {source}")]
+    Parse {
+        origin: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "FLOWLENS_";
+
+impl Config {
+    /// Loads defaults < `file` < `vars` (usually `std::env::vars()`), expands `${VAR}`
+    /// in secrets from `vars`, and validates.
+    pub fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut tree = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                serde_yaml::from_str::<serde_yaml::Value>(&text).map_err(|source| {
+                    ConfigError::Parse {
+                        origin: path.display().to_string(),
+                        source,
+                    }
+                })?
+            }
+            None => serde_yaml::Value::Mapping(serde_yaml::Mapping::new()),
+        };
+        if tree.is_null() {
+            tree = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
+        }
+        let mut env: Vec<_> = vars
+            .iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
+        env.sort();
+        for (name, value) in env {
+            let path: Vec<String> = name[ENV_PREFIX.len()..]
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if path.iter().any(String::is_empty) {
+                continue;
+            }
+            let parsed: serde_yaml::Value = serde_yaml::from_str(value)
+                .unwrap_or_else(|_| serde_yaml::Value::String(value.clone()));
+            set_path(&mut tree, &path, parsed).map_err(|message| ConfigError::Env {
+                name: name.clone(),
+                message,
+            })?;
+        }
+        let mut config: Self =
+            serde_yaml::from_value(tree).map_err(|source| ConfigError::Parse {
+                origin: "configuration".into(),
+                source,
+            })?;
+        if let Some((_, url)) = vars.iter().find(|(k, _)| k == "DATABASE_URL") {
+            config.database.url = Some(url.clone());
+        }
+        config.expand_secrets(&vars)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Replaces `${VAR}` in the secrets. An unset variable is an error only where the
+    /// secret is used (the JWT secret with auth off is never read).
+    fn expand_secrets(&mut self, vars: &[(String, String)]) -> Result<(), ConfigError> {
+        let lookup = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let mut problems = Vec::new();
+        let mut expand =
+            |key: &str, value: &mut String, required: bool| match expand_vars(value, &lookup) {
+                Ok(v) => *value = v,
+                Err(var) if required => problems.push(format!(
+                    "{key} refers to ${{{var}}}, which is not set in the environment"
+                )),
+                Err(_) => {}
+            };
+        expand(
+            "api.auth.jwt_secret",
+            &mut self.api.auth.jwt_secret,
+            self.api.auth.enabled,
+        );
+        if let Some(url) = self.database.url.as_mut() {
+            expand("database.url", url, true);
+        }
+        expand(
+            "api.rate_limiting.redis_url",
+            &mut self.api.rate_limiting.redis_url,
+            false,
+        );
+        expand("api.cache.redis_url", &mut self.api.cache.redis_url, false);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Checks what types cannot, reporting every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let a = &self.api;
+        if a.host.parse::<IpAddr>().is_err() {
+            problems.push(format!("api.host {:?} is not an IP address", a.host));
+        }
+        for (key, value) in [
+            (
+                "api.rate_limiting.default_limit",
+                &a.rate_limiting.default_limit,
+            ),
+            (
+                "api.rate_limiting.burst_limit",
+                &a.rate_limiting.burst_limit,
+            ),
+        ] {
+            if let Err(e) = value.parse::<Rate>() {
+                problems.push(format!("{key}: {e}"));
+            }
+        }
+        for (key, backend) in [
+            ("api.rate_limiting.backend", &a.rate_limiting.backend),
+            ("api.cache.backend", &a.cache.backend),
+        ] {
+            if backend != "memory" {
+                problems.push(format!("{key} {backend:?}: only \"memory\" is available"));
+            }
+        }
+        let p = &a.pagination;
+        if p.default_page_size == 0 || p.max_page_size == 0 || p.default_page_size > p.max_page_size
+        {
+            problems
+                .push("api.pagination: need 1 <= default_page_size <= max_page_size".to_owned());
+        }
+        if a.auth.enabled && a.auth.jwt_secret.len() < 16 {
+            problems.push(
+                "api.auth.jwt_secret must be at least 16 bytes when auth is enabled".to_owned(),
+            );
+        }
+        if a.auth.token_expiry_hours == 0 {
+            problems.push("api.auth.token_expiry_hours must be at least 1".to_owned());
+        }
+        if a.websocket.ping_interval_seconds == 0 {
+            problems.push("api.websocket.ping_interval_seconds must be at least 1".to_owned());
+        }
+        if a.analysis.default_max_depth == 0 || a.analysis.default_max_depth > a.analysis.max_depth
+        {
+            problems.push("api.analysis: need 1 <= default_max_depth <= max_depth".to_owned());
+        }
+        for r in &a.discovery.allowed_ranges {
+            if r.parse::<ipnetwork::IpNetwork>().is_err() {
+                problems.push(format!("api.discovery.allowed_ranges: {r:?} is not a CIDR"));
+            }
+        }
+        if a.discovery.concurrency == 0 || a.discovery.rate_per_second == 0 {
+            problems.push(
+                "api.discovery: concurrency and rate_per_second must be at least 1".to_owned(),
+            );
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections must be at least 1".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The database URL, or why there is none.
+    pub fn database_url(&self) -> Result<&str, ConfigError> {
+        self.database.url.as_deref().ok_or_else(|| {
+            ConfigError::Invalid(vec![
+                "no database: set DATABASE_URL or database.url".to_owned(),
+            ])
+        })
+    }
+
+    /// The effective configuration with secrets replaced by `"<redacted>"`, for
+    /// `/api/v1/admin/config`.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut c = self.clone();
+        c.api.auth.jwt_secret = "<redacted>".into();
+        c.database.url = c.database.url.as_deref().map(redact_url);
+        c.api.rate_limiting.redis_url = redact_url(&c.api.rate_limiting.redis_url);
+        c.api.cache.redis_url = redact_url(&c.api.cache.redis_url);
+        serde_json::to_value(c).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// `scheme://user:password@host/...` without the password.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:<redacted>@{host}")
+            } else {
+                url.to_owned()
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Replaces every `${NAME}` in `s`; returns the first unset name as the error.
+fn expand_vars(s: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        out.push_str(&lookup(name).ok_or_else(|| name.to_owned())?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Sets `value` at `path` in a YAML tree, creating mappings on the way.
+fn set_path(
+    tree: &mut serde_yaml::Value,
+    path: &[String],
+    value: serde_yaml::Value,
+) -> Result<(), String> {
+    let Some((first, rest)) = path.split_first() else {
+        *tree = value;
+        return Ok(());
+    };
+    if tree.is_null() {
+        *tree = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
+    }
+    let map = tree
+        .as_mapping_mut()
+        .ok_or_else(|| format!("{first} is not a section"))?;
+    let key = serde_yaml::Value::String(first.clone());
+    let child = map.entry(key).or_insert(serde_yaml::Value::Null);
+    set_path(child, rest, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn write(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(text)
+    }
+
+    /// A file under the target directory removed on drop (no tempfile crate needed).
+    mod tempfile_path {
+        pub(super) struct TempPath(pub(super) std::path::PathBuf);
+        impl TempPath {
+            pub(super) fn with(text: &str) -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "flowlens-api-config-{}-{}.yaml",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::write(&p, text).unwrap();
+                Self(p)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_designs() {
+        let c = Config::load(None, vars(&[("JWT_SECRET", "0123456789abcdef0123")])).unwrap();
+        assert_eq!(c.api.host, "0.0.0.0");
+        assert_eq!(c.api.port, 8000);
+        assert_eq!(c.api.workers, 4);
+        assert_eq!(c.api.rate_limiting.default_limit, "100/minute");
+        assert_eq!(c.api.rate_limiting.burst_limit, "20/second");
+        assert_eq!(c.api.cache.topology_ttl_seconds, 300);
+        assert_eq!(c.api.cache.search_ttl_seconds, 60);
+        assert_eq!(c.api.pagination.default_page_size, 50);
+        assert_eq!(c.api.pagination.max_page_size, 1000);
+        assert_eq!(c.api.auth.jwt_secret, "0123456789abcdef0123");
+        assert_eq!(c.api.auth.token_expiry_hours, 24);
+        assert_eq!(c.api.websocket.ping_interval_seconds, 30);
+        assert_eq!(c.api.websocket.max_connections, 1000);
+    }
+
+    #[test]
+    fn unset_secret_variable_is_a_clear_error() {
+        let e = Config::load(None, vars(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains("api.auth.jwt_secret refers to ${JWT_SECRET}"),
+            "{e}"
+        );
+        // With auth off nobody reads the secret.
+        Config::load(None, vars(&[("FLOWLENS_API__AUTH__ENABLED", "false")])).unwrap();
+    }
+
+    #[test]
+    fn file_then_env_then_database_url() {
+        let f = write(
+            "api:\n  port: 9000\n  auth:\n    jwt_secret: \"pre-${S}-post-0123456789\"\n  rate_limiting:\n    default_limit: 5/second\ndatabase:\n  url: postgres://file/db\n  write_raw_flows: true\ningestion:\n  batch_size: 3\n",
+        );
+        let c = Config::load(
+            Some(&f.0),
+            vars(&[("S", "x"), ("FLOWLENS_API__PORT", "9001")]),
+        )
+        .unwrap();
+        assert_eq!(c.api.port, 9001);
+        assert_eq!(c.api.auth.jwt_secret, "pre-x-post-0123456789");
+        assert_eq!(
+            c.api.rate_limiting.default_limit.parse::<Rate>().unwrap(),
+            Rate {
+                count: 5,
+                per: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(c.database.url.as_deref(), Some("postgres://file/db"));
+        let c = Config::load(
+            Some(&f.0),
+            vars(&[("S", "x"), ("DATABASE_URL", "postgres://env/db")]),
+        )
+        .unwrap();
+        assert_eq!(c.database.url.as_deref(), Some("postgres://env/db"));
+    }
+
+    #[test]
+    fn unknown_api_keys_and_bad_values_are_all_reported() {
+        let f = write("api:\n  prot: 1\n");
+        let e = Config::load(Some(&f.0), vars(&[("JWT_SECRET", "0123456789abcdef")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `prot`"), "{e}");
+        let f = write(
+            "api:\n  host: nowhere\n  rate_limiting:\n    default_limit: 10/fortnight\n  pagination:\n    default_page_size: 5000\n  auth:\n    jwt_secret: short\n",
+        );
+        let e = Config::load(Some(&f.0), vars(&[])).unwrap_err().to_string();
+        for needle in ["api.host", "fortnight", "api.pagination", "16 bytes"] {
+            assert!(e.contains(needle), "{needle} in {e}");
+        }
+    }
+
+    #[test]
+    fn redaction_hides_secrets_only() {
+        let c = Config::load(
+            None,
+            vars(&[
+                ("JWT_SECRET", "0123456789abcdef0123"),
+                (
+                    "DATABASE_URL",
+                    "postgres://flowlens:hunter2@db:5432/flowlens",
+                ),
+            ]),
+        )
+        .unwrap();
+        let r = c.redacted().to_string();
+        assert!(
+            !r.contains("hunter2") && !r.contains("0123456789abcdef0123"),
+            "{r}"
+        );
+        assert!(
+            r.contains("postgres://flowlens:<redacted>@db:5432/flowlens"),
+            "{r}"
+        );
+        assert!(r.contains("\"port\":8000"), "{r}");
+    }
+}

@@ -1,0 +1,143 @@
+//! flowlens-api: the axum REST and `WebSocket` service over the `PostgreSQL` graph.
+//!
+//! It owns the `/api/v1` routes (assets, dependencies, topology, analysis, changes,
+//! alerts, discovery, admin), JWT and API-key auth with roles, rate limits and caching.
+//! It shares no Rust types with the daemon: the schema in `migrations/` is the
+//! contract, embedded here as in the daemon, so either process brings a database up to
+//! date on start.
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod pagination;
+pub mod rate_limit;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+use axum::Router;
+use axum::routing::get;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+/// The embedded migrations (`migrations/` at the workspace root).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Connects a pool; a short acquire timeout so an outage answers 500/503 quickly
+/// instead of holding requests for sqlx's default 30 s.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect_with(options)
+        .await
+}
+
+/// Brings the schema up to date (idempotent; sqlx serialises concurrent runs with an
+/// advisory lock, so the API and the daemon may start together).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "FlowLens API", description = "The dependency graph FlowLens maps from flows."),
+    modifiers(&Security),
+    security(("bearer" = []), ("api_key" = [])),
+    tags(
+        (name = "assets"), (name = "dependencies"), (name = "changes"), (name = "alerts"),
+        (name = "admin")
+    )
+)]
+struct ApiDoc;
+
+/// Declares the two credentials.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+/// The OpenAPI document path.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// The routes and their OpenAPI document, before state is attached.
+pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let protected = OpenApiRouter::new()
+        .merge(routes::assets::router())
+        .merge(routes::dependencies::router())
+        .merge(routes::changes::router())
+        .merge(routes::alerts::router())
+        .merge(routes::admin::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    let api = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(protected)
+        .merge(routes::admin::open_router());
+    let (router, mut doc) = OpenApiRouter::new().nest("/api/v1", api).split_for_parts();
+    // The document itself, served to authenticated callers.
+    doc.paths.add_path_operation(
+        OPENAPI_PATH,
+        vec![utoipa::openapi::HttpMethod::Get],
+        utoipa::openapi::path::OperationBuilder::new()
+            .tag("admin")
+            .summary(Some("This OpenAPI document"))
+            .response("200", utoipa::openapi::Response::new("OpenAPI 3 JSON")),
+    );
+    (router, doc)
+}
+
+/// The whole application: every route, auth, rate limits, metrics.
+pub fn app(state: AppState) -> Router {
+    let (router, doc) = routes(&state);
+    let doc = std::sync::Arc::new(doc);
+    let openapi = Router::new()
+        .route(
+            OPENAPI_PATH,
+            get(move || {
+                let doc = doc.clone();
+                async move { ApiJson(serde_json::to_value(&*doc).unwrap_or_default()) }
+            }),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    router
+        .merge(openapi)
+        .fallback(|| async {
+            error::ApiError::NotFound {
+                what: "route",
+                id: "(no such path)".to_owned(),
+            }
+        })
+        .layer(axum::middleware::from_fn(telemetry::track))
+        .with_state(state)
+}

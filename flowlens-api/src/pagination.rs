@@ -1,0 +1,66 @@
+//! Page requests and page answers, with the defaults and the maximum from
+//! `api.pagination`. A page size over the maximum is refused (400) rather than
+//! silently cut, so a script never mistakes a short page for the end.
+
+use serde::Serialize;
+
+use crate::config::PaginationConfig;
+use crate::error::ApiError;
+
+/// A resolved page: what SQL needs.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub page: u32,
+    pub page_size: u32,
+}
+
+impl PageRequest {
+    /// `page` is 1-based.
+    pub fn resolve(
+        page: Option<u32>,
+        page_size: Option<u32>,
+        config: &PaginationConfig,
+    ) -> Result<Self, ApiError> {
+        let page = page.unwrap_or(1);
+        if page == 0 {
+            return Err(ApiError::BadRequest("page starts at 1".to_owned()));
+        }
+        let page_size = page_size.unwrap_or(config.default_page_size);
+        if page_size == 0 || page_size > config.max_page_size {
+            return Err(ApiError::BadRequest(format!(
+                "page_size must be between 1 and {}",
+                config.max_page_size
+            )));
+        }
+        Ok(Self { page, page_size })
+    }
+
+    pub fn limit(self) -> i64 {
+        i64::from(self.page_size)
+    }
+
+    pub fn offset(self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.page_size)
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub page: u32,
+    pub page_size: u32,
+    /// Rows matching the filters, over all pages.
+    pub total: i64,
+}
+
+impl<T> Page<T> {
+    pub fn new(items: Vec<T>, request: PageRequest, total: i64) -> Self {
+        Self {
+            items,
+            page: request.page,
+            page_size: request.page_size,
+            total,
+        }
+    }
+}

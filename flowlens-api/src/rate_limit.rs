@@ -1,0 +1,169 @@
+//! Per-caller rate limits: two token buckets per user or API key, one for the
+//! sustained budget (`default_limit`, e.g. 100/minute) and one for how fast it may be
+//! spent (`burst_limit`, e.g. 20/second). A request needs a token from both; when one is
+//! empty the answer is 429 with `Retry-After` saying when a token will be back.
+//!
+//! Counters live in this process (`backend: memory`). Idle callers are forgotten once
+//! their buckets are full again, so the map stays as small as the set of active
+//! callers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::Rate;
+use crate::error::ApiError;
+
+/// A token bucket: `capacity` tokens, refilled at `capacity / per`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    capacity: f64,
+    per_second: f64,
+}
+
+impl From<Rate> for Budget {
+    fn from(r: Rate) -> Self {
+        let capacity = f64::from(r.count);
+        Self {
+            capacity,
+            per_second: capacity / r.per.as_secs_f64(),
+        }
+    }
+}
+
+impl Budget {
+    fn refill(self, b: &mut Bucket, now: Instant) {
+        let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * self.per_second).min(self.capacity);
+        b.updated = now;
+    }
+
+    /// Seconds until one token is back.
+    fn wait(self, b: &Bucket) -> f64 {
+        ((1.0 - b.tokens) / self.per_second).max(0.0)
+    }
+}
+
+/// The limiter shared by every request.
+pub struct RateLimiter {
+    enabled: bool,
+    sustained: Budget,
+    burst: Budget,
+    buckets: Mutex<HashMap<String, [Bucket; 2]>>,
+}
+
+/// Above this many tracked callers, full (idle) buckets are pruned.
+const PRUNE_ABOVE: usize = 10_000;
+
+impl RateLimiter {
+    pub fn new(enabled: bool, sustained: Rate, burst: Rate) -> Self {
+        Self {
+            enabled,
+            sustained: sustained.into(),
+            burst: burst.into(),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token for `key` now, or says how long to wait.
+    pub fn check(&self, key: &str) -> Result<(), ApiError> {
+        self.check_at(key, Instant::now())
+    }
+
+    fn check_at(&self, key: &str, now: Instant) -> Result<(), ApiError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let mut map = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() > PRUNE_ABOVE {
+            let (s, b) = (self.sustained, self.burst);
+            map.retain(|_, [bs, bb]| {
+                s.refill(bs, now);
+                b.refill(bb, now);
+                bs.tokens < s.capacity || bb.tokens < b.capacity
+            });
+        }
+        let fresh = |budget: Budget| Bucket {
+            tokens: budget.capacity,
+            updated: now,
+        };
+        let [bs, bb] = map
+            .entry(key.to_owned())
+            .or_insert_with(|| [fresh(self.sustained), fresh(self.burst)]);
+        self.sustained.refill(bs, now);
+        self.burst.refill(bb, now);
+        if bs.tokens >= 1.0 && bb.tokens >= 1.0 {
+            bs.tokens -= 1.0;
+            bb.tokens -= 1.0;
+            return Ok(());
+        }
+        metrics::counter!(crate::telemetry::RATE_LIMITED).increment(1);
+        let wait = Duration::from_secs_f64(self.sustained.wait(bs).max(self.burst.wait(bb)));
+        // Rounded up: a client that waits the whole seconds it is told must succeed.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Err(ApiError::RateLimited {
+            retry_after_seconds: seconds.max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(s: &str) -> Rate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn burst_then_sustained_then_refill() {
+        let l = RateLimiter::new(true, rate("10/minute"), rate("3/second"));
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            l.check_at("a", t0).unwrap();
+        }
+        // The burst bucket is empty: back in a third of a second, said as 1 s.
+        match l.check_at("a", t0) {
+            Err(ApiError::RateLimited {
+                retry_after_seconds,
+            }) => assert_eq!(retry_after_seconds, 1),
+            other => panic!("{other:?}"),
+        }
+        // Another caller has its own buckets.
+        l.check_at("b", t0).unwrap();
+        let mut t = t0;
+        for _ in 0..8 {
+            t += Duration::from_secs(1);
+            l.check_at("a", t).unwrap();
+        }
+        // 11 spent in 8 s: the sustained bucket (one token back per 6 s) is empty.
+        match l.check_at("a", t + Duration::from_millis(100)) {
+            Err(ApiError::RateLimited {
+                retry_after_seconds,
+            }) => assert!(
+                (1..=6).contains(&retry_after_seconds),
+                "{retry_after_seconds}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        l.check_at("a", t + Duration::from_secs(7)).unwrap();
+    }
+
+    #[test]
+    fn disabled_never_limits() {
+        let l = RateLimiter::new(false, rate("1/day"), rate("1/day"));
+        let t = Instant::now();
+        for _ in 0..100 {
+            l.check_at("a", t).unwrap();
+        }
+    }
+}

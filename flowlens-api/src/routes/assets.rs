@@ -1,0 +1,656 @@
+//! `/api/v1/assets`: list (filters, trigram search), create manual assets, read,
+//! patch, delete, and an asset's inbound and outbound dependencies.
+
+#![allow(
+    unused_qualifications,
+    reason = "utoipa's params() expansion names the filter type by its full path"
+)]
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::dependencies::{DEPENDENCY_SELECT, DependencyWithStats};
+use super::{double_option, like_escape, problems};
+use crate::audit;
+use crate::auth::{Editor, Viewer};
+use crate::error::{ApiError, Problem};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::pagination::{Page, PageRequest};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_assets, create_asset))
+        .routes(routes!(get_asset, update_asset, delete_asset))
+        .routes(routes!(asset_dependencies))
+}
+
+/// The design's asset types; anything else is refused on write.
+pub const ASSET_TYPES: [&str; 5] = ["server", "vm", "container", "network_device", "unknown"];
+
+/// An asset as the API shows it: the `assets` row with addresses as text.
+#[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
+pub struct Asset {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub fqdn: Option<String>,
+    /// `server`, `vm`, `container`, `network_device` or `unknown`.
+    pub asset_type: String,
+    pub ip_addresses: Vec<String>,
+    pub mac_addresses: Vec<String>,
+    pub os_family: Option<String>,
+    pub os_version: Option<String>,
+    pub cloud_provider: Option<String>,
+    pub cloud_region: Option<String>,
+    pub cloud_instance_id: Option<String>,
+    pub environment: Option<String>,
+    #[schema(value_type = Object)]
+    pub tags: Value,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// `flow`, `scan`, `cloud_api` or `manual`.
+    pub discovery_source: String,
+    pub confidence: Option<f32>,
+    pub country_code: Option<String>,
+    pub asn: Option<i64>,
+    pub as_org: Option<String>,
+    pub is_internal: Option<bool>,
+    /// No traffic for `stale_after_hours`.
+    pub stale: bool,
+}
+
+/// Columns of [`Asset`], from `assets a`.
+pub const ASSET_SELECT: &str = "SELECT a.id, a.name, a.fqdn, a.asset_type,
+    ARRAY(SELECT abbrev(x) FROM unnest(a.ip_addresses) WITH ORDINALITY AS u(x, n) ORDER BY n)
+        AS ip_addresses,
+    COALESCE(a.mac_addresses::text[], '{}') AS mac_addresses,
+    a.os_family, a.os_version, a.cloud_provider, a.cloud_region, a.cloud_instance_id,
+    a.environment, COALESCE(a.tags, '{}'::jsonb) AS tags, a.first_seen, a.last_seen,
+    a.created_at, a.updated_at, a.discovery_source, a.confidence, a.country_code, a.asn,
+    a.as_org, a.is_internal, a.stale
+    FROM assets a";
+
+/// Filters of `GET /assets`. Unknown parameters are refused.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AssetFilter {
+    /// 1-based page number.
+    pub page: Option<u32>,
+    /// Items per page (default and maximum from `api.pagination`).
+    pub page_size: Option<u32>,
+    /// Asset type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub asset_type: Option<String>,
+    pub environment: Option<String>,
+    /// `key` (the tag is present) or `key:value` (the tag has that string value).
+    pub tag: Option<String>,
+    pub cloud_provider: Option<String>,
+    /// An address or a CIDR: assets with an address inside it.
+    pub ip: Option<String>,
+    /// Seen at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    pub discovery_source: Option<String>,
+    pub stale: Option<bool>,
+    pub internal: Option<bool>,
+    /// Search over name, FQDN (trigram similarity and substring) and address prefix;
+    /// results are ranked by similarity.
+    pub q: Option<String>,
+}
+
+impl AssetFilter {
+    fn push_where(&self, qb: &mut QueryBuilder<'_, Postgres>) -> Result<(), ApiError> {
+        qb.push(" WHERE true");
+        for (column, value) in [
+            ("a.asset_type", &self.asset_type),
+            ("a.environment", &self.environment),
+            ("a.cloud_provider", &self.cloud_provider),
+            ("a.discovery_source", &self.discovery_source),
+        ] {
+            if let Some(v) = value {
+                qb.push(format_args!(" AND {column} = "))
+                    .push_bind(v.clone());
+            }
+        }
+        if let Some(tag) = &self.tag {
+            match tag.split_once(':') {
+                Some((k, v)) => {
+                    qb.push(" AND a.tags @> jsonb_build_object(")
+                        .push_bind(k.to_owned())
+                        .push("::text, ")
+                        .push_bind(v.to_owned())
+                        .push("::text)");
+                }
+                None => {
+                    qb.push(" AND a.tags ? ").push_bind(tag.clone());
+                }
+            }
+        }
+        if let Some(ip) = &self.ip {
+            let net: IpNetwork = ip.parse().map_err(|_| {
+                ApiError::BadRequest(format!("ip: {ip:?} is not an address or a CIDR"))
+            })?;
+            qb.push(" AND a.id IN (SELECT asset_id FROM asset_addresses WHERE ip <<= ")
+                .push_bind(net)
+                .push(")");
+        }
+        if let Some(since) = self.since {
+            qb.push(" AND a.last_seen >= ").push_bind(since);
+        }
+        if let Some(stale) = self.stale {
+            qb.push(" AND a.stale = ").push_bind(stale);
+        }
+        if let Some(internal) = self.internal {
+            qb.push(" AND a.is_internal = ").push_bind(internal);
+        }
+        if let Some(q) = self.search()? {
+            let contains = format!("%{}%", like_escape(q));
+            let prefix = format!("{}%", like_escape(q));
+            qb.push(" AND (a.name ILIKE ")
+                .push_bind(contains.clone())
+                .push(" OR a.fqdn ILIKE ")
+                .push_bind(contains)
+                .push(" OR a.name % ")
+                .push_bind(q.to_owned())
+                .push(" OR a.fqdn % ")
+                .push_bind(q.to_owned())
+                .push(
+                    " OR EXISTS (SELECT 1 FROM asset_addresses aa WHERE aa.asset_id = a.id AND host(aa.ip) LIKE ",
+                )
+                .push_bind(prefix)
+                .push("))");
+        }
+        Ok(())
+    }
+
+    fn search(&self) -> Result<Option<&str>, ApiError> {
+        match self.q.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(q) if q.len() > 200 => {
+                Err(ApiError::BadRequest("q: at most 200 characters".to_owned()))
+            }
+            Some(q) => Ok(Some(q)),
+        }
+    }
+}
+
+/// List assets.
+#[utoipa::path(get, path = "/assets", tag = "assets", params(AssetFilter),
+    responses((status = 200, body = Page<Asset>), (status = 400, body = Problem)))]
+async fn list_assets(
+    State(state): State<AppState>,
+    _: Viewer,
+    ApiQuery(filter): ApiQuery<AssetFilter>,
+) -> Result<ApiJson<Page<Asset>>, ApiError> {
+    let page = PageRequest::resolve(filter.page, filter.page_size, &state.config.api.pagination)?;
+    let mut count = QueryBuilder::new("SELECT count(*) FROM assets a");
+    filter.push_where(&mut count)?;
+    let total: i64 = count.build_query_scalar().fetch_one(&state.pool).await?;
+    let mut qb = QueryBuilder::new(ASSET_SELECT);
+    filter.push_where(&mut qb)?;
+    match filter.search()? {
+        Some(q) => {
+            qb.push(" ORDER BY GREATEST(similarity(coalesce(a.name, ''), ")
+                .push_bind(q.to_owned())
+                .push("), similarity(coalesce(a.fqdn, ''), ")
+                .push_bind(q.to_owned())
+                .push(")) DESC, a.name, a.id");
+        }
+        None => {
+            qb.push(" ORDER BY a.last_seen DESC, a.id");
+        }
+    }
+    qb.push(" LIMIT ")
+        .push_bind(page.limit())
+        .push(" OFFSET ")
+        .push_bind(page.offset());
+    let items = qb.build_query_as::<Asset>().fetch_all(&state.pool).await?;
+    Ok(ApiJson(Page::new(items, page, total)))
+}
+
+/// A manual asset to create.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAsset {
+    pub name: String,
+    pub fqdn: Option<String>,
+    /// Defaults to `unknown`.
+    pub asset_type: Option<String>,
+    /// Host addresses; each may belong to one asset only.
+    #[serde(default)]
+    pub ip_addresses: Vec<String>,
+    #[serde(default)]
+    pub mac_addresses: Vec<String>,
+    pub os_family: Option<String>,
+    pub os_version: Option<String>,
+    pub cloud_provider: Option<String>,
+    pub cloud_region: Option<String>,
+    pub cloud_instance_id: Option<String>,
+    pub environment: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub tags: serde_json::Map<String, Value>,
+    /// Defaults to 1.0: someone said so.
+    pub confidence: Option<f32>,
+}
+
+/// Checks an asset type, returning a problem when it is not one of ours.
+fn check_type(t: &str, problems: &mut Vec<String>) {
+    if !ASSET_TYPES.contains(&t) {
+        problems.push(format!(
+            "asset_type {t:?} must be one of {}",
+            ASSET_TYPES.join(", ")
+        ));
+    }
+}
+
+fn check_confidence(c: f32, problems: &mut Vec<String>) {
+    if !(0.0..=1.0).contains(&c) {
+        problems.push(format!("confidence {c} must be between 0 and 1"));
+    }
+}
+
+fn check_len(field: &str, value: Option<&str>, max: usize, problems: &mut Vec<String>) {
+    if let Some(v) = value
+        && v.chars().count() > max
+    {
+        problems.push(format!("{field} is longer than {max} characters"));
+    }
+}
+
+/// Parses host addresses, reporting the bad ones.
+fn parse_addresses(ips: &[String], problems: &mut Vec<String>) -> Vec<IpNetwork> {
+    let mut out: Vec<IpNetwork> = Vec::with_capacity(ips.len());
+    for ip in ips {
+        match ip.parse::<std::net::IpAddr>() {
+            Ok(a) => {
+                let n = IpNetwork::from(a);
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+            Err(_) => problems.push(format!("ip_addresses: {ip:?} is not an IP address")),
+        }
+    }
+    out
+}
+
+/// Refuses addresses that already belong to another asset, naming it.
+async fn check_addresses_free(
+    conn: &mut PgConnection,
+    ips: &[IpNetwork],
+    except: Option<Uuid>,
+) -> Result<(), ApiError> {
+    let taken: Option<(String, Uuid)> = sqlx::query_as(
+        "SELECT host(ip), asset_id FROM asset_addresses
+         WHERE ip = ANY($1) AND asset_id IS DISTINCT FROM $2 LIMIT 1",
+    )
+    .bind(ips)
+    .bind(except)
+    .fetch_optional(conn)
+    .await?;
+    match taken {
+        Some((ip, owner)) => Err(ApiError::Conflict(format!(
+            "{ip} already belongs to asset {owner}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub async fn fetch_asset(conn: &mut PgConnection, id: Uuid) -> Result<Asset, ApiError> {
+    sqlx::query_as::<_, Asset>(&format!("{ASSET_SELECT} WHERE a.id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| ApiError::not_found("asset", id))
+}
+
+/// Create a manual asset.
+#[utoipa::path(post, path = "/assets", tag = "assets", request_body = NewAsset,
+    responses((status = 201, body = Asset), (status = 409, body = Problem),
+              (status = 422, body = Problem)))]
+async fn create_asset(
+    State(state): State<AppState>,
+    Editor(caller): Editor,
+    ApiJson(body): ApiJson<NewAsset>,
+) -> Result<(StatusCode, ApiJson<Asset>), ApiError> {
+    let mut bad = Vec::new();
+    if body.name.trim().is_empty() {
+        bad.push("name must not be empty".to_owned());
+    }
+    check_len("name", Some(&body.name), 255, &mut bad);
+    check_len("fqdn", body.fqdn.as_deref(), 255, &mut bad);
+    check_len("environment", body.environment.as_deref(), 50, &mut bad);
+    let asset_type = body
+        .asset_type
+        .clone()
+        .unwrap_or_else(|| "unknown".to_owned());
+    check_type(&asset_type, &mut bad);
+    let confidence = body.confidence.unwrap_or(1.0);
+    check_confidence(confidence, &mut bad);
+    let ips = parse_addresses(&body.ip_addresses, &mut bad);
+    problems(&bad)?;
+
+    let mut tx = state.pool.begin().await?;
+    check_addresses_free(&mut tx, &ips, None).await?;
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO assets (name, fqdn, asset_type, ip_addresses, mac_addresses, os_family,
+            os_version, cloud_provider, cloud_region, cloud_instance_id, environment, tags,
+            first_seen, last_seen, discovery_source, confidence)
+         VALUES ($1, $2, $3, $4, $5::text[]::macaddr[], $6, $7, $8, $9, $10, $11, $12,
+                 now(), now(), 'manual', $13)
+         RETURNING id",
+    )
+    .bind(body.name.trim())
+    .bind(&body.fqdn)
+    .bind(&asset_type)
+    .bind(&ips)
+    .bind(&body.mac_addresses)
+    .bind(&body.os_family)
+    .bind(&body.os_version)
+    .bind(&body.cloud_provider)
+    .bind(&body.cloud_region)
+    .bind(&body.cloud_instance_id)
+    .bind(&body.environment)
+    .bind(Value::Object(body.tags.clone()))
+    .bind(confidence)
+    .fetch_one(&mut *tx)
+    .await?;
+    let asset = fetch_asset(&mut tx, id).await?;
+    let after = serde_json::to_value(&asset).ok();
+    audit::change_event(&mut tx, "new_asset", "asset", id, None, after).await?;
+    audit::record(
+        &mut tx,
+        &caller,
+        "create",
+        "asset",
+        Some(id),
+        serde_json::to_value(&body).unwrap_or(Value::Null),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, ApiJson(asset)))
+}
+
+/// Get one asset.
+#[utoipa::path(get, path = "/assets/{id}", tag = "assets",
+    params(("id" = Uuid, Path, description = "asset id")),
+    responses((status = 200, body = Asset), (status = 404, body = Problem)))]
+async fn get_asset(
+    State(state): State<AppState>,
+    _: Viewer,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<ApiJson<Asset>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(ApiJson(fetch_asset(&mut conn, id).await?))
+}
+
+/// Fields to change; absent fields stay, `null` clears a nullable one.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssetPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub fqdn: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset_type: Option<String>,
+    /// Replaces every address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_addresses: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac_addresses: Option<Vec<String>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub os_family: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub os_version: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub cloud_provider: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub cloud_region: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub cloud_instance_id: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub environment: Option<Option<String>>,
+    /// Replaces every tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub tags: Option<serde_json::Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+}
+
+/// Update an asset.
+#[utoipa::path(patch, path = "/assets/{id}", tag = "assets", request_body = AssetPatch,
+    params(("id" = Uuid, Path, description = "asset id")),
+    responses((status = 200, body = Asset), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn update_asset(
+    State(state): State<AppState>,
+    Editor(caller): Editor,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(patch): ApiJson<AssetPatch>,
+) -> Result<ApiJson<Asset>, ApiError> {
+    let mut bad = Vec::new();
+    if let Some(n) = &patch.name
+        && n.trim().is_empty()
+    {
+        bad.push("name must not be empty".to_owned());
+    }
+    check_len("name", patch.name.as_deref(), 255, &mut bad);
+    check_len(
+        "fqdn",
+        patch.fqdn.clone().flatten().as_deref(),
+        255,
+        &mut bad,
+    );
+    if let Some(t) = &patch.asset_type {
+        check_type(t, &mut bad);
+    }
+    if let Some(c) = patch.confidence {
+        check_confidence(c, &mut bad);
+    }
+    let ips = patch
+        .ip_addresses
+        .as_ref()
+        .map(|ips| parse_addresses(ips, &mut bad));
+    let changed = serde_json::to_value(&patch).unwrap_or(Value::Null);
+    let keys: Vec<String> = changed
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    if keys.is_empty() {
+        bad.push("the patch changes nothing".to_owned());
+    }
+    problems(&bad)?;
+
+    let mut tx = state.pool.begin().await?;
+    sqlx::query("SELECT 1 FROM assets WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::not_found("asset", id))?;
+    let before = fetch_asset(&mut tx, id).await?;
+    if let Some(ips) = &ips {
+        check_addresses_free(&mut tx, ips, Some(id)).await?;
+    }
+    let mut qb: QueryBuilder<'_, Postgres> =
+        QueryBuilder::new("UPDATE assets SET updated_at = now()");
+    macro_rules! set {
+        ($col:literal, $v:expr) => {
+            if let Some(v) = $v {
+                qb.push(concat!(", ", $col, " = ")).push_bind(v);
+            }
+        };
+    }
+    set!("name", patch.name.as_ref().map(|n| n.trim().to_owned()));
+    set!("fqdn", patch.fqdn.clone());
+    set!("asset_type", patch.asset_type.clone());
+    set!("ip_addresses", ips);
+    if let Some(macs) = &patch.mac_addresses {
+        qb.push(", mac_addresses = ")
+            .push_bind(macs.clone())
+            .push("::text[]::macaddr[]");
+    }
+    set!("os_family", patch.os_family.clone());
+    set!("os_version", patch.os_version.clone());
+    set!("cloud_provider", patch.cloud_provider.clone());
+    set!("cloud_region", patch.cloud_region.clone());
+    set!("cloud_instance_id", patch.cloud_instance_id.clone());
+    set!("environment", patch.environment.clone());
+    set!("tags", patch.tags.clone().map(Value::Object));
+    set!("confidence", patch.confidence);
+    qb.push(" WHERE id = ").push_bind(id);
+    qb.build().execute(&mut *tx).await?;
+    let after = fetch_asset(&mut tx, id).await?;
+    let pick = |asset: &Asset| {
+        let full = serde_json::to_value(asset).unwrap_or(Value::Null);
+        let picked: serde_json::Map<String, Value> = keys
+            .iter()
+            .filter_map(|k| full.get(k).map(|v| (k.clone(), v.clone())))
+            .collect();
+        Value::Object(picked)
+    };
+    audit::change_event(
+        &mut tx,
+        "asset_changed",
+        "asset",
+        id,
+        Some(pick(&before)),
+        Some(pick(&after)),
+    )
+    .await?;
+    audit::record(&mut tx, &caller, "update", "asset", Some(id), changed).await?;
+    tx.commit().await?;
+    Ok(ApiJson(after))
+}
+
+/// Delete an asset and, with it, its dependencies.
+#[utoipa::path(delete, path = "/assets/{id}", tag = "assets",
+    params(("id" = Uuid, Path, description = "asset id")),
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete_asset(
+    State(state): State<AppState>,
+    Editor(caller): Editor,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let before = fetch_asset(&mut tx, id).await?;
+    let removed: i64 = sqlx::query_scalar(
+        "WITH d AS (DELETE FROM dependencies WHERE source_asset_id = $1 OR target_asset_id = $1
+                    RETURNING 1)
+         SELECT count(*) FROM d",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM assets WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    audit::change_event(
+        &mut tx,
+        "removed_asset",
+        "asset",
+        id,
+        serde_json::to_value(&before).ok(),
+        None,
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        &caller,
+        "delete",
+        "asset",
+        Some(id),
+        serde_json::json!({"name": before.name, "dependencies_removed": removed}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An asset's dependencies: what it uses (outbound) and who uses it (inbound).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssetDependencies {
+    pub asset_id: Uuid,
+    /// Services this asset depends on (it is the client).
+    pub outbound: Vec<DependencyWithStats>,
+    /// Clients that depend on this asset's services.
+    pub inbound: Vec<DependencyWithStats>,
+}
+
+/// Get an asset's inbound and outbound dependencies, with the last 24 hours' traffic.
+#[utoipa::path(get, path = "/assets/{id}/dependencies", tag = "assets",
+    params(("id" = Uuid, Path, description = "asset id")),
+    responses((status = 200, body = AssetDependencies), (status = 404, body = Problem)))]
+async fn asset_dependencies(
+    State(state): State<AppState>,
+    _: Viewer,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<ApiJson<AssetDependencies>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    fetch_asset(&mut conn, id).await?;
+    let rows = sqlx::query_as::<_, DependencyWithStats>(&format!(
+        "{DEPENDENCY_SELECT} WHERE d.source_asset_id = $1 OR d.target_asset_id = $1
+         ORDER BY d.total_bytes DESC NULLS LAST, d.id"
+    ))
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let (outbound, inbound) = rows
+        .into_iter()
+        .partition(|d| d.dependency.source_asset_id == id);
+    Ok(ApiJson(AssetDependencies {
+        asset_id: id,
+        outbound,
+        inbound,
+    }))
+}

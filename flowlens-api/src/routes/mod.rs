@@ -1,0 +1,46 @@
+//! One module per resource, each with `router() -> OpenApiRouter<AppState>`, so every
+//! route the server has is also in the OpenAPI document.
+
+pub mod admin;
+pub mod alerts;
+pub mod assets;
+pub mod changes;
+pub mod dependencies;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::ApiError;
+
+/// For PATCH bodies: absent -> `None`, `null` -> `Some(None)`, a value -> `Some(Some)`.
+#[expect(
+    clippy::option_option,
+    reason = "PATCH must tell an absent field from an explicit null"
+)]
+pub(crate) fn double_option<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Escapes LIKE wildcards so a search for `50%` finds "50%", not everything.
+pub(crate) fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// 422 listing every problem, or Ok when there are none.
+pub(crate) fn problems(problems: &[String]) -> Result<(), ApiError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Unprocessable(problems.join("; ")))
+    }
+}

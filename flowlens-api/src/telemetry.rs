@@ -1,0 +1,74 @@
+//! Prometheus metrics of the API: names as consts, the recorder, and the middleware
+//! that counts and times every request by its route template (never the raw path, so
+//! the label set stays bounded however many asset ids are asked for).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests answered, by `route`, `method` and `status`.
+pub const REQUESTS: &str = "flowlens_api_requests_total";
+/// Request latency histogram, by `route` and `method`.
+pub const REQUEST_SECONDS: &str = "flowlens_api_request_duration_seconds";
+/// Requests refused with 429.
+pub const RATE_LIMITED: &str = "flowlens_api_rate_limited_total";
+/// Cache lookups, by `cache` and `result` (`hit`, `miss`).
+pub const CACHE_LOOKUPS: &str = "flowlens_api_cache_lookups_total";
+/// Cache invalidations on graph changes.
+pub const CACHE_INVALIDATIONS: &str = "flowlens_api_cache_invalidations_total";
+/// Open WebSocket connections.
+pub const WEBSOCKET_CONNECTIONS: &str = "flowlens_api_websocket_connections";
+/// WebSocket upgrades refused at `api.websocket.max_connections`.
+pub const WEBSOCKET_REFUSED: &str = "flowlens_api_websocket_refused_total";
+/// Change notifications received from PostgreSQL.
+pub const CHANGE_NOTIFICATIONS: &str = "flowlens_api_change_notifications_total";
+/// Graph snapshot reloads and their duration.
+pub const SNAPSHOT_RELOADS: &str = "flowlens_api_graph_snapshot_reloads_total";
+pub const SNAPSHOT_SECONDS: &str = "flowlens_api_graph_snapshot_seconds";
+
+/// The process-wide recorder (installed once; tests build many apps in one process).
+///
+/// # Panics
+/// Never: the bucket list is a non-empty constant.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".to_owned()),
+                    &[
+                        0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        10.0,
+                    ],
+                )
+                .expect("the bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist (a test harness); ours still renders.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Counts and times each request.
+pub async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(REQUEST_SECONDS, "route" => route.clone(), "method" => method.clone())
+        .record(start.elapsed().as_secs_f64());
+    metrics::counter!(REQUESTS, "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    response
+}

@@ -1,0 +1,227 @@
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::TestApi;
+
+fn ports(page: &Value) -> Vec<i64> {
+    let mut p: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["port"].as_i64().unwrap())
+        .collect();
+    p.sort_unstable();
+    p
+}
+
+#[tokio::test]
+async fn declare_read_patch_delete_and_asset_view() {
+    let api = TestApi::new("deps_crud").await;
+    let web = api.asset("web", &["10.0.1.1"]).await;
+    let db = api.asset("db", &["10.0.3.1"]).await;
+    let dep = api
+        .write(
+            Method::POST,
+            "/api/v1/dependencies",
+            Some(
+                json!({"source_asset_id": web, "target_asset_id": db, "protocol": 6,
+                        "port": 5432, "inferred_service": "postgresql",
+                        "notes": "primary", "tags": {"critical": true}}),
+            ),
+            StatusCode::CREATED,
+        )
+        .await;
+    let id = dep["id"].as_str().unwrap().to_owned();
+    assert_eq!(dep["source_name"], "web");
+    assert_eq!(dep["target_name"], "db");
+    assert_eq!(dep["discovery_source"], "manual");
+    assert_eq!(dep["is_internal"], true);
+    assert_eq!(dep["bytes_24h"], 0);
+
+    // Duplicates, self-dependencies, missing assets, out-of-range ports.
+    let body = |s: &str, t: &str, port: Value| {
+        Some(json!({"source_asset_id": s, "target_asset_id": t, "protocol": 6, "port": port}))
+    };
+    let v = api
+        .write(
+            Method::POST,
+            "/api/v1/dependencies",
+            body(&web, &db, json!(5432)),
+            StatusCode::CONFLICT,
+        )
+        .await;
+    assert!(v["detail"].as_str().unwrap().contains(&id), "{v}");
+    api.write(
+        Method::POST,
+        "/api/v1/dependencies",
+        body(&web, &web, json!(80)),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let ghost = uuid::Uuid::new_v4().to_string();
+    let v = api
+        .write(
+            Method::POST,
+            "/api/v1/dependencies",
+            body(&web, &ghost, json!(80)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    assert!(v["detail"].as_str().unwrap().contains(&ghost), "{v}");
+    api.write(
+        Method::POST,
+        "/api/v1/dependencies",
+        body(&web, &db, json!(70000)),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+
+    // Traffic in flow_stats shows in the last-24-hours figures.
+    sqlx::query(
+        "INSERT INTO flow_stats (time, source_asset_id, target_asset_id, protocol, port,
+                                 flow_count, byte_count, packet_count)
+         VALUES (date_trunc('hour', now()), $1::uuid, $2::uuid, 6, 5432, 7, 7000, 70),
+                (now() - interval '3 days', $1::uuid, $2::uuid, 6, 5432, 1, 999, 9)",
+    )
+    .bind(&web)
+    .bind(&db)
+    .execute(&api.pool)
+    .await
+    .unwrap();
+    let view = api.get(&format!("/api/v1/assets/{web}/dependencies")).await;
+    assert_eq!(view["outbound"].as_array().unwrap().len(), 1);
+    assert_eq!(view["inbound"].as_array().unwrap().len(), 0);
+    assert_eq!(view["outbound"][0]["bytes_24h"], 7000);
+    assert_eq!(view["outbound"][0]["flows_24h"], 7);
+    let view = api.get(&format!("/api/v1/assets/{db}/dependencies")).await;
+    assert_eq!(view["inbound"][0]["id"], id.as_str());
+
+    // Patch only the human parts; flow facts are refused.
+    let p = api
+        .write(
+            Method::PATCH,
+            &format!("/api/v1/dependencies/{id}"),
+            Some(json!({"notes": null, "confidence": 0.9, "tags": {"owner": "dba"}})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(p["notes"], Value::Null);
+    assert!((p["confidence"].as_f64().unwrap() - 0.9).abs() < 1e-6);
+    assert_eq!(p["tags"], json!({"owner": "dba"}));
+    api.write(
+        Method::PATCH,
+        &format!("/api/v1/dependencies/{id}"),
+        Some(json!({"port": 1})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "SELECT change_type FROM change_events WHERE entity_id = $1::uuid ORDER BY change_type",
+    )
+    .bind(&id)
+    .fetch_all(&api.pool)
+    .await
+    .unwrap();
+    assert_eq!(kinds, vec!["dependency_changed", "new_dependency"]);
+
+    api.write(
+        Method::DELETE,
+        &format!("/api/v1/dependencies/{id}"),
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    api.write(
+        Method::DELETE,
+        &format!("/api/v1/dependencies/{id}"),
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    // Deleting an asset takes its dependencies with it.
+    let d2 = api.dependency(&web, &db, 6379).await;
+    api.write(
+        Method::DELETE,
+        &format!("/api/v1/assets/{db}"),
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    api.write(
+        Method::GET,
+        &format!("/api/v1/dependencies/{d2}"),
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn list_filters() {
+    let api = TestApi::new("deps_list").await;
+    let client = api.asset("client", &["10.0.0.5"]).await;
+    let web = api.asset("web", &["10.0.1.1"]).await;
+    let db = api.asset("db", &["10.0.3.1"]).await;
+    let ext = api.asset("api.example", &["203.0.113.7"]).await;
+    sqlx::query("UPDATE assets SET is_internal = (name <> 'api.example')")
+        .execute(&api.pool)
+        .await
+        .unwrap();
+    let d443 = api.dependency(&client, &web, 443).await;
+    api.dependency(&web, &db, 5432).await;
+    let ext_dep = api.dependency(&web, &ext, 8443).await;
+    // Flow facts the daemon would have written.
+    sqlx::query(
+        "UPDATE dependencies SET inferred_service = 'https', total_bytes = 5000000,
+             last_seen = now() - interval '10 days', stale = true WHERE id = $1::uuid",
+    )
+    .bind(&d443)
+    .execute(&api.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE dependencies SET protocol = 17, is_internal = false WHERE id = $1::uuid")
+        .bind(&ext_dep)
+        .execute(&api.pool)
+        .await
+        .unwrap();
+    let cases: Vec<(String, Vec<i64>)> = vec![
+        (format!("source_asset_id={web}"), vec![5432, 8443]),
+        (format!("target_asset_id={web}"), vec![443]),
+        (format!("asset_id={web}"), vec![443, 5432, 8443]),
+        ("port=5432".into(), vec![5432]),
+        ("protocol=17".into(), vec![8443]),
+        ("service=https".into(), vec![443]),
+        ("internal=false".into(), vec![8443]),
+        ("internal=true".into(), vec![443, 5432]),
+        ("stale=true".into(), vec![443]),
+        ("min_bytes=1000".into(), vec![443]),
+        ("since=2099-01-01T00:00:00Z".into(), vec![]),
+        ("discovery_source=manual".into(), vec![443, 5432, 8443]),
+    ];
+    for (query, want) in cases {
+        let page = api.get(&format!("/api/v1/dependencies?{query}")).await;
+        assert_eq!(ports(&page), want, "{query}");
+    }
+    let recent = api
+        .get(&format!(
+            "/api/v1/dependencies?since={}",
+            (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%dT%H:%M:%SZ")
+        ))
+        .await;
+    assert_eq!(ports(&recent), vec![5432, 8443]);
+    for bad in [
+        "port=99999",
+        "protocol=tcp",
+        "source_asset_id=nope",
+        "min_bytes=lots",
+        "hops=2",
+    ] {
+        api.write(
+            Method::GET,
+            &format!("/api/v1/dependencies?{bad}"),
+            None,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+}

@@ -1,0 +1,14 @@
+//! The API's integration tests, one binary: every route against a real PostgreSQL.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::duration_suboptimal_units,
+    reason = "tests: a failed unwrap is the failure message"
+)]
+
+mod admin;
+mod alerts_changes;
+mod assets;
+mod auth;
+mod dependencies;
+mod support;
