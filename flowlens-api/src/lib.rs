@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod graph;
 pub mod pagination;
 pub mod rate_limit;
 pub mod routes;
