@@ -45,6 +45,9 @@ pub enum ApiError {
     /// 500: logged; the caller sees a generic message.
     #[error("database: {0}")]
     Database(sqlx::Error),
+    /// 500: a computation task panicked or was cancelled; logged.
+    #[error("analysis task: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// The problem+json body.
@@ -70,7 +73,7 @@ impl ApiError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(_) | Self::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -132,6 +135,10 @@ impl IntoResponse for ApiError {
         let detail = match &self {
             Self::Database(e) => {
                 tracing::error!(error = %e, "database error");
+                "internal error; see the API log".to_owned()
+            }
+            Self::Task(e) => {
+                tracing::error!(error = %e, "analysis task failed");
                 "internal error; see the API log".to_owned()
             }
             other => other.to_string(),

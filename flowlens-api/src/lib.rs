@@ -8,15 +8,19 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod feed;
 pub mod graph;
 pub mod pagination;
 pub mod rate_limit;
 pub mod routes;
+pub mod snapshot;
 pub mod state;
 pub mod telemetry;
+pub mod topology;
 
 use axum::Router;
 use axum::routing::get;
@@ -53,8 +57,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     modifiers(&Security),
     security(("bearer" = []), ("api_key" = [])),
     tags(
-        (name = "assets"), (name = "dependencies"), (name = "changes"), (name = "alerts"),
-        (name = "admin")
+        (name = "assets"), (name = "dependencies"), (name = "topology"), (name = "analysis"),
+        (name = "changes"), (name = "alerts"), (name = "admin")
     )
 )]
 struct ApiDoc;
@@ -89,12 +93,22 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
 /// The routes and their OpenAPI document, before state is attached.
 pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let protected = OpenApiRouter::new()
+    // Writes here change what caches and the snapshot were derived from. (Analysis
+    // requests are POSTs too, but read-only.)
+    let writable = OpenApiRouter::new()
         .merge(routes::assets::router())
         .merge(routes::dependencies::router())
-        .merge(routes::changes::router())
         .merge(routes::alerts::router())
         .merge(routes::admin::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            invalidate_on_write,
+        ));
+    let protected = OpenApiRouter::new()
+        .merge(writable)
+        .merge(routes::topology::router())
+        .merge(routes::analysis::router())
+        .merge(routes::changes::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -113,6 +127,23 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
             .response("200", utoipa::openapi::Response::new("OpenAPI 3 JSON")),
     );
     (router, doc)
+}
+
+/// Successful writes change the graph (or alerts): drop what was derived from it.
+async fn invalidate_on_write(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let write = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let response = next.run(request).await;
+    if write && response.status().is_success() {
+        state.graph_changed();
+    }
+    response
 }
 
 /// The whole application: every route, auth, rate limits, metrics.

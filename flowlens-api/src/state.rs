@@ -1,14 +1,18 @@
 //! What every handler shares.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 use crate::auth::Authenticator;
+use crate::cache::AnswerCache;
 use crate::config::{Config, ConfigError, Rate};
+use crate::feed::FeedSender;
 use crate::rate_limit::RateLimiter;
+use crate::snapshot::GraphSnapshot;
 
 /// Cheap to clone: everything behind `Arc`s or handles.
 #[derive(Clone)]
@@ -17,9 +21,21 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
+    pub cache: Arc<AnswerCache>,
+    pub snapshot: Arc<GraphSnapshot>,
+    /// Change events for WebSocket clients.
+    pub feed: FeedSender,
+    /// Open WebSocket connections.
+    pub ws_open: Arc<AtomicUsize>,
+    /// The change feed is listening (reported by health).
+    pub feed_listening: Arc<AtomicBool>,
     pub prometheus: PrometheusHandle,
     pub started: Instant,
 }
+
+/// A safety net under the change feed: the snapshot is reloaded at least this often,
+/// so edits that announce nothing (the daemon's byte counters) still reach analyses.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_mins(1);
 
 impl AppState {
     /// Builds the state from a validated config and a connected, migrated pool.
@@ -40,10 +56,45 @@ impl AppState {
                 &config.api.auth.jwt_secret,
             )),
             limiter: Arc::new(limiter),
+            cache: Arc::new(AnswerCache::new(&config.api.cache)),
+            snapshot: Arc::new(GraphSnapshot::default()),
+            feed: tokio::sync::broadcast::channel(1024).0,
+            ws_open: Arc::new(AtomicUsize::new(0)),
+            feed_listening: Arc::new(AtomicBool::new(false)),
             prometheus: crate::telemetry::prometheus(),
             started: Instant::now(),
             config: Arc::new(config),
             pool,
         })
+    }
+
+    /// Starts the change feed (LISTEN) and the snapshot's safety timer on the current
+    /// runtime. Without it the API still answers, but caches live out their TTLs and
+    /// WebSockets stay silent.
+    pub fn start_background(&self) {
+        tokio::spawn(crate::feed::run(
+            self.pool.clone(),
+            self.cache.clone(),
+            self.snapshot.clone(),
+            self.feed.clone(),
+            self.feed_listening.clone(),
+        ));
+        let snapshot = self.snapshot.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now() + SNAPSHOT_MAX_AGE;
+            let mut tick = tokio::time::interval_at(start, SNAPSHOT_MAX_AGE);
+            loop {
+                tick.tick().await;
+                snapshot.invalidate();
+            }
+        });
+    }
+
+    /// After a successful write through the API: drop cached answers and the snapshot
+    /// at once (the change feed would too, a few milliseconds later; a client reading
+    /// its own write must not see the old graph meanwhile).
+    pub fn graph_changed(&self) {
+        self.cache.invalidate();
+        self.snapshot.invalidate();
     }
 }

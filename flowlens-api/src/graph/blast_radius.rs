@@ -16,7 +16,7 @@ use super::{Graph, index};
 const UNAFFECTED: u32 = u32::MAX;
 
 /// What fails with an asset, and how badly.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BlastRadius {
     /// The same answer [`impact_of_asset`](super::impact::impact_of_asset) gives.
     pub impact: Impact,
@@ -27,7 +27,7 @@ pub struct BlastRadius {
 }
 
 /// A service none of whose providers survives the failure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AffectedService {
     pub service: ServiceKey,
     /// All of them, the failed asset or affected ones, sorted by id.

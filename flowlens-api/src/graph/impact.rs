@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{Graph, index};
 
 /// One affected asset and its distance from the failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AffectedAsset {
     pub asset: Uuid,
     /// The fewest dependency hops from this asset to the failure: 1 for a direct
@@ -21,7 +21,7 @@ pub struct AffectedAsset {
 }
 
 /// Everything a failure reaches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Impact {
     /// Sorted by depth, then by asset id, so equal snapshots give equal responses.
     pub affected: Vec<AffectedAsset>,

@@ -18,6 +18,7 @@
 //! indexed in `Uuid` order, which makes "smallest id" tie-breaks and lexicographic path
 //! order plain integer comparisons.
 
+pub mod around;
 pub mod blast_radius;
 pub mod impact;
 pub mod path;

@@ -17,7 +17,7 @@ use super::{Adjacency, Graph, index};
 const UNREACHED: u32 = u32::MAX;
 
 /// One asset on a path and the dependency crossed to get there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PathStep {
     pub asset: Uuid,
     /// The dependency between the previous step's asset and this one; `None` on the
@@ -28,7 +28,7 @@ pub struct PathStep {
 }
 
 /// Simple paths between two assets, shortest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AllPaths {
     /// Each path lists its assets, `from` first and `to` last. Ordered by length, then
     /// lexicographically by asset ids.

@@ -15,7 +15,9 @@ use super::{EdgeInput, index};
 ///
 /// The name is part of the key because the daemon infers it per dependency: two rows on
 /// the same port with different names are, as far as the data says, different services.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct ServiceKey {
     /// IP protocol number (6 TCP, 17 UDP).
     pub protocol: i16,

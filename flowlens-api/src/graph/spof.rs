@@ -21,7 +21,7 @@ use super::service::{ServiceKey, consumer_count};
 use super::{Graph, index};
 
 /// What [`spof`] found, each list sorted worst first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Spof {
     /// Sorted by `cut_off` descending, then `components` descending, then asset id.
     pub articulation_points: Vec<ArticulationPoint>,
@@ -32,7 +32,7 @@ pub struct Spof {
 }
 
 /// An asset whose removal splits its connected component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ArticulationPoint {
     pub asset: Uuid,
     /// How many connected pieces the asset's component falls into without it (at least
@@ -45,9 +45,10 @@ pub struct ArticulationPoint {
 }
 
 /// A link whose removal splits its connected component in two.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Bridge {
     /// The two assets it joins, smaller id first.
+    #[schema(value_type = Vec<Uuid>)]
     pub assets: [Uuid; 2],
     /// Every dependency joining the two, in either direction, sorted by id.
     pub dependencies: Vec<Uuid>,
@@ -56,7 +57,7 @@ pub struct Bridge {
 }
 
 /// A service that exactly one asset provides and at least one other asset uses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SingleProviderService {
     pub service: ServiceKey,
     pub provider: Uuid,

@@ -42,7 +42,8 @@ pub struct Health {
     pub version: String,
     pub uptime_seconds: u64,
     /// `postgresql`: `ok` or the error; `kafka` and `redis`: `not_configured` (the API uses
-    /// neither).
+    /// neither); `change_feed`: `ok` while the LISTEN connection is up, else `connecting`
+    /// (answers are still right, but WebSocket clients hear nothing meanwhile).
     #[schema(value_type = Object)]
     pub checks: serde_json::Map<String, serde_json::Value>,
 }
@@ -66,6 +67,16 @@ async fn health(State(state): State<AppState>) -> (StatusCode, ApiJson<Health>) 
     checks.insert("postgresql".into(), postgresql.into());
     checks.insert("kafka".into(), "not_configured".into());
     checks.insert("redis".into(), "not_configured".into());
+    // The LISTEN connection behind WebSocket pushes and cache invalidation.
+    let feed = if state
+        .feed_listening
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        "ok"
+    } else {
+        "connecting"
+    };
+    checks.insert("change_feed".into(), feed.into());
     let body = Health {
         status: if healthy { "healthy" } else { "unhealthy" }.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -6,8 +6,11 @@
     reason = "utoipa's params() expansion names the filter type by its full path"
 )]
 
+use std::sync::Arc;
+
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
@@ -22,6 +25,7 @@ use super::dependencies::{DEPENDENCY_SELECT, DependencyWithStats};
 use super::{double_option, like_escape, problems};
 use crate::audit;
 use crate::auth::{Editor, Viewer};
+use crate::cache::{Cached, Kind};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{Page, PageRequest};
@@ -193,8 +197,14 @@ async fn list_assets(
     State(state): State<AppState>,
     _: Viewer,
     ApiQuery(filter): ApiQuery<AssetFilter>,
-) -> Result<ApiJson<Page<Asset>>, ApiError> {
+) -> Result<Response, ApiError> {
     let page = PageRequest::resolve(filter.page, filter.page_size, &state.config.api.pagination)?;
+    // Searches are cached (`api.cache.search_ttl_seconds`, dropped on any change);
+    // plain listings are cheap index scans and always fresh.
+    let key = filter.search()?.map(|_| format!("{filter:?}"));
+    if let Some(hit) = key.as_ref().and_then(|k| state.cache.get(Kind::Search, k)) {
+        return Ok(([(header::CONTENT_TYPE, hit.0.clone())], hit.1.clone()).into_response());
+    }
     let mut count = QueryBuilder::new("SELECT count(*) FROM assets a");
     filter.push_where(&mut count)?;
     let total: i64 = count.build_query_scalar().fetch_one(&state.pool).await?;
@@ -217,7 +227,12 @@ async fn list_assets(
         .push(" OFFSET ")
         .push_bind(page.offset());
     let items = qb.build_query_as::<Asset>().fetch_all(&state.pool).await?;
-    Ok(ApiJson(Page::new(items, page, total)))
+    let body = serde_json::to_vec(&Page::new(items, page, total)).unwrap_or_default();
+    let answer: Cached = Arc::new(("application/json".to_owned(), body.into()));
+    if let Some(k) = key {
+        state.cache.put(Kind::Search, k, answer.clone());
+    }
+    Ok(([(header::CONTENT_TYPE, answer.0.clone())], answer.1.clone()).into_response())
 }
 
 /// A manual asset to create.

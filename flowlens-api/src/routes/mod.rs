@@ -3,9 +3,11 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod analysis;
 pub mod assets;
 pub mod changes;
 pub mod dependencies;
+pub mod topology;
 
 use serde::{Deserialize, Deserializer};
 

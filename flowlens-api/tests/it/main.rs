@@ -8,7 +8,11 @@
 
 mod admin;
 mod alerts_changes;
+mod analysis;
 mod assets;
 mod auth;
 mod dependencies;
+mod graph_fixture;
 mod support;
+mod topology;
+mod websocket;

@@ -64,6 +64,7 @@ pub(crate) async fn scratch_db(label: &str) -> (PgPool, String) {
 pub(crate) struct TestApi {
     pub(crate) app: Router,
     pub(crate) pool: PgPool,
+    pub(crate) state: AppState,
 }
 
 /// The test default: auth on, rate limits off (tests fire requests faster than any
@@ -85,9 +86,20 @@ impl TestApi {
         config.database.url = Some(url);
         tweak(&mut config);
         let state = AppState::new(config, pool.clone()).unwrap();
+        state.start_background();
+        // Wait for LISTEN, so no test races the feed's first resync.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !state.feed_listening.load(Ordering::Acquire) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the change feed never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         Self {
-            app: flowlens_api::app(state),
+            app: flowlens_api::app(state.clone()),
             pool,
+            state,
         }
     }
 

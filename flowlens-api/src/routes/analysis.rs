@@ -1,0 +1,253 @@
+//! `/api/v1/analysis`: impact, paths, single points of failure and blast radius, each
+//! computed by the pure graph code on one consistent in-memory snapshot (see
+//! `snapshot.rs`), and each answer saying which snapshot it used.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::Viewer;
+use crate::error::{ApiError, Problem};
+use crate::extract::ApiJson;
+use crate::graph::Graph;
+use crate::graph::blast_radius::{BlastRadius, blast_radius};
+use crate::graph::impact::{Impact, impact_of_asset, impact_of_dependency};
+use crate::graph::path::{AllPaths, PathStep, all_paths, shortest_path};
+use crate::graph::spof::{Spof, spof};
+use crate::snapshot::SnapshotInfo;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(impact))
+        .routes(routes!(path))
+        .routes(routes!(single_points_of_failure))
+        .routes(routes!(blast))
+}
+
+/// Names of the assets an answer mentions, so a client need not look each one up.
+type Names = BTreeMap<Uuid, Option<String>>;
+
+fn names(g: &Graph, ids: impl IntoIterator<Item = Uuid>) -> Names {
+    ids.into_iter()
+        .map(|id| (id, g.node(id).and_then(|n| n.name.clone())))
+        .collect()
+}
+
+impl AppState {
+    /// A requested depth, or the default, refused beyond the configured maximum.
+    fn depth(&self, requested: Option<u32>) -> Result<u32, ApiError> {
+        let a = &self.config.api.analysis;
+        match requested {
+            Some(d) if d > a.max_depth => Err(ApiError::Unprocessable(format!(
+                "max_depth must be at most {}",
+                a.max_depth
+            ))),
+            Some(d) => Ok(d),
+            None => Ok(a.default_max_depth),
+        }
+    }
+}
+
+/// What fails if an asset, or one dependency, fails. Give exactly one of the two.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImpactRequest {
+    pub asset_id: Option<Uuid>,
+    pub dependency_id: Option<Uuid>,
+    /// Hops to follow (default `api.analysis.default_max_depth`).
+    pub max_depth: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImpactAnswer {
+    pub impact: Impact,
+    #[schema(value_type = Object)]
+    pub names: Names,
+    pub graph: SnapshotInfo,
+}
+
+/// Impact analysis: every asset that depends, transitively, on the failed asset (or on
+/// the client side of the failed dependency), with its depth.
+#[utoipa::path(post, path = "/analysis/impact", tag = "analysis", request_body = ImpactRequest,
+    responses((status = 200, body = ImpactAnswer), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+async fn impact(
+    State(state): State<AppState>,
+    _: Viewer,
+    ApiJson(req): ApiJson<ImpactRequest>,
+) -> Result<ApiJson<ImpactAnswer>, ApiError> {
+    let depth = state.depth(req.max_depth)?;
+    let snap = state.snapshot.get(&state.pool).await?;
+    let g = &snap.graph;
+    let impact = match (req.asset_id, req.dependency_id) {
+        (Some(a), None) => {
+            impact_of_asset(g, a, Some(depth)).ok_or_else(|| ApiError::not_found("asset", a))?
+        }
+        (None, Some(d)) => impact_of_dependency(g, d, Some(depth))
+            .ok_or_else(|| ApiError::not_found("current dependency", d))?,
+        _ => {
+            return Err(ApiError::Unprocessable(
+                "give exactly one of asset_id and dependency_id".to_owned(),
+            ));
+        }
+    };
+    Ok(ApiJson(ImpactAnswer {
+        names: names(g, impact.affected.iter().map(|a| a.asset)),
+        impact,
+        graph: snap.info.clone(),
+    }))
+}
+
+/// Paths between two assets.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathRequest {
+    pub from: Uuid,
+    pub to: Uuid,
+    /// Follow dependencies from client to server only (default true): "how does `from`
+    /// come to depend on `to`". False ignores direction: "how are they connected".
+    pub directed: Option<bool>,
+    /// Longest path to enumerate, in hops (default `api.analysis.default_max_depth`).
+    pub max_depth: Option<u32>,
+    /// Most paths to enumerate (default and maximum `api.analysis.max_paths`).
+    pub max_paths: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PathAnswer {
+    /// The shortest path, `from` first; null when there is none.
+    pub shortest: Option<Vec<PathStep>>,
+    /// Every simple path within the bounds, shortest first.
+    pub all: AllPaths,
+    #[schema(value_type = Object)]
+    pub names: Names,
+    pub graph: SnapshotInfo,
+}
+
+/// Path finding: the shortest dependency path between two assets, and all paths up to
+/// a bound.
+#[utoipa::path(post, path = "/analysis/path", tag = "analysis", request_body = PathRequest,
+    responses((status = 200, body = PathAnswer), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+async fn path(
+    State(state): State<AppState>,
+    _: Viewer,
+    ApiJson(req): ApiJson<PathRequest>,
+) -> Result<ApiJson<PathAnswer>, ApiError> {
+    let depth = state.depth(req.max_depth)?;
+    let limit = state.config.api.analysis.max_paths;
+    let max_paths = req.max_paths.unwrap_or(limit);
+    if max_paths == 0 || max_paths > limit {
+        return Err(ApiError::Unprocessable(format!(
+            "max_paths must be between 1 and {limit}"
+        )));
+    }
+    let snap = state.snapshot.get(&state.pool).await?;
+    let g = &snap.graph;
+    for id in [req.from, req.to] {
+        if g.node(id).is_none() {
+            return Err(ApiError::not_found("asset", id));
+        }
+    }
+    let directed = req.directed.unwrap_or(true);
+    let shortest = shortest_path(g, req.from, req.to, directed);
+    // Enumeration can be exponential: off the async workers.
+    let graph = snap.clone();
+    let all = tokio::task::spawn_blocking(move || {
+        all_paths(&graph.graph, req.from, req.to, directed, depth, max_paths)
+    })
+    .await?;
+    let ids = all
+        .paths
+        .iter()
+        .flatten()
+        .copied()
+        .chain([req.from, req.to]);
+    Ok(ApiJson(PathAnswer {
+        names: names(g, ids),
+        shortest,
+        all,
+        graph: snap.info.clone(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpofAnswer {
+    pub spof: Spof,
+    #[schema(value_type = Object)]
+    pub names: Names,
+    pub graph: SnapshotInfo,
+}
+
+/// Single points of failure: articulation points and bridges of the service graph
+/// (direction ignored), and services with a single provider.
+#[utoipa::path(get, path = "/analysis/spof", tag = "analysis",
+    responses((status = 200, body = SpofAnswer)))]
+async fn single_points_of_failure(
+    State(state): State<AppState>,
+    _: Viewer,
+) -> Result<ApiJson<SpofAnswer>, ApiError> {
+    let snap = state.snapshot.get(&state.pool).await?;
+    let graph = snap.clone();
+    let spof = tokio::task::spawn_blocking(move || spof(&graph.graph)).await?;
+    let ids = spof
+        .articulation_points
+        .iter()
+        .map(|a| a.asset)
+        .chain(spof.bridges.iter().flat_map(|b| b.assets))
+        .chain(spof.single_provider_services.iter().map(|s| s.provider));
+    Ok(ApiJson(SpofAnswer {
+        names: names(&snap.graph, ids),
+        spof,
+        graph: snap.info.clone(),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlastRequest {
+    pub asset_id: Uuid,
+    /// Hops to follow (default `api.analysis.default_max_depth`).
+    pub max_depth: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BlastAnswer {
+    pub blast_radius: BlastRadius,
+    #[schema(value_type = Object)]
+    pub names: Names,
+    pub graph: SnapshotInfo,
+}
+
+/// Blast radius: the assets and services lost with an asset, and a 0-100 score.
+#[utoipa::path(post, path = "/analysis/blast-radius", tag = "analysis",
+    request_body = BlastRequest,
+    responses((status = 200, body = BlastAnswer), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+async fn blast(
+    State(state): State<AppState>,
+    _: Viewer,
+    ApiJson(req): ApiJson<BlastRequest>,
+) -> Result<ApiJson<BlastAnswer>, ApiError> {
+    let depth = state.depth(req.max_depth)?;
+    let snap = state.snapshot.get(&state.pool).await?;
+    let g = &snap.graph;
+    let b = blast_radius(g, req.asset_id, Some(depth))
+        .ok_or_else(|| ApiError::not_found("asset", req.asset_id))?;
+    let ids = b.impact.affected.iter().map(|a| a.asset).chain(
+        b.affected_services
+            .iter()
+            .flat_map(|s| s.providers.iter().copied()),
+    );
+    Ok(ApiJson(BlastAnswer {
+        names: names(g, ids),
+        blast_radius: b,
+        graph: snap.info.clone(),
+    }))
+}

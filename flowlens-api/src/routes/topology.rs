@@ -1,0 +1,361 @@
+//! `/api/v1/topology`: the graph as nodes and edges (around an asset or whole, with
+//! filters), its exports (JSON, DOT, Mermaid, GraphML), and `/ws`, which pushes change
+//! events as they happen.
+
+#![allow(
+    unused_qualifications,
+    reason = "utoipa's params() expansion names the filter type by its full path"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{
+    Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::QueryBuilder;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::Viewer;
+use crate::cache::{Cached, Kind};
+use crate::error::{ApiError, Problem};
+use crate::extract::ApiQuery;
+use crate::graph::around::neighbourhood;
+use crate::state::AppState;
+use crate::telemetry::{WEBSOCKET_CONNECTIONS, WEBSOCKET_REFUSED};
+use crate::topology::{self, TopoEdge, TopoNode, Topology};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_topology))
+        .routes(routes!(export_topology))
+        .routes(routes!(topology_ws))
+}
+
+/// Which part of the graph to show. Unknown parameters are refused.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TopologyFilter {
+    /// Show only the neighbourhood of this asset (both directions).
+    pub asset_id: Option<Uuid>,
+    /// Hops around `asset_id` (default 2, at most `api.analysis.max_depth`).
+    pub depth: Option<u32>,
+    /// Dependencies with at least one end in this environment.
+    pub environment: Option<String>,
+    /// Dependencies on this inferred service.
+    pub service: Option<String>,
+    /// Dependencies seen at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Dependencies with at least this many bytes.
+    pub min_bytes: Option<i64>,
+    /// Include egress, ingress and external dependencies (default true).
+    pub include_external: Option<bool>,
+    /// Include stale (removed) dependencies (default false).
+    pub include_stale: Option<bool>,
+    /// Export only: json (default), dot, mermaid or graphml.
+    #[param(ignore)]
+    pub format: Option<String>,
+}
+
+/// The same filters plus the export format.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "documents the export's parameters; parsing uses TopologyFilter"
+)]
+struct ExportParams {
+    /// json (default), dot, mermaid or graphml.
+    format: Option<String>,
+}
+
+/// Loads the topology a filter selects.
+async fn build(state: &AppState, f: &TopologyFilter) -> Result<Topology, ApiError> {
+    let around = match f.asset_id {
+        Some(center) => {
+            let depth = f.depth.unwrap_or(2);
+            if depth > state.config.api.analysis.max_depth {
+                return Err(ApiError::BadRequest(format!(
+                    "depth must be at most {}",
+                    state.config.api.analysis.max_depth
+                )));
+            }
+            let snap = state.snapshot.get(&state.pool).await?;
+            if let Some(ids) = neighbourhood(&snap.graph, center, depth) {
+                Some(ids)
+            } else {
+                {
+                    let exists: bool =
+                        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM assets WHERE id = $1)")
+                            .bind(center)
+                            .fetch_one(&state.pool)
+                            .await?;
+                    if !exists {
+                        return Err(ApiError::not_found("asset", center));
+                    }
+                    Some(vec![center])
+                }
+            }
+        }
+        None if f.depth.is_some() => {
+            return Err(ApiError::BadRequest("depth needs asset_id".to_owned()));
+        }
+        None => None,
+    };
+    let mut qb = QueryBuilder::new(
+        "SELECT d.id, d.source_asset_id AS source, d.target_asset_id AS target, d.protocol,
+                d.port, d.inferred_service AS service, COALESCE(d.total_bytes, 0) AS total_bytes,
+                COALESCE(d.total_flows, 0) AS total_flows, d.last_seen, d.confidence,
+                d.is_internal, d.stale
+         FROM dependencies d WHERE true",
+    );
+    if !f.include_stale.unwrap_or(false) {
+        qb.push(" AND NOT d.stale");
+    }
+    if let Some(ids) = &around {
+        qb.push(" AND d.source_asset_id = ANY(")
+            .push_bind(ids.clone())
+            .push(") AND d.target_asset_id = ANY(")
+            .push_bind(ids.clone())
+            .push(")");
+    }
+    if let Some(env) = &f.environment {
+        qb.push(
+            " AND EXISTS (SELECT 1 FROM assets e WHERE e.id IN (d.source_asset_id, d.target_asset_id) AND e.environment = ",
+        )
+        .push_bind(env.clone())
+        .push(")");
+    }
+    if let Some(s) = &f.service {
+        qb.push(" AND d.inferred_service = ").push_bind(s.clone());
+    }
+    if let Some(s) = f.since {
+        qb.push(" AND d.last_seen >= ").push_bind(s);
+    }
+    if let Some(b) = f.min_bytes {
+        qb.push(" AND d.total_bytes >= ").push_bind(b);
+    }
+    if !f.include_external.unwrap_or(true) {
+        qb.push(" AND COALESCE(d.is_internal, true)");
+    }
+    qb.push(" ORDER BY d.id");
+    let edges = qb
+        .build_query_as::<TopoEdge>()
+        .fetch_all(&state.pool)
+        .await?;
+    let mut ids: Vec<Uuid> = edges.iter().flat_map(|e| [e.source, e.target]).collect();
+    ids.extend(f.asset_id);
+    ids.sort_unstable();
+    ids.dedup();
+    let nodes = sqlx::query_as::<_, TopoNode>(
+        "SELECT a.id, a.name, a.asset_type, a.environment, a.is_internal,
+                ARRAY(SELECT abbrev(x) FROM unnest(a.ip_addresses) WITH ORDINALITY AS u(x, n)
+                      ORDER BY n) AS ip_addresses
+         FROM assets a WHERE a.id = ANY($1) ORDER BY a.id",
+    )
+    .bind(&ids)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Topology {
+        nodes,
+        edges,
+        generated_at: Utc::now(),
+    })
+}
+
+/// Renders (or finds in the cache) the answer for a filter and format.
+async fn answer(state: &AppState, f: &TopologyFilter) -> Result<Cached, ApiError> {
+    let format = f.format.clone().unwrap_or_else(|| "json".to_owned());
+    let content_type = match format.as_str() {
+        "json" => "application/json",
+        "dot" => "text/vnd.graphviz; charset=utf-8",
+        "mermaid" => "text/plain; charset=utf-8",
+        "graphml" => "application/graphml+xml",
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "format {other:?} must be json, dot, mermaid or graphml"
+            )));
+        }
+    };
+    let key = serde_json::to_string(f).unwrap_or_default();
+    if let Some(hit) = state.cache.get(Kind::Topology, &key) {
+        return Ok(hit);
+    }
+    let t = build(state, f).await?;
+    let body = match format.as_str() {
+        "dot" => topology::to_dot(&t),
+        "mermaid" => topology::to_mermaid(&t),
+        "graphml" => topology::to_graphml(&t),
+        _ => serde_json::to_string(&t).unwrap_or_default(),
+    };
+    let value: Cached = Arc::new((content_type.to_owned(), bytes::Bytes::from(body)));
+    state.cache.put(Kind::Topology, key, value.clone());
+    Ok(value)
+}
+
+/// Get the topology: nodes (assets) and edges (dependencies, client to server).
+/// Assets without a current dependency are not part of it (list them with /assets).
+#[utoipa::path(get, path = "/topology", tag = "topology", params(TopologyFilter),
+    responses((status = 200, body = Topology), (status = 400, body = Problem),
+              (status = 404, body = Problem)))]
+async fn get_topology(
+    State(state): State<AppState>,
+    _: Viewer,
+    ApiQuery(mut filter): ApiQuery<TopologyFilter>,
+) -> Result<Response, ApiError> {
+    if filter.format.is_some() {
+        return Err(ApiError::BadRequest(
+            "format belongs to /topology/export".to_owned(),
+        ));
+    }
+    filter.format = Some("json".to_owned());
+    let a = answer(&state, &filter).await?;
+    Ok(([(header::CONTENT_TYPE, a.0.clone())], a.1.clone()).into_response())
+}
+
+/// Export the topology as JSON, Graphviz DOT, Mermaid or GraphML.
+#[utoipa::path(get, path = "/topology/export", tag = "topology",
+    params(TopologyFilter, ExportParams),
+    responses((status = 200, description = "The diagram", content(
+                  (Topology = "application/json"), (String = "text/vnd.graphviz"),
+                  (String = "text/plain"), (String = "application/graphml+xml"))),
+              (status = 400, body = Problem)))]
+async fn export_topology(
+    State(state): State<AppState>,
+    _: Viewer,
+    ApiQuery(filter): ApiQuery<TopologyFilter>,
+) -> Result<Response, ApiError> {
+    let a = answer(&state, &filter).await?;
+    let ext = match filter.format.as_deref() {
+        Some("dot") => "dot",
+        Some("mermaid") => "mmd",
+        Some("graphml") => "graphml",
+        _ => "json",
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, a.0.clone()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"flowlens-topology.{ext}\""),
+            ),
+        ],
+        a.1.clone(),
+    )
+        .into_response())
+}
+
+/// Holds one of `api.websocket.max_connections` slots while a socket is open.
+pub struct WsSlot(Arc<AtomicUsize>);
+
+impl WsSlot {
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()?;
+        metrics::gauge!(WEBSOCKET_CONNECTIONS).increment(1.0);
+        Some(Self(open.clone()))
+    }
+}
+
+impl Drop for WsSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(WEBSOCKET_CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// Change events as they happen: a WebSocket sending one JSON text message per event,
+/// `{"type": "change", "event": {"id", "change_type", "entity_type", "entity_id",
+/// "detected_at"}}`, and `{"type": "resync"}` when events may have been missed (refetch
+/// then). The server pings every `api.websocket.ping_interval_seconds` and closes a
+/// connection that has not answered the previous ping. Browsers may pass the token as
+/// `?token=`.
+#[utoipa::path(get, path = "/topology/ws", tag = "topology",
+    responses((status = 101, description = "Switching to the WebSocket protocol"),
+              (status = 400, body = Problem, description = "Not a WebSocket handshake"),
+              (status = 503, body = Problem, description = "Connection limit reached")))]
+async fn topology_ws(
+    State(state): State<AppState>,
+    _: Viewer,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let cfg = &state.config.api.websocket;
+    if !cfg.enabled {
+        return Err(ApiError::Unavailable(
+            "WebSockets are disabled (api.websocket.enabled)".to_owned(),
+        ));
+    }
+    let ws = ws.map_err(|e| ApiError::BadRequest(format!("WebSocket handshake: {e}")))?;
+    let Some(slot) = WsSlot::take(&state.ws_open, cfg.max_connections) else {
+        metrics::counter!(WEBSOCKET_REFUSED).increment(1);
+        return Err(ApiError::Unavailable(format!(
+            "{} WebSocket connections are open, the most api.websocket.max_connections allows",
+            cfg.max_connections
+        )));
+    };
+    let ping = Duration::from_secs(cfg.ping_interval_seconds);
+    let rx = state.feed.subscribe();
+    Ok(ws.on_upgrade(move |socket| push_changes(socket, rx, ping, slot)))
+}
+
+async fn push_changes(
+    mut socket: WebSocket,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<str>>,
+    ping_every: Duration,
+    _slot: WsSlot,
+) {
+    let hello = serde_json::json!({"type": "hello", "ping_interval_seconds": ping_every.as_secs()});
+    if socket
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let mut awaiting_pong = false;
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let text = match msg {
+                    Ok(text) => text.to_string(),
+                    Err(RecvError::Lagged(missed)) => {
+                        serde_json::json!({"type": "resync", "missed": missed}).to_string()
+                    }
+                    Err(RecvError::Closed) => break,
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    tracing::debug!("WebSocket client missed a ping; closing");
+                    break;
+                }
+                if socket.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    break;
+                }
+                awaiting_pong = true;
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                // Any frame shows the client is alive.
+                Some(Ok(_)) => awaiting_pong = false,
+            },
+        }
+    }
+}
