@@ -1,4 +1,6 @@
-//! EDGE: the in-memory graph the analyses run on, loaded from PostgreSQL.
+//! EDGE: the in-memory graph the analyses and topology views run on, loaded from
+//! PostgreSQL (assets and dependencies with the columns the topology shows, and the
+//! analysis graph over the current dependencies).
 //!
 //! Each request takes one `Arc` of the current snapshot and computes on it alone, so an
 //! answer is always about one consistent graph even while a reload swaps in the next.
@@ -15,16 +17,18 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::graph::{EdgeInput, Graph, NodeInput};
-
-/// `dependencies` columns: id, source, target, protocol, port, service, bytes.
-type EdgeRow = (Uuid, Uuid, Uuid, i16, i32, Option<String>, Option<i64>);
+use crate::topology::{TopoEdge, TopoNode};
 
 /// A loaded graph and what it was loaded from.
 pub struct Snapshot {
+    /// Current (non-stale) dependencies, for the analyses.
     pub graph: Graph,
+    /// Every asset as the topology shows it, sorted by id.
+    pub nodes: Vec<TopoNode>,
+    /// Every dependency, stale ones included, sorted by id.
+    pub edges: Vec<TopoEdge>,
     pub info: SnapshotInfo,
 }
 
@@ -64,35 +68,43 @@ impl GraphSnapshot {
         self.dirty.store(true, Ordering::Release);
     }
 
-    /// The current snapshot, reloading first when it is dirty.
-    pub async fn get(&self, pool: &PgPool) -> Result<Arc<Snapshot>, sqlx::Error> {
-        if self.dirty.load(Ordering::Acquire) {
-            let _one_at_a_time = self.reload.lock().await;
-            // Another request may have reloaded while this one waited.
-            if self.dirty.swap(false, Ordering::AcqRel) {
-                match self.load(pool).await {
-                    Ok(s) => {
-                        *self
-                            .current
-                            .write()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(s));
-                    }
-                    Err(e) => {
-                        self.dirty.store(true, Ordering::Release);
-                        return Err(e);
-                    }
-                }
-            }
-        }
-        let current = self
-            .current
+    fn current(&self) -> Option<Arc<Snapshot>> {
+        self.current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        match current {
-            Some(s) => Ok(s),
-            // Only reachable if the very first load raced an invalidate; load again.
-            None => Box::pin(self.get(pool)).await,
+            .clone()
+    }
+
+    /// The current snapshot, reloading first when it is dirty or there is none yet.
+    ///
+    /// The reload lock is the only place the snapshot is replaced: a request that finds
+    /// no snapshot while another is loading the first one waits for that load instead
+    /// of spinning (a recursion here once overflowed a worker's stack under load).
+    pub async fn get(&self, pool: &PgPool) -> Result<Arc<Snapshot>, sqlx::Error> {
+        if !self.dirty.load(Ordering::Acquire)
+            && let Some(s) = self.current()
+        {
+            return Ok(s);
+        }
+        let _one_at_a_time = self.reload.lock().await;
+        // Another request may have reloaded while this one waited.
+        let dirty = self.dirty.swap(false, Ordering::AcqRel);
+        if let (false, Some(s)) = (dirty, self.current()) {
+            return Ok(s);
+        }
+        match self.load(pool).await {
+            Ok(s) => {
+                let s = Arc::new(s);
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s.clone());
+                Ok(s)
+            }
+            Err(e) => {
+                self.dirty.store(true, Ordering::Release);
+                Err(e)
+            }
         }
     }
 
@@ -103,45 +115,58 @@ impl GraphSnapshot {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let nodes: Vec<(Uuid, Option<String>, String, Option<bool>)> =
-            sqlx::query_as("SELECT id, name, asset_type, is_internal FROM assets")
-                .fetch_all(&mut *tx)
-                .await?;
-        let edges: Vec<EdgeRow> = sqlx::query_as(
-            "SELECT id, source_asset_id, target_asset_id, protocol, port, inferred_service,
-                        total_bytes
-                 FROM dependencies WHERE NOT stale",
+        let mut nodes = sqlx::query_as::<_, TopoNode>(
+            "SELECT a.id, a.name, a.asset_type, a.environment, a.is_internal,
+                    ARRAY(SELECT abbrev(x) FROM unnest(a.ip_addresses) WITH ORDINALITY AS u(x, n)
+                          ORDER BY n) AS ip_addresses
+             FROM assets a",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut edges = sqlx::query_as::<_, TopoEdge>(
+            "SELECT d.id, d.source_asset_id AS source, d.target_asset_id AS target, d.protocol,
+                    d.port, d.inferred_service AS service,
+                    COALESCE(d.total_bytes, 0) AS total_bytes,
+                    COALESCE(d.total_flows, 0) AS total_flows, d.last_seen, d.confidence,
+                    d.is_internal, d.stale
+             FROM dependencies d",
         )
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        let nodes: Vec<NodeInput> = nodes
-            .into_iter()
-            .map(|(id, name, asset_type, is_internal)| NodeInput {
-                id,
-                name,
-                asset_type,
-                is_internal,
-            })
-            .collect();
-        let edges: Vec<EdgeInput> = edges
-            .into_iter()
-            .map(
-                |(id, source, target, protocol, port, service, bytes)| EdgeInput {
-                    id,
-                    source,
-                    target,
-                    protocol,
-                    port,
-                    service,
-                    total_bytes: bytes.unwrap_or(0),
-                },
-            )
-            .collect();
         // Building the indices is CPU work (tens of ms at 50k edges): off the runtime.
-        let graph = tokio::task::spawn_blocking(move || Graph::new(nodes, edges))
-            .await
-            .map_err(|e| sqlx::Error::Protocol(format!("building the graph: {e}")))?;
+        let (graph, nodes, edges) = tokio::task::spawn_blocking(move || {
+            nodes.sort_unstable_by_key(|n| n.id);
+            edges.sort_unstable_by_key(|e| e.id);
+            let graph = Graph::new(
+                nodes
+                    .iter()
+                    .map(|n| NodeInput {
+                        id: n.id,
+                        name: n.name.clone(),
+                        asset_type: n.asset_type.clone(),
+                        is_internal: n.is_internal,
+                    })
+                    .collect(),
+                // Stale dependencies are the removed ones: not part of the analyses.
+                edges
+                    .iter()
+                    .filter(|e| !e.stale)
+                    .map(|e| EdgeInput {
+                        id: e.id,
+                        source: e.source,
+                        target: e.target,
+                        protocol: e.protocol,
+                        port: e.port,
+                        service: e.service.clone(),
+                        total_bytes: e.total_bytes,
+                    })
+                    .collect(),
+            );
+            (graph, nodes, edges)
+        })
+        .await
+        .map_err(|e| sqlx::Error::Protocol(format!("building the graph: {e}")))?;
         let info = SnapshotInfo {
             version: self.version.fetch_add(1, Ordering::Relaxed) + 1,
             loaded_at: Utc::now(),
@@ -151,6 +176,11 @@ impl GraphSnapshot {
         metrics::counter!(crate::telemetry::SNAPSHOT_RELOADS).increment(1);
         metrics::histogram!(crate::telemetry::SNAPSHOT_SECONDS)
             .record(start.elapsed().as_secs_f64());
-        Ok(Snapshot { graph, info })
+        Ok(Snapshot {
+            graph,
+            nodes,
+            edges,
+            info,
+        })
     }
 }

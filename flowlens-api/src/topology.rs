@@ -44,6 +44,15 @@ pub struct Topology {
     pub generated_at: DateTime<Utc>,
 }
 
+/// A view over a snapshot's rows, serialized exactly as [`Topology`] (no copies of
+/// the rows: a full topology is tens of thousands of them).
+#[derive(Debug, Clone, Serialize)]
+pub struct TopologyView<'a> {
+    pub nodes: Vec<&'a TopoNode>,
+    pub edges: Vec<&'a TopoEdge>,
+    pub generated_at: DateTime<Utc>,
+}
+
 /// `tcp/5432 postgresql`.
 fn edge_label(e: &TopoEdge) -> String {
     let proto = match e.protocol {
@@ -90,7 +99,7 @@ fn dot_quote(s: &str) -> String {
 }
 
 /// Graphviz DOT, left to right, external assets dashed.
-pub fn to_dot(t: &Topology) -> String {
+pub fn to_dot(t: &TopologyView<'_>) -> String {
     let mut out = String::from("digraph flowlens {\n  rankdir=LR;\n  node [shape=box];\n");
     for n in &t.nodes {
         let style = if n.is_internal == Some(false) {
@@ -137,7 +146,7 @@ fn mermaid_quote(s: &str) -> String {
 
 /// Mermaid flowchart; node ids are `n<index>` (Mermaid ids cannot hold every character
 /// a name can).
-pub fn to_mermaid(t: &Topology) -> String {
+pub fn to_mermaid(t: &TopologyView<'_>) -> String {
     let mut out = String::from("flowchart LR\n");
     let index: std::collections::HashMap<Uuid, usize> =
         t.nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
@@ -170,7 +179,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// GraphML with typed attributes (yEd, Gephi and `NetworkX` read it).
-pub fn to_graphml(t: &Topology) -> String {
+pub fn to_graphml(t: &TopologyView<'_>) -> String {
     let mut out = String::from(concat!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
         "<graphml xmlns=\"http://graphml.graphdrawing.org/xmlns\" ",
@@ -270,9 +279,26 @@ mod tests {
         }
     }
 
+    fn view(t: &Topology) -> TopologyView<'_> {
+        TopologyView {
+            nodes: t.nodes.iter().collect(),
+            edges: t.edges.iter().collect(),
+            generated_at: t.generated_at,
+        }
+    }
+
+    #[test]
+    fn view_serializes_as_the_owned_topology() {
+        let t = sample();
+        assert_eq!(
+            serde_json::to_value(view(&t)).unwrap(),
+            serde_json::to_value(&t).unwrap()
+        );
+    }
+
     #[test]
     fn dot_escapes_quotes_and_backslashes() {
-        let d = to_dot(&sample());
+        let d = to_dot(&view(&sample()));
         assert!(
             d.contains(r#"label="web \"blue\" <1> & \\ co\n10.0.0.1""#),
             "{d}"
@@ -286,7 +312,7 @@ mod tests {
 
     #[test]
     fn mermaid_uses_index_ids_and_entities() {
-        let m = to_mermaid(&sample());
+        let m = to_mermaid(&view(&sample()));
         assert!(m.starts_with("flowchart LR\n"));
         assert!(
             m.contains(r#"n0["web #quot;blue#quot; <1> & \ co<br/>10.0.0.1"]"#),
@@ -297,7 +323,7 @@ mod tests {
 
     #[test]
     fn graphml_escapes_markup() {
-        let g = to_graphml(&sample());
+        let g = to_graphml(&view(&sample()));
         assert!(
             g.contains("web &quot;blue&quot; &lt;1&gt; &amp; \\ co"),
             "{g}"

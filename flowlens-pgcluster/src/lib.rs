@@ -206,8 +206,24 @@ fn exec(mut cmd: Command, command: String) -> Result<(), ClusterError> {
 }
 
 /// Hands the cluster directory to the `postgres` user (initdb and the server refuse
-/// to run as root).
+/// to run as root). Skipped when it already belongs to them: a recursive chown of a
+/// running cluster races the server deleting its own files (parallel tests each call
+/// [`Cluster::ensure`]) and fails on a file that vanished mid-walk.
 fn chown_postgres(dir: &Path) -> Result<(), ClusterError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let postgres = nix::unistd::User::from_name("postgres")
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    let owned = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .is_some_and(|m| Some(m.uid()) == postgres)
+    };
+    let data = dir.join("data");
+    if owned(dir) && (!data.exists() || owned(&data)) {
+        return Ok(());
+    }
     let mut cmd = Command::new("chown");
     cmd.args(["-R", "postgres:postgres"]).arg(dir);
     exec(cmd, format!("chown -R postgres:postgres {}", dir.display()))

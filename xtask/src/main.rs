@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_api;
 mod bench_ingest;
 mod bench_pipeline;
 mod build_ebpf;
@@ -48,6 +49,8 @@ enum Bench {
     Ingest(bench_ingest::Options),
     /// Flows/s from intake to committed PostgreSQL rows (the graph sink).
     Pipeline(bench_pipeline::Options),
+    /// Requests/s and latency of the API's hot reads over a seeded graph.
+    Api(bench_api::Options),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
             bench_ingest::run(&opts, &stack::workspace(), object.as_deref())
         }
         Command::Bench(Bench::Pipeline(opts)) => bench_pipeline::run(&opts, &stack::workspace()),
+        Command::Bench(Bench::Api(opts)) => bench_api::run(&opts, &stack::workspace()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::QueryBuilder;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -31,9 +30,10 @@ use crate::cache::{Cached, Kind};
 use crate::error::{ApiError, Problem};
 use crate::extract::ApiQuery;
 use crate::graph::around::neighbourhood;
+use crate::snapshot::Snapshot;
 use crate::state::AppState;
 use crate::telemetry::{WEBSOCKET_CONNECTIONS, WEBSOCKET_REFUSED};
-use crate::topology::{self, TopoEdge, TopoNode, Topology};
+use crate::topology::{self, TopoEdge, Topology, TopologyView};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -80,95 +80,64 @@ struct ExportParams {
     format: Option<String>,
 }
 
-/// Loads the topology a filter selects.
-async fn build(state: &AppState, f: &TopologyFilter) -> Result<Topology, ApiError> {
-    let around = match f.asset_id {
+/// Selects, from one snapshot, the part of the topology a filter asks for.
+fn select<'a>(
+    snap: &'a Snapshot,
+    f: &TopologyFilter,
+    max_depth: u32,
+) -> Result<TopologyView<'a>, ApiError> {
+    let around: Option<Vec<Uuid>> = match f.asset_id {
         Some(center) => {
             let depth = f.depth.unwrap_or(2);
-            if depth > state.config.api.analysis.max_depth {
+            if depth > max_depth {
                 return Err(ApiError::BadRequest(format!(
-                    "depth must be at most {}",
-                    state.config.api.analysis.max_depth
+                    "depth must be at most {max_depth}"
                 )));
             }
-            let snap = state.snapshot.get(&state.pool).await?;
-            if let Some(ids) = neighbourhood(&snap.graph, center, depth) {
-                Some(ids)
-            } else {
-                {
-                    let exists: bool =
-                        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM assets WHERE id = $1)")
-                            .bind(center)
-                            .fetch_one(&state.pool)
-                            .await?;
-                    if !exists {
-                        return Err(ApiError::not_found("asset", center));
-                    }
-                    Some(vec![center])
-                }
-            }
+            let mut ids = neighbourhood(&snap.graph, center, depth)
+                .ok_or_else(|| ApiError::not_found("asset", center))?;
+            ids.sort_unstable();
+            Some(ids)
         }
         None if f.depth.is_some() => {
             return Err(ApiError::BadRequest("depth needs asset_id".to_owned()));
         }
         None => None,
     };
-    let mut qb = QueryBuilder::new(
-        "SELECT d.id, d.source_asset_id AS source, d.target_asset_id AS target, d.protocol,
-                d.port, d.inferred_service AS service, COALESCE(d.total_bytes, 0) AS total_bytes,
-                COALESCE(d.total_flows, 0) AS total_flows, d.last_seen, d.confidence,
-                d.is_internal, d.stale
-         FROM dependencies d WHERE true",
-    );
-    if !f.include_stale.unwrap_or(false) {
-        qb.push(" AND NOT d.stale");
-    }
-    if let Some(ids) = &around {
-        qb.push(" AND d.source_asset_id = ANY(")
-            .push_bind(ids.clone())
-            .push(") AND d.target_asset_id = ANY(")
-            .push_bind(ids.clone())
-            .push(")");
-    }
-    if let Some(env) = &f.environment {
-        qb.push(
-            " AND EXISTS (SELECT 1 FROM assets e WHERE e.id IN (d.source_asset_id, d.target_asset_id) AND e.environment = ",
-        )
-        .push_bind(env.clone())
-        .push(")");
-    }
-    if let Some(s) = &f.service {
-        qb.push(" AND d.inferred_service = ").push_bind(s.clone());
-    }
-    if let Some(s) = f.since {
-        qb.push(" AND d.last_seen >= ").push_bind(s);
-    }
-    if let Some(b) = f.min_bytes {
-        qb.push(" AND d.total_bytes >= ").push_bind(b);
-    }
-    if !f.include_external.unwrap_or(true) {
-        qb.push(" AND COALESCE(d.is_internal, true)");
-    }
-    qb.push(" ORDER BY d.id");
-    let edges = qb
-        .build_query_as::<TopoEdge>()
-        .fetch_all(&state.pool)
-        .await?;
+    let node = |id: Uuid| {
+        snap.nodes
+            .binary_search_by_key(&id, |n| n.id)
+            .ok()
+            .map(|i| &snap.nodes[i])
+    };
+    let inside = |id: &Uuid| {
+        around
+            .as_ref()
+            .is_none_or(|ids| ids.binary_search(id).is_ok())
+    };
+    let in_env =
+        |id: Uuid, env: &str| node(id).is_some_and(|n| n.environment.as_deref() == Some(env));
+    let edges: Vec<&TopoEdge> = snap
+        .edges
+        .iter()
+        .filter(|e| f.include_stale.unwrap_or(false) || !e.stale)
+        .filter(|e| inside(&e.source) && inside(&e.target))
+        .filter(|e| {
+            f.environment
+                .as_deref()
+                .is_none_or(|env| in_env(e.source, env) || in_env(e.target, env))
+        })
+        .filter(|e| f.service.is_none() || e.service == f.service)
+        .filter(|e| f.since.is_none_or(|s| e.last_seen >= s))
+        .filter(|e| f.min_bytes.is_none_or(|b| e.total_bytes >= b))
+        .filter(|e| f.include_external.unwrap_or(true) || e.is_internal.unwrap_or(true))
+        .collect();
     let mut ids: Vec<Uuid> = edges.iter().flat_map(|e| [e.source, e.target]).collect();
     ids.extend(f.asset_id);
     ids.sort_unstable();
     ids.dedup();
-    let nodes = sqlx::query_as::<_, TopoNode>(
-        "SELECT a.id, a.name, a.asset_type, a.environment, a.is_internal,
-                ARRAY(SELECT abbrev(x) FROM unnest(a.ip_addresses) WITH ORDINALITY AS u(x, n)
-                      ORDER BY n) AS ip_addresses
-         FROM assets a WHERE a.id = ANY($1) ORDER BY a.id",
-    )
-    .bind(&ids)
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Topology {
-        nodes,
+    Ok(TopologyView {
+        nodes: ids.into_iter().filter_map(node).collect(),
         edges,
         generated_at: Utc::now(),
     })
@@ -192,13 +161,20 @@ async fn answer(state: &AppState, f: &TopologyFilter) -> Result<Cached, ApiError
     if let Some(hit) = state.cache.get(Kind::Topology, &key) {
         return Ok(hit);
     }
-    let t = build(state, f).await?;
-    let body = match format.as_str() {
-        "dot" => topology::to_dot(&t),
-        "mermaid" => topology::to_mermaid(&t),
-        "graphml" => topology::to_graphml(&t),
-        _ => serde_json::to_string(&t).unwrap_or_default(),
-    };
+    let snap = state.snapshot.get(&state.pool).await?;
+    let max_depth = state.config.api.analysis.max_depth;
+    let f = f.clone();
+    // Filtering and rendering tens of thousands of rows is CPU work: off the runtime.
+    let body = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
+        let t = select(&snap, &f, max_depth)?;
+        Ok(match format.as_str() {
+            "dot" => topology::to_dot(&t),
+            "mermaid" => topology::to_mermaid(&t),
+            "graphml" => topology::to_graphml(&t),
+            _ => serde_json::to_string(&t).unwrap_or_default(),
+        })
+    })
+    .await??;
     let value: Cached = Arc::new((content_type.to_owned(), bytes::Bytes::from(body)));
     state.cache.put(Kind::Topology, key, value.clone());
     Ok(value)
@@ -206,6 +182,8 @@ async fn answer(state: &AppState, f: &TopologyFilter) -> Result<Cached, ApiError
 
 /// Get the topology: nodes (assets) and edges (dependencies, client to server).
 /// Assets without a current dependency are not part of it (list them with /assets).
+/// Served from the in-memory snapshot: structure is as fresh as the last change the
+/// API heard of, byte and flow counters at most a minute old.
 #[utoipa::path(get, path = "/topology", tag = "topology", params(TopologyFilter),
     responses((status = 200, body = Topology), (status = 400, body = Problem),
               (status = 404, body = Problem)))]
