@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod graph;
@@ -54,7 +55,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     security(("bearer" = []), ("api_key" = [])),
     tags(
         (name = "assets"), (name = "dependencies"), (name = "changes"), (name = "alerts"),
-        (name = "admin")
+        (name = "discovery"), (name = "admin")
     )
 )]
 struct ApiDoc;
@@ -94,6 +95,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(routes::dependencies::router())
         .merge(routes::changes::router())
         .merge(routes::alerts::router())
+        .merge(routes::discovery::router())
         .merge(routes::admin::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, Rate};
+use crate::discovery::ScanSlots;
 use crate::rate_limit::RateLimiter;
 
 /// Cheap to clone: everything behind `Arc`s or handles.
@@ -19,6 +20,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub prometheus: PrometheusHandle,
     pub started: Instant,
+    /// Running discovery scans of this process, capped by config.
+    pub scans: ScanSlots,
 }
 
 impl AppState {
@@ -42,6 +45,7 @@ impl AppState {
             limiter: Arc::new(limiter),
             prometheus: crate::telemetry::prometheus(),
             started: Instant::now(),
+            scans: ScanSlots::new(config.api.discovery.max_running_scans),
             config: Arc::new(config),
             pool,
         })

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod assets;
 pub mod changes;
 pub mod dependencies;
+pub mod discovery;
 
 use serde::{Deserialize, Deserializer};
 

@@ -11,4 +11,5 @@ mod alerts_changes;
 mod assets;
 mod auth;
 mod dependencies;
+mod discovery;
 mod support;
