@@ -200,6 +200,9 @@ pub struct DiscoveryConfig {
     pub connect_timeout_ms: u64,
     /// Largest number of addresses one scan may cover.
     pub max_hosts: u32,
+    /// Scans running at once in this API process; more are refused (503) rather than
+    /// queued, so a forgotten script cannot stack scans against the allowed ranges.
+    pub max_running_scans: usize,
 }
 
 impl Default for DiscoveryConfig {
@@ -211,6 +214,7 @@ impl Default for DiscoveryConfig {
             rate_per_second: 500,
             connect_timeout_ms: 1000,
             max_hosts: 65_536,
+            max_running_scans: 2,
         }
     }
 }
@@ -440,10 +444,21 @@ impl Config {
                 problems.push(format!("api.discovery.allowed_ranges: {r:?} is not a CIDR"));
             }
         }
-        if a.discovery.concurrency == 0 || a.discovery.rate_per_second == 0 {
+        let d = &a.discovery;
+        if d.concurrency == 0
+            || d.rate_per_second == 0
+            || d.connect_timeout_ms == 0
+            || d.max_hosts == 0
+            || d.max_running_scans == 0
+        {
             problems.push(
-                "api.discovery: concurrency and rate_per_second must be at least 1".to_owned(),
+                "api.discovery: concurrency, rate_per_second, connect_timeout_ms, max_hosts and \
+                 max_running_scans must be at least 1"
+                    .to_owned(),
             );
+        }
+        if d.ports.contains(&0) {
+            problems.push("api.discovery.ports: 0 is not a port".to_owned());
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1".to_owned());

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod feed;
@@ -58,7 +59,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     security(("bearer" = []), ("api_key" = [])),
     tags(
         (name = "assets"), (name = "dependencies"), (name = "topology"), (name = "analysis"),
-        (name = "changes"), (name = "alerts"), (name = "admin")
+        (name = "changes"), (name = "alerts"), (name = "discovery"), (name = "admin")
     )
 )]
 struct ApiDoc;
@@ -99,6 +100,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(routes::assets::router())
         .merge(routes::dependencies::router())
         .merge(routes::alerts::router())
+        .merge(routes::discovery::router())
         .merge(routes::admin::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use crate::auth::Authenticator;
 use crate::cache::AnswerCache;
 use crate::config::{Config, ConfigError, Rate};
+use crate::discovery::ScanSlots;
 use crate::feed::FeedSender;
 use crate::rate_limit::RateLimiter;
 use crate::snapshot::GraphSnapshot;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub feed_listening: Arc<AtomicBool>,
     pub prometheus: PrometheusHandle,
     pub started: Instant,
+    /// Running discovery scans of this process, capped by config.
+    pub scans: ScanSlots,
 }
 
 /// A safety net under the change feed: the snapshot is reloaded at least this often,
@@ -63,6 +66,7 @@ impl AppState {
             feed_listening: Arc::new(AtomicBool::new(false)),
             prometheus: crate::telemetry::prometheus(),
             started: Instant::now(),
+            scans: ScanSlots::new(config.api.discovery.max_running_scans),
             config: Arc::new(config),
             pool,
         })

@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod assets;
 pub mod changes;
 pub mod dependencies;
+pub mod discovery;
 pub mod topology;
 
 use serde::{Deserialize, Deserializer};

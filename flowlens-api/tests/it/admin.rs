@@ -178,6 +178,13 @@ async fn openapi_document_matches_the_server() {
     .fetch_one(&api.pool)
     .await
     .unwrap();
+    let scan: String = sqlx::query_scalar(
+        "INSERT INTO discovery_scans (cidr, ports, requested_by, hosts_total)
+         VALUES ('127.0.0.0/30', '{80}', 't', 2) RETURNING id::text",
+    )
+    .fetch_one(&api.pool)
+    .await
+    .unwrap();
     let doc = api.get("/api/v1/openapi.json").await;
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3."),
@@ -201,6 +208,8 @@ async fn openapi_document_matches_the_server() {
                 change.clone()
             } else if path.starts_with("/api/v1/alerts/") {
                 alert.clone()
+            } else if path.starts_with("/api/v1/discovery/scans/") {
+                scan.clone()
             } else {
                 uuid::Uuid::new_v4().to_string()
             };
@@ -255,6 +264,8 @@ async fn openapi_document_matches_the_server() {
         "GET /api/v1/changes/{id}",
         "GET /api/v1/dependencies",
         "GET /api/v1/dependencies/{id}",
+        "GET /api/v1/discovery/scans",
+        "GET /api/v1/discovery/scans/{id}",
         "GET /api/v1/openapi.json",
         "GET /api/v1/topology",
         "GET /api/v1/topology/export",
@@ -268,6 +279,7 @@ async fn openapi_document_matches_the_server() {
         "POST /api/v1/analysis/path",
         "POST /api/v1/assets",
         "POST /api/v1/dependencies",
+        "POST /api/v1/discovery/scans",
     ];
     assert_eq!(seen, want);
     // Error answers have the documented problem shape.

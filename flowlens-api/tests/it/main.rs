@@ -12,6 +12,7 @@ mod analysis;
 mod assets;
 mod auth;
 mod dependencies;
+mod discovery;
 mod graph_fixture;
 mod support;
 mod topology;

@@ -1,0 +1,372 @@
+//! PURE: turns a scan request into a [`Plan`] (which addresses, which ports) or the
+//! reason it is refused, against `api.discovery`.
+//!
+//! Refusals come in two kinds, told apart by [`PlanError::is_forbidden`]: the policy
+//! says no (scans disabled, a target outside every allowed range), which the API
+//! answers 403 because no rewording of the request makes it acceptable to this
+//! server short of picking another target; and the request is malformed (bad CIDR,
+//! ports, too many hosts), answered 422 like any other invalid body.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::IpNetwork;
+
+use crate::config::DiscoveryConfig;
+
+/// Why a scan request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// `api.discovery.allowed_ranges` is empty: probing a network nobody allowed is
+    /// not a default.
+    #[error("discovery scans are disabled: api.discovery.allowed_ranges is empty")]
+    Disabled,
+    #[error("cidr {cidr:?} is not a CIDR ({reason})")]
+    BadCidr { cidr: String, reason: String },
+    /// `10.1.2.3/16` may mean the host or the network; scanning 65k addresses when one
+    /// was meant is the worse guess, so the caller says which.
+    #[error("cidr {cidr:?} has host bits set; the network is {network}")]
+    HostBitsSet { cidr: String, network: String },
+    #[error("no ports: name some, or set api.discovery.ports")]
+    NoPorts,
+    #[error("port {port} is not between 1 and 65535")]
+    BadPort { port: i64 },
+    /// The whole CIDR must lie inside one allowed range; overlapping is not enough.
+    #[error("{cidr} is not inside an allowed range ({allowed})")]
+    OutsideAllowed { cidr: String, allowed: String },
+    #[error("{cidr} has {hosts} addresses to scan; at most {max} are allowed")]
+    TooManyHosts { cidr: String, hosts: u128, max: u32 },
+}
+
+impl PlanError {
+    /// True when policy refuses the scan (403), false when the request is invalid (422).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Self::Disabled | Self::OutsideAllowed { .. })
+    }
+
+    /// A bounded label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::BadCidr { .. } => "bad_cidr",
+            Self::HostBitsSet { .. } => "host_bits_set",
+            Self::NoPorts => "no_ports",
+            Self::BadPort { .. } => "bad_port",
+            Self::OutsideAllowed { .. } => "outside_allowed",
+            Self::TooManyHosts { .. } => "too_many_hosts",
+        }
+    }
+}
+
+/// The addresses of a network a scan probes, as a half-open run of integers, so a
+/// large network is never materialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRange {
+    V4 { first: u32, count: u32 },
+    V6 { first: u128, count: u32 },
+}
+
+impl HostRange {
+    /// Every address, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = IpAddr> {
+        let (v4, v6) = match self {
+            Self::V4 { first, count } => (Some((first, count)), None),
+            Self::V6 { first, count } => (None, Some((first, count))),
+        };
+        // first + count - 1 is the last host of the network, so the sums never wrap.
+        let v4 = v4.into_iter().flat_map(|(first, count)| {
+            (0..count).map(move |i| IpAddr::V4(Ipv4Addr::from_bits(first.wrapping_add(i))))
+        });
+        let v6 = v6.into_iter().flat_map(|(first, count)| {
+            (0..count)
+                .map(move |i| IpAddr::V6(Ipv6Addr::from_bits(first.wrapping_add(u128::from(i)))))
+        });
+        v4.chain(v6)
+    }
+
+    pub fn len(self) -> u32 {
+        match self {
+            Self::V4 { count, .. } | Self::V6 { count, .. } => count,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What an accepted scan will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub network: IpNetwork,
+    /// Sorted, without duplicates, never empty.
+    pub ports: Vec<u16>,
+    pub hosts: HostRange,
+}
+
+/// The first address probed and how many there are (which may exceed any `u32`, hence
+/// `u128`, saturating for an IPv6 `/0`). IPv4 networks wider than /31 lose their
+/// network and broadcast addresses, which no host owns; a /31 has two hosts
+/// (RFC 3021) and a /32 one. IPv6 has no broadcast, so every address counts.
+fn host_span(network: IpNetwork) -> (u128, u128) {
+    match network {
+        IpNetwork::V4(n) => {
+            let base = u128::from(n.network().to_bits());
+            let size = 1u128 << (32 - u32::from(n.prefix()));
+            if n.prefix() < 31 {
+                (base + 1, size - 2)
+            } else {
+                (base, size)
+            }
+        }
+        IpNetwork::V6(n) => {
+            let bits = 128 - u32::from(n.prefix());
+            let size = 1u128.checked_shl(bits).unwrap_or(u128::MAX);
+            (n.network().to_bits(), size)
+        }
+    }
+}
+
+/// True when all of `inner` lies inside `outer`.
+fn contains(outer: IpNetwork, inner: IpNetwork) -> bool {
+    outer.is_ipv4() == inner.is_ipv4()
+        && outer.prefix() <= inner.prefix()
+        && outer.contains(inner.network())
+}
+
+/// Validates `cidr` and `ports` (the request's; `None` means the configured defaults)
+/// against `config`, checking policy before size so a refusal names the real reason.
+pub fn plan(
+    cidr: &str,
+    ports: Option<&[i64]>,
+    config: &DiscoveryConfig,
+) -> Result<Plan, PlanError> {
+    // Validated when the config was loaded; an unparsable entry allows nothing.
+    let allowed: Vec<IpNetwork> = config
+        .allowed_ranges
+        .iter()
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    if allowed.is_empty() {
+        return Err(PlanError::Disabled);
+    }
+    let text = cidr.trim();
+    let network: IpNetwork = text.parse().map_err(|e| PlanError::BadCidr {
+        cidr: cidr.to_owned(),
+        reason: format!("{e}"),
+    })?;
+    if network.ip() != network.network() {
+        return Err(PlanError::HostBitsSet {
+            cidr: text.to_owned(),
+            network: format!("{}/{}", network.network(), network.prefix()),
+        });
+    }
+    let ports = resolve_ports(ports, &config.ports)?;
+    if !allowed.iter().any(|a| contains(*a, network)) {
+        return Err(PlanError::OutsideAllowed {
+            cidr: network.to_string(),
+            allowed: config.allowed_ranges.join(", "),
+        });
+    }
+    let (first, count) = host_span(network);
+    let too_many = || PlanError::TooManyHosts {
+        cidr: network.to_string(),
+        hosts: count,
+        max: config.max_hosts,
+    };
+    if count > u128::from(config.max_hosts) {
+        return Err(too_many());
+    }
+    let count = u32::try_from(count).map_err(|_| too_many())?;
+    let hosts = match network {
+        IpNetwork::V4(_) => HostRange::V4 {
+            first: u32::try_from(first).map_err(|_| too_many())?,
+            count,
+        },
+        IpNetwork::V6(_) => HostRange::V6 { first, count },
+    };
+    Ok(Plan {
+        network,
+        ports,
+        hosts,
+    })
+}
+
+/// The request's ports, or the configured ones: in range, sorted, de-duplicated.
+fn resolve_ports(requested: Option<&[i64]>, defaults: &[u16]) -> Result<Vec<u16>, PlanError> {
+    let mut ports = match requested {
+        Some(list) => list
+            .iter()
+            .map(|&p| match u16::try_from(p) {
+                Ok(port) if port > 0 => Ok(port),
+                _ => Err(PlanError::BadPort { port: p }),
+            })
+            .collect::<Result<Vec<u16>, _>>()?,
+        None => defaults.iter().copied().filter(|&p| p > 0).collect(),
+    };
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() {
+        return Err(PlanError::NoPorts);
+    }
+    Ok(ports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(allowed: &[&str]) -> DiscoveryConfig {
+        DiscoveryConfig {
+            allowed_ranges: allowed.iter().map(|s| (*s).to_owned()).collect(),
+            ports: vec![443, 22, 80, 22],
+            max_hosts: 1024,
+            ..DiscoveryConfig::default()
+        }
+    }
+
+    fn hosts(p: &Plan) -> Vec<String> {
+        p.hosts.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn ipv4_skips_network_and_broadcast_below_slash_31() {
+        let c = config(&["10.0.0.0/8"]);
+        let p = plan("10.1.2.0/30", None, &c).unwrap();
+        assert_eq!(hosts(&p), ["10.1.2.1", "10.1.2.2"]);
+        assert_eq!(p.hosts.len(), 2);
+        let p = plan("10.1.2.0/29", None, &c).unwrap();
+        assert_eq!(p.hosts.len(), 6);
+        assert_eq!(hosts(&p).last().unwrap(), "10.1.2.6");
+        // RFC 3021 point-to-point links and single hosts keep every address.
+        let p = plan("10.1.2.2/31", None, &c).unwrap();
+        assert_eq!(hosts(&p), ["10.1.2.2", "10.1.2.3"]);
+        let p = plan("10.1.2.9/32", None, &c).unwrap();
+        assert_eq!(hosts(&p), ["10.1.2.9"]);
+        // A bare address is a /32.
+        let p = plan(" 10.1.2.9 ", None, &c).unwrap();
+        assert_eq!(hosts(&p), ["10.1.2.9"]);
+    }
+
+    #[test]
+    fn ipv6_counts_every_address_and_is_bounded_by_max_hosts() {
+        let c = config(&["fd00::/16"]);
+        let p = plan("fd00:1::/126", Some(&[22]), &c).unwrap();
+        assert_eq!(
+            hosts(&p),
+            ["fd00:1::", "fd00:1::1", "fd00:1::2", "fd00:1::3"]
+        );
+        assert_eq!(
+            plan("fd00::/64", None, &c).unwrap_err(),
+            PlanError::TooManyHosts {
+                cidr: "fd00::/64".into(),
+                hosts: 1 << 64,
+                max: 1024
+            }
+        );
+        // An IPv6 /0 saturates rather than overflowing.
+        let all = config(&["::/0"]);
+        assert!(matches!(
+            plan("::/0", None, &all).unwrap_err(),
+            PlanError::TooManyHosts {
+                hosts: u128::MAX,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn ports_default_from_config_sorted_and_deduplicated() {
+        let c = config(&["10.0.0.0/8"]);
+        assert_eq!(plan("10.0.0.1", None, &c).unwrap().ports, [22, 80, 443]);
+        assert_eq!(
+            plan("10.0.0.1", Some(&[8080, 1, 8080, 65535]), &c)
+                .unwrap()
+                .ports,
+            [1, 8080, 65535]
+        );
+    }
+
+    #[test]
+    fn bad_ports_are_named() {
+        let c = config(&["10.0.0.0/8"]);
+        for (ports, want) in [
+            (&[][..], PlanError::NoPorts),
+            (&[80, 0][..], PlanError::BadPort { port: 0 }),
+            (&[65_536][..], PlanError::BadPort { port: 65_536 }),
+            (&[-1][..], PlanError::BadPort { port: -1 }),
+        ] {
+            assert_eq!(plan("10.0.0.1", Some(ports), &c).unwrap_err(), want);
+        }
+        let none = DiscoveryConfig {
+            ports: Vec::new(),
+            ..config(&["10.0.0.0/8"])
+        };
+        assert_eq!(
+            plan("10.0.0.1", None, &none).unwrap_err(),
+            PlanError::NoPorts
+        );
+    }
+
+    #[test]
+    fn the_whole_cidr_must_lie_in_one_allowed_range() {
+        let c = config(&["10.0.0.0/24", "10.0.1.0/24", "fd00::/64"]);
+        assert!(plan("10.0.0.128/25", None, &c).is_ok());
+        for cidr in ["10.0.0.0/23", "10.0.2.0/30", "192.168.0.1", "fd01::/126"] {
+            let e = plan(cidr, None, &c).unwrap_err();
+            assert!(matches!(e, PlanError::OutsideAllowed { .. }), "{cidr}: {e}");
+            assert!(e.is_forbidden());
+        }
+        // Families never mix: an IPv4 range does not allow its IPv4-mapped IPv6 twin.
+        let v4 = config(&["0.0.0.0/0"]);
+        assert!(matches!(
+            plan("::ffff:10.0.0.1", None, &v4).unwrap_err(),
+            PlanError::OutsideAllowed { .. }
+        ));
+    }
+
+    #[test]
+    fn policy_refusals_come_before_size_and_empty_ranges_disable_scans() {
+        let c = config(&[]);
+        assert_eq!(
+            plan("10.0.0.0/30", None, &c).unwrap_err(),
+            PlanError::Disabled
+        );
+        assert_eq!(plan("nonsense", None, &c).unwrap_err(), PlanError::Disabled);
+        let c = config(&["10.0.0.0/30"]);
+        let e = plan("10.0.0.0/8", None, &c).unwrap_err();
+        assert_eq!(e.reason(), "outside_allowed");
+        let c = config(&["10.0.0.0/8"]);
+        let e = plan("10.0.0.0/16", None, &c).unwrap_err();
+        assert_eq!(
+            e,
+            PlanError::TooManyHosts {
+                cidr: "10.0.0.0/16".into(),
+                hosts: 65_534,
+                max: 1024
+            }
+        );
+        assert!(!e.is_forbidden());
+        assert_eq!(plan("10.0.0.0/22", None, &c).unwrap().hosts.len(), 1022);
+        // Exactly max_hosts is fine: an IPv6 /118 has 1024 addresses.
+        let c = config(&["fd00::/16"]);
+        assert_eq!(plan("fd00::/118", None, &c).unwrap().hosts.len(), 1024);
+        assert!(plan("fd00::/117", None, &c).is_err());
+    }
+
+    #[test]
+    fn malformed_cidrs_are_refused() {
+        let c = config(&["10.0.0.0/8"]);
+        for cidr in ["", "10.0.0.0/33", "10.0.0.300/24", "ten/8"] {
+            let e = plan(cidr, None, &c).unwrap_err();
+            assert_eq!(e.reason(), "bad_cidr", "{cidr}: {e}");
+            assert!(!e.is_forbidden());
+        }
+        assert_eq!(
+            plan("10.1.2.3/16", None, &c).unwrap_err(),
+            PlanError::HostBitsSet {
+                cidr: "10.1.2.3/16".into(),
+                network: "10.1.0.0/16".into()
+            }
+        );
+    }
+}
