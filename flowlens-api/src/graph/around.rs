@@ -40,6 +40,23 @@ pub fn neighbourhood(g: &Graph, center: Uuid, depth: u32) -> Option<Vec<Uuid>> {
     Some(order.into_iter().map(|n| g.node_id(n)).collect())
 }
 
+/// The dependencies (current ones: the graph holds no stale edge) whose two ends are
+/// both among `assets`, found through the adjacency lists rather than by scanning every
+/// edge, sorted by id. Unknown ids are ignored.
+pub fn edges_within(g: &Graph, assets: &[Uuid]) -> Vec<Uuid> {
+    let mut inside: Vec<u32> = assets.iter().filter_map(|&a| g.node_index(a)).collect();
+    inside.sort_unstable();
+    inside.dedup();
+    let mut edges: Vec<Uuid> = inside
+        .iter()
+        .flat_map(|&n| g.out.of(n).iter())
+        .filter(|h| inside.binary_search(&h.node).is_ok())
+        .map(|h| g.edge_id(h.edge))
+        .collect();
+    edges.sort_unstable();
+    edges
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +109,17 @@ mod tests {
         assert_eq!(neighbourhood(&g, id(2), 2).unwrap().len(), 5);
         assert_eq!(neighbourhood(&g, id(9), 3).unwrap(), vec![id(9)]);
         assert!(neighbourhood(&g, id(42), 1).is_none());
+    }
+
+    #[test]
+    fn edges_within_keeps_both_ends_inside() {
+        // Edge ids are 1000 + position; the repeated (1, 2) is a parallel edge.
+        let g = graph(&[(1, 2), (2, 3), (3, 4), (5, 2), (1, 2)]);
+        let e = |i: u128| Uuid::from_u128(1000 + i);
+        assert_eq!(
+            edges_within(&g, &[id(1), id(2), id(3)]),
+            vec![e(0), e(1), e(4)]
+        );
+        assert_eq!(edges_within(&g, &[id(4), id(42)]), Vec::<Uuid>::new());
     }
 }

@@ -74,16 +74,30 @@ pub struct Asset {
     pub stale: bool,
 }
 
-/// Columns of [`Asset`], from `assets a`.
-pub const ASSET_SELECT: &str = "SELECT a.id, a.name, a.fqdn, a.asset_type,
+/// Columns of [`Asset`], from a relation aliased `a`.
+macro_rules! asset_columns {
+    () => {
+        "a.id, a.name, a.fqdn, a.asset_type,
     ARRAY(SELECT abbrev(x) FROM unnest(a.ip_addresses) WITH ORDINALITY AS u(x, n) ORDER BY n)
         AS ip_addresses,
     COALESCE(a.mac_addresses::text[], '{}') AS mac_addresses,
     a.os_family, a.os_version, a.cloud_provider, a.cloud_region, a.cloud_instance_id,
     a.environment, COALESCE(a.tags, '{}'::jsonb) AS tags, a.first_seen, a.last_seen,
     a.created_at, a.updated_at, a.discovery_source, a.confidence, a.country_code, a.asn,
-    a.as_org, a.is_internal, a.stale
-    FROM assets a";
+    a.as_org, a.is_internal, a.stale"
+    };
+}
+
+/// Columns of [`Asset`], from `assets a`.
+pub const ASSET_SELECT: &str = concat!("SELECT ", asset_columns!(), " FROM assets a");
+
+/// A page row: the asset and how many rows match the filters in all.
+#[derive(FromRow)]
+struct ListedAsset {
+    #[sqlx(flatten)]
+    asset: Asset,
+    total_count: i64,
+}
 
 /// Filters of `GET /assets`. Unknown parameters are refused.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -205,28 +219,50 @@ async fn list_assets(
     if let Some(hit) = key.as_ref().and_then(|k| state.cache.get(Kind::Search, k)) {
         return Ok(([(header::CONTENT_TYPE, hit.0.clone())], hit.1.clone()).into_response());
     }
-    let mut count = QueryBuilder::new("SELECT count(*) FROM assets a");
-    filter.push_where(&mut count)?;
-    let total: i64 = count.build_query_scalar().fetch_one(&state.pool).await?;
-    let mut qb = QueryBuilder::new(ASSET_SELECT);
+    // One round trip: the page's rows are picked (and counted) first, and the
+    // per-row array expressions run on the page only, not on every matching row.
+    let mut qb = QueryBuilder::new(
+        "WITH page AS (SELECT a.*, count(*) OVER () AS total_count FROM assets a",
+    );
     filter.push_where(&mut qb)?;
-    match filter.search()? {
-        Some(q) => {
+    let order = |qb: &mut QueryBuilder<'_, Postgres>| match filter.search() {
+        Ok(Some(q)) => {
             qb.push(" ORDER BY GREATEST(similarity(coalesce(a.name, ''), ")
                 .push_bind(q.to_owned())
                 .push("), similarity(coalesce(a.fqdn, ''), ")
                 .push_bind(q.to_owned())
                 .push(")) DESC, a.name, a.id");
         }
-        None => {
+        _ => {
             qb.push(" ORDER BY a.last_seen DESC, a.id");
         }
-    }
+    };
+    order(&mut qb);
     qb.push(" LIMIT ")
         .push_bind(page.limit())
         .push(" OFFSET ")
-        .push_bind(page.offset());
-    let items = qb.build_query_as::<Asset>().fetch_all(&state.pool).await?;
+        .push_bind(page.offset())
+        .push(concat!(
+            ") SELECT ",
+            asset_columns!(),
+            ", a.total_count FROM page a"
+        ));
+    order(&mut qb);
+    let rows = qb
+        .build_query_as::<ListedAsset>()
+        .fetch_all(&state.pool)
+        .await?;
+    let total = match rows.first() {
+        Some(r) => r.total_count,
+        // Past the last page the window has no row to report the count on.
+        None if page.page > 1 => {
+            let mut count = QueryBuilder::new("SELECT count(*) FROM assets a");
+            filter.push_where(&mut count)?;
+            count.build_query_scalar().fetch_one(&state.pool).await?
+        }
+        None => 0,
+    };
+    let items: Vec<Asset> = rows.into_iter().map(|r| r.asset).collect();
     let body = serde_json::to_vec(&Page::new(items, page, total)).unwrap_or_default();
     let answer: Cached = Arc::new(("application/json".to_owned(), body.into()));
     if let Some(k) = key {
