@@ -154,6 +154,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("api.auth.enabled is false: every caller is an anonymous admin");
     }
     let state = flowlens_api::state::AppState::new(config, pool)?;
+    // The change feed (WebSocket pushes, cache and snapshot invalidation).
+    state.start_background();
     let app = flowlens_api::app(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -1,5 +1,9 @@
-//! `cargo xtask run -- ARGS`: build the XDP object and the daemon, then run
-//! `flowlens-daemon run ARGS` in the foreground.
+//! `cargo xtask run -- ARGS`: build the XDP object, the daemon and the API, then run
+//! `flowlens-daemon run ARGS` in the foreground and `flowlens-api serve` beside it
+//! (on 127.0.0.1:8000 unless `FLOWLENS_API__HOST`/`FLOWLENS_API__PORT` say otherwise;
+//! `--no-api` leaves it out). Without `JWT_SECRET` the API signs tokens with a secret
+//! kept in `target/flowlens-api.secret` (made on first run, so tokens survive
+//! restarts), and an admin token is printed at start.
 //!
 //! When the object cannot be built (no nightly, no bpf-linker), it says why and runs
 //! the daemon anyway: the daemon falls back to UDP sockets.
@@ -24,6 +28,9 @@ pub(crate) struct Options {
     /// Stop the embedded PostgreSQL cluster (its data stays) and exit.
     #[arg(long)]
     stop_postgres: bool,
+    /// Run the daemon only, without the API.
+    #[arg(long)]
+    no_api: bool,
     /// Arguments for `flowlens-daemon run` (after `--`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
@@ -57,11 +64,18 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     let ws = workspace();
     let status = Command::new("cargo")
         .current_dir(&ws)
-        .args(["build", "--release", "-p", "flowlens-daemon"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "flowlens-daemon",
+            "-p",
+            "flowlens-api",
+        ])
         .status()
         .context("running cargo build")?;
     if !status.success() {
-        bail!("building flowlens-daemon failed");
+        bail!("building flowlens-daemon and flowlens-api failed");
     }
     let bin = ws.join("target/release/flowlens-daemon");
     let pg_dir = ws.join("target/flowlens-pg");
@@ -77,19 +91,82 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     }
     let mut daemon = Command::new(&bin);
     daemon.arg("run").args(&opts.args);
-    if std::env::var_os("DATABASE_URL").is_none() {
+    let database = if let Ok(url) = std::env::var("DATABASE_URL") {
+        url
+    } else {
         let url = embedded_postgres(&bin, &pg_dir)?;
         eprintln!("cargo xtask: the graph goes to the embedded PostgreSQL at {url}");
-        daemon.env("DATABASE_URL", url);
-    }
+        daemon.env("DATABASE_URL", &url);
+        url
+    };
     if let Some(o) = object {
         daemon.env("FLOWLENS_EBPF_OBJECT", o);
     }
+    let _api = if opts.no_api {
+        None
+    } else {
+        Some(start_api(&ws, &database)?)
+    };
     let status = daemon.status().context("starting flowlens-daemon")?;
     if !status.success() {
         bail!("flowlens-daemon exited with {status}");
     }
     Ok(())
+}
+
+/// Stops the API when the daemon has stopped.
+struct ApiProcess(std::process::Child);
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        // Ctrl-C reached it too; this is for the daemon failing on its own.
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `flowlens-api serve` on the daemon's database and prints an admin token.
+fn start_api(ws: &Path, database: &str) -> Result<ApiProcess> {
+    let api = ws.join("target/release/flowlens-api");
+    let secret = if let Ok(s) = std::env::var("JWT_SECRET") {
+        s
+    } else {
+        let file = ws.join("target/flowlens-api.secret");
+        if !file.exists() {
+            let mut bytes = [0_u8; 32];
+            std::io::Read::read_exact(
+                &mut std::fs::File::open("/dev/urandom").context("reading /dev/urandom")?,
+                &mut bytes,
+            )?;
+            let hex = bytes.iter().fold(String::new(), |mut h, b| {
+                use std::fmt::Write as _;
+                let _ = write!(h, "{b:02x}");
+                h
+            });
+            std::fs::write(&file, hex).context("writing target/flowlens-api.secret")?;
+        }
+        std::fs::read_to_string(&file)?.trim().to_owned()
+    };
+    let mut cmd = Command::new(&api);
+    cmd.arg("serve")
+        .env("DATABASE_URL", database)
+        .env("JWT_SECRET", &secret);
+    if std::env::var_os("FLOWLENS_API__HOST").is_none() {
+        cmd.env("FLOWLENS_API__HOST", "127.0.0.1");
+    }
+    let child = cmd.spawn().context("starting flowlens-api")?;
+    let token = Command::new(&api)
+        .args(["token", "create", "--role", "admin", "--subject", "admin"])
+        .env("JWT_SECRET", &secret)
+        .output()
+        .context("creating an admin token")?;
+    let port = std::env::var("FLOWLENS_API__PORT").unwrap_or_else(|_| "8000".to_owned());
+    eprintln!(
+        "cargo xtask: the API serves on port {port}; an admin token (24 h):\n{}\n\
+         e.g. curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:{port}/api/v1/assets",
+        String::from_utf8_lossy(&token.stdout).trim()
+    );
+    Ok(ApiProcess(child))
 }
 
 /// Starts the embedded cluster (installing PostgreSQL when missing) and returns the

@@ -11,6 +11,7 @@ mod alerts_changes;
 mod analysis;
 mod assets;
 mod auth;
+mod cli;
 mod dependencies;
 mod discovery;
 mod graph_fixture;

@@ -1,0 +1,172 @@
+//! The operator's contract: `flowlens-api migrate|serve|token create` as scripts call
+//! them, with a YAML config and `${VAR}` secrets.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::support::scratch_db;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flowlens-api");
+
+/// A plain HTTP/1.1 request; returns the status and body.
+async fn http(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+fn write_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let path = dir.join("api.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "# the design's api section\napi:\n  host: 127.0.0.1\n  port: {port}\n  workers: 1\n  auth:\n    jwt_secret: \"${{CLI_TEST_SECRET}}\"\n    token_expiry_hours: 2\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn migrate_token_and_serve_as_scripts_use_them() {
+    let (pool, url) = scratch_db("cli").await;
+    // Start from an empty schema: drop what scratch_db migrated.
+    sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("flowlens-api-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = write_config(&dir, port);
+    let secret = "cli-secret-0123456789abcdef";
+
+    let out = Command::new(BIN)
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .env("DATABASE_URL", &url)
+        .env("CLI_TEST_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, flowlens_api::MIGRATOR.iter().count() as i64);
+    // Twice is fine.
+    let again = Command::new(BIN)
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .env("DATABASE_URL", &url)
+        .env("CLI_TEST_SECRET", secret)
+        .status()
+        .unwrap();
+    assert!(again.success());
+
+    // The token alone on stdout.
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--role",
+            "editor",
+            "--subject",
+            "ci-bot",
+            "--config",
+        ])
+        .arg(&config)
+        .env("CLI_TEST_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout:?}");
+    let token = stdout.trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+
+    // An unset secret variable is a clear error, not a server with an empty secret.
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("DATABASE_URL", &url)
+        .env_remove("CLI_TEST_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("${CLI_TEST_SECRET}"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut server = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("DATABASE_URL", &url)
+        .env("CLI_TEST_SECRET", secret)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Healthy, with the change feed listening (serve starts it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((200, body)) = http(port, "/api/v1/admin/health", None).await
+            && body.contains("\"change_feed\":\"ok\"")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve never became healthy with its change feed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = http(port, "/api/v1/assets", Some(&token)).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"total\":0"), "{body}");
+    assert_eq!(http(port, "/api/v1/assets", None).await.unwrap().0, 401);
+    let (status, doc) = http(port, "/api/v1/openapi.json", Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(doc.contains("/api/v1/topology/ws"), "{doc}");
+
+    // SIGTERM: a clean exit.
+    Command::new("kill")
+        .arg(server.id().to_string())
+        .status()
+        .unwrap();
+    let code = tokio::task::spawn_blocking(move || server.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(code.success(), "{code}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
