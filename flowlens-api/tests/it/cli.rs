@@ -75,7 +75,10 @@ async fn migrate_token_and_serve_as_scripts_use_them() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(applied, flowlens_api::MIGRATOR.iter().count() as i64);
+    assert_eq!(
+        usize::try_from(applied).unwrap(),
+        flowlens_api::MIGRATOR.iter().count()
+    );
     // Twice is fine.
     let again = Command::new(BIN)
         .args(["migrate", "--config"])
