@@ -163,8 +163,19 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
     }
     let done_secs = started.elapsed().as_secs_f64();
     let body = metrics();
-    let median = metric(&body, "flowlens_graph_flush_seconds{quantile=\"0.5\"}").unwrap_or(0.0);
-    let max = metric(&body, "flowlens_graph_flush_seconds{quantile=\"1\"}").unwrap_or(0.0);
+    // Every flush's own time, from the writer's debug line: the metric is a summary
+    // over a rolling window, which forgets the early flushes of a long run.
+    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    let times = flush_times(&log);
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let max = sorted.last().copied().unwrap_or(0.0);
+    let listed = times
+        .iter()
+        .map(|t| format!("{t:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let flushes = metric(&body, "flowlens_graph_flushes_total").unwrap_or(0.0);
     let failures = metric(&body, "flowlens_graph_flush_failures_total").unwrap_or(0.0);
     let received = metric(&body, "flowlens_flows_processed_total").unwrap_or(0.0);
@@ -178,9 +189,31 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "| offered flows/s | sent | decoded | committed | loss | dependencies | flushes (failed) | flush median s | flush max s | interval s | all committed after s |\n|---|---|---|---|---|---|---|---|---|---|---|\n| {offered:.0} | {sent} | {received:.0} | {committed} | {:.4}% | {deps} | {flushes:.0} ({failures:.0}) | {median:.3} | {max:.3} | {} | {done_secs:.1} |",
+        "| offered flows/s | sent | decoded | committed | loss | dependencies | flushes (failed) | flush median s | flush max s | interval s | all committed after s |\n|---|---|---|---|---|---|---|---|---|---|---|\n| {offered:.0} | {sent} | {received:.0} | {committed} | {:.4}% | {deps} | {flushes:.0} ({failures:.0}) | {median:.3} | {max:.3} | {} | {done_secs:.1} |\nflush times in order, s: {listed}",
         loss * 100.0,
         opts.flush_interval
     )?;
     Ok(())
+}
+
+/// The total time of each flush, in order: the `commit` phase of the writer's
+/// `graph flush ... phases=[(\"assets\", s), ..., (\"commit\", s)]` debug lines.
+fn flush_times(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter(|l| l.contains("graph flush"))
+        .filter_map(|l| {
+            let rest = &l[l.find("(\"commit\", ")? + "(\"commit\", ".len()..];
+            rest[..rest.find(')')?].trim().parse().ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_flush_times_from_the_debug_log() {
+        let log = "x DEBUG graph flush edges=3 phases=[(\"assets\", 1.5), (\"commit\", 14.25)]\n\
+                   y INFO other\nz DEBUG graph flush phases=[(\"commit\", 0.5)]\n";
+        assert_eq!(super::flush_times(log), vec![14.25, 0.5]);
+    }
 }

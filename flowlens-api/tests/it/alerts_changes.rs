@@ -55,6 +55,11 @@ async fn alert_lifecycle_and_filters() {
         titles(&api.get("/api/v1/alerts?status=open").await).len(),
         3
     );
+    assert_eq!(
+        titles(&api.get("/api/v1/alerts?rule=new_egress").await).len(),
+        3
+    );
+    assert!(titles(&api.get("/api/v1/alerts?rule=other").await).is_empty());
     let since = (chrono::Utc::now() - chrono::Duration::hours(24)).format("%Y-%m-%dT%H:%M:%SZ");
     assert_eq!(
         titles(&api.get(&format!("/api/v1/alerts?since={since}")).await).len(),
