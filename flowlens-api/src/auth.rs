@@ -103,7 +103,7 @@ pub fn issue_token(
         sub: subject.to_owned(),
         role,
         iat,
-        exp: iat + ttl.as_secs(),
+        exp: iat.saturating_add(ttl.as_secs()),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -118,14 +118,18 @@ pub struct Authenticator {
     enabled: bool,
     decoding: DecodingKey,
     validation: Validation,
-    keys: moka::sync::Cache<String, Option<Caller>>,
+    /// Longest token lifetime accepted (`api.auth.token_expiry_hours`).
+    max_lifetime_secs: u64,
+    keys: moka::sync::Cache<String, Caller>,
+    /// Unknown keys, apart from the valid ones so that guessing cannot evict those.
+    unknown_keys: moka::sync::Cache<String, ()>,
 }
 
 /// Prefix of every API key, so a leaked key is recognisable in logs and scanners.
 pub const API_KEY_PREFIX: &str = "flk_";
 
 impl Authenticator {
-    pub fn new(enabled: bool, secret: &str) -> Self {
+    pub fn new(enabled: bool, secret: &str, max_lifetime: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
@@ -133,8 +137,13 @@ impl Authenticator {
             enabled,
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
+            max_lifetime_secs: max_lifetime.as_secs(),
             keys: moka::sync::Cache::builder()
                 .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
+            unknown_keys: moka::sync::Cache::builder()
+                .max_capacity(1_000)
                 .time_to_live(Duration::from_secs(30))
                 .build(),
         }
@@ -143,6 +152,7 @@ impl Authenticator {
     /// Forgets cached API keys (after a revocation).
     pub fn forget_keys(&self) {
         self.keys.invalidate_all();
+        self.unknown_keys.invalidate_all();
     }
 
     async fn caller(&self, parts: &Parts, pool: &PgPool) -> Result<Caller, ApiError> {
@@ -197,6 +207,13 @@ impl Authenticator {
                 }
                 _ => ApiError::Unauthorized(format!("invalid token: {e}")),
             })?;
+        // Expiry comes from config: a token minted for longer (another secret holder's
+        // tool, an old default) is refused rather than trusted for its own claim.
+        if data.claims.exp.saturating_sub(data.claims.iat) > self.max_lifetime_secs {
+            return Err(ApiError::Unauthorized(
+                "token lifetime exceeds api.auth.token_expiry_hours".to_owned(),
+            ));
+        }
         Ok(Caller {
             limit_key: format!("user:{}", data.claims.sub),
             subject: data.claims.sub,
@@ -205,9 +222,22 @@ impl Authenticator {
     }
 
     async fn api_key(&self, key: &str, pool: &PgPool) -> Result<Caller, ApiError> {
+        let unknown = || ApiError::Unauthorized("unknown API key".to_owned());
+        // Anything not shaped like a key of ours never reaches the database.
+        let well_formed = key.len() == API_KEY_PREFIX.len() + 64
+            && key.starts_with(API_KEY_PREFIX)
+            && key[API_KEY_PREFIX.len()..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit());
+        if !well_formed {
+            return Err(ApiError::Unauthorized("malformed API key".to_owned()));
+        }
         let hash = hash_api_key(key);
-        if let Some(cached) = self.keys.get(&hash) {
-            return cached.ok_or_else(|| ApiError::Unauthorized("unknown API key".to_owned()));
+        if let Some(caller) = self.keys.get(&hash) {
+            return Ok(caller);
+        }
+        if self.unknown_keys.contains_key(&hash) {
+            return Err(unknown());
         }
         let row: Option<(Uuid, String, String)> = sqlx::query_as(
             "UPDATE api_keys SET last_used_at = now() \
@@ -216,16 +246,17 @@ impl Authenticator {
         .bind(&hash)
         .fetch_optional(pool)
         .await?;
-        let caller = match row {
-            Some((id, name, role)) => Some(Caller {
-                subject: format!("key:{name}"),
-                role: role.parse().map_err(ApiError::Unauthorized)?,
-                limit_key: format!("key:{id}"),
-            }),
-            None => None,
+        let Some((id, name, role)) = row else {
+            self.unknown_keys.insert(hash, ());
+            return Err(unknown());
+        };
+        let caller = Caller {
+            subject: format!("key:{name}"),
+            role: role.parse().map_err(ApiError::Unauthorized)?,
+            limit_key: format!("key:{id}"),
         };
         self.keys.insert(hash, caller.clone());
-        caller.ok_or_else(|| ApiError::Unauthorized("unknown API key".to_owned()))
+        Ok(caller)
     }
 }
 
@@ -305,7 +336,7 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_expire() {
-        let auth = Authenticator::new(true, "0123456789abcdef");
+        let auth = Authenticator::new(true, "0123456789abcdef", Duration::from_hours(24));
         let now = SystemTime::now();
         let t = issue_token(
             "0123456789abcdef",
@@ -339,6 +370,20 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("invalid token")
+        );
+        let long = issue_token(
+            "0123456789abcdef",
+            "alice",
+            Role::Editor,
+            now,
+            Duration::from_hours(25),
+        )
+        .unwrap();
+        assert!(
+            auth.jwt(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("lifetime")
         );
     }
 

@@ -429,11 +429,12 @@ impl Config {
                 "api.auth.jwt_secret must be at least 16 bytes when auth is enabled".to_owned(),
             );
         }
-        if a.auth.token_expiry_hours == 0 {
-            problems.push("api.auth.token_expiry_hours must be at least 1".to_owned());
+        if !(1..=87_600).contains(&a.auth.token_expiry_hours) {
+            problems.push("api.auth.token_expiry_hours must be between 1 and 87600".to_owned());
         }
-        if a.websocket.ping_interval_seconds == 0 {
-            problems.push("api.websocket.ping_interval_seconds must be at least 1".to_owned());
+        if !(1..=3600).contains(&a.websocket.ping_interval_seconds) {
+            problems
+                .push("api.websocket.ping_interval_seconds must be between 1 and 3600".to_owned());
         }
         if a.analysis.default_max_depth == 0 || a.analysis.default_max_depth > a.analysis.max_depth
         {
@@ -491,21 +492,37 @@ impl Config {
     }
 }
 
-/// `scheme://user:password@host/...` without the password.
+/// `scheme://user:password@host/...?password=...` without the passwords. The last `@`
+/// ends the user info (a password may contain `@`).
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
+    let (authority_and_path, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    let authority = match authority_and_path.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:<redacted>@{host}")
-            } else {
-                url.to_owned()
-            }
+            format!("{user}:<redacted>@{host}")
         }
-        None => url.to_owned(),
+        _ => authority_and_path.to_owned(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                    format!("{k}=<redacted>")
+                }
+                _ => kv.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{authority}?{q}"),
+        None => format!("{scheme}://{authority}"),
     }
 }
 
@@ -683,5 +700,9 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("\"port\":8000"), "{r}");
+        assert_eq!(
+            redact_url("postgres://u:p@ss@db/x?sslpassword=s3&sslmode=require"),
+            "postgres://u:<redacted>@db/x?sslpassword=<redacted>&sslmode=require"
+        );
     }
 }

@@ -48,6 +48,9 @@ pub enum ApiError {
     /// 500: a computation task panicked or was cancelled; logged.
     #[error("analysis task: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// 500: an answer could not be encoded; logged.
+    #[error("encoding the answer: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// The problem+json body.
@@ -73,7 +76,9 @@ impl ApiError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Database(_) | Self::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(_) | Self::Task(_) | Self::Encode(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -139,6 +144,10 @@ impl IntoResponse for ApiError {
             }
             Self::Task(e) => {
                 tracing::error!(error = %e, "analysis task failed");
+                "internal error; see the API log".to_owned()
+            }
+            Self::Encode(e) => {
+                tracing::error!(error = %e, "encoding an answer");
                 "internal error; see the API log".to_owned()
             }
             other => other.to_string(),

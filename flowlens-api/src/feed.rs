@@ -5,7 +5,7 @@
 //! by dropping the caches and the snapshot again, and clients are told to refetch.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -30,6 +30,7 @@ pub async fn run(
     snapshot: Arc<GraphSnapshot>,
     tx: FeedSender,
     listening: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -57,6 +58,7 @@ pub async fn run(
             match listener.try_recv().await {
                 Ok(Some(n)) => {
                     metrics::counter!(CHANGE_NOTIFICATIONS).increment(1);
+                    received.fetch_add(1, Ordering::AcqRel);
                     cache.invalidate();
                     snapshot.invalidate();
                     let event: Value = serde_json::from_str(n.payload()).unwrap_or(Value::Null);

@@ -131,6 +131,47 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
     (router, doc)
 }
 
+/// Error answers are served as `application/problem+json` (error.rs); utoipa documents
+/// every body as `application/json`, so the document is corrected to say what the
+/// server sends.
+fn problems_as_problem_json(doc: &mut serde_json::Value) {
+    let Some(paths) = doc
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for op in ops.values_mut() {
+            let Some(responses) = op
+                .get_mut("responses")
+                .and_then(serde_json::Value::as_object_mut)
+            else {
+                continue;
+            };
+            for response in responses.values_mut() {
+                let Some(content) = response
+                    .get_mut("content")
+                    .and_then(serde_json::Value::as_object_mut)
+                else {
+                    continue;
+                };
+                let is_problem = content
+                    .get("application/json")
+                    .and_then(|c| c.pointer("/schema/$ref"))
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|r| r.ends_with("/Problem"));
+                if is_problem && let Some(c) = content.remove("application/json") {
+                    content.insert("application/problem+json".to_owned(), c);
+                }
+            }
+        }
+    }
+}
+
 /// Successful writes change the graph (or alerts): drop what was derived from it.
 async fn invalidate_on_write(
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -149,15 +190,20 @@ async fn invalidate_on_write(
 }
 
 /// The whole application: every route, auth, rate limits, metrics.
+///
+/// # Panics
+/// Never in practice: the OpenAPI document is plain data that always serializes.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = routes(&state);
+    let mut doc = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
+    problems_as_problem_json(&mut doc);
     let doc = std::sync::Arc::new(doc);
     let openapi = Router::new()
         .route(
             OPENAPI_PATH,
             get(move || {
                 let doc = doc.clone();
-                async move { ApiJson(serde_json::to_value(&*doc).unwrap_or_default()) }
+                async move { ApiJson(doc) }
             }),
         )
         .route_layer(axum::middleware::from_fn_with_state(

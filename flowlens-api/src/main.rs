@@ -26,11 +26,17 @@ enum Command {
     Serve {
         #[arg(long, env = "FLOWLENS_CONFIG")]
         config: Option<PathBuf>,
+        /// The database (over `DATABASE_URL` and `database.url`).
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// Bring the database schema up to date, then exit.
     Migrate {
         #[arg(long, env = "FLOWLENS_CONFIG")]
         config: Option<PathBuf>,
+        /// The database (over `DATABASE_URL` and `database.url`).
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// Tokens for callers.
     Token {
@@ -61,6 +67,18 @@ fn load(config: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Config::load(config, std::env::vars()).context("loading the configuration")
 }
 
+/// Loads the config with `--database-url` over the file and the environment.
+fn load_with_database(
+    config: Option<&std::path::Path>,
+    database_url: Option<String>,
+) -> anyhow::Result<Config> {
+    let mut config = load(config)?;
+    if database_url.is_some() {
+        config.database.url = database_url;
+    }
+    Ok(config)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -85,13 +103,19 @@ fn main() -> anyhow::Result<()> {
                 config.api.auth.enabled,
                 "api.auth.enabled is false: the API does not check tokens"
             );
-            let hours = expiry_hours.unwrap_or(config.api.auth.token_expiry_hours);
+            let limit = config.api.auth.token_expiry_hours;
+            let hours = expiry_hours.unwrap_or(limit);
+            anyhow::ensure!(
+                (1..=limit).contains(&hours),
+                "--expiry-hours must be between 1 and api.auth.token_expiry_hours ({limit}): \
+                 the API refuses longer tokens"
+            );
             let token = issue_token(
                 &config.api.auth.jwt_secret,
                 &subject,
                 role,
                 SystemTime::now(),
-                Duration::from_secs(hours * 3600),
+                Duration::from_secs(hours.saturating_mul(3600)),
             )?;
             #[expect(clippy::print_stdout, reason = "the token is the command's output")]
             {
@@ -99,8 +123,11 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Migrate { config } => {
-            let config = load(config.as_deref())?;
+        Command::Migrate {
+            config,
+            database_url,
+        } => {
+            let config = load_with_database(config.as_deref(), database_url)?;
             runtime(1)?.block_on(async {
                 let pool = connect(&config).await?;
                 flowlens_api::migrate(&pool)
@@ -110,8 +137,11 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Serve { config } => {
-            let config = load(config.as_deref())?;
+        Command::Serve {
+            config,
+            database_url,
+        } => {
+            let config = load_with_database(config.as_deref(), database_url)?;
             runtime(config.api.workers)?.block_on(serve(config))
         }
     }

@@ -3,6 +3,7 @@
 //! silently cut, so a script never mistakes a short page for the end.
 
 use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::config::PaginationConfig;
 use crate::error::ApiError;
@@ -63,4 +64,14 @@ impl<T> Page<T> {
             total,
         }
     }
+}
+
+/// A read-only transaction on one snapshot (REPEATABLE READ), so a list's count and
+/// its page agree even while the daemon writes.
+pub async fn read_snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }

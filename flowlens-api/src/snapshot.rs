@@ -5,12 +5,14 @@
 //! Each request takes one `Arc` of the current snapshot and computes on it alone, so an
 //! answer is always about one consistent graph even while a reload swaps in the next.
 //! Reloads are lazy: a change notification, an API mutation or the periodic safety
-//! timer only marks the snapshot dirty, and the next analysis request reloads it (one
-//! reload at a time; concurrent requests wait for it rather than all reloading). So a
-//! burst of a thousand change events costs one reload, and nobody sees a graph older
-//! than the last change they could know about.
+//! timer only bumps the wanted generation, and the next request reloads (one reload at
+//! a time; concurrent requests wait for it rather than all reloading). A snapshot
+//! remembers the generation that was wanted when its load began, and is served only
+//! while that is still the wanted one, so a burst of a thousand change events costs one
+//! reload and nobody sees a graph older than the last change they could know about,
+//! not even while a reload that started before their write is still running.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -44,68 +46,58 @@ pub struct SnapshotInfo {
 }
 
 /// The holder of the current snapshot.
+#[derive(Default)]
 pub struct GraphSnapshot {
-    current: RwLock<Option<Arc<Snapshot>>>,
-    dirty: AtomicBool,
+    /// The snapshot and the generation it was loaded for.
+    current: RwLock<Option<(u64, Arc<Snapshot>)>>,
+    /// Bumped by every invalidation.
+    wanted: AtomicU64,
     version: AtomicU64,
     reload: tokio::sync::Mutex<()>,
-}
-
-impl Default for GraphSnapshot {
-    fn default() -> Self {
-        Self {
-            current: RwLock::new(None),
-            dirty: AtomicBool::new(true),
-            version: AtomicU64::new(0),
-            reload: tokio::sync::Mutex::new(()),
-        }
-    }
 }
 
 impl GraphSnapshot {
     /// The next request reloads.
     pub fn invalidate(&self) {
-        self.dirty.store(true, Ordering::Release);
+        self.wanted.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn current(&self) -> Option<Arc<Snapshot>> {
+    /// The current snapshot if it was loaded for generation `at_least` or later.
+    fn fresh(&self, at_least: u64) -> Option<Arc<Snapshot>> {
         self.current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .as_ref()
+            .filter(|(generation, _)| *generation >= at_least)
+            .map(|(_, s)| s.clone())
     }
 
-    /// The current snapshot, reloading first when it is dirty or there is none yet.
+    /// A snapshot that reflects every change invalidated before this call, reloading
+    /// when the current one does not.
     ///
     /// The reload lock is the only place the snapshot is replaced: a request that finds
     /// no snapshot while another is loading the first one waits for that load instead
-    /// of spinning (a recursion here once overflowed a worker's stack under load).
+    /// of spinning (a recursion here once overflowed a worker's stack under load). A
+    /// request that waited while another reloaded takes that reload when it began after
+    /// the request arrived, so a storm of notifications does not queue one reload per
+    /// request.
     pub async fn get(&self, pool: &PgPool) -> Result<Arc<Snapshot>, sqlx::Error> {
-        if !self.dirty.load(Ordering::Acquire)
-            && let Some(s) = self.current()
-        {
+        let arrived = self.wanted.load(Ordering::Acquire);
+        if let Some(s) = self.fresh(arrived) {
             return Ok(s);
         }
         let _one_at_a_time = self.reload.lock().await;
-        // Another request may have reloaded while this one waited.
-        let dirty = self.dirty.swap(false, Ordering::AcqRel);
-        if let (false, Some(s)) = (dirty, self.current()) {
+        if let Some(s) = self.fresh(arrived) {
             return Ok(s);
         }
-        match self.load(pool).await {
-            Ok(s) => {
-                let s = Arc::new(s);
-                *self
-                    .current
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s.clone());
-                Ok(s)
-            }
-            Err(e) => {
-                self.dirty.store(true, Ordering::Release);
-                Err(e)
-            }
-        }
+        // Read before loading: the load sees every change made before this point.
+        let generation = self.wanted.load(Ordering::Acquire);
+        let s = Arc::new(self.load(pool).await?);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((generation, s.clone()));
+        Ok(s)
     }
 
     async fn load(&self, pool: &PgPool) -> Result<Snapshot, sqlx::Error> {

@@ -1,7 +1,7 @@
 //! What every handler shares.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -30,6 +30,8 @@ pub struct AppState {
     pub ws_open: Arc<AtomicUsize>,
     /// The change feed is listening (reported by health).
     pub feed_listening: Arc<AtomicBool>,
+    /// Change notifications this process has received.
+    pub feed_received: Arc<AtomicU64>,
     pub prometheus: PrometheusHandle,
     pub started: Instant,
     /// Running discovery scans of this process, capped by config.
@@ -57,6 +59,7 @@ impl AppState {
             auth: Arc::new(Authenticator::new(
                 config.api.auth.enabled,
                 &config.api.auth.jwt_secret,
+                Duration::from_secs(config.api.auth.token_expiry_hours.saturating_mul(3600)),
             )),
             limiter: Arc::new(limiter),
             cache: Arc::new(AnswerCache::new(&config.api.cache)),
@@ -64,6 +67,7 @@ impl AppState {
             feed: tokio::sync::broadcast::channel(1024).0,
             ws_open: Arc::new(AtomicUsize::new(0)),
             feed_listening: Arc::new(AtomicBool::new(false)),
+            feed_received: Arc::new(AtomicU64::new(0)),
             prometheus: crate::telemetry::prometheus(),
             started: Instant::now(),
             scans: ScanSlots::new(config.api.discovery.max_running_scans),
@@ -82,6 +86,7 @@ impl AppState {
             self.snapshot.clone(),
             self.feed.clone(),
             self.feed_listening.clone(),
+            self.feed_received.clone(),
         ));
         let snapshot = self.snapshot.clone();
         tokio::spawn(async move {

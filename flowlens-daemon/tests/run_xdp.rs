@@ -153,11 +153,14 @@ impl<'n> XdpDaemon<'n> {
     fn assert_accounted(&self, exporter: IpAddr, sent: f64) -> HashMap<String, f64> {
         let e = format!("exporter=\"{exporter}\"");
         let mut m = HashMap::new();
+        // The ring readers publish their per-exporter received counts on a timer of
+        // their own, after the decoders may already have counted: wait for both.
         self.wait_until(&format!("{sent} datagrams of {exporter} decoded"), |d| {
             m = d.metrics();
             sum_metric(&m, "flowlens_decode_datagrams_total", &[&e])
                 + sum_metric(&m, "flowlens_decode_malformed_total", &[&e])
                 >= sent
+                && sum_metric(&m, "flowlens_ingest_datagrams_received_total", &[&e]) >= sent
         });
         let received = sum_metric(&m, "flowlens_ingest_datagrams_received_total", &[&e]);
         let accounted = sum_metric(&m, "flowlens_decode_datagrams_total", &[&e])

@@ -108,14 +108,17 @@ async fn list_alerts(
     let page = PageRequest::resolve(filter.page, filter.page_size, &state.config.api.pagination)?;
     let mut count = QueryBuilder::new("SELECT count(*) FROM alerts");
     filter.push_where(&mut count)?;
-    let total: i64 = count.build_query_scalar().fetch_one(&state.pool).await?;
+    // Count and page from one snapshot of the table, so `total` matches `items`.
+    let mut tx = crate::pagination::read_snapshot(&state.pool).await?;
+    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
     let mut qb = QueryBuilder::new(ALERT_SELECT);
     filter.push_where(&mut qb)?;
     qb.push(" ORDER BY created_at DESC, id LIMIT ")
         .push_bind(page.limit())
         .push(" OFFSET ")
         .push_bind(page.offset());
-    let items = qb.build_query_as::<Alert>().fetch_all(&state.pool).await?;
+    let items = qb.build_query_as::<Alert>().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
     Ok(ApiJson(Page::new(items, page, total)))
 }
 

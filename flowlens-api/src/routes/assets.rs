@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use ipnetwork::IpNetwork;
@@ -25,7 +25,7 @@ use super::dependencies::{DEPENDENCY_SELECT, DependencyWithStats};
 use super::{double_option, like_escape, problems};
 use crate::audit;
 use crate::auth::{Editor, Viewer};
-use crate::cache::{Cached, Kind};
+use crate::cache::{Answer, Cached, Kind};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{Page, PageRequest};
@@ -171,7 +171,8 @@ impl AssetFilter {
             qb.push(" AND a.stale = ").push_bind(stale);
         }
         if let Some(internal) = self.internal {
-            qb.push(" AND a.is_internal = ").push_bind(internal);
+            qb.push(" AND COALESCE(a.is_internal, true) = ")
+                .push_bind(internal);
         }
         if let Some(q) = self.search()? {
             let contains = format!("%{}%", like_escape(q));
@@ -217,8 +218,9 @@ async fn list_assets(
     // plain listings are cheap index scans and always fresh.
     let key = filter.search()?.map(|_| format!("{filter:?}"));
     if let Some(hit) = key.as_ref().and_then(|k| state.cache.get(Kind::Search, k)) {
-        return Ok(([(header::CONTENT_TYPE, hit.0.clone())], hit.1.clone()).into_response());
+        return Ok(hit.as_ref().into_response());
     }
+    let generation = state.cache.generation();
     // One round trip: the page's rows are picked (and counted) first, and the
     // per-row array expressions run on the page only, not on every matching row.
     let mut qb = QueryBuilder::new(
@@ -234,7 +236,9 @@ async fn list_assets(
                 .push(")) DESC, a.name, a.id");
         }
         _ => {
-            qb.push(" ORDER BY a.last_seen DESC, a.id");
+            // Newest first by an immutable key: offset pages must not shift
+            // while the daemon updates `last_seen`.
+            qb.push(" ORDER BY a.created_at DESC NULLS LAST, a.id");
         }
     };
     order(&mut qb);
@@ -263,12 +267,14 @@ async fn list_assets(
         None => 0,
     };
     let items: Vec<Asset> = rows.into_iter().map(|r| r.asset).collect();
-    let body = serde_json::to_vec(&Page::new(items, page, total)).unwrap_or_default();
-    let answer: Cached = Arc::new(("application/json".to_owned(), body.into()));
+    let answer: Cached = Arc::new(Answer {
+        content_type: "application/json",
+        body: serde_json::to_vec(&Page::new(items, page, total))?.into(),
+    });
     if let Some(k) = key {
-        state.cache.put(Kind::Search, k, answer.clone());
+        state.cache.put(Kind::Search, k, answer.clone(), generation);
     }
-    Ok(([(header::CONTENT_TYPE, answer.0.clone())], answer.1.clone()).into_response())
+    Ok(answer.as_ref().into_response())
 }
 
 /// A manual asset to create.

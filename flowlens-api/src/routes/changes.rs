@@ -102,7 +102,9 @@ async fn list_changes(
     let page = PageRequest::resolve(filter.page, filter.page_size, &state.config.api.pagination)?;
     let mut count = QueryBuilder::new("SELECT count(*) FROM change_events c");
     filter.push_where(&mut count);
-    let total: i64 = count.build_query_scalar().fetch_one(&state.pool).await?;
+    // Count and page from one snapshot of the table, so `total` matches `items`.
+    let mut tx = crate::pagination::read_snapshot(&state.pool).await?;
+    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
     let mut qb = QueryBuilder::new(CHANGE_SELECT);
     filter.push_where(&mut qb);
     qb.push(" ORDER BY c.detected_at DESC, c.id LIMIT ")
@@ -111,8 +113,9 @@ async fn list_changes(
         .push_bind(page.offset());
     let items = qb
         .build_query_as::<ChangeEvent>()
-        .fetch_all(&state.pool)
+        .fetch_all(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(ApiJson(Page::new(items, page, total)))
 }
 

@@ -150,13 +150,14 @@ impl DependencyFilter {
             qb.push(" AND d.inferred_service = ").push_bind(s.clone());
         }
         if let Some(i) = self.internal {
-            qb.push(" AND d.is_internal = ").push_bind(i);
+            qb.push(" AND COALESCE(d.is_internal, true) = ")
+                .push_bind(i);
         }
         if let Some(s) = self.stale {
             qb.push(" AND d.stale = ").push_bind(s);
         }
         if let Some(b) = self.min_bytes {
-            qb.push(" AND d.total_bytes >= ").push_bind(b);
+            qb.push(" AND COALESCE(d.total_bytes, 0) >= ").push_bind(b);
         }
         if let Some(since) = self.since {
             qb.push(" AND d.last_seen >= ").push_bind(since);
@@ -178,17 +179,21 @@ async fn list_dependencies(
     let page = PageRequest::resolve(filter.page, filter.page_size, &state.config.api.pagination)?;
     let mut count = QueryBuilder::new("SELECT count(*) FROM dependencies d");
     filter.push_where(&mut count);
-    let total: i64 = count.build_query_scalar().fetch_one(&state.pool).await?;
+    // Count and page from one snapshot of the table, so `total` matches `items`.
+    let mut tx = crate::pagination::read_snapshot(&state.pool).await?;
+    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
     let mut qb = QueryBuilder::new(DEPENDENCY_SELECT);
     filter.push_where(&mut qb);
-    qb.push(" ORDER BY d.last_seen DESC, d.id LIMIT ")
+    // Newest first by an immutable key, so offset pages do not shift.
+    qb.push(" ORDER BY d.created_at DESC NULLS LAST, d.id LIMIT ")
         .push_bind(page.limit())
         .push(" OFFSET ")
         .push_bind(page.offset());
     let items = qb
         .build_query_as::<DependencyWithStats>()
-        .fetch_all(&state.pool)
+        .fetch_all(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(ApiJson(Page::new(items, page, total)))
 }
 

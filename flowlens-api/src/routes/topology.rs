@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Viewer;
-use crate::cache::{Cached, Kind};
+use crate::cache::{Answer, Cached, Kind};
 use crate::error::{ApiError, Problem};
 use crate::extract::ApiQuery;
 use crate::graph::around::{edges_within, neighbourhood};
@@ -173,6 +173,7 @@ async fn answer(state: &AppState, f: &TopologyFilter) -> Result<Cached, ApiError
     if let Some(hit) = state.cache.get(Kind::Topology, &key) {
         return Ok(hit);
     }
+    let generation = state.cache.generation();
     let snap = state.snapshot.get(&state.pool).await?;
     let max_depth = state.config.api.analysis.max_depth;
     let f = f.clone();
@@ -183,19 +184,25 @@ async fn answer(state: &AppState, f: &TopologyFilter) -> Result<Cached, ApiError
             "dot" => topology::to_dot(&t),
             "mermaid" => topology::to_mermaid(&t),
             "graphml" => topology::to_graphml(&t),
-            _ => serde_json::to_string(&t).unwrap_or_default(),
+            _ => serde_json::to_string(&t)?,
         })
     })
     .await??;
-    let value: Cached = Arc::new((content_type.to_owned(), bytes::Bytes::from(body)));
-    state.cache.put(Kind::Topology, key, value.clone());
+    let value: Cached = Arc::new(Answer {
+        content_type,
+        body: bytes::Bytes::from(body),
+    });
+    state
+        .cache
+        .put(Kind::Topology, key, value.clone(), generation);
     Ok(value)
 }
 
 /// Get the topology: nodes (assets) and edges (dependencies, client to server).
 /// Assets without a current dependency are not part of it (list them with /assets).
-/// Served from the in-memory snapshot: structure is as fresh as the last change the
-/// API heard of, byte and flow counters at most a minute old.
+/// Served from the in-memory snapshot (and the topology cache): structure is as fresh
+/// as the last change the API heard of; byte and flow counters are refreshed with the
+/// snapshot (at least every minute) and may then be cached for `topology_ttl_seconds`.
 #[utoipa::path(get, path = "/topology", tag = "topology", params(TopologyFilter),
     responses((status = 200, body = Topology), (status = 400, body = Problem),
               (status = 404, body = Problem)))]
@@ -211,7 +218,7 @@ async fn get_topology(
     }
     filter.format = Some("json".to_owned());
     let a = answer(&state, &filter).await?;
-    Ok(([(header::CONTENT_TYPE, a.0.clone())], a.1.clone()).into_response())
+    Ok(a.as_ref().into_response())
 }
 
 /// Export the topology as JSON, Graphviz DOT, Mermaid or GraphML.
@@ -235,13 +242,13 @@ async fn export_topology(
     };
     Ok((
         [
-            (header::CONTENT_TYPE, a.0.clone()),
+            (header::CONTENT_TYPE, a.content_type.to_owned()),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"flowlens-topology.{ext}\""),
             ),
         ],
-        a.1.clone(),
+        a.body.clone(),
     )
         .into_response())
 }
@@ -301,6 +308,15 @@ async fn topology_ws(
     Ok(ws.on_upgrade(move |socket| push_changes(socket, rx, ping, slot)))
 }
 
+/// Sends one frame, giving up after `limit`: a client that stops reading must not hold
+/// its connection slot (and this task) forever.
+async fn send(socket: &mut WebSocket, msg: Message, limit: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(limit, socket.send(msg)).await,
+        Ok(Ok(()))
+    )
+}
+
 async fn push_changes(
     mut socket: WebSocket,
     mut rx: tokio::sync::broadcast::Receiver<Arc<str>>,
@@ -308,10 +324,12 @@ async fn push_changes(
     _slot: WsSlot,
 ) {
     let hello = serde_json::json!({"type": "hello", "ping_interval_seconds": ping_every.as_secs()});
-    if socket
-        .send(Message::Text(hello.to_string().into()))
-        .await
-        .is_err()
+    if !send(
+        &mut socket,
+        Message::Text(hello.to_string().into()),
+        ping_every,
+    )
+    .await
     {
         return;
     }
@@ -327,7 +345,7 @@ async fn push_changes(
                     }
                     Err(RecvError::Closed) => break,
                 };
-                if socket.send(Message::Text(text.into())).await.is_err() {
+                if !send(&mut socket, Message::Text(text.into()), ping_every).await {
                     break;
                 }
             }
@@ -336,7 +354,7 @@ async fn push_changes(
                     tracing::debug!("WebSocket client missed a ping; closing");
                     break;
                 }
-                if socket.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                if !send(&mut socket, Message::Ping(bytes::Bytes::new()), ping_every).await {
                     break;
                 }
                 awaiting_pong = true;

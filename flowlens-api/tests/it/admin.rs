@@ -162,6 +162,36 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str) {
     }
 }
 
+/// The answer's content type is one the document lists for its status, and a JSON
+/// body matches the schema given for it.
+fn conforms(
+    doc: &Value,
+    documented: &Value,
+    headers: &axum::http::HeaderMap,
+    body: &Value,
+    at: &str,
+) {
+    let Some(content) = documented.get("content").and_then(Value::as_object) else {
+        return;
+    };
+    let media = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_owned())
+        .unwrap_or_default();
+    let Some(entry) = content.get(&media) else {
+        panic!(
+            "{at}: served as {media:?}, documented as {:?}",
+            content.keys().collect::<Vec<_>>()
+        );
+    };
+    if media.ends_with("json")
+        && let Some(schema) = entry.get("schema")
+    {
+        check(doc, schema, body, at);
+    }
+}
+
 #[tokio::test]
 async fn openapi_document_matches_the_server() {
     let api = TestApi::new("openapi").await;
@@ -216,7 +246,7 @@ async fn openapi_document_matches_the_server() {
             let uri = path.replace("{id}", &id);
             // Every documented route exists: never the fallback, never 405.
             if m != Method::GET {
-                let (s, _, v) = api
+                let (s, h, v) = api
                     .call(
                         m.clone(),
                         &uri,
@@ -230,9 +260,13 @@ async fn openapi_document_matches_the_server() {
                             && v["detail"].as_str().unwrap_or("").contains("route")),
                     "{m} {path}: {s} {v}"
                 );
+                let documented = &op["responses"][s.as_str()];
+                if documented.is_object() {
+                    conforms(&doc, documented, &h, &v, &format!("{m} {path}"));
+                }
                 continue;
             }
-            let (s, _, v) = api
+            let (s, h, v) = api
                 .call(m, &uri, Some(&TestApi::token(Role::Admin)), None)
                 .await;
             let documented = &op["responses"][s.as_str()];
@@ -240,10 +274,78 @@ async fn openapi_document_matches_the_server() {
                 documented.is_object(),
                 "GET {path} answered {s}, not documented"
             );
-            if let Some(schema) = documented["content"]["application/json"].get("schema") {
-                check(&doc, schema, &v, &format!("GET {path}"));
-            }
+            conforms(&doc, documented, &h, &v, &format!("GET {path}"));
         }
+    }
+    // Successful writes and analyses answer what their documents say.
+    let editor = TestApi::token(Role::Editor);
+    let successes = [
+        (
+            Method::POST,
+            "/api/v1/assets".to_owned(),
+            json!({"name": "n", "ip_addresses": ["10.9.0.1"]}),
+            "/api/v1/assets",
+            "post",
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/assets/{web}"),
+            json!({"environment": "prod"}),
+            "/api/v1/assets/{id}",
+            "patch",
+        ),
+        (
+            Method::POST,
+            "/api/v1/dependencies".to_owned(),
+            json!({"source_asset_id": db, "target_asset_id": web, "protocol": 6, "port": 22}),
+            "/api/v1/dependencies",
+            "post",
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/dependencies/{dep}"),
+            json!({"notes": "n"}),
+            "/api/v1/dependencies/{id}",
+            "patch",
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/alerts/{alert}"),
+            json!({"status": "resolved"}),
+            "/api/v1/alerts/{id}",
+            "patch",
+        ),
+        (
+            Method::POST,
+            "/api/v1/analysis/impact".to_owned(),
+            json!({"asset_id": db}),
+            "/api/v1/analysis/impact",
+            "post",
+        ),
+        (
+            Method::POST,
+            "/api/v1/analysis/path".to_owned(),
+            json!({"from": web, "to": db}),
+            "/api/v1/analysis/path",
+            "post",
+        ),
+        (
+            Method::POST,
+            "/api/v1/analysis/blast-radius".to_owned(),
+            json!({"asset_id": db}),
+            "/api/v1/analysis/blast-radius",
+            "post",
+        ),
+    ];
+    for (m, uri, body, path, method) in successes {
+        let (s, h, v) = api.call(m, &uri, Some(&editor), Some(body)).await;
+        assert!(s.is_success(), "{uri}: {s} {v}");
+        let documented = &doc["paths"][path][method]["responses"][s.as_str()];
+        assert!(
+            documented.is_object(),
+            "{method} {path} answered {s}, not documented"
+        );
+        conforms(&doc, documented, &h, &v, &format!("{method} {path}"));
     }
     seen.sort();
     let want = [
@@ -297,5 +399,10 @@ async fn openapi_document_matches_the_server() {
         &json!({"$ref": "#/components/schemas/Problem"}),
         &v,
         "problem",
+    );
+    let documented = &doc["paths"]["/api/v1/assets/{id}"]["get"]["responses"]["404"];
+    assert!(
+        documented["content"]["application/problem+json"].is_object(),
+        "{documented}"
     );
 }

@@ -225,8 +225,6 @@ async fn answers_follow_the_graph_as_it_changes() {
     let api = TestApi::new("analysis_live").await;
     let f = build(&api).await;
     let db = f.id("db");
-    // Let the fixture's own change notifications arrive (each marks the snapshot dirty).
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let first = post(
         &api,
         "impact",

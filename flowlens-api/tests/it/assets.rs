@@ -377,6 +377,24 @@ async fn list_filters_search_and_pages() {
         assert_eq!(sorted(names(&page)), want.to_vec(), "{query}");
         assert_eq!(page["total"], want.len(), "{query}");
     }
+    // Stale and external (what the daemon marks), and the default for manual ones.
+    sqlx::query(
+        "UPDATE assets SET stale = (name = 'dns'), is_internal = (name <> '203.0.113.9')
+         WHERE discovery_source = 'flow' OR name = 'dns'",
+    )
+    .execute(&api.pool)
+    .await
+    .unwrap();
+    assert_eq!(sorted(names(&api.get(&q("stale=true")).await)), ["dns"]);
+    assert_eq!(
+        sorted(names(&api.get(&q("internal=false")).await)),
+        ["203.0.113.9"]
+    );
+    assert_eq!(
+        api.get(&q("internal=true")).await["total"],
+        5,
+        "NULL counts as internal"
+    );
     let recent = api
         .get(&q(&format!(
             "since={}",

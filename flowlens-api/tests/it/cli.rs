@@ -59,10 +59,12 @@ async fn migrate_token_and_serve_as_scripts_use_them() {
     let config = write_config(&dir, port);
     let secret = "cli-secret-0123456789abcdef";
 
+    // --database-url wins over DATABASE_URL.
     let out = Command::new(BIN)
         .args(["migrate", "--config"])
         .arg(&config)
-        .env("DATABASE_URL", &url)
+        .args(["--database-url", &url])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
         .env("CLI_TEST_SECRET", secret)
         .output()
         .unwrap();
@@ -113,6 +115,25 @@ async fn migrate_token_and_serve_as_scripts_use_them() {
     assert_eq!(stdout.lines().count(), 1, "{stdout:?}");
     let token = stdout.trim().to_owned();
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    // Longer than the configured expiry: refused (the server would refuse it too).
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--role",
+            "viewer",
+            "--subject",
+            "x",
+            "--expiry-hours",
+            "3",
+            "--config",
+        ])
+        .arg(&config)
+        .env("CLI_TEST_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token_expiry_hours"));
 
     // An unset secret variable is a clear error, not a server with an empty secret.
     let out = Command::new(BIN)

@@ -75,7 +75,9 @@ pub(crate) async fn build(api: &TestApi) -> Fixture {
     .execute(&api.pool)
     .await
     .unwrap();
-    // Direct SQL changes announce nothing: drop what the API derived.
+    // Direct SQL changes announce nothing: drop what the API derived, once every
+    // notification of the API writes above has arrived.
+    api.settle().await;
     api.state.graph_changed();
     Fixture { a, d }
 }

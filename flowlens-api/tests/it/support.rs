@@ -49,6 +49,7 @@ pub(crate) async fn scratch_db(label: &str) -> (PgPool, String) {
     let admin = flowlens_api::connect(&admin_url, 1)
         .await
         .unwrap_or_else(|e| panic!("{admin_url}: {e}"));
+    drop_leftovers(&admin).await;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
@@ -58,6 +59,30 @@ pub(crate) async fn scratch_db(label: &str) -> (PgPool, String) {
     let pool = flowlens_api::connect(&url, 8).await.unwrap();
     flowlens_api::migrate(&pool).await.unwrap();
     (pool, url)
+}
+
+/// Drops, once per test process, the scratch databases of test processes that have
+/// ended (named `a_<label>_<pid>_<n>`), so the shared cluster does not grow run after
+/// run.
+async fn drop_leftovers(admin: &PgPool) {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'a\\_%'")
+            .fetch_all(admin)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let pid = name.rsplit('_').nth(1).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_none_or(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(admin)
+                .await;
+        }
+    }
 }
 
 /// The API over a scratch database.
@@ -116,6 +141,27 @@ impl TestApi {
             Duration::from_secs(3600),
         )
         .unwrap()
+    }
+
+    /// Waits until the change feed has heard every change event in the database, so
+    /// no notification still in flight invalidates what a test reads next.
+    pub(crate) async fn settle(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let events: i64 = sqlx::query_scalar("SELECT count(*) FROM change_events")
+                .fetch_one(&self.pool)
+                .await
+                .unwrap();
+            let heard = self.state.feed_received.load(Ordering::Acquire);
+            if heard >= u64::try_from(events).unwrap() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the feed heard {heard} of {events} change events"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Sends a request with optional bearer token and JSON body.
