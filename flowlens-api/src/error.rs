@@ -29,6 +29,9 @@ pub enum ApiError {
     /// 409: a duplicate, or a state transition that is not allowed.
     #[error("{0}")]
     Conflict(String),
+    /// 413: a body over the size limit (axum's default, 2 MB).
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// 415: a body that is not `application/json`.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -72,6 +75,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -117,6 +121,9 @@ impl From<JsonRejection> for ApiError {
         match r {
             JsonRejection::JsonDataError(e) => Self::Unprocessable(e.body_text()),
             JsonRejection::MissingJsonContentType(e) => Self::UnsupportedMediaType(e.body_text()),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge(other.body_text())
+            }
             other => Self::BadRequest(other.body_text()),
         }
     }

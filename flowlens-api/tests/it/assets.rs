@@ -268,6 +268,16 @@ async fn bad_input_gets_4xx_problems_never_500() {
         .body(axum::body::Body::from("{}"))
         .unwrap();
     assert_eq!(api.send(req).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Over the body limit: 413, in our shape.
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(3 << 20));
+    let req = axum::http::Request::post("/api/v1/assets")
+        .header("authorization", format!("Bearer {t}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(huge))
+        .unwrap();
+    let (s, h, _) = api.send(req).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(h["content-type"], "application/problem+json");
     // Moving an address onto another asset by PATCH is a conflict too.
     let other = api.asset("web-2", &["10.0.1.2"]).await;
     let v = api
