@@ -19,11 +19,33 @@ pub async fn record(
     entity_id: Option<Uuid>,
     details: Value,
 ) -> Result<(), sqlx::Error> {
+    record_as(
+        conn,
+        &caller.subject,
+        action,
+        entity_type,
+        entity_id,
+        details,
+    )
+    .await
+}
+
+/// Records that `actor` did `action` to an entity, for work done on someone's behalf
+/// after their request has been answered (a discovery scan writes assets as the admin
+/// who started it, whose [`Caller`] is long gone).
+pub async fn record_as(
+    conn: &mut PgConnection,
+    actor: &str,
+    action: &str,
+    entity_type: &str,
+    entity_id: Option<Uuid>,
+    details: Value,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO audit_logs (actor, action, entity_type, entity_id, details)
          VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(&caller.subject)
+    .bind(actor)
     .bind(action)
     .bind(entity_type)
     .bind(entity_id)

@@ -31,7 +31,7 @@ pub const SNAPSHOT_RELOADS: &str = "flowlens_api_graph_snapshot_reloads_total";
 pub const SNAPSHOT_SECONDS: &str = "flowlens_api_graph_snapshot_seconds";
 /// Discovery connection attempts, by `result` (`open`, `refused`, `no_answer`).
 pub const DISCOVERY_PROBES: &str = "flowlens_api_discovery_probes_total";
-/// Discovery scans ended, by `status` (`completed`, `failed`).
+/// Discovery scans ended, by `status` (`completed`, `failed`, `cancelled`).
 pub const DISCOVERY_SCANS: &str = "flowlens_api_discovery_scans_total";
 /// Scan requests refused, by `reason` (a plan refusal or `busy`).
 pub const DISCOVERY_REFUSED: &str = "flowlens_api_discovery_refused_total";

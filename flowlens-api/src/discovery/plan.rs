@@ -6,10 +6,16 @@
 //! answers 403 because no rewording of the request makes it acceptable to this
 //! server short of picking another target; and the request is malformed (bad CIDR,
 //! ports, too many hosts), answered 422 like any other invalid body.
+//!
+//! IPv4-mapped IPv6 addresses (`::ffff:0:0/96`) are IPv4 on the wire: Linux connects
+//! a dual-stack socket aimed at `::ffff:169.254.169.254` to 169.254.169.254. So a
+//! requested network inside that /96 is turned into its IPv4 equivalent before any
+//! check and judged (and scanned) as IPv4; an IPv6 range covering the /96 (`::/0`)
+//! must not let IPv4 targets in by the back door.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::IpNetwork;
+use ipnetwork::{IpNetwork, Ipv4Network};
 
 use crate::config::DiscoveryConfig;
 
@@ -30,6 +36,17 @@ pub enum PlanError {
     NoPorts,
     #[error("port {port} is not between 1 and 65535")]
     BadPort { port: i64 },
+    /// A scan connects to the ports the operator configured, never to ones a caller
+    /// picks: the configured list is what was agreed to be probed.
+    #[error("ports {ports} are not in api.discovery.ports ({allowed})")]
+    PortsNotAllowed { ports: String, allowed: String },
+    /// An IPv6 network holding both IPv4-mapped addresses (which are IPv4 on the wire)
+    /// and others cannot be judged by one family's rules; the caller splits it.
+    #[error(
+        "{cidr} holds the IPv4-mapped range ::ffff:0:0/96 and other IPv6 addresses; \
+         scan the IPv4 addresses as IPv4 and the rest as narrower IPv6 networks"
+    )]
+    StraddlesV4Mapped { cidr: String },
     /// The whole CIDR must lie inside one allowed range; overlapping is not enough.
     #[error("{cidr} is not inside an allowed range ({allowed})")]
     OutsideAllowed { cidr: String, allowed: String },
@@ -51,6 +68,8 @@ impl PlanError {
             Self::HostBitsSet { .. } => "host_bits_set",
             Self::NoPorts => "no_ports",
             Self::BadPort { .. } => "bad_port",
+            Self::PortsNotAllowed { .. } => "port_not_allowed",
+            Self::StraddlesV4Mapped { .. } => "straddles_v4_mapped",
             Self::OutsideAllowed { .. } => "outside_allowed",
             Self::TooManyHosts { .. } => "too_many_hosts",
         }
@@ -126,6 +145,33 @@ fn host_span(network: IpNetwork) -> (u128, u128) {
     }
 }
 
+/// The prefix length of `::ffff:0:0/96`, the IPv4-mapped IPv6 addresses.
+const V4_MAPPED_PREFIX: u8 = 96;
+
+/// `network` as the kernel will reach it: an IPv6 network inside `::ffff:0:0/96`
+/// becomes the IPv4 network it maps (prefix - 96); anything else is unchanged. `Err`
+/// (with the network) for an IPv6 network that holds the whole /96 and other
+/// addresses too, which is neither family.
+fn unmap(network: IpNetwork) -> Result<IpNetwork, IpNetwork> {
+    let IpNetwork::V6(n) = network else {
+        return Ok(network);
+    };
+    if n.prefix() < V4_MAPPED_PREFIX {
+        // A shorter prefix either holds the whole /96 or none of it.
+        return if n.contains(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0)) {
+            Err(network)
+        } else {
+            Ok(network)
+        };
+    }
+    match n.network().to_ipv4_mapped() {
+        Some(v4) => Ipv4Network::new(v4, n.prefix() - V4_MAPPED_PREFIX)
+            .map(IpNetwork::V4)
+            .map_err(|_| network),
+        None => Ok(network),
+    }
+}
+
 /// True when all of `inner` lies inside `outer`.
 fn contains(outer: IpNetwork, inner: IpNetwork) -> bool {
     outer.is_ipv4() == inner.is_ipv4()
@@ -140,11 +186,15 @@ pub fn plan(
     ports: Option<&[i64]>,
     config: &DiscoveryConfig,
 ) -> Result<Plan, PlanError> {
-    // Validated when the config was loaded; an unparsable entry allows nothing.
+    // Validated when the config was loaded; an unparsable entry allows nothing. An
+    // allowed IPv4-mapped range allows the IPv4 addresses it maps, which is what its
+    // requests become; one straddling the /96 still allows its IPv6 addresses only,
+    // since no request it could match is left IPv4-mapped.
     let allowed: Vec<IpNetwork> = config
         .allowed_ranges
         .iter()
         .filter_map(|r| r.trim().parse().ok())
+        .map(|r| unmap(r).unwrap_or_else(|straddling| straddling))
         .collect();
     if allowed.is_empty() {
         return Err(PlanError::Disabled);
@@ -160,6 +210,11 @@ pub fn plan(
             network: format!("{}/{}", network.network(), network.prefix()),
         });
     }
+    // Before any other check, so an IPv4 target is judged by IPv4 rules however it
+    // is spelt.
+    let network = unmap(network).map_err(|n| PlanError::StraddlesV4Mapped {
+        cidr: n.to_string(),
+    })?;
     let ports = resolve_ports(ports, &config.ports)?;
     if !allowed.iter().any(|a| contains(*a, network)) {
         return Err(PlanError::OutsideAllowed {
@@ -191,8 +246,9 @@ pub fn plan(
     })
 }
 
-/// The request's ports, or the configured ones: in range, sorted, de-duplicated.
-fn resolve_ports(requested: Option<&[i64]>, defaults: &[u16]) -> Result<Vec<u16>, PlanError> {
+/// The request's ports, which must all be configured ones, or else every configured
+/// port: in range, sorted, de-duplicated.
+fn resolve_ports(requested: Option<&[i64]>, configured: &[u16]) -> Result<Vec<u16>, PlanError> {
     let mut ports = match requested {
         Some(list) => list
             .iter()
@@ -201,12 +257,31 @@ fn resolve_ports(requested: Option<&[i64]>, defaults: &[u16]) -> Result<Vec<u16>
                 _ => Err(PlanError::BadPort { port: p }),
             })
             .collect::<Result<Vec<u16>, _>>()?,
-        None => defaults.iter().copied().filter(|&p| p > 0).collect(),
+        None => configured.iter().copied().filter(|&p| p > 0).collect(),
     };
     ports.sort_unstable();
     ports.dedup();
     if ports.is_empty() {
         return Err(PlanError::NoPorts);
+    }
+    let refused: Vec<String> = ports
+        .iter()
+        .filter(|p| !configured.contains(p))
+        .map(u16::to_string)
+        .collect();
+    if !refused.is_empty() {
+        let mut allowed = configured.to_vec();
+        allowed.sort_unstable();
+        allowed.dedup();
+        let allowed: Vec<String> = allowed.iter().map(u16::to_string).collect();
+        return Err(PlanError::PortsNotAllowed {
+            ports: refused.join(", "),
+            allowed: if allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                allowed.join(", ")
+            },
+        });
     }
     Ok(ports)
 }
@@ -263,15 +338,9 @@ mod tests {
                 max: 1024
             }
         );
-        // An IPv6 /0 saturates rather than overflowing.
-        let all = config(&["::/0"]);
-        assert!(matches!(
-            plan("::/0", None, &all).unwrap_err(),
-            PlanError::TooManyHosts {
-                hosts: u128::MAX,
-                ..
-            }
-        ));
+        // An IPv6 /0 saturates rather than overflowing (plan refuses it earlier, as
+        // it holds the IPv4-mapped addresses).
+        assert_eq!(host_span("::/0".parse().unwrap()), (0, u128::MAX));
     }
 
     #[test]
@@ -279,10 +348,38 @@ mod tests {
         let c = config(&["10.0.0.0/8"]);
         assert_eq!(plan("10.0.0.1", None, &c).unwrap().ports, [22, 80, 443]);
         assert_eq!(
-            plan("10.0.0.1", Some(&[8080, 1, 8080, 65535]), &c)
-                .unwrap()
-                .ports,
-            [1, 8080, 65535]
+            plan("10.0.0.1", Some(&[443, 22, 443]), &c).unwrap().ports,
+            [22, 443]
+        );
+    }
+
+    #[test]
+    fn requested_ports_must_be_configured_ones() {
+        let c = config(&["10.0.0.0/8"]);
+        let e = plan("10.0.0.1", Some(&[22, 8080, 1, 8080]), &c).unwrap_err();
+        assert_eq!(
+            e,
+            PlanError::PortsNotAllowed {
+                ports: "1, 8080".into(),
+                allowed: "22, 80, 443".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "ports 1, 8080 are not in api.discovery.ports (22, 80, 443)"
+        );
+        assert!(!e.is_forbidden());
+        // Nothing configured: no port may be asked for.
+        let none = DiscoveryConfig {
+            ports: Vec::new(),
+            ..config(&["10.0.0.0/8"])
+        };
+        assert_eq!(
+            plan("10.0.0.1", Some(&[22]), &none).unwrap_err(),
+            PlanError::PortsNotAllowed {
+                ports: "22".into(),
+                allowed: "none".into()
+            }
         );
     }
 
@@ -316,12 +413,72 @@ mod tests {
             assert!(matches!(e, PlanError::OutsideAllowed { .. }), "{cidr}: {e}");
             assert!(e.is_forbidden());
         }
-        // Families never mix: an IPv4 range does not allow its IPv4-mapped IPv6 twin.
-        let v4 = config(&["0.0.0.0/0"]);
+        // Families never mix: an IPv6 range allows no IPv4 address.
+        let v6 = config(&["fd00::/8"]);
         assert!(matches!(
-            plan("::ffff:10.0.0.1", None, &v4).unwrap_err(),
+            plan("10.0.0.1", None, &v6).unwrap_err(),
             PlanError::OutsideAllowed { .. }
         ));
+    }
+
+    #[test]
+    fn ipv4_mapped_networks_are_judged_and_scanned_as_ipv4() {
+        // Every IPv6 address is allowed, no IPv4 one: the metadata address spelt as
+        // IPv6 is still IPv4, and refused.
+        let v6 = config(&["::/0"]);
+        for cidr in [
+            "::ffff:169.254.169.254/128",
+            "::ffff:169.254.169.254",
+            "::ffff:a9fe:a9fe",
+            "::ffff:10.0.0.0/120",
+            "::ffff:0:0/96",
+        ] {
+            let e = plan(cidr, None, &v6).unwrap_err();
+            assert!(matches!(e, PlanError::OutsideAllowed { .. }), "{cidr}: {e}");
+            assert!(e.is_forbidden());
+        }
+        assert_eq!(
+            plan("::ffff:169.254.169.254/128", None, &v6).unwrap_err(),
+            PlanError::OutsideAllowed {
+                cidr: "169.254.169.254/32".into(),
+                allowed: "::/0".into()
+            }
+        );
+        // Other IPv6 addresses under ::/0 are still fine.
+        assert!(plan("fd00::/126", None, &v6).is_ok());
+        // Allowed as IPv4, a mapped request is the IPv4 network, with IPv4's rules
+        // (no network or broadcast address below /31).
+        let v4 = config(&["10.0.0.0/8"]);
+        let p = plan("::ffff:10.1.2.0/126", None, &v4).unwrap();
+        assert_eq!(p.network, "10.1.2.0/30".parse::<IpNetwork>().unwrap());
+        assert_eq!(hosts(&p), ["10.1.2.1", "10.1.2.2"]);
+        assert_eq!(
+            plan("::ffff:10.0.0.1", None, &v4).unwrap().hosts,
+            plan("10.0.0.1", None, &v4).unwrap().hosts
+        );
+        // An allowed mapped range allows the IPv4 addresses it maps, and no others.
+        let mapped = config(&["::ffff:10.0.0.0/104"]);
+        assert_eq!(plan("10.2.0.0/30", None, &mapped).unwrap().hosts.len(), 2);
+        assert!(matches!(
+            plan("11.0.0.1", None, &mapped).unwrap_err(),
+            PlanError::OutsideAllowed { .. }
+        ));
+        // Networks holding the whole /96 and more are neither family: refused before
+        // policy or size are weighed.
+        for cidr in ["::/64", "::fffe:0:0/95", "::/0"] {
+            assert_eq!(
+                plan(cidr, None, &v6).unwrap_err(),
+                PlanError::StraddlesV4Mapped {
+                    cidr: cidr.to_owned()
+                },
+                "{cidr}"
+            );
+        }
+        // A shorter prefix beside the /96 holds none of it.
+        assert_eq!(
+            unmap("::1:0:0:0/80".parse().unwrap()),
+            Ok("::1:0:0:0/80".parse().unwrap())
+        );
     }
 
     #[test]

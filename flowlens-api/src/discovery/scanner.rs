@@ -10,6 +10,11 @@
 //! writes the counters to the scan row every [`PROGRESS_INTERVAL`] (not per probe),
 //! then once more on completion. Any error, or a panic, ends the scan `failed` with a
 //! message fit for viewers; the detail goes to the log.
+//!
+//! Cancellation (the row already says `cancelled`) is seen by the collector between
+//! two answers, not at the next answer: it stops waiting, aborts the prober and with
+//! it every probe in flight, and writes the counters as they stand. A host whose
+//! asset is being written when the switch is thrown is written whole first.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,7 +29,8 @@ use uuid::Uuid;
 
 use super::outcome::{ProbeOutcome, Tally};
 use super::plan::Plan;
-use super::store::{self, AssetWrite, StoreError};
+use super::store::{self, AssetWrite, ScanRef, StoreError};
+use super::{Cancel, Slot};
 use crate::config::DiscoveryConfig;
 use crate::telemetry;
 
@@ -82,21 +88,31 @@ impl ScanError {
     }
 }
 
-/// Starts scan `id` (already `queued` in `discovery_scans`). `permit` is the scan's
-/// slot under `api.discovery.max_running_scans`, given back when the scan ends however
-/// it ends.
+/// How a scan that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Completed,
+    Cancelled,
+}
+
+/// Starts scan `id` (already `queued` in `discovery_scans`), asked for by
+/// `requested_by`. `slot` is the scan's place under `api.discovery.max_running_scans`
+/// and its cancel switch, given back when the scan ends however it ends.
 pub fn spawn(
     pool: PgPool,
     id: Uuid,
+    requested_by: String,
     plan: Plan,
     pace: Pace,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let _slot = permit;
+        let cancel = slot.cancel().clone();
+        let _slot = slot;
         // Its own task, so a panic becomes a JoinError here instead of a row stuck in
         // `running`.
-        let outcome = match tokio::spawn(run(pool.clone(), id, plan, pace)).await {
+        let task = run(pool.clone(), id, requested_by, plan, pace, cancel);
+        let outcome = match tokio::spawn(task).await {
             Ok(result) => result,
             Err(join) => {
                 tracing::error!(scan = %id, error = %join, "discovery scan task died");
@@ -104,7 +120,8 @@ pub fn spawn(
             }
         };
         let status = match &outcome {
-            Ok(()) => "completed",
+            Ok(Ended::Completed) => "completed",
+            Ok(Ended::Cancelled) => "cancelled",
             Err(e) => {
                 tracing::error!(scan = %id, error = %e, "discovery scan failed");
                 if let Err(db) = store::mark_failed(&pool, id, &e.public()).await {
@@ -117,21 +134,43 @@ pub fn spawn(
     })
 }
 
-async fn run(pool: PgPool, id: Uuid, plan: Plan, pace: Pace) -> Result<(), ScanError> {
-    store::mark_running(&pool, id).await?;
+async fn run(
+    pool: PgPool,
+    id: Uuid,
+    requested_by: String,
+    plan: Plan,
+    pace: Pace,
+    cancel: Cancel,
+) -> Result<Ended, ScanError> {
+    // Cancelled while queued: the row says so already, and nothing was probed.
+    if cancel.is_cancelled() || !store::mark_running(&pool, id).await? {
+        tracing::info!(scan = %id, "discovery scan cancelled before it started");
+        return Ok(Ended::Cancelled);
+    }
     tracing::info!(scan = %id, cidr = %plan.network, hosts = plan.hosts.len(),
         ports = plan.ports.len(), "discovery scan started");
+    let scan = ScanRef {
+        id,
+        requested_by: &requested_by,
+    };
     let (tx, mut rx) = mpsc::channel(pace.concurrency);
     // Dropping the set (an early return below) aborts the prober and, with it, the
     // probes it owns.
     let mut prober = JoinSet::new();
-    prober.spawn(probe_all(plan.clone(), pace, tx));
+    prober.spawn(probe_all(plan.clone(), pace, tx, cancel.clone()));
     let mut tally = Tally::new(plan.ports.len());
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
     progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
     progress.tick().await;
+    let mut ended = Ended::Completed;
     loop {
         tokio::select! {
+            // Checked first: once cancelled, no further answer is taken.
+            biased;
+            () = cancel.cancelled() => {
+                ended = Ended::Cancelled;
+                break;
+            }
             answer = rx.recv() => {
                 let Some((ip, port, outcome, _permit)) = answer else { break };
                 metrics::counter!(telemetry::DISCOVERY_PROBES, "result" => outcome.as_str())
@@ -140,7 +179,7 @@ async fn run(pool: PgPool, id: Uuid, plan: Plan, pace: Pace) -> Result<(), ScanE
                 if host.open.is_empty() {
                     continue;
                 }
-                match store::record_host(&pool, host.ip, &plan.ports, &host.open).await? {
+                match store::record_host(&pool, scan, host.ip, &plan.ports, &host.open).await? {
                     AssetWrite::Created(_) => tally.assets_created += 1,
                     AssetWrite::Updated(_) => tally.assets_updated += 1,
                 }
@@ -148,21 +187,33 @@ async fn run(pool: PgPool, id: Uuid, plan: Plan, pace: Pace) -> Result<(), ScanE
             _ = progress.tick() => store::write_progress(&pool, id, &mut tally, false).await?,
         }
     }
+    if ended == Ended::Cancelled {
+        // Stops the probes in flight too: they belong to the prober's set.
+        prober.abort_all();
+    }
     // The channel closes when the prober has finished, or died.
     while let Some(done) = prober.join_next().await {
-        done.map_err(|_| ScanError::Panicked)?;
+        match done {
+            Err(e) if !e.is_cancelled() => return Err(ScanError::Panicked),
+            _ => {}
+        }
     }
-    store::write_progress(&pool, id, &mut tally, true).await?;
-    tracing::info!(scan = %id, hosts_up = tally.hosts_up, created = tally.assets_created,
-        updated = tally.assets_updated, "discovery scan completed");
-    Ok(())
+    // Completing is skipped for a cancelled scan, and refused by the row for a scan
+    // cancelled since the loop ended.
+    let completed = ended == Ended::Completed;
+    store::write_progress(&pool, id, &mut tally, completed).await?;
+    tracing::info!(scan = %id, hosts_scanned = tally.hosts_scanned, hosts_up = tally.hosts_up,
+        created = tally.assets_created, updated = tally.assets_updated,
+        "discovery scan {}", if completed { "completed" } else { "cancelled" });
+    Ok(ended)
 }
 
 /// One probe's answer, with the concurrency permit it holds until the answer is read.
 type Answer = (IpAddr, u16, ProbeOutcome, OwnedSemaphorePermit);
 
-/// Starts every probe of `plan` at the configured pace.
-async fn probe_all(plan: Plan, pace: Pace, tx: mpsc::Sender<Answer>) {
+/// Starts every probe of `plan` at the configured pace, none once `cancel` is thrown
+/// (even while the collector is busy writing and has not yet aborted us).
+async fn probe_all(plan: Plan, pace: Pace, tx: mpsc::Sender<Answer>, cancel: Cancel) {
     let in_flight = Arc::new(Semaphore::new(pace.concurrency));
     let mut ticker = tokio::time::interval(pace.attempt_period());
     // After a stall (all permits taken) carry on at the rate, never in a burst.
@@ -171,6 +222,9 @@ async fn probe_all(plan: Plan, pace: Pace, tx: mpsc::Sender<Answer>) {
     for ip in plan.hosts.iter() {
         for &port in &plan.ports {
             ticker.tick().await;
+            if cancel.is_cancelled() {
+                return;
+            }
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 return; // never closed
             };

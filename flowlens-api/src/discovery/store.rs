@@ -8,6 +8,10 @@
 //! address between our look-up and our insert: the insert trigger then raises
 //! `unique_violation`, which rolls back to a savepoint and turns into an update of the
 //! winner's asset.
+//!
+//! Every asset write is a mutation made on an admin's request, so like any other it
+//! writes an `audit_logs` row (as the admin who asked for the scan) in its own
+//! transaction, beside the `change_events` row that tells the rest of the system.
 
 use std::net::IpAddr;
 
@@ -35,6 +39,14 @@ pub const SCAN_CONFIDENCE: f32 = 0.6;
 /// owner (it would take an asset created and deleted between every two statements).
 const ATTEMPTS: usize = 3;
 
+/// The scan an asset write belongs to, as its audit rows name it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanRef<'a> {
+    pub id: Uuid,
+    /// The admin who asked for the scan: the actor of what it writes.
+    pub requested_by: &'a str,
+}
+
 /// Why a host's asset could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -44,10 +56,12 @@ pub enum StoreError {
     Contended { ip: IpAddr },
 }
 
-/// Creates or refreshes the asset owning `ip`, in one transaction with its change
-/// event. `probed` are the ports the scan tried on it, `open` those that accepted.
+/// Creates or refreshes the asset owning `ip`, in one transaction with its audit row
+/// and change event. `probed` are the ports `scan` tried on it, `open` those that
+/// accepted.
 pub async fn record_host(
     pool: &PgPool,
+    scan: ScanRef<'_>,
     ip: IpAddr,
     probed: &[u16],
     open: &[u16],
@@ -65,6 +79,19 @@ pub async fn record_host(
             None => insert(&mut tx, address, probed, open).await?,
         };
         if let Some(write) = written {
+            let (action, id) = match write {
+                AssetWrite::Created(id) => ("create", id),
+                AssetWrite::Updated(id) => ("update", id),
+            };
+            audit::record_as(
+                &mut tx,
+                scan.requested_by,
+                action,
+                "asset",
+                Some(id),
+                json!({ "scan_id": scan.id, "open_ports": open }),
+            )
+            .await?;
             tx.commit().await?;
             return Ok(write);
         }
@@ -174,20 +201,22 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|c| c == "23505")
 }
 
-/// queued -> running.
-pub async fn mark_running(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// queued -> running; false when the scan is no longer queued (it was cancelled
+/// before its task began), so it must not run.
+pub async fn mark_running(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
         "UPDATE discovery_scans SET status = 'running', started_at = now()
          WHERE id = $1 AND status = 'queued'",
     )
     .bind(id)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Writes the counters and merges the open ports found since the last write; with
-/// `completed`, also ends the scan.
+/// `completed`, also ends the scan, unless it was cancelled meanwhile (the
+/// cancellation, already answered to its caller, stands).
 pub async fn write_progress(
     pool: &PgPool,
     id: Uuid,
@@ -198,8 +227,8 @@ pub async fn write_progress(
     sqlx::query(
         "UPDATE discovery_scans SET hosts_scanned = $2, hosts_up = $3, assets_created = $4,
              assets_updated = $5, open_ports = open_ports || $6,
-             status = CASE WHEN $7 THEN 'completed' ELSE status END,
-             finished_at = CASE WHEN $7 THEN now() ELSE finished_at END
+             status = CASE WHEN $7 AND status = 'running' THEN 'completed' ELSE status END,
+             finished_at = CASE WHEN $7 AND status = 'running' THEN now() ELSE finished_at END
          WHERE id = $1",
     )
     .bind(id)

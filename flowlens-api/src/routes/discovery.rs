@@ -1,11 +1,12 @@
-//! `/api/v1/discovery/scans`: start an active scan (admin), list scans and read one
-//! with its progress (viewer).
+//! `/api/v1/discovery/scans`: start and cancel active scans (admin), list scans and
+//! read one with its progress (viewer).
 //!
 //! Refusals, all problem+json: scans disabled (empty `api.discovery.allowed_ranges`)
 //! or a target outside every allowed range is 403, because policy says no; a bad
-//! CIDR, bad ports or more hosts than `max_hosts` is 422 like any invalid body; more
-//! than `max_running_scans` scans at once is 503 (the server is busy, not the caller
-//! over a rate: retrying once a scan ends succeeds). A refused request writes nothing.
+//! CIDR, ports outside `api.discovery.ports` or more hosts than `max_hosts` is 422
+//! like any invalid body; more than `max_running_scans` scans at once is 503 (the
+//! server is busy, not the caller over a rate: retrying once a scan ends succeeds). A
+//! refused request writes nothing. Cancelling a scan that has ended is 409.
 
 #![allow(
     unused_qualifications,
@@ -36,7 +37,7 @@ use crate::telemetry;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_scans, create_scan))
-        .routes(routes!(get_scan))
+        .routes(routes!(get_scan, cancel_scan))
 }
 
 /// The states of a scan, in the order it passes them.
@@ -150,7 +151,7 @@ pub struct NewScan {
     /// The network to scan, e.g. `10.0.3.0/24` (host bits clear), or one address. It
     /// must lie wholly inside one of `api.discovery.allowed_ranges`.
     pub cidr: String,
-    /// TCP ports, 1 to 65535; default `api.discovery.ports`.
+    /// TCP ports, each one of `api.discovery.ports`; default all of them.
     pub ports: Option<Vec<i64>>,
 }
 
@@ -171,7 +172,7 @@ impl From<PlanError> for ApiError {
 #[utoipa::path(post, path = "/discovery/scans", tag = "discovery", request_body = NewScan,
     responses((status = 202, body = Scan),
               (status = 403, body = Problem, description = "not an admin, scans disabled, or a target outside the allowed ranges"),
-              (status = 422, body = Problem, description = "bad CIDR or ports, or too many hosts"),
+              (status = 422, body = Problem, description = "bad CIDR, ports not in api.discovery.ports, or too many hosts"),
               (status = 503, body = Problem, description = "api.discovery.max_running_scans scans are running")))]
 async fn create_scan(
     State(state): State<AppState>,
@@ -180,7 +181,10 @@ async fn create_scan(
 ) -> Result<(StatusCode, ApiJson<Scan>), ApiError> {
     let config = &state.config.api.discovery;
     let plan = plan::plan(&body.cidr, body.ports.as_deref(), config)?;
-    let Some(slot) = state.scans.try_take() else {
+    // Chosen here rather than by the database, so the slot (and with it the cancel
+    // switch) is registered under the id before anyone can learn the id.
+    let id = Uuid::new_v4();
+    let Some(slot) = state.scans.try_take(id) else {
         metrics::counter!(telemetry::DISCOVERY_REFUSED, "reason" => "busy").increment(1);
         return Err(ApiError::Unavailable(format!(
             "{} scans are already running (api.discovery.max_running_scans); retry when one ends",
@@ -189,15 +193,16 @@ async fn create_scan(
     };
     let ports: Vec<i32> = plan.ports.iter().copied().map(i32::from).collect();
     let mut tx = state.pool.begin().await?;
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO discovery_scans (cidr, ports, requested_by, hosts_total)
-         VALUES ($1, $2, $3, $4) RETURNING id",
+    sqlx::query(
+        "INSERT INTO discovery_scans (id, cidr, ports, requested_by, hosts_total)
+         VALUES ($1, $2, $3, $4, $5)",
     )
+    .bind(id)
     .bind(plan.network)
     .bind(&ports)
     .bind(&caller.subject)
     .bind(i64::from(plan.hosts.len()))
-    .fetch_one(&mut *tx)
+    .execute(&mut *tx)
     .await?;
     audit::record(
         &mut tx,
@@ -214,6 +219,7 @@ async fn create_scan(
     scanner::spawn(
         state.pool.clone(),
         id,
+        caller.subject,
         plan,
         Pace::from_config(config),
         slot,
@@ -233,4 +239,56 @@ async fn get_scan(
 ) -> Result<ApiJson<Scan>, ApiError> {
     let mut conn = state.pool.acquire().await?;
     Ok(ApiJson(fetch_scan(&mut conn, id).await?))
+}
+
+/// Cancel a queued or running scan. It is `cancelled` when this answers; probing
+/// stops within moments, and what it found until then stays.
+#[utoipa::path(delete, path = "/discovery/scans/{id}", tag = "discovery",
+    params(("id" = Uuid, Path, description = "scan id")),
+    responses((status = 200, body = Scan, description = "the scan, now cancelled"),
+              (status = 400, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "the scan has already ended")))]
+async fn cancel_scan(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<ApiJson<Scan>, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    // Locked, so a scan completing meanwhile either finishes first (and this is 409)
+    // or waits and then sees `cancelled`, which it leaves alone.
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM discovery_scans WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ApiError::not_found("scan", id))?;
+    if !matches!(status.as_str(), "queued" | "running") {
+        return Err(ApiError::Conflict(format!(
+            "scan {id} is {status}; only a queued or running scan can be cancelled"
+        )));
+    }
+    sqlx::query(
+        "UPDATE discovery_scans SET status = 'cancelled', finished_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        &caller,
+        "cancel",
+        "discovery_scan",
+        Some(id),
+        json!({ "status": status }),
+    )
+    .await?;
+    let scan = fetch_scan(&mut tx, id).await?;
+    tx.commit().await?;
+    // After the commit: the task may stop at once and must find the row cancelled.
+    // No task holds the id when it ended meanwhile (its last write waited for our
+    // lock, then left the row cancelled).
+    let stopped = state.scans.cancel(id);
+    tracing::info!(scan = %id, by = %caller.subject, task = stopped, "discovery scan cancelled");
+    Ok(ApiJson(scan))
 }

@@ -352,6 +352,7 @@ async fn openapi_document_matches_the_server() {
         "DELETE /api/v1/admin/api-keys/{id}",
         "DELETE /api/v1/assets/{id}",
         "DELETE /api/v1/dependencies/{id}",
+        "DELETE /api/v1/discovery/scans/{id}",
         "GET /api/v1/admin/api-keys",
         "GET /api/v1/admin/config",
         "GET /api/v1/admin/health",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode, header};
 use flowlens_api::auth::Role;
 use flowlens_api::config::Config;
-use flowlens_api::discovery::store::{self, AssetWrite};
+use flowlens_api::discovery::store::{self, AssetWrite, ScanRef};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -220,6 +220,39 @@ async fn scans_create_scan_assets_and_refresh_owned_ones() {
     );
     assert_eq!(audit.3["cidr"], "127.0.0.0/29");
     assert_eq!(audit.3["hosts"], 6);
+    // And every asset the scan wrote, as the admin who asked, naming the scan and the
+    // open ports it found there.
+    let asset_audits = |scan: String| {
+        let pool = api.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String, String, String, Value)>(
+                "SELECT l.actor, l.action, l.entity_type, a.name, l.details
+                 FROM audit_logs l JOIN assets a ON a.id = l.entity_id
+                 WHERE l.details->>'scan_id' = $1 ORDER BY a.name",
+            )
+            .bind(scan)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let row = |action: &str, name: &str, open: Value| {
+        (
+            "admin".to_owned(),
+            action.to_owned(),
+            "asset".to_owned(),
+            name.to_owned(),
+            json!({"scan_id": id, "open_ports": open}),
+        )
+    };
+    assert_eq!(
+        asset_audits(id.clone()).await,
+        vec![
+            row("create", "127.0.0.1", sorted(vec![t.both, t.one])),
+            row("create", "127.0.0.3", json!([t.both])),
+            row("update", "db", json!([t.both])),
+        ]
+    );
 
     // A narrower second scan updates what the first created; it creates nothing, and
     // leaves the port it did not probe in the tag.
@@ -249,6 +282,18 @@ async fn scans_create_scan_assets_and_refresh_owned_ones() {
     assert_eq!(
         first["items"][0]["tags"]["open_ports"],
         sorted(vec![t.both, t.one])
+    );
+    let updates: Vec<(String, String)> = asset_audits(again_id.clone())
+        .await
+        .into_iter()
+        .map(|(_, action, _, name, _)| (action, name))
+        .collect();
+    assert_eq!(
+        updates,
+        [
+            ("update".to_owned(), "127.0.0.1".to_owned()),
+            ("update".to_owned(), "db".to_owned())
+        ]
     );
 
     // Both scans listed, newest first.
@@ -312,6 +357,19 @@ async fn refusals_say_why_and_write_nothing() {
             json!({"cidr": "127.0.0.1", "ports": []}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "no ports",
+        ),
+        // Only configured ports (allow_loopback keeps the default list, with 22 and
+        // 80 but not these) may be probed; the refusal names the others.
+        (
+            json!({"cidr": "127.0.0.1", "ports": [22, 4321, 80, 1234]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ports 1234, 4321 are not in api.discovery.ports",
+        ),
+        // An IPv4 target spelt as IPv4-mapped IPv6 is judged as IPv4.
+        (
+            json!({"cidr": "::ffff:10.0.0.1"}),
+            StatusCode::FORBIDDEN,
+            "10.0.0.1/32 is not inside an allowed range",
         ),
         (
             json!({"cidr": "127.0.0.1", "speed": 9}),
@@ -458,6 +516,7 @@ async fn running_scans_are_capped() {
         c.api.discovery.max_running_scans = 1;
         // Six probes at one a second: the first scan outlives the second request.
         c.api.discovery.rate_per_second = 1;
+        c.api.discovery.ports = vec![t.both];
     })
     .await;
     let body = json!({"cidr": "127.0.0.0/29", "ports": [t.both]});
@@ -497,10 +556,17 @@ async fn running_scans_are_capped() {
 async fn concurrent_writers_create_one_asset_per_address() {
     let api = TestApi::new("disc_race").await;
     let ip: std::net::IpAddr = "127.0.0.9".parse().unwrap();
+    let scan_id = uuid::Uuid::new_v4();
     let writers: Vec<_> = (0..6)
         .map(|_| {
             let pool = api.pool.clone();
-            tokio::spawn(async move { store::record_host(&pool, ip, &[80, 443], &[80]).await })
+            tokio::spawn(async move {
+                let scan = ScanRef {
+                    id: scan_id,
+                    requested_by: "ops",
+                };
+                store::record_host(&pool, scan, ip, &[80, 443], &[80]).await
+            })
         })
         .collect();
     let mut created = Vec::new();
@@ -522,11 +588,176 @@ async fn concurrent_writers_create_one_asset_per_address() {
         .await
         .unwrap();
     assert_eq!(assets, 1);
+    // One audit row per write that happened, none for the rolled-back attempts.
+    let audits: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT actor, action, entity_id::text FROM audit_logs
+         WHERE entity_type = 'asset' ORDER BY action",
+    )
+    .fetch_all(&api.pool)
+    .await
+    .unwrap();
+    let mut want = vec![(
+        "ops".to_owned(),
+        "create".to_owned(),
+        created[0].to_string(),
+    )];
+    want.extend((0..5).map(|_| {
+        (
+            "ops".to_owned(),
+            "update".to_owned(),
+            created[0].to_string(),
+        )
+    }));
+    assert_eq!(audits, want);
 
     // An address a person's asset owns is always an update of that asset.
     let owner = api.asset("web", &["127.0.0.10"]).await;
-    let w = store::record_host(&api.pool, "127.0.0.10".parse().unwrap(), &[80], &[80])
+    let scan = ScanRef {
+        id: scan_id,
+        requested_by: "ops",
+    };
+    let w = store::record_host(&api.pool, scan, "127.0.0.10".parse().unwrap(), &[80], &[80])
         .await
         .unwrap();
     assert_eq!(w, AssetWrite::Updated(owner.parse().unwrap()));
+}
+
+#[tokio::test]
+async fn scans_can_be_cancelled() {
+    let t = targets().await;
+    let api = TestApi::with("disc_cancel", |c| {
+        allow_loopback(c);
+        c.api.discovery.max_running_scans = 1;
+        // Six probes at one a second: plenty of time to cancel.
+        c.api.discovery.rate_per_second = 1;
+        c.api.discovery.ports = vec![t.both];
+    })
+    .await;
+    let delete = |role: Role, id: String, expect: StatusCode| {
+        let api = &api;
+        async move {
+            let (s, h, v) = api
+                .call(
+                    Method::DELETE,
+                    &format!("{SCANS}/{id}"),
+                    Some(&TestApi::token(role)),
+                    None,
+                )
+                .await;
+            assert_eq!(s, expect, "DELETE {id}: {v}");
+            if s.is_client_error() {
+                assert_eq!(
+                    h.get(header::CONTENT_TYPE).unwrap(),
+                    "application/problem+json"
+                );
+            }
+            v
+        }
+    };
+    let slow = start(&api, json!({"cidr": "127.0.0.0/29"}), StatusCode::ACCEPTED).await;
+    let id = slow["id"].as_str().unwrap().to_owned();
+    assert_eq!(slow["hosts_total"], 6);
+    // Running, with some progress written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = api.get(&format!("{SCANS}/{id}")).await;
+        if v["hosts_scanned"].as_i64().unwrap() > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress written: {v}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // Admins only.
+    for role in [Role::Viewer, Role::Editor] {
+        let v = delete(role, id.clone(), StatusCode::FORBIDDEN).await;
+        assert!(v["detail"].as_str().unwrap().contains("admin role"), "{v}");
+    }
+    let cancelled = delete(Role::Admin, id.clone(), StatusCode::OK).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(cancelled["finished_at"].is_string(), "{cancelled}");
+    assert_eq!(cancelled["error"], Value::Null);
+
+    // The task ends and gives its slot back: a scan is accepted again (with one slot,
+    // a running one would make this 503).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let next = loop {
+        let (s, _, v) = api
+            .call(
+                Method::POST,
+                SCANS,
+                Some(&TestApi::token(Role::Admin)),
+                Some(json!({"cidr": "127.0.0.1"})),
+            )
+            .await;
+        if s == StatusCode::ACCEPTED {
+            break v;
+        }
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled scan kept its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let stopped = api.get(&format!("{SCANS}/{id}")).await;
+    // Probing has stopped: at one probe a second, the rest of the six would show in
+    // the counters by now if it went on.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = api.get(&format!("{SCANS}/{id}")).await;
+    assert_eq!(later, stopped, "the scan went on after it was cancelled");
+    assert_eq!(later["status"], "cancelled");
+    assert_eq!(later["finished_at"], cancelled["finished_at"]);
+    let scanned = later["hosts_scanned"].as_i64().unwrap();
+    assert!(scanned > 0 && scanned < 6, "{later}");
+    // The other scan was not disturbed.
+    let next = finished(&api, next["id"].as_str().unwrap()).await;
+    assert_eq!(next["status"], "completed", "{next}");
+
+    // Ended scans cannot be cancelled; unknown ones are not found.
+    for done in [id.clone(), next["id"].as_str().unwrap().to_owned()] {
+        let v = delete(Role::Admin, done, StatusCode::CONFLICT).await;
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("only a queued or running scan"),
+            "{v}"
+        );
+    }
+    delete(
+        Role::Admin,
+        uuid::Uuid::new_v4().to_string(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    delete(Role::Admin, "nope".to_owned(), StatusCode::BAD_REQUEST).await;
+    // A queued scan no task holds (yet) is cancelled all the same.
+    let queued: String = sqlx::query_scalar(
+        "INSERT INTO discovery_scans (cidr, ports, requested_by, hosts_total)
+         VALUES ('127.0.0.0/30', '{80}', 'a', 2) RETURNING id::text",
+    )
+    .fetch_one(&api.pool)
+    .await
+    .unwrap();
+    let v = delete(Role::Admin, queued.clone(), StatusCode::OK).await;
+    assert_eq!(v["status"], "cancelled");
+
+    // Each cancellation is audited, with the state it interrupted.
+    let audits: Vec<(String, String, Value)> = sqlx::query_as(
+        "SELECT actor, entity_id::text, details FROM audit_logs
+         WHERE entity_type = 'discovery_scan' AND action = 'cancel' ORDER BY at, id",
+    )
+    .fetch_all(&api.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audits,
+        vec![
+            ("admin".to_owned(), id, json!({"status": "running"})),
+            ("admin".to_owned(), queued, json!({"status": "queued"})),
+        ]
+    );
+    let listed = api.get(&format!("{SCANS}?status=cancelled")).await;
+    assert_eq!(listed["total"], 2);
 }
