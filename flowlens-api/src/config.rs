@@ -172,6 +172,16 @@ pub struct AnalysisConfig {
     pub max_depth: u32,
     /// Largest number of paths `path` enumerates.
     pub max_paths: usize,
+    /// Work budget of one `path` enumeration, in adjacency entries examined (see
+    /// `graph::path::all_paths`); past it the answer lists the paths found so far, which
+    /// are the first ones in order, as `truncated`. Simple paths can be exponentially
+    /// many, and so can the dead branches on the way to few, so `max_depth` and
+    /// `max_paths` alone do not bound the time. A step costs 4 to 12 ns in a release
+    /// build on the 2-core AMD EPYC development VM (the least for a small dense trap,
+    /// the most for a trap inside the 10k-asset, 50k-dependency benchmark graph), so the
+    /// default of 2 million is 8 to 25 ms of one blocking thread; 100 paths between
+    /// benchmark assets took 2k to 7k steps, and a 100k-asset chain 200k.
+    pub max_path_steps: u64,
 }
 
 impl Default for AnalysisConfig {
@@ -180,6 +190,7 @@ impl Default for AnalysisConfig {
             default_max_depth: 10,
             max_depth: 50,
             max_paths: 100,
+            max_path_steps: 2_000_000,
         }
     }
 }
@@ -440,6 +451,9 @@ impl Config {
         {
             problems.push("api.analysis: need 1 <= default_max_depth <= max_depth".to_owned());
         }
+        if a.analysis.max_path_steps == 0 {
+            problems.push("api.analysis.max_path_steps must be at least 1".to_owned());
+        }
         for r in &a.discovery.allowed_ranges {
             if r.parse::<ipnetwork::IpNetwork>().is_err() {
                 problems.push(format!("api.discovery.allowed_ranges: {r:?} is not a CIDR"));
@@ -669,10 +683,16 @@ mod tests {
             .to_string();
         assert!(e.contains("unknown field `prot`"), "{e}");
         let f = write(
-            "api:\n  host: nowhere\n  rate_limiting:\n    default_limit: 10/fortnight\n  pagination:\n    default_page_size: 5000\n  auth:\n    jwt_secret: short\n",
+            "api:\n  host: nowhere\n  rate_limiting:\n    default_limit: 10/fortnight\n  pagination:\n    default_page_size: 5000\n  auth:\n    jwt_secret: short\n  analysis:\n    max_path_steps: 0\n",
         );
         let e = Config::load(Some(&f.0), vars(&[])).unwrap_err().to_string();
-        for needle in ["api.host", "fortnight", "api.pagination", "16 bytes"] {
+        for needle in [
+            "api.host",
+            "fortnight",
+            "api.pagination",
+            "16 bytes",
+            "api.analysis.max_path_steps",
+        ] {
             assert!(e.contains(needle), "{needle} in {e}");
         }
     }

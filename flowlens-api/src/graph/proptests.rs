@@ -15,10 +15,11 @@ use uuid::Uuid;
 
 use super::blast_radius::blast_radius;
 use super::impact::{AffectedAsset, Impact, impact_of_asset, impact_of_dependency};
-use super::path::{all_paths, shortest_path};
+use super::path::{all_paths, enumerate, shortest_path};
 use super::service::ServiceKey;
 use super::spof::spof;
 use super::{EdgeInput, Graph, NodeInput};
+use crate::config::AnalysisConfig;
 
 /// The rows of one random graph, nodes in a shuffled id order.
 #[derive(Debug, Clone)]
@@ -379,19 +380,38 @@ proptest! {
         directed in any::<bool>(),
         max_depth in 0_u32..=9,
         max_paths in 0_usize..=12,
+        cut in any::<prop::sample::Index>(),
     ) {
         let g = case.graph();
         let o = Oracle::new(&case);
         let (from, to) = (pick.0.index(o.n()), pick.1.index(o.n()));
         let want = o.simple_paths(from, to, directed, max_depth);
+        // Small graphs never come near the default step budget.
+        let budget = AnalysisConfig::default().max_path_steps;
+        let (a, b) = (o.ids[from], o.ids[to]);
 
-        let every = all_paths(&g, o.ids[from], o.ids[to], directed, max_depth, usize::MAX);
+        let every = all_paths(&g, a, b, directed, max_depth, usize::MAX, budget);
         prop_assert!(!every.truncated);
         prop_assert_eq!(&every.paths, &want);
 
-        let some = all_paths(&g, o.ids[from], o.ids[to], directed, max_depth, max_paths);
+        let some = all_paths(&g, a, b, directed, max_depth, max_paths, budget);
         prop_assert_eq!(some.truncated, want.len() > max_paths);
         prop_assert_eq!(&some.paths[..], &want[..want.len().min(max_paths)]);
+
+        // With any smaller budget the search stops having spent exactly that, truncated,
+        // with a prefix of the answer; with exactly the steps it needs, nothing changes.
+        let (full, needed) = enumerate(&g, a, b, directed, max_depth, max_paths, u64::MAX);
+        prop_assert_eq!(&full, &some);
+        prop_assert!(needed < budget);
+        let small = u64::try_from(cut.index(usize::try_from(needed).unwrap() + 1)).unwrap();
+        let (short, spent) = enumerate(&g, a, b, directed, max_depth, max_paths, small);
+        prop_assert_eq!(spent, small);
+        if small == needed {
+            prop_assert_eq!(&short, &full);
+        } else {
+            prop_assert!(short.truncated);
+            prop_assert_eq!(&short.paths[..], &full.paths[..short.paths.len()]);
+        }
 
         // The shortest path is the first of all paths, when one exists.
         let everywhere = o.simple_paths(from, to, directed, 9);

@@ -4,6 +4,7 @@ use super::impact::impact_of_asset;
 use super::path::{all_paths, shortest_path};
 use super::spof::spof;
 use super::*;
+use crate::config::AnalysisConfig;
 
 #[test]
 fn every_row_is_kept_or_counted() {
@@ -171,7 +172,10 @@ fn long_chain_does_not_overflow_the_stack() {
         shortest_path(&g, id(1), id(N), true).unwrap().len(),
         100_000
     );
-    let all = all_paths(&g, id(N), id(1), false, u32::MAX, 2);
+    // One length, 2 * 100k adjacency entries: within the default step budget.
+    let budget = AnalysisConfig::default().max_path_steps;
+    let all = all_paths(&g, id(N), id(1), false, u32::MAX, 2, budget);
+    assert!(!all.truncated);
     assert_eq!(all.paths.len(), 1);
     assert_eq!(all.paths[0].len(), 100_000);
 }

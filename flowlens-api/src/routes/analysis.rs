@@ -123,7 +123,8 @@ pub struct PathRequest {
 pub struct PathAnswer {
     /// The shortest path, `from` first; null when there is none.
     pub shortest: Option<Vec<PathStep>>,
-    /// Every simple path within the bounds, shortest first.
+    /// Every simple path within the bounds, shortest first; `truncated` when more exist
+    /// or the search hit `api.analysis.max_path_steps` first.
     pub all: AllPaths,
     #[schema(value_type = Object)]
     pub names: Names,
@@ -141,6 +142,7 @@ async fn path(
     ApiJson(req): ApiJson<PathRequest>,
 ) -> Result<ApiJson<PathAnswer>, ApiError> {
     let depth = state.depth(req.max_depth)?;
+    let max_steps = state.config.api.analysis.max_path_steps;
     let limit = state.config.api.analysis.max_paths;
     let max_paths = req.max_paths.unwrap_or(limit);
     if max_paths == 0 || max_paths > limit {
@@ -157,10 +159,19 @@ async fn path(
     }
     let directed = req.directed.unwrap_or(true);
     let shortest = shortest_path(g, req.from, req.to, directed);
-    // Enumeration can be exponential: off the async workers.
+    // Enumeration is bounded by `max_path_steps` but can still take a while (and nobody
+    // can cancel it): off the async workers.
     let graph = snap.clone();
     let all = tokio::task::spawn_blocking(move || {
-        all_paths(&graph.graph, req.from, req.to, directed, depth, max_paths)
+        all_paths(
+            &graph.graph,
+            req.from,
+            req.to,
+            directed,
+            depth,
+            max_paths,
+            max_steps,
+        )
     })
     .await?;
     let ids = all
