@@ -17,12 +17,12 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench_ingest::run_ok;
+use crate::bench_ingest::{Killer, run_ok};
 
 /// Options of `cargo xtask bench api`.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,15 +40,6 @@ pub(crate) struct Options {
 
 const ADDR: &str = "127.0.0.1:18700";
 const SECRET: &str = "bench-secret-0123456789abcdef";
-
-struct Killer(Child);
-
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The seed: deterministic UUIDs `00000000-0000-4000-8000-<i in hex>`.
 const SEED: &str = "

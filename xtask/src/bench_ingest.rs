@@ -214,6 +214,17 @@ impl Drop for NetPair {
 }
 
 /// Runs `cmd`; its stdout, or an error with its stderr.
+/// A child process killed (and reaped) when the bench is done with it, however it
+/// ends.
+pub(crate) struct Killer(pub(crate) Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub(crate) fn run_ok(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {

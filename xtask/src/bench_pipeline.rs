@@ -17,12 +17,12 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench_ingest::run_ok;
+use crate::bench_ingest::{Killer, run_ok};
 
 /// Options of `cargo xtask bench pipeline`.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,15 +43,6 @@ pub(crate) struct Options {
 
 const IPFIX_PORT: u16 = 24_739;
 const TELEMETRY: &str = "127.0.0.1:19471";
-
-struct Killer(Child);
-
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn metric(body: &str, series: &str) -> Option<f64> {
     body.lines()

@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::dependencies::{DEPENDENCY_SELECT, DependencyWithStats};
-use super::{double_option, like_escape, problems};
+use super::{double_option, like_escape, pick_fields, problems};
 use crate::audit;
 use crate::auth::{Editor, Viewer};
 use crate::cache::{Answer, Cached, Kind};
@@ -607,14 +607,7 @@ async fn update_asset(
     qb.push(" WHERE id = ").push_bind(id);
     qb.build().execute(&mut *tx).await?;
     let after = fetch_asset(&mut tx, id).await?;
-    let pick = |asset: &Asset| {
-        let full = serde_json::to_value(asset).unwrap_or(Value::Null);
-        let picked: serde_json::Map<String, Value> = keys
-            .iter()
-            .filter_map(|k| full.get(k).map(|v| (k.clone(), v.clone())))
-            .collect();
-        Value::Object(picked)
-    };
+    let pick = |asset: &Asset| pick_fields(asset, &keys);
     audit::change_event(
         &mut tx,
         "asset_changed",

@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{double_option, problems};
+use super::{double_option, pick_fields, problems};
 use crate::audit;
 use crate::auth::{Editor, Viewer};
 use crate::error::{ApiError, Problem};
@@ -388,16 +388,8 @@ async fn update_dependency(
     .execute(&mut *tx)
     .await?;
     let after = fetch_dependency(&mut tx, id).await?;
-    let pick = |d: &Dependency| {
-        let full = serde_json::to_value(d).unwrap_or(Value::Null);
-        let picked: serde_json::Map<String, Value> = changed
-            .as_object()
-            .into_iter()
-            .flat_map(|o| o.keys())
-            .filter_map(|k| full.get(k).map(|v| (k.clone(), v.clone())))
-            .collect();
-        Value::Object(picked)
-    };
+    let pick =
+        |d: &Dependency| pick_fields(d, changed.as_object().into_iter().flat_map(|o| o.keys()));
     audit::change_event(
         &mut tx,
         "dependency_changed",

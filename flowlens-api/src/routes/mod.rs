@@ -39,6 +39,20 @@ pub(crate) fn like_escape(s: &str) -> String {
     out
 }
 
+/// The fields of `entity` named by `keys`, as a JSON object: the before and after
+/// states of a change event say only what changed.
+pub(crate) fn pick_fields<'k>(
+    entity: &impl serde::Serialize,
+    keys: impl IntoIterator<Item = &'k String>,
+) -> serde_json::Value {
+    let full = serde_json::to_value(entity).unwrap_or(serde_json::Value::Null);
+    serde_json::Value::Object(
+        keys.into_iter()
+            .filter_map(|k| full.get(k).map(|v| (k.clone(), v.clone())))
+            .collect(),
+    )
+}
+
 /// 422 listing every problem, or Ok when there are none.
 pub(crate) fn problems(problems: &[String]) -> Result<(), ApiError> {
     if problems.is_empty() {
