@@ -105,7 +105,6 @@ pub struct GraphSink {
     last_stale: Instant,
     jobs: Option<SyncSender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
-    deferred: u64,
     raw_dropped: u64,
 }
 
@@ -177,7 +176,6 @@ impl GraphSink {
             last_stale: Instant::now(),
             jobs: Some(jobs),
             writer: Some(thread),
-            deferred: 0,
             raw_dropped: 0,
         })
     }
@@ -260,6 +258,11 @@ impl GraphSink {
     /// Gives the windows to the writer if it is free; else they keep aggregating.
     fn hand_over(&mut self) {
         self.last_flush = Instant::now();
+        // Counted per flow while aggregating, published per hand-over.
+        let skewed = std::mem::take(&mut self.aggregator.counters.clock_skewed);
+        if skewed > 0 {
+            metrics::counter!("flowlens_graph_flows_clock_skewed_total").increment(skewed);
+        }
         let Some(jobs) = &self.jobs else { return };
         if self.aggregator.is_empty() && self.raw.is_empty() {
             return;
@@ -271,7 +274,6 @@ impl GraphSink {
         };
         if let Err(TrySendError::Full(Job::Flush { edges, raw, .. })) = jobs.try_send(job) {
             // The writer is still on the previous flush: put the windows back.
-            self.deferred += 1;
             metrics::counter!("flowlens_graph_flushes_deferred_total").increment(1);
             self.aggregator.restore(edges);
             self.raw = raw;

@@ -72,7 +72,6 @@ pub struct Orientation {
 /// Aggregation counters (exported as metrics by the sink).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WindowCounters {
-    pub flows: u64,
     /// Flows re-stamped with the wall clock because their own time was absurd.
     pub clock_skewed: u64,
 }
@@ -128,7 +127,6 @@ impl Aggregator {
             first_ms: start,
             last_ms: at,
         };
-        self.counters.flows += 1;
         self.edges
             .entry(key)
             .and_modify(|s| s.merge(&delta))
