@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use flowlens_daemon::ingest::datagram::{Dispatcher, RawDatagram, Source};
-use flowlens_daemon::ingest::ring::{RingReader, RingReaderOptions};
+use flowlens_daemon::ingest::ring::{CpuRing, RingReader, RingReaderOptions};
 use flowlens_daemon::ingest::xdp::{AttachMode, XdpCounters, XdpError, XdpHandle, XdpOptions};
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
@@ -46,31 +46,47 @@ struct Collector {
     // Field order is drop order: readers, then the program (detach), then namespaces.
     reader: Option<RingReader>,
     handle: Option<XdpHandle>,
+    /// Rings not read yet (`start_paused`), and the queue readers will fill.
+    unread: Option<(Vec<CpuRing>, Dispatcher)>,
     rx: Receiver<RawDatagram>,
     net: Net,
 }
 
 impl Collector {
     fn start(net: Net, object: &Path, tweak: impl FnOnce(&mut XdpOptions)) -> Self {
+        let mut c = Self::start_paused(net, object, tweak);
+        c.resume();
+        c
+    }
+
+    /// Attached, but nobody reads the rings until [`Self::resume`].
+    fn start_paused(net: Net, object: &Path, tweak: impl FnOnce(&mut XdpOptions)) -> Self {
         let mut opts = XdpOptions::new(object.to_path_buf(), vec![net.vc.clone()]);
         tweak(&mut opts);
         let mut handle = in_netns(&net.collector, || XdpHandle::load(&opts))
             .unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
         let rings = handle.take_rings().expect("rings");
         let (dispatcher, mut queues) = Dispatcher::new(1, 65_536);
-        let reader = RingReader::spawn(
-            rings,
-            &dispatcher,
-            Arc::new(AtomicBool::new(false)),
-            &RingReaderOptions::default(),
-        )
-        .expect("ring readers");
         Self {
-            reader: Some(reader),
+            reader: None,
             handle: Some(handle),
+            unread: Some((rings, dispatcher)),
             rx: queues.remove(0),
             net,
         }
+    }
+
+    fn resume(&mut self) {
+        let (rings, dispatcher) = self.unread.take().expect("paused");
+        self.reader = Some(
+            RingReader::spawn(
+                rings,
+                &dispatcher,
+                Arc::new(AtomicBool::new(false)),
+                &RingReaderOptions::default(),
+            )
+            .expect("ring readers"),
+        );
     }
 
     fn handle(&mut self) -> &mut XdpHandle {
@@ -492,6 +508,31 @@ fn mirror_mode_passes_steered_datagrams_to_the_stack_too() {
         sock.recv_from(&mut [0u8; 64]).is_err(),
         "consumed datagram reached the stack"
     );
+    c.detach();
+}
+
+#[test]
+fn a_full_ring_drops_and_counts_and_what_fit_arrives() {
+    let Some((net, object)) = setup("ringfull") else {
+        return;
+    };
+    // The smallest ring, and nobody reading it yet: it fills after a few dozen records.
+    let mut c = Collector::start_paused(net, &object, |o| o.ring_size_bytes = 4096);
+    assert!(c.net.ping(IpAddr::V4(C4)), "warm-up ping");
+    let dst = SocketAddr::new(IpAddr::V4(C4), 2055);
+    let payloads: Vec<Vec<u8>> = (0..500).map(|i| payload("full", i % 7)).collect();
+    send_udp(&c.net, IpAddr::V4(P4), dst, &payloads);
+    let k = c.counters();
+    assert_identity(&k);
+    assert!(
+        k.ring_full > 0,
+        "a 4 KiB ring cannot hold 500 records: {k:?}"
+    );
+    // Every datagram is either in a ring or counted as dropped for a full one.
+    assert_eq!(k.steered + k.ring_full, 500, "{k:?}");
+    c.resume();
+    let got = c.expect(usize::try_from(k.steered).expect("fits"));
+    assert!(got.iter().all(|d| d.exporter == IpAddr::V4(P4)));
     c.detach();
 }
 
