@@ -176,11 +176,11 @@ pub struct AnalysisConfig {
     /// `graph::path::all_paths`); past it the answer lists the paths found so far, which
     /// are the first ones in order, as `truncated`. Simple paths can be exponentially
     /// many, and so can the dead branches on the way to few, so `max_depth` and
-    /// `max_paths` alone do not bound the time. A step costs 4 to 12 ns in a release
-    /// build on the 2-core AMD EPYC development VM (the least for a small dense trap,
-    /// the most for a trap inside the 10k-asset, 50k-dependency benchmark graph), so the
-    /// default of 2 million is 8 to 25 ms of one blocking thread; 100 paths between
-    /// benchmark assets took 2k to 7k steps, and a 100k-asset chain 200k.
+    /// `max_paths` alone do not bound the time. One hand measurement on the 2-core
+    /// development VM (a temporary release-build test, not a committed benchmark) put a
+    /// step at 4 to 12 ns, i.e. the default of 2 million at tens of milliseconds of one
+    /// blocking thread; the unit tests count steps, not time: 100 paths between
+    /// assets of the benchmark graph take thousands, a 100k-asset chain about 200k.
     pub max_path_steps: u64,
 }
 

@@ -32,6 +32,11 @@ pub async fn run(
     listening: Arc<AtomicBool>,
     received: Arc<AtomicU64>,
 ) {
+    // Everything derived from the graph is dropped on any change.
+    let changed = || {
+        cache.invalidate();
+        snapshot.invalidate();
+    };
     let mut backoff = Duration::from_millis(200);
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -50,8 +55,7 @@ pub async fn run(
         }
         backoff = Duration::from_millis(200);
         // Anything may have changed while we were not listening.
-        cache.invalidate();
-        snapshot.invalidate();
+        changed();
         let _ = tx.send(Arc::from(json!({"type": "resync"}).to_string()));
         listening.store(true, Ordering::Release);
         loop {
@@ -59,8 +63,7 @@ pub async fn run(
                 Ok(Some(n)) => {
                     metrics::counter!(CHANGE_NOTIFICATIONS).increment(1);
                     received.fetch_add(1, Ordering::AcqRel);
-                    cache.invalidate();
-                    snapshot.invalidate();
+                    changed();
                     let event: Value = serde_json::from_str(n.payload()).unwrap_or(Value::Null);
                     let _ = tx.send(Arc::from(
                         json!({"type": "change", "event": event}).to_string(),
@@ -69,8 +72,7 @@ pub async fn run(
                 Ok(None) => {
                     // The connection dropped and sqlx reconnected: notifications in
                     // between are gone.
-                    cache.invalidate();
-                    snapshot.invalidate();
+                    changed();
                     let _ = tx.send(Arc::from(json!({"type": "resync"}).to_string()));
                 }
                 Err(e) => {

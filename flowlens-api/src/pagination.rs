@@ -3,7 +3,8 @@
 //! silently cut, so a script never mistakes a short page for the end.
 
 use serde::Serialize;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
 
 use crate::config::PaginationConfig;
 use crate::error::ApiError;
@@ -74,4 +75,34 @@ pub async fn read_snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgre
         .execute(&mut *tx)
         .await?;
     Ok(tx)
+}
+
+/// One page of a list: `SELECT count(*) FROM {from}` and `{select}`, both narrowed by
+/// `filter` (which pushes a `WHERE` clause), the page ordered by `order`; both read in
+/// one snapshot so `total` matches `items`. `order` must end on a unique key so pages
+/// do not overlap.
+pub async fn fetch_page<T>(
+    pool: &PgPool,
+    page: PageRequest,
+    from: &str,
+    select: &str,
+    order: &str,
+    filter: impl Fn(&mut QueryBuilder<'_, Postgres>) -> Result<(), ApiError>,
+) -> Result<Page<T>, ApiError>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    let mut count = QueryBuilder::new(format!("SELECT count(*) FROM {from}"));
+    filter(&mut count)?;
+    let mut rows = QueryBuilder::new(select);
+    filter(&mut rows)?;
+    rows.push(format_args!(" ORDER BY {order} LIMIT "))
+        .push_bind(page.limit())
+        .push(" OFFSET ")
+        .push_bind(page.offset());
+    let mut tx = read_snapshot(pool).await?;
+    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
+    let items = rows.build_query_as::<T>().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Page::new(items, page, total))
 }

@@ -19,7 +19,7 @@ use crate::audit;
 use crate::auth::{Editor, Viewer};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::pagination::{Page, PageRequest};
+use crate::pagination::{Page, PageRequest, fetch_page};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -106,20 +106,16 @@ async fn list_alerts(
     ApiQuery(filter): ApiQuery<AlertFilter>,
 ) -> Result<ApiJson<Page<Alert>>, ApiError> {
     let page = PageRequest::resolve(filter.page, filter.page_size, &state.config.api.pagination)?;
-    let mut count = QueryBuilder::new("SELECT count(*) FROM alerts");
-    filter.push_where(&mut count)?;
-    // Count and page from one snapshot of the table, so `total` matches `items`.
-    let mut tx = crate::pagination::read_snapshot(&state.pool).await?;
-    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
-    let mut qb = QueryBuilder::new(ALERT_SELECT);
-    filter.push_where(&mut qb)?;
-    qb.push(" ORDER BY created_at DESC, id LIMIT ")
-        .push_bind(page.limit())
-        .push(" OFFSET ")
-        .push_bind(page.offset());
-    let items = qb.build_query_as::<Alert>().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(ApiJson(Page::new(items, page, total)))
+    let items = fetch_page(
+        &state.pool,
+        page,
+        "alerts",
+        ALERT_SELECT,
+        "created_at DESC, id",
+        |qb| filter.push_where(qb),
+    )
+    .await?;
+    Ok(ApiJson(items))
 }
 
 /// Get one alert.

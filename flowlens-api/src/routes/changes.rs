@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::auth::Viewer;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::pagination::{Page, PageRequest};
+use crate::pagination::{Page, PageRequest, fetch_page};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -100,23 +100,19 @@ async fn list_changes(
     ApiQuery(filter): ApiQuery<ChangeFilter>,
 ) -> Result<ApiJson<Page<ChangeEvent>>, ApiError> {
     let page = PageRequest::resolve(filter.page, filter.page_size, &state.config.api.pagination)?;
-    let mut count = QueryBuilder::new("SELECT count(*) FROM change_events c");
-    filter.push_where(&mut count);
-    // Count and page from one snapshot of the table, so `total` matches `items`.
-    let mut tx = crate::pagination::read_snapshot(&state.pool).await?;
-    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
-    let mut qb = QueryBuilder::new(CHANGE_SELECT);
-    filter.push_where(&mut qb);
-    qb.push(" ORDER BY c.detected_at DESC, c.id LIMIT ")
-        .push_bind(page.limit())
-        .push(" OFFSET ")
-        .push_bind(page.offset());
-    let items = qb
-        .build_query_as::<ChangeEvent>()
-        .fetch_all(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(ApiJson(Page::new(items, page, total)))
+    let items = fetch_page(
+        &state.pool,
+        page,
+        "change_events c",
+        CHANGE_SELECT,
+        "c.detected_at DESC, c.id",
+        |qb| {
+            filter.push_where(qb);
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(ApiJson(items))
 }
 
 /// Get one change event.

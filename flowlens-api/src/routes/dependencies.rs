@@ -22,7 +22,7 @@ use crate::audit;
 use crate::auth::{Editor, Viewer};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::pagination::{Page, PageRequest};
+use crate::pagination::{Page, PageRequest, fetch_page};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -177,24 +177,20 @@ async fn list_dependencies(
     ApiQuery(filter): ApiQuery<DependencyFilter>,
 ) -> Result<ApiJson<Page<DependencyWithStats>>, ApiError> {
     let page = PageRequest::resolve(filter.page, filter.page_size, &state.config.api.pagination)?;
-    let mut count = QueryBuilder::new("SELECT count(*) FROM dependencies d");
-    filter.push_where(&mut count);
-    // Count and page from one snapshot of the table, so `total` matches `items`.
-    let mut tx = crate::pagination::read_snapshot(&state.pool).await?;
-    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
-    let mut qb = QueryBuilder::new(DEPENDENCY_SELECT);
-    filter.push_where(&mut qb);
     // Newest first by an immutable key, so offset pages do not shift.
-    qb.push(" ORDER BY d.created_at DESC NULLS LAST, d.id LIMIT ")
-        .push_bind(page.limit())
-        .push(" OFFSET ")
-        .push_bind(page.offset());
-    let items = qb
-        .build_query_as::<DependencyWithStats>()
-        .fetch_all(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(ApiJson(Page::new(items, page, total)))
+    let items = fetch_page(
+        &state.pool,
+        page,
+        "dependencies d",
+        DEPENDENCY_SELECT,
+        "d.created_at DESC NULLS LAST, d.id",
+        |qb| {
+            filter.push_where(qb);
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(ApiJson(items))
 }
 
 pub async fn fetch_dependency(

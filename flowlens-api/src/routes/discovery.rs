@@ -30,7 +30,7 @@ use crate::discovery::plan::{self, PlanError};
 use crate::discovery::scanner::{self, Pace};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::pagination::{Page, PageRequest};
+use crate::pagination::{Page, PageRequest, fetch_page};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -131,17 +131,16 @@ async fn list_scans(
     ApiQuery(filter): ApiQuery<ScanFilter>,
 ) -> Result<ApiJson<Page<Scan>>, ApiError> {
     let page = PageRequest::resolve(filter.page, filter.page_size, &state.config.api.pagination)?;
-    let mut count = QueryBuilder::new("SELECT count(*) FROM discovery_scans");
-    filter.push_where(&mut count)?;
-    let total: i64 = count.build_query_scalar().fetch_one(&state.pool).await?;
-    let mut qb = QueryBuilder::new(SCAN_SELECT);
-    filter.push_where(&mut qb)?;
-    qb.push(" ORDER BY created_at DESC, id LIMIT ")
-        .push_bind(page.limit())
-        .push(" OFFSET ")
-        .push_bind(page.offset());
-    let items = qb.build_query_as::<Scan>().fetch_all(&state.pool).await?;
-    Ok(ApiJson(Page::new(items, page, total)))
+    let items = fetch_page(
+        &state.pool,
+        page,
+        "discovery_scans",
+        SCAN_SELECT,
+        "created_at DESC, id",
+        |qb| filter.push_where(qb),
+    )
+    .await?;
+    Ok(ApiJson(items))
 }
 
 /// A scan to start.
