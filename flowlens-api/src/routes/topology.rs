@@ -68,18 +68,6 @@ pub struct TopologyFilter {
     pub format: Option<String>,
 }
 
-/// The same filters plus the export format.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(
-    dead_code,
-    reason = "documents the export's parameters; parsing uses TopologyFilter"
-)]
-struct ExportParams {
-    /// json (default), dot, mermaid or graphml.
-    format: Option<String>,
-}
-
 /// Selects, from one snapshot, the part of the topology a filter asks for.
 fn select<'a>(
     snap: &'a Snapshot,
@@ -223,7 +211,8 @@ async fn get_topology(
 
 /// Export the topology as JSON, Graphviz DOT, Mermaid or GraphML.
 #[utoipa::path(get, path = "/topology/export", tag = "topology",
-    params(TopologyFilter, ExportParams),
+    params(TopologyFilter,
+        ("format" = Option<String>, Query, description = "json (default), dot, mermaid or graphml")),
     responses((status = 200, description = "The diagram", content(
                   (Topology = "application/json"), (String = "text/vnd.graphviz"),
                   (String = "text/plain"), (String = "application/graphml+xml"))),
