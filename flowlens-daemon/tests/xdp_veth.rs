@@ -649,6 +649,53 @@ fn generic_mode_attaches_steers_and_detaches() {
 }
 
 #[test]
+fn datagrams_over_max_payload_pass_to_the_stack_and_count_as_too_big() {
+    let Some((net, object)) = setup("toobig") else {
+        return;
+    };
+    // A 9001-byte payload needs jumbo frames. Native XDP on veth refuses an MTU above
+    // one page less headroom, so this runs in generic mode, where the program sees the
+    // same (linearised) packet.
+    net.set_mtu(9200).expect("jumbo MTU on the veth pair");
+    let mut c = Collector::start(net, &object, |o| o.try_native = false);
+    assert_eq!(c.handle().attachments()[0].mode, AttachMode::Generic);
+    let max = flowlens_ebpf_common::MAX_PAYLOAD;
+    let fits: Vec<u8> = (0..max)
+        .map(|i| u8::try_from(i % 251).expect("< 251"))
+        .collect();
+    let mut too_big = fits.clone();
+    too_big.push(0xee);
+
+    for (src, dst) in [
+        (IpAddr::V4(P4), IpAddr::V4(C4)),
+        (IpAddr::V6(P6), IpAddr::V6(C6)),
+    ] {
+        let before = c.counters();
+        let sock = collector_socket(&c.net, SocketAddr::new(dst, 2055));
+        send_udp(
+            &c.net,
+            src,
+            SocketAddr::new(dst, 2055),
+            &[fits.clone(), too_big.clone()],
+        );
+        // The largest payload that fits is steered whole...
+        let got = c.expect(1);
+        assert_eq!((got[0].exporter, got[0].payload.len()), (src, max));
+        assert_eq!(got[0].payload, fits);
+        // ...one byte more goes to the stack untouched, and is counted.
+        let mut buf = vec![0u8; 16_384];
+        let (len, _) = sock.recv_from(&mut buf).expect("the stack got it");
+        assert_eq!(&buf[..len], too_big.as_slice());
+        let k = c.counters();
+        assert_identity(&k);
+        assert_eq!(k.too_big - before.too_big, 1, "{k:?}");
+        assert_eq!(k.steered - before.steered, 1, "{k:?}");
+        assert!(k.passed - before.passed >= 1, "{k:?}");
+    }
+    c.detach();
+}
+
+#[test]
 fn an_object_without_the_expected_program_is_an_abi_mismatch() {
     let Some((net, object)) = setup("abi") else {
         return;

@@ -142,6 +142,14 @@ impl Net {
         Ok(net)
     }
 
+    /// Sets the MTU of both ends of the veth pair.
+    pub(crate) fn set_mtu(&self, mtu: u32) -> Result<(), String> {
+        let mtu = mtu.to_string();
+        ip(&["-n", &self.collector, "link", "set", &self.vc, "mtu", &mtu])?;
+        ip(&["-n", &self.peer, "link", "set", &self.vp, "mtu", &mtu])?;
+        Ok(())
+    }
+
     /// `ip link show` of the collector's veth.
     pub(crate) fn collector_link(&self) -> String {
         ip(&["-n", &self.collector, "link", "show", "dev", &self.vc]).expect("ip link show")
