@@ -32,7 +32,7 @@ use crate::graph::sink::{GraphHealth, GraphSettings, GraphSink};
 use crate::ingest::datagram::{Dispatcher, RawDatagram};
 use crate::ingest::ring::{RingReader, RingReaderOptions};
 use crate::ingest::udp;
-use crate::ingest::xdp::{self, ExporterPrefix, XdpHandle, XdpOptions};
+use crate::ingest::xdp::{self, ExporterLosses, ExporterPrefix, XdpHandle, XdpOptions};
 use crate::output;
 use crate::pressure::{Pressure, PressurePolicy};
 use crate::telemetry::metrics as m;
@@ -254,6 +254,7 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
         low_watermark: bp.low_watermark,
     };
     let mut pressure = Pressure::default();
+    let mut xdp_losses = LossDeltas::default();
     m::sample_rate(1);
     while !shutdown.load(Ordering::Relaxed) {
         std::thread::park_timeout(Duration::from_millis(100));
@@ -267,7 +268,7 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
             m::sample_rate(rate);
         }
         if let Some((handle, _)) = xdp.as_ref() {
-            publish_xdp(handle);
+            publish_xdp(handle, &mut xdp_losses);
         }
         for (i, depth) in dispatcher.depths().into_iter().enumerate() {
             m::queue_depth(i, depth);
@@ -279,7 +280,7 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
     }
     if let Some((mut handle, reader)) = xdp.take() {
         let stats = reader.stop();
-        publish_xdp(&handle);
+        publish_xdp(&handle, &mut xdp_losses);
         if let Err(e) = handle.detach() {
             tracing::error!(error = %e, "detaching XDP");
         }
@@ -343,7 +344,12 @@ fn start_xdp(
     Ok((handle, reader))
 }
 
-fn publish_xdp(handle: &XdpHandle) {
+/// Publishes the program's counters, and what it consumed per exporter. A datagram the
+/// program samples out or loses to a full ring never reaches userspace, yet the
+/// collector did receive it: it is counted as received (`source="xdp"`) and as sampled
+/// out or dropped for its exporter, so the per-exporter identity received = decoded +
+/// malformed + sampled out + dropped holds in XDP mode too.
+fn publish_xdp(handle: &XdpHandle, losses: &mut LossDeltas) {
     match handle.counters() {
         Ok(c) => {
             for (name, value) in c.labelled() {
@@ -351,6 +357,42 @@ fn publish_xdp(handle: &XdpHandle) {
             }
         }
         Err(e) => tracing::debug!(error = %e, "reading XDP counters"),
+    }
+    match handle.per_exporter() {
+        Ok(totals) => {
+            for (exporter, d) in losses.update(totals) {
+                m::ingest_received(exporter, m::SOURCE_XDP, d.sampled_out + d.ring_full);
+                m::ingest_sampled_out(exporter, d.sampled_out);
+                m::ingest_dropped(exporter, d.ring_full);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "reading the XDP per-exporter state"),
+    }
+}
+
+/// Turns the program's running per-exporter totals into increments for counters.
+#[derive(Debug, Default)]
+struct LossDeltas {
+    last: HashMap<IpAddr, ExporterLosses>,
+}
+
+impl LossDeltas {
+    /// The increase of each exporter's totals since the last call. A total below the
+    /// last one means the LRU map dropped the exporter and counts afresh.
+    fn update(&mut self, totals: Vec<(IpAddr, ExporterLosses)>) -> Vec<(IpAddr, ExporterLosses)> {
+        let mut out = Vec::new();
+        for (exporter, total) in totals {
+            let last = self.last.insert(exporter, total).unwrap_or_default();
+            let delta = |now: u64, before: u64| now.checked_sub(before).unwrap_or(now);
+            let d = ExporterLosses {
+                sampled_out: delta(total.sampled_out, last.sampled_out),
+                ring_full: delta(total.ring_full, last.ring_full),
+            };
+            if d != ExporterLosses::default() {
+                out.push((exporter, d));
+            }
+        }
+        out
     }
 }
 
@@ -594,4 +636,32 @@ fn sink_loop(rx: &Receiver<Vec<FlowRecord>>, sink: &mut dyn Sink) -> u64 {
         tracing::error!(error = %e, "sink flush failed");
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_deltas_count_increases_and_restart_after_eviction() {
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let l = |sampled_out, ring_full| ExporterLosses {
+            sampled_out,
+            ring_full,
+        };
+        let mut d = LossDeltas::default();
+        assert_eq!(
+            d.update(vec![(a, l(3, 0)), (b, l(0, 0))]),
+            vec![(a, l(3, 0))]
+        );
+        assert_eq!(
+            d.update(vec![(a, l(3, 0)), (b, l(5, 1))]),
+            vec![(b, l(5, 1))]
+        );
+        assert_eq!(d.update(vec![(a, l(10, 2))]), vec![(a, l(7, 2))]);
+        // `a` was evicted and came back with fresh counts.
+        assert_eq!(d.update(vec![(a, l(2, 0))]), vec![(a, l(2, 0))]);
+        assert_eq!(d.update(vec![(a, l(2, 0)), (b, l(5, 1))]), vec![]);
+    }
 }

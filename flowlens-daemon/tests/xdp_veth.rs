@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use flowlens_daemon::ingest::datagram::{Dispatcher, RawDatagram, Source};
 use flowlens_daemon::ingest::ring::{CpuRing, RingReader, RingReaderOptions};
-use flowlens_daemon::ingest::xdp::{AttachMode, XdpCounters, XdpError, XdpHandle, XdpOptions};
+use flowlens_daemon::ingest::xdp::{
+    AttachMode, ExporterLosses, XdpCounters, XdpError, XdpHandle, XdpOptions,
+};
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 use support::netns::{Net, in_netns, setup};
@@ -530,6 +532,15 @@ fn a_full_ring_drops_and_counts_and_what_fit_arrives() {
     );
     // Every datagram is either in a ring or counted as dropped for a full one.
     assert_eq!(k.steered + k.ring_full, 500, "{k:?}");
+    // ...and the losses are the sender's, by exporter.
+    let lost = ExporterLosses {
+        sampled_out: 0,
+        ring_full: k.ring_full,
+    };
+    assert_eq!(
+        c.handle().per_exporter().expect("per-exporter map"),
+        vec![(IpAddr::V4(P4), lost)]
+    );
     c.resume();
     let got = c.expect(usize::try_from(k.steered).expect("fits"));
     assert!(got.iter().all(|d| d.exporter == IpAddr::V4(P4)));
@@ -582,6 +593,17 @@ fn sample_rate_four_keeps_one_in_four_per_exporter() {
     let k = c.counters();
     assert_identity(&k);
     assert_eq!((k.steered, k.sampled_out), (10, 30), "{k:?}");
+    // The same 30, split by exporter.
+    let mut by_exporter = c.handle().per_exporter().expect("per-exporter map");
+    by_exporter.sort();
+    let fifteen = ExporterLosses {
+        sampled_out: 15,
+        ring_full: 0,
+    };
+    assert_eq!(
+        by_exporter,
+        vec![(IpAddr::V4(P4), fifteen), (IpAddr::V4(P4_B), fifteen)]
+    );
 
     c.handle().set_sample_rate(1).expect("back to 1");
     send_udp(&c.net, IpAddr::V4(P4), dst, &[b"a".to_vec(), b"b".to_vec()]);
@@ -702,7 +724,8 @@ fn an_object_without_the_expected_program_is_an_abi_mismatch() {
     };
     // The same object with its program renamed, as an older build would name it.
     let mut bytes = std::fs::read(&object).expect("object");
-    let (from, to) = (b"flowlens_xdp_v1", b"flowlens_xdp_v0");
+    let from = flowlens_ebpf_common::PROGRAM_NAME.as_bytes();
+    let to = b"flowlens_xdp_v0";
     let mut i = 0;
     while let Some(at) = bytes[i..].windows(from.len()).position(|w| w == from) {
         bytes[i + at..i + at + from.len()].copy_from_slice(to);

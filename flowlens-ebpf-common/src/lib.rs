@@ -18,10 +18,10 @@
 )]
 
 /// ABI version of everything in this crate; bumped whenever a shared type changes.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The XDP entry point's name (includes the ABI version on purpose).
-pub const PROGRAM_NAME: &str = "flowlens_xdp_v1";
+pub const PROGRAM_NAME: &str = "flowlens_xdp_v2";
 
 /// `ArrayOfMaps` of per-CPU ring buffers, indexed by CPU id.
 pub const MAP_RINGS: &str = "FLOW_RINGS";
@@ -34,6 +34,9 @@ pub const MAP_EXPORTERS: &str = "FLOW_EXPORTERS";
 pub const MAP_CONFIG: &str = "FLOW_CONFIG";
 /// `PerCpuArray<u64>` indexed by [`Counter`].
 pub const MAP_COUNTERS: &str = "FLOW_COUNTERS";
+/// `LruPerCpuHashMap<[u8; 16], ExporterState>`: per-exporter state (IPv4 as
+/// IPv4-mapped IPv6); userspace reads the `sampled_out` and `ring_full` counts.
+pub const MAP_PER_EXPORTER: &str = "FLOW_PER_EXPORTER";
 
 /// Largest UDP payload copied into a ring; bigger datagrams are passed to the stack
 /// (the socket path still sees them). 9000 covers jumbo-frame exporters.
@@ -91,6 +94,22 @@ impl Counter {
     pub const COUNT: u32 = 6;
 }
 
+/// One exporter's state on one CPU (`FLOW_PER_EXPORTER`). The program writes it;
+/// userspace sums the counts over CPUs for the per-exporter metrics. An entry exists
+/// only once there was something to record (a datagram seen while N > 1, or a full
+/// ring), so most exporters have none while the collector keeps up.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExporterState {
+    /// Position in the 1:N cycle: the datagram at position 0 is kept.
+    pub sample_position: u32,
+    pub _pad: u32,
+    /// Datagrams dropped by 1:N pre-sampling (until the LRU evicts the entry).
+    pub sampled_out: u64,
+    /// Datagrams lost because the ring was full (until the LRU evicts the entry).
+    pub ring_full: u64,
+}
+
 /// Header written before each payload in a ring. Addresses are network byte order;
 /// IPv4 exporters are IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
 #[repr(C)]
@@ -115,6 +134,7 @@ pub struct RingHeader {
 
 const _: () = assert!(size_of::<RingHeader>() == 48);
 const _: () = assert!(size_of::<Config>() == 16);
+const _: () = assert!(size_of::<ExporterState>() == 24);
 
 #[cfg(feature = "user")]
 mod user {
@@ -125,4 +145,7 @@ mod user {
     // SAFETY: as above.
     #[allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
     unsafe impl aya::Pod for super::RingHeader {}
+    // SAFETY: as above.
+    #[allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
+    unsafe impl aya::Pod for super::ExporterState {}
 }

@@ -3,7 +3,7 @@
 //! It parses Ethernet (up to two VLAN tags), IPv4 or IPv6 and UDP ([`parse`]); when the
 //! UDP destination port is one userspace put into `FLOW_PORTS` (and, with
 //! `Config::FLAG_FILTER_EXPORTERS`, the source is inside a `FLOW_EXPORTERS` prefix) it
-//! pre-samples 1:N per exporter ([`sample`]), copies a `RingHeader` and the UDP payload
+//! pre-samples 1:N per exporter ([`per_exporter`]), copies a `RingHeader` and the UDP payload
 //! into the receiving CPU's ring buffer and drops the packet, or passes it too in mirror
 //! mode ([`steer`]). Everything else, and every packet the program has the slightest
 //! doubt about, is passed to the stack untouched, so the host's own traffic is never
@@ -24,7 +24,7 @@
 )]
 
 mod parse;
-mod sample;
+mod per_exporter;
 mod steer;
 
 use aya_ebpf::{
@@ -33,7 +33,7 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use flowlens_ebpf_common::{Config, Counter, MAX_PAYLOAD, PROGRAM_NAME, RingHeader};
+use flowlens_ebpf_common::{Config, Counter, MAX_PAYLOAD, PROGRAM_NAME, ExporterState, RingHeader};
 
 /// Entries of `FLOW_RINGS`: the highest CPU id the program can steer from, plus one.
 /// Userspace creates one ring per possible CPU and fails loudly if a machine has more.
@@ -50,9 +50,10 @@ const MAX_PORTS: usize = 64;
 /// Capacity of `FLOW_EXPORTERS`.
 const MAX_EXPORTER_PREFIXES: usize = 4096;
 
-/// Exporters tracked for 1:N pre-sampling. LRU: a forgotten exporter restarts its
-/// count at zero, which only shifts which packet of N it keeps.
-const MAX_SAMPLED_EXPORTERS: usize = 16384;
+/// Exporters tracked in `FLOW_PER_EXPORTER`. LRU: a forgotten exporter restarts its
+/// cycle at zero, which only shifts which packet of N it keeps, and its counts at zero,
+/// which userspace takes as a fresh count.
+const MAX_TRACKED_EXPORTERS: usize = 16384;
 
 /// One ring per CPU, filled by userspace (`FLOW_RINGS[cpu]`): per-CPU rings never
 /// contend between CPUs, and userspace reads each with its own consumer position.
@@ -76,9 +77,10 @@ static FLOW_CONFIG: Array<Config, 1> = Array::new();
 #[btf_map]
 static FLOW_COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
 
-/// Per-exporter, per-CPU position in the 1:N sampling cycle (internal to the program).
+/// Per-exporter, per-CPU state: the 1:N sampling cycle and the datagrams consumed
+/// without delivery, which userspace reads for the per-exporter accounting.
 #[btf_map]
-static FLOW_SAMPLE: LruPerCpuHashMap<[u8; 16], u32, MAX_SAMPLED_EXPORTERS> =
+static FLOW_PER_EXPORTER: LruPerCpuHashMap<[u8; 16], ExporterState, MAX_TRACKED_EXPORTERS> =
     LruPerCpuHashMap::new();
 
 /// What one ring record holds: the header, then up to `MAX_PAYLOAD` bytes.
@@ -101,7 +103,7 @@ static FLOW_SCRATCH: PerCpuArray<Record, 1> = PerCpuArray::new();
     clippy::needless_pass_by_value,
     reason = "the signature #[xdp] requires"
 )]
-fn flowlens_xdp_v1(ctx: XdpContext) -> u32 {
+fn flowlens_xdp_v2(ctx: XdpContext) -> u32 {
     steer::try_steer(&ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
@@ -122,7 +124,7 @@ const fn same_name(a: &str, b: &str) -> bool {
 }
 
 // The function above must carry the name the loader looks for: bump both together.
-const _: () = assert!(same_name(PROGRAM_NAME, "flowlens_xdp_v1"));
+const _: () = assert!(same_name(PROGRAM_NAME, "flowlens_xdp_v2"));
 
 /// Adds one to a per-CPU counter. Per-CPU, so no atomics: XDP runs with preemption
 /// disabled and one CPU never touches another CPU's slot.

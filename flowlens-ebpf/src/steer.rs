@@ -18,7 +18,7 @@ use aya_ebpf::{
 use flowlens_ebpf_common::{Config, Counter, MAX_PAYLOAD, RingHeader};
 
 use crate::{
-    FLOW_CONFIG, FLOW_EXPORTERS, FLOW_PORTS, FLOW_RINGS, FLOW_SCRATCH, count, parse, sample,
+    FLOW_CONFIG, FLOW_EXPORTERS, FLOW_PORTS, FLOW_RINGS, FLOW_SCRATCH, count, parse, per_exporter,
 };
 
 /// Why a steered datagram did not reach a ring.
@@ -71,7 +71,7 @@ fn steer(ctx: &XdpContext) -> Result<u32, Pass> {
         xdp_action::XDP_DROP
     };
 
-    if !sample::keep(&dg.src_addr, cfg.sample_rate) {
+    if !per_exporter::keep(&dg.src_addr, cfg.sample_rate) {
         count(Counter::SampledOut);
         return Ok(consumed);
     }
@@ -83,6 +83,7 @@ fn steer(ctx: &XdpContext) -> Result<u32, Pass> {
         }
         Err(CopyError::RingFull) => {
             count(Counter::RingFull);
+            per_exporter::ring_full(&dg.src_addr);
             Ok(consumed)
         }
         Err(CopyError::Unavailable) => Err(Pass),

@@ -19,16 +19,17 @@
 //! Nothing here needs `unsafe`: aya wraps the bpf(2) and netlink calls.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use aya::maps::lpm_trie::Key;
-use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use aya::programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use flowlens_ebpf_common::{
-    Config, Counter, MAP_CONFIG, MAP_COUNTERS, MAP_EXPORTERS, MAP_PORTS, PROGRAM_NAME, PortKind,
+    Config, Counter, ExporterState, MAP_CONFIG, MAP_COUNTERS, MAP_EXPORTERS, MAP_PER_EXPORTER,
+    MAP_PORTS, PROGRAM_NAME, PortKind,
 };
 
 use super::ring::{self, CpuRing, RingError};
@@ -303,6 +304,13 @@ impl XdpCounters {
     }
 }
 
+/// Datagrams from one exporter the program consumed without delivering them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExporterLosses {
+    pub sampled_out: u64,
+    pub ring_full: u64,
+}
+
 /// The loaded, attached program. Detaches on drop.
 pub struct XdpHandle {
     ebpf: Ebpf,
@@ -439,6 +447,37 @@ impl XdpHandle {
         })
     }
 
+    /// What the program consumed without delivering, per exporter, summed over CPUs:
+    /// the global `sampled_out` and `ring_full` counters split by exporter. Exporters
+    /// with nothing to report may be absent. The LRU map forgets an exporter (and its
+    /// counts) only after `MAX_TRACKED_EXPORTERS` (16384) others, so a caller
+    /// publishing deltas treats a smaller value as a fresh count.
+    pub fn per_exporter(&self) -> Result<Vec<(IpAddr, ExporterLosses)>, XdpError> {
+        let map = self
+            .ebpf
+            .map(MAP_PER_EXPORTER)
+            .ok_or(XdpError::MissingMap(MAP_PER_EXPORTER))?;
+        let err = |source| XdpError::Map {
+            name: MAP_PER_EXPORTER,
+            source,
+        };
+        let states: PerCpuHashMap<&MapData, [u8; 16], ExporterState> =
+            PerCpuHashMap::try_from(map).map_err(err)?;
+        let mut out = Vec::new();
+        for entry in &states {
+            // An entry evicted between the key walk and its lookup is simply skipped.
+            let Ok((addr, per_cpu)) = entry else { continue };
+            let losses = per_cpu
+                .iter()
+                .fold(ExporterLosses::default(), |acc, s| ExporterLosses {
+                    sampled_out: acc.sampled_out + s.sampled_out,
+                    ring_full: acc.ring_full + s.ring_full,
+                });
+            out.push((exporter_addr(addr), losses));
+        }
+        Ok(out)
+    }
+
     /// Detaches from every interface (in the calling thread's network namespace for
     /// netlink attachments; BPF links need no namespace). Idempotent; reports the first
     /// failure after trying them all.
@@ -522,6 +561,13 @@ impl Drop for XdpHandle {
         // program's file descriptors close with `self.ebpf`.
         let _ = self.detach();
     }
+}
+
+/// The program's address format back to an `IpAddr`: IPv4-mapped becomes IPv4, as on
+/// the ring path, so an exporter has one metrics label whatever counted it.
+fn exporter_addr(addr: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(addr);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
 }
 
 fn fill_maps(ebpf: &mut Ebpf, options: &XdpOptions, config: Config) -> Result<(), XdpError> {
