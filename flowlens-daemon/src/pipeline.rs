@@ -126,13 +126,10 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
     );
 
     // The sink first: a graph sink that cannot reach PostgreSQL at start is an error.
-    let graph_health = GraphHealth::default();
-    let mut sink = open_sink(&opts.output, cfg, &graph_health)?;
-    let postgres_status: Arc<dyn Fn() -> String + Send + Sync> = if sink.is_graph() {
-        let h = graph_health.clone();
-        Arc::new(move || h.status().to_owned())
-    } else {
-        Arc::new(|| "not_configured".to_owned())
+    let mut sink = open_sink(&opts.output, cfg)?;
+    let postgres_status: Arc<dyn Fn() -> String + Send + Sync> = match sink.postgres_health() {
+        Some(h) => Arc::new(move || h.status().to_owned()),
+        None => Arc::new(|| "not_configured".to_owned()),
     };
 
     // Telemetry and signals on a small tokio runtime of their own.
@@ -509,8 +506,14 @@ trait Sink: Send {
     fn close(&mut self) -> std::io::Result<()> {
         self.flush()
     }
-    fn is_graph(&self) -> bool {
-        false
+    /// Called every idle tick (no batch for 200 ms); `dirty` says whether anything
+    /// was written since the last one. File sinks flush what they wrote.
+    fn idle(&mut self, dirty: bool) -> std::io::Result<()> {
+        if dirty { self.flush() } else { Ok(()) }
+    }
+    /// The PostgreSQL connection state for `/health`, for sinks that have one.
+    fn postgres_health(&self) -> Option<GraphHealth> {
+        None
     }
 }
 
@@ -527,8 +530,13 @@ impl Sink for GraphSink {
         GraphSink::close(self);
         Ok(())
     }
-    fn is_graph(&self) -> bool {
-        true
+    /// The graph writes its windows when its interval is due, data or not.
+    fn idle(&mut self, _dirty: bool) -> std::io::Result<()> {
+        self.tick();
+        Ok(())
+    }
+    fn postgres_health(&self) -> Option<GraphHealth> {
+        Some(self.health())
     }
 }
 
@@ -560,11 +568,7 @@ impl Sink for DiscardSink {
     }
 }
 
-fn open_sink(
-    output: &Output,
-    cfg: &Config,
-    health: &GraphHealth,
-) -> Result<Box<dyn Sink>, RunError> {
+fn open_sink(output: &Output, cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
     let url = cfg
         .database
         .effective_url(std::env::var("DATABASE_URL").ok());
@@ -590,7 +594,8 @@ fn open_sink(
                 classifier,
                 enrichment: cfg.enrichment.clone(),
             };
-            let sink = GraphSink::open(&settings, health.clone()).map_err(RunError::Graph)?;
+            let sink =
+                GraphSink::open(&settings, GraphHealth::default()).map_err(RunError::Graph)?;
             tracing::info!("writing the dependency graph to PostgreSQL");
             Box::new(sink)
         }
@@ -622,12 +627,10 @@ fn sink_loop(rx: &Receiver<Vec<FlowRecord>>, sink: &mut dyn Sink) -> u64 {
                 dirty = true;
             }
             Err(RecvTimeoutError::Timeout) => {
-                // Every idle tick: file sinks flush what they wrote; the graph sink
-                // writes its windows when its interval is due, data or not.
-                if dirty || sink.is_graph() {
-                    let _ = sink.flush();
-                    dirty = false;
+                if let Err(e) = sink.idle(dirty) {
+                    tracing::error!(error = %e, "sink flush failed");
                 }
+                dirty = false;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }

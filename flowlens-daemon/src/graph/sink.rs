@@ -21,7 +21,7 @@ use crate::enrich::classify::Classifier;
 use crate::enrich::geoip::{GeoIp, GeoIpError};
 use crate::enrich::rdns::{RdnsError, ReverseDns};
 use crate::flow::FlowRecord;
-use crate::resolve::direction::{FlowEnds, orient};
+use crate::resolve::direction::{FlowEnds, Unoriented, orient};
 use crate::resolve::fan_out::PeerCounter;
 use crate::store::{self, StoreError};
 
@@ -106,6 +106,7 @@ pub struct GraphSink {
     jobs: Option<SyncSender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
     raw_dropped: u64,
+    health: GraphHealth,
 }
 
 fn now_ms() -> u64 {
@@ -160,9 +161,10 @@ impl GraphSink {
         .with_enrichment(geoip, rdns);
         // One job in the queue: a second hand-over waits in the aggregator instead.
         let (jobs, rx) = sync_channel::<Job>(1);
+        let writer_health = health.clone();
         let thread = std::thread::Builder::new()
             .name("flowlens-graph".into())
-            .spawn(move || writer_loop(&rt, writer, &rx, &health))
+            .spawn(move || writer_loop(&rt, writer, &rx, &writer_health))
             .map_err(GraphError::Thread)?;
         Ok(Self {
             aggregator,
@@ -177,12 +179,20 @@ impl GraphSink {
             jobs: Some(jobs),
             writer: Some(thread),
             raw_dropped: 0,
+            health,
         })
+    }
+
+    /// The PostgreSQL state the writer last saw, for `/health`.
+    pub fn health(&self) -> GraphHealth {
+        self.health.clone()
     }
 
     /// Orients and aggregates a batch; hands windows to the writer when due.
     pub fn write(&mut self, batch: &[FlowRecord]) {
         let now = now_ms();
+        // Counted per batch: a metric lookup per flow would cost more than orienting it.
+        let mut unoriented = [0u64; Unoriented::ALL.len()];
         for rec in batch {
             let ends = FlowEnds::from(rec);
             let fan_out = ends.endpoints().map(|(src, dst)| {
@@ -206,10 +216,13 @@ impl GraphSink {
                         self.push_raw(rec, o.protocol, now);
                     }
                 }
-                Err(why) => {
-                    metrics::counter!("flowlens_graph_flows_unoriented_total", "reason" => why.reason())
-                        .increment(1);
-                }
+                Err(why) => unoriented[why as usize] += 1,
+            }
+        }
+        for (why, n) in Unoriented::ALL.iter().zip(unoriented) {
+            if n > 0 {
+                metrics::counter!("flowlens_graph_flows_unoriented_total", "reason" => why.reason())
+                    .increment(n);
             }
         }
         self.tick();

@@ -193,6 +193,13 @@ pub enum Unoriented {
 }
 
 impl Unoriented {
+    pub const ALL: [Self; 4] = [
+        Self::MissingProtocol,
+        Self::MissingAddress,
+        Self::MissingPorts,
+        Self::PortlessProtocol,
+    ];
+
     /// A bounded label for metrics.
     pub const fn reason(self) -> &'static str {
         match self {
