@@ -31,6 +31,7 @@ pub const DECODE_LOST_PACKETS: &str = "flowlens_decode_lost_packets_total";
 pub const DECODE_LOST_RECORDS: &str = "flowlens_decode_lost_records_total";
 pub const DECODE_SAMPLING_UNKNOWN: &str = "flowlens_decode_sampling_rate_unknown_total";
 pub const DECODE_CLOCK_CLAMPED: &str = "flowlens_decode_clock_clamped_total";
+pub const DECODE_CLOCK_SKEWED: &str = "flowlens_decode_clock_skewed_total";
 pub const DECODE_TEMPLATES_EVICTED: &str = "flowlens_decode_templates_evicted_total";
 pub const DECODE_SFLOW_COUNTER_SAMPLES: &str = "flowlens_decode_sflow_counter_samples_total";
 pub const FLOWS_RECEIVED: &str = "flowlens_flows_received_total";
@@ -118,6 +119,7 @@ pub fn decoder(exporter: IpAddr, c: &ExporterCounters) {
     counter!(DECODE_LOST_RECORDS, "exporter" => e.clone()).absolute(c.lost_records);
     counter!(DECODE_SAMPLING_UNKNOWN, "exporter" => e.clone()).absolute(c.sampling_rate_unknown);
     counter!(DECODE_CLOCK_CLAMPED, "exporter" => e.clone()).absolute(c.clock_clamped);
+    counter!(DECODE_CLOCK_SKEWED, "exporter" => e.clone()).absolute(c.clock_skewed);
     counter!(DECODE_TEMPLATES_EVICTED, "exporter" => e.clone()).absolute(c.templates_evicted);
     counter!(DECODE_SFLOW_COUNTER_SAMPLES, "exporter" => e).absolute(c.sflow_counter_samples);
 }
