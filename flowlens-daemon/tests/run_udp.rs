@@ -139,6 +139,8 @@ fn socket_mode_decodes_every_protocol_and_accounts_for_every_datagram() {
         sock.send_to(b"\x00\x07not a flow", to(d.netflow, six))
             .unwrap();
         sock.send_to(&v5(2, 1, 1000), to(d.netflow, six)).unwrap();
+        // Larger than any jumbo frame (12 KiB): received truncated, counted malformed.
+        sock.send_to(&v5(3, 250, 1000), to(d.netflow, six)).unwrap();
     }
     // Receive counts are published every 200 ms, decoder counts every 500 ms.
     d.wait_until("all datagrams counted", |d| {
@@ -146,10 +148,10 @@ fn socket_mode_decodes_every_protocol_and_accounts_for_every_datagram() {
         support::sum_metric(&m, "flowlens_flows_processed_total", &[]) >= 18.0
             && exporters.iter().all(|(_, ip)| {
                 let e = format!("exporter=\"{ip}\"");
-                support::sum_metric(&m, "flowlens_ingest_datagrams_received_total", &[&e]) >= 6.0
+                support::sum_metric(&m, "flowlens_ingest_datagrams_received_total", &[&e]) >= 7.0
                     && support::sum_metric(&m, "flowlens_decode_datagrams_total", &[&e])
                         + support::sum_metric(&m, "flowlens_decode_malformed_total", &[&e])
-                        >= 6.0
+                        >= 7.0
             })
     });
     let m = d.metrics();
@@ -160,13 +162,13 @@ fn socket_mode_decodes_every_protocol_and_accounts_for_every_datagram() {
         let malformed = support::sum_metric(&m, "flowlens_decode_malformed_total", &[&e]);
         let sampled = support::sum_metric(&m, "flowlens_ingest_datagrams_sampled_out_total", &[&e]);
         let dropped = support::sum_metric(&m, "flowlens_ingest_datagrams_dropped_total", &[&e]);
-        assert_eq!(received, 6.0, "{ip}");
+        assert_eq!(received, 7.0, "{ip}");
         assert_eq!(
             received,
             decoded + malformed + sampled + dropped,
             "accounting for {ip}"
         );
-        assert_eq!(malformed, 1.0);
+        assert_eq!(malformed, 2.0);
         assert_eq!(
             support::sum_metric(
                 &m,
@@ -217,6 +219,7 @@ fn socket_mode_decodes_every_protocol_and_accounts_for_every_datagram() {
     let flows_path = d.dir.join("flows.jsonl");
     let log = d.stop();
     assert!(log.contains("stopped"), "{log}");
+    assert!(log.contains("arrived truncated"), "{log}");
     let flows = read_flows(&flows_path);
     assert_eq!(flows.len(), 18);
     let by = |proto: &str, exporter: &str| {
