@@ -40,8 +40,13 @@ pub(crate) struct Options {
     /// Protocols to measure (v5, v9, ipfix, sflow).
     #[arg(long, value_delimiter = ',', default_value = "v9,ipfix,sflow")]
     pub(crate) protocols: Vec<String>,
-    /// Collectors to measure (xdp, udp, nfcapd, nfacctd).
-    #[arg(long, value_delimiter = ',', default_value = "xdp,udp,nfcapd,nfacctd")]
+    /// Collectors to measure (xdp, udp, nfcapd, nfacctd; xdp-drop is the ceiling: an
+    /// XDP program that only drops the flow port, via Debian's xdp-tools).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "xdp-drop,xdp,udp,nfcapd,nfacctd"
+    )]
     pub(crate) collectors: Vec<String>,
     /// First offered rate, datagrams per second.
     #[arg(long, default_value_t = 20_000)]
@@ -53,6 +58,16 @@ pub(crate) struct Options {
     /// collectors are only compared with `blast`.
     #[arg(long)]
     pub(crate) sender: Option<String>,
+    /// CPUs the collector under test may use (`taskset -c` list; empty = any). One
+    /// core each for collector and sender makes the comparison one of collectors, not
+    /// of who wins the scheduler: unpinned, a multi-threaded collector slows the sender
+    /// down and every figure is a lower bound.
+    #[arg(long, default_value = "1")]
+    pub(crate) collector_cpus: String,
+    /// CPUs the sender may use (`taskset -c` list; empty = any). The veth and the XDP
+    /// program, or the UDP stack, run in the sender's softirq, so on this CPU too.
+    #[arg(long, default_value = "0")]
+    pub(crate) sender_cpus: String,
 }
 
 /// Frames in one trafgen cycle (the first is the template for v9/IPFIX).
@@ -242,6 +257,16 @@ fn in_ns(ns: &str, program: &str) -> Command {
     c
 }
 
+/// `program` in namespace `ns`, on `cpus` (a `taskset -c` list) unless empty.
+fn pinned_in_ns(ns: &str, cpus: &str, program: &str) -> Command {
+    if cpus.is_empty() {
+        return in_ns(ns, program);
+    }
+    let mut c = in_ns(ns, "taskset");
+    c.args(["-c", cpus, program]);
+    c
+}
+
 /// One collector process under test.
 struct Collector {
     child: Child,
@@ -256,6 +281,7 @@ impl Collector {
         daemon: &Path,
         object: Option<&Path>,
         dir: &Path,
+        cpus: &str,
     ) -> Result<Self> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
@@ -269,7 +295,7 @@ impl Collector {
                      telemetry:\n  listen_address: {TELEMETRY}\nxdp:\n  interfaces: [{COL_IF}]\n"
                 );
                 std::fs::write(dir.join("config.yaml"), config)?;
-                let mut c = in_ns(COL_NS, &daemon.display().to_string());
+                let mut c = pinned_in_ns(COL_NS, cpus, &daemon.display().to_string());
                 c.args(["run", "--config"])
                     .arg(dir.join("config.yaml"))
                     .args(["--output", "discard"]);
@@ -283,7 +309,7 @@ impl Collector {
             }
             "nfcapd" | "sfcapd" => {
                 let program = if proto == "sflow" { "sfcapd" } else { "nfcapd" };
-                in_ns(COL_NS, program)
+                pinned_in_ns(COL_NS, cpus, program)
                     .args(["-w"])
                     .arg(dir)
                     .args([
@@ -318,10 +344,30 @@ impl Collector {
                     dir.join("flows.csv").display()
                 );
                 std::fs::write(dir.join("pmacct.conf"), config)?;
-                in_ns(COL_NS, program)
+                pinned_in_ns(COL_NS, cpus, program)
                     .arg("-f")
                     .arg(dir.join("pmacct.conf"))
                     .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()?
+            }
+            "xdp-drop" => {
+                // The ceiling: xdp-filter (xdp-tools) dropping the flow port in native
+                // mode, as cheap as an XDP program that looks at the packet gets. It
+                // stands in for `xdp-bench drop`, which Debian's xdp-tools 1.3.1 cannot
+                // load on this kernel (its tracepoint program wants the
+                // `xdp_redirect_map_err` tracepoint, which newer kernels dropped).
+                // bpffs is mounted inside `ip netns exec`'s own mount namespace, where
+                // xdp-filter pins its maps; the shell waits on stdin until `finish`.
+                let script = format!(
+                    "mount -t bpf bpf /sys/fs/bpf && xdp-filter load -m native {COL_IF} && \
+                     xdp-filter port {p} -p udp && echo ready && read _; \
+                     xdp-filter status; xdp-filter unload {COL_IF}"
+                );
+                in_ns(COL_NS, "sh")
+                    .args(["-c", &script])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
                     .stderr(log)
                     .spawn()?
             }
@@ -333,16 +379,21 @@ impl Collector {
             dir: dir.to_owned(),
         };
         // Give it time to bind (and to attach XDP).
-        std::thread::sleep(Duration::from_millis(if kind == "xdp" {
-            1500
-        } else {
-            700
-        }));
+        std::thread::sleep(Duration::from_millis(
+            if matches!(kind, "xdp" | "xdp-drop") {
+                1500
+            } else {
+                700
+            },
+        ));
         Ok(c)
     }
 
     /// Stops the collector and returns the flows it decoded.
     fn finish(mut self, proto: &str) -> Result<u64> {
+        if self.kind == "xdp-drop" {
+            return self.finish_drop(proto);
+        }
         let flows = match self.kind.as_str() {
             "xdp" | "udp" => {
                 let body = run_ok(
@@ -368,6 +419,28 @@ impl Collector {
             "nfcapd" | "sfcapd" => nfdump_flows(&self.dir)?,
             _ => pmacct_flows(&self.dir.join("flows.csv"), proto),
         })
+    }
+}
+
+impl Collector {
+    /// The ceiling's "flows": datagrams xdp-filter dropped on the flow port, times the
+    /// flows a data datagram carries (templates, one in a thousand, count as data).
+    fn finish_drop(mut self, proto: &str) -> Result<u64> {
+        use std::io::Read as _;
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"\n");
+        }
+        let mut status = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            out.read_to_string(&mut status)?;
+        }
+        let _ = self.child.wait();
+        let dropped = status
+            .lines()
+            .find(|l| l.trim_start().starts_with("XDP_DROP"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .with_context(|| format!("no XDP_DROP count in xdp-filter status:\n{status}"))?;
+        Ok(dropped * flows_per_datagram(proto))
     }
 }
 
@@ -458,7 +531,7 @@ fn trial(
     trafgen: Option<&TrafgenPlan>,
 ) -> Result<Trial> {
     let dir = std::env::temp_dir().join(format!("flowlens-bench-{kind}-{proto}"));
-    let collector = Collector::start(kind, proto, daemon, object, &dir)?;
+    let collector = Collector::start(kind, proto, daemon, object, &dir, &opts.collector_cpus)?;
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
@@ -479,17 +552,19 @@ fn trial(
         });
     }
     let target = format!("{COL_IP}:{}", port(proto));
-    let out = run_ok(in_ns(SND_NS, &daemon.display().to_string()).args([
-        "blast",
-        "--proto",
-        proto,
-        "--target",
-        &target,
-        "--count",
-        &count.to_string(),
-        "--rate",
-        &rate.to_string(),
-    ]))?;
+    let out = run_ok(
+        pinned_in_ns(SND_NS, &opts.sender_cpus, &daemon.display().to_string()).args([
+            "blast",
+            "--proto",
+            proto,
+            "--target",
+            &target,
+            "--count",
+            &count.to_string(),
+            "--rate",
+            &rate.to_string(),
+        ]),
+    )?;
     let report: serde_like::Report = serde_like::parse(&out)?;
     // Let the collector drain its queues.
     std::thread::sleep(Duration::from_millis(1500));
@@ -611,13 +686,18 @@ pub(crate) fn run(opts: &Options, workspace: &Path, object: Option<&Path>) -> Re
                 ("nfacctd", "sflow") => "sfacctd",
                 (k, _) => k,
             };
-            if matches!(kind, "nfcapd" | "sfcapd" | "nfacctd" | "sfacctd")
+            let tool = match kind {
+                "xdp-drop" => Some("xdp-filter"),
+                "nfcapd" | "sfcapd" | "nfacctd" | "sfacctd" => Some(kind),
+                _ => None,
+            };
+            if let Some(tool) = tool
                 && Command::new("which")
-                    .arg(kind)
+                    .arg(tool)
                     .output()
                     .map_or(true, |o| !o.status.success())
             {
-                eprintln!("{kind} / {proto}: not installed here, skipped");
+                eprintln!("{kind} / {proto}: {tool} is not installed here, skipped");
                 rows.push((kind.to_owned(), proto.clone(), None, false));
                 continue;
             }
