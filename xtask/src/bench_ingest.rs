@@ -698,17 +698,25 @@ pub(crate) fn run(opts: &Options, workspace: &Path, object: Option<&Path>) -> Re
                     .map_or(true, |o| !o.status.success())
             {
                 eprintln!("{kind} / {proto}: {tool} is not installed here, skipped");
-                rows.push((kind.to_owned(), proto.clone(), None, false));
+                let why = format!("{tool} not installed");
+                rows.push((kind.to_owned(), proto.clone(), None, false, why));
                 continue;
             }
             eprintln!("{kind} / {proto}:");
             match search(opts, kind, proto, &daemon, object, trafgen.as_ref()) {
                 Ok((t, sender_bound)) => {
-                    rows.push((kind.to_owned(), proto.clone(), Some(t), sender_bound));
+                    rows.push((
+                        kind.to_owned(),
+                        proto.clone(),
+                        Some(t),
+                        sender_bound,
+                        String::new(),
+                    ));
                 }
                 Err(e) => {
                     eprintln!("  {e:#}");
-                    rows.push((kind.to_owned(), proto.clone(), None, false));
+                    let why = "failed (see log)".to_owned();
+                    rows.push((kind.to_owned(), proto.clone(), None, false, why));
                 }
             }
         }
@@ -717,7 +725,7 @@ pub(crate) fn run(opts: &Options, workspace: &Path, object: Option<&Path>) -> Re
         "| protocol | collector | lossless datagrams/s | lossless flows/s | note |\n|---|---|---|---|---|\n",
     );
     let mut json = String::from("[");
-    for (kind, proto, t, sender_bound) in &rows {
+    for (kind, proto, t, sender_bound, why) in &rows {
         match t {
             Some(t) => {
                 // Report what was really offered: the sender may fall short of the
@@ -744,7 +752,7 @@ pub(crate) fn run(opts: &Options, workspace: &Path, object: Option<&Path>) -> Re
                 );
             }
             None => {
-                let _ = writeln!(table, "| {proto} | {kind} | - | - | failed (see log) |");
+                let _ = writeln!(table, "| {proto} | {kind} | - | - | {why} |");
             }
         }
     }
