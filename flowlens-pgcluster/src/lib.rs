@@ -228,3 +228,48 @@ fn chown_postgres(dir: &Path) -> Result<(), ClusterError> {
     cmd.args(["-R", "postgres:postgres"]).arg(dir);
     exec(cmd, format!("chown -R postgres:postgres {}", dir.display()))
 }
+
+/// Whether `name` is a test's scratch database, `<prefix>_<label>_<pid>_<n>` (label:
+/// lowercase ASCII letters and digits), whose process is no longer running on this
+/// machine. Only meaningful for the private cluster, whose databases this machine's
+/// processes made: on a shared server another machine's live test would look dead.
+pub fn is_dead_scratch_database(name: &str, prefix: &str) -> bool {
+    let mut parts = name.split('_');
+    let (Some(p), Some(label), Some(pid), Some(n), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let label_ok = !label.is_empty()
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if p != prefix || !label_ok || !digits(pid) || !digits(n) {
+        return false;
+    }
+    !Path::new("/proc").join(pid).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_exact_scratch_names_of_dead_processes_count() {
+        let me = std::process::id();
+        // No process has pid 0 in /proc.
+        assert!(is_dead_scratch_database("t_graph_0_3", "t"));
+        assert!(!is_dead_scratch_database(&format!("t_graph_{me}_3"), "t"));
+        assert!(!is_dead_scratch_database("a_graph_0_3", "t"));
+        assert!(!is_dead_scratch_database("t_sales_2024", "t"));
+        assert!(!is_dead_scratch_database("t_sales_0_q1", "t"));
+        assert!(!is_dead_scratch_database("t_Sales_0_1", "t"));
+        assert!(!is_dead_scratch_database("t_a_b_0_1", "t"));
+        assert!(!is_dead_scratch_database("t__0_1", "t"));
+    }
+}

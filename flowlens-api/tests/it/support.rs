@@ -32,7 +32,9 @@ pub(crate) async fn scratch_db(label: &str) -> (PgPool, String) {
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     );
-    let admin_url = if let Ok(url) = std::env::var("DATABASE_URL") {
+    let shared_server = std::env::var("DATABASE_URL").ok();
+    let private = shared_server.is_none();
+    let admin_url = if let Some(url) = shared_server {
         url
     } else {
         {
@@ -49,7 +51,9 @@ pub(crate) async fn scratch_db(label: &str) -> (PgPool, String) {
     let admin = flowlens_api::connect(&admin_url, 1)
         .await
         .unwrap_or_else(|e| panic!("{admin_url}: {e}"));
-    drop_leftovers(&admin).await;
+    if private {
+        drop_leftovers(&admin).await;
+    }
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
@@ -61,24 +65,26 @@ pub(crate) async fn scratch_db(label: &str) -> (PgPool, String) {
     (pool, url)
 }
 
-/// Drops, once per test process, the scratch databases of test processes that have
-/// ended (named `a_<label>_<pid>_<n>`), so the shared cluster does not grow run after
-/// run.
+/// Drops, once per test process, the private cluster's scratch databases of test
+/// processes that have ended and that nobody is connected to, so the cluster does not
+/// grow run after run. Never on a `DATABASE_URL` server: other machines' tests may be
+/// using it.
 async fn drop_leftovers(admin: &PgPool) {
     static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if DONE.swap(true, Ordering::AcqRel) {
         return;
     }
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'a\\_%'")
-            .fetch_all(admin)
-            .await
-            .unwrap_or_default();
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database d WHERE datname LIKE 'a\\_%'
+           AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+    )
+    .fetch_all(admin)
+    .await
+    .unwrap_or_default();
     for name in names {
-        let pid = name.rsplit('_').nth(1).and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_none_or(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
-        if !alive {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        if flowlens_pgcluster::is_dead_scratch_database(&name, "a") {
+            // Without FORCE: a session that appeared meanwhile keeps it.
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
                 .execute(admin)
                 .await;
         }

@@ -54,7 +54,9 @@ pub async fn scratch(label: &str) -> ScratchDb {
     let admin = store::connect(&admin_url, 1)
         .await
         .unwrap_or_else(|e| panic!("{admin_url}: {e}"));
-    drop_leftovers(&admin).await;
+    if cluster.is_some() {
+        drop_leftovers(&admin).await;
+    }
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
@@ -80,24 +82,26 @@ pub async fn scratch(label: &str) -> ScratchDb {
     }
 }
 
-/// Drops, once per test process, the scratch databases of test processes that have
-/// ended (named `t_<label>_<pid>_<n>`), so the shared cluster does not grow run after
-/// run. A live process's databases stay: its tests may still be using them.
+/// Drops, once per test process, the private cluster's scratch databases of test
+/// processes that have ended and that nobody is connected to, so the cluster does not
+/// grow run after run. Never on a `DATABASE_URL` server: other machines' tests may be
+/// using it.
 async fn drop_leftovers(admin: &PgPool) {
     static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if DONE.swap(true, Ordering::AcqRel) {
         return;
     }
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'")
-            .fetch_all(admin)
-            .await
-            .unwrap_or_default();
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database d WHERE datname LIKE 't\\_%'
+           AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+    )
+    .fetch_all(admin)
+    .await
+    .unwrap_or_default();
     for name in names {
-        let pid = name.rsplit('_').nth(1).and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_none_or(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
-        if !alive {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        if flowlens_pgcluster::is_dead_scratch_database(&name, "t") {
+            // Without FORCE: a session that appeared meanwhile keeps it.
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
                 .execute(admin)
                 .await;
         }
