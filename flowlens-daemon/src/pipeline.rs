@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use flowlens_ebpf_common::PortKind;
 
 use crate::config::Config;
-use crate::decode::{Datagram, Decoder, DecoderConfig, ExporterCounters};
+use crate::decode::{Datagram, DecodeError, Decoder, DecoderConfig, ExporterCounters};
 use crate::enrich::classify::Classifier;
 use crate::flow::FlowRecord;
 use crate::graph::sink::{GraphHealth, GraphSettings, GraphSink};
@@ -375,19 +375,27 @@ struct LossDeltas {
 
 impl LossDeltas {
     /// The increase of each exporter's totals since the last call. A total below the
-    /// last one means the LRU map dropped the exporter and counts afresh.
+    /// last one means the LRU map dropped the exporter and counts afresh; an exporter
+    /// absent from `totals` is forgotten here too, so a later entry for it is a fresh
+    /// count and this map never outgrows the program's (entries with nothing to count,
+    /// which only hold a sampling position, are not kept at all).
     fn update(&mut self, totals: Vec<(IpAddr, ExporterLosses)>) -> Vec<(IpAddr, ExporterLosses)> {
+        let mut last = std::mem::take(&mut self.last);
         let mut out = Vec::new();
         for (exporter, total) in totals {
-            let last = self.last.insert(exporter, total).unwrap_or_default();
+            if total == ExporterLosses::default() {
+                continue;
+            }
+            let before = last.remove(&exporter).unwrap_or_default();
             let delta = |now: u64, before: u64| now.checked_sub(before).unwrap_or(now);
             let d = ExporterLosses {
-                sampled_out: delta(total.sampled_out, last.sampled_out),
-                ring_full: delta(total.ring_full, last.ring_full),
+                sampled_out: delta(total.sampled_out, before.sampled_out),
+                ring_full: delta(total.ring_full, before.ring_full),
             };
             if d != ExporterLosses::default() {
                 out.push((exporter, d));
             }
+            self.last.insert(exporter, total);
         }
         out
     }
@@ -444,7 +452,16 @@ fn decode_worker(
                     payload: &d.payload,
                 };
                 // A malformed datagram is counted by the decoder.
-                let _ = decoder.decode_presampled(&dg, d.presample_rate, &mut batch);
+                if let Some(len) = d.truncated_from {
+                    let error = DecodeError::Truncated {
+                        offset: d.payload.len(),
+                        needed: len,
+                        available: d.payload.len(),
+                    };
+                    decoder.reject(d.exporter, &error);
+                } else {
+                    let _ = decoder.decode_presampled(&dg, d.presample_rate, &mut batch);
+                }
                 #[expect(clippy::cast_precision_loss, reason = "latency in seconds")]
                 latency.record(now_ms().saturating_sub(d.received_at_ms) as f64 / 1000.0);
                 if batch.len() >= batching.size {
@@ -665,6 +682,13 @@ mod tests {
         assert_eq!(d.update(vec![(a, l(10, 2))]), vec![(a, l(7, 2))]);
         // `a` was evicted and came back with fresh counts.
         assert_eq!(d.update(vec![(a, l(2, 0))]), vec![(a, l(2, 0))]);
-        assert_eq!(d.update(vec![(a, l(2, 0)), (b, l(5, 1))]), vec![]);
+        // `b` was evicted too (absent above), and came back past its old total.
+        assert_eq!(
+            d.update(vec![(a, l(2, 0)), (b, l(9, 1))]),
+            vec![(b, l(9, 1))]
+        );
+        // Entries with nothing counted are not remembered.
+        assert_eq!(d.update(vec![(a, l(0, 0))]), vec![]);
+        assert!(d.last.is_empty());
     }
 }

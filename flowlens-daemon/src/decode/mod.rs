@@ -352,6 +352,22 @@ impl Decoder {
         }
     }
 
+    /// Counts a datagram from `exporter` that was not decoded because intake already
+    /// knows it is malformed (it arrived truncated): a malformed packet with `error`'s
+    /// reason, as if decoding had failed.
+    pub fn reject(&mut self, exporter: IpAddr, error: &DecodeError) {
+        let counters = &mut self.exporters.entry(exporter).or_default().counters;
+        counters.packets += 1;
+        counters.malformed_packets += 1;
+        if let Some(i) = DecodeError::REASONS
+            .iter()
+            .position(|r| *r == error.reason())
+            && let Some(n) = counters.malformed_by_reason.get_mut(i)
+        {
+            *n += 1;
+        }
+    }
+
     /// Drops data held longer than the hold time (counting `template_missing`); call
     /// periodically with the current time. Returns how many sets were dropped.
     pub fn expire(&mut self, now_ms: u64) -> u64 {

@@ -216,7 +216,11 @@ impl GraphSink {
                         self.push_raw(rec, o.protocol, now);
                     }
                 }
-                Err(why) => unoriented[why as usize] += 1,
+                Err(why) => {
+                    if let Some(n) = unoriented.get_mut(why.index()) {
+                        *n += 1;
+                    }
+                }
             }
         }
         for (why, n) in Unoriented::ALL.iter().zip(unoriented) {

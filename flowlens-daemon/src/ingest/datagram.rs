@@ -32,6 +32,9 @@ pub struct RawDatagram {
     pub presample_rate: u32,
     pub source: Source,
     pub payload: Vec<u8>,
+    /// The datagram's real length when it was longer than intake's buffer (`payload`
+    /// holds only the start of it): counted as malformed, never decoded.
+    pub truncated_from: Option<usize>,
 }
 
 /// Shards datagrams by exporter onto bounded worker queues; cheap to clone.
@@ -113,6 +116,7 @@ mod tests {
             presample_rate: 1,
             source: Source::Udp,
             payload: vec![0; 4],
+            truncated_from: None,
         }
     }
 

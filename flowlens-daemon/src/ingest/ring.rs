@@ -416,6 +416,7 @@ fn to_datagram(rec: &[u8], clock: &Clock) -> Option<RawDatagram> {
         presample_rate: h.sample_rate.max(1),
         source: Source::Xdp,
         payload: payload.to_vec(),
+        truncated_from: None,
     })
 }
 

@@ -31,11 +31,12 @@ use crate::telemetry::metrics as m;
 /// Datagrams per `recvmmsg` call.
 pub const BATCH: usize = 64;
 /// Largest datagram received whole: the payload of the largest jumbo frame (9216-byte
-/// MTU). Flow exporters keep datagrams within the path MTU (RFC 7011, UDP transport), so a
-/// bigger one is a broken exporter; it arrives truncated (`MSG_TRUNC`, logged), and the
-/// decoder counts it as malformed. Slots of the UDP maximum (64 `KiB`) made a batch's
-/// buffer 4 `MiB`, which cost socket mode 15% of its v9 rate (`cargo xtask bench
-/// ingest`: 170k datagrams/s against 200k).
+/// MTU). Flow exporters keep datagrams within the path MTU (RFC 7011, UDP transport),
+/// so a bigger one is a broken exporter; it arrives truncated (`MSG_TRUNC` gives its
+/// real length), is logged once, and is counted as malformed (`truncated`) without
+/// decoding. Slots of the UDP maximum (64 `KiB`) made a batch's buffer 4 `MiB`, which
+/// cost socket mode 15% of its v9 rate (`cargo xtask bench ingest`: 170k datagrams/s
+/// against 200k).
 const MAX_DATAGRAM: usize = 9_216;
 /// Distance between the receive slots of one batch: a slot plus a cache line.
 const SLOT_STRIDE: usize = MAX_DATAGRAM + 64;
@@ -216,6 +217,7 @@ fn drain(
             })
             .collect();
         let vlen = libc::c_uint::try_from(msgs.len()).unwrap_or(0);
+        // MSG_TRUNC: a datagram longer than its slot reports its real length.
         // SAFETY: every mmsghdr points at a live iovec over the first MAX_DATAGRAM
         // bytes of a distinct SLOT_STRIDE chunk of `bufs` and at a live
         // sockaddr_storage; all outlive the call.
@@ -224,7 +226,7 @@ fn drain(
                 sock.as_raw_fd(),
                 msgs.as_mut_ptr(),
                 vlen,
-                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
                 std::ptr::null_mut(),
             )
         };
@@ -240,13 +242,15 @@ fn drain(
             let Some(exporter) = (unsafe { sockaddr_ip(addrs[i].as_ptr()) }) else {
                 continue;
             };
-            if msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 && !*warned_truncated {
+            let truncated_from = (len > MAX_DATAGRAM).then_some(len);
+            if truncated_from.is_some() && !*warned_truncated {
                 *warned_truncated = true;
                 tracing::warn!(
                     %exporter,
+                    len,
                     limit = MAX_DATAGRAM,
-                    "datagram larger than the receive limit arrived truncated; it will count \
-                     as malformed (warned once per receive thread)"
+                    "datagram larger than the receive limit arrived truncated; counted as \
+                     malformed (truncated), not decoded (warned once per receive thread)"
                 );
             }
             let c = counts.entry(exporter).or_default();
@@ -266,6 +270,7 @@ fn drain(
                 presample_rate: rate,
                 source: Source::Udp,
                 payload,
+                truncated_from,
             };
             if !dispatcher.dispatch(d) {
                 c.dropped += 1;

@@ -200,6 +200,16 @@ impl Unoriented {
         Self::PortlessProtocol,
     ];
 
+    /// Position in [`Self::ALL`] (for per-reason counts in an array).
+    pub const fn index(self) -> usize {
+        match self {
+            Self::MissingProtocol => 0,
+            Self::MissingAddress => 1,
+            Self::MissingPorts => 2,
+            Self::PortlessProtocol => 3,
+        }
+    }
+
     /// A bounded label for metrics.
     pub const fn reason(self) -> &'static str {
         match self {

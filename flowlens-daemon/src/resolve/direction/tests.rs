@@ -427,3 +427,10 @@ proptest! {
         prop_assert!(o.server_port == f.src_port.unwrap() || o.server_port == f.dst_port.unwrap());
     }
 }
+
+#[test]
+fn every_unoriented_reason_has_its_own_index() {
+    for (i, why) in Unoriented::ALL.iter().enumerate() {
+        assert_eq!(why.index(), i, "{why:?}");
+    }
+}
