@@ -48,12 +48,18 @@ fn v5(seq: u32, n: usize, bytes: u32) -> Vec<u8> {
 }
 
 fn v9(seq: u32) -> Vec<u8> {
+    v9_with(seq, 2)
+}
+
+/// A v9 datagram with a template and `records` data records of 21 bytes.
+fn v9_with(seq: u32, records: usize) -> Vec<u8> {
     let tpl = wire::v9_template_flowset(&[(
         256,
         vec![(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (1, 4), (2, 4)],
     )]);
     let mut data = Vec::new();
-    for i in 1..=2u8 {
+    for r in 1..=records {
+        let i = u8::try_from(r % 250).unwrap();
         data.extend_from_slice(&[10, 9, 0, i, 10, 9, 1, i]);
         data.extend_from_slice(&5353u16.to_be_bytes());
         data.extend_from_slice(&53u16.to_be_bytes());
@@ -139,8 +145,8 @@ fn socket_mode_decodes_every_protocol_and_accounts_for_every_datagram() {
         sock.send_to(b"\x00\x07not a flow", to(d.netflow, six))
             .unwrap();
         sock.send_to(&v5(2, 1, 1000), to(d.netflow, six)).unwrap();
-        // Larger than any jumbo frame (12 KiB): received truncated, counted malformed.
-        sock.send_to(&v5(3, 250, 1000), to(d.netflow, six)).unwrap();
+        // Larger than any jumbo frame (10.5 KB): counted malformed, never decoded.
+        sock.send_to(&v9_with(1, 500), to(d.netflow, six)).unwrap();
     }
     // Receive counts are published every 200 ms, decoder counts every 500 ms.
     d.wait_until("all datagrams counted", |d| {
@@ -169,6 +175,14 @@ fn socket_mode_decodes_every_protocol_and_accounts_for_every_datagram() {
             "accounting for {ip}"
         );
         assert_eq!(malformed, 2.0);
+        assert_eq!(
+            support::sum_metric(
+                &m,
+                "flowlens_decode_malformed_total",
+                &[&e, "reason=\"truncated\""]
+            ),
+            1.0
+        );
         assert_eq!(
             support::sum_metric(
                 &m,
@@ -276,10 +290,14 @@ fn pressure_raises_then_lowers_sampling_and_totals_renormalise() {
     let env = [
         ("FLOWLENS_INGESTION__WORKERS", "1"),
         ("FLOWLENS_INGESTION__BATCH_SIZE", "30"),
+        // Sampling starts at 1000 queued and the queue holds 10000: room for a slow
+        // pressure tick on a busy machine, so nothing is dropped.
         (
             "FLOWLENS_INGESTION__BACKPRESSURE__DROP_THRESHOLD_QUEUE_DEPTH",
-            "2000",
+            "10000",
         ),
+        ("FLOWLENS_INGESTION__BACKPRESSURE__HIGH_WATERMARK", "0.1"),
+        ("FLOWLENS_INGESTION__BACKPRESSURE__LOW_WATERMARK", "0.05"),
         (
             "FLOWLENS_INGESTION__BACKPRESSURE__SAMPLE_RATE_UNDER_PRESSURE",
             "10",
@@ -288,16 +306,18 @@ fn pressure_raises_then_lowers_sampling_and_totals_renormalise() {
     let d = Daemon::start("pressure", &env, Some(&fifo));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     // 5k datagrams/s: the queue passes its high watermark (1000) within a second, the
-    // 100 ms pressure loop switches to 1:10 before it holds 1500, and the 2000 sent
-    // after the switch add 200, so nothing is dropped and the estimate below is tight.
+    // 100 ms pressure loop switches to 1:10 soon after, and the 2000 sent after the
+    // switch add 200, far from the 10000 that drop: the estimate below is tight.
     let mut sent = 0u32;
     let mut after_switch = 0u32;
     while after_switch < 2000 {
+        // Asked before sending, so a chunk counted here went out entirely at 1:10.
+        let switched = after_switch > 0 || d.metric("flowlens_ingest_sample_rate", &[]) >= 10.0;
         for seq in sent..sent + 50 {
             sock.send_to(&v5(seq * 30, 30, 1000), d.netflow).unwrap();
         }
         sent += 50;
-        if after_switch > 0 || d.metric("flowlens_ingest_sample_rate", &[]) >= 10.0 {
+        if switched {
             after_switch += 50;
         }
         assert!(sent < 20_000, "the rate never went to 1:10");
@@ -332,7 +352,7 @@ fn pressure_raises_then_lowers_sampling_and_totals_renormalise() {
     assert_eq!(received, f64::from(sent), "received");
     assert!(
         sampled >= 1800.0,
-        "the 2000 after the switch were sampled 1:10"
+        "the 2000 after the switch were sampled 1:10: {sampled} of {sent}"
     );
     assert_eq!(dropped, 0.0, "the queue never overflowed");
     d.stop();

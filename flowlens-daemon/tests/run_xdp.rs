@@ -422,10 +422,14 @@ fn pressure_samples_in_the_kernel_and_every_datagram_is_accounted_per_exporter()
     let env = [
         ("FLOWLENS_INGESTION__WORKERS", "1"),
         ("FLOWLENS_INGESTION__BATCH_SIZE", "30"),
+        // Sampling starts at 1000 queued and the queue holds 10000: room for a slow
+        // pressure tick on a busy machine, so nothing is dropped.
         (
             "FLOWLENS_INGESTION__BACKPRESSURE__DROP_THRESHOLD_QUEUE_DEPTH",
-            "2000",
+            "10000",
         ),
+        ("FLOWLENS_INGESTION__BACKPRESSURE__HIGH_WATERMARK", "0.1"),
+        ("FLOWLENS_INGESTION__BACKPRESSURE__LOW_WATERMARK", "0.05"),
         (
             "FLOWLENS_INGESTION__BACKPRESSURE__SAMPLE_RATE_UNDER_PRESSURE",
             "10",
@@ -434,11 +438,13 @@ fn pressure_samples_in_the_kernel_and_every_datagram_is_accounted_per_exporter()
     let d = XdpDaemon::start_with(&net, &object, "run-xdp-pressure", &env, Some(&fifo));
     assert!(net.ping(IpAddr::V4(C4)), "warm-up ping");
     // 5k datagrams/s: the queue passes its high watermark (1000) within a second, the
-    // 100 ms pressure loop switches to 1:10 before it holds 1500, and the 2000 sent
-    // after the switch add 200, so nothing is dropped and the estimate below is tight.
+    // 100 ms pressure loop switches to 1:10 soon after, and the 2000 sent after the
+    // switch add 200, far from the 10000 that drop: the estimate below is tight.
     let mut sent = 0u32;
     let mut after_switch = 0u32;
     while after_switch < 2000 {
+        // Asked before sending, so a chunk counted here went out entirely at 1:10.
+        let switched = after_switch > 0 || metric(&d, "flowlens_ingest_sample_rate") >= 10.0;
         in_netns(&net.peer, || {
             // The program samples per exporter and CPU: one CPU keeps the cycle exact.
             let mut cpus = nix::sched::CpuSet::new();
@@ -452,7 +458,7 @@ fn pressure_samples_in_the_kernel_and_every_datagram_is_accounted_per_exporter()
             }
         });
         sent += 50;
-        if after_switch > 0 || metric(&d, "flowlens_ingest_sample_rate") >= 10.0 {
+        if switched {
             after_switch += 50;
         }
         assert!(sent < 20_000, "the rate never went to 1:10");
@@ -466,9 +472,11 @@ fn pressure_samples_in_the_kernel_and_every_datagram_is_accounted_per_exporter()
     let e = "exporter=\"10.0.0.2\"";
     let sampled = sum_metric(&m, "flowlens_ingest_datagrams_sampled_out_total", &[e]);
     let dropped = sum_metric(&m, "flowlens_ingest_datagrams_dropped_total", &[e]);
+    // 1800 of the 2000 sent after the switch, less a few: the program samples per CPU,
+    // and a datagram the veth happens to process on the other CPU starts a cycle there.
     assert!(
-        sampled >= 1800.0,
-        "the 2000 after the switch were sampled 1:10"
+        sampled >= 1780.0,
+        "the 2000 after the switch were sampled 1:10: {sampled} of {sent}"
     );
     assert_eq!(dropped, 0.0, "the queue never overflowed");
     // Per exporter and in the program's own counters alike.
