@@ -33,7 +33,7 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use flowlens_ebpf_common::{Config, Counter, MAX_PAYLOAD, PROGRAM_NAME, ExporterState, RingHeader};
+use flowlens_ebpf_common::{Config, Counter, ExporterState, MAX_PAYLOAD, PROGRAM_NAME, RingHeader};
 
 /// Entries of `FLOW_RINGS`: the highest CPU id the program can steer from, plus one.
 /// Userspace creates one ring per possible CPU and fails loudly if a machine has more.

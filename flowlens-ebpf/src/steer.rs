@@ -6,11 +6,13 @@
 //! `SampledOut` or `RingFull`, and is dropped, or also passed to the stack in mirror
 //! mode; every other packet is `Passed` (`Err(Pass)`).
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action},
     helpers::{
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_ringbuf_output, bpf_ringbuf_query,
-        bpf_xdp_load_bytes,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_ringbuf_discard, bpf_ringbuf_output,
+        bpf_ringbuf_query, bpf_ringbuf_reserve, bpf_ringbuf_submit, bpf_xdp_load_bytes,
     },
     maps::lpm_trie::Key,
     programs::XdpContext,
@@ -90,48 +92,93 @@ fn steer(ctx: &XdpContext) -> Result<u32, Pass> {
     }
 }
 
-/// Assembles header + payload in this CPU's scratch record and outputs exactly
-/// `size_of::<RingHeader>() + payload_len` bytes into this CPU's ring.
+/// Payload bytes of a ring record reserved in place: a whole datagram of a 1500-byte
+/// MTU (IPv4). Most exporters send these, and loading them straight into the ring
+/// saves the copy through the scratch record (see [`copy_to_ring`]).
+const RESERVED_PAYLOAD: usize = 1472;
+
+/// One ring record reserved in place (`bpf_ringbuf_reserve` needs a constant size).
+#[repr(C)]
+struct ReservedRecord {
+    header: RingHeader,
+    payload: [u8; RESERVED_PAYLOAD],
+}
+
+/// Writes one record (header, then the UDP payload) into this CPU's ring. Datagrams of
+/// up to `RESERVED_PAYLOAD` bytes are loaded straight into a fixed-size reserved record
+/// (the reader goes by `payload_len`; the tail of the slot is unused); bigger ones are
+/// assembled in this CPU's scratch record, of which `bpf_ringbuf_output` copies
+/// exactly `header + payload_len` bytes: compact records without a variable-size
+/// `bpf_ringbuf_reserve`, which the verifier rejects.
 #[inline(always)]
 fn copy_to_ring(ctx: &XdpContext, dg: &parse::Udp, cfg: &Config) -> Result<(), CopyError> {
     // SAFETY: a helper without arguments or side effects.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let ring = FLOW_RINGS.get(cpu).ok_or(CopyError::Unavailable)?;
-    let rec = FLOW_SCRATCH.get_ptr_mut(0).ok_or(CopyError::Unavailable)?;
+    let ring_ptr: *mut c_void = core::ptr::from_ref(ring).cast_mut().cast();
 
     let len = dg.payload_len;
-    // verifier: `bpf_xdp_load_bytes` needs the length proven in [1, scratch size]
-    // (else "invalid zero-sized read" or "invalid access to map value"); try_steer has
-    // checked both already, but the compiler may not keep that knowledge in a register.
+    // verifier: `bpf_xdp_load_bytes` needs the length proven in [1, destination size]
+    // (else "invalid zero-sized read" or "invalid access to ..."); try_steer has
+    // checked it already, but the compiler may not keep that knowledge in a register.
     if len == 0 || len > MAX_PAYLOAD {
         return Err(CopyError::Unavailable);
     }
     #[expect(clippy::cast_possible_truncation, reason = "len <= MAX_PAYLOAD (9000)")]
     let len16 = len as u16;
-
-    // SAFETY: `rec` comes from a successful lookup of this CPU's scratch slot, which
-    // only this program on this CPU touches, and is valid for the whole run.
-    unsafe {
-        (*rec).header = RingHeader {
-            ts_ns: bpf_ktime_get_ns(),
-            src_addr: dg.src_addr,
-            ifindex: (*ctx.ctx).ingress_ifindex,
-            rx_queue: (*ctx.ctx).rx_queue_index,
-            src_port: dg.src_port,
-            dst_port: dg.dst_port,
-            payload_len: len16,
-            family: dg.family,
-            _pad0: 0,
-            sample_rate: cfg.sample_rate.max(1),
-            _pad1: 0,
-        };
-    }
-
+    let header = RingHeader {
+        // SAFETY: a helper without arguments or side effects.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        src_addr: dg.src_addr,
+        // SAFETY: `ctx.ctx` is the kernel's xdp_md for this run.
+        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        // SAFETY: as above.
+        rx_queue: unsafe { (*ctx.ctx).rx_queue_index },
+        src_port: dg.src_port,
+        dst_port: dg.dst_port,
+        payload_len: len16,
+        family: dg.family,
+        _pad0: 0,
+        sample_rate: cfg.sample_rate.max(1),
+        _pad1: 0,
+    };
     #[expect(clippy::cast_possible_truncation, reason = "offsets within a frame")]
     let offset = dg.payload_offset as u32;
-    // SAFETY: the destination is the scratch record's payload array, `len` bytes of
-    // which fit (checked above); the helper checks the packet side itself.
+
+    if len <= RESERVED_PAYLOAD {
+        let size = size_of::<ReservedRecord>() as u64;
+        let flags = wakeup_flags(ring_ptr, size, cfg);
+        // SAFETY: `ring_ptr` is a ring buffer map; the size is a constant.
+        let rec: *mut ReservedRecord = unsafe { bpf_ringbuf_reserve(ring_ptr, size, 0) }.cast();
+        if rec.is_null() {
+            return Err(CopyError::RingFull);
+        }
+        // SAFETY: `rec` is a reserved record of `size` bytes that only this run owns
+        // until it is submitted or discarded below; `len` bytes fit in its payload
+        // (checked above) and the helper checks the packet side itself.
+        unsafe {
+            (*rec).header = header;
+            let loaded = bpf_xdp_load_bytes(
+                ctx.ctx,
+                offset,
+                (*rec).payload.as_mut_ptr().cast(),
+                u32::from(len16),
+            );
+            if loaded != 0 {
+                bpf_ringbuf_discard(rec.cast(), u64::from(BPF_RB_NO_WAKEUP));
+                return Err(CopyError::Unavailable);
+            }
+            bpf_ringbuf_submit(rec.cast(), flags);
+        }
+        return Ok(());
+    }
+
+    let rec = FLOW_SCRATCH.get_ptr_mut(0).ok_or(CopyError::Unavailable)?;
+    // SAFETY: `rec` comes from a successful lookup of this CPU's scratch slot, which
+    // only this program on this CPU touches, and is valid for the whole run; `len`
+    // bytes fit in its payload (checked above); the helper checks the packet side.
     let loaded = unsafe {
+        (*rec).header = header;
         bpf_xdp_load_bytes(
             ctx.ctx,
             offset,
@@ -142,27 +189,8 @@ fn copy_to_ring(ctx: &XdpContext, dg: &parse::Udp, cfg: &Config) -> Result<(), C
     if loaded != 0 {
         return Err(CopyError::Unavailable);
     }
-
     let size = (size_of::<RingHeader>() + len) as u64;
-    let ring_ptr = core::ptr::from_ref(ring).cast_mut().cast();
-    // Batched notifications: without a threshold every record wakes the reader (the
-    // kernel's default), which halves throughput; userspace drains on a ~1 ms timer too,
-    // so a trickle below the threshold is still read promptly. Only the record that
-    // crosses the threshold forces a wakeup: forcing one for every record while the
-    // reader is on its way cost ~300 ns a datagram (bpf_stats; README, Ingest), a third
-    // of the program's time.
-    let flags = if cfg.wakeup_bytes == 0 {
-        0
-    } else {
-        // SAFETY: `ring_ptr` is a ring buffer map returned by the outer lookup.
-        let waiting = unsafe { bpf_ringbuf_query(ring_ptr, u64::from(BPF_RB_AVAIL_DATA)) };
-        let threshold = u64::from(cfg.wakeup_bytes);
-        if waiting < threshold && waiting + size >= threshold {
-            u64::from(BPF_RB_FORCE_WAKEUP)
-        } else {
-            u64::from(BPF_RB_NO_WAKEUP)
-        }
-    };
+    let flags = wakeup_flags(ring_ptr, size, cfg);
     // SAFETY: `rec` holds `size` initialised bytes (header + `len` loaded bytes) and
     // `ring_ptr` is a ring buffer map.
     let ret = unsafe { bpf_ringbuf_output(ring_ptr, rec.cast(), size, flags) };
@@ -170,4 +198,25 @@ fn copy_to_ring(ctx: &XdpContext, dg: &parse::Udp, cfg: &Config) -> Result<(), C
         return Err(CopyError::RingFull);
     }
     Ok(())
+}
+
+/// Batched notifications: without a threshold every record wakes the reader (the
+/// kernel's default), which halves throughput; userspace drains on a ~1 ms timer too,
+/// so a trickle below the threshold is still read promptly. Only the record that
+/// crosses the threshold forces a wakeup: forcing one for every record while the
+/// reader is on its way cost ~300 ns a datagram (`bpf_stats`; README, Ingest), a third
+/// of the program's time.
+#[inline(always)]
+fn wakeup_flags(ring_ptr: *mut c_void, size: u64, cfg: &Config) -> u64 {
+    if cfg.wakeup_bytes == 0 {
+        return 0;
+    }
+    // SAFETY: `ring_ptr` is a ring buffer map returned by the outer lookup.
+    let waiting = unsafe { bpf_ringbuf_query(ring_ptr, u64::from(BPF_RB_AVAIL_DATA)) };
+    let threshold = u64::from(cfg.wakeup_bytes);
+    if waiting < threshold && waiting + size >= threshold {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }

@@ -194,7 +194,9 @@ impl XdpOptions {
         Config {
             sample_rate: self.sample_rate.max(1),
             flags,
-            wakeup_bytes: self.wakeup_bytes,
+            // A quarter of the ring at most: a threshold the ring cannot hold would
+            // never force a wakeup, and a small ring would fill between timer drains.
+            wakeup_bytes: self.wakeup_bytes.min(self.ring_size_bytes / 4),
             _pad: 0,
         }
     }
@@ -660,6 +662,16 @@ mod tests {
         let c = o.config();
         assert_eq!(c.flags, Config::FLAG_MIRROR | Config::FLAG_FILTER_EXPORTERS);
         assert_eq!(c.sample_rate, 1);
+    }
+
+    #[test]
+    fn the_wakeup_threshold_fits_in_the_ring() {
+        let mut o = XdpOptions::new(PathBuf::from("x"), vec![]);
+        assert_eq!(o.config().wakeup_bytes, DEFAULT_WAKEUP_BYTES);
+        o.ring_size_bytes = 64 * 1024;
+        assert_eq!(o.config().wakeup_bytes, 16 * 1024);
+        o.wakeup_bytes = 0;
+        assert_eq!(o.config().wakeup_bytes, 0, "0 still means every record");
     }
 
     #[test]
