@@ -68,6 +68,11 @@ pub(crate) struct Options {
     /// program, or the UDP stack, run in the sender's softirq, so on this CPU too.
     #[arg(long, default_value = "0")]
     pub(crate) sender_cpus: String,
+    /// Also measure the XDP programs' mean run time per packet (the kernel's BPF
+    /// statistics, read with bpftool). The statistics slow every program a little, so
+    /// rates measured with this are not the headline figures.
+    #[arg(long)]
+    pub(crate) bpf_stats: bool,
 }
 
 /// Frames in one trafgen cycle (the first is the template for v9/IPFIX).
@@ -272,6 +277,19 @@ struct Collector {
     child: Child,
     kind: String,
     dir: PathBuf,
+    /// The ceiling's shell: its stdout, read past "ready".
+    shell_out: Option<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Drop for Collector {
+    /// However a trial ends, its collector goes (the ceiling's shell takes its bpffs,
+    /// and with it xdp-filter's attachment, along).
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Collector {
@@ -373,19 +391,30 @@ impl Collector {
             }
             other => bail!("unknown collector {other}"),
         };
-        let c = Self {
+        let mut c = Self {
             child,
             kind: kind.to_owned(),
             dir: dir.to_owned(),
+            shell_out: None,
         };
+        if kind == "xdp-drop" {
+            use std::io::BufRead as _;
+            let mut out = std::io::BufReader::new(c.child.stdout.take().context("shell stdout")?);
+            let mut line = String::new();
+            out.read_line(&mut line)?;
+            if line.trim() != "ready" {
+                let log = std::fs::read_to_string(dir.join("collector.log")).unwrap_or_default();
+                bail!("xdp-filter did not start: {log}");
+            }
+            c.shell_out = Some(out);
+            return Ok(c);
+        }
         // Give it time to bind (and to attach XDP).
-        std::thread::sleep(Duration::from_millis(
-            if matches!(kind, "xdp" | "xdp-drop") {
-                1500
-            } else {
-                700
-            },
-        ));
+        std::thread::sleep(Duration::from_millis(if kind == "xdp" {
+            1500
+        } else {
+            700
+        }));
         Ok(c)
     }
 
@@ -431,7 +460,7 @@ impl Collector {
             let _ = stdin.write_all(b"\n");
         }
         let mut status = String::new();
-        if let Some(mut out) = self.child.stdout.take() {
+        if let Some(mut out) = self.shell_out.take() {
             out.read_to_string(&mut status)?;
         }
         let _ = self.child.wait();
@@ -512,6 +541,8 @@ struct Trial {
     achieved_dps: f64,
     sent_flows: u64,
     got_flows: u64,
+    /// The XDP program's mean run time per packet (`--bpf-stats`).
+    ns_per_packet: Option<f64>,
 }
 
 impl Trial {
@@ -532,6 +563,13 @@ fn trial(
 ) -> Result<Trial> {
     let dir = std::env::temp_dir().join(format!("flowlens-bench-{kind}-{proto}"));
     let collector = Collector::start(kind, proto, daemon, object, &dir, &opts.collector_cpus)?;
+    let program = match kind {
+        "xdp" => Some("flowlens_xdp"),
+        "xdp-drop" => Some("xdpfilt"),
+        _ => None,
+    }
+    .filter(|_| opts.bpf_stats);
+    let _stats = program.map(|_| BpfStats::enable()).transpose()?;
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
@@ -543,12 +581,14 @@ fn trial(
         #[expect(clippy::cast_precision_loss, reason = "a rate")]
         let achieved_dps = count as f64 / t.send(count, rate)?.max(1e-9);
         std::thread::sleep(Duration::from_millis(1500));
+        let ns_per_packet = program.and_then(bpf_ns_per_run);
         let got = collector.finish(proto)?;
         return Ok(Trial {
             offered_dps: rate,
             achieved_dps,
             sent_flows: t.flows_in(count),
             got_flows: got,
+            ns_per_packet,
         });
     }
     let target = format!("{COL_IP}:{}", port(proto));
@@ -568,13 +608,44 @@ fn trial(
     let report: serde_like::Report = serde_like::parse(&out)?;
     // Let the collector drain its queues.
     std::thread::sleep(Duration::from_millis(1500));
+    let ns_per_packet = program.and_then(bpf_ns_per_run);
     let got = collector.finish(proto)?;
     Ok(Trial {
         offered_dps: rate,
         achieved_dps: report.datagrams / report.seconds.max(1e-9),
         sent_flows: count * flows_per_datagram(proto),
         got_flows: got,
+        ns_per_packet,
     })
+}
+
+/// The kernel's BPF run-time statistics (`kernel.bpf_stats_enabled`), on while this
+/// lives. They cost every BPF program two clock reads a run, so they are off unless
+/// `--bpf-stats` asks for them.
+struct BpfStats;
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        run_ok(Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]))?;
+        Ok(Self)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = run_ok(Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]));
+    }
+}
+
+/// Mean ns per run of the loaded program whose name starts with `prefix` (bpftool).
+fn bpf_ns_per_run(prefix: &str) -> Option<f64> {
+    let out = run_ok(Command::new("bpftool").args(["-j", "prog", "show"])).ok()?;
+    let object = out
+        .split("},{")
+        .find(|o| o.contains(&format!("\"name\":\"{prefix}")))?;
+    let time = serde_like::field(object, "run_time_ns")?;
+    let runs = serde_like::field(object, "run_cnt")?;
+    (runs > 0.0).then(|| time / runs)
 }
 
 /// Minimal parsing of the blaster's one-line JSON report (xtask keeps no JSON
@@ -655,6 +726,13 @@ pub(crate) fn run(opts: &Options, workspace: &Path, object: Option<&Path>) -> Re
     if !rustix_is_root() {
         bail!("bench ingest needs root (network namespaces, XDP)");
     }
+    let mut opts = opts.clone();
+    if std::thread::available_parallelism().map_or(1, std::num::NonZero::get) < 2 {
+        eprintln!("one CPU: collector and sender are not pinned");
+        opts.collector_cpus.clear();
+        opts.sender_cpus.clear();
+    }
+    let opts = &opts;
     run_ok(Command::new("cargo").current_dir(workspace).args([
         "build",
         "--release",
@@ -738,11 +816,18 @@ pub(crate) fn run(opts: &Options, workspace: &Path, object: Option<&Path>) -> Re
                 )]
                 let dps = (t.achieved_dps.min(t.offered_dps as f64)) as u64;
                 let fps = dps * flows_per_datagram(proto);
-                let note = if *sender_bound {
-                    "sender-bound (at least this)"
+                let mut note = if *sender_bound {
+                    "sender-bound (at least this)".to_owned()
                 } else {
-                    ""
+                    String::new()
                 };
+                if let Some(ns) = t.ns_per_packet {
+                    let _ = write!(
+                        note,
+                        "{}XDP program {ns:.0} ns/packet",
+                        if note.is_empty() { "" } else { "; " }
+                    );
+                }
                 let _ = writeln!(table, "| {proto} | {kind} | {dps} | {fps} | {note} |");
                 let _ = write!(
                     json,
