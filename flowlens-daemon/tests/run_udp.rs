@@ -376,3 +376,53 @@ fn pressure_raises_then_lowers_sampling_and_totals_renormalise() {
         estimate / truth
     );
 }
+
+/// XDP asked for on an interface that does not exist: one clear warning, then the same
+/// daemon on UDP sockets, decoding, with per-exporter flow and packet rates.
+#[test]
+fn without_a_usable_interface_it_falls_back_to_sockets_with_one_warning() {
+    let d = Daemon::start_ingest("run-fallback", &["--iface", "flnoiface0"]);
+    // /health answers before the XDP attempt; the sockets are bound after it.
+    d.wait_until("the UDP sockets", |d| {
+        std::fs::read_to_string(d.dir.join("daemon.log"))
+            .unwrap_or_default()
+            .contains("receiving on UDP sockets")
+    });
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let e = "exporter=\"127.0.0.1\"";
+    // 40 datagrams of 2 flows over about 2 s, so the per-second rates see traffic.
+    let mut rates = (0.0f64, 0.0f64);
+    for seq in 0..40u32 {
+        sock.send_to(&v5(seq * 2, 2, 1000), d.netflow).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        if seq % 5 == 4 {
+            let m = d.metrics();
+            let pps = support::sum_metric(&m, "flowlens_exporter_packets_per_second", &[e]);
+            if pps > rates.1 {
+                let fps = support::sum_metric(&m, "flowlens_exporter_flows_per_second", &[e]);
+                rates = (fps, pps);
+            }
+        }
+    }
+    d.wait_until("all 80 flows decoded", |d| {
+        d.metric("flowlens_flows_received_total", &[e]) >= 80.0
+    });
+    let (fps, pps) = rates;
+    assert!(pps > 0.0, "no packet rate while 20 datagrams/s arrived");
+    // Both rates come from one interval's counts: 2 flows in every datagram.
+    assert!(
+        (fps - 2.0 * pps).abs() < 1e-6,
+        "{fps} flows/s vs {pps} packets/s"
+    );
+    assert_eq!(d.metric("flowlens_ingest_mode", &["mode=\"udp\""]), 1.0);
+    let log = d.stop();
+    assert_eq!(
+        log.matches("falling back to UDP sockets").count(),
+        1,
+        "one warning: {log}"
+    );
+    assert!(
+        log.contains("flnoiface0"),
+        "the warning names the interface: {log}"
+    );
+}

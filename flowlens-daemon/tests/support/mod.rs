@@ -58,15 +58,22 @@ impl Daemon {
     pub(crate) fn start(name: &str, env: &[(&str, &str)], output: Option<&Path>) -> Self {
         let dir = temp_dir(name);
         let out = output.map_or_else(|| dir.join("flows.jsonl"), Path::to_path_buf);
-        Self::start_in(dir, env, &format!("jsonl:{}", out.display()))
+        Self::start_in(dir, env, &format!("jsonl:{}", out.display()), &["--no-xdp"])
     }
 
     /// [`Self::start`] with any `--output` (e.g. `postgres`).
     pub(crate) fn start_output(name: &str, env: &[(&str, &str)], output: &str) -> Self {
-        Self::start_in(temp_dir(name), env, output)
+        Self::start_in(temp_dir(name), env, output, &["--no-xdp"])
     }
 
-    fn start_in(dir: PathBuf, env: &[(&str, &str)], output: &str) -> Self {
+    /// [`Self::start`] with `ingest_args` instead of `--no-xdp` (e.g. an `--iface`).
+    pub(crate) fn start_ingest(name: &str, ingest_args: &[&str]) -> Self {
+        let dir = temp_dir(name);
+        let out = format!("jsonl:{}", dir.join("flows.jsonl").display());
+        Self::start_in(dir, &[], &out, ingest_args)
+    }
+
+    fn start_in(dir: PathBuf, env: &[(&str, &str)], output: &str, ingest_args: &[&str]) -> Self {
         let (nf, ipfix, sflow, tel) = (
             free_port(true),
             free_port(true),
@@ -79,7 +86,9 @@ impl Daemon {
         );
         std::fs::write(dir.join("config.yaml"), config).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_flowlens-daemon"))
-            .args(["run", "--no-xdp", "--config"])
+            .arg("run")
+            .args(ingest_args)
+            .arg("--config")
             .arg(dir.join("config.yaml"))
             .arg("--output")
             .arg(output)
