@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -267,43 +266,8 @@ fn socket_mode_decodes_every_protocol_and_accounts_for_every_datagram() {
 /// accounted for, and `bytes * sampling_rate` over the output estimates what was received.
 #[test]
 fn pressure_raises_then_lowers_sampling_and_totals_renormalise() {
-    let dir = support::temp_dir("pressure-fifo");
-    let fifo = dir.join("flows.fifo");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    // The daemon opens the FIFO for writing at start; open the read side now but read
-    // nothing until told to.
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let reader_path = fifo.clone();
-    let reader = std::thread::spawn(move || {
-        let mut f = std::fs::File::open(&reader_path).unwrap();
-        go_rx.recv().unwrap();
-        let mut all = String::new();
-        f.read_to_string(&mut all).unwrap();
-        all
-    });
-    let env = [
-        ("FLOWLENS_INGESTION__WORKERS", "1"),
-        ("FLOWLENS_INGESTION__BATCH_SIZE", "30"),
-        // Sampling starts at 1000 queued and the queue holds 10000: room for a slow
-        // pressure tick on a busy machine, so nothing is dropped.
-        (
-            "FLOWLENS_INGESTION__BACKPRESSURE__DROP_THRESHOLD_QUEUE_DEPTH",
-            "10000",
-        ),
-        ("FLOWLENS_INGESTION__BACKPRESSURE__HIGH_WATERMARK", "0.1"),
-        ("FLOWLENS_INGESTION__BACKPRESSURE__LOW_WATERMARK", "0.05"),
-        (
-            "FLOWLENS_INGESTION__BACKPRESSURE__SAMPLE_RATE_UNDER_PRESSURE",
-            "10",
-        ),
-    ];
-    let d = Daemon::start("pressure", &env, Some(&fifo));
+    let sink = support::SlowSink::new("pressure-fifo");
+    let d = Daemon::start("pressure", &support::PRESSURE_ENV, Some(&sink.path));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     // 5k datagrams/s: the queue passes its high watermark (1000) within a second, the
     // 100 ms pressure loop switches to 1:10 soon after, and the 2000 sent after the
@@ -323,7 +287,7 @@ fn pressure_raises_then_lowers_sampling_and_totals_renormalise() {
         assert!(sent < 20_000, "the rate never went to 1:10");
         std::thread::sleep(Duration::from_millis(10));
     }
-    go_tx.send(()).unwrap();
+    sink.drain();
     d.wait_until("sampling back to 1:1", |d| {
         d.metric("flowlens_ingest_sample_rate", &[]) == 1.0
     });
@@ -356,12 +320,7 @@ fn pressure_raises_then_lowers_sampling_and_totals_renormalise() {
     );
     assert_eq!(dropped, 0.0, "the queue never overflowed");
     d.stop();
-    let out = reader.join().unwrap();
-    let estimate: f64 = out
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|f| f["bytes"].as_f64().unwrap() * f["sampling_rate"].as_f64().unwrap())
-        .sum();
+    let estimate = sink.renormalised_bytes();
     // Every datagram carried 30 flows of 1000 bytes; each rate switch can misplace at
     // most one 1:10 phase.
     let per_datagram = 30.0 * 1000.0;

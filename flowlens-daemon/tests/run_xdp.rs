@@ -401,41 +401,14 @@ fn pressure_samples_in_the_kernel_and_every_datagram_is_accounted_per_exporter()
     let Some((net, object)) = setup("xpress") else {
         return;
     };
-    let dir = support::temp_dir("run-xdp-pressure-fifo");
-    let fifo = dir.join("flows.fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
+    let sink = support::SlowSink::new("run-xdp-pressure-fifo");
+    let d = XdpDaemon::start_with(
+        &net,
+        &object,
+        "run-xdp-pressure",
+        &support::PRESSURE_ENV,
+        Some(&sink.path),
     );
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let reader_path = fifo.clone();
-    let reader = std::thread::spawn(move || {
-        let mut f = std::fs::File::open(&reader_path).unwrap();
-        go_rx.recv().unwrap();
-        let mut all = String::new();
-        f.read_to_string(&mut all).unwrap();
-        all
-    });
-    let env = [
-        ("FLOWLENS_INGESTION__WORKERS", "1"),
-        ("FLOWLENS_INGESTION__BATCH_SIZE", "30"),
-        // Sampling starts at 1000 queued and the queue holds 10000: room for a slow
-        // pressure tick on a busy machine, so nothing is dropped.
-        (
-            "FLOWLENS_INGESTION__BACKPRESSURE__DROP_THRESHOLD_QUEUE_DEPTH",
-            "10000",
-        ),
-        ("FLOWLENS_INGESTION__BACKPRESSURE__HIGH_WATERMARK", "0.1"),
-        ("FLOWLENS_INGESTION__BACKPRESSURE__LOW_WATERMARK", "0.05"),
-        (
-            "FLOWLENS_INGESTION__BACKPRESSURE__SAMPLE_RATE_UNDER_PRESSURE",
-            "10",
-        ),
-    ];
-    let d = XdpDaemon::start_with(&net, &object, "run-xdp-pressure", &env, Some(&fifo));
     assert!(net.ping(IpAddr::V4(C4)), "warm-up ping");
     // 5k datagrams/s: the queue passes its high watermark (1000) within a second, the
     // 100 ms pressure loop switches to 1:10 soon after, and the 2000 sent after the
@@ -464,7 +437,7 @@ fn pressure_samples_in_the_kernel_and_every_datagram_is_accounted_per_exporter()
         assert!(sent < 20_000, "the rate never went to 1:10");
         std::thread::sleep(Duration::from_millis(10));
     }
-    go_tx.send(()).unwrap();
+    sink.drain();
     d.wait_until("sampling back to 1:1", |d| {
         metric(d, "flowlens_ingest_sample_rate") == 1.0
     });
@@ -489,12 +462,7 @@ fn pressure_samples_in_the_kernel_and_every_datagram_is_accounted_per_exporter()
         )
     );
     drop(d.stop());
-    let out = reader.join().unwrap();
-    let estimate: f64 = out
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|f| f["bytes"].as_f64().unwrap() * f["sampling_rate"].as_f64().unwrap())
-        .sum();
+    let estimate = sink.renormalised_bytes();
     // Each rate switch can misplace at most one 1:10 phase.
     let per_datagram = 30.0 * 1000.0;
     let truth = f64::from(sent) * per_datagram;

@@ -201,3 +201,73 @@ pub(crate) fn read_flows(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("valid JSON line"))
         .collect()
 }
+
+/// The daemon settings of the pressure tests: one decode worker, sampling 1:10 from
+/// 1000 queued datagrams, back to 1:1 below 500, dropping only at 10000 (room for a
+/// slow pressure tick on a busy machine, so nothing is dropped).
+pub(crate) const PRESSURE_ENV: [(&str, &str); 6] = [
+    ("FLOWLENS_INGESTION__WORKERS", "1"),
+    ("FLOWLENS_INGESTION__BATCH_SIZE", "30"),
+    (
+        "FLOWLENS_INGESTION__BACKPRESSURE__DROP_THRESHOLD_QUEUE_DEPTH",
+        "10000",
+    ),
+    ("FLOWLENS_INGESTION__BACKPRESSURE__HIGH_WATERMARK", "0.1"),
+    ("FLOWLENS_INGESTION__BACKPRESSURE__LOW_WATERMARK", "0.05"),
+    (
+        "FLOWLENS_INGESTION__BACKPRESSURE__SAMPLE_RATE_UNDER_PRESSURE",
+        "10",
+    ),
+];
+
+/// A sink that does not read until told to: a FIFO for the daemon's JSON-lines output,
+/// its read side opened (the daemon opens the write side at start) but read only after
+/// [`SlowSink::drain`], so the daemon's queues fill meanwhile.
+pub(crate) struct SlowSink {
+    pub(crate) path: PathBuf,
+    go: std::sync::mpsc::Sender<()>,
+    reader: std::thread::JoinHandle<String>,
+}
+
+impl SlowSink {
+    pub(crate) fn new(name: &str) -> Self {
+        let path = temp_dir(name).join("flows.fifo");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&path)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let reader_path = path.clone();
+        let reader = std::thread::spawn(move || {
+            let mut f = std::fs::File::open(&reader_path).unwrap();
+            go_rx.recv().unwrap();
+            let mut all = String::new();
+            f.read_to_string(&mut all).unwrap();
+            all
+        });
+        Self { path, go, reader }
+    }
+
+    /// Starts reading.
+    pub(crate) fn drain(&self) {
+        self.go.send(()).unwrap();
+    }
+
+    /// Everything the daemon wrote, once it has closed the FIFO (stopped).
+    pub(crate) fn output(self) -> String {
+        self.reader.join().unwrap()
+    }
+
+    /// The sum of `bytes * sampling_rate` over the flows written: what the sampled
+    /// output says was sent.
+    pub(crate) fn renormalised_bytes(self) -> f64 {
+        self.output()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|f| f["bytes"].as_f64().unwrap() * f["sampling_rate"].as_f64().unwrap())
+            .sum()
+    }
+}
