@@ -145,6 +145,18 @@ pub struct ExporterCounters {
 }
 
 impl ExporterCounters {
+    /// Counts one malformed datagram under `error`'s reason.
+    fn count_malformed(&mut self, error: &DecodeError) {
+        self.malformed_packets += 1;
+        if let Some(i) = DecodeError::REASONS
+            .iter()
+            .position(|r| *r == error.reason())
+            && let Some(n) = self.malformed_by_reason.get_mut(i)
+        {
+            *n += 1;
+        }
+    }
+
     pub fn malformed(&self, reason: &str) -> u64 {
         DecodeError::REASONS
             .iter()
@@ -341,12 +353,7 @@ impl Decoder {
             }
             Err(e) => {
                 out.truncate(start);
-                counters.malformed_packets += 1;
-                if let Some(i) = DecodeError::REASONS.iter().position(|r| *r == e.reason())
-                    && let Some(n) = counters.malformed_by_reason.get_mut(i)
-                {
-                    *n += 1;
-                }
+                counters.count_malformed(&e);
                 Err(e)
             }
         }
@@ -358,14 +365,7 @@ impl Decoder {
     pub fn reject(&mut self, exporter: IpAddr, error: &DecodeError) {
         let counters = &mut self.exporters.entry(exporter).or_default().counters;
         counters.packets += 1;
-        counters.malformed_packets += 1;
-        if let Some(i) = DecodeError::REASONS
-            .iter()
-            .position(|r| *r == error.reason())
-            && let Some(n) = counters.malformed_by_reason.get_mut(i)
-        {
-            *n += 1;
-        }
+        counters.count_malformed(error);
     }
 
     /// Drops data held longer than the hold time (counting `template_missing`); call

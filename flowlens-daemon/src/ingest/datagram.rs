@@ -7,11 +7,19 @@
 //! resort (the sampling in `pressure` acts before queues fill).
 
 use std::hash::BuildHasher;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+
+/// An exporter address as IPv6 octets back to an `IpAddr`: IPv4-mapped becomes IPv4,
+/// so an exporter has one key (and one metrics label) whichever path counted it: the
+/// sockets, the rings, or the XDP program's per-exporter map.
+pub fn exporter_ip(octets: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(octets);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
 
 /// Where a datagram was received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

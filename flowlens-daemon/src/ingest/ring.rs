@@ -29,7 +29,7 @@ use flowlens_ebpf_common::{MAP_RINGS, RingHeader};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::time::{ClockId, clock_gettime};
 
-use super::datagram::{Dispatcher, RawDatagram, Source};
+use super::datagram::{Dispatcher, RawDatagram, Source, exporter_ip};
 use crate::telemetry::metrics as m;
 
 /// One CPU's ring, as created by [`create_rings`].
@@ -401,10 +401,10 @@ fn parse_record(rec: &[u8]) -> Option<(RingHeader, &[u8])> {
 /// The exporter address of a header: IPv4-mapped addresses (how the program stores
 /// IPv4) become IPv4 again, so the same exporter has one key on both ingest paths.
 fn exporter(h: &RingHeader) -> IpAddr {
-    let v6 = Ipv6Addr::from(h.src_addr);
-    match v6.to_ipv4_mapped() {
-        Some(v4) if h.family == 4 => IpAddr::V4(v4),
-        _ => IpAddr::V6(v6),
+    if h.family == 4 {
+        exporter_ip(h.src_addr)
+    } else {
+        IpAddr::V6(Ipv6Addr::from(h.src_addr))
     }
 }
 

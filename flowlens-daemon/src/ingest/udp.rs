@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::datagram::{Dispatcher, RawDatagram, Source};
+use super::datagram::{Dispatcher, RawDatagram, Source, exporter_ip};
 use crate::pressure::Sampler;
 use crate::telemetry::metrics as m;
 
@@ -298,8 +298,7 @@ unsafe fn sockaddr_ip(ss: *const libc::sockaddr_storage) -> Option<IpAddr> {
             }
             libc::AF_INET6 => {
                 let sin6 = &*ss.cast::<libc::sockaddr_in6>();
-                let v6 = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+                Some(exporter_ip(sin6.sin6_addr.s6_addr))
             }
             _ => None,
         }

@@ -19,7 +19,7 @@
 //! Nothing here needs `unsafe`: aya wraps the bpf(2) and netlink calls.
 
 use std::io;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -32,6 +32,7 @@ use flowlens_ebpf_common::{
     MAP_PORTS, PROGRAM_NAME, PortKind,
 };
 
+use super::datagram::exporter_ip;
 use super::ring::{self, CpuRing, RingError};
 
 /// Environment variable naming the BPF object (over the built-in default path).
@@ -475,7 +476,7 @@ impl XdpHandle {
                     sampled_out: acc.sampled_out + s.sampled_out,
                     ring_full: acc.ring_full + s.ring_full,
                 });
-            out.push((exporter_addr(addr), losses));
+            out.push((exporter_ip(addr), losses));
         }
         Ok(out)
     }
@@ -563,13 +564,6 @@ impl Drop for XdpHandle {
         // program's file descriptors close with `self.ebpf`.
         let _ = self.detach();
     }
-}
-
-/// The program's address format back to an `IpAddr`: IPv4-mapped becomes IPv4, as on
-/// the ring path, so an exporter has one metrics label whatever counted it.
-fn exporter_addr(addr: [u8; 16]) -> IpAddr {
-    let v6 = Ipv6Addr::from(addr);
-    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
 }
 
 fn fill_maps(ebpf: &mut Ebpf, options: &XdpOptions, config: Config) -> Result<(), XdpError> {
