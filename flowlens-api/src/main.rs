@@ -1,5 +1,6 @@
 //! `flowlens-api serve|migrate|token create`: wiring only; the service is the library.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -87,6 +88,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log file or journald would get escape sequences.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
         Command::Token {

@@ -25,6 +25,11 @@ pub enum Command {
         /// Load template/sampling state from this file if it exists, save it at the end.
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Say on stderr why each datagram not decoded whole was not (malformed,
+        /// trailing bytes, records skipped, template missing), and list every template
+        /// learned with its fields.
+        #[arg(long)]
+        explain: bool,
         /// Capture files, decoded in order with one template state.
         #[arg(required = true)]
         files: Vec<PathBuf>,

@@ -5,13 +5,21 @@
 //! capture decodes like one capture), writes JSON lines or a summary, and optionally
 //! loads and saves decoder state (`--state FILE`). A malformed packet is counted and
 //! skipped; only an unreadable file is an error.
+//!
+//! `--explain` says, one line on stderr each, why a datagram was not decoded whole
+//! (malformed, trailing bytes, records skipped by a rule, data waiting for or never
+//! getting its template, IP fragments) and which templates were learned, with file,
+//! frame number (1-based, as Wireshark numbers them), exporter, protocol, offset and the
+//! bytes around it.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::capture::{self, Skip};
 use crate::decode::state::StateSnapshot;
-use crate::decode::{Datagram, Decoder, DecoderConfig};
+use crate::decode::{Datagram, Decoder, DecoderConfig, Note, explain};
 use crate::output::{self, Summary};
 
 /// Output format of the decode command.
@@ -57,15 +65,74 @@ pub enum CommandError {
 
 /// Runs the command. `out` gets the records (or the summary), `err` the summary line in
 /// JSON-lines mode.
+/// Where a datagram came from, for `--explain` lines.
+#[derive(Debug, Clone)]
+struct Origin {
+    file: String,
+    frame: usize,
+    exporter: IpAddr,
+    proto: &'static str,
+}
+
+impl Origin {
+    fn line(&self, what: &str) -> String {
+        format!(
+            "{} frame {}: exporter {} {}: {what}",
+            self.file, self.frame, self.exporter, self.proto
+        )
+    }
+}
+
+/// `--explain`: prints the decoder's notes, remembering where held data sets came
+/// from so that a template that never arrives is reported against its datagram.
+#[derive(Default)]
+struct Explainer {
+    held: HashMap<u64, Origin>,
+}
+
+impl Explainer {
+    fn report(
+        &mut self,
+        notes: Vec<Note>,
+        origin: Option<(&Origin, u64, &[u8])>,
+        err: &mut dyn Write,
+    ) -> std::io::Result<()> {
+        for note in notes {
+            let line = match (&note, origin) {
+                (Note::TemplateMissing { serial, .. }, _) => {
+                    let Some(from) = self.held.remove(serial) else {
+                        continue;
+                    };
+                    from.line(&note.describe(None))
+                }
+                (_, Some((from, serial, payload))) => {
+                    if matches!(note, Note::Held { .. }) {
+                        self.held.insert(serial, from.clone());
+                    }
+                    from.line(&note.describe(Some(payload)))
+                }
+                (_, None) => continue,
+            };
+            writeln!(err, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the command. `out` gets the records (or the summary), `err` the summary line in
+/// JSON-lines mode and, with `explain`, one line per thing not decoded as sent.
 pub fn run(
     files: &[PathBuf],
     format: Format,
     state_file: Option<&Path>,
     config: DecoderConfig,
+    explain: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Summary, CommandError> {
     let mut decoder = Decoder::new(config);
+    decoder.set_explain(explain);
+    let mut explainer = Explainer::default();
     if let Some(path) = state_file
         && path.exists()
     {
@@ -98,7 +165,8 @@ pub fn run(
             path: path.clone(),
             source,
         })?;
-        for frame in &frames {
+        let file = path.display().to_string();
+        for (index, frame) in frames.iter().enumerate() {
             summary.packets_read += 1;
             last_ts = last_ts.max(frame.ts_ms);
             let udp = match capture::udp(frame) {
@@ -110,6 +178,13 @@ pub fn run(
                         Skip::Truncated => "truncated",
                     };
                     *summary.frames_skipped.entry(key).or_default() += 1;
+                    if explain && skip != Skip::NotUdp {
+                        let why = match skip {
+                            Skip::Fragment => "IP fragment: not reassembled, not decoded",
+                            _ => "frame cut short by the capture: not decoded",
+                        };
+                        writeln!(err, "{file} frame {}: {why}", index + 1)?;
+                    }
                     continue;
                 }
             };
@@ -121,7 +196,21 @@ pub fn run(
                 payload: udp.payload,
             };
             // A malformed datagram is counted by the decoder; go on with the next.
-            let _ = decoder.decode(&d, &mut records);
+            let serial = decoder.serial();
+            let result = decoder.decode(&d, &mut records);
+            if explain {
+                let origin = Origin {
+                    file: file.clone(),
+                    frame: index + 1,
+                    exporter: udp.src,
+                    proto: explain::protocol(udp.payload),
+                };
+                if let Err(e) = &result {
+                    writeln!(err, "{}", origin.line(&explain::malformed(udp.payload, e)))?;
+                }
+                let notes = decoder.take_notes();
+                explainer.report(notes, Some((&origin, serial, udp.payload)), err)?;
+            }
             if format == Format::Jsonl {
                 for rec in &records {
                     line.clear();
@@ -133,6 +222,7 @@ pub fn run(
         }
     }
     decoder.expire_all();
+    explainer.report(decoder.take_notes(), None, err)?;
     summary.absorb(&decoder.totals());
     if let Some(path) = state_file {
         let text = serde_json::to_string_pretty(&decoder.save_state()).unwrap_or_default();

@@ -1,6 +1,6 @@
 //! flowlens-daemon binary: parses the command line and runs the chosen command.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Decode {
             format,
             state,
+            explain,
             files,
         } => {
             let stdout = std::io::stdout();
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
                 format,
                 state.as_deref(),
                 DecoderConfig::default(),
+                explain,
                 &mut out,
                 &mut err,
             );
@@ -108,9 +110,11 @@ fn main() -> ExitCode {
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: a log file or journald would get escape sequences.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::decode::{DecodeError, ExporterCounters};
+use crate::decode::{DecodeError, ExporterCounters, SkipReason};
 use crate::flow::{FlowProtocol, FlowRecord};
 
 #[derive(Serialize)]
@@ -86,6 +86,14 @@ pub struct Summary {
     pub sampling_rate_unknown: u64,
     pub clock_clamped: u64,
     pub sflow_counter_samples: u64,
+    /// Bytes after the declared content of decoded datagrams, ignored.
+    pub trailing_bytes: u64,
+    /// Template data records read (v9 and IPFIX, before rules).
+    pub data_records: u64,
+    /// Records read and not emitted, by reason.
+    pub records_skipped: BTreeMap<&'static str, u64>,
+    /// Records added by splitting one into two directions (NSEL, RFC 5103).
+    pub reverse_records: u64,
 }
 
 impl Summary {
@@ -107,6 +115,13 @@ impl Summary {
         self.sampling_rate_unknown = totals.sampling_rate_unknown;
         self.clock_clamped = totals.clock_clamped;
         self.sflow_counter_samples = totals.sflow_counter_samples;
+        self.trailing_bytes = totals.trailing_bytes;
+        self.data_records = totals.data_records;
+        for reason in SkipReason::ALL {
+            self.records_skipped
+                .insert(reason.as_str(), totals.skipped(reason));
+        }
+        self.reverse_records = totals.reverse_records;
     }
 
     pub fn json_line(&self) -> String {

@@ -33,6 +33,7 @@ use crate::ingest::datagram::{Dispatcher, RawDatagram};
 use crate::ingest::ring::{RingReader, RingReaderOptions};
 use crate::ingest::udp;
 use crate::ingest::xdp::{self, ExporterLosses, ExporterPrefix, XdpHandle, XdpOptions};
+use crate::malformed_log::MalformedLog;
 use crate::output;
 use crate::pressure::{Pressure, PressurePolicy};
 use crate::telemetry::metrics as m;
@@ -442,6 +443,7 @@ fn decode_worker(
     let mut previous: HashMap<IpAddr, (u64, u64)> = HashMap::new();
     let publish_every = Duration::from_millis(500);
     let latency = m::processing_latency();
+    let mut malformed = MalformedLog::default();
     loop {
         let wait = batching.timeout.saturating_sub(batch_started.elapsed());
         match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
@@ -451,16 +453,21 @@ fn decode_worker(
                     received_at_ms: d.received_at_ms,
                     payload: &d.payload,
                 };
-                // A malformed datagram is counted by the decoder.
-                if let Some(len) = d.truncated_from {
+                // A malformed datagram is counted by the decoder, and logged (see
+                // `malformed_log`).
+                let result = if let Some(len) = d.truncated_from {
                     let error = DecodeError::Truncated {
                         offset: d.payload.len(),
                         needed: len,
                         available: d.payload.len(),
                     };
                     decoder.reject(d.exporter, &error);
+                    Err(error)
                 } else {
-                    let _ = decoder.decode_presampled(&dg, d.presample_rate, &mut batch);
+                    decoder.decode_presampled(&dg, d.presample_rate, &mut batch)
+                };
+                if let Err(error) = result {
+                    malformed.report(d.exporter, &d.payload, &error, Instant::now());
                 }
                 #[expect(clippy::cast_precision_loss, reason = "latency in seconds")]
                 latency.record(now_ms().saturating_sub(d.received_at_ms) as f64 / 1000.0);

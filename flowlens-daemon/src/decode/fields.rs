@@ -78,6 +78,16 @@ pub(crate) enum Target {
     ResponderOctets,
     InitiatorPackets,
     ResponderPackets,
+    /// RFC 5103 reverse-direction elements (enterprise 29305).
+    RevOctetDelta,
+    RevPacketDelta,
+    RevOctetTotal,
+    RevPacketTotal,
+    RevTcpFlags,
+    RevStartSeconds,
+    RevEndSeconds,
+    RevStartMillis,
+    RevEndMillis,
 }
 
 impl Target {
@@ -85,19 +95,28 @@ impl Target {
     /// MPLS positions each get their own slot (`arg` is the stack position).
     pub(crate) fn slot(self, arg: u8) -> usize {
         match self {
-            Self::Mpls => 64 + usize::from(arg),
+            Self::Mpls => MPLS_SLOTS + usize::from(arg),
             other => other as usize,
         }
     }
 }
 
+/// The first MPLS slot: above every other target's.
+const MPLS_SLOTS: usize = Target::RevEndMillis as usize + 1;
+
 /// Number of distinct [`Target::slot`] values.
-pub(crate) const SLOTS: usize = 64 + 10;
+pub(crate) const SLOTS: usize = MPLS_SLOTS + 10;
+
+/// RFC 5103 §6.1: the reverse of IANA element N is element N of this enterprise.
+pub(crate) const PEN_REVERSE: u32 = 29_305;
 
 /// The target of field `ie` (enterprise bit already removed) from enterprise `pen`
 /// (0 for IANA / v9). `None` means "skip by length".
 pub(crate) fn target(dialect: Dialect, pen: u32, ie: u16) -> Option<(Target, u8)> {
     use Target as T;
+    if pen == PEN_REVERSE {
+        return reverse_target(ie).map(|t| (t, 0));
+    }
     if pen != 0 {
         return None;
     }
@@ -172,6 +191,25 @@ pub(crate) fn target(dialect: Dialect, pen: u32, ie: u16) -> Option<(Target, u8)
     Some((t, 0))
 }
 
+/// The reverse-direction elements of a biflow we interpret (RFC 5103): the counters,
+/// TCP flags and absolute times of the responder's direction. Other reverse elements
+/// (reverse interfaces, VLANs, ...) are skipped by length.
+fn reverse_target(ie: u16) -> Option<Target> {
+    use Target as T;
+    Some(match ie {
+        1 => T::RevOctetDelta,
+        2 => T::RevPacketDelta,
+        6 => T::RevTcpFlags,
+        85 => T::RevOctetTotal,
+        86 => T::RevPacketTotal,
+        150 => T::RevStartSeconds,
+        151 => T::RevEndSeconds,
+        152 => T::RevStartMillis,
+        153 => T::RevEndMillis,
+        _ => return None,
+    })
+}
+
 /// Values that do not go straight into the record: timestamps in their many forms,
 /// fallbacks, sampling, NSEL counters. Resolved by the template decoder per record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,15 +241,26 @@ pub(crate) enum Ex {
     ResponderOctets,
     InitiatorPackets,
     ResponderPackets,
+    /// An IPv4 source (destination) displaced by a real IPv6 one in a dual-stack
+    /// record, kept in case `ipVersion` (IE 60) says the record is IPv4.
+    SrcV4Alt,
+    DstV4Alt,
+    RevOctets,
+    RevPackets,
+    RevOctetTotal,
+    RevPacketTotal,
+    RevTcpFlags,
+    RevStartMs,
+    RevEndMs,
 }
 
 impl Ex {
     /// The presence bits of `es`, for [`Extra::any`] (evaluated at compile time).
-    pub(crate) const fn mask(es: &[Self]) -> u32 {
+    pub(crate) const fn mask(es: &[Self]) -> u64 {
         let mut m = 0;
         let mut rest = es;
         while let [e, tail @ ..] = rest {
-            m |= 1 << (*e as u32);
+            m |= 1 << (*e as u64);
             rest = tail;
         }
         m
@@ -219,17 +268,27 @@ impl Ex {
 }
 
 /// Number of [`Ex`] values.
-const EXTRAS: usize = Ex::ResponderPackets as usize + 1;
+const EXTRAS: usize = Ex::RevEndMs as usize + 1;
+const _: () = assert!(EXTRAS <= 64, "Extra::present is a u64");
 
 /// The [`Ex`] values of one record, stored as raw unsigned integers with a presence
 /// mask. One `Extra` is reused across the records of a set and [`Extra::clear`]ed
 /// between them: clearing is one store, where the struct of two dozen `Option<u64>`s
 /// it replaces was ~400 bytes to zero and copy per record (in perf, `memmove` was the
 /// third-largest cost of v9 decoding before this change).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Extra {
-    present: u32,
+    present: u64,
     values: [u64; EXTRAS],
+}
+
+impl Default for Extra {
+    fn default() -> Self {
+        Self {
+            present: 0,
+            values: [0; EXTRAS],
+        }
+    }
 }
 
 impl Extra {
@@ -258,7 +317,7 @@ impl Extra {
 
     /// Whether any value of `mask` (built with [`Ex::mask`]) is present.
     #[inline]
-    pub(crate) const fn any(&self, mask: u32) -> bool {
+    pub(crate) const fn any(&self, mask: u64) -> bool {
         self.present & mask != 0
     }
 
@@ -293,7 +352,7 @@ impl Extra {
     /// field); when not, its rate is the same for the whole set.
     #[inline]
     pub(crate) const fn has_sampling(&self) -> bool {
-        const SAMPLING: u32 = Ex::mask(&[
+        const SAMPLING: u64 = Ex::mask(&[
             Ex::SamplerId,
             Ex::SamplingInterval,
             Ex::PacketInterval,
@@ -518,16 +577,55 @@ impl Layout {
 pub(crate) fn apply(target: Target, arg: u8, v: &[u8], rec: &mut FlowRecord, x: &mut Extra) {
     use Target as T;
     match target {
-        T::SrcV4 => rec.src_ip = v4(v).or(rec.src_ip),
-        T::DstV4 => rec.dst_ip = v4(v).or(rec.dst_ip),
-        T::SrcV6 => rec.src_ip = v6(v).or(rec.src_ip),
-        T::DstV6 => rec.dst_ip = v6(v).or(rec.dst_ip),
-        T::NextHopV4 => rec.next_hop = v4(v).or(rec.next_hop),
-        T::NextHopV6 => rec.next_hop = v6(v).or(rec.next_hop),
-        T::BgpNextHopV4 => rec.bgp_next_hop = v4(v).or(rec.bgp_next_hop),
-        T::BgpNextHopV6 => rec.bgp_next_hop = v6(v).or(rec.bgp_next_hop),
+        T::SrcV4 => merge_address(&mut rec.src_ip, v4(v), x, Some(Ex::SrcV4Alt)),
+        T::DstV4 => merge_address(&mut rec.dst_ip, v4(v), x, Some(Ex::DstV4Alt)),
+        T::SrcV6 => merge_address(&mut rec.src_ip, v6(v), x, Some(Ex::SrcV4Alt)),
+        T::DstV6 => merge_address(&mut rec.dst_ip, v6(v), x, Some(Ex::DstV4Alt)),
+        T::NextHopV4 => merge_address(&mut rec.next_hop, v4(v), x, None),
+        T::NextHopV6 => merge_address(&mut rec.next_hop, v6(v), x, None),
+        T::BgpNextHopV4 => merge_address(&mut rec.bgp_next_hop, v4(v), x, None),
+        T::BgpNextHopV6 => merge_address(&mut rec.bgp_next_hop, v6(v), x, None),
         T::ApplicationId => rec.application_id = ApplicationId::from_octets(v),
         _ => apply_uint_dyn(target, arg, be_uint(v), rec, x),
+    }
+}
+
+/// Puts an exported address into one of the record's address slots, for templates
+/// that carry both families (IEs 8/12 and 27/28, next hops 15/62, 18/63): exporters
+/// such as Cisco IOS XE, pmacct and Procera fill one family per record and send the
+/// other as zeros. A zero address is absence when a real one is there, whatever the
+/// order of the fields, so `0.0.0.0` or `::` stays only when the record has no real
+/// address of either family. When both families are real the IPv6 one is kept and the
+/// IPv4 one saved under `alt`, for `ipVersion` (IE 60) to choose in `finish`.
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "folds into Layout::fill's address sites"
+)]
+fn merge_address(slot: &mut Option<IpAddr>, new: Option<IpAddr>, x: &mut Extra, alt: Option<Ex>) {
+    let Some(new) = new else {
+        return;
+    };
+    let Some(old) = *slot else {
+        *slot = Some(new);
+        return;
+    };
+    if new.is_unspecified() {
+        return;
+    }
+    match (old, new) {
+        (IpAddr::V4(o), IpAddr::V6(_)) if !o.is_unspecified() => {
+            if let Some(alt) = alt {
+                x.set(alt, u64::from(o.to_bits()));
+            }
+            *slot = Some(new);
+        }
+        (IpAddr::V6(o), IpAddr::V4(n)) if !o.is_unspecified() => {
+            if let Some(alt) = alt {
+                x.set(alt, u64::from(n.to_bits()));
+            }
+        }
+        _ => *slot = Some(new),
     }
 }
 
@@ -593,6 +691,15 @@ fn apply_uint(target: Target, arg: u8, v: u64, rec: &mut FlowRecord, x: &mut Ext
         T::ResponderOctets => x.set(Ex::ResponderOctets, v),
         T::InitiatorPackets => x.set(Ex::InitiatorPackets, v),
         T::ResponderPackets => x.set(Ex::ResponderPackets, v),
+        T::RevOctetDelta => x.set(Ex::RevOctets, v),
+        T::RevPacketDelta => x.set(Ex::RevPackets, v),
+        T::RevOctetTotal => x.set(Ex::RevOctetTotal, v),
+        T::RevPacketTotal => x.set(Ex::RevPacketTotal, v),
+        T::RevTcpFlags => x.set(Ex::RevTcpFlags, v),
+        T::RevStartSeconds => x.set(Ex::RevStartMs, v.saturating_mul(1000)),
+        T::RevEndSeconds => x.set(Ex::RevEndMs, v.saturating_mul(1000)),
+        T::RevStartMillis => x.set(Ex::RevStartMs, v),
+        T::RevEndMillis => x.set(Ex::RevEndMs, v),
         T::SrcV4
         | T::DstV4
         | T::SrcV6
@@ -640,6 +747,14 @@ mod tests {
     #[test]
     fn enterprise_fields_are_skipped() {
         assert_eq!(target(Dialect::Ipfix, 9, 1), None);
+        assert_eq!(target(Dialect::Ipfix, 10_704, 1), None);
+        // RFC 5103 reverse elements are interpreted, in slots of their own.
+        assert_eq!(
+            target(Dialect::Ipfix, PEN_REVERSE, 1),
+            Some((Target::RevOctetDelta, 0))
+        );
+        assert_eq!(target(Dialect::Ipfix, PEN_REVERSE, 8), None);
+        assert!(Target::RevEndMillis.slot(0) < Target::Mpls.slot(0));
         assert_eq!(target(Dialect::Ipfix, 0, 40005), None);
         assert_eq!(
             target(Dialect::V9, 0, 40005),

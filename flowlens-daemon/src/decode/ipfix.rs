@@ -32,8 +32,10 @@ pub(super) fn decode(
     let export_secs = r.u32()?;
     let sequence = r.u32()?;
     let domain = r.u32()?;
-    // Bytes after the message length are not part of the message (RFC 7011 §3.1).
+    // Bytes after the message length are not part of the message (RFC 7011 §3.1):
+    // trailing bytes.
     let body = r.sub(length - HEADER_LEN)?;
+    ctx.trailing(length, payload.len() - length);
     let hdr = ExportCtx {
         proto: FlowProtocol::Ipfix,
         domain,

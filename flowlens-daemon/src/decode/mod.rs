@@ -16,6 +16,7 @@
 
 mod clock;
 pub mod error;
+pub mod explain;
 mod fields;
 mod ipfix;
 mod netflow_v5;
@@ -33,6 +34,7 @@ use std::net::IpAddr;
 
 pub use clock::ClockPolicy;
 pub use error::DecodeError;
+pub use explain::{Note, SkipReason};
 pub use sampling::SamplingSettings;
 pub use sflow::InterfaceCounters;
 
@@ -132,8 +134,20 @@ pub struct ExporterCounters {
     pub clock_clamped: u64,
     /// Datagrams whose export time was far from the receive time.
     pub clock_skewed: u64,
-    /// NSEL events that carry no traffic to count (created, denied, ...).
-    pub nsel_events_skipped: u64,
+    /// Data records read from flow (not options) data sets, before any rule: with
+    /// `records_skipped` and `reverse_records` they account for every record emitted:
+    /// `records == data_records - skipped + reverse_records` (sFlow flow samples and v5
+    /// records are not template data and are emitted one for one).
+    pub data_records: u64,
+    /// Data records read and deliberately not emitted, by [`SkipReason::index`].
+    pub records_skipped: [u64; 1],
+    /// Extra records made by splitting one into two directions (Cisco NSEL
+    /// initiator/responder counters, RFC 5103 biflows).
+    pub reverse_records: u64,
+    /// Bytes after the declared content of decoded datagrams (zero padding after the
+    /// last set, bytes past the IPFIX message length, the v5 count or the sFlow sample
+    /// count), ignored as Wireshark and other collectors do.
+    pub trailing_bytes: u64,
     /// sFlow counter samples seen (counted, not turned into flows).
     pub sflow_counter_samples: u64,
     /// sFlow flow/counter records of unknown format, skipped by length.
@@ -163,6 +177,19 @@ impl ExporterCounters {
             .position(|r| *r == reason)
             .and_then(|i| self.malformed_by_reason.get(i).copied())
             .unwrap_or(0)
+    }
+
+    pub fn skipped(&self, reason: SkipReason) -> u64 {
+        self.records_skipped
+            .get(reason.index())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn count_skipped(&mut self, reason: SkipReason) {
+        if let Some(n) = self.records_skipped.get_mut(reason.index()) {
+            *n += 1;
+        }
     }
 
     pub fn records_for(&self, proto: FlowProtocol) -> u64 {
@@ -207,7 +234,9 @@ impl ExporterCounters {
             sampling_rate_unknown,
             clock_clamped,
             clock_skewed,
-            nsel_events_skipped,
+            data_records,
+            reverse_records,
+            trailing_bytes,
             sflow_counter_samples,
             sflow_unknown_records,
             sflow_unparsed_headers,
@@ -221,6 +250,9 @@ impl ExporterCounters {
             *a += b;
         }
         for (a, b) in self.records.iter_mut().zip(other.records) {
+            *a += b;
+        }
+        for (a, b) in self.records_skipped.iter_mut().zip(other.records_skipped) {
             *a += b;
         }
         for (a, b) in self
@@ -254,6 +286,11 @@ pub struct Decoder {
     config: DecoderConfig,
     exporters: HashMap<IpAddr, ExporterState>,
     templates: TemplateCache,
+    /// Datagrams handed to [`Self::decode_presampled`] so far: the number of the next
+    /// one, by which [`Note::TemplateMissing`] names the datagram a held set came in.
+    serial: u64,
+    /// What was not decoded as sent, when explaining (see [`explain`]).
+    notes: Option<Vec<Note>>,
 }
 
 impl Decoder {
@@ -263,11 +300,30 @@ impl Decoder {
             config,
             exporters: HashMap::new(),
             templates,
+            serial: 0,
+            notes: None,
         }
     }
 
     pub fn config(&self) -> &DecoderConfig {
         &self.config
+    }
+
+    /// Starts (or stops) recording [`Note`]s: what each datagram did not deliver as
+    /// sent, and every template learned. Off by default; it costs an allocation per
+    /// template and note.
+    pub fn set_explain(&mut self, on: bool) {
+        self.notes = on.then(Vec::new);
+    }
+
+    /// The notes recorded since the last call (empty when not explaining).
+    pub fn take_notes(&mut self) -> Vec<Note> {
+        self.notes.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The serial number the next datagram will get (the first is 0).
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// Decodes one datagram, appending its flow records (and those of any held data
@@ -300,6 +356,8 @@ impl Decoder {
             .unwrap_or_default();
         let state = self.exporters.entry(datagram.exporter).or_default();
         state.counters.packets += 1;
+        let serial = self.serial;
+        self.serial += 1;
         let mut ctx = Context {
             datagram,
             settings,
@@ -309,6 +367,9 @@ impl Decoder {
             state,
             templates: &mut self.templates,
             presampled: presample_rate > 1,
+            serial,
+            trailing: 0,
+            notes: self.notes.as_mut(),
         };
         let detected = detect(datagram.payload);
         let detected_proto = detected.as_ref().ok().copied();
@@ -335,6 +396,7 @@ impl Decoder {
         match result {
             Ok(()) => {
                 counters.decoded_packets += 1;
+                counters.trailing_bytes += ctx.trailing as u64;
                 let emitted = out.get_mut(start..).unwrap_or(&mut []);
                 // Every record of a datagram is of its protocol (held sets included:
                 // they wait for a template of their own dialect).
@@ -363,6 +425,7 @@ impl Decoder {
     /// knows it is malformed (it arrived truncated): a malformed packet with `error`'s
     /// reason, as if decoding had failed.
     pub fn reject(&mut self, exporter: IpAddr, error: &DecodeError) {
+        self.serial += 1;
         let counters = &mut self.exporters.entry(exporter).or_default().counters;
         counters.packets += 1;
         counters.count_malformed(error);
@@ -374,7 +437,7 @@ impl Decoder {
         let hold = self.config.template_hold_ms;
         let mut dropped = 0;
         for state in self.exporters.values_mut() {
-            let n = state.held.expire(now_ms, hold);
+            let n = state.held.expire(now_ms, hold, self.notes.as_mut());
             state.counters.template_missing += n;
             dropped += n;
         }
@@ -428,9 +491,32 @@ pub(crate) struct Context<'d, 's> {
     pub(crate) templates: &'s mut TemplateCache,
     /// The datagram survived pre-sampling, so sequence gaps are expected.
     pub(crate) presampled: bool,
+    /// The datagram's number (see [`Decoder::serial`]).
+    pub(crate) serial: u64,
+    /// Bytes after the declared content, counted once the datagram decodes.
+    pub(crate) trailing: usize,
+    /// Where notes go when explaining.
+    pub(crate) notes: Option<&'s mut Vec<Note>>,
 }
 
 impl Context<'_, '_> {
+    /// Records a note when explaining; `note` is only called then.
+    #[inline]
+    pub(crate) fn note(&mut self, note: impl FnOnce() -> Note) {
+        if let Some(notes) = self.notes.as_deref_mut() {
+            notes.push(note());
+        }
+    }
+
+    /// Ignores the `len` bytes at `offset` after the declared content (counted as
+    /// trailing bytes if the datagram decodes).
+    pub(crate) fn trailing(&mut self, offset: usize, len: usize) {
+        if len > 0 {
+            self.trailing += len;
+            self.note(|| Note::Trailing { offset, len });
+        }
+    }
+
     /// Counts an export time far from the receive time (the record times are still
     /// those the exporter sent; see `clock`).
     pub(crate) fn note_clock(&mut self, export_time_ms: u64) {
@@ -446,10 +532,11 @@ impl Context<'_, '_> {
     /// data past its hold time given up as `template_missing`.
     pub(crate) fn begin_message(&mut self, export_time_ms: u64) {
         self.note_clock(export_time_ms);
-        let expired = self
-            .state
-            .held
-            .expire(self.datagram.received_at_ms, self.hold_ms);
+        let expired = self.state.held.expire(
+            self.datagram.received_at_ms,
+            self.hold_ms,
+            self.notes.as_deref_mut(),
+        );
         self.state.counters.template_missing += expired;
     }
 

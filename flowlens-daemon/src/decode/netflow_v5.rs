@@ -87,6 +87,8 @@ pub(super) fn decode(
         rec.dst_mask = Some(f.u8()?);
         out.push(rec);
     }
+    // Bytes after the `count` records (padding some exporters add) are ignored.
+    ctx.trailing(r.offset(), r.remaining());
     let outcome = ctx
         .state
         .sequences

@@ -130,15 +130,10 @@ pub(super) fn decode(
             _ => tally.unknown_records += 1,
         }
     }
-    // XDR pads every opaque itself, so bytes after the last sample mean the sample count
-    // is wrong and samples would be silently lost.
-    if !r.is_empty() {
-        return Err(DecodeError::BadLength {
-            offset: r.offset(),
-            what: "datagram (bytes after the last sample)",
-            length: ctx.datagram.payload.len(),
-        });
-    }
+    // Bytes after the samples the datagram declares (agents that send a sample count
+    // lower than the samples present, or pad): decoded as declared, the rest ignored
+    // and counted as trailing bytes, as Wireshark does.
+    ctx.trailing(r.offset(), r.remaining());
     tally.commit(&mut ctx.state.counters);
     Ok(())
 }

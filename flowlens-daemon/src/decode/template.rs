@@ -12,6 +12,9 @@
 
 use std::collections::VecDeque;
 
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::explain::{Note, SkipReason};
 use super::fields::{self, Ex, Extra, LAYOUT_SPAN, Layout, SLOTS, Target, Window};
 use super::reader::Reader;
 use super::sampling::{RecordSampling, Resolved};
@@ -84,6 +87,10 @@ pub struct Template {
     ops: Vec<Op>,
     /// Per field: its target when it is the first occurrence we interpret.
     per_field: Vec<Option<(Target, u8)>>,
+    /// The template has ordinary traffic counters (IEs 1, 2, 85 or 86): its records
+    /// are flows whatever firewall event they carry (PAN-OS, Barracuda), unlike Cisco
+    /// NSEL templates whose only counters are IEs 231/232/298/299.
+    flow_counters: bool,
 }
 
 impl Template {
@@ -157,6 +164,12 @@ impl Template {
         if min_len == 0 {
             return Err(bad("zero-length record"));
         }
+        let flow_counters = per_field.iter().flatten().any(|(t, _)| {
+            matches!(
+                t,
+                Target::OctetDelta | Target::PacketDelta | Target::OctetTotal | Target::PacketTotal
+            )
+        });
         Ok(Self {
             id,
             dialect,
@@ -168,6 +181,7 @@ impl Template {
             layout,
             ops,
             per_field,
+            flow_counters,
         })
     }
 
@@ -263,10 +277,24 @@ pub(crate) struct HeldSet {
     hdr: ExportCtx,
     /// Absolute offset of the set body in its original datagram (for errors).
     offset: usize,
+    /// The decoder's number of the datagram it came in (for notes).
+    serial: u64,
     body: Vec<u8>,
 }
 
 impl HeldSet {
+    /// Records that this set is given up, when explaining.
+    fn give_up(&self, notes: Option<&mut Vec<Note>>) {
+        if let Some(notes) = notes {
+            notes.push(Note::TemplateMissing {
+                serial: self.serial,
+                offset: self.offset,
+                domain: self.key.domain,
+                template_id: self.key.template_id,
+            });
+        }
+    }
+
     /// What holding this set costs against the byte bound: its body plus the
     /// bookkeeping, so a flood of empty sets is bounded too (found by fuzzing: body
     /// bytes alone let a million empty sets through).
@@ -283,17 +311,20 @@ pub(crate) struct HeldSets {
 }
 
 impl HeldSets {
-    /// Holds a set; returns how many older sets were dropped to make room.
-    fn hold(&mut self, set: HeldSet, max_bytes: usize) -> u64 {
+    /// Holds a set; returns how many sets were dropped to make room (the set itself
+    /// when it alone is over the bound).
+    fn hold(&mut self, set: HeldSet, max_bytes: usize, mut notes: Option<&mut Vec<Note>>) -> u64 {
         let mut dropped = 0;
         let cost = set.cost();
         if cost > max_bytes {
+            set.give_up(notes);
             return 1;
         }
         while self.bytes + cost > max_bytes {
             match self.sets.pop_front() {
                 Some(old) => {
                     self.bytes -= old.cost();
+                    old.give_up(notes.as_deref_mut());
                     dropped += 1;
                 }
                 None => break,
@@ -305,7 +336,12 @@ impl HeldSets {
     }
 
     /// Drops sets received more than `hold_ms` before `now_ms`; returns how many.
-    pub(crate) fn expire(&mut self, now_ms: u64, hold_ms: u64) -> u64 {
+    pub(crate) fn expire(
+        &mut self,
+        now_ms: u64,
+        hold_ms: u64,
+        mut notes: Option<&mut Vec<Note>>,
+    ) -> u64 {
         let mut dropped = 0;
         while let Some(front) = self.sets.front() {
             if front.hdr.received_at_ms.saturating_add(hold_ms) >= now_ms {
@@ -313,6 +349,7 @@ impl HeldSets {
             }
             if let Some(old) = self.sets.pop_front() {
                 self.bytes -= old.cost();
+                old.give_up(notes.as_deref_mut());
                 dropped += 1;
             }
         }
@@ -359,10 +396,13 @@ pub(crate) fn decode_sets(
     out: &mut Vec<FlowRecord>,
 ) -> Result<Option<RecordCount>, DecodeError> {
     let dialect = hdr.dialect();
-    // Pass 1: validate set framing and learn templates.
+    // Pass 1: validate set framing and learn templates. Zero padding after the last
+    // set (PAN-OS pads v9 datagrams) or fewer than 4 bytes left is not a set: the
+    // declared content ends there and the rest is trailing bytes. Anything else must
+    // be a well-formed set.
     let mut learned = false;
     let mut sets = body.clone();
-    while sets.remaining() >= 4 {
+    while !sets.is_empty() && !is_padding(sets.rest()) {
         let set_offset = sets.offset();
         let (id, mut set) = next_set(&mut sets)?;
         match (dialect, id) {
@@ -379,6 +419,8 @@ pub(crate) fn decode_sets(
             }
         }
     }
+    let trailing = sets.remaining();
+    ctx.trailing(sets.offset(), trailing);
     // Data that waited for a template this message just delivered.
     if learned && ctx.state.held.len() > 0 {
         decode_held(ctx, out);
@@ -386,7 +428,8 @@ pub(crate) fn decode_sets(
     // Pass 2: data sets.
     let mut records = Some(RecordCount::default());
     let mut sets = body.clone();
-    while sets.remaining() >= 4 {
+    sets = sets.sub(sets.remaining() - trailing)?;
+    while !sets.is_empty() {
         let (id, set) = next_set(&mut sets)?;
         if id < 256 {
             continue;
@@ -409,14 +452,34 @@ pub(crate) fn decode_sets(
                 key,
                 hdr: *hdr,
                 offset: set.offset(),
+                serial: ctx.serial,
                 body: set.rest().to_vec(),
             };
-            let dropped = ctx.state.held.hold(held, ctx.max_held_bytes);
+            ctx.note(|| Note::Held {
+                offset: held.offset,
+                domain: hdr.domain,
+                template_id: id,
+            });
+            let dropped = ctx
+                .state
+                .held
+                .hold(held, ctx.max_held_bytes, ctx.notes.as_deref_mut());
             ctx.state.counters.template_missing += dropped;
             records = None;
         }
     }
     Ok(records)
+}
+
+/// Whether the rest of a message is padding rather than sets: too short for a set
+/// header, or all zeros (a set of id 0 and length 0 cannot exist, so zeros are never
+/// the start of a set).
+fn is_padding(rest: &[u8]) -> bool {
+    match rest {
+        [0, 0, 0, 0, ..] => rest.iter().all(|&b| b == 0),
+        [_, _, _, _, ..] => false,
+        _ => true,
+    }
 }
 
 /// Reads one set header and returns (set id, body reader).
@@ -435,7 +498,11 @@ fn next_set<'a>(r: &mut Reader<'a>) -> Result<(u16, Reader<'a>), DecodeError> {
     Ok((id, body))
 }
 
-fn insert_template(ctx: &mut Context<'_, '_>, hdr: &ExportCtx, t: Template) {
+/// Caches a template; when explaining, notes it if it is new or changed (exporters
+/// resend unchanged templates every few seconds: those are not news).
+fn insert_template(ctx: &mut Context<'_, '_>, hdr: &ExportCtx, offset: usize, t: Template) {
+    let (template_id, kind) = (t.id, t.kind);
+    let fields = ctx.notes.is_some().then(|| t.fields.clone());
     let key = TemplateKey {
         exporter: ctx.datagram.exporter,
         dialect: t.dialect,
@@ -445,7 +512,17 @@ fn insert_template(ctx: &mut Context<'_, '_>, hdr: &ExportCtx, t: Template) {
     match ctx.templates.insert(key, t) {
         Insert::New => ctx.state.counters.templates_learned += 1,
         Insert::Redefined => ctx.state.counters.templates_redefined += 1,
-        Insert::Refreshed => {}
+        Insert::Refreshed => return,
+    }
+    if let Some(fields) = fields {
+        ctx.note(|| Note::Template {
+            offset,
+            proto: hdr.proto,
+            domain: hdr.domain,
+            template_id,
+            kind,
+            fields,
+        });
     }
 }
 
@@ -492,6 +569,7 @@ fn learn_v9(
         insert_template(
             ctx,
             hdr,
+            offset,
             Template::new(Dialect::V9, id, kind, fields, offset)?,
         );
         learned = true;
@@ -567,6 +645,7 @@ fn learn_ipfix(
         insert_template(
             ctx,
             hdr,
+            offset,
             Template::new(Dialect::Ipfix, id, kind, fields, offset)?,
         );
         learned = true;
@@ -651,13 +730,27 @@ fn decode_data(
         clock: ctx.clock,
         domain_init_ms: state.system_init_ms.get(&hdr.domain).copied(),
         set_rate: None,
+        flow_counters: t.flow_counters,
     };
-    t.for_each_record(body, &blank, out, |out, x| {
+    let offset = body.offset();
+    let skipped_before = state.counters.skipped(SkipReason::FirewallEvent);
+    let n = t.for_each_record(body, &blank, out, |out, x| {
         if let Some(rec) = out.last_mut() {
             finish(rec, x, hdr, state, &mut set);
         }
-        emit(out, x, state);
-    })
+        emit(out, x, state, set.flow_counters);
+    })?;
+    state.counters.data_records += u64::from(n);
+    let skipped = state.counters.skipped(SkipReason::FirewallEvent) - skipped_before;
+    if skipped > 0 {
+        ctx.note(|| Note::Skipped {
+            offset,
+            template_id: t.id,
+            reason: SkipReason::FirewallEvent,
+            records: u32::try_from(skipped).unwrap_or(u32::MAX),
+        });
+    }
+    Ok(n)
 }
 
 /// What every record of one data set shares, looked up once per set.
@@ -669,6 +762,8 @@ struct SetFacts {
     /// The rate of records that say nothing about sampling themselves, resolved at the
     /// first such record.
     set_rate: Option<Resolved>,
+    /// See [`Template::flow_counters`].
+    flow_counters: bool,
 }
 
 /// Fills what a record's fields imply: fallbacks, absolute times, sampling rate.
@@ -689,6 +784,16 @@ fn finish(
         rec.src_vlan = x
             .get(Ex::Dot1qVlan)
             .map(|v| u16::try_from(v).unwrap_or(u16::MAX));
+    }
+    // A dual-stack record with real addresses of both families: ipVersion (IE 60)
+    // says which (see `fields::merge_address`; without it the IPv6 ones are kept).
+    if rec.ip_version == Some(4) && x.any(V4_ALTERNATIVES) {
+        let alt = |e| {
+            x.get(e)
+                .map(|a| IpAddr::V4(Ipv4Addr::from_bits(u32::try_from(a).unwrap_or(0))))
+        };
+        rec.src_ip = alt(Ex::SrcV4Alt).or(rec.src_ip);
+        rec.dst_ip = alt(Ex::DstV4Alt).or(rec.dst_ip);
     }
     if rec.ip_version.is_none() {
         rec.ip_version = rec.src_ip.map(|ip| if ip.is_ipv4() { 4 } else { 6 });
@@ -762,56 +867,113 @@ fn finish(
     };
 }
 
+/// IPv4 addresses displaced by IPv6 ones in a dual-stack record.
+const V4_ALTERNATIVES: u64 = Ex::mask(&[Ex::SrcV4Alt, Ex::DstV4Alt]);
+
+/// RFC 5103 reverse counters: a biflow record with any of them has a responder
+/// direction of its own.
+const REVERSE_COUNTERS: u64 = Ex::mask(&[
+    Ex::RevOctets,
+    Ex::RevPackets,
+    Ex::RevOctetTotal,
+    Ex::RevPacketTotal,
+]);
+
 /// Cisco NSEL's bidirectional counters (IEs 231/232, 298/299).
-const NSEL_COUNTERS: u32 = Ex::mask(&[
+const NSEL_COUNTERS: u64 = Ex::mask(&[
     Ex::InitiatorOctets,
     Ex::ResponderOctets,
     Ex::InitiatorPackets,
     Ex::ResponderPackets,
 ]);
 
-/// Settles the record just pushed (the last of `out`): dropped for NSEL events that
-/// carry no traffic, split in two directed flows for Cisco NSEL bidirectional
-/// counters, else kept as it is.
+/// Settles the record just pushed (the last of `out`): dropped (and counted) for
+/// firewall events that carry no traffic of their own, split in two directed flows for
+/// Cisco NSEL initiator/responder counters and for RFC 5103 biflows, else kept as it
+/// is.
 #[inline]
-fn emit(out: &mut Vec<FlowRecord>, x: &Extra, state: &mut super::ExporterState) {
+fn emit(
+    out: &mut Vec<FlowRecord>,
+    x: &Extra,
+    state: &mut super::ExporterState,
+    flow_counters: bool,
+) {
     let Some(rec) = out.last_mut() else {
         return;
     };
     if let Some(event) = rec.firewall_event {
-        // NSEL events: 1 created, 2 deleted (teardown), 3 denied, 4 alert, 5 update.
-        // Only teardown and update carry byte counts to add up; created would count a
-        // flow twice and denied moved no traffic.
-        if event != 2 && event != 5 {
-            state.counters.nsel_events_skipped += 1;
+        // Firewall events: 1 created, 2 deleted (teardown), 3 denied, 4 alert, 5
+        // update. On an NSEL-style template (no ordinary counters) only teardown and
+        // update carry byte counts to add up: created would count a connection twice
+        // and denied moved no traffic. A template with IE 1/2/85/86 counters exports
+        // flows that happen to say which event ended them (PAN-OS sends "created" with
+        // real counts), so its records are kept whatever the event.
+        if !flow_counters && event != 2 && event != 5 {
+            state.counters.count_skipped(SkipReason::FirewallEvent);
             out.pop();
             return;
         }
     }
-    if !x.any(NSEL_COUNTERS) {
-        return;
+    if x.any(NSEL_COUNTERS) {
+        let orig = *rec;
+        rec.bytes = x.get(Ex::InitiatorOctets).or(orig.bytes);
+        rec.packets = x.get(Ex::InitiatorPackets).or(orig.packets);
+        let rev_bytes = x.get(Ex::ResponderOctets);
+        let rev_packets = x.get(Ex::ResponderPackets);
+        if rev_bytes.unwrap_or(0) > 0 || rev_packets.unwrap_or(0) > 0 {
+            let _ = push_reverse(out, &orig, rev_bytes, rev_packets, state);
+        }
+    } else if x.any(REVERSE_COUNTERS) {
+        // RFC 5103: the reverse elements describe the responder's direction of the
+        // same connection; it becomes a record of its own with the endpoints swapped.
+        let orig = *rec;
+        let rev_bytes = x.get(Ex::RevOctets).or(x.get(Ex::RevOctetTotal));
+        let rev_packets = x.get(Ex::RevPackets).or(x.get(Ex::RevPacketTotal));
+        if (rev_bytes.unwrap_or(0) > 0 || rev_packets.unwrap_or(0) > 0)
+            && let Some(rev) = push_reverse(out, &orig, rev_bytes, rev_packets, state)
+        {
+            rev.tcp_flags = x
+                .get(Ex::RevTcpFlags)
+                .map(|f| u16::try_from(f).unwrap_or(u16::MAX));
+            if let Some(start) = x.get(Ex::RevStartMs) {
+                rev.flow_start_ms = Some(start);
+            }
+            if let Some(end) = x.get(Ex::RevEndMs) {
+                rev.flow_end_ms = Some(end);
+            }
+        }
     }
-    let orig = *rec;
-    rec.bytes = x.get(Ex::InitiatorOctets).or(orig.bytes);
-    rec.packets = x.get(Ex::InitiatorPackets).or(orig.packets);
-    let rev_bytes = x.get(Ex::ResponderOctets).unwrap_or(0);
-    let rev_packets = x.get(Ex::ResponderPackets).unwrap_or(0);
-    if rev_bytes > 0 || rev_packets > 0 {
-        let mut rev = orig;
-        rev.src_ip = orig.dst_ip;
-        rev.dst_ip = orig.src_ip;
-        rev.src_port = orig.dst_port;
-        rev.dst_port = orig.src_port;
-        rev.input_interface = orig.output_interface;
-        rev.output_interface = orig.input_interface;
-        rev.src_as = orig.dst_as;
-        rev.dst_as = orig.src_as;
-        rev.src_mask = orig.dst_mask;
-        rev.dst_mask = orig.src_mask;
-        rev.src_vlan = orig.dst_vlan;
-        rev.dst_vlan = orig.src_vlan;
-        rev.bytes = x.get(Ex::ResponderOctets);
-        rev.packets = x.get(Ex::ResponderPackets);
-        out.push(rev);
-    }
+}
+
+/// Appends the reverse direction of `orig` (endpoints, ports, interfaces, AS numbers,
+/// masks and VLANs swapped) with the given counters, and returns it. The forward TCP
+/// flags are not the responder's: copying a SYN would make the responder look like a
+/// client to direction inference, so the reverse record has none unless the caller
+/// knows them.
+fn push_reverse<'a>(
+    out: &'a mut Vec<FlowRecord>,
+    orig: &FlowRecord,
+    bytes: Option<u64>,
+    packets: Option<u64>,
+    state: &mut super::ExporterState,
+) -> Option<&'a mut FlowRecord> {
+    let mut rev = *orig;
+    rev.src_ip = orig.dst_ip;
+    rev.dst_ip = orig.src_ip;
+    rev.src_port = orig.dst_port;
+    rev.dst_port = orig.src_port;
+    rev.input_interface = orig.output_interface;
+    rev.output_interface = orig.input_interface;
+    rev.src_as = orig.dst_as;
+    rev.dst_as = orig.src_as;
+    rev.src_mask = orig.dst_mask;
+    rev.dst_mask = orig.src_mask;
+    rev.src_vlan = orig.dst_vlan;
+    rev.dst_vlan = orig.src_vlan;
+    rev.bytes = bytes;
+    rev.packets = packets;
+    rev.tcp_flags = None;
+    state.counters.reverse_records += 1;
+    out.push(rev);
+    out.last_mut()
 }

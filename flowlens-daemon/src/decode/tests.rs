@@ -564,7 +564,9 @@ fn nsel_initiator_responder_become_two_directed_flows() {
         (Some(v4(10, 0, 0, 2)), Some(443), Some(50000))
     );
     assert_eq!((rev.bytes, rev.packets), (Some(20000), Some(15)));
-    assert_eq!(counters(&d, EXP).nsel_events_skipped, 2);
+    let c = counters(&d, EXP);
+    assert_eq!(c.skipped(SkipReason::FirewallEvent), 2);
+    assert_eq!((c.data_records, c.reverse_records), (4, 2));
 }
 
 #[test]
@@ -1181,4 +1183,760 @@ fn empty_data_sets_cannot_pile_up_in_the_hold_buffer() {
     let fits = 4096 / size_of::<template::HeldSet>();
     assert_eq!(counters(&d, EXP).template_missing, 300 - fits as u64);
     assert_eq!(d.expire_all(), fits as u64);
+}
+
+// ------------------------------------------------- vendors' exports as they really are
+//
+// Datagrams built from the vendors' documented templates (field lists as PAN-OS,
+// Barracuda, Procera, YAF and Cisco send them, decoded from the public test captures
+// of other collectors); values are ours.
+
+/// Big-endian record bytes, field by field.
+#[derive(Default)]
+struct Bytes(Vec<u8>);
+
+impl Bytes {
+    fn n(mut self, v: u64, len: usize) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes()[8 - len..]);
+        self
+    }
+    fn raw(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+    /// An IPFIX variable-length field (RFC 7011 §7, short form).
+    fn var(mut self, b: &[u8]) -> Self {
+        self.0.push(u8::try_from(b.len()).unwrap());
+        self.0.extend_from_slice(b);
+        self
+    }
+    /// A fixed-width, NUL-padded string (PAN-OS App-ID and User-ID).
+    fn padded(mut self, s: &str, len: usize) -> Self {
+        let mut b = s.as_bytes().to_vec();
+        b.resize(len, 0);
+        self.0.extend_from_slice(&b);
+        self
+    }
+}
+
+fn v6(s: &str) -> IpAddr {
+    IpAddr::V6(s.parse().unwrap())
+}
+
+fn decode_explained(d: &mut Decoder, payload: &[u8]) -> (Vec<FlowRecord>, Vec<Note>) {
+    d.set_explain(true);
+    let out = decode_one(d, EXP, payload);
+    (out, d.take_notes())
+}
+
+/// PAN-OS template 257 ("IPv4 enterprise"): the 17-field prefix every PAN-OS template
+/// shares, then privateEnterpriseNumber, App-ID and User-ID (155-byte records).
+fn panos_template_257() -> Vec<(u16, u16)> {
+    vec![
+        (1, 8),
+        (2, 4),
+        (4, 1),
+        (5, 1),
+        (6, 1),
+        (7, 2),
+        (8, 4),
+        (10, 4),
+        (11, 2),
+        (12, 4),
+        (14, 4),
+        (21, 4),
+        (22, 4),
+        (32, 2),
+        (61, 1),
+        (148, 8),
+        (233, 1),
+        (346, 4),
+        (56_701, 32),
+        (56_702, 64),
+    ]
+}
+
+fn panos_record(src_port: u16, bytes: u64, packets: u32, event: u8, app: &str) -> Vec<u8> {
+    Bytes::default()
+        .n(bytes, 8)
+        .n(u64::from(packets), 4)
+        .n(6, 1)
+        .n(0, 1)
+        .n(0x1b, 1)
+        .n(u64::from(src_port), 2)
+        .raw(&[10, 20, 0, 5])
+        .n(500_010_024, 4)
+        .n(88, 2)
+        .raw(&[10, 30, 0, 2])
+        .n(500_010_002, 4)
+        .n(99_000, 4)
+        .n(95_000, 4)
+        .n(0, 2)
+        .n(0, 1)
+        .n(1_428_388, 8)
+        .n(u64::from(event), 1)
+        .n(25_461, 4)
+        .padded(app, 32)
+        .padded("unknown", 64)
+        .0
+}
+
+#[test]
+fn panos_v9_flowset_followed_by_zero_padding_is_decoded() {
+    // PAN-OS 8.1: one flowset of one 155-byte record padded to 160, then zeros to
+    // the end of a fixed-size UDP payload; the header count is 1 (records).
+    let tpl = v9_template_flowset(&[(257, panos_template_257())]);
+    let mut d = Decoder::default();
+    decode_one(
+        &mut d,
+        EXP,
+        &v9_packet(0, 100_000, T0_S, 0x0100_0000, &[tpl]),
+    );
+    let record = panos_record(52_000, 4_321, 12, 2, "kerberos");
+    assert_eq!(record.len(), 155);
+    let mut pkt = v9_packet(1, 100_000, T0_S, 0x0100_0000, &[data_set(257, &record, 1)]);
+    let declared = pkt.len();
+    pkt.resize(1_200, 0);
+    let (out, notes) = decode_explained(&mut d, &pkt);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].src_ip, out[0].dst_ip, out[0].dst_port),
+        (Some(v4(10, 20, 0, 5)), Some(v4(10, 30, 0, 2)), Some(88))
+    );
+    assert_eq!((out[0].bytes, out[0].packets), (Some(4_321), Some(12)));
+    assert_eq!(
+        notes,
+        vec![Note::Trailing {
+            offset: declared,
+            len: 1_200 - declared
+        }]
+    );
+    let c = counters(&d, EXP);
+    assert_eq!((c.decoded_packets, c.malformed_packets), (2, 0));
+    assert_eq!(c.trailing_bytes, (1_200 - declared) as u64);
+
+    // Content that is really inconsistent is still rejected: a flowset longer than
+    // what is left, and a non-zero "set" after the last one.
+    let mut long = v9_packet(2, 100_000, T0_S, 0x0100_0000, &[data_set(257, &record, 1)]);
+    long[22..24].copy_from_slice(&400u16.to_be_bytes());
+    let mut out = Vec::new();
+    let dg = |payload| Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload,
+    };
+    assert_eq!(
+        d.decode(&dg(&long), &mut out).map_err(|e| e.reason()),
+        Err("truncated")
+    );
+    let mut junk = v9_packet(3, 100_000, T0_S, 0x0100_0000, &[data_set(257, &record, 1)]);
+    junk.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 0]);
+    assert_eq!(
+        d.decode(&dg(&junk), &mut out),
+        Err(DecodeError::BadLength {
+            offset: declared + 2,
+            what: "set",
+            length: 2
+        })
+    );
+}
+
+#[test]
+fn panos_flow_created_events_with_counters_are_flows() {
+    // PAN-OS 8.0: eight flowsets of template 257, one 155-byte record each, not
+    // padded: seven "flow created" (1) records with real counts and one update (5).
+    let tpl = v9_template_flowset(&[(257, panos_template_257())]);
+    let mut sets = vec![tpl];
+    for i in 0..7u16 {
+        sets.push(data_set(
+            257,
+            &panos_record(40_000 + i, 62, 1, 1, "incomplete"),
+            0,
+        ));
+    }
+    sets.push(data_set(257, &panos_record(40_100, 5_230, 9, 5, "ssl"), 0));
+    let mut d = Decoder::default();
+    let out = decode_one(&mut d, EXP, &v9_packet(0, 100_000, T0_S, 1, &sets));
+    assert_eq!(out.len(), 8);
+    assert_eq!(
+        out.iter().map(|r| r.bytes.unwrap()).sum::<u64>(),
+        7 * 62 + 5_230
+    );
+    assert_eq!(out[7].firewall_event, Some(5));
+    let c = counters(&d, EXP);
+    assert_eq!(c.skipped(SkipReason::FirewallEvent), 0);
+    assert_eq!(c.data_records, 8);
+}
+
+/// Barracuda `CloudGen` "Extended Uniflow" (template 256): 28 fields, twelve of them
+/// Barracuda's (PEN 10704), four of those variable-length strings, with
+/// firewallEvent and both counter pairs (1/2 and 85/86).
+fn barracuda_extended_uniflow() -> Vec<Ie> {
+    const B: u32 = 10_704;
+    vec![
+        Ie::ent(1, 4, B), // Timestamp
+        Ie::new(8, 4),
+        Ie::new(12, 4),
+        Ie::new(7, 2),
+        Ie::new(11, 2),
+        Ie::new(4, 1),
+        Ie::new(56, 6),
+        Ie::new(10, 4),
+        Ie::new(14, 4),
+        Ie::new(22, 4),
+        Ie::new(21, 4),
+        Ie::new(161, 4),
+        Ie::new(233, 1),
+        Ie::ent(2, 1, B),     // LogOp
+        Ie::ent(3, 1, B),     // TrafficType
+        Ie::ent(4, 65535, B), // FW_Rule
+        Ie::ent(5, 65535, B), // ServiceName
+        Ie::ent(6, 4, B),     // Reason
+        Ie::ent(7, 65535, B), // ReasonText
+        Ie::ent(8, 4, B),     // BindIPv4Address
+        Ie::ent(9, 2, B),     // BindTransportPort
+        Ie::ent(10, 4, B),    // ConnIPv4Address
+        Ie::ent(11, 2, B),    // ConnTransportPort
+        Ie::ent(12, 4, B),    // AuditCounter
+        Ie::new(1, 8),
+        Ie::new(2, 8),
+        Ie::new(85, 8),
+        Ie::new(86, 8),
+    ]
+}
+
+fn barracuda_record(event: u8, bytes: u64, packets: u64, service: &str) -> Vec<u8> {
+    Bytes::default()
+        .n(1_524_039_407, 4)
+        .raw(&[192, 168, 7, 20])
+        .raw(&[64, 235, 151, 76])
+        .n(64_238, 2)
+        .n(443, 2)
+        .n(6, 1)
+        .raw(&[0, 0x1b, 0x21, 0x3c, 0x4d, 0x5e])
+        .n(3, 4)
+        .n(4, 4)
+        .n(1_000, 4)
+        .n(2_000, 4)
+        .n(1_000, 4)
+        .n(u64::from(event), 1)
+        .n(1, 1)
+        .n(0, 1)
+        .var(b"MTH:MTH-MC-to-Inet")
+        .var(service.as_bytes())
+        .n(0, 4)
+        .var(b"Normal Operation")
+        .raw(&[213, 208, 150, 99])
+        .n(64_238, 2)
+        .raw(&[64, 235, 151, 76])
+        .n(443, 2)
+        .n(4_157_725, 4)
+        .n(bytes, 8)
+        .n(packets, 8)
+        .n(bytes, 8)
+        .n(packets, 8)
+        .0
+}
+
+#[test]
+fn barracuda_enterprise_variable_length_records_are_all_emitted() {
+    let fields = barracuda_extended_uniflow();
+    assert_eq!(fields.len(), 28);
+    let tpl = ipfix_template_set(2, &[(256, &fields[..])]);
+    let mut d = Decoder::default();
+    decode_one(&mut d, EXP, &ipfix_message(T0_S, 0, 0, &[tpl]));
+    // Two records in one set, both "flow created" (1), as the firewall sends them at
+    // the start of a connection: with ordinary counters they are flows (this pair
+    // used to vanish under the NSEL rule, counted nowhere anyone could see).
+    let mut data = barracuda_record(1, 0, 0, "https");
+    data.extend(barracuda_record(1, 5_400, 7, "dns"));
+    let out = decode_one(
+        &mut d,
+        EXP,
+        &ipfix_message(T0_S, 0, 0, &[data_set(256, &data, 0)]),
+    );
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        (out[0].src_ip, out[0].dst_ip, out[0].dst_port),
+        (
+            Some(v4(192, 168, 7, 20)),
+            Some(v4(64, 235, 151, 76)),
+            Some(443)
+        )
+    );
+    assert_eq!((out[1].bytes, out[1].packets), (Some(5_400), Some(7)));
+    let c = counters(&d, EXP);
+    assert_eq!(c.data_records, 2);
+    assert_eq!(c.records_for(FlowProtocol::Ipfix), 2);
+    assert_eq!(c.skipped(SkipReason::FirewallEvent), 0);
+}
+
+#[test]
+fn nsel_style_events_without_counters_are_skipped_and_explained() {
+    // Cisco ASA (newer firmware) template 263: 233 and 231/232 (4 bytes each), no
+    // IE 1/2/85/86. Created (1) is skipped and counted; deleted (2) is a flow.
+    let fields = vec![
+        (148, 4),
+        (8, 4),
+        (7, 2),
+        (10, 2),
+        (12, 4),
+        (11, 2),
+        (14, 2),
+        (4, 1),
+        (176, 1),
+        (177, 1),
+        (225, 4),
+        (226, 4),
+        (227, 2),
+        (228, 2),
+        (233, 1),
+        (33_002, 2),
+        (323, 8),
+        (231, 4),
+        (232, 4),
+        (152, 8),
+    ];
+    let rec = |event: u8, init: u64, resp: u64| {
+        Bytes::default()
+            .n(77, 4)
+            .raw(&[10, 0, 0, 1])
+            .n(50_000, 2)
+            .n(1, 2)
+            .raw(&[10, 0, 0, 2])
+            .n(443, 2)
+            .n(2, 2)
+            .n(6, 1)
+            .n(0, 2)
+            .raw(&[192, 0, 2, 10, 10, 0, 0, 2])
+            .n(61_000, 2)
+            .n(443, 2)
+            .n(u64::from(event), 1)
+            .n(2025, 2)
+            .n(T0_MS - 1_000, 8)
+            .n(init, 4)
+            .n(resp, 4)
+            .n(T0_MS - 9_000, 8)
+            .0
+    };
+    let mut data = rec(1, 0, 0);
+    data.extend(rec(2, 1_200, 30_000));
+    let tpl = v9_template_flowset(&[(263, fields)]);
+    let mut d = Decoder::default();
+    let (out, notes) = decode_explained(
+        &mut d,
+        &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(263, &data, 0)]),
+    );
+    assert_eq!(out.len(), 2, "teardown: initiator and responder flows");
+    assert_eq!((out[0].bytes, out[1].bytes), (Some(1_200), Some(30_000)));
+    assert_eq!(out[1].src_ip, Some(v4(10, 0, 0, 2)));
+    assert!(notes.contains(&Note::Skipped {
+        offset: 20 + 4 + 4 + 20 * 4 + 4,
+        template_id: 263,
+        reason: SkipReason::FirewallEvent,
+        records: 1
+    }));
+    let c = counters(&d, EXP);
+    assert_eq!(c.skipped(SkipReason::FirewallEvent), 1);
+    assert_eq!(
+        c.records_for(FlowProtocol::NetflowV9),
+        c.data_records - 1 + c.reverse_records
+    );
+}
+
+#[test]
+fn dual_stack_v9_template_uses_the_family_that_is_set() {
+    // A Cisco-style template with both address families, next hops of both, and
+    // physical interfaces: each record fills one family and zeroes the other.
+    let fields = vec![
+        (8, 4),
+        (12, 4),
+        (27, 16),
+        (28, 16),
+        (15, 4),
+        (62, 16),
+        (7, 2),
+        (11, 2),
+        (4, 1),
+        (1, 4),
+        (2, 4),
+        (252, 4),
+        (253, 4),
+    ];
+    let rec = |s4: [u8; 4], d4: [u8; 4], s6: IpAddr, d6: IpAddr, nh4: [u8; 4], nh6: IpAddr| {
+        let o = |a: IpAddr| match a {
+            IpAddr::V6(a) => a.octets(),
+            IpAddr::V4(_) => unreachable!(),
+        };
+        Bytes::default()
+            .raw(&s4)
+            .raw(&d4)
+            .raw(&o(s6))
+            .raw(&o(d6))
+            .raw(&nh4)
+            .raw(&o(nh6))
+            .n(40_000, 2)
+            .n(443, 2)
+            .n(6, 1)
+            .n(1_000, 4)
+            .n(3, 4)
+            .n(7, 4)
+            .n(8, 4)
+            .0
+    };
+    let zero6 = v6("::");
+    let mut data = rec(
+        [10, 1, 1, 1],
+        [10, 2, 2, 2],
+        zero6,
+        zero6,
+        [10, 0, 0, 254],
+        zero6,
+    );
+    data.extend(rec(
+        [0; 4],
+        [0; 4],
+        v6("2001:db8::1"),
+        v6("2001:db8::2"),
+        [0; 4],
+        v6("fe80::1"),
+    ));
+    let tpl = v9_template_flowset(&[(300, fields)]);
+    let mut d = Decoder::default();
+    let out = decode_one(
+        &mut d,
+        EXP,
+        &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(300, &data, 0)]),
+    );
+    assert_eq!(out.len(), 2);
+    let (a, b) = (&out[0], &out[1]);
+    assert_eq!(
+        (a.src_ip, a.dst_ip, a.next_hop, a.ip_version),
+        (
+            Some(v4(10, 1, 1, 1)),
+            Some(v4(10, 2, 2, 2)),
+            Some(v4(10, 0, 0, 254)),
+            Some(4)
+        )
+    );
+    assert_eq!(
+        (b.src_ip, b.dst_ip, b.next_hop, b.ip_version),
+        (
+            Some(v6("2001:db8::1")),
+            Some(v6("2001:db8::2")),
+            Some(v6("fe80::1")),
+            Some(6)
+        )
+    );
+    assert_eq!((a.input_interface, a.output_interface), (Some(7), Some(8)));
+}
+
+#[test]
+fn dual_stack_ipfix_follows_ip_version_and_field_order() {
+    // Procera-like (IPv6 fields first, then IPv4) with ipVersion (IE 60).
+    let fields = [
+        Ie::new(27, 16),
+        Ie::new(28, 16),
+        Ie::new(8, 4),
+        Ie::new(12, 4),
+        Ie::new(60, 1),
+        Ie::new(7, 2),
+        Ie::new(11, 2),
+        Ie::new(4, 1),
+        Ie::new(150, 4),
+        Ie::new(151, 4),
+        Ie::ent(1, 65535, 15_397), // proceraService
+    ];
+    let rec = |s6: &str, d6: &str, s4: [u8; 4], d4: [u8; 4], version: u8| {
+        let o = |s: &str| s.parse::<Ipv6Addr>().unwrap().octets();
+        Bytes::default()
+            .raw(&o(s6))
+            .raw(&o(d6))
+            .raw(&s4)
+            .raw(&d4)
+            .n(u64::from(version), 1)
+            .n(51_000, 2)
+            .n(80, 2)
+            .n(6, 1)
+            .n(u64::from(T0_S - 60), 4)
+            .n(u64::from(T0_S - 1), 4)
+            .var(b"HTTP")
+            .0
+    };
+    let mut data = rec("::", "::", [138, 44, 161, 14], [138, 44, 161, 13], 4);
+    data.extend(rec("2001:db8::a", "2001:db8::b", [0; 4], [0; 4], 6));
+    // Both families real (a translator's record): ipVersion says which to believe.
+    data.extend(rec(
+        "2001:db8::a",
+        "2001:db8::b",
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+        4,
+    ));
+    data.extend(rec(
+        "2001:db8::a",
+        "2001:db8::b",
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+        6,
+    ));
+    // Nothing real at all: the zero address stays, it is all the record says.
+    data.extend(rec("::", "::", [0; 4], [0; 4], 4));
+    let tpl = ipfix_template_set(2, &[(52_935, &fields[..])]);
+    let mut d = Decoder::default();
+    let out = decode_one(
+        &mut d,
+        EXP,
+        &ipfix_message(T0_S, 0, 0, &[tpl, data_set(52_935, &data, 0)]),
+    );
+    let ends: Vec<_> = out
+        .iter()
+        .map(|r| (r.src_ip.unwrap(), r.dst_ip.unwrap()))
+        .collect();
+    assert_eq!(
+        ends,
+        vec![
+            (v4(138, 44, 161, 14), v4(138, 44, 161, 13)),
+            (v6("2001:db8::a"), v6("2001:db8::b")),
+            (v4(10, 0, 0, 1), v4(10, 0, 0, 2)),
+            (v6("2001:db8::a"), v6("2001:db8::b")),
+            (v4(0, 0, 0, 0), v4(0, 0, 0, 0)),
+        ]
+    );
+}
+
+#[test]
+fn rfc5103_biflow_reverse_direction_is_its_own_record() {
+    // YAF's biflow template (a subset, in YAF's order): forward and reverse (PEN
+    // 29305) counters side by side, reverse TCP flags, both address families.
+    const R: u32 = 29_305;
+    let fields = [
+        Ie::new(152, 8),
+        Ie::new(153, 8),
+        Ie::new(85, 8),
+        Ie::ent(85, 8, R),
+        Ie::new(86, 8),
+        Ie::ent(86, 8, R),
+        Ie::new(1, 8),
+        Ie::ent(1, 8, R),
+        Ie::new(2, 8),
+        Ie::ent(2, 8, R),
+        Ie::new(27, 16),
+        Ie::new(28, 16),
+        Ie::new(8, 4),
+        Ie::new(12, 4),
+        Ie::new(7, 2),
+        Ie::new(11, 2),
+        Ie::new(4, 1),
+        Ie::new(6, 1),
+        Ie::ent(6, 1, R),
+        Ie::new(10, 4),
+        Ie::new(14, 4),
+    ];
+    let rec = |rev_bytes: u64, rev_packets: u64| {
+        Bytes::default()
+            .n(T0_MS - 5_000, 8)
+            .n(T0_MS - 1_000, 8)
+            .n(900, 8)
+            .n(rev_bytes, 8)
+            .n(6, 8)
+            .n(rev_packets, 8)
+            .n(900, 8)
+            .n(rev_bytes, 8)
+            .n(6, 8)
+            .n(rev_packets, 8)
+            .raw(&[0; 16])
+            .raw(&[0; 16])
+            .raw(&[172, 16, 0, 9])
+            .raw(&[172, 16, 1, 1])
+            .n(55_123, 2)
+            .n(5432, 2)
+            .n(6, 1)
+            .n(0x02 | 0x10, 1)
+            .n(0x12, 1)
+            .n(1, 4)
+            .n(2, 4)
+            .0
+    };
+    let mut data = rec(48_000, 40);
+    data.extend(rec(0, 0)); // no answer: no reverse record
+    let tpl = ipfix_template_set(2, &[(47_104, &fields[..])]);
+    let mut d = Decoder::default();
+    let out = decode_one(
+        &mut d,
+        EXP,
+        &ipfix_message(T0_S, 0, 0, &[tpl, data_set(47_104, &data, 0)]),
+    );
+    assert_eq!(out.len(), 3);
+    let (fwd, rev) = (&out[0], &out[1]);
+    assert_eq!(
+        (
+            fwd.src_ip,
+            fwd.dst_port,
+            fwd.bytes,
+            fwd.packets,
+            fwd.tcp_flags
+        ),
+        (
+            Some(v4(172, 16, 0, 9)),
+            Some(5432),
+            Some(900),
+            Some(6),
+            Some(0x12)
+        )
+    );
+    assert_eq!(
+        (rev.src_ip, rev.dst_ip, rev.src_port, rev.dst_port),
+        (
+            Some(v4(172, 16, 1, 1)),
+            Some(v4(172, 16, 0, 9)),
+            Some(5432),
+            Some(55_123)
+        )
+    );
+    assert_eq!(
+        (rev.bytes, rev.packets, rev.tcp_flags),
+        (Some(48_000), Some(40), Some(0x12))
+    );
+    assert_eq!(
+        (rev.input_interface, rev.output_interface),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        (rev.flow_start_ms, rev.flow_end_ms),
+        (fwd.flow_start_ms, fwd.flow_end_ms)
+    );
+    let c = counters(&d, EXP);
+    assert_eq!((c.data_records, c.reverse_records), (2, 1));
+}
+
+#[test]
+fn bytes_after_the_declared_content_are_trailing_in_every_protocol() {
+    let mut d = Decoder::default();
+    // IPFIX: bytes past the message length.
+    let tpl = ipfix_template_set(2, &[(256, &[Ie::new(8, 4), Ie::new(12, 4)][..])]);
+    let mut msg = ipfix_message(
+        T0_S,
+        0,
+        0,
+        &[tpl, data_set(256, &[10, 0, 0, 1, 10, 0, 0, 2], 0)],
+    );
+    msg.extend_from_slice(&[0xde, 0xad, 0xbe]);
+    assert_eq!(decode_one(&mut d, EXP, &msg).len(), 1);
+    assert_eq!(counters(&d, EXP).trailing_bytes, 3);
+    // NetFlow v5: bytes after `count` records.
+    let mut v5 = v5_packet(0, 1000, T0_S, 0, 0, &[V5Record::default()]);
+    v5.extend_from_slice(&[0; 10]);
+    assert_eq!(decode_one(&mut d, EXP2, &v5).len(), 1);
+    assert_eq!(counters(&d, EXP2).trailing_bytes, 10);
+    // A malformed datagram's trailing bytes are not counted (it is malformed, whole).
+    let mut bad = v5.clone();
+    bad.truncate(24 + 20);
+    bad[2..4].copy_from_slice(&1u16.to_be_bytes());
+    let mut out = Vec::new();
+    let dg = Datagram {
+        exporter: EXP2,
+        received_at_ms: T0_MS,
+        payload: &bad,
+    };
+    assert!(d.decode(&dg, &mut out).is_err());
+    assert_eq!(counters(&d, EXP2).trailing_bytes, 10);
+}
+
+#[test]
+fn sflow_samples_beyond_num_samples_are_trailing_bytes() {
+    use crate::testing::sflow::{
+        DatagramSpec, FlowRecordSpec, FlowSampleSpec, SampleSpec, encode_datagram, ipv4, tcp,
+    };
+    // An agent whose num_samples counts fewer samples than it sends: the declared
+    // sample is decoded, the rest is trailing bytes, counted.
+    let agent = v4(192, 0, 2, 50);
+    let sample = |sport| {
+        let frame = crate::testing::sflow::ethernet(
+            &[],
+            0x0800,
+            &ipv4(
+                Ipv4Addr::new(10, 0, 0, 1),
+                Ipv4Addr::new(10, 0, 0, 2),
+                6,
+                0,
+                &tcp(sport, 443, 0x18),
+            ),
+        );
+        let mut s = FlowSampleSpec::new(vec![FlowRecordSpec::ethernet_header(frame)]);
+        s.source_index = 0x4b00_0800; // Dell FTOS's large ifIndex
+        SampleSpec::Flow(s)
+    };
+    let mut payload = encode_datagram(&DatagramSpec::new(
+        agent,
+        vec![sample(40_000), sample(40_001)],
+    ));
+    let one = encode_datagram(&DatagramSpec::new(agent, vec![sample(40_000)])).len();
+    payload[24..28].copy_from_slice(&1u32.to_be_bytes());
+    let mut d = Decoder::default();
+    let (out, notes) = decode_explained(&mut d, &payload);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].src_port, Some(40_000));
+    assert_eq!(
+        notes,
+        vec![Note::Trailing {
+            offset: one,
+            len: payload.len() - one
+        }]
+    );
+    assert_eq!(
+        counters(&d, EXP).trailing_bytes,
+        (payload.len() - one) as u64
+    );
+    // A sample that runs past the end is still malformed.
+    let mut cut = payload.clone();
+    cut[24..28].copy_from_slice(&2u32.to_be_bytes());
+    cut.truncate(payload.len() - 8);
+    let mut out = Vec::new();
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &cut,
+    };
+    assert_eq!(
+        d.decode(&dg, &mut out).map_err(|e| e.reason()),
+        Err("truncated")
+    );
+}
+
+#[test]
+fn explain_lists_templates_held_sets_and_missing_templates() {
+    let mut d = Decoder::default();
+    d.set_explain(true);
+    // Data for template 300 before any template: held, then given up.
+    let data = data_set(300, &[10, 0, 0, 1], 0);
+    let serial = d.serial();
+    decode_one(&mut d, EXP, &ipfix_message(T0_S, 0, 5, &[data]));
+    assert_eq!(
+        d.take_notes(),
+        vec![Note::Held {
+            offset: 20,
+            domain: 5,
+            template_id: 300
+        }]
+    );
+    d.expire_all();
+    assert_eq!(
+        d.take_notes(),
+        vec![Note::TemplateMissing {
+            serial,
+            offset: 20,
+            domain: 5,
+            template_id: 300
+        }]
+    );
+    let tpl = ipfix_template_set(2, &[(256, &[Ie::new(8, 4), Ie::ent(5, 65535, 10_704)][..])]);
+    decode_one(&mut d, EXP, &ipfix_message(T0_S, 1, 5, &[tpl]));
+    let notes = d.take_notes();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        notes[0].describe(None),
+        "ipfix template 256 (domain 5, offset 20): 2 fields: sourceIPv4Address(8)/4 \
+         barracuda:5/var"
+    );
 }

@@ -8,13 +8,16 @@
 //! Accounting: per exporter, `flowlens_ingest_datagrams_received_total` =
 //! `flowlens_decode_datagrams_total` (decoded, all protocols) +
 //! `flowlens_decode_malformed_total` (all reasons) +
-//! `flowlens_ingest_datagrams_sampled_out_total` + `flowlens_ingest_datagrams_dropped_total`.
+//! `flowlens_ingest_datagrams_sampled_out_total` + `flowlens_ingest_datagrams_dropped_total`;
+//! and for template data, `flowlens_decode_flows_total` (v9 and IPFIX) =
+//! `flowlens_decode_data_records_total` - `flowlens_decode_records_skipped_total` (all
+//! reasons) + `flowlens_decode_reverse_records_total`.
 
 use std::net::IpAddr;
 
 use metrics::{counter, gauge, histogram};
 
-use crate::decode::{DecodeError, ExporterCounters};
+use crate::decode::{DecodeError, ExporterCounters, SkipReason};
 use crate::flow::FlowProtocol;
 
 pub const INGEST_RECEIVED: &str = "flowlens_ingest_datagrams_received_total";
@@ -34,6 +37,10 @@ pub const DECODE_CLOCK_CLAMPED: &str = "flowlens_decode_clock_clamped_total";
 pub const DECODE_CLOCK_SKEWED: &str = "flowlens_decode_clock_skewed_total";
 pub const DECODE_TEMPLATES_EVICTED: &str = "flowlens_decode_templates_evicted_total";
 pub const DECODE_SFLOW_COUNTER_SAMPLES: &str = "flowlens_decode_sflow_counter_samples_total";
+pub const DECODE_TRAILING_BYTES: &str = "flowlens_decode_trailing_bytes_total";
+pub const DECODE_DATA_RECORDS: &str = "flowlens_decode_data_records_total";
+pub const DECODE_RECORDS_SKIPPED: &str = "flowlens_decode_records_skipped_total";
+pub const DECODE_REVERSE_RECORDS: &str = "flowlens_decode_reverse_records_total";
 pub const FLOWS_RECEIVED: &str = "flowlens_flows_received_total";
 pub const FLOWS_BY_PROTOCOL: &str = "flowlens_decode_flows_total";
 pub const FLOWS_PROCESSED: &str = "flowlens_flows_processed_total";
@@ -121,7 +128,15 @@ pub fn decoder(exporter: IpAddr, c: &ExporterCounters) {
     counter!(DECODE_CLOCK_CLAMPED, "exporter" => e.clone()).absolute(c.clock_clamped);
     counter!(DECODE_CLOCK_SKEWED, "exporter" => e.clone()).absolute(c.clock_skewed);
     counter!(DECODE_TEMPLATES_EVICTED, "exporter" => e.clone()).absolute(c.templates_evicted);
-    counter!(DECODE_SFLOW_COUNTER_SAMPLES, "exporter" => e).absolute(c.sflow_counter_samples);
+    counter!(DECODE_SFLOW_COUNTER_SAMPLES, "exporter" => e.clone())
+        .absolute(c.sflow_counter_samples);
+    counter!(DECODE_TRAILING_BYTES, "exporter" => e.clone()).absolute(c.trailing_bytes);
+    counter!(DECODE_DATA_RECORDS, "exporter" => e.clone()).absolute(c.data_records);
+    for reason in SkipReason::ALL {
+        counter!(DECODE_RECORDS_SKIPPED, "exporter" => e.clone(), "reason" => reason.as_str())
+            .absolute(c.skipped(reason));
+    }
+    counter!(DECODE_REVERSE_RECORDS, "exporter" => e).absolute(c.reverse_records);
 }
 
 /// Publishes the XDP program's counters (summed over CPUs).
