@@ -30,6 +30,10 @@ pub mod template;
 pub mod template_cache;
 
 use std::collections::HashMap;
+
+/// Per-datagram lookups (the exporter, its sequence trackers) hash with foldhash, seeded
+/// per process: SipHash cost about 2 ns of every v5 record's ~18.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 
 pub use clock::ClockPolicy;
@@ -271,8 +275,8 @@ pub(crate) struct ExporterState {
     pub(crate) counters: ExporterCounters,
     /// (protocol, domain) -> tracker. sFlow keys the agent's sub-agent id here and the
     /// agent address separately in `sflow_sequences`.
-    pub(crate) sequences: HashMap<(FlowProtocol, u32), SequenceTracker>,
-    pub(crate) sflow_sequences: HashMap<(IpAddr, u32), SequenceTracker>,
+    pub(crate) sequences: FastMap<(FlowProtocol, u32), SequenceTracker>,
+    pub(crate) sflow_sequences: FastMap<(IpAddr, u32), SequenceTracker>,
     pub(crate) sampling: SamplingTable,
     /// IPFIX systemInitTimeMilliseconds (IE 160) per observation domain, needed to turn
     /// flowStart/EndSysUpTime into absolute times.
@@ -284,7 +288,7 @@ pub(crate) struct ExporterState {
 #[derive(Debug, Default)]
 pub struct Decoder {
     config: DecoderConfig,
-    exporters: HashMap<IpAddr, ExporterState>,
+    exporters: FastMap<IpAddr, ExporterState>,
     templates: TemplateCache,
     /// Datagrams handed to [`Self::decode_presampled`] so far: the number of the next
     /// one, by which [`Note::TemplateMissing`] names the datagram a held set came in.
@@ -298,7 +302,7 @@ impl Decoder {
         let templates = TemplateCache::new(config.max_templates);
         Self {
             config,
-            exporters: HashMap::new(),
+            exporters: FastMap::default(),
             templates,
             serial: 0,
             notes: None,
@@ -348,12 +352,16 @@ impl Decoder {
         out: &mut Vec<FlowRecord>,
     ) -> Result<usize, DecodeError> {
         let start = out.len();
-        let settings = self
-            .config
-            .sampling
-            .get(&datagram.exporter)
-            .copied()
-            .unwrap_or_default();
+        // Most deployments configure no per-exporter sampling: skip hashing then.
+        let settings = if self.config.sampling.is_empty() {
+            SamplingSettings::default()
+        } else {
+            self.config
+                .sampling
+                .get(&datagram.exporter)
+                .copied()
+                .unwrap_or_default()
+        };
         let state = self.exporters.entry(datagram.exporter).or_default();
         state.counters.packets += 1;
         let serial = self.serial;

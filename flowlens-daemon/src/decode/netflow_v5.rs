@@ -13,6 +13,97 @@ use super::{Context, DecodeError, clock};
 use crate::flow::{FlowProtocol, FlowRecord};
 
 pub(crate) const RECORD_LEN: usize = 48;
+
+/// The big-endian u32 at constant offset `AT` of a record (no bounds check: the
+/// offset is checked at compile time against the array).
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "one load per field in the record loop"
+)]
+fn be32(f: &[u8; RECORD_LEN], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    if let Some(src) = f.get(at..at + 4) {
+        b.copy_from_slice(src);
+    }
+    u32::from_be_bytes(b)
+}
+
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "one load per field in the record loop"
+)]
+fn be16(f: &[u8; RECORD_LEN], at: usize) -> u16 {
+    let mut b = [0u8; 2];
+    if let Some(src) = f.get(at..at + 2) {
+        b.copy_from_slice(src);
+    }
+    u16::from_be_bytes(b)
+}
+
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "one load per field in the record loop"
+)]
+fn byte(f: &[u8; RECORD_LEN], at: usize) -> u8 {
+    f.get(at).copied().unwrap_or(0)
+}
+
+/// First/last switched to absolute times, worked out once per datagram: a record
+/// whose uptimes are at most `max_flow_age` before and `max_future` after the header's
+/// sysUptime (every record of a sane exporter) is two subtractions; anything else takes
+/// the general path (`clock::from_uptime`, then `ClockPolicy::settle`), which clamps.
+struct Times {
+    policy: clock::ClockPolicy,
+    export_ms: u64,
+    sys_uptime: u32,
+    /// Largest age (ms before export) taken without clamping.
+    max_age: i64,
+    /// Smallest age (negative: after export) taken without clamping.
+    min_age: i64,
+}
+
+impl Times {
+    fn new(policy: clock::ClockPolicy, export_ms: u64, sys_uptime: u32) -> Self {
+        let max_age = i64::try_from(policy.max_flow_age_ms)
+            .unwrap_or(i64::MAX)
+            .min(i64::try_from(export_ms).unwrap_or(i64::MAX));
+        let min_age = -i64::try_from(policy.max_future_ms).unwrap_or(i64::MAX);
+        Self {
+            policy,
+            export_ms,
+            sys_uptime,
+            max_age,
+            min_age,
+        }
+    }
+
+    /// The record's start and end, and whether they were clamped.
+    #[inline(always)]
+    #[expect(clippy::inline_always, reason = "called once per record, in the loop")]
+    fn settle(&self, first: u32, last: u32) -> (Option<u64>, Option<u64>, bool) {
+        #[expect(
+            clippy::cast_possible_wrap,
+            reason = "modular difference read as signed on purpose (see clock::from_uptime)"
+        )]
+        let age = |up: u32| i64::from(self.sys_uptime.wrapping_sub(up) as i32);
+        let (a_first, a_last) = (age(first), age(last));
+        if a_first <= self.max_age && a_last >= self.min_age && a_first >= a_last {
+            // In range, start <= end: nothing to clamp.
+            return (
+                Some(self.export_ms.wrapping_sub_signed(a_first)),
+                Some(self.export_ms.wrapping_sub_signed(a_last)),
+                false,
+            );
+        }
+        let mut start = Some(clock::from_uptime(self.export_ms, self.sys_uptime, first));
+        let mut end = Some(clock::from_uptime(self.export_ms, self.sys_uptime, last));
+        let clamped = self.policy.settle(self.export_ms, &mut start, &mut end);
+        (start, end, clamped)
+    }
+}
 /// Cisco's documented maximum records per packet.
 pub(crate) const MAX_RECORDS: usize = 30;
 
@@ -54,39 +145,41 @@ pub(super) fn decode(
     blank.observation_domain = domain;
     blank.sampling_rate = Some(rate);
     blank.ip_version = Some(4);
+    let times = Times::new(ctx.clock, export_ms, sys_uptime);
+    let records = r.bytes(n * RECORD_LEN)?;
     out.reserve(n);
-    for _ in 0..n {
-        let mut f = r.sub(RECORD_LEN)?;
-        let mut rec = blank;
-        let ip = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
-        rec.src_ip = Some(ip(f.array()?));
-        rec.dst_ip = Some(ip(f.array()?));
-        rec.next_hop = Some(ip(f.array()?));
-        rec.input_interface = Some(u32::from(f.u16()?));
-        rec.output_interface = Some(u32::from(f.u16()?));
-        rec.packets = Some(u64::from(f.u32()?));
-        rec.bytes = Some(u64::from(f.u32()?));
-        let first = f.u32()?;
-        let last = f.u32()?;
-        let mut start = Some(clock::from_uptime(export_ms, sys_uptime, first));
-        let mut end = Some(clock::from_uptime(export_ms, sys_uptime, last));
-        if ctx.clock.settle(export_ms, &mut start, &mut end) {
-            ctx.state.counters.clock_clamped += 1;
-        }
-        rec.flow_start_ms = start;
-        rec.flow_end_ms = end;
-        rec.src_port = Some(f.u16()?);
-        rec.dst_port = Some(f.u16()?);
-        let _pad1 = f.u8()?;
-        rec.tcp_flags = Some(u16::from(f.u8()?));
-        rec.protocol = Some(f.u8()?);
-        rec.tos = Some(f.u8()?);
-        rec.src_as = Some(u32::from(f.u16()?));
-        rec.dst_as = Some(u32::from(f.u16()?));
-        rec.src_mask = Some(f.u8()?);
-        rec.dst_mask = Some(f.u8()?);
-        out.push(rec);
+    let mut clamped = 0;
+    for chunk in records.chunks_exact(RECORD_LEN) {
+        let Ok(f) = <&[u8; RECORD_LEN]>::try_from(chunk) else {
+            continue;
+        };
+        let (start, end, was_clamped) = times.settle(be32(f, 24), be32(f, 28));
+        clamped += u64::from(was_clamped);
+        // One struct literal: each field is stored once, straight into the vector.
+        let ip = |at| IpAddr::V4(Ipv4Addr::from_bits(be32(f, at)));
+        out.push(FlowRecord {
+            src_ip: Some(ip(0)),
+            dst_ip: Some(ip(4)),
+            next_hop: Some(ip(8)),
+            input_interface: Some(u32::from(be16(f, 12))),
+            output_interface: Some(u32::from(be16(f, 14))),
+            packets: Some(u64::from(be32(f, 16))),
+            bytes: Some(u64::from(be32(f, 20))),
+            flow_start_ms: start,
+            flow_end_ms: end,
+            src_port: Some(be16(f, 32)),
+            dst_port: Some(be16(f, 34)),
+            tcp_flags: Some(u16::from(byte(f, 37))),
+            protocol: Some(byte(f, 38)),
+            tos: Some(byte(f, 39)),
+            src_as: Some(u32::from(be16(f, 40))),
+            dst_as: Some(u32::from(be16(f, 42))),
+            src_mask: Some(byte(f, 44)),
+            dst_mask: Some(byte(f, 45)),
+            ..blank
+        });
     }
+    ctx.state.counters.clock_clamped += clamped;
     // Bytes after the `count` records (padding some exporters add) are ignored.
     ctx.trailing(r.offset(), r.remaining());
     let outcome = ctx
