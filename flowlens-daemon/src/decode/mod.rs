@@ -32,7 +32,7 @@ pub mod template_cache;
 use std::collections::HashMap;
 
 /// Per-datagram lookups (the exporter, its sequence trackers) hash with foldhash, seeded
-/// per process: SipHash cost about 2 ns of every v5 record's ~18.
+/// per process: `SipHash` cost about 2 ns of every v5 record's ~18.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 
