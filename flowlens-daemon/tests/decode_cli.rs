@@ -1,6 +1,7 @@
 //! The `decode` command's own contract: template state saved with `--state` carries to a
 //! later invocation, `--format summary` prints only the summary on stdout, malformed
-//! packets are counted not fatal, and only an unreadable file fails the command.
+//! packets are counted not fatal, only an unreadable file fails the command, and
+//! `--explain` says why each datagram was not decoded whole.
 #![allow(clippy::unwrap_used, reason = "test")]
 
 mod common;
@@ -74,4 +75,106 @@ fn bad_packets_are_counted_and_bad_files_fail() {
             .unwrap()
             .contains("not a pcap")
     );
+}
+
+#[test]
+fn explain_says_why_each_datagram_was_not_decoded_whole() {
+    use flowlens_daemon::testing::wire::{
+        Ie, data_set, ipfix_message, ipfix_template_set, pcap_udp, v9_packet, v9_template_flowset,
+    };
+    use std::net::Ipv4Addr;
+    const T0_S: u32 = 1_767_225_600;
+    let (a, b) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
+    // 1: an IPFIX template with a Barracuda variable-length field.
+    let tpl = ipfix_template_set(
+        2,
+        &[(
+            256,
+            &[Ie::new(8, 4), Ie::new(12, 4), Ie::ent(5, 65535, 10_704)][..],
+        )],
+    );
+    let f1 = ipfix_message(T0_S, 0, 0, &[tpl]);
+    // 2: its data followed by zero padding (trailing bytes).
+    let mut f2 = ipfix_message(
+        T0_S,
+        0,
+        0,
+        &[data_set(
+            256,
+            &[10, 0, 0, 1, 10, 0, 0, 2, 3, b'd', b'n', b's'],
+            0,
+        )],
+    );
+    let declared = f2.len();
+    f2.extend_from_slice(&[0; 20]);
+    // 3: a v9 flowset that claims 2 bytes (malformed, bad_length at offset 22).
+    let mut f3 = v9_packet(0, 1, T0_S, 0, &[]);
+    f3.extend_from_slice(&[1, 0, 0, 2, 0xAA, 0xBB]);
+    // 4: data for a template that never comes.
+    let f4 = ipfix_message(T0_S, 1, 7, &[data_set(999, &[1, 2, 3, 4], 0)]);
+    // 5: NSEL "flow created" without counters: skipped by the firewall-event rule.
+    let nsel = v9_template_flowset(&[(263, vec![(8, 4), (12, 4), (233, 1), (231, 4)])]);
+    let f5 = v9_packet(
+        1,
+        1,
+        T0_S,
+        0,
+        &[
+            nsel,
+            data_set(263, &[10, 0, 0, 1, 10, 0, 0, 2, 1, 0, 0, 0, 0], 0),
+        ],
+    );
+    let frames = [(a, f1), (a, f2), (b, f3), (a, f4), (b, f5)];
+    let dir = std::env::temp_dir().join(format!("flowlens-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vendors.pcap");
+    std::fs::write(&file, pcap_udp(u64::from(T0_S) * 1000, &frames)).unwrap();
+    let path = file.display().to_string();
+
+    let run = decode(&["--explain", &path]);
+    assert!(run.status.success());
+    assert_eq!(String::from_utf8(run.stdout).unwrap().lines().count(), 1);
+    let err = String::from_utf8(run.stderr).unwrap();
+    let line = |frame: usize, what: &str| {
+        err.lines()
+            .find(|l| l.starts_with(&format!("{path} frame {frame}: ")) && l.contains(what))
+            .unwrap_or_else(|| panic!("no line for frame {frame} with {what:?} in:\n{err}"))
+            .to_owned()
+    };
+    let t = line(1, "ipfix template 256");
+    assert!(t.contains("exporter 192.0.2.1 ipfix"), "{t}");
+    assert!(
+        t.contains("sourceIPv4Address(8)/4 destinationIPv4Address(12)/4 barracuda:5/var"),
+        "{t}"
+    );
+    let tr = line(2, "trailing bytes");
+    assert!(
+        tr.contains(&format!(
+            "20 bytes after the declared content at offset {declared}"
+        )),
+        "{tr}"
+    );
+    assert!(tr.contains(&format!("[bytes {}..", declared - 16)), "{tr}");
+    let m = line(3, "malformed (bad_length)");
+    assert!(m.contains("exporter 192.0.2.2 netflow_v9"), "{m}");
+    assert!(m.contains("bad set length 2 at offset 22"), "{m}");
+    assert!(m.contains(">00 02 aa bb"), "{m}");
+    line(4, "template not known yet");
+    let missing = line(4, "template missing");
+    assert!(
+        missing.contains("template 999 (domain 7) never arrived"),
+        "{missing}"
+    );
+    let skipped = line(5, "records skipped (firewall_event)");
+    assert!(skipped.contains("1 record(s) of template 263"), "{skipped}");
+    let s = summary(&err);
+    assert_eq!(s["trailing_bytes"], 20);
+    assert_eq!(s["records_skipped"]["firewall_event"], 1);
+    assert_eq!(s["errors"]["bad_length"], 1);
+
+    // Without --explain: the same records and summary, no explanations.
+    let quiet = decode(&[&path]);
+    let err = String::from_utf8(quiet.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -140,10 +140,16 @@ fn socket_mode_decodes_every_protocol_and_accounts_for_every_datagram() {
         sock.send_to(&ipfix(0), to(d.ipfix, six)).unwrap();
         sock.send_to(&sflow_datagram(*ip, 1), to(d.sflow, six))
             .unwrap();
-        // Garbage on a flow port: counted as malformed, nothing else lost.
+        // Garbage on a flow port: counted as malformed, nothing else lost; logged
+        // once per exporter and reason (the second is within the minute).
         sock.send_to(b"\x00\x07not a flow", to(d.netflow, six))
             .unwrap();
-        sock.send_to(&v5(2, 1, 1000), to(d.netflow, six)).unwrap();
+        sock.send_to(b"\x00\x08not one either", to(d.netflow, six))
+            .unwrap();
+        // Six bytes after the declared record: decoded, the rest counted.
+        let mut padded = v5(2, 1, 1000);
+        padded.extend_from_slice(&[0; 6]);
+        sock.send_to(&padded, to(d.netflow, six)).unwrap();
         // Larger than any jumbo frame (10.5 KB): counted malformed, never decoded.
         sock.send_to(&v9_with(1, 500), to(d.netflow, six)).unwrap();
     }
@@ -153,10 +159,10 @@ fn socket_mode_decodes_every_protocol_and_accounts_for_every_datagram() {
         support::sum_metric(&m, "flowlens_flows_processed_total", &[]) >= 18.0
             && exporters.iter().all(|(_, ip)| {
                 let e = format!("exporter=\"{ip}\"");
-                support::sum_metric(&m, "flowlens_ingest_datagrams_received_total", &[&e]) >= 7.0
+                support::sum_metric(&m, "flowlens_ingest_datagrams_received_total", &[&e]) >= 8.0
                     && support::sum_metric(&m, "flowlens_decode_datagrams_total", &[&e])
                         + support::sum_metric(&m, "flowlens_decode_malformed_total", &[&e])
-                        >= 7.0
+                        >= 8.0
             })
     });
     let m = d.metrics();
@@ -167,13 +173,17 @@ fn socket_mode_decodes_every_protocol_and_accounts_for_every_datagram() {
         let malformed = support::sum_metric(&m, "flowlens_decode_malformed_total", &[&e]);
         let sampled = support::sum_metric(&m, "flowlens_ingest_datagrams_sampled_out_total", &[&e]);
         let dropped = support::sum_metric(&m, "flowlens_ingest_datagrams_dropped_total", &[&e]);
-        assert_eq!(received, 7.0, "{ip}");
+        assert_eq!(received, 8.0, "{ip}");
         assert_eq!(
             received,
             decoded + malformed + sampled + dropped,
             "accounting for {ip}"
         );
-        assert_eq!(malformed, 2.0);
+        assert_eq!(malformed, 3.0);
+        assert_eq!(
+            support::sum_metric(&m, "flowlens_decode_trailing_bytes_total", &[&e]),
+            6.0
+        );
         assert_eq!(
             support::sum_metric(
                 &m,
@@ -188,7 +198,7 @@ fn socket_mode_decodes_every_protocol_and_accounts_for_every_datagram() {
                 "flowlens_decode_malformed_total",
                 &[&e, "reason=\"unknown_version\""]
             ),
-            1.0
+            2.0
         );
         assert_eq!(
             support::sum_metric(&m, "flowlens_flows_received_total", &[&e]),
@@ -233,6 +243,37 @@ fn socket_mode_decodes_every_protocol_and_accounts_for_every_datagram() {
     let log = d.stop();
     assert!(log.contains("stopped"), "{log}");
     assert!(log.contains("arrived truncated"), "{log}");
+    // One WARN per exporter and reason, with the detail `decode --explain` gives; a
+    // log file gets no colour codes.
+    for (_, ip) in &exporters {
+        let warns: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("malformed datagram from {ip}:")))
+            .collect();
+        assert_eq!(
+            warns.len(),
+            2,
+            "unknown_version and truncated for {ip}: {log}"
+        );
+        let unknown = warns
+            .iter()
+            .find(|l| l.contains("malformed (unknown_version)"))
+            .unwrap_or_else(|| panic!("{log}"));
+        assert!(
+            unknown.contains("unknown flow protocol version 7 at offset 0"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("[bytes 0..12: >00 07 6e 6f"), "{unknown}");
+        assert!(unknown.contains("protocol=\"unknown\""), "{unknown}");
+        assert!(
+            warns.iter().any(|l| l.contains("malformed (truncated)")),
+            "{log}"
+        );
+    }
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape codes in a log file: {log}"
+    );
     let flows = read_flows(&flows_path);
     assert_eq!(flows.len(), 18);
     let by = |proto: &str, exporter: &str| {

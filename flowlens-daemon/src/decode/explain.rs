@@ -190,15 +190,18 @@ pub fn field_label(f: &FieldSpec) -> String {
     s
 }
 
-/// ` [hex: ...]`: up to 16 bytes before `offset` and 16 from it, the byte at `offset`
-/// marked with `>`, so the reader sees what led to it and what is there.
+/// ` [bytes A..B: .. >xx ..]`: up to 16 bytes before `offset` and 16 from it, the byte
+/// at `offset` marked with `>`, so the reader sees what led to it and what is there.
 pub fn excerpt(payload: &[u8], offset: usize) -> String {
     const AROUND: usize = 16;
     let start = offset.saturating_sub(AROUND).min(payload.len());
     let end = offset.saturating_add(AROUND).min(payload.len());
     let mut s = format!(" [bytes {start}..{end}:");
     for (i, b) in payload.get(start..end).unwrap_or(&[]).iter().enumerate() {
-        s.push(if start + i == offset { '>' } else { ' ' });
+        s.push(' ');
+        if start + i == offset {
+            s.push('>');
+        }
         let _ = write!(s, "{b:02x}");
     }
     if offset >= payload.len() {
@@ -453,7 +456,7 @@ mod tests {
         let p: Vec<u8> = (0..40).collect();
         let e = excerpt(&p, 20);
         assert!(e.starts_with(" [bytes 4..36:"), "{e}");
-        assert!(e.contains(" 13>14 15"), "{e}");
+        assert!(e.contains(" 13 >14 15"), "{e}");
         assert_eq!(excerpt(&[1, 2], 2), " [bytes 0..2: 01 02 >(end)]");
     }
 

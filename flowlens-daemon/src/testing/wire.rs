@@ -200,3 +200,43 @@ pub fn ipfix_message(export_secs: u32, seq: u32, domain: u32, sets: &[Vec<u8>]) 
     }
     m
 }
+
+/// A classic pcap capture (Ethernet link type) of UDP datagrams from `(source,
+/// payload)` pairs, IPv4 from each source to 192.0.2.100 port 2055, one frame a
+/// millisecond from `start_ms`. IP checksums are left zero (decoders and tshark do
+/// not check them by default).
+pub fn pcap_udp(start_ms: u64, datagrams: &[(std::net::Ipv4Addr, Vec<u8>)]) -> Vec<u8> {
+    // Magic, version 2.4, thiszone, sigfigs, snaplen, link type 1 (Ethernet).
+    let mut p = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
+    p.extend_from_slice(&2u16.to_le_bytes());
+    p.extend_from_slice(&4u16.to_le_bytes());
+    for v in [0u32, 0, 65_535, 1] {
+        p.extend_from_slice(&v.to_le_bytes());
+    }
+    for (i, (src, payload)) in datagrams.iter().enumerate() {
+        let udp_len = u16::try_from(8 + payload.len()).unwrap();
+        let mut frame = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+        frame.extend_from_slice(&[0x45, 0]);
+        frame.extend_from_slice(&(udp_len + 20).to_be_bytes());
+        frame.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        frame.extend_from_slice(&src.octets());
+        frame.extend_from_slice(&[192, 0, 2, 100]);
+        frame.extend_from_slice(&40_000u16.to_be_bytes());
+        frame.extend_from_slice(&2055u16.to_be_bytes());
+        frame.extend_from_slice(&udp_len.to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(payload);
+        let ts = start_ms + i as u64;
+        let len = u32::try_from(frame.len()).unwrap();
+        for v in [
+            u32::try_from(ts / 1000).unwrap(),
+            u32::try_from(ts % 1000 * 1000).unwrap(),
+            len,
+            len,
+        ] {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+        p.extend_from_slice(&frame);
+    }
+    p
+}
