@@ -84,7 +84,7 @@ fn explain_says_why_each_datagram_was_not_decoded_whole() {
     };
     use std::net::Ipv4Addr;
     const T0_S: u32 = 1_767_225_600;
-    let (a, b) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
+    let (one, two) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
     // 1: an IPFIX template with a Barracuda variable-length field.
     let tpl = ipfix_template_set(
         2,
@@ -124,7 +124,7 @@ fn explain_says_why_each_datagram_was_not_decoded_whole() {
             data_set(263, &[10, 0, 0, 1, 10, 0, 0, 2, 1, 0, 0, 0, 0], 0),
         ],
     );
-    let frames = [(a, f1), (a, f2), (b, f3), (a, f4), (b, f5)];
+    let frames = [(one, f1), (one, f2), (two, f3), (one, f4), (two, f5)];
     let dir = std::env::temp_dir().join(format!("flowlens-explain-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("vendors.pcap");
@@ -141,11 +141,11 @@ fn explain_says_why_each_datagram_was_not_decoded_whole() {
             .unwrap_or_else(|| panic!("no line for frame {frame} with {what:?} in:\n{err}"))
             .to_owned()
     };
-    let t = line(1, "ipfix template 256");
-    assert!(t.contains("exporter 192.0.2.1 ipfix"), "{t}");
+    let template = line(1, "ipfix template 256");
+    assert!(template.contains("exporter 192.0.2.1 ipfix"), "{template}");
     assert!(
-        t.contains("sourceIPv4Address(8)/4 destinationIPv4Address(12)/4 barracuda:5/var"),
-        "{t}"
+        template.contains("sourceIPv4Address(8)/4 destinationIPv4Address(12)/4 barracuda:5/var"),
+        "{template}"
     );
     let tr = line(2, "trailing bytes");
     assert!(
