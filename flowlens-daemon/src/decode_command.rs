@@ -63,8 +63,6 @@ pub enum CommandError {
     Output(#[from] std::io::Error),
 }
 
-/// Runs the command. `out` gets the records (or the summary), `err` the summary line in
-/// JSON-lines mode.
 /// Where a datagram came from, for `--explain` lines.
 #[derive(Debug, Clone)]
 struct Origin {
@@ -84,35 +82,55 @@ impl Origin {
 }
 
 /// `--explain`: prints the decoder's notes, remembering where held data sets came
-/// from so that a template that never arrives is reported against its datagram.
+/// from so that what later happens to them (decoded, skipped records, never getting
+/// their template) is reported against their own datagram. An origin is kept while
+/// sets of its datagram are held, and dropped when the last one is resolved.
 #[derive(Default)]
 struct Explainer {
-    held: HashMap<u64, Origin>,
+    /// Serial -> (origin, sets still held).
+    held: HashMap<u64, (Origin, usize)>,
 }
 
 impl Explainer {
     fn report(
         &mut self,
         notes: Vec<Note>,
-        origin: Option<(&Origin, u64, &[u8])>,
+        current: Option<(&Origin, u64, &[u8])>,
         err: &mut dyn Write,
     ) -> std::io::Result<()> {
         for note in notes {
-            let line = match (&note, origin) {
-                (Note::TemplateMissing { serial, .. }, _) => {
-                    let Some(from) = self.held.remove(serial) else {
+            let serial = note.serial();
+            let line = match current {
+                // About the datagram being decoded: its bytes can be shown.
+                Some((origin, now, payload)) if serial.is_none_or(|s| s == now) => {
+                    if matches!(note, Note::Held { .. }) {
+                        self.held
+                            .entry(now)
+                            .or_insert_with(|| (origin.clone(), 0))
+                            .1 += 1;
+                    }
+                    origin.line(&note.describe(Some(payload)))
+                }
+                // About an earlier datagram (a held set).
+                _ => {
+                    let Some(serial) = serial else {
                         continue;
                     };
-                    from.line(&note.describe(None))
+                    let Some((origin, _)) = self.held.get(&serial) else {
+                        continue;
+                    };
+                    origin.line(&note.describe(None))
                 }
-                (_, Some((from, serial, payload))) => {
-                    if matches!(note, Note::Held { .. }) {
-                        self.held.insert(serial, from.clone());
-                    }
-                    from.line(&note.describe(Some(payload)))
-                }
-                (_, None) => continue,
             };
+            // A set held by this very datagram may also be resolved by it.
+            if let Note::TemplateMissing { serial, .. } | Note::HeldResolved { serial, .. } = &note
+                && let Some((_, held)) = self.held.get_mut(serial)
+            {
+                *held -= 1;
+                if *held == 0 {
+                    self.held.remove(serial);
+                }
+            }
             writeln!(err, "{line}")?;
         }
         Ok(())

@@ -124,7 +124,45 @@ fn explain_says_why_each_datagram_was_not_decoded_whole() {
             data_set(263, &[10, 0, 0, 1, 10, 0, 0, 2, 1, 0, 0, 0, 0], 0),
         ],
     );
-    let frames = [(one, f1), (one, f2), (two, f3), (one, f4), (two, f5)];
+    // 6: two data sets for templates that never come: two lines, both for frame 6.
+    let f6 = ipfix_message(
+        T0_S,
+        2,
+        8,
+        &[
+            data_set(500, &[1, 2, 3, 4], 0),
+            data_set(501, &[5, 6, 7, 8], 0),
+        ],
+    );
+    // 7, 8: NSEL data before its template (held), then the template: the held set is
+    // decoded, and its skipped record is reported against frame 7, where it came.
+    let f7 = v9_packet(
+        2,
+        1,
+        T0_S,
+        1,
+        &[data_set(264, &[10, 0, 0, 3, 10, 0, 0, 4, 3, 0, 0, 0, 0], 0)],
+    );
+    let f8 = v9_packet(
+        3,
+        1,
+        T0_S,
+        1,
+        &[v9_template_flowset(&[(
+            264,
+            vec![(8, 4), (12, 4), (233, 1), (231, 4)],
+        )])],
+    );
+    let frames = [
+        (one, f1),
+        (one, f2),
+        (two, f3),
+        (one, f4),
+        (two, f5),
+        (one, f6),
+        (two, f7),
+        (two, f8),
+    ];
     let dir = std::env::temp_dir().join(format!("flowlens-explain-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("vendors.pcap");
@@ -167,9 +205,18 @@ fn explain_says_why_each_datagram_was_not_decoded_whole() {
     );
     let skipped = line(5, "records skipped (firewall_event)");
     assert!(skipped.contains("1 record(s) of template 263"), "{skipped}");
+    assert!(line(6, "template missing").contains("template 500 (domain 8)"));
+    assert!(line(6, "template 501 (domain 8) never arrived").contains("frame 6"));
+    line(7, "template not known yet");
+    assert!(line(7, "records skipped (firewall_event)").contains("template 264"));
+    line(
+        7,
+        "held data set at offset 24 decoded: template 264 arrived",
+    );
     let s = summary(&err);
     assert_eq!(s["trailing_bytes"], 20);
-    assert_eq!(s["records_skipped"]["firewall_event"], 1);
+    assert_eq!(s["records_skipped"]["firewall_event"], 2);
+    assert_eq!(s["template_missing"], 3);
     assert_eq!(s["errors"]["bad_length"], 1);
 
     // Without --explain: the same records and summary, no explanations.

@@ -45,8 +45,10 @@ pub enum Note {
     /// Bytes after the declared content (zero padding after the last set, bytes past the
     /// IPFIX message length, the v5 record count or the sFlow sample count), ignored.
     Trailing { offset: usize, len: usize },
-    /// `records` data records of the set at `offset` were read and not emitted.
+    /// `records` data records of the set at `offset` were read and not emitted. The set
+    /// came in datagram `serial` (an earlier one when it was held for its template).
     Skipped {
+        serial: u64,
         offset: usize,
         template_id: u16,
         reason: SkipReason,
@@ -66,7 +68,15 @@ pub enum Note {
         domain: u32,
         template_id: u16,
     },
-    /// A template or options template was learned (or refreshed).
+    /// A held data set met its template: decoded, or (`decoded: false`) malformed
+    /// after all and counted as `template_missing`.
+    HeldResolved {
+        serial: u64,
+        offset: usize,
+        template_id: u16,
+        decoded: bool,
+    },
+    /// A template or options template was learned, or redefined.
     Template {
         offset: usize,
         proto: FlowProtocol,
@@ -78,6 +88,27 @@ pub enum Note {
 }
 
 impl Note {
+    /// The datagram a note is about, when that may be an earlier one than the datagram
+    /// being decoded (held sets).
+    pub fn serial(&self) -> Option<u64> {
+        match self {
+            Self::Skipped { serial, .. }
+            | Self::TemplateMissing { serial, .. }
+            | Self::HeldResolved { serial, .. } => Some(*serial),
+            Self::Trailing { .. } | Self::Held { .. } | Self::Template { .. } => None,
+        }
+    }
+
+    /// Whether the note says what happened to state that outlives the datagram (a
+    /// template learned, held data resolved or given up), so it stands even when the
+    /// datagram itself turns out malformed.
+    pub fn outlives_its_datagram(&self) -> bool {
+        matches!(
+            self,
+            Self::Template { .. } | Self::TemplateMissing { .. } | Self::HeldResolved { .. }
+        )
+    }
+
     /// One line describing the note (without the file, frame and exporter prefix).
     pub fn describe(&self, payload: Option<&[u8]>) -> String {
         let hex = |offset: usize| payload.map(|p| excerpt(p, offset)).unwrap_or_default();
@@ -92,6 +123,7 @@ impl Note {
                 template_id,
                 reason,
                 records,
+                ..
             } => format!(
                 "records skipped ({}): {records} record(s) of template {template_id} in the \
                  set at offset {offset}{}",
@@ -116,6 +148,25 @@ impl Note {
                 "template missing: data set at offset {offset} dropped, template \
                  {template_id} (domain {domain}) never arrived"
             ),
+            Self::HeldResolved {
+                offset,
+                template_id,
+                decoded,
+                ..
+            } => {
+                if *decoded {
+                    format!(
+                        "held data set at offset {offset} decoded: template {template_id} \
+                         arrived"
+                    )
+                } else {
+                    format!(
+                        "held data set at offset {offset} does not fit template \
+                         {template_id}, which arrived later: dropped, counted as \
+                         template_missing"
+                    )
+                }
+            }
             Self::Template {
                 offset,
                 proto,

@@ -245,6 +245,8 @@ pub(crate) enum Ex {
     /// record, kept in case `ipVersion` (IE 60) says the record is IPv4.
     SrcV4Alt,
     DstV4Alt,
+    NextHopV4Alt,
+    BgpNextHopV4Alt,
     RevOctets,
     RevPackets,
     RevOctetTotal,
@@ -577,14 +579,14 @@ impl Layout {
 pub(crate) fn apply(target: Target, arg: u8, v: &[u8], rec: &mut FlowRecord, x: &mut Extra) {
     use Target as T;
     match target {
-        T::SrcV4 => merge_address(&mut rec.src_ip, v4(v), x, Some(Ex::SrcV4Alt)),
-        T::DstV4 => merge_address(&mut rec.dst_ip, v4(v), x, Some(Ex::DstV4Alt)),
-        T::SrcV6 => merge_address(&mut rec.src_ip, v6(v), x, Some(Ex::SrcV4Alt)),
-        T::DstV6 => merge_address(&mut rec.dst_ip, v6(v), x, Some(Ex::DstV4Alt)),
-        T::NextHopV4 => merge_address(&mut rec.next_hop, v4(v), x, None),
-        T::NextHopV6 => merge_address(&mut rec.next_hop, v6(v), x, None),
-        T::BgpNextHopV4 => merge_address(&mut rec.bgp_next_hop, v4(v), x, None),
-        T::BgpNextHopV6 => merge_address(&mut rec.bgp_next_hop, v6(v), x, None),
+        T::SrcV4 => merge_address(&mut rec.src_ip, v4(v), x, Ex::SrcV4Alt),
+        T::DstV4 => merge_address(&mut rec.dst_ip, v4(v), x, Ex::DstV4Alt),
+        T::SrcV6 => merge_address(&mut rec.src_ip, v6(v), x, Ex::SrcV4Alt),
+        T::DstV6 => merge_address(&mut rec.dst_ip, v6(v), x, Ex::DstV4Alt),
+        T::NextHopV4 => merge_address(&mut rec.next_hop, v4(v), x, Ex::NextHopV4Alt),
+        T::NextHopV6 => merge_address(&mut rec.next_hop, v6(v), x, Ex::NextHopV4Alt),
+        T::BgpNextHopV4 => merge_address(&mut rec.bgp_next_hop, v4(v), x, Ex::BgpNextHopV4Alt),
+        T::BgpNextHopV6 => merge_address(&mut rec.bgp_next_hop, v6(v), x, Ex::BgpNextHopV4Alt),
         T::ApplicationId => rec.application_id = ApplicationId::from_octets(v),
         _ => apply_uint_dyn(target, arg, be_uint(v), rec, x),
     }
@@ -602,7 +604,7 @@ pub(crate) fn apply(target: Target, arg: u8, v: &[u8], rec: &mut FlowRecord, x: 
     clippy::inline_always,
     reason = "folds into Layout::fill's address sites"
 )]
-fn merge_address(slot: &mut Option<IpAddr>, new: Option<IpAddr>, x: &mut Extra, alt: Option<Ex>) {
+fn merge_address(slot: &mut Option<IpAddr>, new: Option<IpAddr>, x: &mut Extra, alt: Ex) {
     let Some(new) = new else {
         return;
     };
@@ -615,15 +617,11 @@ fn merge_address(slot: &mut Option<IpAddr>, new: Option<IpAddr>, x: &mut Extra, 
     }
     match (old, new) {
         (IpAddr::V4(o), IpAddr::V6(_)) if !o.is_unspecified() => {
-            if let Some(alt) = alt {
-                x.set(alt, u64::from(o.to_bits()));
-            }
+            x.set(alt, u64::from(o.to_bits()));
             *slot = Some(new);
         }
         (IpAddr::V6(o), IpAddr::V4(n)) if !o.is_unspecified() => {
-            if let Some(alt) = alt {
-                x.set(alt, u64::from(n.to_bits()));
-            }
+            x.set(alt, u64::from(n.to_bits()));
         }
         _ => *slot = Some(new),
     }

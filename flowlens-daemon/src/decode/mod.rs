@@ -183,6 +183,27 @@ impl ExporterCounters {
             .unwrap_or(0)
     }
 
+    /// The counters a decode attempt adds to record by record, saved so that a failed
+    /// attempt can take its additions back (see [`RecordTally`]).
+    pub(crate) fn tally(&self) -> RecordTally {
+        RecordTally {
+            data_records: self.data_records,
+            records_skipped: self.records_skipped,
+            reverse_records: self.reverse_records,
+            clock_clamped: self.clock_clamped,
+            sampling_rate_unknown: self.sampling_rate_unknown,
+        }
+    }
+
+    /// Puts back counters saved by [`Self::tally`].
+    pub(crate) fn restore(&mut self, t: RecordTally) {
+        self.data_records = t.data_records;
+        self.records_skipped = t.records_skipped;
+        self.reverse_records = t.reverse_records;
+        self.clock_clamped = t.clock_clamped;
+        self.sampling_rate_unknown = t.sampling_rate_unknown;
+    }
+
     pub fn skipped(&self, reason: SkipReason) -> u64 {
         self.records_skipped
             .get(reason.index())
@@ -267,6 +288,18 @@ impl ExporterCounters {
             *a += b;
         }
     }
+}
+
+/// Per-record counters as they were before a decode attempt: records of a datagram (or
+/// held set) that fails are not emitted, so what they added is taken back and the
+/// accounting `records == data_records - skipped + reverse_records` holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordTally {
+    data_records: u64,
+    records_skipped: [u64; 1],
+    reverse_records: u64,
+    clock_clamped: u64,
+    sampling_rate_unknown: u64,
 }
 
 /// Everything the decoder remembers about one exporter (UDP source).
@@ -364,6 +397,8 @@ impl Decoder {
         };
         let state = self.exporters.entry(datagram.exporter).or_default();
         state.counters.packets += 1;
+        let tally = state.counters.tally();
+        let notes_before = self.notes.as_ref().map_or(0, Vec::len);
         let serial = self.serial;
         self.serial += 1;
         let mut ctx = Context {
@@ -422,8 +457,18 @@ impl Decoder {
                 Ok(emitted.len())
             }
             Err(e) => {
+                // Nothing of a malformed datagram counts but the datagram: its records
+                // are not emitted, and notes about them would describe nothing.
                 out.truncate(start);
+                counters.restore(tally);
                 counters.count_malformed(&e);
+                if let Some(notes) = self.notes.as_mut() {
+                    let mut i = 0;
+                    notes.retain(|n| {
+                        i += 1;
+                        i <= notes_before || n.outlives_its_datagram()
+                    });
+                }
                 Err(e)
             }
         }

@@ -375,6 +375,20 @@ impl HeldSets {
     pub(crate) fn len(&self) -> usize {
         self.sets.len()
     }
+
+    /// Drops the sets that came in datagram `serial` (it turned out malformed: nothing
+    /// of it may be decoded later).
+    fn forget(&mut self, serial: u64) {
+        let mut freed = 0;
+        self.sets.retain(|s| {
+            let keep = s.serial != serial;
+            if !keep {
+                freed += s.cost();
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
 }
 
 /// Data records a message carried, for sequence checks.
@@ -421,14 +435,30 @@ pub(crate) fn decode_sets(
     }
     let trailing = sets.remaining();
     ctx.trailing(sets.offset(), trailing);
-    // Data that waited for a template this message just delivered.
+    // Pass 2: data sets.
+    let mut sets = body.clone();
+    sets = sets.sub(sets.remaining() - trailing)?;
+    let records = decode_data_sets(ctx, hdr, sets, out).inspect_err(|_| {
+        // Sets this datagram held must not be decoded later: it is malformed.
+        ctx.state.held.forget(ctx.serial);
+    })?;
+    // Data that waited for a template this message delivered (only once the message
+    // is known good: a malformed one emits nothing).
     if learned && ctx.state.held.len() > 0 {
         decode_held(ctx, out);
     }
-    // Pass 2: data sets.
+    Ok(records)
+}
+
+/// Pass 2 of [`decode_sets`]: the data sets of a message whose framing is checked.
+fn decode_data_sets(
+    ctx: &mut Context<'_, '_>,
+    hdr: &ExportCtx,
+    mut sets: Reader<'_>,
+    out: &mut Vec<FlowRecord>,
+) -> Result<Option<RecordCount>, DecodeError> {
+    let dialect = hdr.dialect();
     let mut records = Some(RecordCount::default());
-    let mut sets = body.clone();
-    sets = sets.sub(sets.remaining() - trailing)?;
     while !sets.is_empty() {
         let (id, set) = next_set(&mut sets)?;
         if id < 256 {
@@ -441,7 +471,7 @@ pub(crate) fn decode_sets(
             template_id: id,
         };
         if let Some(t) = ctx.templates.get(&key) {
-            let n = decode_data(ctx, &t, hdr, set, out)?;
+            let n = decode_data(ctx, &t, hdr, ctx.serial, set, out)?;
             let options = if t.kind.is_options() { n } else { 0 };
             records = records.map(|r| RecordCount {
                 all: r.all.wrapping_add(n),
@@ -689,15 +719,24 @@ fn decode_held(ctx: &mut Context<'_, '_>, out: &mut Vec<FlowRecord>) {
             continue;
         };
         let start = out.len();
+        let tally = ctx.state.counters.tally();
         let body = Reader::with_base(&held.body, held.offset);
-        if decode_data(ctx, &t, &held.hdr, body, out).is_ok() {
+        let decoded = decode_data(ctx, &t, &held.hdr, held.serial, body, out).is_ok();
+        if decoded {
             ctx.state.counters.held_sets_decoded += 1;
         } else {
             // The set was malformed after all; it belongs to an earlier datagram
             // that was already counted as decoded, so count it as a missing set.
             out.truncate(start);
+            ctx.state.counters.restore(tally);
             ctx.state.counters.template_missing += 1;
         }
+        ctx.note(|| Note::HeldResolved {
+            serial: held.serial,
+            offset: held.offset,
+            template_id: held.key.template_id,
+            decoded,
+        });
     }
 }
 
@@ -706,6 +745,7 @@ fn decode_data(
     ctx: &mut Context<'_, '_>,
     t: &Template,
     hdr: &ExportCtx,
+    serial: u64,
     body: Reader<'_>,
     out: &mut Vec<FlowRecord>,
 ) -> Result<u32, DecodeError> {
@@ -738,12 +778,13 @@ fn decode_data(
         if let Some(rec) = out.last_mut() {
             finish(rec, x, hdr, state, &mut set);
         }
-        emit(out, x, state, set.flow_counters);
+        emit(out, x, hdr.export_time_ms, state, &set);
     })?;
     state.counters.data_records += u64::from(n);
     let skipped = state.counters.skipped(SkipReason::FirewallEvent) - skipped_before;
     if skipped > 0 {
         ctx.note(|| Note::Skipped {
+            serial,
             offset,
             template_id: t.id,
             reason: SkipReason::FirewallEvent,
@@ -794,6 +835,8 @@ fn finish(
         };
         rec.src_ip = alt(Ex::SrcV4Alt).or(rec.src_ip);
         rec.dst_ip = alt(Ex::DstV4Alt).or(rec.dst_ip);
+        rec.next_hop = alt(Ex::NextHopV4Alt).or(rec.next_hop);
+        rec.bgp_next_hop = alt(Ex::BgpNextHopV4Alt).or(rec.bgp_next_hop);
     }
     if rec.ip_version.is_none() {
         rec.ip_version = rec.src_ip.map(|ip| if ip.is_ipv4() { 4 } else { 6 });
@@ -868,7 +911,15 @@ fn finish(
 }
 
 /// IPv4 addresses displaced by IPv6 ones in a dual-stack record.
-const V4_ALTERNATIVES: u64 = Ex::mask(&[Ex::SrcV4Alt, Ex::DstV4Alt]);
+const V4_ALTERNATIVES: u64 = Ex::mask(&[
+    Ex::SrcV4Alt,
+    Ex::DstV4Alt,
+    Ex::NextHopV4Alt,
+    Ex::BgpNextHopV4Alt,
+]);
+
+/// RFC 5103 reverse start/end times.
+const REVERSE_TIMES: u64 = Ex::mask(&[Ex::RevStartMs, Ex::RevEndMs]);
 
 /// RFC 5103 reverse counters: a biflow record with any of them has a responder
 /// direction of its own.
@@ -895,8 +946,9 @@ const NSEL_COUNTERS: u64 = Ex::mask(&[
 fn emit(
     out: &mut Vec<FlowRecord>,
     x: &Extra,
+    export_ms: u64,
     state: &mut super::ExporterState,
-    flow_counters: bool,
+    set: &SetFacts,
 ) {
     let Some(rec) = out.last_mut() else {
         return;
@@ -908,7 +960,7 @@ fn emit(
         // and denied moved no traffic. A template with IE 1/2/85/86 counters exports
         // flows that happen to say which event ended them (PAN-OS sends "created" with
         // real counts), so its records are kept whatever the event.
-        if !flow_counters && event != 2 && event != 5 {
+        if !set.flow_counters && event != 2 && event != 5 {
             state.counters.count_skipped(SkipReason::FirewallEvent);
             out.pop();
             return;
@@ -935,11 +987,16 @@ fn emit(
             rev.tcp_flags = x
                 .get(Ex::RevTcpFlags)
                 .map(|f| u16::try_from(f).unwrap_or(u16::MAX));
-            if let Some(start) = x.get(Ex::RevStartMs) {
-                rev.flow_start_ms = Some(start);
-            }
-            if let Some(end) = x.get(Ex::RevEndMs) {
-                rev.flow_end_ms = Some(end);
+            // The responder's own times when exported, under the same clock rules
+            // as the forward direction's (`finish`).
+            if x.any(REVERSE_TIMES) {
+                let mut start = x.get(Ex::RevStartMs).or(rev.flow_start_ms);
+                let mut end = x.get(Ex::RevEndMs).or(rev.flow_end_ms);
+                if set.clock.settle(export_ms, &mut start, &mut end) {
+                    state.counters.clock_clamped += 1;
+                }
+                rev.flow_start_ms = start;
+                rev.flow_end_ms = end;
             }
         }
     }

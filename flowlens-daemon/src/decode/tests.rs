@@ -1523,6 +1523,7 @@ fn nsel_style_events_without_counters_are_skipped_and_explained() {
     data.extend(rec(2, 1_200, 30_000));
     let tpl = v9_template_flowset(&[(263, fields)]);
     let mut d = Decoder::default();
+    let serial = d.serial();
     let (out, notes) = decode_explained(
         &mut d,
         &v9_packet(0, 1, T0_S, 0, &[tpl, data_set(263, &data, 0)]),
@@ -1531,6 +1532,7 @@ fn nsel_style_events_without_counters_are_skipped_and_explained() {
     assert_eq!((out[0].bytes, out[1].bytes), (Some(1_200), Some(30_000)));
     assert_eq!(out[1].src_ip, Some(v4(10, 0, 0, 2)));
     assert!(notes.contains(&Note::Skipped {
+        serial,
         offset: 20 + 4 + 4 + 20 * 4 + 4,
         template_id: 263,
         reason: SkipReason::FirewallEvent,
@@ -1939,4 +1941,158 @@ fn explain_lists_templates_held_sets_and_missing_templates() {
         "ipfix template 256 (domain 5, offset 20): 2 fields: sourceIPv4Address(8)/4 \
          barracuda:5/var"
     );
+}
+
+#[test]
+fn a_malformed_datagram_takes_back_its_records_counts_and_notes() {
+    // NSEL-style template: event 1 is skipped (counted), then a record is cut short:
+    // the datagram is malformed, so nothing of it may count.
+    let tpl = v9_template_flowset(&[(263, vec![(8, 4), (12, 4), (233, 1), (231, 4)])]);
+    let mut d = Decoder::default();
+    decode_one(&mut d, EXP, &v9_packet(0, 1, T0_S, 0, &[tpl]));
+    d.set_explain(true);
+    let mut data = vec![10, 0, 0, 1, 10, 0, 0, 2, 1, 0, 0, 0, 0];
+    data.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2, 2, 0, 0, 0, 9]);
+    let mut pkt = v9_packet(1, 1, T0_S, 0, &[data_set(263, &data, 0)]);
+    pkt.extend_from_slice(&[0, 0, 0, 9, 1]);
+    let before = counters(&d, EXP);
+    let mut out = Vec::new();
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &pkt,
+    };
+    assert!(d.decode(&dg, &mut out).is_err());
+    assert!(out.is_empty());
+    let after = counters(&d, EXP);
+    assert_eq!(after.data_records, before.data_records);
+    assert_eq!(after.skipped(SkipReason::FirewallEvent), 0);
+    assert_eq!(after.reverse_records, 0);
+    assert_eq!(after.malformed_packets, 1);
+    assert!(
+        d.take_notes().is_empty(),
+        "no notes about a malformed datagram"
+    );
+}
+
+#[test]
+fn held_data_survives_a_malformed_datagram_that_brings_its_template() {
+    let fields = [Ie::new(8, 4), Ie::new(12, 4), Ie::ent(5, 65535, 10_704)];
+    let rec = |b: u8| vec![10, 0, 0, b, 10, 0, 0, 2, 3, b'd', b'n', b's'];
+    let mut d = Decoder::default();
+    // A: two records for a template not seen yet: held.
+    let a = ipfix_message(T0_S, 0, 0, &[data_set(256, &[rec(1), rec(3)].concat(), 0)]);
+    assert!(decode_one(&mut d, EXP, &a).is_empty());
+    // B: the template, data for a template never sent (held, then B turns out
+    // malformed: it must not come back later), and a record whose variable-length
+    // field claims 50 bytes where 2 are left.
+    let tpl = ipfix_template_set(2, &[(256, &fields[..])]);
+    let bad = [10, 0, 0, 5, 10, 0, 0, 2, 50, b'd', b'n'];
+    let b = ipfix_message(
+        T0_S,
+        2,
+        0,
+        &[
+            tpl.clone(),
+            data_set(999, &[1, 2, 3, 4], 0),
+            data_set(256, &bad, 0),
+        ],
+    );
+    let mut out = Vec::new();
+    let dg = Datagram {
+        exporter: EXP,
+        received_at_ms: T0_MS,
+        payload: &b,
+    };
+    assert_eq!(
+        d.decode(&dg, &mut out).map_err(|e| e.reason()),
+        Err("truncated")
+    );
+    assert!(out.is_empty());
+    // C: the template again: A's records come out now, not lost with B.
+    let out = decode_one(&mut d, EXP, &ipfix_message(T0_S, 3, 0, &[tpl]));
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].src_ip, Some(v4(10, 0, 0, 3)));
+    let c = counters(&d, EXP);
+    assert_eq!((c.held_sets_decoded, c.template_missing), (1, 0));
+    assert_eq!(d.expire_all(), 0, "B's held set was forgotten with B");
+    assert_eq!(c.records_for(FlowProtocol::Ipfix), c.data_records);
+}
+
+#[test]
+fn biflow_reverse_times_follow_the_clock_rules() {
+    const R: u32 = 29_305;
+    let fields = [
+        Ie::new(8, 4),
+        Ie::new(12, 4),
+        Ie::new(1, 4),
+        Ie::ent(1, 4, R),
+        Ie::new(152, 8),
+        Ie::new(153, 8),
+        Ie::ent(152, 8, R),
+        Ie::ent(153, 8, R),
+    ];
+    let rec = |rev_start: u64, rev_end: u64| {
+        Bytes::default()
+            .raw(&[10, 0, 0, 1, 10, 0, 0, 2])
+            .n(100, 4)
+            .n(200, 4)
+            .n(T0_MS - 4_000, 8)
+            .n(T0_MS - 1_000, 8)
+            .n(rev_start, 8)
+            .n(rev_end, 8)
+            .0
+    };
+    let mut data = rec(T0_MS - 3_000, T0_MS - 2_000);
+    // The responder's start in 1970 and its end an hour in the future: clamped.
+    data.extend(rec(0, T0_MS + 3_600_000));
+    let tpl = ipfix_template_set(2, &[(256, &fields[..])]);
+    let mut d = Decoder::default();
+    let out = decode_one(
+        &mut d,
+        EXP,
+        &ipfix_message(T0_S, 0, 0, &[tpl, data_set(256, &data, 0)]),
+    );
+    assert_eq!(out.len(), 4);
+    assert_eq!(
+        (out[1].flow_start_ms, out[1].flow_end_ms),
+        (Some(T0_MS - 3_000), Some(T0_MS - 2_000))
+    );
+    let policy = ClockPolicy::default();
+    assert_eq!(
+        (out[3].flow_start_ms, out[3].flow_end_ms),
+        (
+            Some(T0_MS - policy.max_flow_age_ms),
+            Some(T0_MS + policy.max_future_ms)
+        )
+    );
+    assert_eq!(counters(&d, EXP).clock_clamped, 1);
+}
+
+#[test]
+fn dual_stack_next_hops_follow_ip_version_too() {
+    let fields = vec![(8, 4), (12, 4), (15, 4), (62, 16), (60, 1)];
+    let rec = |version: u8| {
+        Bytes::default()
+            .raw(&[10, 0, 0, 1, 10, 0, 0, 2])
+            .raw(&[10, 0, 0, 254])
+            .raw(&"2001:db8::fe".parse::<Ipv6Addr>().unwrap().octets())
+            .n(u64::from(version), 1)
+            .0
+    };
+    let tpl = v9_template_flowset(&[(300, fields)]);
+    let mut d = Decoder::default();
+    let out = decode_one(
+        &mut d,
+        EXP,
+        &v9_packet(
+            0,
+            1,
+            T0_S,
+            0,
+            &[tpl, data_set(300, &[rec(4), rec(6)].concat(), 0)],
+        ),
+    );
+    assert_eq!(out[0].next_hop, Some(v4(10, 0, 0, 254)));
+    assert_eq!(out[1].next_hop, Some(v6("2001:db8::fe")));
 }
