@@ -182,7 +182,8 @@ fn explain_says_why_each_datagram_was_not_decoded_whole() {
     let template = line(1, "ipfix template 256");
     assert!(template.contains("exporter 192.0.2.1 ipfix"), "{template}");
     assert!(
-        template.contains("sourceIPv4Address(8)/4 destinationIPv4Address(12)/4 barracuda:5/var"),
+        template
+            .contains("sourceIPv4Address(8)/4 destinationIPv4Address(12)/4 barracuda(10704:5)/var"),
         "{template}"
     );
     let tr = line(2, "trailing bytes");

@@ -212,27 +212,20 @@ pub fn protocol(payload: &[u8]) -> &'static str {
     super::detect(payload).map_or("unknown", FlowProtocol::as_str)
 }
 
-/// `name(ie)/len`, `name(pen:ie)/len` or `var` for variable length, e.g.
-/// `sourceIPv4Address(8)/4`, `barracuda:2/var`.
+/// A field as `label(numbers)/length`: `sourceIPv4Address(8)/4` for IANA elements,
+/// `reverseOctetDeltaCount(29305:1)/8` for named enterprise ones, the vendor's name for
+/// the others (`barracuda(10704:5)/var`, `enterprise(99999:7)/2`), `unknown(999)/2` for
+/// IANA numbers we have no name for; `var` is variable length.
 pub fn field_label(f: &FieldSpec) -> String {
-    let mut s = String::new();
-    match (ie_name(f.pen, f.ie), f.pen) {
-        (Some(name), 0) => {
-            let _ = write!(s, "{name}({})", f.ie);
-        }
-        (Some(name), pen) => {
-            let _ = write!(s, "{name}({pen}:{})", f.ie);
-        }
-        (None, 0) => {
-            let _ = write!(s, "ie{}", f.ie);
-        }
-        (None, pen) => {
-            let _ = match enterprise_name(pen) {
-                Some(name) => write!(s, "{name}:{}", f.ie),
-                None => write!(s, "pen{pen}:{}", f.ie),
-            };
-        }
-    }
+    let name = ie_name(f.pen, f.ie).unwrap_or(match f.pen {
+        0 => "unknown",
+        pen => enterprise_name(pen).unwrap_or("enterprise"),
+    });
+    let mut s = String::from(name);
+    let _ = match f.pen {
+        0 => write!(s, "({})", f.ie),
+        pen => write!(s, "({pen}:{})", f.ie),
+    };
     if f.len == VARIABLE_LENGTH {
         s.push_str("/var");
     } else {
@@ -516,8 +509,8 @@ mod tests {
         let f = |ie, pen, len| field_label(&FieldSpec { ie, pen, len });
         assert_eq!(f(8, 0, 4), "sourceIPv4Address(8)/4");
         assert_eq!(f(1, 29_305, 8), "reverseOctetDeltaCount(29305:1)/8");
-        assert_eq!(f(2, 10_704, VARIABLE_LENGTH), "barracuda:2/var");
-        assert_eq!(f(7, 99_999, 2), "pen99999:7/2");
-        assert_eq!(f(999, 0, 2), "ie999/2");
+        assert_eq!(f(2, 10_704, VARIABLE_LENGTH), "barracuda(10704:2)/var");
+        assert_eq!(f(7, 99_999, 2), "enterprise(99999:7)/2");
+        assert_eq!(f(999, 0, 2), "unknown(999)/2");
     }
 }

@@ -1939,7 +1939,7 @@ fn explain_lists_templates_held_sets_and_missing_templates() {
     assert_eq!(
         notes[0].describe(None),
         "ipfix template 256 (domain 5, offset 20): 2 fields: sourceIPv4Address(8)/4 \
-         barracuda:5/var"
+         barracuda(10704:5)/var"
     );
 }
 
