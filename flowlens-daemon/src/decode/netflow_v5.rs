@@ -14,41 +14,37 @@ use crate::flow::{FlowProtocol, FlowRecord};
 
 pub(crate) const RECORD_LEN: usize = 48;
 
-/// The big-endian u32 at constant offset `AT` of a record (no bounds check: the
-/// offset is checked at compile time against the array).
+/// The `N` bytes at `at` of a record. Offsets are constants in range, so after
+/// inlining the check folds away and each field is one load.
 #[inline(always)]
 #[expect(
     clippy::inline_always,
     reason = "one load per field in the record loop"
 )]
+fn field<const N: usize>(f: &[u8; RECORD_LEN], at: usize) -> [u8; N] {
+    let mut b = [0u8; N];
+    if let Some(src) = f.get(at..at + N) {
+        b.copy_from_slice(src);
+    }
+    b
+}
+
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "see `field`")]
 fn be32(f: &[u8; RECORD_LEN], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    if let Some(src) = f.get(at..at + 4) {
-        b.copy_from_slice(src);
-    }
-    u32::from_be_bytes(b)
+    u32::from_be_bytes(field(f, at))
 }
 
 #[inline(always)]
-#[expect(
-    clippy::inline_always,
-    reason = "one load per field in the record loop"
-)]
+#[expect(clippy::inline_always, reason = "see `field`")]
 fn be16(f: &[u8; RECORD_LEN], at: usize) -> u16 {
-    let mut b = [0u8; 2];
-    if let Some(src) = f.get(at..at + 2) {
-        b.copy_from_slice(src);
-    }
-    u16::from_be_bytes(b)
+    u16::from_be_bytes(field(f, at))
 }
 
 #[inline(always)]
-#[expect(
-    clippy::inline_always,
-    reason = "one load per field in the record loop"
-)]
+#[expect(clippy::inline_always, reason = "see `field`")]
 fn byte(f: &[u8; RECORD_LEN], at: usize) -> u8 {
-    f.get(at).copied().unwrap_or(0)
+    u8::from_be_bytes(field(f, at))
 }
 
 /// First/last switched to absolute times, worked out once per datagram: a record
