@@ -608,10 +608,17 @@ fn merge_address(slot: &mut Option<IpAddr>, new: Option<IpAddr>, x: &mut Extra, 
     let Some(new) = new else {
         return;
     };
-    let Some(old) = *slot else {
-        *slot = Some(new);
-        return;
-    };
+    match *slot {
+        None => *slot = Some(new),
+        Some(old) => merge_second(slot, old, new, x, alt),
+    }
+}
+
+/// The second address for one slot (a dual-stack template): out of line, since
+/// single-family templates (nearly all) never get here.
+#[cold]
+#[inline(never)]
+fn merge_second(slot: &mut Option<IpAddr>, old: IpAddr, new: IpAddr, x: &mut Extra, alt: Ex) {
     if new.is_unspecified() {
         return;
     }

@@ -828,7 +828,7 @@ fn finish(
     }
     // A dual-stack record with real addresses of both families: ipVersion (IE 60)
     // says which (see `fields::merge_address`; without it the IPv6 ones are kept).
-    if rec.ip_version == Some(4) && x.any(V4_ALTERNATIVES) {
+    if x.any(V4_ALTERNATIVES) && rec.ip_version == Some(4) {
         let alt = |e| {
             x.get(e)
                 .map(|a| IpAddr::V4(Ipv4Addr::from_bits(u32::try_from(a).unwrap_or(0))))
@@ -966,6 +966,10 @@ fn emit(
             return;
         }
     }
+    // One test for the common case: nothing to split.
+    if !x.any(NSEL_COUNTERS | REVERSE_COUNTERS) {
+        return;
+    }
     if x.any(NSEL_COUNTERS) {
         let orig = *rec;
         rec.bytes = x.get(Ex::InitiatorOctets).or(orig.bytes);
@@ -975,7 +979,7 @@ fn emit(
         if rev_bytes.unwrap_or(0) > 0 || rev_packets.unwrap_or(0) > 0 {
             let _ = push_reverse(out, &orig, rev_bytes, rev_packets, state);
         }
-    } else if x.any(REVERSE_COUNTERS) {
+    } else {
         // RFC 5103: the reverse elements describe the responder's direction of the
         // same connection; it becomes a record of its own with the endpoints swapped.
         let orig = *rec;
