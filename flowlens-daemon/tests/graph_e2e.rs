@@ -176,5 +176,19 @@ fn flows_from_a_skewed_clock_land_in_the_current_window_and_are_counted() {
     });
     // The decoder saw the export clock a day off, too.
     assert!(d.metric("flowlens_decode_clock_skewed_total", &[]) >= 1.0);
+    // Partition upkeep at start published what sits in the default partitions:
+    // nothing, since every day has its partition.
+    for table in ["table=\"flow_stats\"", "table=\"flow_raw\""] {
+        assert!(
+            d.metric("flowlens_graph_default_partition_rows", &[table])
+                .abs()
+                < 0.5
+        );
+    }
+    assert!(
+        d.metrics()
+            .contains_key("flowlens_graph_default_partition_rows{table=\"flow_stats\"}"),
+        "the gauge is exported"
+    );
     d.stop();
 }

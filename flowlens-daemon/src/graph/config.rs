@@ -15,8 +15,11 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Write every decoded flow to `flow_raw` (the design's low-volume path).
     pub write_raw_flows: bool,
-    /// Days of `flow_raw` partitions kept (DESIGN.md §5.2: 7).
+    /// Days of `flow_raw` partitions kept (DESIGN.md §5.2: 7); 0 keeps them all.
     pub raw_retention_days: u32,
+    /// Days of `flow_stats` partitions kept (ours: the design gives none; 90 days of
+    /// 5-minute windows answer "what talked to what this quarter"); 0 keeps them all.
+    pub stats_retention_days: u32,
     /// Flush deltas kept for retry while PostgreSQL is unreachable, in edge rows;
     /// beyond it the oldest are dropped and counted.
     pub max_buffered_rows: usize,
@@ -29,6 +32,7 @@ impl Default for DatabaseConfig {
             max_connections: 8,
             write_raw_flows: true,
             raw_retention_days: 7,
+            stats_retention_days: 90,
             max_buffered_rows: 1_000_000,
         }
     }

@@ -3,7 +3,9 @@
 //! Runs on the pipeline's sink thread: each batch of decoded flows is oriented and
 //! aggregated in memory (no I/O per flow); every `flush_interval_seconds` the windows
 //! go to the [`GraphWriter`] on its own thread, which writes them in one transaction,
-//! and every `check_interval_seconds` stale assets and dependencies are looked for. A
+//! and every `check_interval_seconds` the partitions are kept up (a week ahead, rows
+//! out of the default partitions, retention) and stale assets and dependencies are
+//! looked for. A
 //! failed flush (PostgreSQL down) is logged, counted and retried at the next interval
 //! with everything it held (bounded by `database.max_buffered_rows`). At shutdown every
 //! open window is flushed, with a few retries.
@@ -83,8 +85,9 @@ enum Job {
         raw: Vec<RawFlow>,
         reply: Option<SyncSender<bool>>,
     },
-    /// Look for stale assets and dependencies.
-    Stale,
+    /// Partition upkeep, then (when change detection is on) stale assets and
+    /// dependencies.
+    Upkeep { stale: bool },
 }
 
 /// The sink: aggregation on the pipeline's sink thread, writing on a thread of its own.
@@ -101,8 +104,11 @@ pub struct GraphSink {
     max_raw: usize,
     flush_every: Duration,
     last_flush: Instant,
-    stale_every: Option<Duration>,
-    last_stale: Instant,
+    /// Upkeep timer: `check_interval_seconds`.
+    upkeep_every: Duration,
+    last_upkeep: Instant,
+    /// Whether upkeep also looks for stale assets and dependencies.
+    stale: bool,
     jobs: Option<SyncSender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
     raw_dropped: u64,
@@ -136,17 +142,17 @@ impl GraphSink {
         let pool = rt.block_on(async {
             let pool = store::connect(&settings.url, db.max_connections).await?;
             store::migrate(&pool).await?;
-            let days = i32::try_from(db.raw_retention_days).unwrap_or(7);
-            store::ensure_partitions(&pool, 2, days).await?;
+            let upkeep =
+                store::maintain_partitions(&pool, db.raw_retention_days, db.stats_retention_days)
+                    .await?;
+            publish_upkeep(&upkeep);
             Ok::<_, StoreError>(pool)
         })?;
         health.set(true);
         let agg = &settings.resolution.aggregation;
         let aggregator = Aggregator::new(agg.window_size_seconds, agg.max_clock_skew_seconds);
         let cd = &settings.resolution.change_detection;
-        let stale_every = cd
-            .enabled
-            .then(|| Duration::from_secs(cd.check_interval_seconds.max(1)));
+        let upkeep_every = Duration::from_secs(cd.check_interval_seconds.max(1));
         let flush_every = Duration::from_secs(agg.flush_interval_seconds.max(1));
         let writer = GraphWriter::new(
             pool,
@@ -156,6 +162,8 @@ impl GraphSink {
                 classifier: settings.classifier.clone(),
                 max_buffered_rows: db.max_buffered_rows,
                 write_raw_flows: db.write_raw_flows,
+                raw_retention_days: db.raw_retention_days,
+                stats_retention_days: db.stats_retention_days,
             },
         )
         .with_enrichment(geoip, rdns);
@@ -174,8 +182,9 @@ impl GraphSink {
             max_raw: db.max_buffered_rows,
             flush_every,
             last_flush: Instant::now(),
-            stale_every,
-            last_stale: Instant::now(),
+            upkeep_every,
+            last_upkeep: Instant::now(),
+            stale: cd.enabled,
             jobs: Some(jobs),
             writer: Some(thread),
             raw_dropped: 0,
@@ -263,12 +272,11 @@ impl GraphSink {
         if self.last_flush.elapsed() >= self.flush_every {
             self.hand_over();
         }
-        if let Some(every) = self.stale_every
-            && self.last_stale.elapsed() >= every
+        if self.last_upkeep.elapsed() >= self.upkeep_every
             && let Some(jobs) = &self.jobs
-            && jobs.try_send(Job::Stale).is_ok()
+            && jobs.try_send(Job::Upkeep { stale: self.stale }).is_ok()
         {
-            self.last_stale = Instant::now();
+            self.last_upkeep = Instant::now();
         }
     }
 
@@ -371,12 +379,44 @@ fn writer_loop(
                     let _ = r.send(ok);
                 }
             }
-            Job::Stale => match rt.block_on(writer.detect_stale()) {
-                Ok(n) if n > 0 => tracing::info!(changes = n, "stale assets/dependencies"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "stale check failed; retried later"),
-            },
+            Job::Upkeep { stale } => {
+                match rt.block_on(writer.maintain_partitions()) {
+                    Ok(upkeep) => publish_upkeep(&upkeep),
+                    Err(e) => tracing::warn!(error = %e, "partition upkeep failed; retried later"),
+                }
+                if stale {
+                    match rt.block_on(writer.detect_stale()) {
+                        Ok(n) if n > 0 => {
+                            tracing::info!(changes = n, "stale assets/dependencies");
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "stale check failed; retried later"),
+                    }
+                }
+            }
         }
+    }
+}
+
+/// Logs what partition upkeep changed and publishes
+/// `flowlens_graph_default_partition_rows{table}`: rows that no partition of their day
+/// holds (0 unless days arrive faster than upkeep runs).
+fn publish_upkeep(u: &store::PartitionUpkeep) {
+    if u.created > 0 || u.moved_rows > 0 || u.dropped > 0 || u.expired_rows > 0 {
+        tracing::info!(
+            created = u.created,
+            moved_rows = u.moved_rows,
+            dropped = u.dropped,
+            expired_rows = u.expired_rows,
+            "partition upkeep"
+        );
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a gauge")]
+    for (table, rows) in [
+        ("flow_raw", u.default_raw_rows),
+        ("flow_stats", u.default_stats_rows),
+    ] {
+        metrics::gauge!("flowlens_graph_default_partition_rows", "table" => table).set(rows as f64);
     }
 }
 

@@ -93,6 +93,9 @@ pub struct WriterSettings {
     pub classifier: Classifier,
     pub max_buffered_rows: usize,
     pub write_raw_flows: bool,
+    /// Partition retention (`database.raw_retention_days`, `stats_retention_days`).
+    pub raw_retention_days: u32,
+    pub stats_retention_days: u32,
 }
 
 /// The graph writer and its memory of what exists.
@@ -743,6 +746,19 @@ impl GraphWriter {
                 (ts(f), ts(l))
             })
             .unzip()
+    }
+
+    /// Partition upkeep (see [`crate::store::maintain_partitions`]), on the same timer
+    /// as [`Self::detect_stale`].
+    pub async fn maintain_partitions(
+        &self,
+    ) -> Result<crate::store::PartitionUpkeep, crate::store::StoreError> {
+        crate::store::maintain_partitions(
+            &self.pool,
+            self.settings.raw_retention_days,
+            self.settings.stats_retention_days,
+        )
+        .await
     }
 
     /// Marks assets and dependencies without traffic for `stale_after_hours` as

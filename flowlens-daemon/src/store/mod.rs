@@ -45,6 +45,60 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Days of partitions kept ahead of today by [`maintain_partitions`].
+pub const PARTITION_DAYS_AHEAD: i32 = 7;
+
+/// What one partition upkeep did, and what is left in the default partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionUpkeep {
+    /// Partitions created (days ahead, and days moved out of a default partition).
+    pub created: i32,
+    /// Rows moved from a default partition into their day's new partition.
+    pub moved_rows: i64,
+    /// Partitions dropped by retention.
+    pub dropped: i32,
+    /// Rows deleted from a default partition because their day is past retention.
+    pub expired_rows: i64,
+    /// Rows left in `flow_raw_default` and `flow_stats_default` afterwards.
+    pub default_raw_rows: i64,
+    pub default_stats_rows: i64,
+}
+
+/// Partition upkeep (migration 7, `flowlens_maintain_partitions`): daily partitions
+/// for today and [`PARTITION_DAYS_AHEAD`] days after it, rows that landed in a default
+/// partition moved into a partition of their day, partitions older than the retention
+/// dropped (0 keeps them). Safe to run from several processes at once.
+pub async fn maintain_partitions(
+    pool: &PgPool,
+    raw_retention_days: u32,
+    stats_retention_days: u32,
+) -> Result<PartitionUpkeep, StoreError> {
+    let days = |d: u32| i32::try_from(d).unwrap_or(i32::MAX);
+    let (created, moved_rows, dropped, expired_rows): (i32, i64, i32, i64) = sqlx::query_as(
+        "SELECT created, moved_rows, dropped, expired_rows \
+         FROM flowlens_maintain_partitions($1, $2, $3)",
+    )
+    .bind(PARTITION_DAYS_AHEAD)
+    .bind(days(raw_retention_days))
+    .bind(days(stats_retention_days))
+    .fetch_one(pool)
+    .await?;
+    let (default_raw_rows, default_stats_rows): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM flow_raw_default), \
+                (SELECT count(*) FROM flow_stats_default)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(PartitionUpkeep {
+        created,
+        moved_rows,
+        dropped,
+        expired_rows,
+        default_raw_rows,
+        default_stats_rows,
+    })
+}
+
 /// Creates the daily partitions of `flow_raw` and `flow_stats` for today and the
 /// next `days_ahead` days and drops raw partitions older than `raw_retention_days`.
 /// Returns how many partitions were created.
