@@ -128,6 +128,26 @@ pub struct RdnsCounters {
     pub dropped_for_concurrency: u64,
     /// Unexpired entries removed to make room (expired ones are not counted).
     pub evictions: u64,
+    /// Lookups whose every name was unusable (see [`usable_name`]), cached and counted
+    /// as "no name" too.
+    pub invalid_names: u64,
+}
+
+/// Whether a PTR name (ASCII form, trailing dot removed) may become an asset's `fqdn`:
+/// at most 253 characters in labels of 1 to 63 letters, digits, hyphens or
+/// underscores. Whoever controls the reverse zone of an address that sends a few flows
+/// chooses its name: hickory escapes odd bytes (`\\DDD`), so a 255-byte name can come
+/// back as ~1000 characters, longer than the column, and one such name failed every
+/// flush until its cache entry expired. Such names are not names.
+pub fn usable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// What one lookup produced.
@@ -403,7 +423,7 @@ impl Shared {
                 // name keeps the answer stable from one lookup to the next. Names stay in
                 // ASCII form (punycode, escaped bytes): whoever owns an outside address
                 // chooses its PTR, and a Unicode look-alike should not pass for a name.
-                let name = answer
+                let names: Vec<String> = answer
                     .iter()
                     .map(|ptr| {
                         let mut name = ptr.0.to_ascii();
@@ -413,7 +433,11 @@ impl Shared {
                         name
                     })
                     .filter(|n| !n.is_empty())
-                    .min();
+                    .collect();
+                let name = names.iter().filter(|n| usable_name(n)).min().cloned();
+                if name.is_none() && !names.is_empty() {
+                    self.lock().counters.invalid_names += 1;
+                }
                 let ttl = answer.as_lookup().record_iter().map(Record::ttl).min();
                 match name {
                     Some(name) => Outcome::Resolved {
@@ -492,6 +516,26 @@ mod tests {
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn only_hostname_shaped_names_are_usable() {
+        assert!(usable_name("db-1.prod.example.com"));
+        assert!(usable_name("_ldap._tcp.example.org"));
+        assert!(usable_name("xn--bcher-kva.example"));
+        let label = "a".repeat(63);
+        let long = [label.as_str(); 4].join(".");
+        assert_eq!(long.len(), 255);
+        assert!(!usable_name(&long), "over 253 characters");
+        assert!(usable_name(long[..253].trim_end_matches('.')));
+        assert!(!usable_name(&"b".repeat(64)), "a label over 63");
+        assert!(!usable_name(r"evil\032name.example"), "escaped bytes");
+        assert!(!usable_name("has space.example"));
+        assert!(!usable_name("a..b"), "empty label");
+        assert!(!usable_name(""));
+        // What hickory makes of a 255-byte label of odd bytes: ~1000 characters.
+        let escaped = r"\255".repeat(200);
+        assert!(!usable_name(&escaped));
+    }
 
     #[test]
     fn config_defaults_are_the_designs() {

@@ -441,4 +441,18 @@ fn publish(writer: &GraphWriter) {
     );
     #[expect(clippy::cast_precision_loss, reason = "a gauge")]
     metrics::gauge!("flowlens_graph_held_rows").set(writer.held_rows() as f64);
+    if let Some(r) = writer.rdns_counters() {
+        let outcome = |o: &'static str, v: u64| {
+            metrics::counter!("flowlens_enrich_rdns_lookups_total", "outcome" => o).absolute(v);
+        };
+        outcome("resolved", r.resolved);
+        outcome("not_found", r.not_found);
+        outcome("failed", r.failures);
+        outcome("timed_out", r.timeouts);
+        outcome("invalid_name", r.invalid_names);
+        set(
+            "flowlens_enrich_rdns_dropped_for_concurrency_total",
+            r.dropped_for_concurrency,
+        );
+    }
 }

@@ -748,6 +748,11 @@ impl GraphWriter {
             .unzip()
     }
 
+    /// The reverse-DNS counters, when lookups are on.
+    pub fn rdns_counters(&self) -> Option<crate::enrich::rdns::RdnsCounters> {
+        self.rdns.as_ref().map(ReverseDns::counters)
+    }
+
     /// Partition upkeep (see [`crate::store::maintain_partitions`]), on the same timer
     /// as [`Self::detect_stale`].
     pub async fn maintain_partitions(
