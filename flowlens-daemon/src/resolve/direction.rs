@@ -8,7 +8,7 @@
 //! | rule | [`Reason`] | when | server | confidence |
 //! |---|---|---|---|---|
 //! | a | `TcpSyn` | TCP, SYN without ACK | destination | 0.95 |
-//! | a | `TcpSynAck` | TCP, SYN+ACK, per-packet flags only | source | 0.95 |
+//! | a | `TcpSynAck` | TCP, exactly a SYN-ACK packet's flags, per-packet only | source | 0.95 |
 //! | b | `KnownService` | exactly one port is in [`services`] | that side | 0.85 |
 //! | b | `BothKnownServices` | both are (443<->8080, 53<->53) | lower port | 0.5 (equal: 0.4) |
 //! | c | `WellKnownPort` | exactly one port < 1024 | that side | 0.75 |
@@ -51,8 +51,15 @@ use crate::flow::{FlowProtocol, FlowRecord};
 const ICMP: u8 = 1;
 const TCP: u8 = 6;
 const ICMPV6: u8 = 58;
+const TCP_FIN: u16 = 0x01;
 const TCP_SYN: u16 = 0x02;
+const TCP_RST: u16 = 0x04;
+const TCP_PSH: u16 = 0x08;
 const TCP_ACK: u16 = 0x10;
+const TCP_URG: u16 = 0x20;
+/// Flags a SYN-ACK packet cannot carry (it may carry ECE, CWR and NS besides SYN and
+/// ACK): with any of them, "SYN+ACK" flags are an aggregate's, not one packet's.
+const TCP_NOT_HANDSHAKE: u16 = TCP_FIN | TCP_RST | TCP_PSH | TCP_URG;
 /// Peers an endpoint needs before its fan-out counts as evidence: one or two peers is
 /// what any client endpoint has.
 const MIN_FAN_OUT_PEERS: u32 = 3;
@@ -270,9 +277,16 @@ fn by_tcp_flags(
 ) -> Option<(Side, f32, Reason)> {
     let flags = flags.filter(|_| protocol == TCP)?;
     let (syn, ack) = (flags & TCP_SYN != 0, flags & TCP_ACK != 0);
+    // SYN without ACK comes from an initiator whatever else is set (a SYN scan's RST,
+    // a SYN-FIN probe): every later packet of a connection carries ACK. SYN+ACK says
+    // "server" only when it is exactly one SYN-ACK packet's flags: a "single packet"
+    // record that also has FIN, RST, PSH or URG is an aggregate, and no evidence.
+    let handshake_packet = flags & TCP_NOT_HANDSHAKE == 0;
     match (syn, ack, scope) {
         (true, false, _) => Some((Side::Dst, 0.95, Reason::TcpSyn)),
-        (true, true, FlagsScope::PerPacket) => Some((Side::Src, 0.95, Reason::TcpSynAck)),
+        (true, true, FlagsScope::PerPacket) if handshake_packet => {
+            Some((Side::Src, 0.95, Reason::TcpSynAck))
+        }
         _ => None,
     }
 }

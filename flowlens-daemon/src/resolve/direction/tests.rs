@@ -102,6 +102,41 @@ fn per_packet_whole_connection_flags_trust_syn_ack() {
 }
 
 #[test]
+fn syn_ack_with_flags_no_syn_ack_packet_has_is_no_evidence() {
+    // A "single-packet" record from 10.0.0.5:51000 to 10.0.1.10:7777 (a registered port
+    // the service table does not know) whose flags are SYN+ACK plus FIN, PSH or RST is
+    // an aggregate of a client's connection, not the server's SYN-ACK: the port rules
+    // decide, and 7777 is the server. Plain SYN-ACK (with or without ECN's ECE) still
+    // means the sender is the server.
+    let f = flow("10.0.0.5", 51000, "10.0.1.10", 7777, TCP);
+    for flags in [
+        SYN_ACK | 0x01,
+        SYN_ACK | 0x08,
+        WHOLE_CONNECTION,
+        SYN_ACK | 0x04,
+    ] {
+        let o = oriented(&with_flags(f.clone(), flags, FlagsScope::PerPacket));
+        assert_ne!(o.reason, Reason::TcpSynAck, "flags {flags:#x}");
+        assert_eq!(
+            (o.server, o.server_port),
+            (ip("10.0.1.10"), 7777),
+            "flags {flags:#x}"
+        );
+    }
+    for flags in [SYN_ACK, SYN_ACK | 0x40] {
+        let o = oriented(&with_flags(f.clone(), flags, FlagsScope::PerPacket));
+        assert_eq!(
+            (o.reason, o.server),
+            (Reason::TcpSynAck, ip("10.0.0.5")),
+            "{flags:#x}"
+        );
+    }
+    // SYN without ACK is an initiator's whatever rides along (a SYN scan's RST).
+    let o = oriented(&with_flags(f, SYN | 0x04, FlagsScope::Cumulative));
+    assert_eq!((o.reason, o.server_port), (Reason::TcpSyn, 7777));
+}
+
+#[test]
 fn without_flags_the_service_table_decides() {
     let fwd = flow("10.0.0.5", 51514, "10.0.1.10", 5432, TCP);
     for f in [fwd, reverse(&fwd)] {
