@@ -115,7 +115,7 @@ fn syn_ack_with_flags_no_syn_ack_packet_has_is_no_evidence() {
         WHOLE_CONNECTION,
         SYN_ACK | 0x04,
     ] {
-        let o = oriented(&with_flags(f.clone(), flags, FlagsScope::PerPacket));
+        let o = oriented(&with_flags(f, flags, FlagsScope::PerPacket));
         assert_ne!(o.reason, Reason::TcpSynAck, "flags {flags:#x}");
         assert_eq!(
             (o.server, o.server_port),
@@ -124,7 +124,7 @@ fn syn_ack_with_flags_no_syn_ack_packet_has_is_no_evidence() {
         );
     }
     for flags in [SYN_ACK, SYN_ACK | 0x40] {
-        let o = oriented(&with_flags(f.clone(), flags, FlagsScope::PerPacket));
+        let o = oriented(&with_flags(f, flags, FlagsScope::PerPacket));
         assert_eq!(
             (o.reason, o.server),
             (Reason::TcpSynAck, ip("10.0.0.5")),
