@@ -197,14 +197,19 @@ pub enum Unoriented {
     MissingPorts,
     /// A protocol without ports (GRE, ESP, OSPF, ...): no service to depend on.
     PortlessProtocol,
+    /// An end is not one host: multicast, broadcast (255.255.255.255), unspecified
+    /// (`0.0.0.0`, `::`: DHCP discovery) or link-local (169.254/16, fe80::/10, which
+    /// names a different host on every link). No asset, no dependency.
+    NotUnicast,
 }
 
 impl Unoriented {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::MissingProtocol,
         Self::MissingAddress,
         Self::MissingPorts,
         Self::PortlessProtocol,
+        Self::NotUnicast,
     ];
 
     /// Position in [`Self::ALL`] (for per-reason counts in an array).
@@ -214,6 +219,7 @@ impl Unoriented {
             Self::MissingAddress => 1,
             Self::MissingPorts => 2,
             Self::PortlessProtocol => 3,
+            Self::NotUnicast => 4,
         }
     }
 
@@ -224,6 +230,7 @@ impl Unoriented {
             Self::MissingAddress => "missing_address",
             Self::MissingPorts => "missing_ports",
             Self::PortlessProtocol => "portless_protocol",
+            Self::NotUnicast => "not_unicast",
         }
     }
 }
@@ -241,6 +248,9 @@ pub fn orient(flow: &FlowEnds, fan_out: Option<FanOut>) -> Result<Oriented, Unor
     let (Some(src_ip), Some(dst_ip)) = (flow.src_ip, flow.dst_ip) else {
         return Err(Unoriented::MissingAddress);
     };
+    if !is_one_host(src_ip) || !is_one_host(dst_ip) {
+        return Err(Unoriented::NotUnicast);
+    }
     if protocol == ICMP || protocol == ICMPV6 {
         return Ok(orient_icmp(src_ip, dst_ip, protocol, flow.dst_port));
     }
@@ -356,7 +366,15 @@ fn orient_icmp(src: IpAddr, dst: IpAddr, protocol: u8, type_code: Option<u16>) -
             let confidence = if protocol == ICMP { 0.5 } else { 0.9 };
             (dst, src, confidence, Reason::IcmpEchoReply)
         }
-        _ => (src, dst, 0.2, Reason::IcmpOther),
+        Some(_) => (src, dst, 0.2, Reason::IcmpOther),
+        // No type exported: nothing says which end asked, and "the sender is the
+        // client" would make A->B from one record and B->A from its reverse. Both
+        // records orient the same way: the lower address is the server (a guess,
+        // hence the lowest confidence).
+        None => {
+            let (low, high) = if src <= dst { (src, dst) } else { (dst, src) };
+            (high, low, 0.1, Reason::IcmpOther)
+        }
     };
     Oriented {
         client,
@@ -365,6 +383,17 @@ fn orient_icmp(src: IpAddr, dst: IpAddr, protocol: u8, type_code: Option<u16>) -
         protocol,
         confidence,
         reason,
+    }
+}
+
+/// Whether an address names one host wherever it is seen (see
+/// [`Unoriented::NotUnicast`]).
+fn is_one_host(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_link_local())
+        }
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified() || a.is_unicast_link_local()),
     }
 }
 

@@ -137,6 +137,36 @@ fn syn_ack_with_flags_no_syn_ack_packet_has_is_no_evidence() {
 }
 
 #[test]
+fn multicast_broadcast_unspecified_and_link_local_ends_make_no_dependency() {
+    for (src, dst) in [
+        ("0.0.0.0", "255.255.255.255"), // DHCP discovery
+        ("10.0.0.5", "239.1.2.3"),      // multicast
+        ("10.0.0.5", "224.0.0.251"),    // mDNS
+        ("169.254.10.1", "10.0.0.5"),   // link-local
+        ("fe80::1", "2001:db8::5"),
+        ("2001:db8::5", "ff02::fb"),
+        ("::", "ff02::1:2"),
+    ] {
+        let f = flow(src, 5353, dst, 443, UDP);
+        assert_eq!(
+            orient(&f, None),
+            Err(Unoriented::NotUnicast),
+            "{src} -> {dst}"
+        );
+    }
+    assert!(orient(&flow("10.0.0.5", 40000, "192.0.2.9", 443, TCP), None).is_ok());
+}
+
+#[test]
+fn icmp_without_a_type_orients_both_records_the_same_way() {
+    let mut f = flow("10.0.0.9", 0, "10.0.0.2", 0, ICMP);
+    (f.src_port, f.dst_port) = (None, None);
+    let (a, b) = (oriented(&f), oriented(&reverse(&f)));
+    assert_eq!(key(&a), key(&b), "one dependency, not A->B and B->A");
+    assert_eq!(a.server, ip("10.0.0.2"));
+}
+
+#[test]
 fn without_flags_the_service_table_decides() {
     let fwd = flow("10.0.0.5", 51514, "10.0.1.10", 5432, TCP);
     for f in [fwd, reverse(&fwd)] {
@@ -313,10 +343,11 @@ fn icmp_echo_orients_to_the_pinged_host() {
         (unreachable.server, unreachable.reason),
         (ip("10.0.0.5"), Reason::IcmpOther)
     );
+    // No type at all: a guess, the same for both records (see below).
     request.dst_port = None;
     assert_eq!(
         (oriented(&request).reason, oriented(&request).confidence),
-        (Reason::IcmpOther, 0.2)
+        (Reason::IcmpOther, 0.1)
     );
 }
 
