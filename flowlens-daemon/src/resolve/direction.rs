@@ -198,7 +198,7 @@ pub enum Unoriented {
     /// A protocol without ports (GRE, ESP, OSPF, ...): no service to depend on.
     PortlessProtocol,
     /// An end is not one host: multicast, broadcast (255.255.255.255), unspecified
-    /// (`0.0.0.0`, `::`: DHCP discovery) or link-local (169.254/16, fe80::/10, which
+    /// (`0.0.0.0`, `::`: DHCP discovery) or link-local (169.254/16, `fe80::/10`, which
     /// names a different host on every link). No asset, no dependency.
     NotUnicast,
 }
