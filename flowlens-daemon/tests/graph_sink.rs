@@ -588,3 +588,23 @@ fn partitions_are_kept_ahead_while_running() {
         .unwrap();
     assert_eq!((moved, left), (1, 0));
 }
+
+/// The fan-out evidence starts afresh each aggregation window (the previous window's
+/// counts kept as evidence meanwhile), so its bounded table never stays full.
+#[test]
+fn fan_out_evidence_rotates_with_the_window() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(scratch("fan_out_window"));
+    let mut s = settings(db.url.clone());
+    s.resolution.aggregation.window_size_seconds = 1;
+    let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
+    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
+    sink.write(&Topology::enterprise().round(0, now_ms(), exporter, true));
+    assert!(sink.fan_out_endpoints() > 0);
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1100);
+    while std::time::Instant::now() < until {
+        std::thread::park_timeout(until - std::time::Instant::now());
+    }
+    sink.write(&[]);
+    assert_eq!(sink.fan_out_endpoints(), 0, "a new window starts empty");
+}

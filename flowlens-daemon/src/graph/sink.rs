@@ -99,6 +99,9 @@ enum Job {
 pub struct GraphSink {
     aggregator: Aggregator,
     peers: PeerCounter,
+    /// The aggregation window the fan-out evidence belongs to (see `PeerCounter::rotate`).
+    peers_window: u64,
+    window_ms: u64,
     raw: Vec<RawFlow>,
     write_raw: bool,
     max_raw: usize,
@@ -177,6 +180,8 @@ impl GraphSink {
         Ok(Self {
             aggregator,
             peers: PeerCounter::new(MAX_TRACKED_ENDPOINTS),
+            peers_window: 0,
+            window_ms: agg.window_size_seconds.max(1) * 1000,
             raw: Vec::new(),
             write_raw: db.write_raw_flows,
             max_raw: db.max_buffered_rows,
@@ -200,6 +205,7 @@ impl GraphSink {
     /// Orients and aggregates a batch; hands windows to the writer when due.
     pub fn write(&mut self, batch: &[FlowRecord]) {
         let now = now_ms();
+        self.rotate_fan_out(now);
         // Counted per batch: a metric lookup per flow would cost more than orienting it.
         let mut unoriented = [0u64; Unoriented::ALL.len()];
         for rec in batch {
@@ -239,6 +245,25 @@ impl GraphSink {
             }
         }
         self.tick();
+    }
+
+    /// Starts the fan-out evidence of a new window when the wall clock enters one, and
+    /// publishes what the bounded table had to leave out.
+    fn rotate_fan_out(&mut self, now: u64) {
+        let window = now / self.window_ms;
+        if window == self.peers_window {
+            return;
+        }
+        self.peers_window = window;
+        self.peers.rotate();
+        metrics::counter!("flowlens_graph_fan_out_pruned_total").absolute(self.peers.pruned());
+        metrics::counter!("flowlens_graph_fan_out_untracked_total")
+            .absolute(self.peers.untracked());
+    }
+
+    /// Endpoints the fan-out evidence tracks in the current window.
+    pub fn fan_out_endpoints(&self) -> usize {
+        self.peers.len()
     }
 
     fn push_raw(&mut self, rec: &FlowRecord, protocol: u8, now: u64) {

@@ -13,8 +13,11 @@
 //! what a busy network produces, so when the table is full and at least an eighth of
 //! it holds single-peer endpoints, those are pruned in one pass (amortized O(1) per
 //! observation); otherwise the new endpoint is not tracked. Both outcomes are counted.
-//! There is no clock: callers bound the time span by calling [`PeerCounter::clear`]
-//! per aggregation window.
+//! There is no clock: callers bound the time span by calling [`PeerCounter::rotate`]
+//! when an aggregation window ends. The ending window's counts (counts only, not peer
+//! lists) stay as evidence through the next window, so flows just after a boundary
+//! orient as those just before it, and a table that filled up empties at most two
+//! windows later.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -71,6 +74,8 @@ impl Peers {
 #[derive(Debug, Clone)]
 pub struct PeerCounter {
     endpoints: HashMap<Endpoint, Peers>,
+    /// Distinct-peer counts of the previous window (see [`Self::rotate`]).
+    previous: HashMap<Endpoint, u32>,
     max_endpoints: usize,
     /// Endpoints currently holding exactly one peer (the prune candidates).
     single_peer: usize,
@@ -85,6 +90,7 @@ impl PeerCounter {
     pub fn new(max_endpoints: usize) -> Self {
         Self {
             endpoints: HashMap::new(),
+            previous: HashMap::new(),
             max_endpoints,
             single_peer: 0,
             pruned: 0,
@@ -124,10 +130,15 @@ impl PeerCounter {
         self.observe(dst, src.ip);
     }
 
-    /// Distinct peers seen for `endpoint` (0 when untracked, at most [`MAX_PEERS`]).
+    /// Distinct peers seen for `endpoint` in this window or the previous one, whichever
+    /// saw more (0 when untracked, at most [`MAX_PEERS`]).
     #[must_use]
     pub fn distinct_peers(&self, endpoint: &Endpoint) -> u32 {
-        self.endpoints.get(endpoint).map_or(0, Peers::count)
+        let now = self.endpoints.get(endpoint).map_or(0, Peers::count);
+        if self.previous.is_empty() {
+            return now;
+        }
+        now.max(self.previous.get(endpoint).copied().unwrap_or(0))
     }
 
     /// The fan-out evidence for a record from `src` to `dst`.
@@ -158,9 +169,21 @@ impl PeerCounter {
         self.untracked
     }
 
-    /// Forgets every endpoint (the start of a new window); the counters are kept.
+    /// Forgets every endpoint; the counters are kept.
     pub fn clear(&mut self) {
         self.endpoints.clear();
+        self.previous.clear();
+        self.single_peer = 0;
+    }
+
+    /// Ends a window: this window's counts become the previous window's (what the
+    /// previous window held is forgotten) and counting starts afresh.
+    pub fn rotate(&mut self) {
+        self.previous = self
+            .endpoints
+            .drain()
+            .map(|(endpoint, peers)| (endpoint, peers.count()))
+            .collect();
         self.single_peer = 0;
     }
 
@@ -290,6 +313,29 @@ mod tests {
         assert!(!c.observe(ep(1, 80), peer(1)));
         assert!(c.is_empty());
         assert_eq!(c.untracked(), 1);
+    }
+
+    #[test]
+    fn rotation_keeps_one_window_of_evidence_and_frees_the_table() {
+        let mut c = PeerCounter::new(4);
+        for n in 0..5 {
+            c.observe(ep(1, 8080), peer(n));
+        }
+        c.observe(ep(2, 443), peer(9));
+        c.observe(ep(3, 443), peer(9));
+        c.observe(ep(4, 443), peer(9));
+        assert_eq!(c.len(), 4, "the table is full");
+        c.rotate();
+        assert!(c.is_empty(), "a new window starts empty");
+        // The busy endpoint keeps its evidence through the next window.
+        assert_eq!(c.distinct_peers(&ep(1, 8080)), 5);
+        assert!(c.observe(ep(5, 9000), peer(1)), "room again");
+        c.observe(ep(1, 8080), peer(1));
+        assert_eq!(c.distinct_peers(&ep(1, 8080)), 5, "max of the two windows");
+        // Two windows later without traffic it is gone.
+        c.rotate();
+        c.rotate();
+        assert_eq!(c.distinct_peers(&ep(1, 8080)), 0);
     }
 
     #[test]
