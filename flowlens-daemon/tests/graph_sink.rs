@@ -608,3 +608,53 @@ fn fan_out_evidence_rotates_with_the_window() {
     sink.write(&[]);
     assert_eq!(sink.fan_out_endpoints(), 0, "a new window starts empty");
 }
+
+/// `min_flows_for_creation` and the confidence threshold decide creation only: an
+/// existing dependency seen by a single flow (a nightly job) still moves its
+/// `last_seen` and totals, so it is not reported removed while in use.
+#[test]
+fn thresholds_create_but_do_not_starve_existing_dependencies() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(scratch("thresholds"));
+    let mut sink = GraphSink::open(&settings(db.url.clone()), GraphHealth::default()).unwrap();
+    let topology = Topology::enterprise();
+    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
+    let now = now_ms();
+    for round in 0..3 {
+        sink.write(&topology.round(round, now - 60_000, exporter, true));
+    }
+    assert!(sink.flush_now());
+    let pg = |pool: &sqlx::PgPool| {
+        let pool = pool.clone();
+        rt.block_on(async move {
+            sqlx::query_as::<_, (i64, f64)>(
+                "SELECT total_flows, extract(epoch FROM now() - last_seen)::float8
+                 FROM dependencies WHERE port = 5432",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        })
+    };
+    let (flows, _) = pg(&db.pool);
+    rt.block_on(
+        sqlx::query(
+            "UPDATE dependencies SET last_seen = now() - interval '2 days' WHERE port = 5432",
+        )
+        .execute(&db.pool),
+    )
+    .unwrap();
+    // One flow of that dependency (below min_flows_for_creation = 3), a day later.
+    let one: Vec<_> = topology
+        .round(3, now_ms(), exporter, true)
+        .into_iter()
+        .filter(|r| r.dst_port == Some(5432))
+        .take(1)
+        .collect();
+    assert_eq!(one.len(), 1);
+    sink.write(&one);
+    assert!(sink.flush_now());
+    let (after, age_s) = pg(&db.pool);
+    assert_eq!(after, flows + 1, "the one flow is added");
+    assert!(age_s < 600.0, "last_seen moved to now, not {age_s} s ago");
+}

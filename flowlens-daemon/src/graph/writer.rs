@@ -5,8 +5,9 @@
 //! 1. resolves every address to its asset (`asset_addresses`, cached), creating
 //!    assets for addresses seen in at least `assets.min_flows_for_creation` flows;
 //! 2. sums each edge per (client asset, server asset, protocol, port) and upserts
-//!    `dependencies` for those past `dependencies.min_flows_for_creation` flows and
-//!    `confidence_threshold` (smaller ones wait in memory, adding up);
+//!    `dependencies`: a new one once past `dependencies.min_flows_for_creation` flows
+//!    and `confidence_threshold` (smaller ones wait in memory, adding up), an existing
+//!    one with every flow (the thresholds decide creation only);
 //! 3. upserts one `flow_stats` row per window and asset pair, adding to what is there
 //!    (so late flows and partial windows simply top rows up);
 //! 4. records `change_events` (new asset, new dependency, or one back after being
@@ -412,6 +413,18 @@ impl GraphWriter {
             } else {
                 still_pending.push((dk, p));
             }
+        }
+        // The thresholds decide creation only: a dependency that exists takes every
+        // flow, or a nightly job's one flow a day (or a long connection whose later
+        // records carry no SYN, so less confidence) would never move its `last_seen`
+        // and it would be reported removed while in use.
+        if !still_pending.is_empty() {
+            let existing = existing_dependencies(&mut tx, &still_pending).await?;
+            let (known, waiting): (Vec<_>, Vec<_>) = still_pending
+                .into_iter()
+                .partition(|(dk, _)| existing.contains(dk));
+            write.extend(known);
+            still_pending = waiting;
         }
         write.sort_unstable_by_key(|(dk, _)| *dk);
         let baseline_ms = res.change_detection.baseline_window_days * 86_400_000;
@@ -920,6 +933,43 @@ fn matches(rule: &AlertRule, c: &Change) -> bool {
     rule.change_type == c.kind
         && rule.scope.is_none_or(|s| c.scope == Some(s))
         && rule.port.is_none_or(|p| c.port == Some(p))
+}
+
+/// Which of `candidates` are dependencies already (one query).
+async fn existing_dependencies(
+    tx: &mut Transaction<'_, Postgres>,
+    candidates: &[(DepKey, Pending)],
+) -> Result<std::collections::HashSet<DepKey>, sqlx::Error> {
+    let (mut s, mut t, mut p, mut port) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (dk, _) in candidates {
+        s.push(dk.source);
+        t.push(dk.target);
+        p.push(i16::from(dk.protocol));
+        port.push(i32::from(dk.port));
+    }
+    sqlx::query(
+        "SELECT d.source_asset_id, d.target_asset_id, d.protocol, d.port
+         FROM dependencies d
+         JOIN unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[]) AS i(s, t, p, port)
+           ON d.source_asset_id = i.s AND d.target_asset_id = i.t
+          AND d.protocol = i.p AND d.port = i.port",
+    )
+    .bind(s)
+    .bind(t)
+    .bind(p)
+    .bind(port)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .map(|r| {
+        Ok(DepKey {
+            source: r.try_get(0)?,
+            target: r.try_get(1)?,
+            protocol: u8::try_from(r.try_get::<i16, _>(2)?).unwrap_or(0),
+            port: u16::try_from(r.try_get::<i32, _>(3)?).unwrap_or(0),
+        })
+    })
+    .collect()
 }
 
 async fn write_raw(tx: &mut Transaction<'_, Postgres>, raw: &[RawFlow]) -> Result<(), sqlx::Error> {
