@@ -658,3 +658,72 @@ fn thresholds_create_but_do_not_starve_existing_dependencies() {
     assert_eq!(after, flows + 1, "the one flow is added");
     assert!(age_s < 600.0, "last_seen moved to now, not {age_s} s ago");
 }
+
+/// A known asset's `last_seen` moves with any flow it sends or receives, also when the
+/// peer is no asset yet; an asset that had gone stale and talks again gets a
+/// `new_asset` event.
+#[test]
+fn assets_are_seen_whatever_their_peer_and_come_back_from_stale() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(scratch("asset_seen"));
+    let mut sink = GraphSink::open(&settings(db.url.clone()), GraphHealth::default()).unwrap();
+    let topology = Topology::enterprise();
+    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
+    let now = now_ms();
+    for round in 0..3 {
+        sink.write(&topology.round(round, now - 60_000, exporter, true));
+    }
+    assert!(sink.flush_now());
+    // The PostgreSQL server went quiet long ago and was marked stale.
+    let one = topology
+        .round(3, now_ms(), exporter, true)
+        .into_iter()
+        .find(|r| r.dst_port == Some(5432))
+        .unwrap();
+    let server = one.dst_ip.unwrap().to_string();
+    rt.block_on(
+        sqlx::query(
+            "UPDATE assets SET last_seen = now() - interval '10 days', stale = true
+             WHERE name = $1",
+        )
+        .bind(&server)
+        .execute(&db.pool),
+    )
+    .unwrap();
+    // One flow from a client never seen before (no asset: below
+    // assets.min_flows_for_creation).
+    let mut from_new = one;
+    from_new.src_ip = Some("10.99.0.7".parse().unwrap());
+    sink.write(&[from_new]);
+    assert!(sink.flush_now());
+    let (age_s, stale): (f64, bool) = rt
+        .block_on(
+            sqlx::query_as(
+                "SELECT extract(epoch FROM now() - last_seen)::float8, stale
+                 FROM assets WHERE name = $1",
+            )
+            .bind(&server)
+            .fetch_one(&db.pool),
+        )
+        .unwrap();
+    assert!(age_s < 600.0, "last_seen moved: {age_s} s ago");
+    assert!(!stale);
+    let back: i64 = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT count(*) FROM change_events c JOIN assets a ON a.id = c.entity_id
+                 WHERE c.change_type = 'new_asset' AND a.name = $1",
+            )
+            .bind(&server)
+            .fetch_one(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(back, 2, "created, then back from stale");
+    let no_asset: i64 = rt
+        .block_on(
+            sqlx::query_scalar("SELECT count(*) FROM asset_addresses WHERE ip = '10.99.0.7'")
+                .fetch_one(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(no_asset, 0, "the new client is not an asset yet");
+}

@@ -571,26 +571,56 @@ impl GraphWriter {
             .bind(stats.packets)
             .execute(&mut *tx)
             .await?;
-            // Assets seen now.
-            let mut touched: HashMap<Uuid, u64> = HashMap::new();
-            for (key, s, t) in &ready {
-                if let Some(st) = self.held.get(key) {
-                    for id in [*s, *t] {
-                        let e = touched.entry(id).or_insert(st.last_ms);
-                        *e = (*e).max(st.last_ms);
-                    }
+        }
+        // Assets seen now: every known asset at either end of an edge of this flush,
+        // also when the other end is no asset (yet), so that an asset talking only to
+        // new or unnamed peers is not reported stale while in use. One that was stale
+        // is back: a `new_asset` event again (migration 2).
+        let mut touched: HashMap<Uuid, u64> = HashMap::new();
+        for (key, st) in &self.held {
+            for ip in [key.client, key.server] {
+                if let Some(id) = lookup(&ip) {
+                    let e = touched.entry(id).or_insert(st.last_ms);
+                    *e = (*e).max(st.last_ms);
                 }
             }
+        }
+        if !touched.is_empty() {
             let (ids, lasts): (Vec<Uuid>, Vec<DateTime<Utc>>) =
                 touched.into_iter().map(|(id, l)| (id, ts(l))).unzip();
-            sqlx::query(
+            let returned = sqlx::query(
                 "UPDATE assets a SET last_seen = greatest(a.last_seen, u.l), stale = false
-                 FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, l) WHERE a.id = u.id",
+                 FROM (SELECT x.id, x.l, old.stale AS was_stale
+                       FROM unnest($1::uuid[], $2::timestamptz[]) AS x(id, l)
+                       JOIN assets old ON old.id = x.id) AS u
+                 WHERE a.id = u.id
+                 RETURNING a.id, a.name, a.ip_addresses, u.was_stale",
             )
             .bind(ids)
             .bind(lasts)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
+            for r in returned {
+                if !r.try_get::<bool, _>("was_stale")? {
+                    continue;
+                }
+                let id: Uuid = r.try_get("id")?;
+                let name: String = r.try_get("name")?;
+                let ips: Vec<IpNetwork> = r.try_get("ip_addresses")?;
+                let ips: Vec<String> = ips.iter().map(|n| n.ip().to_string()).collect();
+                changes.push(Change {
+                    kind: "new_asset",
+                    entity_type: "asset",
+                    entity_id: id,
+                    before: Some(serde_json::json!({"id": id, "stale": true})),
+                    after: serde_json::json!({
+                        "id": id, "name": name, "ip_addresses": ips, "stale": false,
+                    }),
+                    scope: None,
+                    port: None,
+                    title: format!("Asset {name} is back"),
+                });
+            }
         }
 
         mark("flow_stats", &mut phases);
