@@ -154,6 +154,11 @@ pub struct FlowRecord {
     /// when the exporter announced sampling whose rate is not known (counted as
     /// `sampling_rate_unknown`).
     pub sampling_rate: Option<u32>,
+    /// The 1:N sampling FlowLens itself applied before decoding (the XDP program or
+    /// userspace, under pressure): already part of `sampling_rate`, kept apart because
+    /// it also scales the number of records (one kept datagram stands for N), where
+    /// the exporter's packet sampling does not. 1 normally.
+    pub presample_rate: u32,
     /// Flow start and end, milliseconds since the Unix epoch.
     pub flow_start_ms: Option<u64>,
     pub flow_end_ms: Option<u64>,
@@ -197,6 +202,7 @@ impl FlowRecord {
             src_as: None,
             dst_as: None,
             sampling_rate: Some(1),
+            presample_rate: 1,
             flow_start_ms: None,
             flow_end_ms: None,
             export_time_ms,

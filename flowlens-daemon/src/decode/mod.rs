@@ -452,6 +452,7 @@ impl Decoder {
                     for rec in emitted.iter_mut() {
                         rec.sampling_rate =
                             rec.sampling_rate.map(|r| r.saturating_mul(presample_rate));
+                        rec.presample_rate = presample_rate;
                     }
                 }
                 Ok(emitted.len())

@@ -1139,6 +1139,8 @@ fn presampled_datagrams_renormalise_and_do_not_count_sampling_gaps_as_loss() {
         out.iter()
             .all(|r| r.sampling_rate == Some(500) && r.bytes == Some(100))
     );
+    // ... and the collector's factor is kept apart, for the record counts.
+    assert!(out.iter().all(|r| r.presample_rate == 10));
     let c = counters(&d, EXP);
     assert_eq!(
         (c.sequence_gaps, c.lost_records, c.sequence_gaps_presampled),

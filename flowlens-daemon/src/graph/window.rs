@@ -110,7 +110,12 @@ impl Aggregator {
             self.counters.clock_skewed += 1;
         }
         let start = rec.flow_start_ms.unwrap_or(at).min(at);
-        let rate = u64::from(rec.sampling_rate.unwrap_or(1).max(1));
+        // Bytes and packets scale by all the sampling (the exporter's and ours; ours
+        // alone when the exporter's rate is unknown); the record count by ours only: a
+        // datagram kept 1:N stands for N datagrams' records, while a record of a
+        // packet-sampled flow is still one flow.
+        let presampled = rec.presample_rate.max(1);
+        let rate = u64::from(rec.sampling_rate.unwrap_or(presampled).max(1));
         let key = EdgeKey {
             window_start_ms: at - at % self.window_ms,
             client: dir.client,
@@ -119,7 +124,7 @@ impl Aggregator {
             port: dir.port,
         };
         let delta = EdgeStats {
-            flows: 1,
+            flows: u64::from(presampled),
             bytes: rec.bytes.unwrap_or(0).saturating_mul(rate),
             packets: rec.packets.unwrap_or(0).saturating_mul(rate),
             tcp_flags: rec.tcp_flags.unwrap_or(0),
@@ -212,6 +217,28 @@ mod tests {
         assert_eq!(k1.window_start_ms, NOW);
         assert_eq!(s1.bytes, 7);
         assert!(a.is_empty(), "take drains");
+    }
+
+    #[test]
+    fn pressure_sampling_scales_flows_bytes_and_packets_alike() {
+        // Under 1:10 pressure sampling one kept record of an unsampled exporter stands
+        // for ten: the three counts scale alike. A packet-sampled exporter's record
+        // (1:100, no pressure) is one flow with bytes and packets scaled.
+        let mut a = Aggregator::new(300, 3600);
+        let mut kept = rec(NOW - 1, 100, 10);
+        kept.presample_rate = 10;
+        a.add(&kept, dir(0.9), NOW);
+        let (_, s) = a.take()[0];
+        assert_eq!((s.flows, s.bytes, s.packets), (10, 1000, 20));
+        a.add(&rec(NOW - 1, 100, 100), dir(0.9), NOW);
+        let (_, s) = a.take()[0];
+        assert_eq!((s.flows, s.bytes, s.packets), (1, 10_000, 200));
+        // An exporter rate we do not know: still our own factor.
+        let mut unknown = kept;
+        unknown.sampling_rate = None;
+        a.add(&unknown, dir(0.9), NOW);
+        let (_, s) = a.take()[0];
+        assert_eq!((s.flows, s.bytes), (10, 1000));
     }
 
     #[test]
