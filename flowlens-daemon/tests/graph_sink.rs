@@ -727,3 +727,42 @@ fn assets_are_seen_whatever_their_peer_and_come_back_from_stale() {
         .unwrap();
     assert_eq!(no_asset, 0, "the new client is not an asset yet");
 }
+
+/// A raw flow PostgreSQL refuses as data is set aside and counted: the graph and the
+/// other raw flows of the flush are written (it used to fail the whole flush, again
+/// at every retry).
+#[test]
+fn a_refused_raw_flow_does_not_hold_back_the_graph() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(scratch("raw_refused"));
+    // A constraint standing for whatever PostgreSQL may refuse in a raw row.
+    rt.block_on(
+        sqlx::query("ALTER TABLE flow_raw ADD CONSTRAINT no_5432 CHECK (dst_port <> 5432)")
+            .execute(&db.pool),
+    )
+    .unwrap();
+    let topology = Topology::enterprise();
+    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
+    let mut sink = GraphSink::open(&settings(db.url.clone()), GraphHealth::default()).unwrap();
+    let now = now_ms();
+    let mut sent = 0;
+    let mut refused = 0;
+    for round in 0..3 {
+        let batch = topology.round(round, now - 1000, exporter, true);
+        sent += batch.len();
+        refused += batch.iter().filter(|r| r.dst_port == Some(5432)).count();
+        sink.write(&batch);
+    }
+    assert!(refused > 0);
+    assert!(sink.flush_now(), "the flush succeeds");
+    let edges: BTreeSet<Edge> = rt
+        .block_on(dependencies(&db.pool))
+        .into_iter()
+        .map(|(e, _, _)| e)
+        .collect();
+    assert_eq!(edges, expected(&topology));
+    let raw: i64 = rt
+        .block_on(sqlx::query_scalar("SELECT count(*) FROM flow_raw").fetch_one(&db.pool))
+        .unwrap();
+    assert_eq!(raw, i64::try_from(sent - refused).unwrap());
+}

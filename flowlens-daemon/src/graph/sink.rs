@@ -457,6 +457,10 @@ fn publish(writer: &GraphWriter) {
     );
     set("flowlens_graph_flow_stats_rows_total", c.flow_stats_rows);
     set("flowlens_graph_raw_rows_total", c.raw_rows);
+    set(
+        "flowlens_graph_raw_rows_rejected_total",
+        c.raw_rows_rejected,
+    );
     set("flowlens_graph_change_events_total", c.change_events);
     set("flowlens_graph_alerts_total", c.alerts);
     set("flowlens_graph_rows_dropped_total", c.rows_dropped);

@@ -52,6 +52,9 @@ pub struct WriterCounters {
     pub dependencies_created: u64,
     pub flow_stats_rows: u64,
     pub raw_rows: u64,
+    /// Raw flows PostgreSQL refused as data (SQLSTATE classes 22 and 23), set aside so
+    /// that they do not hold back the graph.
+    pub raw_rows_rejected: u64,
     pub change_events: u64,
     pub alerts: u64,
     /// Edge rows dropped because the retry buffer was full.
@@ -631,11 +634,12 @@ impl GraphWriter {
         let (events, alerts) = record_changes(&mut tx, &changes, &self.settings.alerts).await?;
 
         mark("changes", &mut phases);
-        // 5. Raw flows.
-        let raw_rows = self.raw.len() as u64;
+        // 5. Raw flows: rows PostgreSQL refuses are set aside, not the flush.
+        let mut raw_rejected = 0;
         if !self.raw.is_empty() {
-            write_raw(&mut tx, &self.raw).await?;
+            raw_rejected = write_raw(&mut tx, &self.raw).await?;
         }
+        let raw_rows = self.raw.len() as u64 - raw_rejected;
         mark("raw", &mut phases);
         tx.commit().await?;
         mark("commit", &mut phases);
@@ -658,6 +662,7 @@ impl GraphWriter {
             .count() as u64;
         self.counters.flow_stats_rows += ready.len() as u64;
         self.counters.raw_rows += raw_rows;
+        self.counters.raw_rows_rejected += raw_rejected;
         self.counters.change_events += events;
         self.counters.alerts += alerts;
         self.raw.clear();
@@ -1002,8 +1007,54 @@ async fn existing_dependencies(
     .collect()
 }
 
-async fn write_raw(tx: &mut Transaction<'_, Postgres>, raw: &[RawFlow]) -> Result<(), sqlx::Error> {
-    for chunk in raw.chunks(10_000) {
+/// Whether PostgreSQL refused the data itself (SQLSTATE class 22, data exception, or
+/// 23, integrity constraint violation), as opposed to the connection or the server.
+fn is_data_error(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(sqlx::error::DatabaseError::code)
+        .is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
+}
+
+/// Inserts raw flows in chunks of 10 000, each under a savepoint. A chunk PostgreSQL
+/// refuses as data is halved until the rows it refuses are found; those are logged,
+/// set aside and counted (returned), the rest are written. Only connection and server
+/// errors fail the flush.
+async fn write_raw(
+    tx: &mut Transaction<'_, Postgres>,
+    raw: &[RawFlow],
+) -> Result<u64, sqlx::Error> {
+    let mut rejected = 0;
+    let mut todo: Vec<&[RawFlow]> = raw.chunks(10_000).rev().collect();
+    while let Some(rows) = todo.pop() {
+        let mut savepoint = sqlx::Connection::begin(&mut **tx).await?;
+        match insert_raw(&mut savepoint, rows).await {
+            Ok(()) => savepoint.commit().await?,
+            Err(e) if is_data_error(&e) => {
+                savepoint.rollback().await?;
+                if let [row] = rows {
+                    rejected += 1;
+                    if rejected == 1 {
+                        tracing::warn!(error = %e, src = %row.src, dst = %row.dst,
+                            "raw flow refused by PostgreSQL; set aside (the first of this \
+                             flush; all are counted in flowlens_graph_raw_rows_rejected_total)");
+                    }
+                } else {
+                    let (first, second) = rows.split_at(rows.len() / 2);
+                    todo.push(second);
+                    todo.push(first);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(rejected)
+}
+
+async fn insert_raw(
+    tx: &mut Transaction<'_, Postgres>,
+    chunk: &[RawFlow],
+) -> Result<(), sqlx::Error> {
+    {
         let mut c = RawColumns::default();
         for r in chunk {
             c.push(r);
