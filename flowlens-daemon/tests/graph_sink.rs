@@ -323,14 +323,9 @@ fn dnsmasq() -> Option<Dnsmasq> {
     Some(Dnsmasq(child, port))
 }
 
-/// New assets get GeoIP/ASN columns (`MaxMind`'s test databases) and, once the reverse
-/// lookup answers, an fqdn and name with an `asset_changed` event.
-#[test]
-fn new_assets_are_enriched_with_geoip_and_reverse_dns() {
-    let Some(dns) = dnsmasq() else { return };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    // Wait until dnsmasq answers (a probe with its own cache), so the writer's first
-    // lookup does not meet a server still starting and cache "no name".
+/// Waits until dnsmasq answers (a probe with its own cache), so the writer's first
+/// lookup does not meet a server still starting and cache "no name".
+fn wait_for_dnsmasq(rt: &tokio::runtime::Runtime, dns: &Dnsmasq) {
     let probe_cfg = flowlens_daemon::enrich::rdns::DnsConfig {
         resolver: format!("127.0.0.1:{}", dns.1),
         negative_cache_ttl_seconds: 0,
@@ -339,15 +334,24 @@ fn new_assets_are_enriched_with_geoip_and_reverse_dns() {
     let ready = (0..50).any(|_| {
         let probe =
             flowlens_daemon::enrich::rdns::ReverseDns::new(&probe_cfg, 10, rt.handle().clone())
-                .unwrap()
-                .unwrap();
-        let answer = rt.block_on(probe.resolve_now("10.4.0.10".parse().unwrap()));
+                .expect("probe config")
+                .expect("probe enabled");
+        let answer = rt.block_on(probe.resolve_now("10.4.0.10".parse().expect("an address")));
         if answer.is_none() {
             std::thread::park_timeout(std::time::Duration::from_millis(100));
         }
         answer.is_some()
     });
     assert!(ready, "dnsmasq answers");
+}
+
+/// New assets get GeoIP/ASN columns (`MaxMind`'s test databases) and, once the reverse
+/// lookup answers, an fqdn and name with an `asset_changed` event.
+#[test]
+fn new_assets_are_enriched_with_geoip_and_reverse_dns() {
+    let Some(dns) = dnsmasq() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    wait_for_dnsmasq(&rt, &dns);
     let db = rt.block_on(scratch("enrich"));
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/geoip");
     let mut s = settings(db.url.clone());
@@ -765,4 +769,45 @@ fn a_refused_raw_flow_does_not_hold_back_the_graph() {
         .block_on(sqlx::query_scalar("SELECT count(*) FROM flow_raw").fetch_one(&db.pool))
         .unwrap();
     assert_eq!(raw, i64::try_from(sent - refused).unwrap());
+}
+
+/// A reverse lookup dropped because every slot was busy (a large first flush) is asked
+/// for again at the next flushes, so the asset gets its name in the end.
+#[test]
+fn dropped_reverse_lookups_are_retried() {
+    let Some(dns) = dnsmasq() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    wait_for_dnsmasq(&rt, &dns);
+    let db = rt.block_on(scratch("rdns_retry"));
+    let mut s = settings(db.url.clone());
+    s.enrichment.dns.enabled = true;
+    s.enrichment.dns.resolver = format!("127.0.0.1:{}", dns.1);
+    // One lookup at a time: of the first flush's dozen new assets, all but one are
+    // dropped at creation.
+    s.enrichment.dns.max_concurrent_lookups = 1;
+    let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
+    let topology = Topology::enterprise();
+    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
+    let now = now_ms();
+    for round in 0..3 {
+        sink.write(&topology.round(round, now - 1000, exporter, true));
+    }
+    assert!(sink.flush_now());
+    let fqdn = || -> Option<String> {
+        rt.block_on(
+            sqlx::query_scalar(
+                "SELECT a.fqdn FROM assets a JOIN asset_addresses aa ON aa.asset_id = a.id
+                 WHERE aa.ip = '10.4.0.10'",
+            )
+            .fetch_one(&db.pool),
+        )
+        .unwrap()
+    };
+    let named = (0..80).any(|_| {
+        std::thread::park_timeout(std::time::Duration::from_millis(50));
+        assert!(sink.flush_now());
+        fqdn().is_some()
+    });
+    assert!(named, "the database server got its name after retries");
+    assert_eq!(fqdn().as_deref(), Some("db1.corp.example"));
 }

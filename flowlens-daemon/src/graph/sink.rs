@@ -470,6 +470,8 @@ fn publish(writer: &GraphWriter) {
     );
     #[expect(clippy::cast_precision_loss, reason = "a gauge")]
     metrics::gauge!("flowlens_graph_held_rows").set(writer.held_rows() as f64);
+    #[expect(clippy::cast_precision_loss, reason = "a gauge")]
+    metrics::gauge!("flowlens_enrich_rdns_waiting").set(writer.awaiting_names() as f64);
     if let Some(r) = writer.rdns_counters() {
         let outcome = |o: &'static str, v: u64| {
             metrics::counter!("flowlens_enrich_rdns_lookups_total", "outcome" => o).absolute(v);

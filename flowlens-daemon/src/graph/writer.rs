@@ -124,6 +124,10 @@ pub struct GraphWriter {
 /// Assets waiting for a reverse-DNS answer, at most.
 const MAX_AWAITING_NAMES: usize = 100_000;
 
+/// Waiting addresses whose lookup is asked for again per flush, at most: a request
+/// that found every lookup slot busy started nothing, and nothing else would retry it.
+const MAX_NAME_RETRIES_PER_FLUSH: usize = 10_000;
+
 /// A change event about to be recorded, with what alert rules match on.
 #[derive(Debug, Clone)]
 struct Change {
@@ -709,6 +713,7 @@ impl GraphWriter {
         };
         let mut settled = Vec::new();
         let (mut ids, mut names) = (Vec::new(), Vec::new());
+        let mut retries = 0;
         for (ip, id) in &self.awaiting_name {
             match rdns.cached(*ip) {
                 Some(Some(name)) => {
@@ -717,6 +722,12 @@ impl GraphWriter {
                     names.push(name);
                 }
                 Some(None) => settled.push(*ip),
+                // Not answered: in flight, or dropped because every slot was busy (a
+                // large first flush). Ask again; a lookup in flight is not doubled.
+                None if retries < MAX_NAME_RETRIES_PER_FLUSH => {
+                    rdns.request(*ip);
+                    retries += 1;
+                }
                 None => {}
             }
         }
@@ -794,6 +805,11 @@ impl GraphWriter {
                 (ts(f), ts(l))
             })
             .unzip()
+    }
+
+    /// Assets waiting for their reverse-DNS answer.
+    pub fn awaiting_names(&self) -> usize {
+        self.awaiting_name.len()
     }
 
     /// The reverse-DNS counters, when lookups are on.
