@@ -84,6 +84,10 @@ pub enum Command {
         /// Stop the cluster instead (its data stays).
         #[arg(long)]
         stop: bool,
+        /// Create it durable (fsync on, password authentication): the main job's
+        /// cluster. Without it a new cluster is a fast scratch one (tests, benchmarks).
+        #[arg(long)]
+        durable: bool,
     },
     /// Benchmark helper: send synthetic export datagrams fast (sendmmsg) to a collector.
     #[command(hide = true)]

@@ -47,9 +47,10 @@ fn main() -> ExitCode {
             dir,
             database,
             stop,
+            durable,
         } => one_line(
             "embedded-postgres",
-            embedded_postgres(&dir, &database, stop),
+            embedded_postgres(&dir, &database, stop, durable),
         ),
         Command::Generate {
             proto: _,
@@ -175,10 +176,21 @@ fn write_trafgen(
 }
 
 /// `embedded-postgres`: ensures the cluster and the database; returns the URL.
-fn embedded_postgres(dir: &std::path::Path, database: &str, stop: bool) -> anyhow::Result<String> {
+fn embedded_postgres(
+    dir: &std::path::Path,
+    database: &str,
+    stop: bool,
+    durable: bool,
+) -> anyhow::Result<String> {
     use anyhow::Context as _;
-    use flowlens_daemon::store::cluster::Cluster;
-    let cluster = Cluster::ensure(dir).context("starting the private PostgreSQL cluster")?;
+    use flowlens_daemon::store::cluster::{Cluster, Durability};
+    let durability = if durable {
+        Durability::Durable
+    } else {
+        Durability::Fast
+    };
+    let cluster =
+        Cluster::ensure_with(dir, durability).context("starting the private PostgreSQL cluster")?;
     if stop {
         cluster.stop()?;
         return Ok(String::new());

@@ -3,8 +3,12 @@
 //!
 //! Uses the system's PostgreSQL binaries (Debian: `/usr/lib/postgresql/<version>/bin`).
 //! The cluster listens on 127.0.0.1 only, on a port chosen from the directory's path
-//! (so two checkouts do not collide), with `trust` authentication: it is reachable only
-//! from this machine and holds nothing but FlowLens data. PostgreSQL refuses to run as
+//! (so two checkouts do not collide). Two kinds, chosen when the cluster is created and
+//! kept for its life ([`Durability`]): the main job's is durable (fsync and full-page
+//! writes on; `synchronous_commit=off`, so a crash may lose the last few hundred ms of
+//! commits but never corrupts the graph) with a generated password (`scram-sha-256`
+//! over TCP, peer on the socket); tests' and benchmarks' are fast (no fsync) with
+//! `trust`, being scratch data on this machine only. PostgreSQL refuses to run as
 //! root, so when we are root the directory is handed to the `postgres` user and the
 //! binaries run as that user. Starting is idempotent and guarded by a file lock, so
 //! parallel tests share one cluster.
@@ -30,21 +34,48 @@ pub enum ClusterError {
     Command { command: String, stderr: String },
 }
 
+/// What a new cluster promises about its data (an existing cluster keeps the kind it
+/// was created with: a durable one has a `password` file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Tests and benchmarks: fsync and full-page writes off, `trust` authentication.
+    Fast,
+    /// The main job's graph: survives a crash of the machine; password authentication.
+    Durable,
+}
+
 /// A running private cluster.
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
+    /// The `postgres` user's password (durable clusters).
+    password: Option<String>,
 }
 
 impl Cluster {
     /// The URL of database `db` in this cluster.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        match &self.password {
+            Some(pw) => format!("postgres://postgres:{pw}@127.0.0.1:{}/{db}", self.port),
+            None => format!("postgres://postgres@127.0.0.1:{}/{db}", self.port),
+        }
     }
 
-    /// Creates (if needed) and starts (if not running) the cluster in `dir`.
+    /// Whether this cluster was created durable.
+    pub fn is_durable(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// Creates (if needed) and starts (if not running) a fast cluster in `dir` (see
+    /// [`Durability::Fast`]; an existing durable one stays durable).
     pub fn ensure(dir: &Path) -> Result<Self, ClusterError> {
+        Self::ensure_with(dir, Durability::Fast)
+    }
+
+    /// Creates (if needed) and starts (if not running) the cluster in `dir`, of the
+    /// given kind when it is new.
+    pub fn ensure_with(dir: &Path, durability: Durability) -> Result<Self, ClusterError> {
         let io = |what: &str| {
             let what = what.to_owned();
             move |source| ClusterError::Io { what, source }
@@ -57,30 +88,38 @@ impl Cluster {
         lock.lock().map_err(io("locking the cluster directory"))?;
         let bin = binaries()?;
         let port = port_for(&dir);
-        let cluster = Self {
-            dir: dir.clone(),
-            port,
-        };
         let data = dir.join("data");
+        let password_file = dir.join("password");
+        let new = !data.join("PG_VERSION").exists();
+        if new && durability == Durability::Durable && !password_file.exists() {
+            write_password(&password_file)?;
+        }
         let root = is_root();
         if root {
             chown_postgres(&dir)?;
         }
-        if !data.join("PG_VERSION").exists() {
-            run(
-                &bin.join("initdb"),
-                root,
-                &[
-                    "-D",
-                    &data.display().to_string(),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ],
-            )?;
+        let password = if password_file.exists() {
+            let text = std::fs::read_to_string(&password_file)
+                .map_err(io("reading the cluster password"))?;
+            Some(text.trim().to_owned())
+        } else {
+            None
+        };
+        let cluster = Self {
+            dir: dir.clone(),
+            port,
+            password,
+        };
+        if new {
+            let data = data.display().to_string();
+            let pwfile = format!("--pwfile={}", password_file.display());
+            let mut args = vec!["-D", &data, "-U", "postgres", "-E", "UTF8"];
+            if cluster.is_durable() {
+                args.extend(["--auth-local=peer", "--auth-host=scram-sha-256", &pwfile]);
+            } else {
+                args.extend(["--auth=trust", "--no-sync"]);
+            }
+            run(&bin.join("initdb"), root, &args)?;
         }
         let status = as_user(&bin.join("pg_ctl"), root)
             .args(["status", "-D"])
@@ -88,10 +127,14 @@ impl Cluster {
             .output()
             .map_err(io("running pg_ctl status"))?;
         if !status.status.success() {
+            let durability = if cluster.is_durable() {
+                ""
+            } else {
+                "-c fsync=off -c full_page_writes=off "
+            };
             let options = format!(
                 "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} \
-                 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-                 -c max_connections=200",
+                 {durability}-c synchronous_commit=off -c max_connections=200",
                 dir.display()
             );
             // In a session of its own (setsid): a Ctrl-C meant for the daemon in the
@@ -133,10 +176,39 @@ impl Cluster {
         )
     }
 
-    /// Starts a stopped cluster again.
+    /// Starts a stopped cluster again (of the kind it was created).
     pub fn start(&self) -> Result<Self, ClusterError> {
         Self::ensure(&self.dir)
     }
+}
+
+/// Writes a new random password (32 hex digits from the kernel's generator), readable
+/// by its owner only.
+fn write_password(path: &Path) -> Result<(), ClusterError> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |what: &'static str| {
+        move |source| ClusterError::Io {
+            what: what.to_owned(),
+            source,
+        }
+    };
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(io("reading /dev/urandom"))?;
+    let hex = bytes.iter().fold(String::with_capacity(32), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(hex.as_bytes()))
+        .map_err(io("writing the cluster password"))
 }
 
 /// The newest installed PostgreSQL's `bin` directory.

@@ -39,6 +39,10 @@ pub(crate) struct Options {
     /// `dependency_resolution.aggregation.flush_interval_seconds`.
     #[arg(long, default_value_t = 10)]
     pub(crate) flush_interval: u64,
+    /// Against a durable cluster (fsync on, as the main job runs; `target/bench-pg-durable`)
+    /// instead of the fast scratch one (`target/bench-pg`).
+    #[arg(long)]
+    pub(crate) durable: bool,
 }
 
 const IPFIX_PORT: u16 = 24_739;
@@ -73,10 +77,17 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
     ]))?;
     let daemon = workspace.join("target/release/flowlens-daemon");
     let db = format!("bench_{}", std::process::id());
+    let (cluster, durable) = if opts.durable {
+        ("target/bench-pg-durable", &["--durable"][..])
+    } else {
+        ("target/bench-pg", &[][..])
+    };
     let url = run_ok(
         Command::new(&daemon)
-            .args(["embedded-postgres", "--database", &db, "--dir"])
-            .arg(workspace.join("target/bench-pg")),
+            .args(["embedded-postgres", "--database", &db])
+            .args(durable)
+            .arg("--dir")
+            .arg(workspace.join(cluster)),
     )?
     .trim()
     .to_owned();

@@ -8,12 +8,15 @@
 //! When the object cannot be built (no nightly, no bpf-linker), it says why and runs
 //! the daemon anyway: the daemon falls back to UDP sockets.
 //!
-//! Without `DATABASE_URL` it provides the embedded default: a private PostgreSQL
-//! cluster under `target/flowlens-pg` made from the system's binaries (Debian's
-//! `postgresql` package, installed with apt when missing and we are root), database
-//! `flowlens`, and the daemon writes the graph there. The cluster keeps running after
-//! the daemon stops (Ctrl-C), with its data; `cargo xtask run --stop-postgres` stops
-//! it.
+//! Without `DATABASE_URL` it provides the embedded default: a private, durable
+//! PostgreSQL cluster (fsync on, password authentication; see `flowlens-pgcluster`) made
+//! from the system's binaries (Debian's `postgresql` package, installed with apt when
+//! missing and we are root), database `flowlens`, and the daemon writes the graph there.
+//! Its data lives outside `target/`, so `cargo clean` cannot delete the graph:
+//! `$FLOWLENS_DATA_DIR/pg` when set, else `/var/lib/flowlens/pg` as root, else
+//! `$XDG_DATA_HOME/flowlens/pg` (`~/.local/share/flowlens/pg`). The cluster keeps
+//! running after the daemon stops (Ctrl-C), with its data; `cargo xtask run
+//! --stop-postgres` stops it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,7 +81,7 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
         bail!("building flowlens-daemon and flowlens-api failed");
     }
     let bin = ws.join("target/release/flowlens-daemon");
-    let pg_dir = ws.join("target/flowlens-pg");
+    let pg_dir = data_dir()?.join("pg");
     if opts.stop_postgres {
         let status = Command::new(&bin)
             .args(["embedded-postgres", "--stop", "--dir"])
@@ -171,6 +174,25 @@ fn start_api(ws: &Path, database: &str) -> Result<ApiProcess> {
 
 /// Starts the embedded cluster (installing PostgreSQL when missing) and returns the
 /// URL of its `flowlens` database.
+/// Where the embedded default keeps its data (see the module docs).
+fn data_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("FLOWLENS_DATA_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    // Root owns /proc/self when we run as root (xtask has no libc binding of its own).
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?) == 0;
+    if root {
+        return Ok(PathBuf::from("/var/lib/flowlens"));
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("flowlens"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("neither FLOWLENS_DATA_DIR, XDG_DATA_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/share/flowlens"))
+}
+
 fn embedded_postgres(daemon: &Path, dir: &Path) -> Result<String> {
     let has_binaries = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|d| {
         d.filter_map(Result::ok)
@@ -196,7 +218,7 @@ fn embedded_postgres(daemon: &Path, dir: &Path) -> Result<String> {
         }
     }
     let out = Command::new(daemon)
-        .args(["embedded-postgres", "--dir"])
+        .args(["embedded-postgres", "--durable", "--dir"])
         .arg(dir)
         .output()
         .context("starting the embedded PostgreSQL")?;
