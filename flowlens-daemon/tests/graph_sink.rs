@@ -613,6 +613,19 @@ fn fan_out_evidence_rotates_with_the_window() {
     assert_eq!(sink.fan_out_endpoints(), 0, "a new window starts empty");
 }
 
+/// Plays three rounds of the enterprise topology, `ago_ms` before now, and flushes
+/// them: the graph the later tests start from.
+fn seed(sink: &mut GraphSink, ago_ms: u64) -> (Topology, IpAddr) {
+    let topology = Topology::enterprise();
+    let exporter: IpAddr = "192.0.2.1".parse().expect("an address");
+    let now = now_ms();
+    for round in 0..3 {
+        sink.write(&topology.round(round, now - ago_ms, exporter, true));
+    }
+    assert!(sink.flush_now());
+    (topology, exporter)
+}
+
 /// `min_flows_for_creation` and the confidence threshold decide creation only: an
 /// existing dependency seen by a single flow (a nightly job) still moves its
 /// `last_seen` and totals, so it is not reported removed while in use.
@@ -621,13 +634,7 @@ fn thresholds_create_but_do_not_starve_existing_dependencies() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(scratch("thresholds"));
     let mut sink = GraphSink::open(&settings(db.url.clone()), GraphHealth::default()).unwrap();
-    let topology = Topology::enterprise();
-    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
-    let now = now_ms();
-    for round in 0..3 {
-        sink.write(&topology.round(round, now - 60_000, exporter, true));
-    }
-    assert!(sink.flush_now());
+    let (topology, exporter) = seed(&mut sink, 60_000);
     let pg = |pool: &sqlx::PgPool| {
         let pool = pool.clone();
         rt.block_on(async move {
@@ -671,13 +678,7 @@ fn assets_are_seen_whatever_their_peer_and_come_back_from_stale() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(scratch("asset_seen"));
     let mut sink = GraphSink::open(&settings(db.url.clone()), GraphHealth::default()).unwrap();
-    let topology = Topology::enterprise();
-    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
-    let now = now_ms();
-    for round in 0..3 {
-        sink.write(&topology.round(round, now - 60_000, exporter, true));
-    }
-    assert!(sink.flush_now());
+    let (topology, exporter) = seed(&mut sink, 60_000);
     // The PostgreSQL server went quiet long ago and was marked stale.
     let one = topology
         .round(3, now_ms(), exporter, true)
@@ -786,13 +787,7 @@ fn dropped_reverse_lookups_are_retried() {
     // dropped at creation.
     s.enrichment.dns.max_concurrent_lookups = 1;
     let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
-    let topology = Topology::enterprise();
-    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
-    let now = now_ms();
-    for round in 0..3 {
-        sink.write(&topology.round(round, now - 1000, exporter, true));
-    }
-    assert!(sink.flush_now());
+    seed(&mut sink, 1000);
     let fqdn = || -> Option<String> {
         rt.block_on(
             sqlx::query_scalar(
