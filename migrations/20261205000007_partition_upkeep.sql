@@ -8,15 +8,22 @@
 -- each table's upkeep holds a transaction-scoped advisory lock, so a second caller
 -- waits for the first and then finds the partitions made.
 
+-- The column `parent` is partitioned by.
+CREATE FUNCTION flowlens_partition_column(parent TEXT)
+RETURNS TEXT AS $$
+    SELECT CASE parent WHEN 'flow_raw' THEN 'received_at' ELSE 'time' END;
+$$ LANGUAGE sql IMMUTABLE;
+
 -- The partition of `parent` for day `d`, created if missing; rows of that day found in
 -- the default partition are moved into it. Returns the rows moved, or -1 when the
 -- partition already existed. The partition is made as a plain table, filled, then
 -- attached, because PostgreSQL refuses to create a partition whose rows sit in the
 -- default partition.
-CREATE FUNCTION flowlens_partition_day(parent TEXT, col TEXT, d DATE)
+CREATE FUNCTION flowlens_partition_day(parent TEXT, d DATE)
 RETURNS BIGINT AS $$
 DECLARE
     name TEXT := format('%s_%s', parent, to_char(d, 'YYYYMMDD'));
+    col TEXT := flowlens_partition_column(parent);
     moved BIGINT;
 BEGIN
     IF to_regclass(name) IS NOT NULL THEN
@@ -36,6 +43,33 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 
+-- Drops the daily partitions of `parent` whose day ended `keep` days ago or earlier (0
+-- keeps them all). Returns how many were dropped.
+CREATE FUNCTION flowlens_drop_expired(parent TEXT, keep INTEGER)
+RETURNS INTEGER AS $$
+DECLARE
+    part RECORD;
+    dropped INTEGER := 0;
+BEGIN
+    IF keep <= 0 THEN
+        RETURN 0;
+    END IF;
+    FOR part IN
+        SELECT c.relname
+        FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        JOIN pg_class p ON p.oid = i.inhparent
+        WHERE p.relname = parent AND c.relname ~ ('^' || parent || '_[0-9]{8}$')
+    LOOP
+        IF to_date(right(part.relname, 8), 'YYYYMMDD') + 1 <= current_date - keep THEN
+            EXECUTE format('DROP TABLE %I', part.relname);
+            dropped := dropped + 1;
+        END IF;
+    END LOOP;
+    RETURN dropped;
+END;
+$$ LANGUAGE plpgsql;
+
 -- Upkeep of both tables: partitions for today and `days_ahead` days after it, every
 -- day found in a default partition given its own partition (or deleted when it is past
 -- retention), and partitions past retention dropped (0 days = keep forever). Returns
@@ -49,14 +83,13 @@ DECLARE
     keep INTEGER;
     d DATE;
     n BIGINT;
-    part RECORD;
 BEGIN
     created := 0;
     moved_rows := 0;
     dropped := 0;
     expired_rows := 0;
     FOREACH t IN ARRAY ARRAY['flow_raw', 'flow_stats'] LOOP
-        col := CASE t WHEN 'flow_raw' THEN 'received_at' ELSE 'time' END;
+        col := flowlens_partition_column(t);
         keep := CASE t WHEN 'flow_raw' THEN raw_retention_days ELSE stats_retention_days END;
         PERFORM pg_advisory_xact_lock(hashtext('flowlens_partitions'), hashtext(t));
         -- Days in the default partition (the daemon was down, or its clock jumped).
@@ -69,76 +102,42 @@ BEGIN
                 expired_rows := expired_rows + n;
                 CONTINUE;
             END IF;
-            n := flowlens_partition_day(t, col, d);
+            n := flowlens_partition_day(t, d);
             IF n >= 0 THEN
                 created := created + 1;
                 moved_rows := moved_rows + n;
             END IF;
         END LOOP;
         FOR i IN 0 .. days_ahead LOOP
-            IF flowlens_partition_day(t, col, current_date + i) >= 0 THEN
+            IF flowlens_partition_day(t, current_date + i) >= 0 THEN
                 created := created + 1;
             END IF;
         END LOOP;
-        IF keep > 0 THEN
-            FOR part IN
-                SELECT c.relname
-                FROM pg_inherits i
-                JOIN pg_class c ON c.oid = i.inhrelid
-                JOIN pg_class p ON p.oid = i.inhparent
-                WHERE p.relname = t AND c.relname ~ ('^' || t || '_[0-9]{8}$')
-            LOOP
-                IF to_date(right(part.relname, 8), 'YYYYMMDD') + 1 <= current_date - keep THEN
-                    EXECUTE format('DROP TABLE %I', part.relname);
-                    dropped := dropped + 1;
-                END IF;
-            END LOOP;
-        END IF;
+        dropped := dropped + flowlens_drop_expired(t, keep);
     END LOOP;
     RETURN NEXT;
 END;
 $$ LANGUAGE plpgsql;
 
--- The start-up helper of earlier versions, kept for callers that still use it, now
--- under the same lock so that it cannot race the upkeep above.
+-- The start-up helper of earlier versions (an older daemon may still call it during an
+-- upgrade), now made of the functions above and under the same lock, so that it cannot
+-- race the upkeep. A day whose rows sit in a default partition is now moved into its
+-- own partition instead of being skipped.
 CREATE OR REPLACE FUNCTION flowlens_ensure_partitions(from_day DATE, days INTEGER, raw_retention_days INTEGER)
 RETURNS INTEGER AS $$
 DECLARE
-    d DATE;
     created INTEGER := 0;
     t TEXT;
-    part RECORD;
 BEGIN
-    FOR i IN 0 .. days - 1 LOOP
-        d := from_day + i;
-        FOREACH t IN ARRAY ARRAY['flow_raw', 'flow_stats'] LOOP
-            PERFORM pg_advisory_xact_lock(hashtext('flowlens_partitions'), hashtext(t));
-            IF to_regclass(format('%s_%s', t, to_char(d, 'YYYYMMDD'))) IS NULL THEN
-                BEGIN
-                    EXECUTE format(
-                        'CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)%s',
-                        format('%s_%s', t, to_char(d, 'YYYYMMDD')), t,
-                        d::timestamptz, (d + 1)::timestamptz,
-                        CASE WHEN t = 'flow_stats' THEN ' WITH (fillfactor = 50)' ELSE '' END);
-                    created := created + 1;
-                EXCEPTION WHEN check_violation OR duplicate_table THEN
-                    NULL;
-                END;
+    FOREACH t IN ARRAY ARRAY['flow_raw', 'flow_stats'] LOOP
+        PERFORM pg_advisory_xact_lock(hashtext('flowlens_partitions'), hashtext(t));
+        FOR i IN 0 .. days - 1 LOOP
+            IF flowlens_partition_day(t, from_day + i) >= 0 THEN
+                created := created + 1;
             END IF;
         END LOOP;
     END LOOP;
-    FOR part IN
-        SELECT c.relname
-        FROM pg_inherits i
-        JOIN pg_class c ON c.oid = i.inhrelid
-        JOIN pg_class p ON p.oid = i.inhparent
-        WHERE p.relname = 'flow_raw' AND c.relname ~ '^flow_raw_[0-9]{8}$'
-    LOOP
-        IF to_date(substring(part.relname FROM 10), 'YYYYMMDD') + 1
-           <= current_date - raw_retention_days THEN
-            EXECUTE format('DROP TABLE %I', part.relname);
-        END IF;
-    END LOOP;
+    PERFORM flowlens_drop_expired('flow_raw', raw_retention_days);
     RETURN created;
 END;
 $$ LANGUAGE plpgsql;

@@ -121,12 +121,22 @@ async fn change_events_are_announced() {
     assert_eq!(payload["entity_type"], "asset");
 }
 
+/// The start-up helper of earlier versions (`flowlens_ensure_partitions`), as an older
+/// daemon calls it: today and two days ahead, raw partitions kept 7 days.
+async fn ensure_partitions(pool: &sqlx::PgPool) -> Result<i32, store::StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT flowlens_ensure_partitions(current_date, 3, 7)")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_are_made_ahead_and_raw_ones_expire() {
     let db = scratch("partitions").await;
     // Today and two days ahead, for both tables.
-    assert_eq!(store::ensure_partitions(&db.pool, 2, 7).await.unwrap(), 6);
-    assert_eq!(store::ensure_partitions(&db.pool, 2, 7).await.unwrap(), 0);
+    assert_eq!(ensure_partitions(&db.pool).await.unwrap(), 6);
+    assert_eq!(ensure_partitions(&db.pool).await.unwrap(), 0);
     // An old raw partition (10 days ago) is dropped by the next call.
     sqlx::query("SELECT flowlens_ensure_partitions(current_date - 10, 1, 7)")
         .execute(&db.pool)
@@ -306,7 +316,7 @@ async fn concurrent_upkeep_from_several_processes_all_succeeds() {
         tasks.push(tokio::spawn(async move {
             if i % 3 == 2 {
                 // An older process still calling the start-up helper.
-                store::ensure_partitions(&pool, 2, 7).await.map(|_| 0)
+                ensure_partitions(&pool).await.map(|_| 0)
             } else {
                 store::maintain_partitions(&pool, 7, 90)
                     .await

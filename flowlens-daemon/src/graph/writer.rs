@@ -406,32 +406,28 @@ impl GraphWriter {
                     server: key.server,
                 });
         }
-        // Add what was pending, decide which dependencies are written.
+        // Which of them exist, and how they looked (to tell "back after being stale or
+        // absent from the baseline" from a plain update), one query.
+        let existing = existing_dependencies(&mut tx, per_dep.keys()).await?;
+        // Add what was pending, decide which dependencies are written. The thresholds
+        // decide creation only: a dependency that exists takes every flow, or a nightly
+        // job's one flow a day (or a long connection whose later records carry no SYN,
+        // so less confidence) would never move its `last_seen` and it would be reported
+        // removed while in use.
         let mut write: Vec<(DepKey, Pending)> = Vec::new();
         let mut still_pending: Vec<(DepKey, Pending)> = Vec::new();
         for (dk, mut p) in per_dep {
             if let Some(old) = self.pending_deps.get(&dk) {
                 p.stats.merge(&old.stats);
             }
-            let qualifies = p.stats.flows >= res.dependencies.min_flows_for_creation
-                && p.stats.confidence >= res.dependencies.confidence_threshold;
+            let qualifies = existing.contains_key(&dk)
+                || (p.stats.flows >= res.dependencies.min_flows_for_creation
+                    && p.stats.confidence >= res.dependencies.confidence_threshold);
             if qualifies {
                 write.push((dk, p));
             } else {
                 still_pending.push((dk, p));
             }
-        }
-        // The thresholds decide creation only: a dependency that exists takes every
-        // flow, or a nightly job's one flow a day (or a long connection whose later
-        // records carry no SYN, so less confidence) would never move its `last_seen`
-        // and it would be reported removed while in use.
-        if !still_pending.is_empty() {
-            let existing = existing_dependencies(&mut tx, &still_pending).await?;
-            let (known, waiting): (Vec<_>, Vec<_>) = still_pending
-                .into_iter()
-                .partition(|(dk, _)| existing.contains(dk));
-            write.extend(known);
-            still_pending = waiting;
         }
         write.sort_unstable_by_key(|(dk, _)| *dk);
         let baseline_ms = res.change_detection.baseline_window_days * 86_400_000;
@@ -440,24 +436,10 @@ impl GraphWriter {
             for (dk, p) in &write {
                 cols.push(dk, p, &self.settings.classifier);
             }
-            // What the existing ones looked like (to tell "back after being stale or
-            // absent from the baseline" from a plain update), one query.
-            let before: HashMap<Uuid, (DateTime<Utc>, bool)> = sqlx::query(
-                "SELECT d.id, d.last_seen, d.stale
-                 FROM dependencies d
-                 JOIN unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[]) AS i(s, t, p, port)
-                   ON d.source_asset_id = i.s AND d.target_asset_id = i.t
-                  AND d.protocol = i.p AND d.port = i.port",
-            )
-            .bind(&cols.source)
-            .bind(&cols.target)
-            .bind(&cols.protocol)
-            .bind(&cols.port)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
-            .collect::<Result<_, sqlx::Error>>()?;
+            let before: HashMap<Uuid, (DateTime<Utc>, bool)> = existing
+                .values()
+                .map(|e| (e.id, (e.last_seen, e.stale)))
+                .collect();
             let rows = sqlx::query(
                 "INSERT INTO dependencies AS d (source_asset_id, target_asset_id, protocol,
                     port, inferred_service, first_seen, last_seen, total_bytes, total_flows,
@@ -510,12 +492,7 @@ impl GraphWriter {
                 if !(inserted || was_stale == Some(true) || absent_from_baseline) {
                     continue;
                 }
-                let dk = DepKey {
-                    source: r.try_get("source_asset_id")?,
-                    target: r.try_get("target_asset_id")?,
-                    protocol: u8::try_from(r.try_get::<i16, _>("protocol")?).unwrap_or(0),
-                    port: u16::try_from(r.try_get::<i32, _>("port")?).unwrap_or(0),
-                };
+                let dk = DepKey::from_row(&r)?;
                 let Some(p) = by_key.get(&dk) else { continue };
                 let scope = scope_of(&self.settings.classifier, p.client, p.server);
                 let service: Option<String> = r.try_get("inferred_service")?;
@@ -986,20 +963,44 @@ fn matches(rule: &AlertRule, c: &Change) -> bool {
         && rule.port.is_none_or(|p| c.port == Some(p))
 }
 
-/// Which of `candidates` are dependencies already (one query).
+impl DepKey {
+    /// The key of a `dependencies` row (its `source_asset_id`, `target_asset_id`,
+    /// `protocol` and `port` columns).
+    fn from_row(r: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            source: r.try_get("source_asset_id")?,
+            target: r.try_get("target_asset_id")?,
+            protocol: u8::try_from(r.try_get::<i16, _>("protocol")?).unwrap_or(0),
+            port: u16::try_from(r.try_get::<i32, _>("port")?).unwrap_or(0),
+        })
+    }
+}
+
+/// A dependency as it was before this flush.
+struct Existing {
+    id: Uuid,
+    last_seen: DateTime<Utc>,
+    stale: bool,
+}
+
+/// Which of `keys` are dependencies already, and how they look (one query).
 async fn existing_dependencies(
     tx: &mut Transaction<'_, Postgres>,
-    candidates: &[(DepKey, Pending)],
-) -> Result<std::collections::HashSet<DepKey>, sqlx::Error> {
+    keys: impl Iterator<Item = &DepKey>,
+) -> Result<HashMap<DepKey, Existing>, sqlx::Error> {
     let (mut s, mut t, mut p, mut port) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (dk, _) in candidates {
+    for dk in keys {
         s.push(dk.source);
         t.push(dk.target);
         p.push(i16::from(dk.protocol));
         port.push(i32::from(dk.port));
     }
+    if s.is_empty() {
+        return Ok(HashMap::new());
+    }
     sqlx::query(
-        "SELECT d.source_asset_id, d.target_asset_id, d.protocol, d.port
+        "SELECT d.source_asset_id, d.target_asset_id, d.protocol, d.port, d.id,
+                d.last_seen, d.stale
          FROM dependencies d
          JOIN unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[]) AS i(s, t, p, port)
            ON d.source_asset_id = i.s AND d.target_asset_id = i.t
@@ -1013,12 +1014,12 @@ async fn existing_dependencies(
     .await?
     .into_iter()
     .map(|r| {
-        Ok(DepKey {
-            source: r.try_get(0)?,
-            target: r.try_get(1)?,
-            protocol: u8::try_from(r.try_get::<i16, _>(2)?).unwrap_or(0),
-            port: u16::try_from(r.try_get::<i32, _>(3)?).unwrap_or(0),
-        })
+        let existing = Existing {
+            id: r.try_get("id")?,
+            last_seen: r.try_get("last_seen")?,
+            stale: r.try_get("stale")?,
+        };
+        Ok((DepKey::from_row(&r)?, existing))
     })
     .collect()
 }

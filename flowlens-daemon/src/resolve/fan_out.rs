@@ -169,15 +169,9 @@ impl PeerCounter {
         self.untracked
     }
 
-    /// Forgets every endpoint; the counters are kept.
-    pub fn clear(&mut self) {
-        self.endpoints.clear();
-        self.previous.clear();
-        self.single_peer = 0;
-    }
-
     /// Ends a window: this window's counts become the previous window's (what the
-    /// previous window held is forgotten) and counting starts afresh.
+    /// previous window held is forgotten) and counting starts afresh; the pruned and
+    /// untracked counters are kept.
     pub fn rotate(&mut self) {
         self.previous = self
             .endpoints
@@ -339,12 +333,12 @@ mod tests {
     }
 
     #[test]
-    fn clear_forgets_endpoints_but_keeps_counters() {
+    fn rotation_forgets_endpoints_but_keeps_counters() {
         let mut c = PeerCounter::new(1);
         c.observe(ep(1, 80), peer(1));
         c.observe(ep(1, 80), peer(2));
         assert!(!c.observe(ep(2, 80), peer(1)));
-        c.clear();
+        c.rotate();
         assert!(c.is_empty());
         assert!(c.observe(ep(2, 80), peer(1)));
         assert_eq!(c.untracked(), 1);

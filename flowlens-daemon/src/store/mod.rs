@@ -98,20 +98,3 @@ pub async fn maintain_partitions(
         default_stats_rows,
     })
 }
-
-/// Creates the daily partitions of `flow_raw` and `flow_stats` for today and the
-/// next `days_ahead` days and drops raw partitions older than `raw_retention_days`.
-/// Returns how many partitions were created.
-pub async fn ensure_partitions(
-    pool: &PgPool,
-    days_ahead: i32,
-    raw_retention_days: i32,
-) -> Result<i32, StoreError> {
-    let created: i32 =
-        sqlx::query_scalar("SELECT flowlens_ensure_partitions(current_date, $1, $2)")
-            .bind(days_ahead + 1)
-            .bind(raw_retention_days)
-            .fetch_one(pool)
-            .await?;
-    Ok(created)
-}
