@@ -76,10 +76,6 @@ impl Cluster {
     /// Creates (if needed) and starts (if not running) the cluster in `dir`, of the
     /// given kind when it is new.
     pub fn ensure_with(dir: &Path, durability: Durability) -> Result<Self, ClusterError> {
-        let io = |what: &str| {
-            let what = what.to_owned();
-            move |source| ClusterError::Io { what, source }
-        };
         std::fs::create_dir_all(dir).map_err(io("creating the cluster directory"))?;
         let dir = dir
             .canonicalize()
@@ -182,17 +178,17 @@ impl Cluster {
     }
 }
 
+/// Maps an I/O error to [`ClusterError::Io`] saying what was being done.
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> ClusterError {
+    let what = what.to_owned();
+    move |source| ClusterError::Io { what, source }
+}
+
 /// Writes a new random password (32 hex digits from the kernel's generator), readable
 /// by its owner only.
 fn write_password(path: &Path) -> Result<(), ClusterError> {
     use std::io::{Read as _, Write as _};
     use std::os::unix::fs::OpenOptionsExt as _;
-    let io = |what: &'static str| {
-        move |source| ClusterError::Io {
-            what: what.to_owned(),
-            source,
-        }
-    };
     let mut bytes = [0u8; 16];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -292,8 +288,10 @@ fn chown_postgres(dir: &Path) -> Result<(), ClusterError> {
             .ok()
             .is_some_and(|m| Some(m.uid()) == postgres)
     };
-    let data = dir.join("data");
-    if owned(dir) && (!data.exists() || owned(&data)) {
+    // The password file is made by us (root) just before initdb reads it as postgres.
+    let (data, password) = (dir.join("data"), dir.join("password"));
+    let ours = |p: &Path| !p.exists() || owned(p);
+    if owned(dir) && ours(&data) && ours(&password) {
         return Ok(());
     }
     let mut cmd = Command::new("chown");
