@@ -1,11 +1,11 @@
 //! Why a datagram was not decoded whole, in words a network engineer can act on.
 //!
-//! With [`super::Decoder::explain`] on, the decoder records a [`Note`] for everything it
+//! With [`super::Decoder::set_explain`] on, the decoder records a [`Note`] for everything it
 //! did not turn into flows as sent (bytes after the declared content, records a rule
 //! skipped, data sets waiting for or given up on their template) and for every template
 //! it learned. Nothing is recorded, and nothing costs, when it is off: the live daemon
 //! leaves it off and logs only malformed datagrams (rate-limited, see
-//! `pipeline::MalformedLog`); `flowlens-daemon decode --explain` turns it on.
+//! `crate::malformed_log`); `flowlens-daemon decode --explain` turns it on.
 //! [`excerpt`] and [`ie_name`] give both the same vocabulary.
 
 use std::fmt::Write as _;

@@ -13,6 +13,8 @@ use super::{Context, DecodeError, clock};
 use crate::flow::{FlowProtocol, FlowRecord};
 
 pub(crate) const RECORD_LEN: usize = 48;
+/// Cisco's documented maximum records per packet.
+pub(crate) const MAX_RECORDS: usize = 30;
 
 /// The `N` bytes at `at` of a record. Offsets are constants in range, so after
 /// inlining the check folds away and each field is one load.
@@ -100,8 +102,6 @@ impl Times {
         (start, end, clamped)
     }
 }
-/// Cisco's documented maximum records per packet.
-pub(crate) const MAX_RECORDS: usize = 30;
 
 pub(super) fn decode(
     ctx: &mut Context<'_, '_>,
@@ -152,10 +152,8 @@ pub(super) fn decode(
     let first = out.len();
     out.resize(first + n, blank);
     let slots = out.get_mut(first..).unwrap_or_default();
-    for (rec, chunk) in slots.iter_mut().zip(records.chunks_exact(RECORD_LEN)) {
-        let Ok(f) = <&[u8; RECORD_LEN]>::try_from(chunk) else {
-            continue;
-        };
+    let (records, _) = records.as_chunks::<RECORD_LEN>();
+    for (rec, f) in slots.iter_mut().zip(records) {
         let (start, end, was_clamped) = times.settle(be32(f, 24), be32(f, 28));
         clamped += u64::from(was_clamped);
         let ip = |at| IpAddr::V4(Ipv4Addr::from_bits(be32(f, at)));
@@ -189,4 +187,43 @@ pub(super) fn decode(
         .observe(sequence, Some(u32::from(count)));
     ctx.count_sequence(outcome, false);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// The per-datagram fast path gives exactly what the general conversion and
+        /// clamping give, for any clock, uptime (wrap-around included) and policy.
+        #[test]
+        fn fast_times_equal_the_general_path(
+            export_ms in prop_oneof![0u64..200_000_000, 0u64..(1 << 44)],
+            sys_uptime: u32,
+            first: u32,
+            last: u32,
+            near in any::<bool>(),
+            max_future_ms in 0u64..10_000,
+            max_flow_age_ms in 0u64..200_000_000,
+        ) {
+            // Mostly uptimes near the header's, where the fast path applies.
+            let (first, last) = if near {
+                (sys_uptime.wrapping_sub(first % 100_000), sys_uptime.wrapping_sub(last % 100_000))
+            } else {
+                (first, last)
+            };
+            let policy = clock::ClockPolicy {
+                max_future_ms,
+                max_flow_age_ms,
+                ..clock::ClockPolicy::default()
+            };
+            let mut start = Some(clock::from_uptime(export_ms, sys_uptime, first));
+            let mut end = Some(clock::from_uptime(export_ms, sys_uptime, last));
+            let clamped = policy.settle(export_ms, &mut start, &mut end);
+            let times = Times::new(policy, export_ms, sys_uptime);
+            prop_assert_eq!(times.settle(first, last), (start, end, clamped));
+        }
+    }
 }

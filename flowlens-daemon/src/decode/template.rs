@@ -11,7 +11,6 @@
 //! - holding data sets whose template has not arrived ([`HeldSets`]).
 
 use std::collections::VecDeque;
-
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::explain::{Note, SkipReason};
@@ -436,8 +435,7 @@ pub(crate) fn decode_sets(
     let trailing = sets.remaining();
     ctx.trailing(sets.offset(), trailing);
     // Pass 2: data sets.
-    let mut sets = body.clone();
-    sets = sets.sub(sets.remaining() - trailing)?;
+    let sets = body.clone().sub(body.remaining() - trailing)?;
     let records = decode_data_sets(ctx, hdr, sets, out).inspect_err(|_| {
         // Sets this datagram held must not be decoded later: it is malformed.
         ctx.state.held.forget(ctx.serial);

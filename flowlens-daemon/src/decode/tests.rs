@@ -1189,9 +1189,11 @@ fn empty_data_sets_cannot_pile_up_in_the_hold_buffer() {
 
 // ------------------------------------------------- vendors' exports as they really are
 //
-// Datagrams built from the vendors' documented templates (field lists as PAN-OS,
-// Barracuda, Procera, YAF and Cisco send them, decoded from the public test captures
-// of other collectors); values are ours.
+// Datagrams built from the vendors' documented templates: PAN-OS, YAF and Cisco ASA
+// field lists in their order, decoded from the public test captures of other
+// collectors; Barracuda's and Procera's field sets from their documentation and those
+// captures' decoded records, in an order of ours (their binary captures were not
+// readable here). The values are ours.
 
 /// Big-endian record bytes, field by field.
 #[derive(Default)]
@@ -1371,8 +1373,10 @@ fn panos_flow_created_events_with_counters_are_flows() {
 }
 
 /// Barracuda `CloudGen` "Extended Uniflow" (template 256): 28 fields, twelve of them
-/// Barracuda's (PEN 10704), four of those variable-length strings, with
-/// firewallEvent and both counter pairs (1/2 and 85/86).
+/// Barracuda's (PEN 10704), three of those variable-length strings, with
+/// firewallEvent and both counter pairs (1/2 and 85/86). The field set is the
+/// documented one; the order is ours (variable-length fields mid-record, the harder
+/// case for the decoder).
 fn barracuda_extended_uniflow() -> Vec<Ie> {
     const B: u32 = 10_704;
     vec![
