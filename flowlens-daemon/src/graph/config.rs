@@ -21,8 +21,17 @@ pub struct DatabaseConfig {
     /// 5-minute windows answer "what talked to what this quarter"); 0 keeps them all.
     pub stats_retention_days: u32,
     /// Flush deltas kept for retry while PostgreSQL is unreachable, in edge rows;
-    /// beyond it the oldest are dropped and counted.
+    /// beyond it the oldest are dropped and counted. Also bounds the windows the sink
+    /// aggregates while the writer is busy (flows of further new edges are counted).
     pub max_buffered_rows: usize,
+    /// `statement_timeout` of the daemon's connections (ours): a statement PostgreSQL
+    /// runs longer is cancelled and its flush retried; 0 leaves the server's setting.
+    pub statement_timeout_seconds: u64,
+    /// A flush (or upkeep) still running after this is given up and its connection
+    /// closed (ours): a connection that hangs without a reset cannot stall the writer
+    /// forever. `/health` says `stalled` once a flush has run for two flush intervals
+    /// or half this timeout.
+    pub flush_timeout_seconds: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -34,6 +43,8 @@ impl Default for DatabaseConfig {
             raw_retention_days: 7,
             stats_retention_days: 90,
             max_buffered_rows: 1_000_000,
+            statement_timeout_seconds: 120,
+            flush_timeout_seconds: 300,
         }
     }
 }

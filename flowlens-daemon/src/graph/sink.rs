@@ -11,7 +11,7 @@
 //! open window is flushed, with a few retries.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +32,16 @@ const MAX_TRACKED_ENDPOINTS: usize = 200_000;
 
 /// PostgreSQL health as the sink last saw it, for `/health`.
 #[derive(Debug, Clone, Default)]
-pub struct GraphHealth(Arc<AtomicU8>);
+pub struct GraphHealth(Arc<HealthState>);
+
+#[derive(Debug, Default)]
+struct HealthState {
+    outcome: AtomicU8,
+    /// When the running flush started (ms since the epoch), 0 when none runs.
+    flush_started_ms: AtomicU64,
+    /// A flush running longer than this is a stalled writer (0: never said).
+    stall_after_ms: AtomicU64,
+}
 
 impl GraphHealth {
     const OK: u8 = 1;
@@ -40,12 +49,34 @@ impl GraphHealth {
 
     fn set(&self, ok: bool) {
         self.0
+            .outcome
             .store(if ok { Self::OK } else { Self::ERROR }, Ordering::Relaxed);
     }
 
-    /// "ok", "error" or "starting" (no flush yet).
+    fn flush_started(&self) {
+        self.0.flush_started_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn flush_ended(&self) {
+        self.0.flush_started_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn stall_after(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.0.stall_after_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// "stalled" (a flush has run for longer than two flush intervals or half its
+    /// timeout: a hung connection, a lock, a database that cannot keep up), else the
+    /// outcome of the
+    /// last flush: "ok", "error", or "starting" (none yet).
     pub fn status(&self) -> &'static str {
-        match self.0.load(Ordering::Relaxed) {
+        let started = self.0.flush_started_ms.load(Ordering::Relaxed);
+        let after = self.0.stall_after_ms.load(Ordering::Relaxed);
+        if started != 0 && after != 0 && now_ms().saturating_sub(started) > after {
+            return "stalled";
+        }
+        match self.0.outcome.load(Ordering::Relaxed) {
             Self::OK => "ok",
             Self::ERROR => "error",
             _ => "starting",
@@ -142,8 +173,10 @@ impl GraphSink {
             rt.handle().clone(),
         )?;
         let db = &settings.database;
+        let statement_timeout = Duration::from_secs(db.statement_timeout_seconds);
         let pool = rt.block_on(async {
-            let pool = store::connect(&settings.url, db.max_connections).await?;
+            let pool =
+                store::connect_with(&settings.url, db.max_connections, statement_timeout).await?;
             store::migrate(&pool).await?;
             let upkeep =
                 store::maintain_partitions(&pool, db.raw_retention_days, db.stats_retention_days)
@@ -153,10 +186,18 @@ impl GraphSink {
         })?;
         health.set(true);
         let agg = &settings.resolution.aggregation;
-        let aggregator = Aggregator::new(agg.window_size_seconds, agg.max_clock_skew_seconds);
+        let aggregator = Aggregator::new(
+            agg.window_size_seconds,
+            agg.max_clock_skew_seconds,
+            db.max_buffered_rows,
+        );
         let cd = &settings.resolution.change_detection;
         let upkeep_every = Duration::from_secs(cd.check_interval_seconds.max(1));
         let flush_every = Duration::from_secs(agg.flush_interval_seconds.max(1));
+        // Stalled: a flush running for two intervals (the writer falls behind), or for
+        // half its timeout, whichever comes first.
+        let flush_timeout = Duration::from_secs(db.flush_timeout_seconds.max(1));
+        health.stall_after((flush_every * 2).min(flush_timeout / 2));
         let writer = GraphWriter::new(
             pool,
             WriterSettings {
@@ -167,6 +208,7 @@ impl GraphSink {
                 write_raw_flows: db.write_raw_flows,
                 raw_retention_days: db.raw_retention_days,
                 stats_retention_days: db.stats_retention_days,
+                flush_timeout,
             },
         )
         .with_enrichment(geoip, rdns);
@@ -309,9 +351,14 @@ impl GraphSink {
     fn hand_over(&mut self) {
         self.last_flush = Instant::now();
         // Counted per flow while aggregating, published per hand-over.
-        let skewed = std::mem::take(&mut self.aggregator.counters.clock_skewed);
-        if skewed > 0 {
-            metrics::counter!("flowlens_graph_flows_clock_skewed_total").increment(skewed);
+        let counters = std::mem::take(&mut self.aggregator.counters);
+        if counters.clock_skewed > 0 {
+            metrics::counter!("flowlens_graph_flows_clock_skewed_total")
+                .increment(counters.clock_skewed);
+        }
+        if counters.over_capacity > 0 {
+            metrics::counter!("flowlens_graph_flows_over_capacity_total")
+                .increment(counters.over_capacity);
         }
         let Some(jobs) = &self.jobs else { return };
         if self.aggregator.is_empty() && self.raw.is_empty() {
@@ -387,7 +434,9 @@ fn writer_loop(
             Job::Flush { edges, raw, reply } => {
                 writer.add(edges, raw);
                 let started = Instant::now();
+                health.flush_started();
                 let result = rt.block_on(writer.flush(now_ms()));
+                health.flush_ended();
                 metrics::histogram!("flowlens_graph_flush_seconds")
                     .record(started.elapsed().as_secs_f64());
                 let ok = match result {
@@ -405,19 +454,33 @@ fn writer_loop(
                 }
             }
             Job::Upkeep { stale } => {
-                match rt.block_on(writer.maintain_partitions()) {
-                    Ok(upkeep) => publish_upkeep(&upkeep),
-                    Err(e) => tracing::warn!(error = %e, "partition upkeep failed; retried later"),
+                // Bounded like a flush: a hung connection must not stop the writer.
+                let limit = writer.flush_timeout();
+                health.flush_started();
+                match rt.block_on(async {
+                    tokio::time::timeout(limit, writer.maintain_partitions()).await
+                }) {
+                    Ok(Ok(upkeep)) => publish_upkeep(&upkeep),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "partition upkeep failed; retried later");
+                    }
+                    Err(_) => tracing::warn!("partition upkeep timed out; retried later"),
                 }
                 if stale {
-                    match rt.block_on(writer.detect_stale()) {
-                        Ok(n) if n > 0 => {
+                    match rt.block_on(async {
+                        tokio::time::timeout(limit, writer.detect_stale()).await
+                    }) {
+                        Ok(Ok(n)) if n > 0 => {
                             tracing::info!(changes = n, "stale assets/dependencies");
                         }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "stale check failed; retried later"),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "stale check failed; retried later");
+                        }
+                        Err(_) => tracing::warn!("stale check timed out; retried later"),
                     }
                 }
+                health.flush_ended();
             }
         }
     }
@@ -450,6 +513,12 @@ fn publish(writer: &GraphWriter) {
     let set = |name: &'static str, v: u64| metrics::counter!(name).absolute(v);
     set("flowlens_graph_flushes_total", c.flushes);
     set("flowlens_graph_flush_failures_total", c.flush_failures);
+    set("flowlens_graph_flush_timeouts_total", c.flush_timeouts);
+    set("flowlens_graph_flushes_in_doubt_total", c.flushes_in_doubt);
+    set(
+        "flowlens_graph_flushes_in_doubt_committed_total",
+        c.flushes_in_doubt_committed,
+    );
     set("flowlens_graph_assets_created_total", c.assets_created);
     set(
         "flowlens_graph_dependencies_created_total",

@@ -74,6 +74,9 @@ pub struct Orientation {
 pub struct WindowCounters {
     /// Flows re-stamped with the wall clock because their own time was absurd.
     pub clock_skewed: u64,
+    /// Flows of a new edge refused because the aggregator held `max_edges` already
+    /// (the writer is stalled and windows pile up).
+    pub over_capacity: u64,
 }
 
 /// The in-memory windows since the last flush.
@@ -81,17 +84,21 @@ pub struct WindowCounters {
 pub struct Aggregator {
     window_ms: u64,
     max_skew_ms: u64,
+    /// Edges held at most; flows of further new edges are counted and dropped.
+    max_edges: usize,
     edges: HashMap<EdgeKey, EdgeStats>,
     pub counters: WindowCounters,
 }
 
 impl Aggregator {
     /// Windows of `window_secs` (at least 1 s); flow times further than
-    /// `max_skew_secs` from the wall clock are replaced by it.
-    pub fn new(window_secs: u64, max_skew_secs: u64) -> Self {
+    /// `max_skew_secs` from the wall clock are replaced by it. At most `max_edges` are
+    /// held: memory stays bounded while the writer cannot keep up.
+    pub fn new(window_secs: u64, max_skew_secs: u64, max_edges: usize) -> Self {
         Self {
             window_ms: window_secs.max(1) * 1000,
             max_skew_ms: max_skew_secs * 1000,
+            max_edges: max_edges.max(1),
             edges: HashMap::new(),
             counters: WindowCounters::default(),
         }
@@ -132,10 +139,13 @@ impl Aggregator {
             first_ms: start,
             last_ms: at,
         };
-        self.edges
-            .entry(key)
-            .and_modify(|s| s.merge(&delta))
-            .or_insert(delta);
+        if let Some(s) = self.edges.get_mut(&key) {
+            s.merge(&delta);
+        } else if self.edges.len() < self.max_edges {
+            self.edges.insert(key, delta);
+        } else {
+            self.counters.over_capacity += u64::from(presampled);
+        }
     }
 
     /// Edges accumulated since the last call, sorted by key (deterministic writes).
@@ -202,7 +212,7 @@ mod tests {
 
     #[test]
     fn flows_land_in_the_window_of_their_end_and_scale_by_sampling() {
-        let mut a = Aggregator::new(300, 3600);
+        let mut a = Aggregator::new(300, 3600, 1_000);
         a.add(&rec(NOW - 1, 100, 1), dir(0.5), NOW);
         a.add(&rec(NOW - 2, 100, 10), dir(0.9), NOW);
         a.add(&rec(NOW + 10, 7, 1), dir(0.3), NOW);
@@ -224,7 +234,7 @@ mod tests {
         // Under 1:10 pressure sampling one kept record of an unsampled exporter stands
         // for ten: the three counts scale alike. A packet-sampled exporter's record
         // (1:100, no pressure) is one flow with bytes and packets scaled.
-        let mut a = Aggregator::new(300, 3600);
+        let mut a = Aggregator::new(300, 3600, 1_000);
         let mut kept = rec(NOW - 1, 100, 10);
         kept.presample_rate = 10;
         a.add(&kept, dir(0.9), NOW);
@@ -243,7 +253,7 @@ mod tests {
 
     #[test]
     fn absurd_exporter_clocks_are_windowed_by_the_wall_clock() {
-        let mut a = Aggregator::new(300, 3600);
+        let mut a = Aggregator::new(300, 3600, 1_000);
         a.add(&rec(NOW - 2 * 86_400_000, 1, 1), dir(0.5), NOW + 5);
         a.add(&rec(NOW + 86_400_000, 1, 1), dir(0.5), NOW + 5);
         assert_eq!(a.counters.clock_skewed, 2);
@@ -255,12 +265,25 @@ mod tests {
 
     #[test]
     fn unknown_rate_counts_as_unsampled_and_missing_counters_as_zero() {
-        let mut a = Aggregator::new(60, 3600);
+        let mut a = Aggregator::new(60, 3600, 1_000);
         let mut r = rec(NOW, 50, 1);
         r.sampling_rate = None;
         r.packets = None;
         a.add(&r, dir(0.5), NOW);
         let (_, s) = a.take()[0];
         assert_eq!((s.bytes, s.packets), (50, 0));
+    }
+
+    #[test]
+    fn a_full_aggregator_tops_up_known_edges_and_counts_new_ones() {
+        let mut a = Aggregator::new(300, 3600, 1);
+        a.add(&rec(NOW - 1, 10, 1), dir(0.9), NOW);
+        // A second edge (another window) does not fit: counted, not held.
+        a.add(&rec(NOW - 400_000, 10, 1), dir(0.9), NOW);
+        a.add(&rec(NOW - 2, 10, 1), dir(0.9), NOW);
+        assert_eq!(a.counters.over_capacity, 1);
+        let edges = a.take();
+        assert_eq!(edges.len(), 1);
+        assert_eq!(edges[0].1.flows, 2, "the held edge still takes its flows");
     }
 }

@@ -18,10 +18,23 @@
 //! down) leaves everything as it was plus the new edges; the next flush retries all of
 //! it. What is kept is bounded by `database.max_buffered_rows`: beyond it the oldest
 //! windows are dropped and counted.
+//!
+//! Exactly once: each flush writes a fresh id into `graph_flushes` in its transaction.
+//! When COMMIT fails without an answer (the reply was lost to a reset connection or a
+//! failover, or the flush timed out while committing) the flush is *in doubt*: what it
+//! wrote is kept aside, edges that arrive meanwhile wait apart, and the next flush first
+//! asks PostgreSQL whether the id is there. Found: the flush landed and its rows are
+//! forgotten as written; absent: they are written again. Adding counters twice is never
+//! a possible outcome.
+//!
+//! A flush runs on a connection of its own, taken out of the pool, under
+//! `database.flush_timeout_seconds`: a connection that hangs without a reset is closed
+//! when the timeout drops it, instead of holding the writer (and a pool slot) forever.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use sqlx::postgres::PgConnection;
 use sqlx::types::Uuid;
 use sqlx::types::chrono::{DateTime, Utc};
 use sqlx::types::ipnetwork::IpNetwork;
@@ -61,6 +74,21 @@ pub struct WriterCounters {
     pub rows_dropped: u64,
     /// Edge rows given up because an end never became an asset.
     pub rows_without_asset: u64,
+    /// Flushes whose COMMIT got no answer (lost reply, timeout), settled later.
+    pub flushes_in_doubt: u64,
+    /// Flushes in doubt that had landed (not written again).
+    pub flushes_in_doubt_committed: u64,
+    /// Flushes given up after `flush_timeout_seconds`.
+    pub flush_timeouts: u64,
+}
+
+/// Why a flush did not complete; everything it held is kept for the next one.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("flush timed out after {0:?} (database.flush_timeout_seconds)")]
+    TimedOut(std::time::Duration),
 }
 
 /// One raw flow for `flow_raw`.
@@ -100,6 +128,8 @@ pub struct WriterSettings {
     /// Partition retention (`database.raw_retention_days`, `stats_retention_days`).
     pub raw_retention_days: u32,
     pub stats_retention_days: u32,
+    /// A flush still running after this is given up (its connection closed).
+    pub flush_timeout: std::time::Duration,
 }
 
 /// The graph writer and its memory of what exists.
@@ -118,7 +148,41 @@ pub struct GraphWriter {
     rdns: Option<ReverseDns>,
     /// Assets created from flows whose reverse-DNS name was asked for.
     awaiting_name: HashMap<IpAddr, Uuid>,
+    /// The flushes' own connection (out of the pool, so that a hung one can be closed).
+    conn: Option<PgConnection>,
+    /// A flush whose COMMIT got no answer, settled by the next flush.
+    in_doubt: Option<InDoubt>,
+    /// Edges and raw flows that arrived while a flush is in doubt: held apart so that
+    /// settling it as landed forgets exactly what it wrote.
+    incoming: HashMap<EdgeKey, EdgeStats>,
+    incoming_raw: Vec<RawFlow>,
     pub counters: WriterCounters,
+}
+
+/// A flush that may or may not have committed.
+struct InDoubt {
+    id: Uuid,
+    staged: Staged,
+}
+
+/// What a flush wrote, applied to the writer's memory once it is known to have landed.
+struct Staged {
+    /// Addresses asked to become assets, and every address resolved by the flush.
+    to_create: Vec<IpAddr>,
+    asset_of: HashMap<IpAddr, Uuid>,
+    dependencies_created: u64,
+    /// Edges written (removed from `held`).
+    ready: Vec<EdgeKey>,
+    raw_rows: u64,
+    raw_rejected: u64,
+    events: u64,
+    alerts: u64,
+    /// Addresses whose reverse-DNS answer was settled.
+    named: Vec<IpAddr>,
+    /// Dependencies written (no longer pending), and those still below their thresholds.
+    written: Vec<DepKey>,
+    still_pending: Vec<(DepKey, Pending)>,
+    now_ms: u64,
 }
 
 /// Assets waiting for a reverse-DNS answer, at most.
@@ -171,6 +235,10 @@ impl GraphWriter {
             geoip: None,
             rdns: None,
             awaiting_name: HashMap::new(),
+            conn: None,
+            in_doubt: None,
+            incoming: HashMap::new(),
+            incoming_raw: Vec::new(),
             counters: WriterCounters::default(),
         }
     }
@@ -186,53 +254,103 @@ impl GraphWriter {
 
     /// Edge rows waiting to be written.
     pub fn held_rows(&self) -> usize {
-        self.held.len()
+        self.held.len() + self.incoming.len()
+    }
+
+    /// How long a flush (or upkeep) may run (`database.flush_timeout_seconds`).
+    pub fn flush_timeout(&self) -> std::time::Duration {
+        self.settings.flush_timeout
+    }
+
+    /// Whether the last flush's COMMIT got no answer and is not settled yet.
+    pub fn in_doubt(&self) -> bool {
+        self.in_doubt.is_some()
     }
 
     /// Adds a flush interval's edges (and raw flows) to what the next flush writes.
     pub fn add(&mut self, edges: Vec<(EdgeKey, EdgeStats)>, raw: Vec<RawFlow>) {
+        let doubt = self.in_doubt.is_some();
+        let (held, held_raw) = if doubt {
+            (&mut self.incoming, &mut self.incoming_raw)
+        } else {
+            (&mut self.held, &mut self.raw)
+        };
         for (key, stats) in edges {
             for ip in [key.client, key.server] {
                 if !self.asset_of.contains_key(&ip) {
                     *self.pending_ip_flows.entry(ip).or_default() += stats.flows;
                 }
             }
+            held.entry(key)
+                .and_modify(|s| s.merge(&stats))
+                .or_insert(stats);
+        }
+        if self.settings.write_raw_flows {
+            held_raw.extend(raw);
+        }
+        let max = self.settings.max_buffered_rows.max(1);
+        self.counters.rows_dropped += bound(held, held_raw, max);
+    }
+
+    /// Writes everything held in one transaction. On error nothing is lost (up to the
+    /// bound): the same rows are retried by the next call. A flush in doubt is settled
+    /// first.
+    pub async fn flush(&mut self, now_ms: u64) -> Result<(), FlushError> {
+        self.counters.flushes += 1;
+        let limit = self.settings.flush_timeout;
+        let result = if let Ok(r) = tokio::time::timeout(limit, self.flush_inner(now_ms)).await {
+            r.map_err(FlushError::from)
+        } else {
+            // The flush future is gone, and with it its connection: a COMMIT it had sent
+            // is in doubt (recorded before sending), anything earlier rolled back when
+            // the server saw the connection close.
+            self.counters.flush_timeouts += 1;
+            if self.in_doubt.is_some() {
+                self.counters.flushes_in_doubt += 1;
+            }
+            Err(FlushError::TimedOut(limit))
+        };
+        if result.is_err() {
+            self.counters.flush_failures += 1;
+        }
+        result
+    }
+
+    /// Settles a flush in doubt: did its id land? Either way, what arrived meanwhile
+    /// joins what is held.
+    async fn settle_in_doubt(&mut self) -> Result<(), sqlx::Error> {
+        let Some(id) = self.in_doubt.as_ref().map(|d| d.id) else {
+            return Ok(());
+        };
+        let landed: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM graph_flushes WHERE id = $1)")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+        if let Some(doubt) = self.in_doubt.take() {
+            if landed {
+                self.counters.flushes_in_doubt_committed += 1;
+                self.apply(doubt.staged);
+            }
+            tracing::info!(%id, landed, "graph flush in doubt settled");
+        }
+        for (key, stats) in std::mem::take(&mut self.incoming) {
             self.held
                 .entry(key)
                 .and_modify(|s| s.merge(&stats))
                 .or_insert(stats);
         }
-        if self.settings.write_raw_flows {
-            self.raw.extend(raw);
-        }
-        self.enforce_bound();
-    }
-
-    /// Drops the oldest windows (and raw flows) beyond the buffer bound.
-    fn enforce_bound(&mut self) {
+        self.raw.append(&mut self.incoming_raw);
         let max = self.settings.max_buffered_rows.max(1);
-        if self.held.len() > max {
-            let mut keys: Vec<EdgeKey> = self.held.keys().copied().collect();
-            keys.sort_unstable();
-            let excess = self.held.len() - max;
-            for k in keys.into_iter().take(excess) {
-                self.held.remove(&k);
-                self.counters.rows_dropped += 1;
-            }
-        }
-        if self.raw.len() > max {
-            let excess = self.raw.len() - max;
-            self.raw.drain(..excess);
-            self.counters.rows_dropped += excess as u64;
-        }
+        self.counters.rows_dropped += bound(&mut self.held, &mut self.raw, max);
+        Ok(())
     }
 
-    /// Writes everything held in one transaction. On error nothing is lost (up to the
-    /// bound): the same rows are retried by the next call.
-    pub async fn flush(&mut self, now_ms: u64) -> Result<(), sqlx::Error> {
-        self.counters.flushes += 1;
+    async fn flush_inner(&mut self, now_ms: u64) -> Result<(), sqlx::Error> {
+        self.settle_in_doubt().await?;
         let mut result = self.try_flush(now_ms).await;
         if let Err(e) = &result
+            && self.in_doubt.is_none()
             && is_stale_cache_error(e)
         {
             // An asset we cached was deleted (the API, an operator), or another
@@ -251,9 +369,6 @@ impl GraphWriter {
             }
             result = self.try_flush(now_ms).await;
         }
-        if result.is_err() {
-            self.counters.flush_failures += 1;
-        }
         result
     }
 
@@ -261,8 +376,14 @@ impl GraphWriter {
         if self.held.is_empty() && self.raw.is_empty() && self.awaiting_name.is_empty() {
             return Ok(());
         }
+        // Out of the pool for good: on any error or timeout it is dropped, which closes
+        // it, and the next flush takes a fresh one.
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.pool.acquire().await?.detach(),
+        };
         let res = &self.settings.resolution;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = sqlx::Connection::begin(&mut conn).await?;
         let mut changes: Vec<Change> = Vec::new();
 
         // Phase timings, for `flowlens_daemon::graph=debug` (where a slow flush goes).
@@ -622,40 +743,68 @@ impl GraphWriter {
         }
         let raw_rows = self.raw.len() as u64 - raw_rejected;
         mark("raw", &mut phases);
-        tx.commit().await?;
+        let id = Uuid::new_v4();
+        sqlx::query("INSERT INTO graph_flushes (id) VALUES ($1)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let staged = Staged {
+            dependencies_created: changes
+                .iter()
+                .filter(|c| c.kind == "new_dependency" && c.before.is_none())
+                .count() as u64,
+            to_create,
+            asset_of,
+            ready: ready.iter().map(|(k, _, _)| *k).collect(),
+            raw_rows,
+            raw_rejected,
+            events,
+            alerts,
+            named,
+            written: write.iter().map(|(dk, _)| *dk).collect(),
+            still_pending,
+            now_ms,
+        };
+        let (edges, assets, dependencies) = (ready.len(), staged.to_create.len(), write.len());
+        // In doubt from the moment COMMIT is sent until its answer is read: a lost
+        // reply, an error or the flush timeout leave it so, for the next flush to settle.
+        self.in_doubt = Some(InDoubt { id, staged });
+        if let Err(e) = tx.commit().await {
+            self.counters.flushes_in_doubt += 1;
+            return Err(e);
+        }
+        self.conn = Some(conn);
         mark("commit", &mut phases);
-        tracing::debug!(
-            edges = ready.len(),
-            assets = to_create.len(),
-            dependencies = write.len(),
-            ?phases,
-            "graph flush"
-        );
+        tracing::debug!(edges, assets, dependencies, ?phases, "graph flush");
+        if let Some(doubt) = self.in_doubt.take() {
+            self.apply(doubt.staged);
+        }
+        Ok(())
+    }
 
-        // Committed: now the memory may follow.
-        self.counters.assets_created += to_create
+    /// A committed flush: the memory follows what is now in PostgreSQL.
+    fn apply(&mut self, s: Staged) {
+        self.counters.assets_created += s
+            .to_create
             .iter()
-            .filter(|ip| asset_of.contains_key(*ip))
+            .filter(|ip| s.asset_of.contains_key(*ip))
             .count() as u64;
-        self.counters.dependencies_created += changes
-            .iter()
-            .filter(|c| c.kind == "new_dependency" && c.before.is_none())
-            .count() as u64;
-        self.counters.flow_stats_rows += ready.len() as u64;
-        self.counters.raw_rows += raw_rows;
-        self.counters.raw_rows_rejected += raw_rejected;
-        self.counters.change_events += events;
-        self.counters.alerts += alerts;
+        self.counters.dependencies_created += s.dependencies_created;
+        self.counters.flow_stats_rows += s.ready.len() as u64;
+        self.counters.raw_rows += s.raw_rows;
+        self.counters.raw_rows_rejected += s.raw_rejected;
+        self.counters.change_events += s.events;
+        self.counters.alerts += s.alerts;
         self.raw.clear();
-        for ip in asset_of.keys() {
+        for ip in s.asset_of.keys() {
             self.pending_ip_flows.remove(ip);
         }
-        for ip in &named {
+        for ip in &s.named {
             self.awaiting_name.remove(ip);
         }
         if let Some(rdns) = &self.rdns {
-            for ip in &to_create {
-                if let Some(id) = asset_of.get(ip)
+            for ip in &s.to_create {
+                if let Some(id) = s.asset_of.get(ip)
                     && self.awaiting_name.len() < MAX_AWAITING_NAMES
                 {
                     rdns.request(*ip);
@@ -663,18 +812,15 @@ impl GraphWriter {
                 }
             }
         }
-        self.asset_of.extend(asset_of);
-        for (key, _, _) in &ready {
+        self.asset_of.extend(s.asset_of);
+        for key in &s.ready {
             self.held.remove(key);
         }
-        for (dk, _) in &write {
+        for dk in &s.written {
             self.pending_deps.remove(dk);
         }
-        for (dk, p) in still_pending {
-            self.pending_deps.insert(dk, p);
-        }
-        self.expire_waiting(now_ms);
-        Ok(())
+        self.pending_deps.extend(s.still_pending);
+        self.expire_waiting(s.now_ms);
     }
 
     /// Sets `fqdn` (and `name`, while it is still the bare address) of assets whose
@@ -799,12 +945,18 @@ impl GraphWriter {
     pub async fn maintain_partitions(
         &self,
     ) -> Result<crate::store::PartitionUpkeep, crate::store::StoreError> {
-        crate::store::maintain_partitions(
+        let upkeep = crate::store::maintain_partitions(
             &self.pool,
             self.settings.raw_retention_days,
             self.settings.stats_retention_days,
         )
-        .await
+        .await?;
+        // Flush ids are needed only until a flush in doubt is settled (one flush after
+        // the database answers again); a week is ample.
+        sqlx::query("DELETE FROM graph_flushes WHERE committed_at < now() - interval '7 days'")
+            .execute(&self.pool)
+            .await?;
+        Ok(upkeep)
     }
 
     /// Marks assets and dependencies without traffic for `stale_after_hours` as
@@ -882,6 +1034,26 @@ impl GraphWriter {
         self.counters.alerts += alerts;
         Ok(events)
     }
+}
+
+/// Drops the oldest windows (and raw flows) beyond `max` rows; returns how many.
+fn bound(held: &mut HashMap<EdgeKey, EdgeStats>, raw: &mut Vec<RawFlow>, max: usize) -> u64 {
+    let mut dropped = 0;
+    if held.len() > max {
+        let mut keys: Vec<EdgeKey> = held.keys().copied().collect();
+        keys.sort_unstable();
+        let excess = held.len() - max;
+        for k in keys.into_iter().take(excess) {
+            held.remove(&k);
+        }
+        dropped += excess as u64;
+    }
+    if raw.len() > max {
+        let excess = raw.len() - max;
+        raw.drain(..excess);
+        dropped += excess as u64;
+    }
+    dropped
 }
 
 /// Whether `e` says our asset cache is out of date: a foreign key to a deleted asset

@@ -28,7 +28,23 @@ pub enum StoreError {
 
 /// Connects a pool of at most `max_connections` to `url`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
-    let options: PgConnectOptions = url.parse().map_err(StoreError::Connect)?;
+    connect_with(url, max_connections, std::time::Duration::ZERO).await
+}
+
+/// Connects like [`connect`], with `statement_timeout` set on every connection (zero
+/// leaves the server's setting).
+pub async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    statement_timeout: std::time::Duration,
+) -> Result<PgPool, StoreError> {
+    let mut options: PgConnectOptions = url.parse().map_err(StoreError::Connect)?;
+    if !statement_timeout.is_zero() {
+        options = options.options([(
+            "statement_timeout",
+            format!("{}ms", statement_timeout.as_millis()),
+        )]);
+    }
     // A short acquire timeout: during an outage a flush should fail fast and be
     // retried at the next interval, not hold the sink thread for sqlx's default 30 s.
     PgPoolOptions::new()
