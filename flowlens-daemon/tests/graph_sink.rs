@@ -806,3 +806,107 @@ fn dropped_reverse_lookups_are_retried() {
     assert!(named, "the database server got its name after retries");
     assert_eq!(fqdn().as_deref(), Some("db1.corp.example"));
 }
+
+/// What a person set wins over flows, as the API writes it: a confidence an editor
+/// lowered (`user_fields`) stays lowered; a dependency an editor deleted
+/// (`dependency_suppressions`) is not created again by its flows; a declared one
+/// (`discovery_source = 'manual'`) does not go stale from silence; and a deleted
+/// asset's cached id is forgotten, so no `flow_stats` row refers to it.
+#[test]
+fn manual_edits_survive_flushes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(scratch("manual_edits"));
+    let mut s = settings(db.url.clone());
+    s.resolution.change_detection.check_interval_seconds = 1;
+    let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
+    let (topology, exporter) = seed(&mut sink, 60_000);
+    let sql = |q: &str| {
+        rt.block_on(sqlx::query(q).execute(&db.pool))
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+    };
+    let one = |q: &str| -> i64 {
+        rt.block_on(sqlx::query_scalar(q).fetch_one(&db.pool))
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+    };
+    // An editor lowers the PostgreSQL dependency's confidence; another deletes the
+    // Redis dependency; a third declares one that no flow shows, silent for 30 days.
+    sql(
+        "UPDATE dependencies SET confidence = 0.2, user_fields = ARRAY['confidence']
+         WHERE port = 5432",
+    );
+    sql("WITH d AS (DELETE FROM dependencies WHERE port = 6379
+                    RETURNING source_asset_id, target_asset_id, protocol, port)
+         INSERT INTO dependency_suppressions (source_asset_id, target_asset_id, protocol, port,
+                                              deleted_by)
+         SELECT *, 'editor' FROM d");
+    sql(
+        "INSERT INTO dependencies (source_asset_id, target_asset_id, protocol, port,
+             first_seen, last_seen, discovery_source, user_fields, confidence)
+         SELECT s.id, t.id, 6, 9999, now() - interval '30 days', now() - interval '30 days',
+                'manual', ARRAY['confidence', 'tags', 'notes'], 1.0
+         FROM assets s, assets t WHERE s.name = '10.2.0.10' AND t.name = '10.3.0.10'",
+    );
+    let redis_before = one("SELECT count(*) FROM flow_stats WHERE port = 6379");
+    let pg_flows = one("SELECT total_flows FROM dependencies WHERE port = 5432");
+    for round in 3..6 {
+        sink.write(&topology.round(round, now_ms() - 1000, exporter, true));
+    }
+    std::thread::park_timeout(std::time::Duration::from_millis(1100));
+    sink.tick();
+    assert!(sink.flush_now());
+    let conf: f32 = rt
+        .block_on(
+            sqlx::query_scalar("SELECT confidence FROM dependencies WHERE port = 5432")
+                .fetch_one(&db.pool),
+        )
+        .unwrap();
+    assert!(
+        (conf - 0.2).abs() < 1e-6,
+        "the editor's confidence stays: {conf}"
+    );
+    assert!(
+        one("SELECT total_flows FROM dependencies WHERE port = 5432") > pg_flows,
+        "its traffic is still counted"
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM dependencies WHERE port = 6379"),
+        0,
+        "a deleted dependency is not created again"
+    );
+    assert!(
+        one("SELECT count(*) FROM flow_stats WHERE port = 6379") >= redis_before,
+        "its traffic is still recorded"
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM dependencies WHERE port = 9999 AND NOT stale"),
+        1,
+        "a declared dependency does not go stale from silence"
+    );
+
+    // An asset deleted behind the writer's back: nothing written after refers to it.
+    let gone: sqlx::types::Uuid = rt
+        .block_on(
+            sqlx::query_scalar("DELETE FROM assets WHERE name = '10.4.0.10' RETURNING id")
+                .fetch_one(&db.pool),
+        )
+        .unwrap();
+    let orphans = || -> i64 {
+        rt.block_on(
+            sqlx::query_scalar(
+                "SELECT coalesce(sum(flow_count), 0)::int8 FROM flow_stats
+                 WHERE source_asset_id = $1 OR target_asset_id = $1",
+            )
+            .bind(gone)
+            .fetch_one(&db.pool),
+        )
+        .unwrap()
+    };
+    let history = orphans();
+    sink.write(&topology.round(6, now_ms() - 500, exporter, true));
+    assert!(sink.flush_now());
+    assert_eq!(
+        orphans(),
+        history,
+        "no new flow_stats row revives the deleted asset's id"
+    );
+}

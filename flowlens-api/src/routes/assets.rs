@@ -633,14 +633,35 @@ async fn delete_asset(
 ) -> Result<StatusCode, ApiError> {
     let mut tx = state.pool.begin().await?;
     let before = fetch_asset(&mut tx, id).await?;
-    let removed: i64 = sqlx::query_scalar(
+    // Each dependency that goes with the asset is a removal of its own in the change
+    // feed, as if deleted one by one.
+    let gone: Vec<Value> = sqlx::query_scalar(
         "WITH d AS (DELETE FROM dependencies WHERE source_asset_id = $1 OR target_asset_id = $1
-                    RETURNING 1)
-         SELECT count(*) FROM d",
+                    RETURNING id, source_asset_id, target_asset_id, protocol, port,
+                              inferred_service, last_seen, discovery_source)
+         SELECT to_jsonb(d) FROM d ORDER BY d.id",
     )
     .bind(id)
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
+    for dep in &gone {
+        let dep_id = dep
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Uuid>().ok());
+        if let Some(dep_id) = dep_id {
+            audit::change_event(
+                &mut tx,
+                "removed_dependency",
+                "dependency",
+                dep_id,
+                Some(dep.clone()),
+                None,
+            )
+            .await?;
+        }
+    }
+    let removed = gone.len();
     sqlx::query("DELETE FROM assets WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)

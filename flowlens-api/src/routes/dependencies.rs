@@ -62,6 +62,8 @@ pub struct Dependency {
     pub notes: Option<String>,
     /// flow or manual.
     pub discovery_source: String,
+    /// Fields a person set (confidence, tags, notes): flows never overwrite them.
+    pub user_fields: Vec<String>,
     pub stale: bool,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
@@ -82,7 +84,8 @@ pub const DEPENDENCY_SELECT: &str = "SELECT d.id, d.source_asset_id, s.name AS s
     d.target_asset_id, t.name AS target_name, d.protocol, d.port, d.inferred_service,
     d.first_seen, d.last_seen, d.total_bytes, d.total_packets, d.total_flows,
     d.avg_flows_per_hour, d.direction, d.is_internal, d.confidence,
-    COALESCE(d.tags, '{}'::jsonb) AS tags, d.notes, d.discovery_source, d.stale,
+    COALESCE(d.tags, '{}'::jsonb) AS tags, d.notes, d.discovery_source, d.user_fields,
+    d.stale,
     d.created_at, d.updated_at,
     COALESCE(fs.bytes, 0)::int8 AS bytes_24h, COALESCE(fs.flows, 0)::int8 AS flows_24h
     FROM dependencies d
@@ -272,9 +275,10 @@ async fn create_dependency(
     let id: Uuid = sqlx::query_scalar(
         "INSERT INTO dependencies (source_asset_id, target_asset_id, protocol, port,
             inferred_service, first_seen, last_seen, tags, notes, confidence, discovery_source,
-            is_internal)
+            is_internal, user_fields)
          SELECT $1, $2, $3, $4, $5, now(), now(), $6, $7, $8, 'manual',
-                COALESCE(s.is_internal, true) AND COALESCE(t.is_internal, true)
+                COALESCE(s.is_internal, true) AND COALESCE(t.is_internal, true),
+                ARRAY['confidence', 'notes', 'tags']
          FROM assets s, assets t WHERE s.id = $1 AND t.id = $2
          RETURNING id",
     )
@@ -287,6 +291,17 @@ async fn create_dependency(
     .bind(&body.notes)
     .bind(confidence)
     .fetch_one(&mut *tx)
+    .await?;
+    // Declaring a dependency a person deleted lifts the deletion.
+    sqlx::query(
+        "DELETE FROM dependency_suppressions WHERE source_asset_id = $1
+           AND target_asset_id = $2 AND protocol = $3 AND port = $4",
+    )
+    .bind(body.source_asset_id)
+    .bind(body.target_asset_id)
+    .bind(i16::from(body.protocol))
+    .bind(i32::from(body.port))
+    .execute(&mut *tx)
     .await?;
     let dep = fetch_dependency(&mut tx, id).await?;
     audit::change_event(
@@ -339,11 +354,20 @@ pub struct DependencyPatch {
     )]
     #[schema(value_type = Option<String>)]
     pub notes: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub confidence: Option<f32>,
+    /// A person's confidence, kept over what flows say; `null` hands it back to the
+    /// flows.
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<f32>)]
+    pub confidence: Option<Option<f32>>,
 }
 
-/// Update a dependency's tags, notes or confidence.
+/// Update a dependency's tags, notes or confidence. What is set here is the person's:
+/// the daemon's flushes leave it alone (`user_fields`) until a person changes it
+/// again; `"confidence": null` hands the confidence back to the flows.
 #[utoipa::path(patch, path = "/dependencies/{id}", tag = "dependencies",
     request_body = DependencyPatch,
     params(("id" = Uuid, Path, description = "dependency id")),
@@ -356,7 +380,7 @@ async fn update_dependency(
     ApiJson(patch): ApiJson<DependencyPatch>,
 ) -> Result<ApiJson<DependencyWithStats>, ApiError> {
     let mut bad = Vec::new();
-    if let Some(c) = patch.confidence
+    if let Some(Some(c)) = patch.confidence
         && !(0.0..=1.0).contains(&c)
     {
         bad.push(format!("confidence {c} must be between 0 and 1"));
@@ -368,11 +392,30 @@ async fn update_dependency(
     problems(&bad)?;
     let mut tx = state.pool.begin().await?;
     let before = fetch_dependency(&mut tx, id).await?;
+    // The fields this patch sets become the person's; a confidence set to null is the
+    // flows' again (and keeps its value until they raise it).
+    let mut owned: Vec<&str> = Vec::new();
+    if patch.tags.is_some() {
+        owned.push("tags");
+    }
+    if patch.notes.is_some() {
+        owned.push("notes");
+    }
+    if matches!(patch.confidence, Some(Some(_))) {
+        owned.push("confidence");
+    }
+    let released: Vec<&str> = if matches!(patch.confidence, Some(None)) {
+        vec!["confidence"]
+    } else {
+        Vec::new()
+    };
     sqlx::query(
         "UPDATE dependencies SET updated_at = now(),
             tags = CASE WHEN $2 THEN $3 ELSE tags END,
             notes = CASE WHEN $4 THEN $5 ELSE notes END,
-            confidence = COALESCE($6, confidence)
+            confidence = COALESCE($6, confidence),
+            user_fields = ARRAY(SELECT DISTINCT f FROM unnest(user_fields || $7::text[]) AS f
+                                WHERE f <> ALL($8::text[]) ORDER BY f)
          WHERE id = $1",
     )
     .bind(id)
@@ -380,7 +423,9 @@ async fn update_dependency(
     .bind(patch.tags.clone().map(Value::Object))
     .bind(patch.notes.is_some())
     .bind(patch.notes.clone().flatten())
-    .bind(patch.confidence)
+    .bind(patch.confidence.flatten())
+    .bind(&owned)
+    .bind(&released)
     .execute(&mut *tx)
     .await?;
     let after = fetch_dependency(&mut tx, id).await?;
@@ -400,7 +445,8 @@ async fn update_dependency(
     Ok(ApiJson(after))
 }
 
-/// Remove a dependency. One that flows still show comes back with the next flush.
+/// Remove a dependency. It stays removed while flows still show it (the daemon does
+/// not create it again); declaring it (`POST /dependencies`) brings it back.
 #[utoipa::path(delete, path = "/dependencies/{id}", tag = "dependencies",
     params(("id" = Uuid, Path, description = "dependency id")),
     responses((status = 204), (status = 404, body = Problem)))]
@@ -415,6 +461,21 @@ async fn delete_dependency(
         .bind(id)
         .execute(&mut *tx)
         .await?;
+    let d = &before.dependency;
+    sqlx::query(
+        "INSERT INTO dependency_suppressions (source_asset_id, target_asset_id, protocol, port,
+                                             deleted_by)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (source_asset_id, target_asset_id, protocol, port)
+         DO UPDATE SET deleted_at = now(), deleted_by = EXCLUDED.deleted_by",
+    )
+    .bind(d.source_asset_id)
+    .bind(d.target_asset_id)
+    .bind(d.protocol)
+    .bind(d.port)
+    .bind(&caller.subject)
+    .execute(&mut *tx)
+    .await?;
     audit::change_event(
         &mut tx,
         "removed_dependency",

@@ -156,6 +156,125 @@ async fn declare_read_patch_delete_and_asset_view() {
     .await;
 }
 
+/// What an editor sets is theirs (`user_fields`, which the daemon's flushes respect):
+/// a patched confidence is owned until `null` hands it back; a deleted dependency is
+/// suppressed until declared again; deleting an asset records a removal per dependency.
+#[tokio::test]
+async fn edits_are_owned_and_deletions_are_kept() {
+    let api = TestApi::new("deps_owned").await;
+    let web = api.asset("web", &["10.0.1.1"]).await;
+    let db = api.asset("db", &["10.0.3.1"]).await;
+    // As the daemon creates one from flows.
+    let flow_dep: String = sqlx::query_scalar(
+        "INSERT INTO dependencies (source_asset_id, target_asset_id, protocol, port,
+                                   first_seen, last_seen, confidence)
+         VALUES ($1::uuid, $2::uuid, 6, 5432, now(), now(), 0.9) RETURNING id::text",
+    )
+    .bind(&web)
+    .bind(&db)
+    .fetch_one(&api.pool)
+    .await
+    .unwrap();
+    let got = api.get(&format!("/api/v1/dependencies/{flow_dep}")).await;
+    assert_eq!(
+        got["user_fields"],
+        json!([]),
+        "flows own a discovered dependency"
+    );
+    let path = format!("/api/v1/dependencies/{flow_dep}");
+    let p = api
+        .write(
+            Method::PATCH,
+            &path,
+            Some(json!({"confidence": 0.2})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(p["user_fields"], json!(["confidence"]));
+    let p = api
+        .write(
+            Method::PATCH,
+            &path,
+            Some(json!({"notes": "checked"})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(p["user_fields"], json!(["confidence", "notes"]));
+    let p = api
+        .write(
+            Method::PATCH,
+            &path,
+            Some(json!({"confidence": null})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        p["user_fields"],
+        json!(["notes"]),
+        "null hands confidence back"
+    );
+    assert!((p["confidence"].as_f64().unwrap() - 0.2).abs() < 1e-6);
+
+    // Deleted: suppressed, with who did it.
+    api.write(Method::DELETE, &path, None, StatusCode::NO_CONTENT)
+        .await;
+    let by: String = sqlx::query_scalar(
+        "SELECT deleted_by FROM dependency_suppressions
+         WHERE source_asset_id = $1::uuid AND target_asset_id = $2::uuid AND port = 5432",
+    )
+    .bind(&web)
+    .bind(&db)
+    .fetch_one(&api.pool)
+    .await
+    .unwrap();
+    assert!(!by.is_empty());
+    // Declared again: the suppression is lifted and every field is the person's.
+    let declared = api
+        .write(
+            Method::POST,
+            "/api/v1/dependencies",
+            Some(
+                json!({"source_asset_id": web, "target_asset_id": db, "protocol": 6,
+                        "port": 5432}),
+            ),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(
+        declared["user_fields"],
+        json!(["confidence", "notes", "tags"])
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM dependency_suppressions")
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+
+    // Deleting an asset: one removed_dependency per dependency it had.
+    let d2 = api.dependency(&web, &db, 6379).await;
+    api.write(
+        Method::DELETE,
+        &format!("/api/v1/assets/{db}"),
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let mut removed: Vec<String> = sqlx::query_scalar(
+        "SELECT entity_id::text FROM change_events
+         WHERE change_type = 'removed_dependency' AND after_state IS NULL
+           AND before_state->>'target_asset_id' = $1 AND entity_id <> $2::uuid",
+    )
+    .bind(&db)
+    .bind(&flow_dep)
+    .fetch_all(&api.pool)
+    .await
+    .unwrap();
+    removed.sort();
+    let mut want = vec![declared["id"].as_str().unwrap().to_owned(), d2];
+    want.sort();
+    assert_eq!(removed, want);
+}
+
 #[tokio::test]
 async fn list_filters() {
     let api = TestApi::new("deps_list").await;

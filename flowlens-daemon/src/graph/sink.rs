@@ -514,6 +514,11 @@ fn publish(writer: &GraphWriter) {
     set("flowlens_graph_flushes_total", c.flushes);
     set("flowlens_graph_flush_failures_total", c.flush_failures);
     set("flowlens_graph_flush_timeouts_total", c.flush_timeouts);
+    set("flowlens_graph_flows_suppressed_total", c.flows_suppressed);
+    set(
+        "flowlens_graph_deleted_assets_forgotten_total",
+        c.deleted_assets_forgotten,
+    );
     set("flowlens_graph_flushes_in_doubt_total", c.flushes_in_doubt);
     set(
         "flowlens_graph_flushes_in_doubt_committed_total",

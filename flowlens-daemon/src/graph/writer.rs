@@ -80,6 +80,11 @@ pub struct WriterCounters {
     pub flushes_in_doubt_committed: u64,
     /// Flushes given up after `flush_timeout_seconds`.
     pub flush_timeouts: u64,
+    /// Flows of dependencies a person deleted (`dependency_suppressions`): kept in
+    /// `flow_stats`, not made a dependency again.
+    pub flows_suppressed: u64,
+    /// Cached asset ids forgotten because the asset was deleted (`deleted_assets`).
+    pub deleted_assets_forgotten: u64,
 }
 
 /// Why a flush did not complete; everything it held is kept for the next one.
@@ -156,6 +161,8 @@ pub struct GraphWriter {
     /// settling it as landed forgets exactly what it wrote.
     incoming: HashMap<EdgeKey, EdgeStats>,
     incoming_raw: Vec<RawFlow>,
+    /// The last `deleted_assets.seq` read (None until the first flush reads it).
+    deleted_seq: Option<i64>,
     pub counters: WriterCounters,
 }
 
@@ -179,8 +186,10 @@ struct Staged {
     alerts: u64,
     /// Addresses whose reverse-DNS answer was settled.
     named: Vec<IpAddr>,
-    /// Dependencies written (no longer pending), and those still below their thresholds.
+    /// Dependencies written or suppressed (no longer pending), and those still below
+    /// their thresholds.
     written: Vec<DepKey>,
+    suppressed_flows: u64,
     still_pending: Vec<(DepKey, Pending)>,
     now_ms: u64,
 }
@@ -239,6 +248,7 @@ impl GraphWriter {
             in_doubt: None,
             incoming: HashMap::new(),
             incoming_raw: Vec::new(),
+            deleted_seq: None,
             counters: WriterCounters::default(),
         }
     }
@@ -382,8 +392,9 @@ impl GraphWriter {
             Some(c) => c,
             None => self.pool.acquire().await?.detach(),
         };
-        let res = &self.settings.resolution;
         let mut tx = sqlx::Connection::begin(&mut conn).await?;
+        self.forget_deleted_assets(&mut tx).await?;
+        let res = &self.settings.resolution;
         let mut changes: Vec<Change> = Vec::new();
 
         // Phase timings, for `flowlens_daemon::graph=debug` (where a slow flush goes).
@@ -530,6 +541,10 @@ impl GraphWriter {
         // Which of them exist, and how they looked (to tell "back after being stale or
         // absent from the baseline" from a plain update), one query.
         let existing = existing_dependencies(&mut tx, per_dep.keys()).await?;
+        // Dependencies a person deleted stay deleted while flows still show them.
+        let suppressed = suppressed_dependencies(&mut tx, per_dep.keys()).await?;
+        let mut suppressed_flows = 0;
+        let mut dropped: Vec<DepKey> = Vec::new();
         // Add what was pending, decide which dependencies are written. The thresholds
         // decide creation only: a dependency that exists takes every flow, or a nightly
         // job's one flow a day (or a long connection whose later records carry no SYN,
@@ -538,6 +553,11 @@ impl GraphWriter {
         let mut write: Vec<(DepKey, Pending)> = Vec::new();
         let mut still_pending: Vec<(DepKey, Pending)> = Vec::new();
         for (dk, mut p) in per_dep {
+            if suppressed.contains(&dk) {
+                suppressed_flows += p.stats.flows;
+                dropped.push(dk);
+                continue;
+            }
             if let Some(old) = self.pending_deps.get(&dk) {
                 p.stats.merge(&old.stats);
             }
@@ -578,7 +598,8 @@ impl GraphWriter {
                     total_bytes = d.total_bytes + EXCLUDED.total_bytes,
                     total_flows = d.total_flows + EXCLUDED.total_flows,
                     total_packets = d.total_packets + EXCLUDED.total_packets,
-                    confidence = greatest(d.confidence, EXCLUDED.confidence),
+                    confidence = CASE WHEN 'confidence' = ANY(d.user_fields) THEN d.confidence
+                                      ELSE greatest(d.confidence, EXCLUDED.confidence) END,
                     avg_flows_per_hour = (d.total_flows + EXCLUDED.total_flows)
                         / greatest(extract(epoch FROM (greatest(d.last_seen, EXCLUDED.last_seen)
                                    - least(d.first_seen, EXCLUDED.first_seen))) / 3600.0, 1.0),
@@ -761,7 +782,8 @@ impl GraphWriter {
             events,
             alerts,
             named,
-            written: write.iter().map(|(dk, _)| *dk).collect(),
+            written: write.iter().map(|(dk, _)| *dk).chain(dropped).collect(),
+            suppressed_flows,
             still_pending,
             now_ms,
         };
@@ -795,6 +817,7 @@ impl GraphWriter {
         self.counters.raw_rows_rejected += s.raw_rejected;
         self.counters.change_events += s.events;
         self.counters.alerts += s.alerts;
+        self.counters.flows_suppressed += s.suppressed_flows;
         self.raw.clear();
         for ip in s.asset_of.keys() {
             self.pending_ip_flows.remove(ip);
@@ -821,6 +844,40 @@ impl GraphWriter {
         }
         self.pending_deps.extend(s.still_pending);
         self.expire_waiting(s.now_ms);
+    }
+
+    /// Forgets cached ids of assets deleted since the last look (`deleted_assets`, filled
+    /// by a trigger whoever deletes), so that no row of this flush refers to one: the
+    /// address becomes an asset again (a new one) if its flows carry on.
+    async fn forget_deleted_assets(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<(), sqlx::Error> {
+        let Some(seq) = self.deleted_seq else {
+            // First flush: nothing is cached yet; start from here.
+            let max: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM deleted_assets")
+                .fetch_one(&mut **tx)
+                .await?;
+            self.deleted_seq = Some(max);
+            return Ok(());
+        };
+        let rows: Vec<(i64, Uuid)> =
+            sqlx::query_as("SELECT seq, asset_id FROM deleted_assets WHERE seq > $1 ORDER BY seq")
+                .bind(seq)
+                .fetch_all(&mut **tx)
+                .await?;
+        let Some(last) = rows.last().map(|r| r.0) else {
+            return Ok(());
+        };
+        let gone: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.1).collect();
+        let before = self.asset_of.len();
+        self.asset_of.retain(|_, id| !gone.contains(id));
+        self.counters.deleted_assets_forgotten += (before - self.asset_of.len()) as u64;
+        self.pending_deps
+            .retain(|dk, _| !gone.contains(&dk.source) && !gone.contains(&dk.target));
+        self.awaiting_name.retain(|_, id| !gone.contains(id));
+        self.deleted_seq = Some(last);
+        Ok(())
     }
 
     /// Sets `fqdn` (and `name`, while it is still the bare address) of assets whose
@@ -956,6 +1013,9 @@ impl GraphWriter {
         sqlx::query("DELETE FROM graph_flushes WHERE committed_at < now() - interval '7 days'")
             .execute(&self.pool)
             .await?;
+        sqlx::query("DELETE FROM deleted_assets WHERE deleted_at < now() - interval '7 days'")
+            .execute(&self.pool)
+            .await?;
         Ok(upkeep)
     }
 
@@ -972,6 +1032,7 @@ impl GraphWriter {
         let deps = sqlx::query(
             "UPDATE dependencies SET stale = true, updated_at = now()
              WHERE NOT stale AND last_seen < now() - make_interval(hours => $1::int)
+               AND discovery_source <> 'manual'
              RETURNING id, source_asset_id, target_asset_id, protocol, port, last_seen,
                        inferred_service, is_internal",
         )
@@ -1155,18 +1216,54 @@ struct Existing {
     stale: bool,
 }
 
+/// Dependency keys as the column arrays `unnest($1::uuid[], $2::uuid[], $3::int2[],
+/// $4::int4[])` takes.
+type KeyColumns = (Vec<Uuid>, Vec<Uuid>, Vec<i16>, Vec<i32>);
+
+fn key_columns<'a>(keys: impl Iterator<Item = &'a DepKey>) -> KeyColumns {
+    let mut c: KeyColumns = Default::default();
+    for dk in keys {
+        c.0.push(dk.source);
+        c.1.push(dk.target);
+        c.2.push(i16::from(dk.protocol));
+        c.3.push(i32::from(dk.port));
+    }
+    c
+}
+
+/// Which of `keys` a person deleted (`dependency_suppressions`).
+async fn suppressed_dependencies(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: impl Iterator<Item = &DepKey>,
+) -> Result<std::collections::HashSet<DepKey>, sqlx::Error> {
+    let (s, t, p, port) = key_columns(keys);
+    if s.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    sqlx::query(
+        "SELECT x.source_asset_id, x.target_asset_id, x.protocol, x.port
+         FROM dependency_suppressions x
+         JOIN unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[]) AS i(s, t, p, port)
+           ON x.source_asset_id = i.s AND x.target_asset_id = i.t
+          AND x.protocol = i.p AND x.port = i.port",
+    )
+    .bind(s)
+    .bind(t)
+    .bind(p)
+    .bind(port)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(DepKey::from_row)
+    .collect()
+}
+
 /// Which of `keys` are dependencies already, and how they look (one query).
 async fn existing_dependencies(
     tx: &mut Transaction<'_, Postgres>,
     keys: impl Iterator<Item = &DepKey>,
 ) -> Result<HashMap<DepKey, Existing>, sqlx::Error> {
-    let (mut s, mut t, mut p, mut port) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for dk in keys {
-        s.push(dk.source);
-        t.push(dk.target);
-        p.push(i16::from(dk.protocol));
-        port.push(i32::from(dk.port));
-    }
+    let (s, t, p, port) = key_columns(keys);
     if s.is_empty() {
         return Ok(HashMap::new());
     }
