@@ -870,9 +870,24 @@ impl GraphWriter {
             return Ok(());
         };
         let gone: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.1).collect();
-        let before = self.asset_of.len();
-        self.asset_of.retain(|_, id| !gone.contains(id));
-        self.counters.deleted_assets_forgotten += (before - self.asset_of.len()) as u64;
+        let mut forgotten = std::collections::HashSet::new();
+        self.asset_of.retain(|ip, id| {
+            let keep = !gone.contains(id);
+            if !keep {
+                forgotten.insert(*ip);
+            }
+            keep
+        });
+        self.counters.deleted_assets_forgotten += forgotten.len() as u64;
+        // Their held flows count toward the address becoming an asset again (they were
+        // not counted while it had one).
+        for (k, st) in &self.held {
+            for ip in [k.client, k.server] {
+                if forgotten.contains(&ip) {
+                    *self.pending_ip_flows.entry(ip).or_default() += st.flows;
+                }
+            }
+        }
         self.pending_deps
             .retain(|dk, _| !gone.contains(&dk.source) && !gone.contains(&dk.target));
         self.awaiting_name.retain(|_, id| !gone.contains(id));
