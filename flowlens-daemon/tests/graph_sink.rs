@@ -14,6 +14,7 @@ use flowlens_daemon::config::{
 };
 use flowlens_daemon::enrich::classify::Classifier;
 use flowlens_daemon::generate::Topology;
+use flowlens_daemon::graph::config::ObservationPolicy;
 use flowlens_daemon::graph::sink::{GraphHealth, GraphSettings, GraphSink};
 use flowlens_daemon::store::cluster::Cluster;
 use flowlens_daemon::testing::postgres::scratch;
@@ -909,4 +910,41 @@ fn manual_edits_survive_flushes() {
         history,
         "no new flow_stats row revives the deleted asset's id"
     );
+}
+
+/// Two routers on one path export the same connections. With the default policy
+/// (`first_per_edge`) every edge of a window counts from one of them, so the graph's
+/// totals equal what was sent; with `all` they are double: the double counting,
+/// measured.
+#[test]
+fn two_observation_points_count_each_connection_once() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let measure = |policy| -> (i64, i64) {
+        let db = rt.block_on(scratch("observation_points"));
+        let mut s = settings(db.url.clone());
+        s.resolution.aggregation.observation_policy = policy;
+        let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
+        let topology = Topology::enterprise();
+        let now = now_ms();
+        let mut sent = 0;
+        for round in 0..4 {
+            for router in ["192.0.2.1", "192.0.2.2"] {
+                let exporter: IpAddr = router.parse().unwrap();
+                sink.write(&topology.round(round, now - 1000, exporter, true));
+            }
+            sent += topology.connections_per_round() * 2;
+        }
+        assert!(sink.flush_now());
+        let counted: i64 = rt
+            .block_on(
+                sqlx::query_scalar("SELECT sum(flow_count)::int8 FROM flow_stats")
+                    .fetch_one(&db.pool),
+            )
+            .unwrap();
+        (counted, i64::try_from(sent).unwrap())
+    };
+    let (once, sent) = measure(ObservationPolicy::FirstPerEdge);
+    assert_eq!(once, sent, "each connection once");
+    let (all, sent) = measure(ObservationPolicy::All);
+    assert_eq!(all, 2 * sent, "every record counted: double");
 }

@@ -83,6 +83,27 @@ pub struct AggregationConfig {
     /// A flow whose end time is further than this from the wall clock (an exporter
     /// with a wrong clock) is windowed by the time it was aggregated instead.
     pub max_clock_skew_seconds: u64,
+    /// How flows seen by several observation points are counted (ours; see
+    /// [`ObservationPolicy`]).
+    pub observation_policy: ObservationPolicy,
+}
+
+/// `dependency_resolution.aggregation.observation_policy`: one connection crossing
+/// two routers (or one router exporting both ingress and egress) is reported twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObservationPolicy {
+    /// Each edge (client, server, protocol, port) of each window is counted from one
+    /// observation point only, the first to report it (an exporter address,
+    /// observation domain and flow direction); the others' records of that edge and
+    /// window are counted in `flowlens_graph_flows_duplicate_observation_total` and
+    /// left out. An edge whose connections really are split across paths (ECMP) is
+    /// undercounted to the share of the first path.
+    #[default]
+    FirstPerEdge,
+    /// Every record counts (one observation point per connection, or totals wanted
+    /// per router).
+    All,
 }
 
 impl Default for AggregationConfig {
@@ -93,6 +114,7 @@ impl Default for AggregationConfig {
             buffer_backend: "memory".into(),
             redis_url: "redis://localhost:6379/1".into(),
             max_clock_skew_seconds: 3600,
+            observation_policy: ObservationPolicy::FirstPerEdge,
         }
     }
 }

@@ -190,7 +190,8 @@ impl GraphSink {
             agg.window_size_seconds,
             agg.max_clock_skew_seconds,
             db.max_buffered_rows,
-        );
+        )
+        .with_observation_policy(agg.observation_policy);
         let cd = &settings.resolution.change_detection;
         let upkeep_every = Duration::from_secs(cd.check_interval_seconds.max(1));
         let flush_every = Duration::from_secs(agg.flush_interval_seconds.max(1));
@@ -355,6 +356,10 @@ impl GraphSink {
         if counters.clock_skewed > 0 {
             metrics::counter!("flowlens_graph_flows_clock_skewed_total")
                 .increment(counters.clock_skewed);
+        }
+        if counters.duplicate_observations > 0 {
+            metrics::counter!("flowlens_graph_flows_duplicate_observation_total")
+                .increment(counters.duplicate_observations);
         }
         if counters.over_capacity > 0 {
             metrics::counter!("flowlens_graph_flows_over_capacity_total")

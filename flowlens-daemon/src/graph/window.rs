@@ -14,11 +14,28 @@
 //!
 //! Between flushes the aggregator holds deltas only; [`Aggregator::take`] hands them
 //! over and starts afresh.
+//!
+//! Observation points: under [`ObservationPolicy::FirstPerEdge`] (the default) the
+//! first observation point (exporter, observation domain, flow direction) to report an
+//! edge in a window owns it for that window, and other points' records of it are
+//! counted as duplicates, not added: one connection seen by two routers, or by one
+//! router's ingress and egress export, is counted once. Owners outlive hand-overs (a
+//! window spans several flushes) and are kept for the current and the previous wall
+//! clock window.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use super::config::ObservationPolicy;
 use crate::flow::FlowRecord;
+
+/// Where a record was observed: exporter, observation domain, flow direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ObservationPoint {
+    exporter: IpAddr,
+    domain: u32,
+    direction: Option<u8>,
+}
 
 /// One edge of one window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,6 +94,9 @@ pub struct WindowCounters {
     /// Flows of a new edge refused because the aggregator held `max_edges` already
     /// (the writer is stalled and windows pile up).
     pub over_capacity: u64,
+    /// Flows left out because another observation point reported their edge first
+    /// in the window.
+    pub duplicate_observations: u64,
 }
 
 /// The in-memory windows since the last flush.
@@ -87,6 +107,11 @@ pub struct Aggregator {
     /// Edges held at most; flows of further new edges are counted and dropped.
     max_edges: usize,
     edges: HashMap<EdgeKey, EdgeStats>,
+    policy: ObservationPolicy,
+    /// The observation point each edge of the current and previous window counts from.
+    owners: HashMap<EdgeKey, ObservationPoint>,
+    /// The wall-clock window `owners` was last pruned in.
+    owners_window: u64,
     pub counters: WindowCounters,
 }
 
@@ -100,8 +125,37 @@ impl Aggregator {
             max_skew_ms: max_skew_secs * 1000,
             max_edges: max_edges.max(1),
             edges: HashMap::new(),
+            policy: ObservationPolicy::All,
+            owners: HashMap::new(),
+            owners_window: 0,
             counters: WindowCounters::default(),
         }
+    }
+
+    /// Counts flows seen by several observation points as `policy` says (`All` until
+    /// set).
+    #[must_use]
+    pub fn with_observation_policy(mut self, policy: ObservationPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Whether `point` may count for `key` (it owns it, or nobody does yet).
+    fn owns(&mut self, key: &EdgeKey, point: ObservationPoint, now_ms: u64) -> bool {
+        let window = now_ms / self.window_ms;
+        if window != self.owners_window {
+            self.owners_window = window;
+            let keep_from = window.saturating_sub(1) * self.window_ms;
+            self.owners.retain(|k, _| k.window_start_ms >= keep_from);
+        }
+        if let Some(owner) = self.owners.get(key) {
+            return *owner == point;
+        }
+        // Bounded like the edges: past it, no owner is recorded (counts as All).
+        if self.owners.len() < self.max_edges.saturating_mul(2) {
+            self.owners.insert(*key, point);
+        }
+        true
     }
 
     /// The window length in ms.
@@ -139,6 +193,17 @@ impl Aggregator {
             first_ms: start,
             last_ms: at,
         };
+        if self.policy == ObservationPolicy::FirstPerEdge {
+            let point = ObservationPoint {
+                exporter: rec.exporter_ip,
+                domain: rec.observation_domain,
+                direction: rec.direction,
+            };
+            if !self.owns(&key, point, now_ms) {
+                self.counters.duplicate_observations += delta.flows;
+                return;
+            }
+        }
         if let Some(s) = self.edges.get_mut(&key) {
             s.merge(&delta);
         } else if self.edges.len() < self.max_edges {
@@ -285,5 +350,38 @@ mod tests {
         let edges = a.take();
         assert_eq!(edges.len(), 1);
         assert_eq!(edges[0].1.flows, 2, "the held edge still takes its flows");
+    }
+
+    #[test]
+    fn one_edge_counts_from_one_observation_point_per_window() {
+        let both = |policy| {
+            let mut a = Aggregator::new(300, 3600, 1_000).with_observation_policy(policy);
+            let first = rec(NOW - 1, 100, 1);
+            // The same connection from a second router, and from the first router's
+            // egress export.
+            let mut second = first;
+            second.exporter_ip = ip(200);
+            let mut egress = first;
+            egress.direction = Some(1);
+            for r in [first, second, egress, first] {
+                a.add(&r, dir(0.9), NOW);
+            }
+            // A later hand-over does not forget who owns the window.
+            let mut flows = a.take()[0].1.flows;
+            a.add(&second, dir(0.9), NOW + 1);
+            flows += a.take().first().map_or(0, |e| e.1.flows);
+            (flows, a.counters.duplicate_observations)
+        };
+        assert_eq!(both(ObservationPolicy::FirstPerEdge), (2, 3));
+        assert_eq!(both(ObservationPolicy::All), (5, 0));
+        // A new window starts afresh: the second router may own it.
+        let mut a = Aggregator::new(300, 3600, 1_000)
+            .with_observation_policy(ObservationPolicy::FirstPerEdge);
+        let mut second = rec(NOW + 300_001, 100, 1);
+        second.exporter_ip = ip(200);
+        a.add(&rec(NOW - 1, 100, 1), dir(0.9), NOW);
+        a.add(&second, dir(0.9), NOW + 300_002);
+        assert_eq!(a.take().len(), 2);
+        assert_eq!(a.counters.duplicate_observations, 0);
     }
 }
