@@ -13,6 +13,7 @@ use flowlens_daemon::config::{
     AlertsConfig, DatabaseConfig, DependencyResolutionConfig, EnrichmentConfig,
 };
 use flowlens_daemon::enrich::classify::Classifier;
+use flowlens_daemon::flow::{FlowProtocol, FlowRecord};
 use flowlens_daemon::generate::Topology;
 use flowlens_daemon::graph::config::ObservationPolicy;
 use flowlens_daemon::graph::sink::{GraphHealth, GraphSettings, GraphSink};
@@ -947,4 +948,110 @@ fn two_observation_points_count_each_connection_once() {
     assert_eq!(once, sent, "each connection once");
     let (all, sent) = measure(ObservationPolicy::All);
     assert_eq!(all, 2 * sent, "every record counted: double");
+}
+
+/// Both records of a mid-connection TCP exchange (ACK|PSH, no SYN) between `client`
+/// and `server`, as a NetFlow exporter sends them.
+fn connection(client: (&str, u16), server: (&str, u16), now: u64) -> [FlowRecord; 2] {
+    let exporter: IpAddr = "192.0.2.1".parse().expect("an address");
+    let one = |src: (&str, u16), dst: (&str, u16)| {
+        let mut r = FlowRecord::empty(FlowProtocol::Ipfix, exporter, now);
+        r.src_ip = Some(src.0.parse().expect("an address"));
+        r.dst_ip = Some(dst.0.parse().expect("an address"));
+        r.src_port = Some(src.1);
+        r.dst_port = Some(dst.1);
+        r.protocol = Some(6);
+        r.tcp_flags = Some(0x18);
+        r.bytes = Some(4000);
+        r.packets = Some(10);
+        r.flow_start_ms = Some(now - 500);
+        r.flow_end_ms = Some(now);
+        r
+    };
+    [one(client, server), one(server, client)]
+}
+
+/// Waits for the next wall-clock window of `window_ms`.
+fn next_window(window_ms: u64) {
+    let now = now_ms();
+    let until = std::time::Instant::now()
+        + std::time::Duration::from_millis(window_ms - now % window_ms + 20);
+    while std::time::Instant::now() < until {
+        std::thread::park_timeout(until - std::time::Instant::now());
+    }
+}
+
+/// A gRPC service on 50051 with two clients whose ephemeral ports are lower than 50051
+/// (so "lower port" guesses the client), no SYNs and too few clients for fan-out: it
+/// keeps its port while its peers' ports change, is learnt after two windows, becomes
+/// the server of the dependencies, and is remembered across a restart.
+#[test]
+fn listening_endpoints_are_learnt_and_remembered() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(scratch("listeners"));
+    let mut s = settings(db.url.clone());
+    s.resolution.aggregation.window_size_seconds = 1;
+    let server = ("10.9.0.1", 50051);
+    let play = |sink: &mut GraphSink, clients: &[&str], round: u16| {
+        let now = now_ms();
+        let mut batch = Vec::new();
+        for (i, c) in clients.iter().enumerate() {
+            for k in 0..3u16 {
+                let port = 40_000 + round * 100 + k * 10 + u16::try_from(i).unwrap();
+                batch.extend(connection((c, port), server, now));
+            }
+        }
+        sink.write(&batch);
+    };
+    let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
+    for round in 0..4 {
+        play(&mut sink, &["10.9.0.2", "10.9.0.3"], round);
+        next_window(1000);
+        sink.write(&[]);
+    }
+    assert!(sink.learnt_listeners() >= 1);
+    assert!(sink.flush_now());
+    let deps: BTreeSet<Edge> = rt
+        .block_on(dependencies(&db.pool))
+        .into_iter()
+        .map(|(e, _, _)| e)
+        .collect();
+    let want: BTreeSet<Edge> = ["10.9.0.2", "10.9.0.3"]
+        .iter()
+        .map(|c| (c.parse().unwrap(), server.0.parse().unwrap(), 6, 50051))
+        .collect();
+    assert_eq!(
+        deps, want,
+        "clients depend on the server's 50051, nothing reversed"
+    );
+    let learnt: Vec<(String, i32)> = rt
+        .block_on(
+            sqlx::query_as("SELECT host(ip), port FROM service_endpoints ORDER BY 1, 2")
+                .fetch_all(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(learnt, vec![("10.9.0.1".to_owned(), 50051)]);
+    sink.close();
+    drop(sink);
+
+    // Restarted: known at once; a new client's first window orients right.
+    let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
+    assert_eq!(sink.learnt_listeners(), 1);
+    play(&mut sink, &["10.9.0.4"], 9);
+    assert!(sink.flush_now());
+    let deps: BTreeSet<Edge> = rt
+        .block_on(dependencies(&db.pool))
+        .into_iter()
+        .map(|(e, _, _)| e)
+        .collect();
+    assert!(
+        deps.contains(&(
+            "10.9.0.4".parse().unwrap(),
+            server.0.parse().unwrap(),
+            6,
+            50051
+        )),
+        "{deps:?}"
+    );
+    assert_eq!(deps.len(), 3);
 }

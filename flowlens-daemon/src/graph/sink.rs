@@ -23,12 +23,16 @@ use crate::enrich::classify::Classifier;
 use crate::enrich::geoip::{GeoIp, GeoIpError};
 use crate::enrich::rdns::{RdnsError, ReverseDns};
 use crate::flow::FlowRecord;
-use crate::resolve::direction::{FlowEnds, Unoriented, orient};
-use crate::resolve::fan_out::PeerCounter;
+use crate::resolve::direction::{FlowEnds, Unoriented, orient_with};
+use crate::resolve::fan_out::{Endpoint, PeerCounter};
+use crate::resolve::listeners::{ListenerBook, Listening};
 use crate::store::{self, StoreError};
 
 /// Endpoints whose distinct peers are counted for direction evidence.
 const MAX_TRACKED_ENDPOINTS: usize = 200_000;
+
+/// Listening endpoints learnt (and as many candidates) at most.
+const MAX_LEARNT_LISTENERS: usize = 100_000;
 
 /// PostgreSQL health as the sink last saw it, for `/health`.
 #[derive(Debug, Clone, Default)]
@@ -114,6 +118,8 @@ enum Job {
     Flush {
         edges: Vec<(EdgeKey, EdgeStats)>,
         raw: Vec<RawFlow>,
+        /// Listening endpoints learnt or confirmed, to persist.
+        listeners: Vec<Endpoint>,
         reply: Option<SyncSender<bool>>,
     },
     /// Partition upkeep, then (when change detection is on) stale assets and
@@ -132,6 +138,10 @@ pub struct GraphSink {
     peers: PeerCounter,
     /// The aggregation window the fan-out evidence belongs to (see `PeerCounter::rotate`).
     peers_window: u64,
+    /// Listening endpoints learnt across windows (loaded from `service_endpoints`).
+    listeners: ListenerBook,
+    /// Learnt or confirmed listeners not handed to the writer yet.
+    listeners_to_persist: Vec<Endpoint>,
     window_ms: u64,
     raw: Vec<RawFlow>,
     write_raw: bool,
@@ -184,6 +194,8 @@ impl GraphSink {
             publish_upkeep(&upkeep);
             Ok::<_, StoreError>(pool)
         })?;
+        let mut listeners = ListenerBook::new(MAX_LEARNT_LISTENERS);
+        listeners.load(rt.block_on(store::learnt_listeners(&pool, MAX_LEARNT_LISTENERS))?);
         health.set(true);
         let agg = &settings.resolution.aggregation;
         let aggregator = Aggregator::new(
@@ -224,6 +236,8 @@ impl GraphSink {
             aggregator,
             peers: PeerCounter::new(MAX_TRACKED_ENDPOINTS),
             peers_window: 0,
+            listeners,
+            listeners_to_persist: Vec::new(),
             window_ms: agg.window_size_seconds.max(1) * 1000,
             raw: Vec::new(),
             write_raw: db.write_raw_flows,
@@ -253,11 +267,13 @@ impl GraphSink {
         let mut unoriented = [0u64; Unoriented::ALL.len()];
         for rec in batch {
             let ends = FlowEnds::from(rec);
+            let mut listening = Listening::default();
             let fan_out = ends.endpoints().map(|(src, dst)| {
-                self.peers.observe_pair(src, dst);
+                self.peers.observe_flow(src, dst, ends.is_syn());
+                listening = self.listeners.listening(&src, &dst);
                 self.peers.fan_out(&src, &dst)
             });
-            match orient(&ends, fan_out) {
+            match orient_with(&ends, fan_out, listening) {
                 Ok(o) => {
                     self.aggregator.add(
                         rec,
@@ -298,7 +314,18 @@ impl GraphSink {
             return;
         }
         self.peers_window = window;
-        self.peers.rotate();
+        let listening = self.peers.rotate();
+        let persist = self.listeners.end_window(window, listening);
+        if self.listeners_to_persist.len() < MAX_LEARNT_LISTENERS {
+            self.listeners_to_persist.extend(persist);
+        }
+        let c = self.listeners.counters;
+        metrics::counter!("flowlens_graph_listeners_learnt_total").absolute(c.learnt);
+        metrics::counter!("flowlens_graph_listener_candidates_dropped_total")
+            .absolute(c.candidates_dropped);
+        metrics::counter!("flowlens_graph_listeners_not_kept_total").absolute(c.not_kept);
+        #[expect(clippy::cast_precision_loss, reason = "a gauge")]
+        metrics::gauge!("flowlens_graph_listeners").set(self.listeners.len() as f64);
         metrics::counter!("flowlens_graph_fan_out_pruned_total").absolute(self.peers.pruned());
         metrics::counter!("flowlens_graph_fan_out_untracked_total")
             .absolute(self.peers.untracked());
@@ -307,6 +334,11 @@ impl GraphSink {
     /// Endpoints the fan-out evidence tracks in the current window.
     pub fn fan_out_endpoints(&self) -> usize {
         self.peers.len()
+    }
+
+    /// Listening endpoints learnt (or loaded) so far.
+    pub fn learnt_listeners(&self) -> usize {
+        self.listeners.len()
     }
 
     fn push_raw(&mut self, rec: &FlowRecord, protocol: u8, now: u64) {
@@ -366,19 +398,28 @@ impl GraphSink {
                 .increment(counters.over_capacity);
         }
         let Some(jobs) = &self.jobs else { return };
-        if self.aggregator.is_empty() && self.raw.is_empty() {
+        if self.aggregator.is_empty() && self.raw.is_empty() && self.listeners_to_persist.is_empty()
+        {
             return;
         }
         let job = Job::Flush {
             edges: self.aggregator.take(),
             raw: std::mem::take(&mut self.raw),
+            listeners: std::mem::take(&mut self.listeners_to_persist),
             reply: None,
         };
-        if let Err(TrySendError::Full(Job::Flush { edges, raw, .. })) = jobs.try_send(job) {
+        if let Err(TrySendError::Full(Job::Flush {
+            edges,
+            raw,
+            listeners,
+            ..
+        })) = jobs.try_send(job)
+        {
             // The writer is still on the previous flush: put the windows back.
             metrics::counter!("flowlens_graph_flushes_deferred_total").increment(1);
             self.aggregator.restore(edges);
             self.raw = raw;
+            self.listeners_to_persist = listeners;
         }
     }
 
@@ -390,6 +431,7 @@ impl GraphSink {
         let job = Job::Flush {
             edges: self.aggregator.take(),
             raw: std::mem::take(&mut self.raw),
+            listeners: std::mem::take(&mut self.listeners_to_persist),
             reply: Some(reply),
         };
         if jobs.send(job).is_err() {
@@ -436,8 +478,14 @@ fn writer_loop(
 ) {
     while let Ok(job) = jobs.recv() {
         match job {
-            Job::Flush { edges, raw, reply } => {
+            Job::Flush {
+                edges,
+                raw,
+                listeners,
+                reply,
+            } => {
                 writer.add(edges, raw);
+                writer.add_listeners(listeners);
                 let started = Instant::now();
                 health.flush_started();
                 let result = rt.block_on(writer.flush(now_ms()));

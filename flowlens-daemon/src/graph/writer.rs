@@ -163,6 +163,8 @@ pub struct GraphWriter {
     incoming_raw: Vec<RawFlow>,
     /// The last `deleted_assets.seq` read (None until the first flush reads it).
     deleted_seq: Option<i64>,
+    /// Learnt listening endpoints to persist (`service_endpoints`).
+    listeners: std::collections::HashSet<crate::resolve::fan_out::Endpoint>,
     pub counters: WriterCounters,
 }
 
@@ -190,6 +192,8 @@ struct Staged {
     /// their thresholds.
     written: Vec<DepKey>,
     suppressed_flows: u64,
+    /// Listening endpoints persisted.
+    listeners: Vec<crate::resolve::fan_out::Endpoint>,
     still_pending: Vec<(DepKey, Pending)>,
     now_ms: u64,
 }
@@ -249,6 +253,7 @@ impl GraphWriter {
             incoming: HashMap::new(),
             incoming_raw: Vec::new(),
             deleted_seq: None,
+            listeners: std::collections::HashSet::new(),
             counters: WriterCounters::default(),
         }
     }
@@ -270,6 +275,14 @@ impl GraphWriter {
     /// How long a flush (or upkeep) may run (`database.flush_timeout_seconds`).
     pub fn flush_timeout(&self) -> std::time::Duration {
         self.settings.flush_timeout
+    }
+
+    /// Adds learnt listening endpoints for the next flush to persist (an upsert: writing
+    /// one twice is harmless).
+    pub fn add_listeners(&mut self, listeners: Vec<crate::resolve::fan_out::Endpoint>) {
+        if self.listeners.len() < self.settings.max_buffered_rows.max(1) {
+            self.listeners.extend(listeners);
+        }
     }
 
     /// Whether the last flush's COMMIT got no answer and is not settled yet.
@@ -383,7 +396,11 @@ impl GraphWriter {
     }
 
     async fn try_flush(&mut self, now_ms: u64) -> Result<(), sqlx::Error> {
-        if self.held.is_empty() && self.raw.is_empty() && self.awaiting_name.is_empty() {
+        if self.held.is_empty()
+            && self.raw.is_empty()
+            && self.awaiting_name.is_empty()
+            && self.listeners.is_empty()
+        {
             return Ok(());
         }
         // Out of the pool for good: on any error or timeout it is dropped, which closes
@@ -764,6 +781,29 @@ impl GraphWriter {
         }
         let raw_rows = self.raw.len() as u64 - raw_rejected;
         mark("raw", &mut phases);
+        let listeners: Vec<_> = self.listeners.iter().copied().collect();
+        if !listeners.is_empty() {
+            sqlx::query(
+                "INSERT INTO service_endpoints AS e (ip, protocol, port)
+                 SELECT * FROM unnest($1::inet[], $2::int2[], $3::int4[])
+                 ON CONFLICT (ip, protocol, port) DO UPDATE SET last_seen = now()",
+            )
+            .bind(listeners.iter().map(|e| net(e.ip)).collect::<Vec<_>>())
+            .bind(
+                listeners
+                    .iter()
+                    .map(|e| i16::from(e.protocol))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                listeners
+                    .iter()
+                    .map(|e| i32::from(e.port))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         let id = Uuid::new_v4();
         sqlx::query("INSERT INTO graph_flushes (id) VALUES ($1)")
             .bind(id)
@@ -784,6 +824,7 @@ impl GraphWriter {
             named,
             written: write.iter().map(|(dk, _)| *dk).chain(dropped).collect(),
             suppressed_flows,
+            listeners,
             still_pending,
             now_ms,
         };
@@ -818,6 +859,9 @@ impl GraphWriter {
         self.counters.change_events += s.events;
         self.counters.alerts += s.alerts;
         self.counters.flows_suppressed += s.suppressed_flows;
+        for e in &s.listeners {
+            self.listeners.remove(e);
+        }
         self.raw.clear();
         for ip in s.asset_of.keys() {
             self.pending_ip_flows.remove(ip);
@@ -1029,6 +1073,9 @@ impl GraphWriter {
             .execute(&self.pool)
             .await?;
         sqlx::query("DELETE FROM deleted_assets WHERE deleted_at < now() - interval '7 days'")
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM service_endpoints WHERE last_seen < now() - interval '30 days'")
             .execute(&self.pool)
             .await?;
         Ok(upkeep)

@@ -9,6 +9,7 @@
 //! |---|---|---|---|---|
 //! | a | `TcpSyn` | TCP, SYN without ACK | destination | 0.95 |
 //! | a | `TcpSynAck` | TCP, exactly a SYN-ACK packet's flags, per-packet only | source | 0.95 |
+//! | a2 | `LearntListener` | exactly one end is a learnt listener ([`super::listeners`]) | that side | 0.8 |
 //! | b | `KnownService` | exactly one port is in [`services`] | that side | 0.85 |
 //! | b | `BothKnownServices` | both are (443<->8080, 53<->53) | lower port | 0.5 (equal: 0.4) |
 //! | c | `WellKnownPort` | exactly one port < 1024 | that side | 0.75 |
@@ -28,6 +29,10 @@
 //! break on the lower address: arbitrary, but it collapses both directions of 53<->53 or
 //! 123<->123 into one dependency; the lower confidence says the choice was a guess.
 //!
+//! Learnt listeners come before the port rules: what the network showed across
+//! windows (an endpoint that kept its port while its peers' changed) beats a guess from
+//! the port number, and it is symmetric too.
+//!
 //! Fan-out ([`FanOut`], counted by [`super::fan_out::PeerCounter`]) comes after the port
 //! rules because it needs history and is the weakest evidence that still beats a coin.
 //! Its confidence is `0.35 + 0.35 * (1 - fewer/more)`, so a 64:1 endpoint scores ~0.7.
@@ -45,6 +50,7 @@
 use std::net::IpAddr;
 
 use super::fan_out::{Endpoint, FanOut};
+use super::listeners::Listening;
 use crate::enrich::services::{self, LINUX_EPHEMERAL_START, PortClass};
 use crate::flow::{FlowProtocol, FlowRecord};
 
@@ -107,6 +113,15 @@ impl From<&FlowRecord> for FlowEnds {
 }
 
 impl FlowEnds {
+    /// Whether this is a TCP record with SYN and without ACK: sent by an initiator.
+    #[must_use]
+    pub fn is_syn(&self) -> bool {
+        self.protocol == Some(TCP)
+            && self
+                .tcp_flags
+                .is_some_and(|f| f & TCP_SYN != 0 && f & TCP_ACK == 0)
+    }
+
     /// The (source, destination) endpoints, for feeding a `PeerCounter`; `None` when
     /// the record has no usable ports (missing fields, port 0, ICMP, a portless
     /// protocol), so such records do not fill the counter with endpoints fan-out never
@@ -138,6 +153,7 @@ const fn has_ports(protocol: u8) -> bool {
 pub enum Reason {
     TcpSyn,
     TcpSynAck,
+    LearntListener,
     KnownService,
     BothKnownServices,
     WellKnownPort,
@@ -155,6 +171,7 @@ impl Reason {
         match self {
             Self::TcpSyn => "tcp_syn",
             Self::TcpSynAck => "tcp_syn_ack",
+            Self::LearntListener => "learnt_listener",
             Self::KnownService => "known_service",
             Self::BothKnownServices => "both_known_services",
             Self::WellKnownPort => "well_known_port",
@@ -244,6 +261,15 @@ enum Side {
 /// Orients one record; `fan_out` is the distinct-peer evidence for its two endpoints,
 /// when the caller keeps any.
 pub fn orient(flow: &FlowEnds, fan_out: Option<FanOut>) -> Result<Oriented, Unoriented> {
+    orient_with(flow, fan_out, Listening::default())
+}
+
+/// [`orient`] with the learnt listeners among the record's two endpoints.
+pub fn orient_with(
+    flow: &FlowEnds,
+    fan_out: Option<FanOut>,
+    listening: Listening,
+) -> Result<Oriented, Unoriented> {
     let protocol = flow.protocol.ok_or(Unoriented::MissingProtocol)?;
     let (Some(src_ip), Some(dst_ip)) = (flow.src_ip, flow.dst_ip) else {
         return Err(Unoriented::MissingAddress);
@@ -264,6 +290,7 @@ pub fn orient(flow: &FlowEnds, fan_out: Option<FanOut>) -> Result<Oriented, Unor
     let src = (src_port, src_ip);
     let dst = (dst_port, dst_ip);
     let (side, confidence, reason) = by_tcp_flags(protocol, flow.tcp_flags, flow.flags_scope)
+        .or_else(|| by_listening(listening))
         .unwrap_or_else(|| by_ports(protocol, src, dst, fan_out));
     let ((server_port, server), (_, client)) = match side {
         Side::Src => (src, dst),
@@ -297,6 +324,15 @@ fn by_tcp_flags(
         (true, true, FlagsScope::PerPacket) if handshake_packet => {
             Some((Side::Src, 0.95, Reason::TcpSynAck))
         }
+        _ => None,
+    }
+}
+
+/// Rule a2: exactly one end is a learnt listener.
+fn by_listening(l: Listening) -> Option<(Side, f32, Reason)> {
+    match (l.src, l.dst) {
+        (true, false) => Some((Side::Src, 0.8, Reason::LearntListener)),
+        (false, true) => Some((Side::Dst, 0.8, Reason::LearntListener)),
         _ => None,
     }
 }

@@ -18,6 +18,11 @@
 //! lists) stay as evidence through the next window, so flows just after a boundary
 //! orient as those just before it, and a table that filled up empties at most two
 //! windows later.
+//!
+//! The same entries collect listening evidence for [`super::listeners`]: the peer
+//! *ports* an endpoint saw (up to three distinct) and whether a SYN without ACK was
+//! sent to it. An endpoint that keeps its port while its peers' ports change is a
+//! server's; [`PeerCounter::rotate`] hands the ending window's such endpoints over.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -70,10 +75,48 @@ impl Peers {
     }
 }
 
+/// Distinct peer ports that make an endpoint look like a listener in a window (two
+/// when a SYN without ACK was sent to it).
+pub const LISTENER_PEER_PORTS: u8 = 3;
+
+/// Peer ports an endpoint saw in a window, whether it was sent a SYN, and whether it
+/// sent one (then it initiated: a scanner's fixed source port sees many peer ports).
+#[derive(Debug, Clone, Copy, Default)]
+struct PortSpread {
+    ports: [u16; LISTENER_PEER_PORTS as usize],
+    n: u8,
+    syn: bool,
+    sent_syn: bool,
+}
+
+impl PortSpread {
+    fn add(&mut self, port: u16, syn: bool) {
+        self.syn |= syn;
+        let n = usize::from(self.n);
+        if n < self.ports.len() && !self.ports[..n].contains(&port) {
+            self.ports[n] = port;
+            self.n += 1;
+        }
+    }
+
+    /// One port, many peer ports (each connection a new ephemeral port), or SYNs to
+    /// it from at least two peer ports: a listener's evidence for this window. A SYN
+    /// scan (one source port per probe run) is not.
+    fn listens(&self) -> bool {
+        !self.sent_syn && (self.n >= LISTENER_PEER_PORTS || (self.syn && self.n >= 2))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    peers: Peers,
+    ports: PortSpread,
+}
+
 /// Counts distinct peers per endpoint, bounded as the module docs describe.
 #[derive(Debug, Clone)]
 pub struct PeerCounter {
-    endpoints: HashMap<Endpoint, Peers>,
+    endpoints: HashMap<Endpoint, Entry>,
     /// Distinct-peer counts of the previous window (see [`Self::rotate`]).
     previous: HashMap<Endpoint, u32>,
     max_endpoints: usize,
@@ -101,7 +144,25 @@ impl PeerCounter {
     /// Records that `peer` talked to `endpoint`. Returns false when the endpoint could
     /// not be tracked because the table is full (counted in [`Self::untracked`]).
     pub fn observe(&mut self, endpoint: Endpoint, peer: IpAddr) -> bool {
-        if let Some(peers) = self.endpoints.get_mut(&endpoint) {
+        self.observe_from(endpoint, peer, None, false, false)
+    }
+
+    /// Like [`Self::observe`], with the peer's port (listening evidence) and whether
+    /// the peer sent `endpoint` a SYN without ACK.
+    fn observe_from(
+        &mut self,
+        endpoint: Endpoint,
+        peer: IpAddr,
+        peer_port: Option<u16>,
+        syn: bool,
+        sent_syn: bool,
+    ) -> bool {
+        if let Some(entry) = self.endpoints.get_mut(&endpoint) {
+            if let Some(port) = peer_port {
+                entry.ports.add(port, syn);
+            }
+            entry.ports.sent_syn |= sent_syn;
+            let peers = &mut entry.peers;
             if let Peers::Few(list) = peers
                 && !list.contains(&peer)
             {
@@ -119,22 +180,42 @@ impl PeerCounter {
             self.untracked += 1;
             return false;
         }
-        self.endpoints.insert(endpoint, Peers::Few(vec![peer]));
+        let mut ports = PortSpread {
+            sent_syn,
+            ..PortSpread::default()
+        };
+        if let Some(port) = peer_port {
+            ports.add(port, syn);
+        }
+        self.endpoints.insert(
+            endpoint,
+            Entry {
+                peers: Peers::Few(vec![peer]),
+                ports,
+            },
+        );
         self.single_peer += 1;
         true
     }
 
     /// Records one flow record: each end is a peer of the other.
     pub fn observe_pair(&mut self, src: Endpoint, dst: Endpoint) {
-        self.observe(src, dst.ip);
-        self.observe(dst, src.ip);
+        self.observe_flow(src, dst, false);
+    }
+
+    /// Records one flow record with listening evidence: each end is a peer of the
+    /// other, each sees the other's port, and `syn` says the record was a SYN without
+    /// ACK from `src` to `dst`.
+    pub fn observe_flow(&mut self, src: Endpoint, dst: Endpoint, syn: bool) {
+        self.observe_from(src, dst.ip, Some(dst.port), false, syn);
+        self.observe_from(dst, src.ip, Some(src.port), syn, false);
     }
 
     /// Distinct peers seen for `endpoint` in this window or the previous one, whichever
     /// saw more (0 when untracked, at most [`MAX_PEERS`]).
     #[must_use]
     pub fn distinct_peers(&self, endpoint: &Endpoint) -> u32 {
-        let now = self.endpoints.get(endpoint).map_or(0, Peers::count);
+        let now = self.endpoints.get(endpoint).map_or(0, |e| e.peers.count());
         if self.previous.is_empty() {
             return now;
         }
@@ -171,14 +252,22 @@ impl PeerCounter {
 
     /// Ends a window: this window's counts become the previous window's (what the
     /// previous window held is forgotten) and counting starts afresh; the pruned and
-    /// untracked counters are kept.
-    pub fn rotate(&mut self) {
+    /// untracked counters are kept. Returns the endpoints that looked like listeners
+    /// in the ending window (see [`super::listeners`]).
+    pub fn rotate(&mut self) -> Vec<Endpoint> {
+        let mut listening = Vec::new();
         self.previous = self
             .endpoints
             .drain()
-            .map(|(endpoint, peers)| (endpoint, peers.count()))
+            .map(|(endpoint, entry)| {
+                if entry.ports.listens() {
+                    listening.push(endpoint);
+                }
+                (endpoint, entry.peers.count())
+            })
             .collect();
         self.single_peer = 0;
+        listening
     }
 
     /// Drops single-peer endpoints when they are at least an eighth of the table, so
@@ -188,7 +277,7 @@ impl PeerCounter {
             return false;
         }
         let before = self.endpoints.len();
-        self.endpoints.retain(|_, peers| peers.count() != 1);
+        self.endpoints.retain(|_, e| e.peers.count() != 1);
         self.pruned += (before - self.endpoints.len()) as u64;
         self.single_peer = 0;
         self.endpoints.len() < self.max_endpoints

@@ -4,8 +4,10 @@
 //! PURE planning only: no clock, sockets or database. Today it owns direction
 //! inference: [`direction`] decides which end of a unidirectional record is the client
 //! and which the server, so a connection's two records make one dependency, helped by
-//! [`fan_out`] (distinct-peer counts in bounded memory) when ports cannot tell. Later
+//! [`fan_out`] (distinct-peer counts in bounded memory) when ports cannot tell, and by
+//! [`listeners`] (endpoints learnt to listen across windows) before the port rules. Later
 //! issues add aggregation windows and dependency upserts on top of [`direction::Oriented`].
 
 pub mod direction;
 pub mod fan_out;
+pub mod listeners;

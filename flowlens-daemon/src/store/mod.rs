@@ -114,3 +114,27 @@ pub async fn maintain_partitions(
         default_stats_rows,
     })
 }
+
+/// Listening endpoints learnt before (`service_endpoints`, migration 10), most recently
+/// confirmed first, at most `max`.
+pub async fn learnt_listeners(
+    pool: &PgPool,
+    max: usize,
+) -> Result<Vec<crate::resolve::fan_out::Endpoint>, StoreError> {
+    let rows: Vec<(sqlx::types::ipnetwork::IpNetwork, i16, i32)> = sqlx::query_as(
+        "SELECT ip, protocol, port FROM service_endpoints ORDER BY last_seen DESC LIMIT $1",
+    )
+    .bind(i64::try_from(max).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(ip, protocol, port)| {
+            Some(crate::resolve::fan_out::Endpoint {
+                ip: ip.ip(),
+                protocol: u8::try_from(protocol).ok()?,
+                port: u16::try_from(port).ok()?,
+            })
+        })
+        .collect())
+}

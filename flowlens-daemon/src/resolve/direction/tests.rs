@@ -411,11 +411,57 @@ fn flow_record_conversion_picks_the_flags_scope() {
     );
 }
 
+/// A learnt listener on a high port beats the port rules (here "lower port", which
+/// would pick the client's 41000), from either record; both or neither learnt: the
+/// port rules decide.
+#[test]
+fn a_learnt_listener_is_the_server_before_the_port_rules() {
+    let f = flow("10.0.0.5", 41000, "10.0.0.9", 50051, UDP);
+    assert_eq!(
+        orient(&f, None).unwrap().server_port,
+        41000,
+        "the guess is wrong"
+    );
+    let l = Listening {
+        src: false,
+        dst: true,
+    };
+    let o = orient_with(&f, None, l).unwrap();
+    assert_eq!(
+        (o.server, o.server_port, o.reason),
+        (ip("10.0.0.9"), 50051, Reason::LearntListener)
+    );
+    let back = orient_with(&reverse(&f), None, l.swapped()).unwrap();
+    assert_eq!(key(&back), key(&o));
+    let both = Listening {
+        src: true,
+        dst: true,
+    };
+    assert_eq!(
+        orient_with(&f, None, both).unwrap().reason,
+        Reason::LowerPort
+    );
+    // A SYN still decides first.
+    let mut syn = flow("10.0.0.9", 50051, "10.0.0.5", 41000, TCP);
+    syn.tcp_flags = Some(0x02);
+    let o = orient_with(
+        &syn,
+        None,
+        Listening {
+            src: true,
+            dst: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(o.reason, Reason::TcpSyn);
+}
+
 #[test]
 fn reason_labels_are_distinct() {
     let all = [
         Reason::TcpSyn,
         Reason::TcpSynAck,
+        Reason::LearntListener,
         Reason::KnownService,
         Reason::BothKnownServices,
         Reason::WellKnownPort,
@@ -479,15 +525,18 @@ proptest! {
     fn reverse_record_orients_the_same(
         f in flow_ends(),
         evidence in proptest::option::of((0u32..80, 0u32..80)),
+        listening in (any::<bool>(), any::<bool>()),
     ) {
         let evidence = evidence.map(|(src_peers, dst_peers)| FanOut { src_peers, dst_peers });
-        let Ok(o) = orient(&f, evidence) else { return Ok(()) };
+        let listening = Listening { src: listening.0, dst: listening.1 };
+        let Ok(o) = orient_with(&f, evidence, listening) else { return Ok(()) };
         prop_assert!((0.0..=1.0).contains(&o.confidence));
         let is_icmp = matches!(f.protocol, Some(ICMP));
         if o.reason.is_tcp_flags() || is_icmp {
             return Ok(());
         }
-        let back = orient(&reverse(&f), evidence.map(FanOut::swapped)).unwrap();
+        let back =
+            orient_with(&reverse(&f), evidence.map(FanOut::swapped), listening.swapped()).unwrap();
         prop_assert_eq!(key(&o), key(&back));
         prop_assert_eq!((o.reason, o.confidence), (back.reason, back.confidence));
         prop_assert!(o.server_port == f.src_port.unwrap() || o.server_port == f.dst_port.unwrap());
