@@ -1055,3 +1055,45 @@ fn listening_endpoints_are_learnt_and_remembered() {
     );
     assert_eq!(deps.len(), 3);
 }
+
+/// Assets left unnamed by an earlier run (lookups off, or a restart before the answers
+/// came) are queued again when the daemon starts: no new traffic is needed. Every
+/// settled lookup, name or none, is marked checked.
+#[test]
+fn unnamed_assets_are_looked_up_after_a_restart() {
+    let Some(dns) = dnsmasq() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    wait_for_dnsmasq(&rt, &dns);
+    let db = rt.block_on(scratch("rdns_requeue"));
+    let mut s = settings(db.url.clone());
+    {
+        let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
+        seed(&mut sink, 1000);
+        sink.close();
+    }
+    let one = |q: &str| -> i64 {
+        rt.block_on(sqlx::query_scalar(q).fetch_one(&db.pool))
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+    };
+    let assets = one("SELECT count(*) FROM assets");
+    assert_eq!(one("SELECT count(*) FROM assets WHERE fqdn IS NOT NULL"), 0);
+    s.enrichment.dns.enabled = true;
+    s.enrichment.dns.resolver = format!("127.0.0.1:{}", dns.1);
+    let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
+    let settled = (0..80).any(|_| {
+        std::thread::park_timeout(std::time::Duration::from_millis(50));
+        assert!(sink.flush_now());
+        one("SELECT count(*) FROM assets WHERE rdns_checked_at IS NOT NULL") == assets
+    });
+    assert!(settled, "every asset's lookup settled");
+    let named: Vec<(String, String)> = rt
+        .block_on(
+            sqlx::query_as("SELECT name, fqdn FROM assets WHERE fqdn IS NOT NULL")
+                .fetch_all(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(
+        named,
+        vec![("db1.corp.example".to_owned(), "db1.corp.example".to_owned())]
+    );
+}

@@ -476,6 +476,12 @@ fn writer_loop(
     jobs: &Receiver<Job>,
     health: &GraphHealth,
 ) {
+    // Assets a previous run left unnamed are looked up again from the start.
+    match rt.block_on(writer.requeue_unnamed()) {
+        Ok(n) if n > 0 => tracing::info!(queued = n, "reverse lookups queued for unnamed assets"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "queueing unnamed assets failed; retried later"),
+    }
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Flush {
@@ -518,6 +524,11 @@ fn writer_loop(
                         tracing::warn!(error = %e, "partition upkeep failed; retried later");
                     }
                     Err(_) => tracing::warn!("partition upkeep timed out; retried later"),
+                }
+                if let Ok(Err(e)) = rt
+                    .block_on(async { tokio::time::timeout(limit, writer.requeue_unnamed()).await })
+                {
+                    tracing::warn!(error = %e, "queueing unnamed assets failed; retried later");
                 }
                 if stale {
                     match rt.block_on(async {

@@ -205,6 +205,13 @@ const MAX_AWAITING_NAMES: usize = 100_000;
 /// that found every lookup slot busy started nothing, and nothing else would retry it.
 const MAX_NAME_RETRIES_PER_FLUSH: usize = 10_000;
 
+/// Assets queued again for a reverse lookup per upkeep, at most (never checked, or
+/// checked more than [`RDNS_RECHECK_DAYS`] ago).
+const MAX_NAME_REQUEUE: usize = 10_000;
+
+/// Reverse names are looked up again after this many days (names change).
+const RDNS_RECHECK_DAYS: i32 = 7;
+
 /// A change event about to be recorded, with what alert rules match on.
 #[derive(Debug, Clone)]
 struct Change {
@@ -970,6 +977,17 @@ impl GraphWriter {
                 None => {}
             }
         }
+        if !settled.is_empty() {
+            // Named or known to have no name: checked, not queued again for a week.
+            let checked: Vec<Uuid> = settled
+                .iter()
+                .filter_map(|ip| self.awaiting_name.get(ip).copied())
+                .collect();
+            sqlx::query("UPDATE assets SET rdns_checked_at = now() WHERE id = ANY($1::uuid[])")
+                .bind(checked)
+                .execute(&mut **tx)
+                .await?;
+        }
         if ids.is_empty() {
             return Ok(settled);
         }
@@ -1044,6 +1062,42 @@ impl GraphWriter {
                 (ts(f), ts(l))
             })
             .unzip()
+    }
+
+    /// Queues assets whose reverse name was never settled (created while lookups were
+    /// off, dropped from a full queue, lost to a restart) or settled more than a week
+    /// ago, up to [`MAX_NAME_REQUEUE`] at a time and the queue's bound. Returns how
+    /// many were queued.
+    pub async fn requeue_unnamed(&mut self) -> Result<usize, sqlx::Error> {
+        let Some(rdns) = &self.rdns else {
+            return Ok(0);
+        };
+        let room = MAX_AWAITING_NAMES
+            .saturating_sub(self.awaiting_name.len())
+            .min(MAX_NAME_REQUEUE);
+        if room == 0 {
+            return Ok(0);
+        }
+        let rows: Vec<(Uuid, IpNetwork)> = sqlx::query_as(
+            "SELECT id, ip_addresses[1] FROM assets
+             WHERE discovery_source = 'flow' AND ip_addresses[1] IS NOT NULL
+               AND (rdns_checked_at IS NULL
+                    OR rdns_checked_at < now() - make_interval(days => $1))
+             ORDER BY rdns_checked_at NULLS FIRST LIMIT $2",
+        )
+        .bind(RDNS_RECHECK_DAYS)
+        .bind(i64::try_from(room).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut queued = 0;
+        for (id, ip) in rows {
+            let ip = ip.ip();
+            if self.awaiting_name.insert(ip, id).is_none() {
+                rdns.request(ip);
+                queued += 1;
+            }
+        }
+        Ok(queued)
     }
 
     /// Assets waiting for their reverse-DNS answer.
