@@ -1097,3 +1097,43 @@ fn unnamed_assets_are_looked_up_after_a_restart() {
         vec![("db1.corp.example".to_owned(), "db1.corp.example".to_owned())]
     );
 }
+
+/// A graph row PostgreSQL refuses as data (here: totals that would overflow their
+/// columns, SQLSTATE 22003) is set aside, not retried with the whole flush: the rest
+/// of the graph is written, this flush and the next.
+#[test]
+fn a_refused_graph_row_does_not_block_the_graph() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(scratch("refused_graph_row"));
+    let mut sink = GraphSink::open(&settings(db.url.clone()), GraphHealth::default()).unwrap();
+    let (topology, exporter) = seed(&mut sink, 1000);
+    let one = |q: &str| -> i64 {
+        rt.block_on(sqlx::query_scalar(q).fetch_one(&db.pool))
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+    };
+    let sql = |q: &str| {
+        rt.block_on(sqlx::query(q).execute(&db.pool))
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+    };
+    // The PostgreSQL dependency's bytes and the Redis rows of this window are at the
+    // top of their types: the next flush's additions overflow.
+    sql("UPDATE dependencies SET total_bytes = 9223372036854775000 WHERE port = 5432");
+    sql("UPDATE flow_stats SET flow_count = 2147483600 WHERE port = 6379");
+    let before =
+        one("SELECT sum(total_flows)::int8 FROM dependencies WHERE port NOT IN (5432, 6379)");
+    for round in 3..5 {
+        sink.write(&topology.round(round, now_ms() - 500, exporter, true));
+        assert!(
+            sink.flush_now(),
+            "the flush succeeds without the refused rows"
+        );
+    }
+    let after =
+        one("SELECT sum(total_flows)::int8 FROM dependencies WHERE port NOT IN (5432, 6379)");
+    assert!(after > before, "the rest of the graph is written");
+    assert_eq!(
+        one("SELECT total_bytes FROM dependencies WHERE port = 5432"),
+        9_223_372_036_854_775_000,
+        "the refused row is as it was"
+    );
+}

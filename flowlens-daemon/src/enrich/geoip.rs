@@ -168,7 +168,7 @@ impl GeoIp {
             .as_ref()
             .and_then(|db| self.decode::<CityRecord<'_>>(db, ip))
         {
-            info.country_code = city.country.and_then(|c| c.iso_code).map(str::to_owned);
+            info.country_code = city.country.and_then(|c| c.iso_code).and_then(country_code);
             info.city = city
                 .city
                 .and_then(|c| c.names)
@@ -185,7 +185,7 @@ impl GeoIp {
             .and_then(|db| self.decode::<AsnRecord<'_>>(db, ip))
         {
             info.asn = asn.autonomous_system_number;
-            info.as_org = asn.autonomous_system_organization.map(str::to_owned);
+            info.as_org = asn.autonomous_system_organization.and_then(as_org);
         }
         (!info.is_empty()).then_some(info)
     }
@@ -246,6 +246,29 @@ struct Location {
 struct AsnRecord<'a> {
     autonomous_system_number: Option<u32>,
     autonomous_system_organization: Option<&'a str>,
+}
+
+/// Longest `as_org` kept (the column is `VARCHAR(255)`).
+const MAX_AS_ORG_CHARS: usize = 255;
+
+/// An ISO 3166 code as the `country_code` column (`VARCHAR(2)`) takes it: two ASCII
+/// letters, else none. The database file comes from outside: a damaged or crafted one
+/// must not make every flush fail.
+fn country_code(code: &str) -> Option<String> {
+    (code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic()))
+        .then(|| code.to_ascii_uppercase())
+}
+
+/// An AS organization as the `as_org` column takes it: control characters (NUL, which
+/// PostgreSQL text refuses, among them) dropped, at most 255 characters, none if empty.
+fn as_org(org: &str) -> Option<String> {
+    let clean: String = org
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_AS_ORG_CHARS)
+        .collect();
+    let clean = clean.trim();
+    (!clean.is_empty()).then(|| clean.to_owned())
 }
 
 #[cfg(test)]
@@ -415,5 +438,20 @@ mod tests {
             Some(PathBuf::from("/data/GeoLite2-City.mmdb"))
         );
         assert!(serde_yaml::from_str::<GeoIpConfig>("databse_path: /x\n").is_err());
+    }
+
+    #[test]
+    fn values_from_the_database_file_are_bounded_for_their_columns() {
+        assert_eq!(country_code("gb").as_deref(), Some("GB"));
+        assert_eq!(country_code("GBR"), None);
+        assert_eq!(country_code("G\u{0}"), None);
+        assert_eq!(
+            as_org("Telstra Pty Ltd").as_deref(),
+            Some("Telstra Pty Ltd")
+        );
+        assert_eq!(as_org("a\u{0}b\nc").as_deref(), Some("abc"));
+        assert_eq!(as_org(" \u{0} "), None);
+        let long = "\u{e9}".repeat(1000);
+        assert_eq!(as_org(&long).map(|s| s.chars().count()), Some(255));
     }
 }

@@ -579,6 +579,9 @@ fn publish(writer: &GraphWriter) {
     set("flowlens_graph_flush_failures_total", c.flush_failures);
     set("flowlens_graph_flush_timeouts_total", c.flush_timeouts);
     set("flowlens_graph_flows_suppressed_total", c.flows_suppressed);
+    for (table, n) in &c.rows_refused {
+        metrics::counter!("flowlens_graph_rows_refused_total", "table" => *table).absolute(*n);
+    }
     set(
         "flowlens_graph_deleted_assets_forgotten_total",
         c.deleted_assets_forgotten,

@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::types::Uuid;
 use sqlx::types::chrono::{DateTime, Utc};
 use sqlx::types::ipnetwork::IpNetwork;
@@ -57,7 +57,7 @@ pub struct DepKey {
 }
 
 /// What the writer has done (exported as metrics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriterCounters {
     pub flushes: u64,
     pub flush_failures: u64,
@@ -85,6 +85,9 @@ pub struct WriterCounters {
     pub flows_suppressed: u64,
     /// Cached asset ids forgotten because the asset was deleted (`deleted_assets`).
     pub deleted_assets_forgotten: u64,
+    /// Graph rows PostgreSQL refused as data (SQLSTATE class 22), set aside, per table
+    /// (`assets`, `dependencies`, `flow_stats`).
+    pub rows_refused: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Why a flush did not complete; everything it held is kept for the next one.
@@ -163,6 +166,8 @@ pub struct GraphWriter {
     incoming_raw: Vec<RawFlow>,
     /// The last `deleted_assets.seq` read (None until the first flush reads it).
     deleted_seq: Option<i64>,
+    /// Addresses whose asset row PostgreSQL refused: not tried again.
+    refused_ips: std::collections::HashSet<IpAddr>,
     /// Learnt listening endpoints to persist (`service_endpoints`).
     listeners: std::collections::HashSet<crate::resolve::fan_out::Endpoint>,
     pub counters: WriterCounters,
@@ -192,6 +197,8 @@ struct Staged {
     /// their thresholds.
     written: Vec<DepKey>,
     suppressed_flows: u64,
+    /// Rows PostgreSQL refused as data, per table.
+    refused: [(&'static str, u64); 3],
     /// Listening endpoints persisted.
     listeners: Vec<crate::resolve::fan_out::Endpoint>,
     still_pending: Vec<(DepKey, Pending)>,
@@ -261,6 +268,7 @@ impl GraphWriter {
             incoming_raw: Vec::new(),
             deleted_seq: None,
             listeners: std::collections::HashSet::new(),
+            refused_ips: std::collections::HashSet::new(),
             counters: WriterCounters::default(),
         }
     }
@@ -455,7 +463,7 @@ impl GraphWriter {
         let to_create: Vec<IpAddr> = if res.assets.auto_create {
             unknown
                 .iter()
-                .filter(|ip| !asset_of.contains_key(ip))
+                .filter(|ip| !asset_of.contains_key(ip) && !self.refused_ips.contains(ip))
                 .filter(|ip| {
                     self.pending_ip_flows.get(ip).copied().unwrap_or(0)
                         >= res.assets.min_flows_for_creation
@@ -465,48 +473,29 @@ impl GraphWriter {
         } else {
             Vec::new()
         };
+        let mut refused_assets = 0;
         if !to_create.is_empty() {
             let (first, last) = self.seen_range(&to_create);
-            let internal: Vec<bool> = to_create
+            let new_assets: Vec<NewAsset> = to_create
                 .iter()
-                .map(|ip| self.settings.classifier.is_internal(*ip))
+                .zip(first.into_iter().zip(last))
+                .map(|(ip, (first, last))| NewAsset {
+                    ip: *ip,
+                    first,
+                    last,
+                    internal: self.settings.classifier.is_internal(*ip),
+                    geo: self.geoip.as_ref().and_then(|g| g.lookup(*ip)),
+                })
                 .collect();
-            let geo: Vec<_> = to_create
-                .iter()
-                .map(|ip| self.geoip.as_ref().and_then(|g| g.lookup(*ip)))
-                .collect();
-            let rows = sqlx::query(
-                "INSERT INTO assets (name, asset_type, ip_addresses, first_seen, last_seen,
-                                     discovery_source, confidence, is_internal, country_code,
-                                     asn, as_org)
-                 SELECT host(ip), 'unknown', ARRAY[ip], f, l, 'flow', 0.5, i, cc, asn, org
-                 FROM unnest($1::inet[], $2::timestamptz[], $3::timestamptz[], $4::bool[],
-                             $5::text[], $6::int8[], $7::text[])
-                      AS u(ip, f, l, i, cc, asn, org)
-                 RETURNING id, ip_addresses[1] AS ip, name, is_internal, country_code, asn,
-                           as_org",
-            )
-            .bind(to_create.iter().map(|ip| net(*ip)).collect::<Vec<_>>())
-            .bind(first)
-            .bind(last)
-            .bind(internal)
-            .bind(
-                geo.iter()
-                    .map(|g| g.as_ref().and_then(|g| g.country_code.clone()))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                geo.iter()
-                    .map(|g| g.as_ref().and_then(|g| g.asn).map(i64::from))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                geo.iter()
-                    .map(|g| g.as_ref().and_then(|g| g.as_org.clone()))
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_all(&mut *tx)
-            .await?;
+            let (rows, refused) = set_aside(&mut tx, &new_assets, "assets", insert_assets).await?;
+            refused_assets = refused.len();
+            for i in refused {
+                if let Some(a) = new_assets.get(i)
+                    && self.refused_ips.len() < self.settings.max_buffered_rows.max(1)
+                {
+                    self.refused_ips.insert(a.ip);
+                }
+            }
             for r in rows {
                 let id: Uuid = r.try_get("id")?;
                 let ip: IpNetwork = r.try_get("ip")?;
@@ -596,56 +585,23 @@ impl GraphWriter {
         }
         write.sort_unstable_by_key(|(dk, _)| *dk);
         let baseline_ms = res.change_detection.baseline_window_days * 86_400_000;
+        let mut refused_deps: Vec<DepKey> = Vec::new();
         if !write.is_empty() {
-            let mut cols = DepColumns::default();
-            for (dk, p) in &write {
-                cols.push(dk, p, &self.settings.classifier);
-            }
+            let cols: Vec<DepRow> = write
+                .iter()
+                .map(|(dk, p)| DepRow::new(dk, p, &self.settings.classifier))
+                .collect();
             let before: HashMap<Uuid, (DateTime<Utc>, bool)> = existing
                 .values()
                 .map(|e| (e.id, (e.last_seen, e.stale)))
                 .collect();
-            let rows = sqlx::query(
-                "INSERT INTO dependencies AS d (source_asset_id, target_asset_id, protocol,
-                    port, inferred_service, first_seen, last_seen, total_bytes, total_flows,
-                    total_packets, is_internal, confidence, direction, avg_flows_per_hour)
-                 SELECT s, t, proto, port, service, f, l, bytes, flows, packets, internal,
-                        conf, 'outbound',
-                        flows / greatest(extract(epoch FROM (l - f)) / 3600.0, 1.0)
-                 FROM unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[],
-                        $5::text[], $6::timestamptz[], $7::timestamptz[], $8::int8[],
-                        $9::int8[], $10::int8[], $11::bool[], $12::float4[])
-                    AS u(s, t, proto, port, service, f, l, bytes, flows, packets, internal, conf)
-                 ON CONFLICT (source_asset_id, target_asset_id, protocol, port) DO UPDATE SET
-                    first_seen = least(d.first_seen, EXCLUDED.first_seen),
-                    last_seen = greatest(d.last_seen, EXCLUDED.last_seen),
-                    total_bytes = d.total_bytes + EXCLUDED.total_bytes,
-                    total_flows = d.total_flows + EXCLUDED.total_flows,
-                    total_packets = d.total_packets + EXCLUDED.total_packets,
-                    confidence = CASE WHEN 'confidence' = ANY(d.user_fields) THEN d.confidence
-                                      ELSE greatest(d.confidence, EXCLUDED.confidence) END,
-                    avg_flows_per_hour = (d.total_flows + EXCLUDED.total_flows)
-                        / greatest(extract(epoch FROM (greatest(d.last_seen, EXCLUDED.last_seen)
-                                   - least(d.first_seen, EXCLUDED.first_seen))) / 3600.0, 1.0),
-                    stale = false,
-                    updated_at = now()
-                 RETURNING d.id, d.source_asset_id, d.target_asset_id, d.protocol, d.port,
-                    d.inferred_service, (xmax = 0) AS inserted",
-            )
-            .bind(cols.source)
-            .bind(cols.target)
-            .bind(cols.protocol)
-            .bind(cols.port)
-            .bind(cols.service)
-            .bind(cols.first)
-            .bind(cols.last)
-            .bind(cols.bytes)
-            .bind(cols.flows)
-            .bind(cols.packets)
-            .bind(cols.internal)
-            .bind(cols.confidence)
-            .fetch_all(&mut *tx)
-            .await?;
+            let (rows, refused) =
+                set_aside(&mut tx, &cols, "dependencies", upsert_dependencies).await?;
+            for i in refused {
+                if let Some(c) = cols.get(i) {
+                    refused_deps.push(c.key);
+                }
+            }
             let by_key: HashMap<DepKey, &Pending> = write.iter().map(|(k, p)| (*k, p)).collect();
             for r in rows {
                 let inserted: bool = r.try_get("inserted")?;
@@ -691,36 +647,23 @@ impl GraphWriter {
 
         mark("dependencies", &mut phases);
         // 3. flow_stats, per window and asset pair.
+        let mut refused_stats = 0;
         if !ready.is_empty() {
-            let mut stats = StatsColumns::default();
-            for (key, s, t) in &ready {
-                if let Some(st) = self.held.get(key) {
-                    stats.push(key, *s, *t, st);
-                }
-            }
-            sqlx::query(
-                "INSERT INTO flow_stats AS f (time, source_asset_id, target_asset_id, protocol,
-                                               port, flow_count, byte_count, packet_count)
-                 SELECT w, s, t, p, port, sum(fl)::int4, sum(b), sum(pk)
-                 FROM unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::int2[], $5::int4[],
-                             $6::int8[], $7::int8[], $8::int8[])
-                      AS u(w, s, t, p, port, fl, b, pk)
-                 GROUP BY w, s, t, p, port
-                 ON CONFLICT (time, source_asset_id, target_asset_id, protocol, port)
-                 DO UPDATE SET flow_count = f.flow_count + EXCLUDED.flow_count,
-                               byte_count = f.byte_count + EXCLUDED.byte_count,
-                               packet_count = f.packet_count + EXCLUDED.packet_count",
-            )
-            .bind(stats.window)
-            .bind(stats.source)
-            .bind(stats.target)
-            .bind(stats.protocol)
-            .bind(stats.port)
-            .bind(stats.flows)
-            .bind(stats.bytes)
-            .bind(stats.packets)
-            .execute(&mut *tx)
-            .await?;
+            let rows: Vec<StatsRow> = ready
+                .iter()
+                .filter_map(|(key, s, t)| {
+                    self.held.get(key).map(|st| StatsRow {
+                        key: *key,
+                        source: *s,
+                        target: *t,
+                        stats: *st,
+                    })
+                })
+                .collect();
+            refused_stats = set_aside(&mut tx, &rows, "flow_stats", upsert_flow_stats)
+                .await?
+                .1
+                .len();
         }
         // Assets seen now: every known asset at either end of an edge of this flush,
         // also when the other end is no asset (yet), so that an asset talking only to
@@ -829,7 +772,17 @@ impl GraphWriter {
             events,
             alerts,
             named,
-            written: write.iter().map(|(dk, _)| *dk).chain(dropped).collect(),
+            written: write
+                .iter()
+                .map(|(dk, _)| *dk)
+                .chain(dropped)
+                .chain(refused_deps.iter().copied())
+                .collect(),
+            refused: [
+                ("assets", refused_assets as u64),
+                ("dependencies", refused_deps.len() as u64),
+                ("flow_stats", refused_stats as u64),
+            ],
             suppressed_flows,
             listeners,
             still_pending,
@@ -866,6 +819,9 @@ impl GraphWriter {
         self.counters.change_events += s.events;
         self.counters.alerts += s.alerts;
         self.counters.flows_suppressed += s.suppressed_flows;
+        for (table, n) in s.refused {
+            *self.counters.rows_refused.entry(table).or_default() += n;
+        }
         for e in &s.listeners {
             self.listeners.remove(e);
         }
@@ -1315,7 +1271,7 @@ fn matches(rule: &AlertRule, c: &Change) -> bool {
 impl DepKey {
     /// The key of a `dependencies` row (its `source_asset_id`, `target_asset_id`,
     /// `protocol` and `port` columns).
-    fn from_row(r: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+    fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             source: r.try_get("source_asset_id")?,
             target: r.try_get("target_asset_id")?,
@@ -1489,66 +1445,264 @@ async fn insert_raw(
     Ok(())
 }
 
-/// Column arrays for the dependency upsert.
-#[derive(Default)]
-struct DepColumns {
-    source: Vec<Uuid>,
-    target: Vec<Uuid>,
-    protocol: Vec<i16>,
-    port: Vec<i32>,
-    service: Vec<Option<String>>,
-    first: Vec<DateTime<Utc>>,
-    last: Vec<DateTime<Utc>>,
-    bytes: Vec<i64>,
-    flows: Vec<i64>,
-    packets: Vec<i64>,
-    internal: Vec<bool>,
-    confidence: Vec<f32>,
+/// A future of a statement's rows, borrowing the connection and the items (the
+/// statements [`set_aside`] runs).
+type RowsFuture<'c> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send + 'c>>;
+
+/// A statement over a slice of items, for [`set_aside`].
+type Statement<T> = for<'c> fn(&'c mut PgConnection, &'c [T]) -> RowsFuture<'c>;
+
+/// Whether PostgreSQL refused the values themselves (SQLSTATE class 22: too long, out
+/// of range, invalid text), as opposed to a constraint (class 23, which for graph rows
+/// means the writer's cache is out of date) or the connection.
+fn is_value_error(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(sqlx::error::DatabaseError::code)
+        .is_some_and(|c| c.starts_with("22"))
 }
 
-impl DepColumns {
-    fn push(&mut self, dk: &DepKey, p: &Pending, classifier: &Classifier) {
-        self.source.push(dk.source);
-        self.target.push(dk.target);
-        self.protocol.push(i16::from(dk.protocol));
-        self.port.push(i32::from(dk.port));
-        self.service
-            .push(services::service_for(dk.protocol, dk.port).map(str::to_owned));
-        self.first.push(ts(p.stats.first_ms));
-        self.last.push(ts(p.stats.last_ms));
-        self.bytes.push(i64_of(p.stats.bytes));
-        self.flows.push(i64_of(p.stats.flows));
-        self.packets.push(i64_of(p.stats.packets));
-        self.internal
-            .push(scope_of(classifier, p.client, p.server) == Scope::Internal);
-        self.confidence.push(p.stats.confidence.clamp(0.0, 1.0));
+/// Runs `stmt` over `items` under a savepoint. When PostgreSQL refuses a chunk's
+/// values (class 22) the chunk is halved until the refused items are found; they are
+/// logged (the first), set aside and returned by index, and the rest is written, so
+/// one bad row never fails the whole flush again and again. Returns the rows of what
+/// was written and the indexes refused.
+async fn set_aside<T: Sync>(
+    tx: &mut Transaction<'_, Postgres>,
+    items: &[T],
+    table: &'static str,
+    stmt: Statement<T>,
+) -> Result<(Vec<PgRow>, Vec<usize>), sqlx::Error> {
+    let mut rows = Vec::new();
+    let mut refused = Vec::new();
+    let mut todo: Vec<(usize, &[T])> = vec![(0, items)];
+    while let Some((offset, chunk)) = todo.pop() {
+        if chunk.is_empty() {
+            continue;
+        }
+        let mut savepoint = sqlx::Connection::begin(&mut **tx).await?;
+        match stmt(&mut savepoint, chunk).await {
+            Ok(r) => {
+                savepoint.commit().await?;
+                rows.extend(r);
+            }
+            Err(e) if is_value_error(&e) => {
+                savepoint.rollback().await?;
+                if chunk.len() == 1 {
+                    if refused.is_empty() {
+                        tracing::warn!(error = %e, table,
+                            "graph row refused by PostgreSQL; set aside (the first of this \
+                             flush; all are counted in flowlens_graph_rows_refused_total)");
+                    }
+                    refused.push(offset);
+                } else {
+                    let mid = chunk.len() / 2;
+                    let (first, second) = chunk.split_at(mid);
+                    todo.push((offset + mid, second));
+                    todo.push((offset, first));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((rows, refused))
+}
+
+/// An asset to create from flows.
+struct NewAsset {
+    ip: IpAddr,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    internal: bool,
+    geo: Option<crate::enrich::geoip::GeoInfo>,
+}
+
+fn insert_assets<'c>(conn: &'c mut PgConnection, items: &'c [NewAsset]) -> RowsFuture<'c> {
+    Box::pin(async move {
+        let geo = |f: fn(&crate::enrich::geoip::GeoInfo) -> Option<String>| {
+            items
+                .iter()
+                .map(|a| a.geo.as_ref().and_then(f))
+                .collect::<Vec<_>>()
+        };
+        sqlx::query(
+            "INSERT INTO assets (name, asset_type, ip_addresses, first_seen, last_seen,
+                                     discovery_source, confidence, is_internal, country_code,
+                                     asn, as_org)
+                 SELECT host(ip), 'unknown', ARRAY[ip], f, l, 'flow', 0.5, i, cc, asn, org
+                 FROM unnest($1::inet[], $2::timestamptz[], $3::timestamptz[], $4::bool[],
+                             $5::text[], $6::int8[], $7::text[])
+                      AS u(ip, f, l, i, cc, asn, org)
+                 RETURNING id, ip_addresses[1] AS ip, name, is_internal, country_code, asn,
+                           as_org",
+        )
+        .bind(items.iter().map(|a| net(a.ip)).collect::<Vec<_>>())
+        .bind(items.iter().map(|a| a.first).collect::<Vec<_>>())
+        .bind(items.iter().map(|a| a.last).collect::<Vec<_>>())
+        .bind(items.iter().map(|a| a.internal).collect::<Vec<_>>())
+        .bind(geo(|g| g.country_code.clone()))
+        .bind(
+            items
+                .iter()
+                .map(|a| a.geo.as_ref().and_then(|g| g.asn).map(i64::from))
+                .collect::<Vec<_>>(),
+        )
+        .bind(geo(|g| g.as_org.clone()))
+        .fetch_all(conn)
+        .await
+    })
+}
+
+/// One dependency upsert's values.
+struct DepRow {
+    key: DepKey,
+    service: Option<String>,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    bytes: i64,
+    flows: i64,
+    packets: i64,
+    internal: bool,
+    confidence: f32,
+}
+
+impl DepRow {
+    fn new(dk: &DepKey, p: &Pending, classifier: &Classifier) -> Self {
+        Self {
+            key: *dk,
+            service: services::service_for(dk.protocol, dk.port).map(str::to_owned),
+            first: ts(p.stats.first_ms),
+            last: ts(p.stats.last_ms),
+            bytes: i64_of(p.stats.bytes),
+            flows: i64_of(p.stats.flows),
+            packets: i64_of(p.stats.packets),
+            internal: scope_of(classifier, p.client, p.server) == Scope::Internal,
+            confidence: p.stats.confidence.clamp(0.0, 1.0),
+        }
     }
 }
 
-/// Column arrays for the `flow_stats` upsert.
-#[derive(Default)]
-struct StatsColumns {
-    window: Vec<DateTime<Utc>>,
-    source: Vec<Uuid>,
-    target: Vec<Uuid>,
-    protocol: Vec<i16>,
-    port: Vec<i32>,
-    flows: Vec<i64>,
-    bytes: Vec<i64>,
-    packets: Vec<i64>,
+fn upsert_dependencies<'c>(conn: &'c mut PgConnection, items: &'c [DepRow]) -> RowsFuture<'c> {
+    Box::pin(async move {
+        sqlx::query(
+            "INSERT INTO dependencies AS d (source_asset_id, target_asset_id, protocol,
+                    port, inferred_service, first_seen, last_seen, total_bytes, total_flows,
+                    total_packets, is_internal, confidence, direction, avg_flows_per_hour)
+                 SELECT s, t, proto, port, service, f, l, bytes, flows, packets, internal,
+                        conf, 'outbound',
+                        flows / greatest(extract(epoch FROM (l - f)) / 3600.0, 1.0)
+                 FROM unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[],
+                        $5::text[], $6::timestamptz[], $7::timestamptz[], $8::int8[],
+                        $9::int8[], $10::int8[], $11::bool[], $12::float4[])
+                    AS u(s, t, proto, port, service, f, l, bytes, flows, packets, internal, conf)
+                 ON CONFLICT (source_asset_id, target_asset_id, protocol, port) DO UPDATE SET
+                    first_seen = least(d.first_seen, EXCLUDED.first_seen),
+                    last_seen = greatest(d.last_seen, EXCLUDED.last_seen),
+                    total_bytes = d.total_bytes + EXCLUDED.total_bytes,
+                    total_flows = d.total_flows + EXCLUDED.total_flows,
+                    total_packets = d.total_packets + EXCLUDED.total_packets,
+                    confidence = CASE WHEN 'confidence' = ANY(d.user_fields) THEN d.confidence
+                                      ELSE greatest(d.confidence, EXCLUDED.confidence) END,
+                    avg_flows_per_hour = (d.total_flows + EXCLUDED.total_flows)
+                        / greatest(extract(epoch FROM (greatest(d.last_seen, EXCLUDED.last_seen)
+                                   - least(d.first_seen, EXCLUDED.first_seen))) / 3600.0, 1.0),
+                    stale = false,
+                    updated_at = now()
+                 RETURNING d.id, d.source_asset_id, d.target_asset_id, d.protocol, d.port,
+                    d.inferred_service, (xmax = 0) AS inserted",
+        )
+        .bind(items.iter().map(|d| d.key.source).collect::<Vec<_>>())
+        .bind(items.iter().map(|d| d.key.target).collect::<Vec<_>>())
+        .bind(
+            items
+                .iter()
+                .map(|d| i16::from(d.key.protocol))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|d| i32::from(d.key.port))
+                .collect::<Vec<_>>(),
+        )
+        .bind(items.iter().map(|d| d.service.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|d| d.first).collect::<Vec<_>>())
+        .bind(items.iter().map(|d| d.last).collect::<Vec<_>>())
+        .bind(items.iter().map(|d| d.bytes).collect::<Vec<_>>())
+        .bind(items.iter().map(|d| d.flows).collect::<Vec<_>>())
+        .bind(items.iter().map(|d| d.packets).collect::<Vec<_>>())
+        .bind(items.iter().map(|d| d.internal).collect::<Vec<_>>())
+        .bind(items.iter().map(|d| d.confidence).collect::<Vec<_>>())
+        .fetch_all(conn)
+        .await
+    })
 }
 
-impl StatsColumns {
-    fn push(&mut self, key: &EdgeKey, s: Uuid, t: Uuid, st: &EdgeStats) {
-        self.window.push(ts(key.window_start_ms));
-        self.source.push(s);
-        self.target.push(t);
-        self.protocol.push(i16::from(key.protocol));
-        self.port.push(i32::from(key.port));
-        self.flows.push(i64_of(st.flows));
-        self.bytes.push(i64_of(st.bytes));
-        self.packets.push(i64_of(st.packets));
-    }
+/// One `flow_stats` row to add: a window's edge between two assets.
+struct StatsRow {
+    key: EdgeKey,
+    source: Uuid,
+    target: Uuid,
+    stats: EdgeStats,
+}
+
+fn upsert_flow_stats<'c>(conn: &'c mut PgConnection, items: &'c [StatsRow]) -> RowsFuture<'c> {
+    Box::pin(async move {
+        sqlx::query(
+            "INSERT INTO flow_stats AS f (time, source_asset_id, target_asset_id, protocol,
+                                               port, flow_count, byte_count, packet_count)
+                 SELECT w, s, t, p, port, sum(fl)::int4, sum(b), sum(pk)
+                 FROM unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::int2[], $5::int4[],
+                             $6::int8[], $7::int8[], $8::int8[])
+                      AS u(w, s, t, p, port, fl, b, pk)
+                 GROUP BY w, s, t, p, port
+                 ON CONFLICT (time, source_asset_id, target_asset_id, protocol, port)
+                 DO UPDATE SET flow_count = f.flow_count + EXCLUDED.flow_count,
+                               byte_count = f.byte_count + EXCLUDED.byte_count,
+                               packet_count = f.packet_count + EXCLUDED.packet_count",
+        )
+        .bind(
+            items
+                .iter()
+                .map(|r| ts(r.key.window_start_ms))
+                .collect::<Vec<_>>(),
+        )
+        .bind(items.iter().map(|r| r.source).collect::<Vec<_>>())
+        .bind(items.iter().map(|r| r.target).collect::<Vec<_>>())
+        .bind(
+            items
+                .iter()
+                .map(|r| i16::from(r.key.protocol))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|r| i32::from(r.key.port))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|r| i64_of(r.stats.flows))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|r| i64_of(r.stats.bytes))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|r| i64_of(r.stats.packets))
+                .collect::<Vec<_>>(),
+        )
+        .execute(conn)
+        .await
+        .map(|_| Vec::new())
+    })
 }
 
 /// Column arrays for `flow_raw`.
