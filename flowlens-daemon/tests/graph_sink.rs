@@ -1137,3 +1137,51 @@ fn a_refused_graph_row_does_not_block_the_graph() {
         "the refused row is as it was"
     );
 }
+
+/// A dependency's port, service and port range.
+type PortRange = (i32, Option<String>, Option<i32>, Option<i32>);
+
+/// Passive FTP: a control connection on 21, then a data connection per transfer to a
+/// new high port. The data ports fold into one dependency (port 0, "dynamic", with the
+/// range they cover) instead of one dependency (and alert) per port.
+#[test]
+fn dynamic_data_ports_fold_into_one_dependency() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(scratch("dynamic_ports"));
+    let mut sink = GraphSink::open(&settings(db.url.clone()), GraphHealth::default()).unwrap();
+    let now = now_ms();
+    let (client, server) = ("10.8.0.2", "10.8.0.1");
+    let mut batch = Vec::new();
+    for k in 0..3u16 {
+        batch.extend(connection((client, 41_000 + k), (server, 21), now));
+    }
+    let data_ports = [50_123u16, 51_777, 49_200, 60_001, 55_555];
+    for (i, port) in data_ports.iter().enumerate() {
+        for k in 0..2u16 {
+            let cport = 42_000 + u16::try_from(i).unwrap() * 10 + k;
+            let [mut fwd, back] = connection((client, cport), (server, *port), now);
+            // The client's opening SYN, exported on its own.
+            fwd.packets = Some(1);
+            fwd.tcp_flags = Some(0x02);
+            batch.extend([fwd, back]);
+        }
+    }
+    sink.write(&batch);
+    assert!(sink.flush_now());
+    let deps: Vec<PortRange> = rt
+        .block_on(
+            sqlx::query_as(
+                "SELECT port, inferred_service, port_range_min, port_range_max
+                 FROM dependencies ORDER BY port",
+            )
+            .fetch_all(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(
+        deps,
+        vec![
+            (0, Some("dynamic".to_owned()), Some(49_200), Some(60_001)),
+            (21, Some("ftp".to_owned()), None, None),
+        ]
+    );
+}

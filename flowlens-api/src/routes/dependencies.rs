@@ -45,8 +45,12 @@ pub struct Dependency {
     pub target_name: Option<String>,
     /// IP protocol number (6 tcp, 17 udp, ...).
     pub protocol: i16,
-    /// The service port on the target.
+    /// The service port on the target; 0 for a folded dynamic-port dependency
+    /// (`inferred_service` "dynamic": passive FTP data, RPC, RTP), whose ports are
+    /// `port_range_min`..=`port_range_max`.
     pub port: i32,
+    pub port_range_min: Option<i32>,
+    pub port_range_max: Option<i32>,
     pub inferred_service: Option<String>,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
@@ -81,7 +85,8 @@ pub struct DependencyWithStats {
 
 /// Columns of [`DependencyWithStats`], from `dependencies d`.
 pub const DEPENDENCY_SELECT: &str = "SELECT d.id, d.source_asset_id, s.name AS source_name,
-    d.target_asset_id, t.name AS target_name, d.protocol, d.port, d.inferred_service,
+    d.target_asset_id, t.name AS target_name, d.protocol, d.port, d.port_range_min,
+    d.port_range_max, d.inferred_service,
     d.first_seen, d.last_seen, d.total_bytes, d.total_packets, d.total_flows,
     d.avg_flows_per_hour, d.direction, d.is_internal, d.confidence,
     COALESCE(d.tags, '{}'::jsonb) AS tags, d.notes, d.discovery_source, d.user_fields,

@@ -24,6 +24,7 @@ use crate::enrich::geoip::{GeoIp, GeoIpError};
 use crate::enrich::rdns::{RdnsError, ReverseDns};
 use crate::flow::FlowRecord;
 use crate::resolve::direction::{FlowEnds, Unoriented, orient_with};
+use crate::resolve::dynamic_ports::{DynamicPorts, PortUse};
 use crate::resolve::fan_out::{Endpoint, PeerCounter};
 use crate::resolve::listeners::{ListenerBook, Listening};
 use crate::store::{self, StoreError};
@@ -142,6 +143,8 @@ pub struct GraphSink {
     listeners: ListenerBook,
     /// Learnt or confirmed listeners not handed to the writer yet.
     listeners_to_persist: Vec<Endpoint>,
+    /// Dynamic server ports (passive FTP, RPC, RTP), folded into port 0.
+    dynamic: DynamicPorts,
     window_ms: u64,
     raw: Vec<RawFlow>,
     write_raw: bool,
@@ -238,6 +241,7 @@ impl GraphSink {
             peers_window: 0,
             listeners,
             listeners_to_persist: Vec::new(),
+            dynamic: DynamicPorts::new(MAX_TRACKED_ENDPOINTS),
             window_ms: agg.window_size_seconds.max(1) * 1000,
             raw: Vec::new(),
             write_raw: db.write_raw_flows,
@@ -275,14 +279,34 @@ impl GraphSink {
             });
             match orient_with(&ends, fan_out, listening) {
                 Ok(o) => {
+                    let server_is_src =
+                        ends.src_ip == Some(o.server) && ends.src_port == Some(o.server_port);
+                    let server_listens = if server_is_src {
+                        listening.src
+                    } else {
+                        listening.dst
+                    };
+                    let dynamic = o.server_port != 0
+                        && self.dynamic.is_dynamic(
+                            PortUse {
+                                client: o.client,
+                                server: o.server,
+                                protocol: o.protocol,
+                                port: o.server_port,
+                                listener: server_listens,
+                            },
+                            now / self.window_ms,
+                            now,
+                        );
                     self.aggregator.add(
                         rec,
                         Orientation {
                             client: o.client,
                             server: o.server,
                             protocol: o.protocol,
-                            port: o.server_port,
+                            port: if dynamic { 0 } else { o.server_port },
                             confidence: o.confidence,
+                            real_port: o.server_port,
                         },
                         now,
                     );
@@ -326,6 +350,8 @@ impl GraphSink {
         metrics::counter!("flowlens_graph_listeners_not_kept_total").absolute(c.not_kept);
         #[expect(clippy::cast_precision_loss, reason = "a gauge")]
         metrics::gauge!("flowlens_graph_listeners").set(self.listeners.len() as f64);
+        let d = self.dynamic.counters;
+        metrics::counter!("flowlens_graph_flows_dynamic_port_folded_total").absolute(d.folded);
         metrics::counter!("flowlens_graph_fan_out_pruned_total").absolute(self.peers.pruned());
         metrics::counter!("flowlens_graph_fan_out_untracked_total")
             .absolute(self.peers.untracked());

@@ -61,6 +61,10 @@ pub struct EdgeStats {
     pub confidence: f32,
     pub first_ms: u64,
     pub last_ms: u64,
+    /// The server ports behind the edge: its own port, or for a folded dynamic-port
+    /// edge (port 0, see `resolve::dynamic_ports`) the range of ports it stands for.
+    pub port_min: u16,
+    pub port_max: u16,
 }
 
 impl EdgeStats {
@@ -73,6 +77,8 @@ impl EdgeStats {
         self.confidence = self.confidence.max(other.confidence);
         self.first_ms = self.first_ms.min(other.first_ms);
         self.last_ms = self.last_ms.max(other.last_ms);
+        self.port_min = self.port_min.min(other.port_min);
+        self.port_max = self.port_max.max(other.port_max);
     }
 }
 
@@ -84,6 +90,8 @@ pub struct Orientation {
     pub protocol: u8,
     pub port: u16,
     pub confidence: f32,
+    /// The server's real port (differs from `port` when a dynamic port was folded).
+    pub real_port: u16,
 }
 
 /// Aggregation counters (exported as metrics by the sink).
@@ -192,6 +200,8 @@ impl Aggregator {
             confidence: dir.confidence,
             first_ms: start,
             last_ms: at,
+            port_min: dir.real_port,
+            port_max: dir.real_port,
         };
         if self.policy == ObservationPolicy::FirstPerEdge {
             let point = ObservationPoint {
@@ -272,6 +282,7 @@ mod tests {
             protocol: 6,
             port: 5432,
             confidence,
+            real_port: 5432,
         }
     }
 

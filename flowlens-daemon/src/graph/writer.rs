@@ -1564,13 +1564,19 @@ struct DepRow {
     packets: i64,
     internal: bool,
     confidence: f32,
+    /// The ports a folded dynamic-port dependency (port 0) stands for.
+    range: Option<(i32, i32)>,
 }
 
 impl DepRow {
     fn new(dk: &DepKey, p: &Pending, classifier: &Classifier) -> Self {
         Self {
             key: *dk,
-            service: services::service_for(dk.protocol, dk.port).map(str::to_owned),
+            service: if dk.port == 0 && p.stats.port_max != 0 {
+                Some("dynamic".to_owned())
+            } else {
+                services::service_for(dk.protocol, dk.port).map(str::to_owned)
+            },
             first: ts(p.stats.first_ms),
             last: ts(p.stats.last_ms),
             bytes: i64_of(p.stats.bytes),
@@ -1578,6 +1584,12 @@ impl DepRow {
             packets: i64_of(p.stats.packets),
             internal: scope_of(classifier, p.client, p.server) == Scope::Internal,
             confidence: p.stats.confidence.clamp(0.0, 1.0),
+            range: (dk.port == 0 && p.stats.port_max != 0).then(|| {
+                (
+                    i32::from(p.stats.port_min.max(1)),
+                    i32::from(p.stats.port_max),
+                )
+            }),
         }
     }
 }
@@ -1587,14 +1599,17 @@ fn upsert_dependencies<'c>(conn: &'c mut PgConnection, items: &'c [DepRow]) -> R
         sqlx::query(
             "INSERT INTO dependencies AS d (source_asset_id, target_asset_id, protocol,
                     port, inferred_service, first_seen, last_seen, total_bytes, total_flows,
-                    total_packets, is_internal, confidence, direction, avg_flows_per_hour)
+                    total_packets, is_internal, confidence, direction, avg_flows_per_hour,
+                    port_range_min, port_range_max)
                  SELECT s, t, proto, port, service, f, l, bytes, flows, packets, internal,
                         conf, 'outbound',
-                        flows / greatest(extract(epoch FROM (l - f)) / 3600.0, 1.0)
+                        flows / greatest(extract(epoch FROM (l - f)) / 3600.0, 1.0), pmin, pmax
                  FROM unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[],
                         $5::text[], $6::timestamptz[], $7::timestamptz[], $8::int8[],
-                        $9::int8[], $10::int8[], $11::bool[], $12::float4[])
-                    AS u(s, t, proto, port, service, f, l, bytes, flows, packets, internal, conf)
+                        $9::int8[], $10::int8[], $11::bool[], $12::float4[], $13::int4[],
+                        $14::int4[])
+                    AS u(s, t, proto, port, service, f, l, bytes, flows, packets, internal, conf,
+                         pmin, pmax)
                  ON CONFLICT (source_asset_id, target_asset_id, protocol, port) DO UPDATE SET
                     first_seen = least(d.first_seen, EXCLUDED.first_seen),
                     last_seen = greatest(d.last_seen, EXCLUDED.last_seen),
@@ -1606,6 +1621,8 @@ fn upsert_dependencies<'c>(conn: &'c mut PgConnection, items: &'c [DepRow]) -> R
                     avg_flows_per_hour = (d.total_flows + EXCLUDED.total_flows)
                         / greatest(extract(epoch FROM (greatest(d.last_seen, EXCLUDED.last_seen)
                                    - least(d.first_seen, EXCLUDED.first_seen))) / 3600.0, 1.0),
+                    port_range_min = least(d.port_range_min, EXCLUDED.port_range_min),
+                    port_range_max = greatest(d.port_range_max, EXCLUDED.port_range_max),
                     stale = false,
                     updated_at = now()
                  RETURNING d.id, d.source_asset_id, d.target_asset_id, d.protocol, d.port,
@@ -1633,6 +1650,18 @@ fn upsert_dependencies<'c>(conn: &'c mut PgConnection, items: &'c [DepRow]) -> R
         .bind(items.iter().map(|d| d.packets).collect::<Vec<_>>())
         .bind(items.iter().map(|d| d.internal).collect::<Vec<_>>())
         .bind(items.iter().map(|d| d.confidence).collect::<Vec<_>>())
+        .bind(
+            items
+                .iter()
+                .map(|d| d.range.map(|r| r.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|d| d.range.map(|r| r.1))
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(conn)
         .await
     })
