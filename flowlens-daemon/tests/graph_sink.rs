@@ -1185,3 +1185,35 @@ fn dynamic_data_ports_fold_into_one_dependency() {
         ]
     );
 }
+
+/// A steady flush rewrites only what changes: assets seen again within their 5-minute
+/// step are left as they are (same row version), and no index on `last_seen` makes
+/// the dependency and asset updates touch every index (migration 13).
+#[test]
+fn a_steady_flush_leaves_unchanged_rows_alone() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(scratch("steady_flush"));
+    let mut sink = GraphSink::open(&settings(db.url.clone()), GraphHealth::default()).unwrap();
+    let (topology, exporter) = seed(&mut sink, 1000);
+    let versions = || -> Vec<(String, String)> {
+        rt.block_on(
+            sqlx::query_as("SELECT id::text, xmin::text FROM assets ORDER BY id")
+                .fetch_all(&db.pool),
+        )
+        .unwrap()
+    };
+    let before = versions();
+    sink.write(&topology.round(3, now_ms(), exporter, true));
+    assert!(sink.flush_now());
+    assert_eq!(versions(), before, "no asset row rewritten");
+    let indexes: i64 = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT count(*) FROM pg_indexes
+                 WHERE tablename IN ('assets', 'dependencies') AND indexdef LIKE '%(last_seen)%'",
+            )
+            .fetch_one(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0);
+}

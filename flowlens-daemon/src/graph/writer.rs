@@ -555,7 +555,11 @@ impl GraphWriter {
         // absent from the baseline" from a plain update), one query.
         let existing = existing_dependencies(&mut tx, per_dep.keys()).await?;
         // Dependencies a person deleted stay deleted while flows still show them.
-        let suppressed = suppressed_dependencies(&mut tx, per_dep.keys()).await?;
+        let suppressed = if self.any_suppressed(&mut tx).await? {
+            suppressed_dependencies(&mut tx, per_dep.keys()).await?
+        } else {
+            std::collections::HashSet::new()
+        };
         let mut suppressed_flows = 0;
         let mut dropped: Vec<DepKey> = Vec::new();
         // Add what was pending, decide which dependencies are written. The thresholds
@@ -668,7 +672,9 @@ impl GraphWriter {
         // Assets seen now: every known asset at either end of an edge of this flush,
         // also when the other end is no asset (yet), so that an asset talking only to
         // new or unnamed peers is not reported stale while in use. One that was stale
-        // is back: a `new_asset` event again (migration 2).
+        // is back: a `new_asset` event again (migration 2). `last_seen` moves in steps
+        // of 5 minutes (a window): rows that would move less are not rewritten, so a
+        // steady flush leaves most assets alone.
         let mut touched: HashMap<Uuid, u64> = HashMap::new();
         for (key, st) in &self.held {
             for ip in [key.client, key.server] {
@@ -687,6 +693,7 @@ impl GraphWriter {
                        FROM unnest($1::uuid[], $2::timestamptz[]) AS x(id, l)
                        JOIN assets old ON old.id = x.id) AS u
                  WHERE a.id = u.id
+                   AND (a.stale OR a.last_seen < u.l - interval '5 minutes')
                  RETURNING a.id, a.name, a.ip_addresses, u.was_stale",
             )
             .bind(ids)
@@ -851,6 +858,17 @@ impl GraphWriter {
         }
         self.pending_deps.extend(s.still_pending);
         self.expire_waiting(s.now_ms);
+    }
+
+    /// Whether any dependency is suppressed at all (most graphs: none), so the join
+    /// against every key of the flush is skipped.
+    async fn any_suppressed(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM dependency_suppressions)")
+            .fetch_one(&mut **tx)
+            .await
     }
 
     /// Forgets cached ids of assets deleted since the last look (`deleted_assets`, filled
