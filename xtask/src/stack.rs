@@ -82,6 +82,7 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     }
     let bin = ws.join("target/release/flowlens-daemon");
     let pg_dir = data_dir()?.join("pg");
+    notice_old_cluster(&ws, &pg_dir);
     if opts.stop_postgres {
         let status = Command::new(&bin)
             .args(["embedded-postgres", "--stop", "--dir"])
@@ -172,8 +173,6 @@ fn start_api(ws: &Path, database: &str) -> Result<ApiProcess> {
     Ok(ApiProcess(child))
 }
 
-/// Starts the embedded cluster (installing PostgreSQL when missing) and returns the
-/// URL of its `flowlens` database.
 /// Where the embedded default keeps its data (see the module docs).
 fn data_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("FLOWLENS_DATA_DIR").filter(|d| !d.is_empty()) {
@@ -193,6 +192,24 @@ fn data_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/flowlens"))
 }
 
+/// Says how to carry a graph over from where earlier versions kept the embedded
+/// cluster (`target/flowlens-pg`: fsync off, trust authentication, and deleted by
+/// `cargo clean`) when the durable cluster does not exist yet. Nothing is moved: that
+/// cluster's settings are not the durable ones, and a dump is the safe way across.
+fn notice_old_cluster(ws: &Path, pg_dir: &Path) {
+    let old = ws.join("target/flowlens-pg");
+    if pg_dir.join("data").exists() || !old.join("data/PG_VERSION").exists() {
+        return;
+    }
+    eprintln!(
+        "cargo xtask: a graph from an earlier version is in {old} (fast settings, inside          target/); the embedded default now keeps its data in {new}. To carry it over,          start the old cluster (`flowlens-daemon embedded-postgres --dir {old}`), then          `pg_dump -Fc` its flowlens database and `pg_restore` into the new one.",
+        old = old.display(),
+        new = pg_dir.display()
+    );
+}
+
+/// Starts the embedded cluster (installing PostgreSQL when missing) and returns the
+/// URL of its `flowlens` database.
 fn embedded_postgres(daemon: &Path, dir: &Path) -> Result<String> {
     let has_binaries = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|d| {
         d.filter_map(Result::ok)
