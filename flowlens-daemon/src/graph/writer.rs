@@ -1326,26 +1326,39 @@ async fn suppressed_dependencies(
     tx: &mut Transaction<'_, Postgres>,
     keys: impl Iterator<Item = &DepKey>,
 ) -> Result<std::collections::HashSet<DepKey>, sqlx::Error> {
-    let (s, t, p, port) = key_columns(keys);
-    if s.is_empty() {
-        return Ok(std::collections::HashSet::new());
-    }
-    sqlx::query(
+    rows_for_keys(
+        tx,
         "SELECT x.source_asset_id, x.target_asset_id, x.protocol, x.port
          FROM dependency_suppressions x
          JOIN unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[]) AS i(s, t, p, port)
            ON x.source_asset_id = i.s AND x.target_asset_id = i.t
           AND x.protocol = i.p AND x.port = i.port",
+        keys,
     )
-    .bind(s)
-    .bind(t)
-    .bind(p)
-    .bind(port)
-    .fetch_all(&mut **tx)
     .await?
     .iter()
     .map(DepKey::from_row)
     .collect()
+}
+
+/// Runs `sql`, which joins `unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[])`,
+/// with `keys` as those four arrays (no query when there are none).
+async fn rows_for_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    sql: &'static str,
+    keys: impl Iterator<Item = &DepKey>,
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    let (s, t, p, port) = key_columns(keys);
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query(sql)
+        .bind(s)
+        .bind(t)
+        .bind(p)
+        .bind(port)
+        .fetch_all(&mut **tx)
+        .await
 }
 
 /// Which of `keys` are dependencies already, and how they look (one query).
@@ -1353,23 +1366,16 @@ async fn existing_dependencies(
     tx: &mut Transaction<'_, Postgres>,
     keys: impl Iterator<Item = &DepKey>,
 ) -> Result<HashMap<DepKey, Existing>, sqlx::Error> {
-    let (s, t, p, port) = key_columns(keys);
-    if s.is_empty() {
-        return Ok(HashMap::new());
-    }
-    sqlx::query(
+    rows_for_keys(
+        tx,
         "SELECT d.source_asset_id, d.target_asset_id, d.protocol, d.port, d.id,
                 d.last_seen, d.stale
          FROM dependencies d
          JOIN unnest($1::uuid[], $2::uuid[], $3::int2[], $4::int4[]) AS i(s, t, p, port)
            ON d.source_asset_id = i.s AND d.target_asset_id = i.t
           AND d.protocol = i.p AND d.port = i.port",
+        keys,
     )
-    .bind(s)
-    .bind(t)
-    .bind(p)
-    .bind(port)
-    .fetch_all(&mut **tx)
     .await?
     .into_iter()
     .map(|r| {
