@@ -94,10 +94,10 @@ pub struct AggregationConfig {
 #[serde(rename_all = "snake_case")]
 pub enum ObservationPolicy {
     /// Each edge (client, server, protocol, port) of each window is counted from one
-    /// observation point only, the first to report it (an exporter address,
-    /// observation domain and flow direction); the others' records of that edge and
-    /// window are counted in `flowlens_graph_flows_duplicate_observation_total` and
-    /// left out. An edge whose connections really are split across paths (ECMP) is
+    /// observation point only, the first to report it (an exporter address and flow
+    /// direction; not the observation domain, in which line cards of one router
+    /// differ); the others' records of that edge and window are counted in
+    /// `flowlens_graph_flows_duplicate_observation_total` and left out. An edge whose connections really are split across paths (ECMP) is
     /// undercounted to the share of the first path.
     #[default]
     FirstPerEdge,

@@ -16,7 +16,7 @@
 //! over and starts afresh.
 //!
 //! Observation points: under [`ObservationPolicy::FirstPerEdge`] (the default) the
-//! first observation point (exporter, observation domain, flow direction) to report an
+//! first observation point (exporter address, flow direction) to report an
 //! edge in a window owns it for that window, and other points' records of it are
 //! counted as duplicates, not added: one connection seen by two routers, or by one
 //! router's ingress and egress export, is counted once. Owners outlive hand-overs (a
@@ -29,11 +29,13 @@ use std::net::IpAddr;
 use super::config::ObservationPolicy;
 use crate::flow::FlowRecord;
 
-/// Where a record was observed: exporter, observation domain, flow direction.
+/// Where a record was observed: exporter address and flow direction. Not the
+/// observation domain (or v5 engine): line cards of one router export under domains of
+/// their own, and a connection's two directions often enter on different cards, so
+/// telling them apart would drop one direction of every such connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct ObservationPoint {
     exporter: IpAddr,
-    domain: u32,
     direction: Option<u8>,
 }
 
@@ -206,7 +208,6 @@ impl Aggregator {
         if self.policy == ObservationPolicy::FirstPerEdge {
             let point = ObservationPoint {
                 exporter: rec.exporter_ip,
-                domain: rec.observation_domain,
                 direction: rec.direction,
             };
             if !self.owns(&key, point, now_ms) {
@@ -393,6 +394,22 @@ mod tests {
         a.add(&rec(NOW - 1, 100, 1), dir(0.9), NOW);
         a.add(&second, dir(0.9), NOW + 300_002);
         assert_eq!(a.take().len(), 2);
+        assert_eq!(a.counters.duplicate_observations, 0);
+    }
+
+    #[test]
+    fn line_cards_of_one_router_are_one_observation_point() {
+        // Request and response enter on different line cards (observation domains) of
+        // one ingress-only exporter: both directions count.
+        let mut a = Aggregator::new(300, 3600, 1_000)
+            .with_observation_policy(ObservationPolicy::FirstPerEdge);
+        let mut card1 = rec(NOW - 1, 100, 1);
+        card1.observation_domain = 1;
+        let mut card2 = card1;
+        card2.observation_domain = 2;
+        a.add(&card1, dir(0.9), NOW);
+        a.add(&card2, dir(0.9), NOW);
+        assert_eq!(a.take()[0].1.flows, 2);
         assert_eq!(a.counters.duplicate_observations, 0);
     }
 }
