@@ -1,11 +1,16 @@
 //! Prometheus metrics of the API: names as consts, the recorder, and the middleware
 //! that counts and times every request by its route template (never the raw path, so
-//! the label set stays bounded however many asset ids are asked for).
+//! the label set stays bounded however many asset ids are asked for). Every label is
+//! from a fixed set: the route template or "unmatched", one of the nine standard
+//! methods or "other" (any token is a valid HTTP method, so raw methods would let an
+//! anonymous caller create series without limit), and the status code the server
+//! itself answered.
 
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -62,17 +67,33 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// The `method` label: a standard method's name, else "other".
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Counts and times each request.
 pub async fn track(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let start = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::histogram!(REQUEST_SECONDS, "route" => route.clone(), "method" => method.clone())
+    metrics::histogram!(REQUEST_SECONDS, "route" => route.clone(), "method" => method)
         .record(start.elapsed().as_secs_f64());
     metrics::counter!(REQUESTS, "route" => route, "method" => method, "status" => status)
         .increment(1);

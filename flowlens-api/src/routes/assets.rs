@@ -327,21 +327,61 @@ fn check_len(field: &str, value: Option<&str>, max: usize, problems: &mut Vec<St
     }
 }
 
-/// Parses host addresses, reporting the bad ones.
+/// Host addresses one asset may have, at most (a 2-megabyte body could otherwise carry
+/// some 200 000).
+pub const MAX_ADDRESSES: usize = 256;
+/// MAC addresses one asset may have, at most.
+pub const MAX_MAC_ADDRESSES: usize = 64;
+/// Tags one asset may have, at most.
+pub const MAX_TAGS: usize = 64;
+
+/// Parses host addresses, reporting the bad ones and refusing more than
+/// [`MAX_ADDRESSES`]. Duplicates go (a set, not a scan per address), and an
+/// IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) is the IPv4 address, as the daemon sees
+/// it, so one host cannot end up in two assets.
 fn parse_addresses(ips: &[String], problems: &mut Vec<String>) -> Vec<IpNetwork> {
+    if ips.len() > MAX_ADDRESSES {
+        problems.push(format!(
+            "ip_addresses: {} given, at most {MAX_ADDRESSES}",
+            ips.len()
+        ));
+        return Vec::new();
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ips.len());
     let mut out: Vec<IpNetwork> = Vec::with_capacity(ips.len());
     for ip in ips {
         match ip.parse::<std::net::IpAddr>() {
             Ok(a) => {
-                let n = IpNetwork::from(a);
-                if !out.contains(&n) {
-                    out.push(n);
+                let a = a.to_canonical();
+                if seen.insert(a) {
+                    out.push(IpNetwork::from(a));
                 }
             }
             Err(_) => problems.push(format!("ip_addresses: {ip:?} is not an IP address")),
         }
     }
     out
+}
+
+/// Refuses MAC and tag lists past their bounds ([`MAX_MAC_ADDRESSES`], [`MAX_TAGS`]).
+fn check_list_sizes(
+    macs: Option<&[String]>,
+    tags: Option<&serde_json::Map<String, Value>>,
+    problems: &mut Vec<String>,
+) {
+    if let Some(m) = macs
+        && m.len() > MAX_MAC_ADDRESSES
+    {
+        problems.push(format!(
+            "mac_addresses: {} given, at most {MAX_MAC_ADDRESSES}",
+            m.len()
+        ));
+    }
+    if let Some(t) = tags
+        && t.len() > MAX_TAGS
+    {
+        problems.push(format!("tags: {} given, at most {MAX_TAGS}", t.len()));
+    }
 }
 
 /// Refuses addresses that already belong to another asset, naming it.
@@ -398,6 +438,7 @@ async fn create_asset(
     let confidence = body.confidence.unwrap_or(1.0);
     check_confidence(confidence, &mut bad);
     let ips = parse_addresses(&body.ip_addresses, &mut bad);
+    check_list_sizes(Some(&body.mac_addresses), Some(&body.tags), &mut bad);
     problems(&bad)?;
 
     let mut tx = state.pool.begin().await?;
@@ -558,6 +599,11 @@ async fn update_asset(
         .ip_addresses
         .as_ref()
         .map(|ips| parse_addresses(ips, &mut bad));
+    check_list_sizes(
+        patch.mac_addresses.as_deref(),
+        patch.tags.as_ref(),
+        &mut bad,
+    );
     let changed = serde_json::to_value(&patch).unwrap_or(Value::Null);
     let keys: Vec<String> = changed
         .as_object()

@@ -407,3 +407,37 @@ async fn openapi_document_matches_the_server() {
         "{documented}"
     );
 }
+
+/// Any token is a valid HTTP method: fifty made-up methods on fifty unknown paths, over
+/// a real socket and without credentials, add no series of their own to the request
+/// metrics ("other" and "unmatched" take them all).
+#[tokio::test]
+async fn made_up_methods_and_paths_share_one_metric_series() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = TestApi::new("metric_methods").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = api.app.clone();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    for i in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req =
+            format!("ZQMETHOD{i} /zq-path-{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 "), "{answer:?}");
+    }
+    let m = api
+        .get_as(Role::Viewer, "/api/v1/admin/metrics", StatusCode::OK)
+        .await;
+    let m = m.as_str().unwrap();
+    assert!(!m.contains("ZQMETHOD") && !m.contains("zq-path"), "{m}");
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("flowlens_api_requests_total")
+                && l.contains("method=\"other\"")
+                && l.contains("route=\"unmatched\"")),
+        "{m}"
+    );
+}

@@ -438,3 +438,60 @@ async fn list_filters_search_and_pages() {
     // The default page size comes from config.
     assert_eq!(api.get(&q("")).await["page_size"], 50);
 }
+
+/// Address, MAC and tag lists are bounded (documented constants), duplicates go by a
+/// set, and an IPv4-mapped IPv6 address is its IPv4 address, so one host cannot be in
+/// two assets.
+#[tokio::test]
+async fn address_and_tag_lists_are_bounded_and_normalised() {
+    use flowlens_api::routes::assets::{MAX_ADDRESSES, MAX_MAC_ADDRESSES, MAX_TAGS};
+    let api = TestApi::new("assets_bounds").await;
+    let too_many: Vec<String> = (0..=MAX_ADDRESSES)
+        .map(|i| format!("10.9.{}.{}", i / 256, i % 256))
+        .collect();
+    let v = api
+        .write(
+            Method::POST,
+            "/api/v1/assets",
+            Some(json!({"name": "many", "ip_addresses": too_many})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    assert!(v.to_string().contains("at most"), "{v}");
+    let macs: Vec<String> = (0..=MAX_MAC_ADDRESSES)
+        .map(|i| format!("00:11:22:33:44:{i:02x}"))
+        .collect();
+    let tags: serde_json::Map<String, Value> = (0..=MAX_TAGS)
+        .map(|i| (format!("t{i}"), json!(i)))
+        .collect();
+    for body in [
+        json!({"name": "macs", "mac_addresses": macs}),
+        json!({"name": "tags", "tags": tags}),
+    ] {
+        api.write(
+            Method::POST,
+            "/api/v1/assets",
+            Some(body),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    // The same host written three ways is one address.
+    let dup = api
+        .write(
+            Method::POST,
+            "/api/v1/assets",
+            Some(json!({"name": "mapped",
+                        "ip_addresses": ["::ffff:10.0.9.1", "10.0.9.1", "::FFFF:10.0.9.1"]})),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(dup["ip_addresses"], json!(["10.0.9.1"]));
+    api.write(
+        Method::POST,
+        "/api/v1/assets",
+        Some(json!({"name": "other", "ip_addresses": ["10.0.9.1"]})),
+        StatusCode::CONFLICT,
+    )
+    .await;
+}
