@@ -56,6 +56,15 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// Clock skew allowed on `exp` and `iat`, in seconds.
+const JWT_LEEWAY_SECS: u64 = 5;
+
+/// Longest caller subject (`audit_logs.actor` is `VARCHAR(100)`).
+pub const MAX_SUBJECT_CHARS: usize = 100;
+
+/// Longest API key name: its subject is `key:<name>`.
+pub const MAX_KEY_NAME_CHARS: usize = MAX_SUBJECT_CHARS - 4;
+
 /// The claims FlowLens tokens carry.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -131,7 +140,7 @@ pub const API_KEY_PREFIX: &str = "flk_";
 impl Authenticator {
     pub fn new(enabled: bool, secret: &str, max_lifetime: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = JWT_LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             enabled,
@@ -208,11 +217,30 @@ impl Authenticator {
                 _ => ApiError::Unauthorized(format!("invalid token: {e}")),
             })?;
         // Expiry comes from config: a token minted for longer (another secret holder's
-        // tool, an old default) is refused rather than trusted for its own claim.
-        if data.claims.exp.saturating_sub(data.claims.iat) > self.max_lifetime_secs {
+        // tool, an old default) is refused rather than trusted for its own claim. Its
+        // `iat` is a claim too: one in the future would stretch `exp - iat`'s window, so
+        // `exp` is also bounded from now.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if data.claims.iat > now + JWT_LEEWAY_SECS {
+            return Err(ApiError::Unauthorized(
+                "token issued in the future (iat)".to_owned(),
+            ));
+        }
+        if data.claims.exp.saturating_sub(data.claims.iat) > self.max_lifetime_secs
+            || data.claims.exp > now + self.max_lifetime_secs + JWT_LEEWAY_SECS
+        {
             return Err(ApiError::Unauthorized(
                 "token lifetime exceeds api.auth.token_expiry_hours".to_owned(),
             ));
+        }
+        // The subject is the audit trail's actor (at most 100 characters): a longer one
+        // would make every write of this caller fail.
+        if data.claims.sub.is_empty() || data.claims.sub.chars().count() > MAX_SUBJECT_CHARS {
+            return Err(ApiError::Unauthorized(format!(
+                "token subject must have 1 to {MAX_SUBJECT_CHARS} characters"
+            )));
         }
         Ok(Caller {
             limit_key: format!("user:{}", data.claims.sub),
@@ -251,7 +279,11 @@ impl Authenticator {
             return Err(unknown());
         };
         let caller = Caller {
-            subject: format!("key:{name}"),
+            // Keys named before the bound (up to 100 characters) still fit the actor.
+            subject: format!(
+                "key:{}",
+                name.chars().take(MAX_KEY_NAME_CHARS).collect::<String>()
+            ),
             role: role.parse().map_err(ApiError::Unauthorized)?,
             limit_key: format!("key:{id}"),
         };
@@ -385,6 +417,35 @@ mod tests {
                 .to_string()
                 .contains("lifetime")
         );
+    }
+
+    #[test]
+    fn future_iat_and_long_subjects_are_refused() {
+        let secret = "0123456789abcdef";
+        let auth = Authenticator::new(true, secret, Duration::from_hours(24));
+        let now = SystemTime::now();
+        // Minted "an hour from now" for a minute: exp - iat is small, yet it would be
+        // valid for an hour and a minute.
+        let future = issue_token(
+            secret,
+            "alice",
+            Role::Admin,
+            now + Duration::from_hours(1),
+            Duration::from_mins(1),
+        )
+        .unwrap();
+        assert!(
+            auth.jwt(&future)
+                .unwrap_err()
+                .to_string()
+                .contains("future")
+        );
+        let long = "a".repeat(MAX_SUBJECT_CHARS + 1);
+        let t = issue_token(secret, &long, Role::Viewer, now, Duration::from_mins(1)).unwrap();
+        assert!(auth.jwt(&t).unwrap_err().to_string().contains("subject"));
+        let fits = "a".repeat(MAX_SUBJECT_CHARS);
+        let t = issue_token(secret, &fits, Role::Viewer, now, Duration::from_mins(1)).unwrap();
+        assert!(auth.jwt(&t).is_ok());
     }
 
     #[test]

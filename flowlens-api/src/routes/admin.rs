@@ -179,10 +179,12 @@ async fn create_api_key(
     ApiJson(body): ApiJson<NewApiKey>,
 ) -> Result<(StatusCode, ApiJson<CreatedApiKey>), ApiError> {
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::Unprocessable(
-            "name must have 1 to 100 characters".to_owned(),
-        ));
+    // The key's audit actor is `key:<name>`, which must fit `audit_logs.actor`.
+    let max = auth::MAX_KEY_NAME_CHARS;
+    if name.is_empty() || name.chars().count() > max {
+        return Err(ApiError::Unprocessable(format!(
+            "name must have 1 to {max} characters"
+        )));
     }
     let key = auth::new_api_key();
     let mut tx = state.pool.begin().await?;

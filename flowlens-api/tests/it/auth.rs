@@ -318,3 +318,44 @@ async fn rate_limits_per_caller_with_retry_after() {
     let text = metrics.as_str().unwrap();
     assert!(text.contains("flowlens_api_rate_limited_total"), "{text}");
 }
+
+/// A key's audit actor is `key:<name>`: the longest name allowed still fits
+/// `audit_logs.actor`, so every write it makes is recorded; a longer name is refused
+/// at creation (it used to make every write of the key fail).
+#[tokio::test]
+async fn the_longest_key_name_still_writes() {
+    let api = TestApi::new("key_name_bound").await;
+    let admin = TestApi::token(Role::Admin);
+    let name = |n: usize| "\u{e9}".repeat(n);
+    let max = flowlens_api::auth::MAX_KEY_NAME_CHARS;
+    let (s, _, v) = api
+        .call(
+            Method::POST,
+            "/api/v1/admin/api-keys",
+            Some(&admin),
+            Some(json!({"name": name(max + 1), "role": "editor"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, _, created) = api
+        .call(
+            Method::POST,
+            "/api/v1/admin/api-keys",
+            Some(&admin),
+            Some(json!({"name": name(max), "role": "editor"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let key = created["key"].as_str().unwrap();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/assets")
+        .header("x-api-key", key)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(
+            json!({"name": "by-key", "ip_addresses": ["10.7.0.1"]}).to_string(),
+        ))
+        .unwrap();
+    let (s, _, v) = api.send(req).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
