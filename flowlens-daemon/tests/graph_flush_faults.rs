@@ -13,10 +13,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flowlens_daemon::config::{
-    AlertsConfig, DatabaseConfig, DependencyResolutionConfig, EnrichmentConfig,
-};
-use flowlens_daemon::enrich::classify::Classifier;
 use flowlens_daemon::generate::Topology;
 use flowlens_daemon::graph::sink::{GraphHealth, GraphSettings, GraphSink};
 use flowlens_daemon::store::cluster::Cluster;
@@ -81,20 +77,7 @@ fn fixture(label: &str) -> Fixture {
 }
 
 fn settings(url: String) -> GraphSettings {
-    let mut resolution = DependencyResolutionConfig::default();
-    // Flushes only when the test says so.
-    resolution.aggregation.flush_interval_seconds = 3600;
-    resolution.change_detection.check_interval_seconds = 3600;
-    let mut enrichment = EnrichmentConfig::default();
-    enrichment.dns.enabled = false;
-    GraphSettings {
-        url,
-        database: DatabaseConfig::default(),
-        resolution,
-        alerts: AlertsConfig::default(),
-        classifier: Classifier::default(),
-        enrichment,
-    }
+    flowlens_daemon::testing::postgres::graph_settings(url)
 }
 
 /// (dependencies' total flows, `flow_stats` flows, change events, flushes recorded).

@@ -9,10 +9,6 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use flowlens_daemon::config::{
-    AlertsConfig, DatabaseConfig, DependencyResolutionConfig, EnrichmentConfig,
-};
-use flowlens_daemon::enrich::classify::Classifier;
 use flowlens_daemon::flow::{FlowProtocol, FlowRecord};
 use flowlens_daemon::generate::Topology;
 use flowlens_daemon::graph::config::ObservationPolicy;
@@ -32,22 +28,7 @@ fn now_ms() -> u64 {
 }
 
 fn settings(url: String) -> GraphSettings {
-    let mut resolution = DependencyResolutionConfig::default();
-    // Flushes only when the test says so.
-    resolution.aggregation.flush_interval_seconds = 3600;
-    resolution.change_detection.check_interval_seconds = 3600;
-    let mut enrichment = EnrichmentConfig::default();
-    // No lookups to the system resolver from tests: the enrichment test below points
-    // it at a dnsmasq on 127.0.0.1.
-    enrichment.dns.enabled = false;
-    GraphSettings {
-        url,
-        database: DatabaseConfig::default(),
-        resolution,
-        alerts: AlertsConfig::default(),
-        classifier: Classifier::default(),
-        enrichment,
-    }
+    flowlens_daemon::testing::postgres::graph_settings(url)
 }
 
 type Edge = (IpAddr, IpAddr, i16, i32);

@@ -73,8 +73,7 @@ impl GraphHealth {
 
     /// "stalled" (a flush has run for longer than two flush intervals or half its
     /// timeout: a hung connection, a lock, a database that cannot keep up), else the
-    /// outcome of the
-    /// last flush: "ok", "error", or "starting" (none yet).
+    /// outcome of the last flush: "ok", "error", or "starting" (none yet).
     pub fn status(&self) -> &'static str {
         let started = self.0.flush_started_ms.load(Ordering::Relaxed);
         let after = self.0.stall_after_ms.load(Ordering::Relaxed);
@@ -339,10 +338,10 @@ impl GraphSink {
         }
         self.peers_window = window;
         let listening = self.peers.rotate();
+        // Bounded by the book: each endpoint is handed out when learnt and at most
+        // once a day after; the writer bounds (and counts) what it holds.
         let persist = self.listeners.end_window(window, listening);
-        if self.listeners_to_persist.len() < MAX_LEARNT_LISTENERS {
-            self.listeners_to_persist.extend(persist);
-        }
+        self.listeners_to_persist.extend(persist);
         let c = self.listeners.counters;
         metrics::counter!("flowlens_graph_listeners_learnt_total").absolute(c.learnt);
         metrics::counter!("flowlens_graph_listener_candidates_dropped_total")
@@ -352,6 +351,8 @@ impl GraphSink {
         metrics::gauge!("flowlens_graph_listeners").set(self.listeners.len() as f64);
         let d = self.dynamic.counters;
         metrics::counter!("flowlens_graph_flows_dynamic_port_folded_total").absolute(d.folded);
+        metrics::counter!("flowlens_graph_dynamic_port_tables_cleared_total")
+            .absolute(d.tables_cleared);
         metrics::counter!("flowlens_graph_fan_out_pruned_total").absolute(self.peers.pruned());
         metrics::counter!("flowlens_graph_fan_out_untracked_total")
             .absolute(self.peers.untracked());
@@ -542,33 +543,40 @@ fn writer_loop(
                 // Bounded like a flush: a hung connection must not stop the writer.
                 let limit = writer.flush_timeout();
                 health.flush_started();
-                match rt.block_on(async {
+                let bounded = |what: &str, r: Result<Result<(), String>, _>| match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "{what} failed; retried later"),
+                    Err(tokio::time::error::Elapsed { .. }) => {
+                        tracing::warn!("{what} timed out; retried later");
+                    }
+                };
+                let r = rt.block_on(async {
                     tokio::time::timeout(limit, writer.maintain_partitions()).await
-                }) {
-                    Ok(Ok(upkeep)) => publish_upkeep(&upkeep),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "partition upkeep failed; retried later");
-                    }
-                    Err(_) => tracing::warn!("partition upkeep timed out; retried later"),
-                }
-                if let Ok(Err(e)) = rt
-                    .block_on(async { tokio::time::timeout(limit, writer.requeue_unnamed()).await })
-                {
-                    tracing::warn!(error = %e, "queueing unnamed assets failed; retried later");
-                }
+                });
+                bounded(
+                    "partition upkeep",
+                    r.map(|r| r.map(|u| publish_upkeep(&u)).map_err(|e| e.to_string())),
+                );
+                let r = rt.block_on(async {
+                    tokio::time::timeout(limit, writer.requeue_unnamed()).await
+                });
+                bounded(
+                    "queueing unnamed assets",
+                    r.map(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+                );
                 if stale {
-                    match rt.block_on(async {
+                    let r = rt.block_on(async {
                         tokio::time::timeout(limit, writer.detect_stale()).await
-                    }) {
-                        Ok(Ok(n)) if n > 0 => {
-                            tracing::info!(changes = n, "stale assets/dependencies");
-                        }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "stale check failed; retried later");
-                        }
-                        Err(_) => tracing::warn!("stale check timed out; retried later"),
-                    }
+                    });
+                    let r = r.map(|r| {
+                        r.map(|n| {
+                            if n > 0 {
+                                tracing::info!(changes = n, "stale assets/dependencies");
+                            }
+                        })
+                        .map_err(|e| e.to_string())
+                    });
+                    bounded("stale check", r);
                 }
                 health.flush_ended();
             }
@@ -605,6 +613,10 @@ fn publish(writer: &GraphWriter) {
     set("flowlens_graph_flush_failures_total", c.flush_failures);
     set("flowlens_graph_flush_timeouts_total", c.flush_timeouts);
     set("flowlens_graph_flows_suppressed_total", c.flows_suppressed);
+    set(
+        "flowlens_graph_listeners_not_persisted_total",
+        c.listeners_not_persisted,
+    );
     for (table, n) in &c.rows_refused {
         metrics::counter!("flowlens_graph_rows_refused_total", "table" => *table).absolute(*n);
     }

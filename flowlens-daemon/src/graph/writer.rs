@@ -85,6 +85,9 @@ pub struct WriterCounters {
     pub flows_suppressed: u64,
     /// Cached asset ids forgotten because the asset was deleted (`deleted_assets`).
     pub deleted_assets_forgotten: u64,
+    /// Learnt listeners not persisted because the queue to persist was full (they are
+    /// still used; a later confirmation persists them).
+    pub listeners_not_persisted: u64,
     /// Graph rows PostgreSQL refused as data (SQLSTATE class 22), set aside, per table
     /// (`assets`, `dependencies`, `flow_stats`).
     pub rows_refused: std::collections::BTreeMap<&'static str, u64>,
@@ -295,14 +298,14 @@ impl GraphWriter {
     /// Adds learnt listening endpoints for the next flush to persist (an upsert: writing
     /// one twice is harmless).
     pub fn add_listeners(&mut self, listeners: Vec<crate::resolve::fan_out::Endpoint>) {
-        if self.listeners.len() < self.settings.max_buffered_rows.max(1) {
-            self.listeners.extend(listeners);
+        let max = self.settings.max_buffered_rows.max(1);
+        for e in listeners {
+            if self.listeners.len() < max || self.listeners.contains(&e) {
+                self.listeners.insert(e);
+            } else {
+                self.counters.listeners_not_persisted += 1;
+            }
         }
-    }
-
-    /// Whether the last flush's COMMIT got no answer and is not settled yet.
-    pub fn in_doubt(&self) -> bool {
-        self.in_doubt.is_some()
     }
 
     /// Adds a flush interval's edges (and raw flows) to what the next flush writes.

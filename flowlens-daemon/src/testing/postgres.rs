@@ -107,3 +107,22 @@ async fn drop_leftovers(admin: &PgPool) {
         }
     }
 }
+
+/// Graph sink settings for tests against `url`: flushes and upkeep only when the test
+/// asks (intervals of an hour), reverse DNS off (no lookups to the system resolver;
+/// tests that want names point it at their own dnsmasq).
+pub fn graph_settings(url: String) -> crate::graph::sink::GraphSettings {
+    let mut resolution = crate::config::DependencyResolutionConfig::default();
+    resolution.aggregation.flush_interval_seconds = 3600;
+    resolution.change_detection.check_interval_seconds = 3600;
+    let mut enrichment = crate::config::EnrichmentConfig::default();
+    enrichment.dns.enabled = false;
+    crate::graph::sink::GraphSettings {
+        url,
+        database: crate::config::DatabaseConfig::default(),
+        resolution,
+        alerts: crate::config::AlertsConfig::default(),
+        classifier: crate::enrich::classify::Classifier::default(),
+        enrichment,
+    }
+}
