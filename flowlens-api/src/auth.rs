@@ -72,6 +72,12 @@ pub struct Claims {
     pub role: Role,
     pub iat: u64,
     pub exp: u64,
+    /// `api.auth.issuer`, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// `api.auth.audience`, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
 
 /// An authenticated caller, put in the request's extensions by [`authenticate`].
@@ -99,7 +105,8 @@ impl Caller {
     }
 }
 
-/// Signs a token for `subject` with `role`, valid for `ttl` from `now`.
+/// Signs a token for `subject` with `role`, valid for `ttl` from `now`, with neither
+/// `iss` nor `aud`.
 pub fn issue_token(
     secret: &str,
     subject: &str,
@@ -107,16 +114,40 @@ pub fn issue_token(
     now: SystemTime,
     ttl: Duration,
 ) -> Result<String, jsonwebtoken::errors::Error> {
+    sign(secret, &claims_at(subject, role, now, ttl))
+}
+
+/// Signs a token as the API configured by `auth` accepts it (its secret, and its
+/// `issuer` and `audience` when set).
+pub fn issue_token_for(
+    auth: &crate::config::AuthConfig,
+    subject: &str,
+    role: Role,
+    now: SystemTime,
+    ttl: Duration,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let mut claims = claims_at(subject, role, now, ttl);
+    claims.iss.clone_from(&auth.issuer);
+    claims.aud.clone_from(&auth.audience);
+    sign(&auth.jwt_secret, &claims)
+}
+
+fn claims_at(subject: &str, role: Role, now: SystemTime, ttl: Duration) -> Claims {
     let iat = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let claims = Claims {
+    Claims {
         sub: subject.to_owned(),
         role,
         iat,
         exp: iat.saturating_add(ttl.as_secs()),
-    };
+        iss: None,
+        aud: None,
+    }
+}
+
+fn sign(secret: &str, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &claims,
+        claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )
 }
@@ -134,14 +165,41 @@ pub struct Authenticator {
     unknown_keys: moka::sync::Cache<String, ()>,
 }
 
+/// The one route that takes a token in its query: browsers cannot set headers on a
+/// WebSocket handshake.
+pub const WS_PATH: &str = "/api/v1/topology/ws";
+
 /// Prefix of every API key, so a leaked key is recognisable in logs and scanners.
 pub const API_KEY_PREFIX: &str = "flk_";
 
 impl Authenticator {
     pub fn new(enabled: bool, secret: &str, max_lifetime: Duration) -> Self {
+        Self::with_scope(enabled, secret, max_lifetime, None, None)
+    }
+
+    /// As [`Authenticator::new`], and tokens must carry `issuer` and `audience` when
+    /// those are given (and carry no audience when none is configured).
+    pub fn with_scope(
+        enabled: bool,
+        secret: &str,
+        max_lifetime: Duration,
+        issuer: Option<&str>,
+        audience: Option<&str>,
+    ) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = JWT_LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if let Some(iss) = issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        if let Some(aud) = audience {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        } else {
+            validation.validate_aud = false;
+        }
+        validation.set_required_spec_claims(&required);
         Self {
             enabled,
             decoding: DecodingKey::from_secret(secret.as_bytes()),
@@ -199,7 +257,11 @@ impl Authenticator {
             }
             (None, Some(token)) => self.jwt(token),
             (None, None) => match query_token {
-                Some(t) if parts.uri.path().ends_with("/ws") => self.jwt(&t),
+                Some(t) if parts.uri.path() == WS_PATH => self.jwt(&t),
+                Some(_) => Err(ApiError::Unauthorized(format!(
+                    "?token= is accepted only on {WS_PATH} (a URL ends up in logs and \
+                     histories): send Authorization: Bearer <token> or X-API-Key"
+                ))),
                 _ => Err(ApiError::Unauthorized(
                     "missing credentials: send Authorization: Bearer <token> or X-API-Key"
                         .to_owned(),
@@ -368,10 +430,14 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_expire() {
-        let auth = Authenticator::new(true, "0123456789abcdef", Duration::from_hours(24));
+        let auth = Authenticator::new(
+            true,
+            "0123456789abcdef0123456789abcdef",
+            Duration::from_hours(24),
+        );
         let now = SystemTime::now();
         let t = issue_token(
-            "0123456789abcdef",
+            "0123456789abcdef0123456789abcdef",
             "alice",
             Role::Editor,
             now,
@@ -381,7 +447,7 @@ mod tests {
         let c = auth.jwt(&t).unwrap();
         assert_eq!((c.subject.as_str(), c.role), ("alice", Role::Editor));
         let old = issue_token(
-            "0123456789abcdef",
+            "0123456789abcdef0123456789abcdef",
             "alice",
             Role::Editor,
             now - Duration::from_hours(2),
@@ -404,7 +470,7 @@ mod tests {
                 .contains("invalid token")
         );
         let long = issue_token(
-            "0123456789abcdef",
+            "0123456789abcdef0123456789abcdef",
             "alice",
             Role::Editor,
             now,
@@ -421,7 +487,7 @@ mod tests {
 
     #[test]
     fn future_iat_and_long_subjects_are_refused() {
-        let secret = "0123456789abcdef";
+        let secret = "0123456789abcdef0123456789abcdef";
         let auth = Authenticator::new(true, secret, Duration::from_hours(24));
         let now = SystemTime::now();
         // Minted "an hour from now" for a minute: exp - iat is small, yet it would be
@@ -446,6 +512,40 @@ mod tests {
         let fits = "a".repeat(MAX_SUBJECT_CHARS);
         let t = issue_token(secret, &fits, Role::Viewer, now, Duration::from_mins(1)).unwrap();
         assert!(auth.jwt(&t).is_ok());
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_when_configured() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let scoped = Authenticator::with_scope(
+            true,
+            secret,
+            Duration::from_hours(24),
+            Some("flowlens"),
+            Some("flowlens-api"),
+        );
+        let now = SystemTime::now();
+        let ttl = Duration::from_mins(1);
+        let bare = issue_token(secret, "alice", Role::Viewer, now, ttl).unwrap();
+        assert!(scoped.jwt(&bare).is_err(), "a token without iss/aud");
+        let mut cfg = crate::config::AuthConfig {
+            jwt_secret: secret.to_owned(),
+            issuer: Some("flowlens".to_owned()),
+            audience: Some("flowlens-api".to_owned()),
+            ..Default::default()
+        };
+        let good = issue_token_for(&cfg, "alice", Role::Viewer, now, ttl).unwrap();
+        assert_eq!(scoped.jwt(&good).unwrap().subject, "alice");
+        cfg.audience = Some("grafana".to_owned());
+        let other = issue_token_for(&cfg, "alice", Role::Viewer, now, ttl).unwrap();
+        assert!(scoped.jwt(&other).is_err(), "another audience");
+        cfg.audience = Some("flowlens-api".to_owned());
+        cfg.issuer = Some("someone-else".to_owned());
+        let other = issue_token_for(&cfg, "alice", Role::Viewer, now, ttl).unwrap();
+        assert!(scoped.jwt(&other).is_err(), "another issuer");
+        // Unconfigured, the claims are not required (and not refused).
+        let open = Authenticator::new(true, secret, Duration::from_hours(24));
+        assert!(open.jwt(&good).is_ok() && open.jwt(&bare).is_ok());
     }
 
     #[test]

@@ -129,10 +129,23 @@ impl Default for PaginationConfig {
 pub struct AuthConfig {
     /// When false every caller is an anonymous admin: for a lab, never production.
     pub enabled: bool,
-    /// HS256 secret; the design's default reads it from `$JWT_SECRET`.
+    /// HS256 secret, at least [`MIN_JWT_SECRET_BYTES`]; the design's default reads it
+    /// from `$JWT_SECRET`.
     pub jwt_secret: String,
     pub token_expiry_hours: u64,
+    /// When set, tokens carry this `iss` and tokens without it are refused (several
+    /// services sharing one secret cannot use each other's tokens).
+    pub issuer: Option<String>,
+    /// When set, tokens carry this `aud` and tokens without it are refused.
+    pub audience: Option<String>,
+    /// With `enabled: false` the API refuses to listen on anything but a loopback
+    /// address, because every caller that reaches it is an admin; this forces it.
+    pub allow_unauthenticated_remote: bool,
 }
+
+/// RFC 7518 §3.2: an HS256 key must be at least as long as the hash (32 bytes); a
+/// shorter one can be brute-forced from any token.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -140,6 +153,9 @@ impl Default for AuthConfig {
             enabled: true,
             jwt_secret: "${JWT_SECRET}".into(),
             token_expiry_hours: 24,
+            issuer: None,
+            audience: None,
+            allow_unauthenticated_remote: false,
         }
     }
 }
@@ -435,10 +451,23 @@ impl Config {
             problems
                 .push("api.pagination: need 1 <= default_page_size <= max_page_size".to_owned());
         }
-        if a.auth.enabled && a.auth.jwt_secret.len() < 16 {
-            problems.push(
-                "api.auth.jwt_secret must be at least 16 bytes when auth is enabled".to_owned(),
-            );
+        if a.auth.enabled && a.auth.jwt_secret.len() < MIN_JWT_SECRET_BYTES {
+            problems.push(format!(
+                "api.auth.jwt_secret must be at least {MIN_JWT_SECRET_BYTES} bytes when auth is \
+                 enabled (HS256 keys shorter than the hash can be guessed offline from one token)"
+            ));
+        }
+        // Unauthenticated, every caller is an admin: only this host's callers may be.
+        if !a.auth.enabled
+            && !a.auth.allow_unauthenticated_remote
+            && a.host.parse::<IpAddr>().is_ok_and(|ip| !ip.is_loopback())
+        {
+            problems.push(format!(
+                "api.auth.enabled is false and api.host {} is not a loopback address: every \
+                 caller on the network would be an admin. Bind 127.0.0.1 or ::1, enable auth, \
+                 or set api.auth.allow_unauthenticated_remote: true",
+                a.host
+            ));
         }
         if !(1..=87_600).contains(&a.auth.token_expiry_hours) {
             problems.push("api.auth.token_expiry_hours must be between 1 and 87600".to_owned());
@@ -620,7 +649,11 @@ mod tests {
 
     #[test]
     fn defaults_are_the_designs() {
-        let c = Config::load(None, vars(&[("JWT_SECRET", "0123456789abcdef0123")])).unwrap();
+        let c = Config::load(
+            None,
+            vars(&[("JWT_SECRET", "0123456789abcdef0123456789abcdef0123")]),
+        )
+        .unwrap();
         assert_eq!(c.api.host, "0.0.0.0");
         assert_eq!(c.api.port, 8000);
         assert_eq!(c.api.workers, 4);
@@ -630,7 +663,10 @@ mod tests {
         assert_eq!(c.api.cache.search_ttl_seconds, 60);
         assert_eq!(c.api.pagination.default_page_size, 50);
         assert_eq!(c.api.pagination.max_page_size, 1000);
-        assert_eq!(c.api.auth.jwt_secret, "0123456789abcdef0123");
+        assert_eq!(
+            c.api.auth.jwt_secret,
+            "0123456789abcdef0123456789abcdef0123"
+        );
         assert_eq!(c.api.auth.token_expiry_hours, 24);
         assert_eq!(c.api.websocket.ping_interval_seconds, 30);
         assert_eq!(c.api.websocket.max_connections, 1000);
@@ -644,13 +680,48 @@ mod tests {
             "{e}"
         );
         // With auth off nobody reads the secret.
-        Config::load(None, vars(&[("FLOWLENS_API__AUTH__ENABLED", "false")])).unwrap();
+        Config::load(
+            None,
+            vars(&[
+                ("FLOWLENS_API__AUTH__ENABLED", "false"),
+                ("FLOWLENS_API__HOST", "127.0.0.1"),
+            ]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn unauthenticated_only_on_loopback_unless_forced() {
+        let off = |extra: &[(&str, &str)]| {
+            let mut v = vec![("FLOWLENS_API__AUTH__ENABLED", "false")];
+            v.extend_from_slice(extra);
+            Config::load(None, vars(&v))
+        };
+        // The default bind is every interface.
+        let e = off(&[]).unwrap_err().to_string();
+        assert!(e.contains("allow_unauthenticated_remote"), "{e}");
+        let e = off(&[("FLOWLENS_API__HOST", "192.0.2.10")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("192.0.2.10"), "{e}");
+        off(&[("FLOWLENS_API__HOST", "::1")]).unwrap();
+        off(&[("FLOWLENS_API__HOST", "127.0.0.2")]).unwrap();
+        off(&[("FLOWLENS_API__AUTH__ALLOW_UNAUTHENTICATED_REMOTE", "true")]).unwrap();
+    }
+
+    #[test]
+    fn jwt_secrets_shorter_than_the_hash_are_refused() {
+        let e = Config::load(None, vars(&[("JWT_SECRET", &"x".repeat(31))]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least 32 bytes"), "{e}");
+        Config::load(None, vars(&[("JWT_SECRET", &"x".repeat(32))])).unwrap();
     }
 
     #[test]
     fn file_then_env_then_database_url() {
         let f = write(
-            "api:\n  port: 9000\n  auth:\n    jwt_secret: \"pre-${S}-post-0123456789\"\n  rate_limiting:\n    default_limit: 5/second\ndatabase:\n  url: postgres://file/db\n  write_raw_flows: true\ningestion:\n  batch_size: 3\n",
+            "api:\n  port: 9000\n  auth:\n    jwt_secret: \"pre-${S}-post-0123456789abcdef0123456789\"\n  rate_limiting:\n    default_limit: 5/second\ndatabase:\n  url: postgres://file/db\n  write_raw_flows: true\ningestion:\n  batch_size: 3\n",
         );
         let c = Config::load(
             Some(&f.0),
@@ -658,7 +729,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.api.port, 9001);
-        assert_eq!(c.api.auth.jwt_secret, "pre-x-post-0123456789");
+        assert_eq!(
+            c.api.auth.jwt_secret,
+            "pre-x-post-0123456789abcdef0123456789"
+        );
         assert_eq!(
             c.api.rate_limiting.default_limit.parse::<Rate>().unwrap(),
             Rate {
@@ -678,9 +752,12 @@ mod tests {
     #[test]
     fn unknown_api_keys_and_bad_values_are_all_reported() {
         let f = write("api:\n  prot: 1\n");
-        let e = Config::load(Some(&f.0), vars(&[("JWT_SECRET", "0123456789abcdef")]))
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(
+            Some(&f.0),
+            vars(&[("JWT_SECRET", "0123456789abcdef0123456789abcdef")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("unknown field `prot`"), "{e}");
         let f = write(
             "api:\n  host: nowhere\n  rate_limiting:\n    default_limit: 10/fortnight\n  pagination:\n    default_page_size: 5000\n  auth:\n    jwt_secret: short\n  analysis:\n    max_path_steps: 0\n",
@@ -690,7 +767,7 @@ mod tests {
             "api.host",
             "fortnight",
             "api.pagination",
-            "16 bytes",
+            "32 bytes",
             "api.analysis.max_path_steps",
         ] {
             assert!(e.contains(needle), "{needle} in {e}");
@@ -702,7 +779,7 @@ mod tests {
         let c = Config::load(
             None,
             vars(&[
-                ("JWT_SECRET", "0123456789abcdef0123"),
+                ("JWT_SECRET", "0123456789abcdef0123456789abcdef0123"),
                 (
                     "DATABASE_URL",
                     "postgres://flowlens:hunter2@db:5432/flowlens",
@@ -712,7 +789,7 @@ mod tests {
         .unwrap();
         let r = c.redacted().to_string();
         assert!(
-            !r.contains("hunter2") && !r.contains("0123456789abcdef0123"),
+            !r.contains("hunter2") && !r.contains("0123456789abcdef0123456789abcdef0123"),
             "{r}"
         );
         assert!(

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use flowlens_api::auth::{Role, issue_token};
+use flowlens_api::auth::{Role, issue_token_for};
 use flowlens_api::config::Config;
 
 #[derive(Parser)]
@@ -113,8 +113,8 @@ fn main() -> anyhow::Result<()> {
                 "--expiry-hours must be between 1 and api.auth.token_expiry_hours ({limit}): \
                  the API refuses longer tokens"
             );
-            let token = issue_token(
-                &config.api.auth.jwt_secret,
+            let token = issue_token_for(
+                &config.api.auth,
                 &subject,
                 role,
                 SystemTime::now(),

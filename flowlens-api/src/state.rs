@@ -56,10 +56,12 @@ impl AppState {
             parse("api.rate_limiting.burst_limit", &rl.burst_limit)?,
         );
         Ok(Self {
-            auth: Arc::new(Authenticator::new(
+            auth: Arc::new(Authenticator::with_scope(
                 config.api.auth.enabled,
                 &config.api.auth.jwt_secret,
                 Duration::from_secs(config.api.auth.token_expiry_hours.saturating_mul(3600)),
+                config.api.auth.issuer.as_deref(),
+                config.api.auth.audience.as_deref(),
             )),
             limiter: Arc::new(limiter),
             cache: Arc::new(AnswerCache::new(&config.api.cache)),

@@ -128,13 +128,21 @@ pub fn to_dot(t: &TopologyView<'_>) -> String {
 }
 
 /// Mermaid: labels in quotes with `"` as `#quot;` (Mermaid's entity form) and newlines
-/// as `<br/>`.
+/// as `<br/>`. Mermaid renders labels as HTML, and names come from reverse DNS, which
+/// outsiders control: `<`, `>` and `&` become entities too, `#` (which starts one) and
+/// the backtick (which starts a Markdown string) numeric ones, so a name can neither
+/// inject markup nor forge an entity.
 fn mermaid_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
         match c {
             '"' => out.push_str("#quot;"),
+            '<' => out.push_str("#lt;"),
+            '>' => out.push_str("#gt;"),
+            '&' => out.push_str("#amp;"),
+            '#' => out.push_str("#35;"),
+            '`' => out.push_str("#96;"),
             '\n' => out.push_str("<br/>"),
             '\r' => {}
             c => out.push(c),
@@ -315,10 +323,20 @@ mod tests {
         let m = to_mermaid(&view(&sample()));
         assert!(m.starts_with("flowchart LR\n"));
         assert!(
-            m.contains(r#"n0["web #quot;blue#quot; <1> & \ co<br/>10.0.0.1"]"#),
+            m.contains(r#"n0["web #quot;blue#quot; #lt;1#gt; #amp; \ co<br/>10.0.0.1"]"#),
             "{m}"
         );
         assert!(m.contains(r#"n0 -- "tcp/443 https" --> n1"#), "{m}");
+    }
+
+    #[test]
+    fn mermaid_labels_cannot_carry_markup_or_forge_entities() {
+        let q = mermaid_quote("<img src=x onerror=alert(1)>#quot;`**b**`");
+        assert_eq!(
+            q,
+            r##""#lt;img src=x onerror=alert(1)#gt;#35;quot;#96;**b**#96;""##
+        );
+        assert!(!q.contains('<') && !q.contains('>') && !q.contains('`'));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub(crate) struct Options {
 }
 
 const ADDR: &str = "127.0.0.1:18700";
-const SECRET: &str = "bench-secret-0123456789abcdef";
+const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 
 /// The seed: deterministic UUIDs `00000000-0000-4000-8000-<i in hex>`.
 const SEED: &str = "

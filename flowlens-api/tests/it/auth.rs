@@ -359,3 +359,52 @@ async fn the_longest_key_name_still_writes() {
     let (s, _, v) = api.send(req).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
 }
+
+/// Every answer says nosniff and, unless cacheable on purpose, no-store (a new key's
+/// secret must not sit in a proxy or browser cache); a `?token=` opens only the
+/// WebSocket route, never an ordinary one (URLs end up in logs and histories).
+#[tokio::test]
+async fn secrets_are_never_cached_and_query_tokens_open_only_the_websocket() {
+    let api = TestApi::new("auth_headers").await;
+    let admin = TestApi::token(Role::Admin);
+    let (s, h, created) = api
+        .call(
+            Method::POST,
+            "/api/v1/admin/api-keys",
+            Some(&admin),
+            Some(json!({"name": "ci", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert_eq!(h[header::CACHE_CONTROL], "no-store");
+    assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    for (uri, token, expect) in [
+        ("/api/v1/admin/health", None, StatusCode::OK),
+        ("/no/such/route", None, StatusCode::NOT_FOUND),
+        ("/api/v1/assets", None, StatusCode::UNAUTHORIZED),
+        ("/api/v1/admin/config", Some(admin.as_str()), StatusCode::OK),
+        (
+            "/api/v1/topology/export?format=mermaid",
+            Some(admin.as_str()),
+            StatusCode::OK,
+        ),
+    ] {
+        let (s, h, v) = api.call(Method::GET, uri, token, None).await;
+        assert_eq!(s, expect, "{uri}: {v}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{uri}");
+        assert_eq!(h[header::CACHE_CONTROL], "no-store", "{uri}");
+    }
+    let viewer = TestApi::token(Role::Viewer);
+    for uri in [
+        format!("/api/v1/assets?token={viewer}"),
+        format!("/api/v1/admin/api-keys?token={admin}"),
+        format!("/api/v1/topology?token={viewer}"),
+    ] {
+        let (s, _, v) = api.call(Method::GET, &uri, None, None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{uri}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains("only on"),
+            "{uri}: {v}"
+        );
+    }
+}

@@ -57,7 +57,7 @@ async fn migrate_token_and_serve_as_scripts_use_them() {
         l.local_addr().unwrap().port()
     };
     let config = write_config(&dir, port);
-    let secret = "cli-secret-0123456789abcdef";
+    let secret = "cli-secret-0123456789abcdef0123456789";
 
     // --database-url wins over DATABASE_URL.
     let out = Command::new(BIN)

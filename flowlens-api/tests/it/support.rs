@@ -16,7 +16,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tower::ServiceExt as _;
 
-pub(crate) const SECRET: &str = "test-secret-0123456789abcdef";
+pub(crate) const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
 /// A migrated database of its own, and its URL.
 pub(crate) async fn scratch_db(label: &str) -> (PgPool, String) {
