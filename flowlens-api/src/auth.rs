@@ -88,6 +88,12 @@ pub struct Caller {
     pub role: Role,
     /// What the rate limiter counts against.
     pub limit_key: String,
+    /// When the credential stops working (a token's `exp`, seconds since the epoch):
+    /// an open WebSocket is closed then.
+    pub expires_at: Option<u64>,
+    /// The API key, for callers that used one: an open WebSocket is closed when it is
+    /// revoked.
+    pub key_id: Option<Uuid>,
 }
 
 impl Caller {
@@ -163,6 +169,12 @@ pub struct Authenticator {
     keys: moka::sync::Cache<String, Caller>,
     /// Unknown keys, apart from the valid ones so that guessing cannot evict those.
     unknown_keys: moka::sync::Cache<String, ()>,
+    /// Bumped by every [`Authenticator::forget_keys`]: a lookup that began before a
+    /// revocation must not put the key back into the cache after it.
+    key_generation: std::sync::atomic::AtomicU64,
+    /// Whether this process hears revocations (the change feed listens). While it does
+    /// not, keys are looked up on every request: another instance may have revoked one.
+    revocations_heard: std::sync::atomic::AtomicBool,
 }
 
 /// The one route that takes a token in its query: browsers cannot set headers on a
@@ -213,13 +225,27 @@ impl Authenticator {
                 .max_capacity(1_000)
                 .time_to_live(Duration::from_secs(30))
                 .build(),
+            key_generation: std::sync::atomic::AtomicU64::new(0),
+            revocations_heard: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Forgets cached API keys (after a revocation).
+    /// Forgets cached API keys (after a revocation, here or on another instance).
     pub fn forget_keys(&self) {
+        self.key_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.keys.invalidate_all();
         self.unknown_keys.invalidate_all();
+    }
+
+    /// Says whether revocations reach this process now (set by the change feed);
+    /// caching keys is only safe while they do.
+    pub fn set_revocations_heard(&self, heard: bool) {
+        if !heard {
+            self.forget_keys();
+        }
+        self.revocations_heard
+            .store(heard, std::sync::atomic::Ordering::Release);
     }
 
     async fn caller(&self, parts: &Parts, pool: &PgPool) -> Result<Caller, ApiError> {
@@ -228,6 +254,8 @@ impl Authenticator {
                 subject: "anonymous".to_owned(),
                 role: Role::Admin,
                 limit_key: "anonymous".to_owned(),
+                expires_at: None,
+                key_id: None,
             });
         }
         let bearer = parts
@@ -257,7 +285,16 @@ impl Authenticator {
             }
             (None, Some(token)) => self.jwt(token),
             (None, None) => match query_token {
-                Some(t) if parts.uri.path() == WS_PATH => self.jwt(&t),
+                // Routes are nested under /api/v1, which strips the prefix from `uri`.
+                Some(t)
+                    if parts
+                        .extensions
+                        .get::<axum::extract::OriginalUri>()
+                        .map_or(parts.uri.path(), |o| o.path())
+                        == WS_PATH =>
+                {
+                    self.jwt(&t)
+                }
                 Some(_) => Err(ApiError::Unauthorized(format!(
                     "?token= is accepted only on {WS_PATH} (a URL ends up in logs and \
                      histories): send Authorization: Bearer <token> or X-API-Key"
@@ -308,6 +345,8 @@ impl Authenticator {
             limit_key: format!("user:{}", data.claims.sub),
             subject: data.claims.sub,
             role: data.claims.role,
+            expires_at: Some(data.claims.exp),
+            key_id: None,
         })
     }
 
@@ -323,12 +362,20 @@ impl Authenticator {
             return Err(ApiError::Unauthorized("malformed API key".to_owned()));
         }
         let hash = hash_api_key(key);
-        if let Some(caller) = self.keys.get(&hash) {
-            return Ok(caller);
+        let heard = self
+            .revocations_heard
+            .load(std::sync::atomic::Ordering::Acquire);
+        if heard {
+            if let Some(caller) = self.keys.get(&hash) {
+                return Ok(caller);
+            }
+            if self.unknown_keys.contains_key(&hash) {
+                return Err(unknown());
+            }
         }
-        if self.unknown_keys.contains_key(&hash) {
-            return Err(unknown());
-        }
+        let generation = self
+            .key_generation
+            .load(std::sync::atomic::Ordering::Acquire);
         let row: Option<(Uuid, String, String)> = sqlx::query_as(
             "UPDATE api_keys SET last_used_at = now() \
              WHERE key_hash = $1 AND revoked_at IS NULL RETURNING id, name, role",
@@ -336,8 +383,19 @@ impl Authenticator {
         .bind(&hash)
         .fetch_optional(pool)
         .await?;
+        // Cached only if no revocation was heard while the query ran (and re-checked
+        // after the insert, which may race one).
+        let still = || {
+            heard
+                && self
+                    .key_generation
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == generation
+        };
         let Some((id, name, role)) = row else {
-            self.unknown_keys.insert(hash, ());
+            if still() {
+                self.unknown_keys.insert(hash, ());
+            }
             return Err(unknown());
         };
         let caller = Caller {
@@ -348,8 +406,15 @@ impl Authenticator {
             ),
             role: role.parse().map_err(ApiError::Unauthorized)?,
             limit_key: format!("key:{id}"),
+            expires_at: None,
+            key_id: Some(id),
         };
-        self.keys.insert(hash, caller.clone());
+        if still() {
+            self.keys.insert(hash.clone(), caller.clone());
+            if !still() {
+                self.keys.invalidate(&hash);
+            }
+        }
         Ok(caller)
     }
 }
@@ -554,6 +619,8 @@ mod tests {
             subject: "v".into(),
             role: Role::Viewer,
             limit_key: "v".into(),
+            expires_at: None,
+            key_id: None,
         };
         assert!(c.require(Role::Viewer).is_ok());
         assert!(c.require(Role::Editor).is_err());

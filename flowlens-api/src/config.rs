@@ -166,6 +166,15 @@ pub struct WebSocketConfig {
     pub enabled: bool,
     pub ping_interval_seconds: u64,
     pub max_connections: usize,
+    /// Open sockets one caller (a token's subject, an API key) may hold, so one viewer
+    /// cannot take every `max_connections` slot.
+    pub max_connections_per_caller: usize,
+    /// Origins (`https://console.example.com`) whose pages may open the socket besides
+    /// the API's own origin. A browser sends `Origin` on every WebSocket handshake;
+    /// other origins are refused (403), so a page elsewhere cannot ride on a token in
+    /// the browser or on an unauthenticated lab API (cross-site WebSocket hijacking).
+    /// Clients that send no `Origin` (not a browser) are not affected.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for WebSocketConfig {
@@ -174,6 +183,8 @@ impl Default for WebSocketConfig {
             enabled: true,
             ping_interval_seconds: 30,
             max_connections: 1000,
+            max_connections_per_caller: 10,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -475,6 +486,17 @@ impl Config {
         if !(1..=3600).contains(&a.websocket.ping_interval_seconds) {
             problems
                 .push("api.websocket.ping_interval_seconds must be between 1 and 3600".to_owned());
+        }
+        if a.websocket.max_connections_per_caller == 0 {
+            problems.push("api.websocket.max_connections_per_caller must be at least 1".to_owned());
+        }
+        for o in &a.websocket.allowed_origins {
+            if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+                problems.push(format!(
+                    "api.websocket.allowed_origins: {o:?} is not an origin \
+                     (scheme://host[:port], no path)"
+                ));
+            }
         }
         if a.analysis.default_max_depth == 0 || a.analysis.default_max_depth > a.analysis.max_depth
         {

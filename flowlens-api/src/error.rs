@@ -42,6 +42,12 @@ pub enum ApiError {
     /// 429, with `Retry-After`.
     #[error("rate limit exceeded; retry in {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
+    /// 429, with `Retry-After` and a reason (a per-caller limit other than the rate).
+    #[error("{detail}")]
+    RateLimitedWith {
+        retry_after_seconds: u64,
+        detail: String,
+    },
     /// 503: a limit on concurrent use (WebSocket connections) or a feature turned off.
     #[error("{0}")]
     Unavailable(String),
@@ -78,7 +84,9 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::RateLimitedWith { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Task(_) | Self::Encode(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -95,21 +103,34 @@ impl ApiError {
 }
 
 impl From<sqlx::Error> for ApiError {
-    /// Constraint violations are the caller's mistake; the rest are ours.
+    /// Constraint violations are the caller's mistake; the rest are ours. The caller
+    /// is told which kind of rule the request broke, in our words: PostgreSQL's own
+    /// message names tables, constraints and the offending values (schema details, and
+    /// text another caller wrote), so it goes to the log only.
     fn from(e: sqlx::Error) -> Self {
         if let Some(db) = e.as_database_error() {
-            let message = db.message().to_owned();
-            match db.code().as_deref() {
-                Some("23505") => return Self::Conflict(message),
-                Some("23503") => {
-                    return Self::Unprocessable(
-                        "a referenced asset or dependency does not exist".to_owned(),
-                    );
-                }
-                Some("23514" | "23502" | "22P02" | "22001" | "22003" | "22023") => {
-                    return Self::Unprocessable(message);
-                }
-                _ => {}
+            let said = match db.code().as_deref() {
+                Some("23505") => Some((true, "a record with these unique values already exists")),
+                Some("23503") => Some((false, "a referenced asset or dependency does not exist")),
+                Some("23514") => Some((false, "a value is outside what the schema allows")),
+                Some("23502") => Some((false, "a required value is missing")),
+                Some("22P02") => Some((false, "a value has an invalid format")),
+                Some("22001") => Some((false, "a value is longer than the schema allows")),
+                Some("22003") => Some((false, "a number is out of range")),
+                Some("22023") => Some((false, "a parameter value is invalid")),
+                _ => None,
+            };
+            if let Some((conflict, detail)) = said {
+                tracing::debug!(
+                    error = %db.message(),
+                    constraint = db.constraint().unwrap_or(""),
+                    "request refused by the schema"
+                );
+                return if conflict {
+                    Self::Conflict(detail.to_owned())
+                } else {
+                    Self::Unprocessable(detail.to_owned())
+                };
             }
         }
         Self::Database(e)
@@ -174,6 +195,10 @@ impl IntoResponse for ApiError {
         match self {
             Self::RateLimited {
                 retry_after_seconds,
+            }
+            | Self::RateLimitedWith {
+                retry_after_seconds,
+                ..
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
             }

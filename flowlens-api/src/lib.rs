@@ -22,6 +22,7 @@ pub mod snapshot;
 pub mod state;
 pub mod telemetry;
 pub mod topology;
+pub mod websocket;
 
 use axum::Router;
 use axum::routing::get;

@@ -11,7 +11,7 @@ use crate::auth::Authenticator;
 use crate::cache::AnswerCache;
 use crate::config::{Config, ConfigError, Rate};
 use crate::discovery::ScanSlots;
-use crate::feed::FeedSender;
+use crate::feed::{FeedSender, RevocationSender};
 use crate::rate_limit::RateLimiter;
 use crate::snapshot::GraphSnapshot;
 
@@ -26,8 +26,12 @@ pub struct AppState {
     pub snapshot: Arc<GraphSnapshot>,
     /// Change events for WebSocket clients.
     pub feed: FeedSender,
+    /// Revoked API keys, for the WebSockets they opened.
+    pub revoked: RevocationSender,
     /// Open WebSocket connections.
     pub ws_open: Arc<AtomicUsize>,
+    /// Open WebSocket connections per caller (`Caller::limit_key`).
+    pub ws_callers: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// The change feed is listening (reported by health).
     pub feed_listening: Arc<AtomicBool>,
     /// Change notifications this process has received.
@@ -67,7 +71,9 @@ impl AppState {
             cache: Arc::new(AnswerCache::new(&config.api.cache)),
             snapshot: Arc::new(GraphSnapshot::default()),
             feed: tokio::sync::broadcast::channel(1024).0,
+            revoked: tokio::sync::broadcast::channel(64).0,
             ws_open: Arc::new(AtomicUsize::new(0)),
+            ws_callers: Arc::default(),
             feed_listening: Arc::new(AtomicBool::new(false)),
             feed_received: Arc::new(AtomicU64::new(0)),
             prometheus: crate::telemetry::prometheus(),
@@ -84,11 +90,15 @@ impl AppState {
     pub fn start_background(&self) {
         tokio::spawn(crate::feed::run(
             self.pool.clone(),
-            self.cache.clone(),
-            self.snapshot.clone(),
-            self.feed.clone(),
-            self.feed_listening.clone(),
-            self.feed_received.clone(),
+            crate::feed::Targets {
+                cache: self.cache.clone(),
+                snapshot: self.snapshot.clone(),
+                auth: self.auth.clone(),
+                tx: self.feed.clone(),
+                revoked: self.revoked.clone(),
+                listening: self.feed_listening.clone(),
+                received: self.feed_received.clone(),
+            },
         ));
         let snapshot = self.snapshot.clone();
         tokio::spawn(async move {

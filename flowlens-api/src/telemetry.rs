@@ -27,8 +27,14 @@ pub const CACHE_LOOKUPS: &str = "flowlens_api_cache_lookups_total";
 pub const CACHE_INVALIDATIONS: &str = "flowlens_api_cache_invalidations_total";
 /// Open WebSocket connections.
 pub const WEBSOCKET_CONNECTIONS: &str = "flowlens_api_websocket_connections";
-/// WebSocket upgrades refused at `api.websocket.max_connections`.
+/// WebSocket upgrades refused, by `reason`: `max_connections`, `per_caller` (the
+/// caller's `api.websocket.max_connections_per_caller`), `origin` (a cross-site page).
 pub const WEBSOCKET_REFUSED: &str = "flowlens_api_websocket_refused_total";
+/// WebSockets the server closed, by `reason`: `client_data` (clients never send data),
+/// `too_large`, `expired` (the token), `revoked` (the API key), `unresponsive`.
+pub const WEBSOCKET_CLOSED: &str = "flowlens_api_websocket_closed_total";
+/// API key creations and revocations heard from PostgreSQL (any instance's).
+pub const KEY_NOTIFICATIONS: &str = "flowlens_api_key_notifications_total";
 /// Change notifications received from PostgreSQL.
 pub const CHANGE_NOTIFICATIONS: &str = "flowlens_api_change_notifications_total";
 /// Graph snapshot reloads and their duration.

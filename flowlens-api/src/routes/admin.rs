@@ -199,6 +199,8 @@ async fn create_api_key(
     .bind(&caller.subject)
     .fetch_one(&mut *tx)
     .await?;
+    // Other instances may hold this key's hash as unknown: they forget on commit.
+    notify_key(&mut tx, id).await?;
     audit::record(
         &mut tx,
         &caller,
@@ -239,6 +241,9 @@ async fn revoke_api_key(
     if revoked == 0 {
         return Err(ApiError::not_found("active API key", id));
     }
+    // Every instance (this one too) drops its cached keys and closes this key's
+    // WebSockets when the revocation commits.
+    notify_key(&mut tx, id).await?;
     audit::record(
         &mut tx,
         &caller,
@@ -249,6 +254,19 @@ async fn revoke_api_key(
     )
     .await?;
     tx.commit().await?;
+    // At once here, without waiting for the notification to come back.
     state.auth.forget_keys();
+    let _ = state.revoked.send(Some(id));
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Announces a key's creation or revocation on [`crate::feed::KEY_CHANNEL`] (delivered
+/// when the transaction commits, never if it rolls back).
+async fn notify_key(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<(), ApiError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::feed::KEY_CHANNEL)
+        .bind(id.to_string())
+        .execute(tx)
+        .await?;
+    Ok(())
 }

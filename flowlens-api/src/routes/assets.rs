@@ -377,11 +377,35 @@ fn check_list_sizes(
             m.len()
         ));
     }
+    // Checked here so the caller hears which one, in our words, not PostgreSQL's.
+    for mac in macs.unwrap_or_default() {
+        if !is_mac_address(mac) {
+            problems.push(format!(
+                "mac_addresses: {:?} is not a MAC address (six hex octets, e.g. \
+                 00:1a:2b:3c:4d:5e)",
+                mac.chars().take(64).collect::<String>()
+            ));
+        }
+    }
     if let Some(t) = tags
         && t.len() > MAX_TAGS
     {
         problems.push(format!("tags: {} given, at most {MAX_TAGS}", t.len()));
     }
+}
+
+/// Whether PostgreSQL's `macaddr` takes `s`: twelve hex digits, whole or grouped by
+/// `:`, `-` or `.` as its input forms allow (`08:00:2b:01:02:03`, `08-00-2b-01-02-03`,
+/// `0800.2b01.0203`, `08002b:010203`, `08002b010203`).
+fn is_mac_address(s: &str) -> bool {
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|b| !matches!(b, b':' | b'-' | b'.'))
+        .collect();
+    let groups: Vec<&str> = s.split([':', '-', '.']).collect();
+    let grouping_ok = matches!(groups.len(), 1 | 2 | 3 | 6)
+        && groups.iter().all(|g| g.len() == 12 / groups.len());
+    digits.len() == 12 && digits.iter().all(u8::is_ascii_hexdigit) && grouping_ok
 }
 
 /// Refuses addresses that already belong to another asset, naming it.
@@ -615,11 +639,7 @@ async fn update_asset(
     problems(&bad)?;
 
     let mut tx = state.pool.begin().await?;
-    sqlx::query("SELECT 1 FROM assets WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found("asset", id))?;
+    super::lock_row(&mut tx, "assets", "asset", id).await?;
     let before = fetch_asset(&mut tx, id).await?;
     if let Some(ips) = &ips {
         check_addresses_free(&mut tx, ips, Some(id)).await?;
@@ -678,6 +698,9 @@ async fn delete_asset(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = state.pool.begin().await?;
+    // Concurrent deletes take turns: the second finds nothing (404), so the asset's
+    // removal is recorded once.
+    super::lock_row(&mut tx, "assets", "asset", id).await?;
     let before = fetch_asset(&mut tx, id).await?;
     // Each dependency that goes with the asset is a removal of its own in the change
     // feed, as if deleted one by one.
@@ -708,10 +731,14 @@ async fn delete_asset(
         }
     }
     let removed = gone.len();
-    sqlx::query("DELETE FROM assets WHERE id = $1")
+    let deleted = sqlx::query("DELETE FROM assets WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(ApiError::not_found("asset", id));
+    }
     audit::change_event(
         &mut tx,
         "removed_asset",
@@ -770,4 +797,35 @@ async fn asset_dependencies(
         outbound,
         inbound,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_mac_address;
+
+    #[test]
+    fn mac_addresses_in_postgresqls_input_forms() {
+        for ok in [
+            "08:00:2b:01:02:03",
+            "08-00-2B-01-02-03",
+            "08002b:010203",
+            "08002b-010203",
+            "0800.2b01.0203",
+            "0800-2b01-0203",
+            "08002b010203",
+        ] {
+            assert!(is_mac_address(ok), "{ok}");
+        }
+        for bad in [
+            "nope",
+            "",
+            "08:00:2b:01:02",
+            "08:00:2b:01:02:03:04",
+            "08:00:2b:01:0203",
+            "0g:00:2b:01:02:03",
+            "08::002b:01:02:03",
+        ] {
+            assert!(!is_mac_address(bad), "{bad}");
+        }
+    }
 }

@@ -235,8 +235,9 @@ pub struct NewDependency {
 
 /// Declare a manual dependency.
 #[utoipa::path(post, path = "/dependencies", tag = "dependencies", request_body = NewDependency,
-    responses((status = 201, body = DependencyWithStats), (status = 409, body = Problem),
-              (status = 422, body = Problem)))]
+    responses((status = 201, body = DependencyWithStats),
+              (status = 404, body = Problem, description = "An asset it names does not exist"),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create_dependency(
     State(state): State<AppState>,
     Editor(caller): Editor,
@@ -252,16 +253,19 @@ async fn create_dependency(
     }
     problems(&bad)?;
     let mut tx = state.pool.begin().await?;
-    let found: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM assets WHERE id = ANY($1)")
-        .bind([body.source_asset_id, body.target_asset_id])
-        .fetch_all(&mut *tx)
-        .await?;
-    let missing: Vec<String> = [body.source_asset_id, body.target_asset_id]
-        .iter()
-        .filter(|id| !found.contains(id))
-        .map(|id| format!("asset {id} does not exist"))
-        .collect();
-    problems(&missing)?;
+    // FOR SHARE: an asset deleted concurrently is either gone before this look (404)
+    // or waits for this transaction (and then deletes the new dependency with it).
+    let found: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM assets WHERE id = ANY($1) ORDER BY id FOR SHARE")
+            .bind([body.source_asset_id, body.target_asset_id])
+            .fetch_all(&mut *tx)
+            .await?;
+    if let Some(missing) = [body.source_asset_id, body.target_asset_id]
+        .into_iter()
+        .find(|id| !found.contains(id))
+    {
+        return Err(ApiError::not_found("asset", missing));
+    }
     let existing: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM dependencies WHERE source_asset_id = $1 AND target_asset_id = $2
            AND protocol = $3 AND port = $4",
@@ -285,6 +289,7 @@ async fn create_dependency(
                 COALESCE(s.is_internal, true) AND COALESCE(t.is_internal, true),
                 ARRAY['confidence', 'notes', 'tags']
          FROM assets s, assets t WHERE s.id = $1 AND t.id = $2
+         ON CONFLICT (source_asset_id, target_asset_id, protocol, port) DO NOTHING
          RETURNING id",
     )
     .bind(body.source_asset_id)
@@ -295,8 +300,12 @@ async fn create_dependency(
     .bind(Value::Object(body.tags.clone()))
     .bind(&body.notes)
     .bind(confidence)
-    .fetch_one(&mut *tx)
-    .await?;
+    .fetch_optional(&mut *tx)
+    .await?
+    // Declared by another request (or written by the daemon) since the look above.
+    .ok_or_else(|| {
+        ApiError::Conflict("that dependency was created concurrently; fetch it".to_owned())
+    })?;
     // Declaring a dependency a person deleted lifts the deletion.
     sqlx::query(
         "DELETE FROM dependency_suppressions WHERE source_asset_id = $1
@@ -396,6 +405,9 @@ async fn update_dependency(
     }
     problems(&bad)?;
     let mut tx = state.pool.begin().await?;
+    // Locked, so concurrent patches take turns and each change event's before-state is
+    // the state the update really replaced.
+    super::lock_row(&mut tx, "dependencies", "dependency", id).await?;
     let before = fetch_dependency(&mut tx, id).await?;
     // The fields this patch sets become the person's; a confidence set to null is the
     // flows' again (and keeps its value until they raise it).
@@ -461,11 +473,17 @@ async fn delete_dependency(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = state.pool.begin().await?;
+    // Concurrent deletes take turns: the second finds nothing (404) and records nothing.
+    super::lock_row(&mut tx, "dependencies", "dependency", id).await?;
     let before = fetch_dependency(&mut tx, id).await?;
-    sqlx::query("DELETE FROM dependencies WHERE id = $1")
+    let deleted = sqlx::query("DELETE FROM dependencies WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(ApiError::not_found("dependency", id));
+    }
     let d = &before.dependency;
     sqlx::query(
         "INSERT INTO dependency_suppressions (source_asset_id, target_asset_id, protocol, port,

@@ -53,6 +53,24 @@ pub(crate) fn pick_fields<'k>(
     )
 }
 
+/// Locks a row of `table` for this transaction (`FOR UPDATE`), or answers 404: two
+/// requests changing or deleting one row take turns, and the later one sees the
+/// earlier one's result (a row deleted meanwhile is not found), so the change feed and
+/// the audit log record each change once.
+pub(crate) async fn lock_row(
+    conn: &mut sqlx::PgConnection,
+    table: &'static str,
+    what: &'static str,
+    id: uuid::Uuid,
+) -> Result<(), ApiError> {
+    sqlx::query(&format!("SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| ApiError::not_found(what, id))
+}
+
 /// 422 listing every problem, or Ok when there are none.
 pub(crate) fn problems(problems: &[String]) -> Result<(), ApiError> {
     if problems.is_empty() {

@@ -8,18 +8,12 @@
 )]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{
-    Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
-};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,14 +26,13 @@ use crate::extract::ApiQuery;
 use crate::graph::around::{edges_within, neighbourhood};
 use crate::snapshot::Snapshot;
 use crate::state::AppState;
-use crate::telemetry::{WEBSOCKET_CONNECTIONS, WEBSOCKET_REFUSED};
 use crate::topology::{self, TopoEdge, Topology, TopologyView};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_topology))
         .routes(routes!(export_topology))
-        .routes(routes!(topology_ws))
+        .routes(routes!(crate::websocket::topology_ws))
 }
 
 /// Which part of the graph to show. Unknown parameters are refused.
@@ -240,119 +233,4 @@ async fn export_topology(
         a.body.clone(),
     )
         .into_response())
-}
-
-/// Holds one of `api.websocket.max_connections` slots while a socket is open.
-pub struct WsSlot(Arc<AtomicUsize>);
-
-impl WsSlot {
-    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .ok()?;
-        metrics::gauge!(WEBSOCKET_CONNECTIONS).increment(1.0);
-        Some(Self(open.clone()))
-    }
-}
-
-impl Drop for WsSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!(WEBSOCKET_CONNECTIONS).decrement(1.0);
-    }
-}
-
-/// Change events as they happen: a WebSocket sending one JSON text message per event,
-/// `{"type": "change", "event": {"id", "change_type", "entity_type", "entity_id",
-/// "detected_at"}}`, and `{"type": "resync"}` when events may have been missed (refetch
-/// then). The server pings every `api.websocket.ping_interval_seconds` and closes a
-/// connection that has not answered the previous ping. Browsers may pass the token as
-/// `?token=`.
-#[utoipa::path(get, path = "/topology/ws", tag = "topology",
-    responses((status = 101, description = "Switching to the WebSocket protocol"),
-              (status = 400, body = Problem, description = "Not a WebSocket handshake"),
-              (status = 503, body = Problem, description = "Connection limit reached")))]
-async fn topology_ws(
-    State(state): State<AppState>,
-    _: Viewer,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, ApiError> {
-    let cfg = &state.config.api.websocket;
-    if !cfg.enabled {
-        return Err(ApiError::Unavailable(
-            "WebSockets are disabled (api.websocket.enabled)".to_owned(),
-        ));
-    }
-    let ws = ws.map_err(|e| ApiError::BadRequest(format!("WebSocket handshake: {e}")))?;
-    let Some(slot) = WsSlot::take(&state.ws_open, cfg.max_connections) else {
-        metrics::counter!(WEBSOCKET_REFUSED).increment(1);
-        return Err(ApiError::Unavailable(format!(
-            "{} WebSocket connections are open, the most api.websocket.max_connections allows",
-            cfg.max_connections
-        )));
-    };
-    let ping = Duration::from_secs(cfg.ping_interval_seconds);
-    let rx = state.feed.subscribe();
-    Ok(ws.on_upgrade(move |socket| push_changes(socket, rx, ping, slot)))
-}
-
-/// Sends one frame, giving up after `limit`: a client that stops reading must not hold
-/// its connection slot (and this task) forever.
-async fn send(socket: &mut WebSocket, msg: Message, limit: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(limit, socket.send(msg)).await,
-        Ok(Ok(()))
-    )
-}
-
-async fn push_changes(
-    mut socket: WebSocket,
-    mut rx: tokio::sync::broadcast::Receiver<Arc<str>>,
-    ping_every: Duration,
-    _slot: WsSlot,
-) {
-    let hello = serde_json::json!({"type": "hello", "ping_interval_seconds": ping_every.as_secs()});
-    if !send(
-        &mut socket,
-        Message::Text(hello.to_string().into()),
-        ping_every,
-    )
-    .await
-    {
-        return;
-    }
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    let mut awaiting_pong = false;
-    loop {
-        tokio::select! {
-            msg = rx.recv() => {
-                let text = match msg {
-                    Ok(text) => text.to_string(),
-                    Err(RecvError::Lagged(missed)) => {
-                        serde_json::json!({"type": "resync", "missed": missed}).to_string()
-                    }
-                    Err(RecvError::Closed) => break,
-                };
-                if !send(&mut socket, Message::Text(text.into()), ping_every).await {
-                    break;
-                }
-            }
-            _ = ping.tick() => {
-                if awaiting_pong {
-                    tracing::debug!("WebSocket client missed a ping; closing");
-                    break;
-                }
-                if !send(&mut socket, Message::Ping(bytes::Bytes::new()), ping_every).await {
-                    break;
-                }
-                awaiting_pong = true;
-            }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                // Any frame shows the client is alive.
-                Some(Ok(_)) => awaiting_pong = false,
-            },
-        }
-    }
 }

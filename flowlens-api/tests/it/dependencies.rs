@@ -64,7 +64,7 @@ async fn declare_read_patch_delete_and_asset_view() {
             Method::POST,
             "/api/v1/dependencies",
             body(&web, &ghost, json!(80)),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::NOT_FOUND,
         )
         .await;
     assert!(v["detail"].as_str().unwrap().contains(&ghost), "{v}");
@@ -343,4 +343,189 @@ async fn list_filters() {
         )
         .await;
     }
+}
+
+/// Waits until `n` sessions of this database wait on a row lock.
+async fn until_waiting_on_locks(pool: &sqlx::PgPool, n: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{waiting} of {n} requests wait on the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs `requests` at once while the test holds `lock_sql` in a transaction of its
+/// own, releases it once they all wait, and returns their answers.
+async fn while_locked(
+    api: &TestApi,
+    lock_sql: &str,
+    id: &str,
+    requests: Vec<(Method, String, Option<Value>)>,
+) -> Vec<(StatusCode, Value)> {
+    let mut holder = api.pool.begin().await.unwrap();
+    sqlx::query(lock_sql)
+        .bind(id.parse::<uuid::Uuid>().unwrap())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let n = i64::try_from(requests.len()).unwrap();
+    let token = TestApi::token(flowlens_api::auth::Role::Editor);
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|(method, uri, body)| {
+            let app = api.app.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                use http_body_util::BodyExt as _;
+                use tower::ServiceExt as _;
+                let mut r = axum::http::Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .header("authorization", format!("Bearer {token}"));
+                if body.is_some() {
+                    r = r.header("content-type", "application/json");
+                }
+                let r = r
+                    .body(axum::body::Body::from(
+                        body.map(|b| b.to_string()).unwrap_or_default(),
+                    ))
+                    .unwrap();
+                let res = app.oneshot(r).await.unwrap();
+                let status = res.status();
+                let bytes = res.into_body().collect().await.unwrap().to_bytes();
+                let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                (status, v)
+            })
+        })
+        .collect();
+    until_waiting_on_locks(&api.pool, n).await;
+    holder.commit().await.unwrap();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out.sort_by_key(|(s, _)| s.as_u16());
+    out
+}
+
+async fn count(pool: &sqlx::PgPool, sql: &str, id: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(id.parse::<uuid::Uuid>().unwrap())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Two deletes of one dependency at once: one 204, one 404, and one removal in the
+/// change feed and the audit log, not two.
+#[tokio::test]
+async fn concurrent_deletes_and_patches_take_turns() {
+    let api = TestApi::new("deps_races").await;
+    let a = api.asset("a", &["10.9.0.1"]).await;
+    let b = api.asset("b", &["10.9.0.2"]).await;
+    let dep = api.dependency(&a, &b, 443).await;
+    let uri = format!("/api/v1/dependencies/{dep}");
+    // Row lock held by "another writer" while both requests start.
+    let lock = "SELECT 1 FROM dependencies WHERE id = $1 FOR UPDATE";
+    let patches = while_locked(
+        &api,
+        lock,
+        &dep,
+        vec![
+            (Method::PATCH, uri.clone(), Some(json!({"notes": "first"}))),
+            (Method::PATCH, uri.clone(), Some(json!({"notes": "second"}))),
+        ],
+    )
+    .await;
+    assert!(
+        patches.iter().all(|(s, _)| *s == StatusCode::OK),
+        "{patches:?}"
+    );
+    // Each change event's before-state is what the other patch left (or the original).
+    let befores: Vec<Value> = sqlx::query_scalar(
+        "SELECT before_state->'notes' FROM change_events
+         WHERE entity_id = $1 AND change_type = 'dependency_changed' ORDER BY detected_at",
+    )
+    .bind(dep.parse::<uuid::Uuid>().unwrap())
+    .fetch_all(&api.pool)
+    .await
+    .unwrap();
+    // (Both transactions began before either wrote, so their timestamps say nothing
+    // about which went first: one saw the original, the other the first's notes.)
+    assert_eq!(befores.len(), 2);
+    let nulls = befores.iter().filter(|b| b.is_null()).count();
+    assert_eq!(nulls, 1, "the second patch saw the first: {befores:?}");
+    assert!(
+        befores.contains(&json!("first")) || befores.contains(&json!("second")),
+        "{befores:?}"
+    );
+
+    let deletes = while_locked(
+        &api,
+        lock,
+        &dep,
+        vec![
+            (Method::DELETE, uri.clone(), None),
+            (Method::DELETE, uri, None),
+        ],
+    )
+    .await;
+    let statuses: Vec<StatusCode> = deletes.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND],
+        "{deletes:?}"
+    );
+    let removals = count(
+        &api.pool,
+        "SELECT count(*) FROM change_events WHERE entity_id = $1
+           AND change_type = 'removed_dependency'",
+        &dep,
+    )
+    .await;
+    let audits = count(
+        &api.pool,
+        "SELECT count(*) FROM audit_logs WHERE entity_id = $1 AND action = 'delete'",
+        &dep,
+    )
+    .await;
+    assert_eq!((removals, audits), (1, 1));
+}
+
+/// A dependency declared while one of its assets is being deleted: 404 (the asset is
+/// gone), never a 500 or a dependency on a missing asset.
+#[tokio::test]
+async fn declaring_onto_an_asset_being_deleted_is_a_404() {
+    let api = TestApi::new("deps_race_asset").await;
+    let a = api.asset("a", &["10.9.1.1"]).await;
+    let b = api.asset("b", &["10.9.1.2"]).await;
+    let answers = while_locked(
+        &api,
+        "DELETE FROM assets WHERE id = $1",
+        &b,
+        vec![(
+            Method::POST,
+            "/api/v1/dependencies".to_owned(),
+            Some(json!({"source_asset_id": a, "target_asset_id": b, "protocol": 6, "port": 5432})),
+        )],
+    )
+    .await;
+    assert_eq!(answers[0].0, StatusCode::NOT_FOUND, "{answers:?}");
+    assert!(
+        answers[0].1["detail"].as_str().unwrap().contains(&b),
+        "{answers:?}"
+    );
 }
