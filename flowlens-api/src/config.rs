@@ -39,6 +39,39 @@ pub struct ApiConfig {
     pub websocket: WebSocketConfig,
     pub analysis: AnalysisConfig,
     pub discovery: DiscoveryConfig,
+    pub limits: LimitsConfig,
+}
+
+/// What one client can hold of the server before any credential is checked.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// A connection that has not sent a whole request head within this is closed
+    /// (slow-header clients would otherwise hold connections forever).
+    pub header_read_timeout_seconds: u64,
+    /// A request not answered within this gets 503; its work is dropped.
+    pub request_timeout_seconds: u64,
+    /// PostgreSQL's `statement_timeout` on every API connection, so no request's query
+    /// holds a pooled connection longer (set here, not under `database`, because the
+    /// daemon reads `database.statement_timeout_seconds` from the same file for its
+    /// much longer flushes).
+    pub statement_timeout_seconds: u64,
+    /// TCP connections open at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Requests in progress at once; more get 503 with `Retry-After` (health is exempt).
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_seconds: 10,
+            request_timeout_seconds: 30,
+            statement_timeout_seconds: 20,
+            max_connections: 1024,
+            max_concurrent_requests: 256,
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -54,6 +87,7 @@ impl Default for ApiConfig {
             websocket: WebSocketConfig::default(),
             analysis: AnalysisConfig::default(),
             discovery: DiscoveryConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -70,6 +104,14 @@ pub struct RateLimitConfig {
     /// `N/second|minute|hour|day`.
     pub default_limit: String,
     pub burst_limit: String,
+    /// Every request from one client address, before authentication (health, bad
+    /// tokens and unknown keys included): what an anonymous caller can make the
+    /// server do. Not shared between instances (it guards this instance).
+    pub per_address_limit: String,
+    pub per_address_burst: String,
+    /// Load balancers or proxies (CIDRs) whose `X-Forwarded-For` names the client;
+    /// from anyone else the header is ignored (it would let a caller pick its address).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for RateLimitConfig {
@@ -80,6 +122,9 @@ impl Default for RateLimitConfig {
             redis_url: "redis://localhost:6379/2".into(),
             default_limit: "100/minute".into(),
             burst_limit: "20/second".into(),
+            per_address_limit: "1200/minute".into(),
+            per_address_burst: "100/second".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -443,6 +488,14 @@ impl Config {
                 "api.rate_limiting.burst_limit",
                 &a.rate_limiting.burst_limit,
             ),
+            (
+                "api.rate_limiting.per_address_limit",
+                &a.rate_limiting.per_address_limit,
+            ),
+            (
+                "api.rate_limiting.per_address_burst",
+                &a.rate_limiting.per_address_burst,
+            ),
         ] {
             if let Err(e) = value.parse::<Rate>() {
                 problems.push(format!("{key}: {e}"));
@@ -525,6 +578,22 @@ impl Config {
         }
         if d.ports.contains(&0) {
             problems.push("api.discovery.ports: 0 is not a port".to_owned());
+        }
+        for r in &a.rate_limiting.trusted_proxies {
+            if r.parse::<ipnetwork::IpNetwork>().is_err() {
+                problems.push(format!(
+                    "api.rate_limiting.trusted_proxies: {r:?} is not a CIDR"
+                ));
+            }
+        }
+        let l = &a.limits;
+        if l.header_read_timeout_seconds == 0
+            || l.request_timeout_seconds == 0
+            || l.statement_timeout_seconds == 0
+            || l.max_connections == 0
+            || l.max_concurrent_requests == 0
+        {
+            problems.push("api.limits: every limit must be at least 1".to_owned());
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1".to_owned());

@@ -118,6 +118,14 @@ impl From<sqlx::Error> for ApiError {
                 Some("22001") => Some((false, "a value is longer than the schema allows")),
                 Some("22003") => Some((false, "a number is out of range")),
                 Some("22023") => Some((false, "a parameter value is invalid")),
+                // statement_timeout (api.limits.statement_timeout_seconds).
+                Some("57014") => {
+                    return Self::Unavailable(
+                        "the database did not answer in time (api.limits.\
+                         statement_timeout_seconds); retry later"
+                            .to_owned(),
+                    );
+                }
                 _ => None,
             };
             if let Some((conflict, detail)) = said {
@@ -132,6 +140,9 @@ impl From<sqlx::Error> for ApiError {
                     Self::Unprocessable(detail.to_owned())
                 };
             }
+        }
+        if matches!(e, sqlx::Error::PoolTimedOut) {
+            return Self::Unavailable("every database connection is busy; retry later".to_owned());
         }
         Self::Database(e)
     }

@@ -15,9 +15,11 @@ pub mod error;
 pub mod extract;
 pub mod feed;
 pub mod graph;
+pub mod guard;
 pub mod pagination;
 pub mod rate_limit;
 pub mod routes;
+pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod telemetry;
@@ -37,14 +39,31 @@ use crate::state::AppState;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Connects a pool; a short acquire timeout so an outage answers 500/503 quickly
-/// instead of holding requests for sqlx's default 30 s.
+/// instead of holding requests for sqlx's default 30 s. No statement timeout: for
+/// migrations and tools; the server uses [`connect_with_timeout`].
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
+    pool_options(max_connections).connect_with(options).await
+}
+
+/// As [`connect`], with PostgreSQL's `statement_timeout` set on every connection
+/// (`api.limits.statement_timeout_seconds`).
+pub async fn connect_with_timeout(
+    url: &str,
+    max_connections: u32,
+    statement_timeout: std::time::Duration,
+) -> Result<PgPool, sqlx::Error> {
+    let timeout = format!("{}ms", statement_timeout.as_millis());
+    let options: PgConnectOptions = url
+        .parse::<PgConnectOptions>()?
+        .options([("statement_timeout", timeout.as_str())]);
+    pool_options(max_connections).connect_with(options).await
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect_with(options)
-        .await
 }
 
 /// Brings the schema up to date (idempotent; sqlx serialises concurrent runs with an
@@ -241,6 +260,10 @@ pub fn app(state: AppState) -> Router {
                 id: "(no such path)".to_owned(),
             }
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::admit,
+        ))
         .layer(axum::middleware::from_fn(security_headers))
         .layer(axum::middleware::from_fn(telemetry::track))
         .with_state(state)

@@ -166,10 +166,21 @@ async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let pool = connect(&config).await?;
-    flowlens_api::migrate(&pool)
-        .await
-        .context("migrating the schema")?;
+    // Migrations run without the requests' statement timeout.
+    {
+        let pool = connect(&config).await?;
+        flowlens_api::migrate(&pool)
+            .await
+            .context("migrating the schema")?;
+        pool.close().await;
+    }
+    let pool = flowlens_api::connect_with_timeout(
+        config.database_url()?,
+        config.database.max_connections,
+        Duration::from_secs(config.api.limits.statement_timeout_seconds),
+    )
+    .await
+    .context("connecting to PostgreSQL")?;
     let orphaned = flowlens_api::discovery::store::fail_orphaned(&pool)
         .await
         .context("closing discovery scans left by an earlier run")?;
@@ -186,6 +197,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if !config.api.auth.enabled {
         tracing::warn!("api.auth.enabled is false: every caller is an anonymous admin");
     }
+    let limits = config.api.limits.clone();
     let state = flowlens_api::state::AppState::new(config, pool)?;
     // The change feed (WebSocket pushes, cache and snapshot invalidation).
     state.start_background();
@@ -194,17 +206,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     tracing::info!(%addr, "serving the FlowLens API");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("installing a SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("shutting down");
-        })
-        .await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing a SIGTERM handler")?;
+    flowlens_api::server::serve(listener, app, &limits, async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
+    .await;
     Ok(())
 }

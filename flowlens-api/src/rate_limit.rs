@@ -53,6 +53,8 @@ impl Budget {
 /// The limiter shared by every request.
 pub struct RateLimiter {
     enabled: bool,
+    /// The metric's `scope` label.
+    scope: &'static str,
     sustained: Budget,
     burst: Budget,
     buckets: Mutex<HashMap<String, [Bucket; 2]>>,
@@ -63,8 +65,14 @@ const PRUNE_ABOVE: usize = 10_000;
 
 impl RateLimiter {
     pub fn new(enabled: bool, sustained: Rate, burst: Rate) -> Self {
+        Self::scoped("caller", enabled, sustained, burst)
+    }
+
+    /// A limiter whose refusals are counted under `scope`.
+    pub fn scoped(scope: &'static str, enabled: bool, sustained: Rate, burst: Rate) -> Self {
         Self {
             enabled,
+            scope,
             sustained: sustained.into(),
             burst: burst.into(),
             buckets: Mutex::new(HashMap::new()),
@@ -106,7 +114,7 @@ impl RateLimiter {
             bb.tokens -= 1.0;
             return Ok(());
         }
-        metrics::counter!(crate::telemetry::RATE_LIMITED).increment(1);
+        metrics::counter!(crate::telemetry::RATE_LIMITED, "scope" => self.scope).increment(1);
         let wait = Duration::from_secs_f64(self.sustained.wait(bs).max(self.burst.wait(bb)));
         // Rounded up: a client that waits the whole seconds it is told must succeed.
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

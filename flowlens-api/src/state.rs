@@ -12,6 +12,7 @@ use crate::cache::AnswerCache;
 use crate::config::{Config, ConfigError, Rate};
 use crate::discovery::ScanSlots;
 use crate::feed::{FeedSender, RevocationSender};
+use crate::guard::Guard;
 use crate::rate_limit::RateLimiter;
 use crate::snapshot::GraphSnapshot;
 
@@ -22,6 +23,11 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
+    /// Every request by client address, before authentication.
+    pub address_limiter: Arc<RateLimiter>,
+    pub guard: Arc<Guard>,
+    /// Health's PostgreSQL probes (one at a time).
+    pub health: Arc<tokio::sync::Mutex<HealthProbe>>,
     pub cache: Arc<AnswerCache>,
     pub snapshot: Arc<GraphSnapshot>,
     /// Change events for WebSocket clients.
@@ -42,6 +48,15 @@ pub struct AppState {
     pub scans: ScanSlots,
 }
 
+/// The last PostgreSQL probe of health.
+#[derive(Debug, Default)]
+pub struct HealthProbe {
+    /// When it ran and what it found.
+    pub last: Option<(Instant, String)>,
+    /// Probes sent since start.
+    pub sent: u64,
+}
+
 /// A safety net under the change feed: the snapshot is reloaded at least this often,
 /// so edits that announce nothing (the daemon's byte counters) still reach analyses.
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_mins(1);
@@ -59,6 +74,12 @@ impl AppState {
             parse("api.rate_limiting.default_limit", &rl.default_limit)?,
             parse("api.rate_limiting.burst_limit", &rl.burst_limit)?,
         );
+        let address_limiter = RateLimiter::scoped(
+            "address",
+            rl.enabled,
+            parse("api.rate_limiting.per_address_limit", &rl.per_address_limit)?,
+            parse("api.rate_limiting.per_address_burst", &rl.per_address_burst)?,
+        );
         Ok(Self {
             auth: Arc::new(Authenticator::with_scope(
                 config.api.auth.enabled,
@@ -68,6 +89,9 @@ impl AppState {
                 config.api.auth.audience.as_deref(),
             )),
             limiter: Arc::new(limiter),
+            address_limiter: Arc::new(address_limiter),
+            guard: Arc::new(Guard::new(&config.api)),
+            health: Arc::default(),
             cache: Arc::new(AnswerCache::new(&config.api.cache)),
             snapshot: Arc::new(GraphSnapshot::default()),
             feed: tokio::sync::broadcast::channel(1024).0,

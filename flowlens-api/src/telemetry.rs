@@ -19,8 +19,19 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const REQUESTS: &str = "flowlens_api_requests_total";
 /// Request latency histogram, by `route` and `method`.
 pub const REQUEST_SECONDS: &str = "flowlens_api_request_duration_seconds";
-/// Requests refused with 429.
+/// Requests refused with 429 by a rate limit, by `scope`: `caller` (after
+/// authentication, `api.rate_limiting.default_limit`/`burst_limit`) or `address`
+/// (before it, `per_address_limit`/`per_address_burst`).
 pub const RATE_LIMITED: &str = "flowlens_api_rate_limited_total";
+/// TCP connections closed on arrival at `api.limits.max_connections`.
+pub const CONNECTIONS_REFUSED: &str = "flowlens_api_connections_refused_total";
+/// Requests refused (429) at `api.limits.max_concurrent_requests`.
+pub const REQUESTS_SHED: &str = "flowlens_api_requests_shed_total";
+/// Requests answered 503 at `api.limits.request_timeout_seconds`.
+pub const REQUEST_TIMEOUTS: &str = "flowlens_api_request_timeouts_total";
+/// Queries health has sent to PostgreSQL (at most one a second, however often it is
+/// asked).
+pub const HEALTH_PROBES: &str = "flowlens_api_health_probes_total";
 /// Cache lookups, by `cache` and `result` (`hit`, `miss`).
 pub const CACHE_LOOKUPS: &str = "flowlens_api_cache_lookups_total";
 /// Cache invalidations on graph changes.

@@ -52,21 +52,7 @@ pub struct Health {
 #[utoipa::path(get, path = "/admin/health", tag = "admin",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn health(State(state): State<AppState>) -> (StatusCode, ApiJson<Health>) {
-    let pg = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
-    )
-    .await;
-    // The detail goes to the log: health is open to anyone, and a connection error
-    // names users and hosts.
-    let postgresql = match pg {
-        Ok(Ok(_)) => "ok".to_owned(),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "health: PostgreSQL");
-            "error: query failed".to_owned()
-        }
-        Err(_) => "error: no answer within 2 s".to_owned(),
-    };
+    let postgresql = probe_postgresql(&state).await;
     let healthy = postgresql == "ok";
     let mut checks = serde_json::Map::new();
     checks.insert("postgresql".into(), postgresql.into());
@@ -102,6 +88,43 @@ async fn health(State(state): State<AppState>) -> (StatusCode, ApiJson<Health>) 
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, ApiJson(body))
+}
+
+/// The path of the open route.
+pub const HEALTH_PATH: &str = "/api/v1/admin/health";
+
+/// How long one PostgreSQL probe answers for: health is open to anyone, so however
+/// often it is asked, the database hears at most one query per this.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// PostgreSQL's state as health reports it, from a probe at most [`PROBE_EVERY`] old.
+/// Callers arriving while a probe runs wait for it rather than start their own.
+async fn probe_postgresql(state: &AppState) -> String {
+    let mut probe = state.health.lock().await;
+    if let Some((at, said)) = probe.last.as_ref()
+        && at.elapsed() < PROBE_EVERY
+    {
+        return said.clone();
+    }
+    probe.sent += 1;
+    metrics::counter!(crate::telemetry::HEALTH_PROBES).increment(1);
+    let pg = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+    )
+    .await;
+    // The detail goes to the log: health is open to anyone, and a connection error
+    // names users and hosts.
+    let said = match pg {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health: PostgreSQL");
+            "error: query failed".to_owned()
+        }
+        Err(_) => "error: no answer within 2 s".to_owned(),
+    };
+    probe.last = Some((std::time::Instant::now(), said.clone()));
+    said
 }
 
 /// Prometheus metrics (text exposition format).

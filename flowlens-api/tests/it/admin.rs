@@ -47,7 +47,7 @@ async fn config_is_redacted_and_metrics_count_routes() {
 #[tokio::test]
 async fn health_says_unhealthy_when_postgres_is_gone() {
     let api = TestApi::new("admin_health").await;
-    api.pool.close().await;
+    api.state.pool.close().await;
     let (s, _, v) = api
         .call(Method::GET, "/api/v1/admin/health", None, None)
         .await;

@@ -114,9 +114,17 @@ impl TestApi {
     pub(crate) async fn with(label: &str, tweak: impl FnOnce(&mut Config)) -> Self {
         let (pool, url) = scratch_db(label).await;
         let mut config = test_config();
-        config.database.url = Some(url);
+        config.database.url = Some(url.clone());
         tweak(&mut config);
-        let state = AppState::new(config, pool.clone()).unwrap();
+        // The server's pool, with its statement timeout; `pool` (none) is the test's.
+        let served = flowlens_api::connect_with_timeout(
+            &url,
+            8,
+            Duration::from_secs(config.api.limits.statement_timeout_seconds),
+        )
+        .await
+        .unwrap();
+        let state = AppState::new(config, served).unwrap();
         state.start_background();
         // Wait for LISTEN, so no test races the feed's first resync.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -1,0 +1,165 @@
+//! What every request passes before any route, credential check or query: a rate
+//! limit per client address (so an anonymous caller cannot make the server look up
+//! keys or run health checks without bound), a cap on requests in progress, and a
+//! deadline per request. The per-caller limits (`rate_limit`) come after
+//! authentication; these come first because they cost nothing to check.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
+use ipnetwork::IpNetwork;
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::telemetry::{REQUEST_TIMEOUTS, REQUESTS_SHED};
+
+/// The limits, built once from config.
+pub struct Guard {
+    in_progress: Arc<Semaphore>,
+    timeout: Duration,
+    trusted_proxies: Vec<IpNetwork>,
+}
+
+impl Guard {
+    pub fn new(config: &crate::config::ApiConfig) -> Self {
+        Self {
+            in_progress: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
+            timeout: Duration::from_secs(config.limits.request_timeout_seconds),
+            trusted_proxies: config
+                .rate_limiting
+                .trusted_proxies
+                .iter()
+                .filter_map(|r| r.parse().ok())
+                .collect(),
+        }
+    }
+
+    /// The client's address: the peer, or, when the peer is a trusted proxy, the
+    /// right-most address in `X-Forwarded-For` that is not one (each proxy appends the
+    /// address it heard from, so what is left of the trusted ones a client may forge).
+    pub fn client_address(&self, request: &Request) -> Option<IpAddr> {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| canonical(c.0.ip()))?;
+        if !self.trusted(peer) {
+            return Some(peer);
+        }
+        let forwarded = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .map(canonical)
+            .collect::<Vec<_>>();
+        Some(
+            forwarded
+                .into_iter()
+                .rev()
+                .find(|a| !self.trusted(*a))
+                .unwrap_or(peer),
+        )
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// IPv4-mapped IPv6 (a dual-stack listener's view of an IPv4 client) as IPv4, so one
+/// client has one key.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// The middleware: per-address limit, then a slot among `max_concurrent_requests`
+/// (health needs none: a load balancer must still hear from a busy instance), then the
+/// request under `request_timeout_seconds`.
+pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let guard = &state.guard;
+    if let Some(ip) = guard.client_address(&request)
+        && let Err(e) = state.address_limiter.check(&ip.to_string())
+    {
+        return e.into_response();
+    }
+    let health = request.uri().path() == crate::routes::admin::HEALTH_PATH;
+    let _permit = if health {
+        None
+    } else if let Ok(p) = guard.in_progress.clone().try_acquire_owned() {
+        Some(p)
+    } else {
+        metrics::counter!(REQUESTS_SHED).increment(1);
+        return ApiError::RateLimitedWith {
+            retry_after_seconds: 1,
+            detail: "the server is at api.limits.max_concurrent_requests; retry shortly".to_owned(),
+        }
+        .into_response();
+    };
+    if let Ok(response) = tokio::time::timeout(guard.timeout, next.run(request)).await {
+        response
+    } else {
+        metrics::counter!(REQUEST_TIMEOUTS).increment(1);
+        ApiError::Unavailable(format!(
+            "the request took longer than api.limits.request_timeout_seconds ({} s)",
+            guard.timeout.as_secs()
+        ))
+        .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: &str, xff: &[&str]) -> Request {
+        let mut r = Request::builder().uri("/");
+        for v in xff {
+            r = r.header("x-forwarded-for", *v);
+        }
+        let mut r = r.body(axum::body::Body::empty()).unwrap();
+        r.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        r
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let mut cfg = crate::config::ApiConfig::default();
+        cfg.rate_limiting.trusted_proxies = vec!["10.0.0.0/8".to_owned()];
+        let g = Guard::new(&cfg);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // A client's own header is ignored.
+        assert_eq!(
+            g.client_address(&request("192.0.2.7:5000", &["203.0.113.9"])),
+            Some(ip("192.0.2.7"))
+        );
+        // Through the balancer: the right-most untrusted address; what the client
+        // prepended itself is not believed.
+        assert_eq!(
+            g.client_address(&request(
+                "10.1.1.1:5000",
+                &["6.6.6.6, 198.51.100.4", "10.2.2.2"]
+            )),
+            Some(ip("198.51.100.4"))
+        );
+        assert_eq!(
+            g.client_address(&request("[::ffff:192.0.2.8]:1", &[])),
+            Some(ip("192.0.2.8"))
+        );
+        let mut r = Request::new(axum::body::Body::empty());
+        assert_eq!(g.client_address(&r), None, "no peer (in-process calls)");
+        r.extensions_mut()
+            .insert(ConnectInfo("10.1.1.1:1".parse::<SocketAddr>().unwrap()));
+        assert_eq!(g.client_address(&r), Some(ip("10.1.1.1")));
+    }
+}
