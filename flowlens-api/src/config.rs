@@ -158,6 +158,13 @@ impl Default for CacheConfig {
 pub struct PaginationConfig {
     pub default_page_size: u32,
     pub max_page_size: u32,
+    /// Deepest row a page may start at (`(page - 1) * page_size`): PostgreSQL reads and
+    /// throws away every row before an OFFSET, so deeper pages cost more and more.
+    /// Narrow the list with its filters (`since`, `until`, ...) to go further.
+    pub max_offset: u32,
+    /// `total` counts matching rows up to this many, then says `total_capped: true`:
+    /// an exact count of a huge match is a scan per request.
+    pub max_count: u32,
 }
 
 impl Default for PaginationConfig {
@@ -165,6 +172,8 @@ impl Default for PaginationConfig {
         Self {
             default_page_size: 50,
             max_page_size: 1000,
+            max_offset: 100_000,
+            max_count: 10_000,
         }
     }
 }

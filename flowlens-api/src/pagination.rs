@@ -14,6 +14,8 @@ use crate::error::ApiError;
 pub struct PageRequest {
     pub page: u32,
     pub page_size: u32,
+    /// `api.pagination.max_count`.
+    pub max_count: u32,
 }
 
 impl PageRequest {
@@ -34,7 +36,19 @@ impl PageRequest {
                 config.max_page_size
             )));
         }
-        Ok(Self { page, page_size })
+        let offset = u64::from(page - 1) * u64::from(page_size);
+        if offset > u64::from(config.max_offset) {
+            return Err(ApiError::BadRequest(format!(
+                "page {page} starts at row {offset}, past api.pagination.max_offset ({}): \
+                 narrow the list with its filters instead",
+                config.max_offset
+            )));
+        }
+        Ok(Self {
+            page,
+            page_size,
+            max_count: config.max_count,
+        })
     }
 
     pub fn limit(self) -> i64 {
@@ -52,19 +66,42 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub page: u32,
     pub page_size: u32,
-    /// Rows matching the filters, over all pages.
+    /// Rows matching the filters, over all pages, counted up to
+    /// `api.pagination.max_count`.
     pub total: i64,
+    /// True when there are more than `total` (the count stopped at the cap).
+    pub total_capped: bool,
 }
 
 impl<T> Page<T> {
-    pub fn new(items: Vec<T>, request: PageRequest, total: i64) -> Self {
+    /// `counted` is a count bounded at `max_count + 1` (see [`bounded_count`]).
+    pub fn new(items: Vec<T>, request: PageRequest, counted: i64) -> Self {
+        let cap = i64::from(request.max_count);
         Self {
             items,
             page: request.page,
             page_size: request.page_size,
-            total,
+            total: counted.min(cap),
+            total_capped: counted > cap,
         }
     }
+}
+
+/// Makes `SELECT count(*) FROM {from}` + filter a count that stops after
+/// `max_count + 1` rows: the query is wrapped as
+/// `SELECT count(*) FROM (SELECT 1 FROM {from} WHERE ... LIMIT n) c`.
+pub fn bounded_count<'a>(
+    from: &str,
+    page: PageRequest,
+    filter: impl Fn(&mut QueryBuilder<'a, Postgres>) -> Result<(), ApiError>,
+) -> Result<QueryBuilder<'a, Postgres>, ApiError> {
+    let mut count = QueryBuilder::new(format!("SELECT count(*) FROM (SELECT 1 FROM {from}"));
+    filter(&mut count)?;
+    count
+        .push(" LIMIT ")
+        .push_bind(i64::from(page.max_count) + 1)
+        .push(") c");
+    Ok(count)
 }
 
 /// A read-only transaction on one snapshot (REPEATABLE READ), so a list's count and
@@ -77,7 +114,8 @@ pub async fn read_snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgre
     Ok(tx)
 }
 
-/// One page of a list: `SELECT count(*) FROM {from}` and `{select}`, both narrowed by
+/// One page of a list: a count of `{from}` (bounded, see [`bounded_count`]) and
+/// `{select}`, both narrowed by
 /// `filter` (which pushes a `WHERE` clause), the page ordered by `order`; both read in
 /// one snapshot so `total` matches `items`. `order` must end on a unique key so pages
 /// do not overlap.
@@ -92,8 +130,7 @@ pub async fn fetch_page<T>(
 where
     T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
-    let mut count = QueryBuilder::new(format!("SELECT count(*) FROM {from}"));
-    filter(&mut count)?;
+    let mut count = bounded_count(from, page, &filter)?;
     let mut rows = QueryBuilder::new(select);
     filter(&mut rows)?;
     rows.push(format_args!(" ORDER BY {order} LIMIT "))

@@ -32,6 +32,21 @@ pub struct Snapshot {
     /// Every dependency, stale ones included, sorted by id.
     pub edges: Vec<TopoEdge>,
     pub info: SnapshotInfo,
+    /// Analysis answers computed on this snapshot, by request: a snapshot never
+    /// changes, so an answer holds until the next reload (and goes with this one).
+    pub answers: moka::sync::Cache<String, crate::cache::Cached>,
+}
+
+/// Bytes of analysis answers one snapshot keeps.
+const ANSWER_BYTES: u64 = 64 << 20;
+
+fn answer_cache() -> moka::sync::Cache<String, crate::cache::Cached> {
+    moka::sync::Cache::builder()
+        .max_capacity(ANSWER_BYTES)
+        .weigher(|k: &String, v: &crate::cache::Cached| {
+            u32::try_from(k.len() + v.body.len()).unwrap_or(u32::MAX)
+        })
+        .build()
 }
 
 /// Said with every analysis answer, so a client knows which graph it got.
@@ -173,6 +188,7 @@ impl GraphSnapshot {
             nodes,
             edges,
             info,
+            answers: answer_cache(),
         })
     }
 }

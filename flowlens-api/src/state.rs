@@ -46,6 +46,9 @@ pub struct AppState {
     pub started: Instant,
     /// Running discovery scans of this process, capped by config.
     pub scans: ScanSlots,
+    /// One permit per core for CPU-bound work (analyses, topology rendering): more at
+    /// once would only queue on the cores while holding blocking threads and memory.
+    pub cpu: Arc<tokio::sync::Semaphore>,
 }
 
 /// The last PostgreSQL probe of health.
@@ -103,6 +106,9 @@ impl AppState {
             prometheus: crate::telemetry::prometheus(),
             started: Instant::now(),
             scans: ScanSlots::new(config.api.discovery.max_running_scans),
+            cpu: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            )),
             config: Arc::new(config),
             pool,
         })
@@ -133,6 +139,27 @@ impl AppState {
                 snapshot.invalidate();
             }
         });
+    }
+
+    /// Runs CPU-bound `work` on a blocking thread once one of the [`AppState::cpu`]
+    /// permits is free; the permit is held until the work ends, even if the request
+    /// that asked for it has gone.
+    pub async fn compute<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, crate::error::ApiError> {
+        let permit = self
+            .cpu
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| crate::error::ApiError::Unavailable("shutting down".to_owned()))?;
+        Ok(tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop(permit);
+            out
+        })
+        .await?)
     }
 
     /// After a successful write through the API: drop cached answers and the snapshot

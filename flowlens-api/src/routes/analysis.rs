@@ -3,8 +3,10 @@
 //! `snapshot.rs`), and each answer saying which snapshot it used.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::State;
+use axum::response::{IntoResponse as _, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -12,6 +14,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Viewer;
+use crate::cache::{Answer, Cached};
 use crate::error::{ApiError, Problem};
 use crate::extract::ApiJson;
 use crate::graph::Graph;
@@ -19,8 +22,9 @@ use crate::graph::blast_radius::{BlastRadius, blast_radius};
 use crate::graph::impact::{Impact, impact_of_asset, impact_of_dependency};
 use crate::graph::path::{AllPaths, PathStep, all_paths, shortest_path};
 use crate::graph::spof::{Spof, spof};
-use crate::snapshot::SnapshotInfo;
+use crate::snapshot::{Snapshot, SnapshotInfo};
 use crate::state::AppState;
+use crate::telemetry::CACHE_LOOKUPS;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -37,6 +41,35 @@ fn names(g: &Graph, ids: impl IntoIterator<Item = Uuid>) -> Names {
     ids.into_iter()
         .map(|id| (id, g.node(id).and_then(|n| n.name.clone())))
         .collect()
+}
+
+/// The answer `key` names on the current snapshot: from the snapshot's cache, or
+/// computed by `work` on a blocking thread (a CPU permit, see [`AppState::compute`])
+/// and kept there until the next reload. The key must name everything the answer
+/// depends on besides the snapshot.
+async fn on_snapshot<T, F>(state: &AppState, key: String, work: F) -> Result<Response, ApiError>
+where
+    T: Serialize,
+    F: FnOnce(&Snapshot) -> Result<T, ApiError> + Send + 'static,
+{
+    let snap = state.snapshot.get(&state.pool).await?;
+    let hit = snap.answers.get(&key);
+    metrics::counter!(CACHE_LOOKUPS, "cache" => "analysis",
+        "result" => if hit.is_some() { "hit" } else { "miss" })
+    .increment(1);
+    if let Some(hit) = hit {
+        return Ok(hit.as_ref().into_response());
+    }
+    let on = snap.clone();
+    let body = state
+        .compute(move || -> Result<Vec<u8>, ApiError> { Ok(serde_json::to_vec(&work(&on)?)?) })
+        .await??;
+    let answer: Cached = Arc::new(Answer {
+        content_type: "application/json",
+        body: body.into(),
+    });
+    snap.answers.insert(key, answer.clone());
+    Ok(answer.as_ref().into_response())
 }
 
 impl AppState {
@@ -81,27 +114,30 @@ async fn impact(
     State(state): State<AppState>,
     _: Viewer,
     ApiJson(req): ApiJson<ImpactRequest>,
-) -> Result<ApiJson<ImpactAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     let depth = state.depth(req.max_depth)?;
-    let snap = state.snapshot.get(&state.pool).await?;
-    let g = &snap.graph;
-    let impact = match (req.asset_id, req.dependency_id) {
-        (Some(a), None) => {
-            impact_of_asset(g, a, Some(depth)).ok_or_else(|| ApiError::not_found("asset", a))?
-        }
-        (None, Some(d)) => impact_of_dependency(g, d, Some(depth))
-            .ok_or_else(|| ApiError::not_found("current dependency", d))?,
-        _ => {
-            return Err(ApiError::Unprocessable(
-                "give exactly one of asset_id and dependency_id".to_owned(),
-            ));
-        }
-    };
-    Ok(ApiJson(ImpactAnswer {
-        names: names(g, impact.affected.iter().map(|a| a.asset)),
-        impact,
-        graph: snap.info.clone(),
-    }))
+    let key = format!("impact:{:?}:{:?}:{depth}", req.asset_id, req.dependency_id);
+    on_snapshot(&state, key, move |snap| {
+        let g = &snap.graph;
+        let impact = match (req.asset_id, req.dependency_id) {
+            (Some(a), None) => {
+                impact_of_asset(g, a, Some(depth)).ok_or_else(|| ApiError::not_found("asset", a))?
+            }
+            (None, Some(d)) => impact_of_dependency(g, d, Some(depth))
+                .ok_or_else(|| ApiError::not_found("current dependency", d))?,
+            _ => {
+                return Err(ApiError::Unprocessable(
+                    "give exactly one of asset_id and dependency_id".to_owned(),
+                ));
+            }
+        };
+        Ok(ImpactAnswer {
+            names: names(g, impact.affected.iter().map(|a| a.asset)),
+            impact,
+            graph: snap.info.clone(),
+        })
+    })
+    .await
 }
 
 /// Paths between two assets.
@@ -140,7 +176,7 @@ async fn path(
     State(state): State<AppState>,
     _: Viewer,
     ApiJson(req): ApiJson<PathRequest>,
-) -> Result<ApiJson<PathAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     let depth = state.depth(req.max_depth)?;
     let max_steps = state.config.api.analysis.max_path_steps;
     let limit = state.config.api.analysis.max_paths;
@@ -150,42 +186,36 @@ async fn path(
             "max_paths must be between 1 and {limit}"
         )));
     }
-    let snap = state.snapshot.get(&state.pool).await?;
-    let g = &snap.graph;
-    for id in [req.from, req.to] {
-        if g.node(id).is_none() {
-            return Err(ApiError::not_found("asset", id));
-        }
-    }
     let directed = req.directed.unwrap_or(true);
-    let shortest = shortest_path(g, req.from, req.to, directed);
-    // Enumeration is bounded by `max_path_steps` but can still take a while (and nobody
-    // can cancel it): off the async workers.
-    let graph = snap.clone();
-    let all = tokio::task::spawn_blocking(move || {
-        all_paths(
-            &graph.graph,
-            req.from,
-            req.to,
-            directed,
-            depth,
-            max_paths,
-            max_steps,
-        )
+    let key = format!(
+        "path:{}:{}:{directed}:{depth}:{max_paths}",
+        req.from, req.to
+    );
+    // Enumeration is bounded by `max_path_steps` but can still take a while: on a
+    // blocking thread, like every analysis.
+    on_snapshot(&state, key, move |snap| {
+        let g = &snap.graph;
+        for id in [req.from, req.to] {
+            if g.node(id).is_none() {
+                return Err(ApiError::not_found("asset", id));
+            }
+        }
+        let shortest = shortest_path(g, req.from, req.to, directed);
+        let all = all_paths(g, req.from, req.to, directed, depth, max_paths, max_steps);
+        let ids = all
+            .paths
+            .iter()
+            .flatten()
+            .copied()
+            .chain([req.from, req.to]);
+        Ok(PathAnswer {
+            names: names(g, ids),
+            shortest,
+            all,
+            graph: snap.info.clone(),
+        })
     })
-    .await?;
-    let ids = all
-        .paths
-        .iter()
-        .flatten()
-        .copied()
-        .chain([req.from, req.to]);
-    Ok(ApiJson(PathAnswer {
-        names: names(g, ids),
-        shortest,
-        all,
-        graph: snap.info.clone(),
-    }))
+    .await
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -203,21 +233,23 @@ pub struct SpofAnswer {
 async fn single_points_of_failure(
     State(state): State<AppState>,
     _: Viewer,
-) -> Result<ApiJson<SpofAnswer>, ApiError> {
-    let snap = state.snapshot.get(&state.pool).await?;
-    let graph = snap.clone();
-    let spof = tokio::task::spawn_blocking(move || spof(&graph.graph)).await?;
-    let ids = spof
-        .articulation_points
-        .iter()
-        .map(|a| a.asset)
-        .chain(spof.bridges.iter().flat_map(|b| b.assets))
-        .chain(spof.single_provider_services.iter().map(|s| s.provider));
-    Ok(ApiJson(SpofAnswer {
-        names: names(&snap.graph, ids),
-        spof,
-        graph: snap.info.clone(),
-    }))
+) -> Result<Response, ApiError> {
+    // Parameterless and the costliest analysis: computed once per snapshot.
+    on_snapshot(&state, "spof".to_owned(), |snap| {
+        let spof = spof(&snap.graph);
+        let ids = spof
+            .articulation_points
+            .iter()
+            .map(|a| a.asset)
+            .chain(spof.bridges.iter().flat_map(|b| b.assets))
+            .chain(spof.single_provider_services.iter().map(|s| s.provider));
+        Ok(SpofAnswer {
+            names: names(&snap.graph, ids),
+            spof,
+            graph: snap.info.clone(),
+        })
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -245,20 +277,23 @@ async fn blast(
     State(state): State<AppState>,
     _: Viewer,
     ApiJson(req): ApiJson<BlastRequest>,
-) -> Result<ApiJson<BlastAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     let depth = state.depth(req.max_depth)?;
-    let snap = state.snapshot.get(&state.pool).await?;
-    let g = &snap.graph;
-    let b = blast_radius(g, req.asset_id, Some(depth))
-        .ok_or_else(|| ApiError::not_found("asset", req.asset_id))?;
-    let ids = b.impact.affected.iter().map(|a| a.asset).chain(
-        b.affected_services
-            .iter()
-            .flat_map(|s| s.providers.iter().copied()),
-    );
-    Ok(ApiJson(BlastAnswer {
-        names: names(g, ids),
-        blast_radius: b,
-        graph: snap.info.clone(),
-    }))
+    let key = format!("blast:{}:{depth}", req.asset_id);
+    on_snapshot(&state, key, move |snap| {
+        let g = &snap.graph;
+        let b = blast_radius(g, req.asset_id, Some(depth))
+            .ok_or_else(|| ApiError::not_found("asset", req.asset_id))?;
+        let ids = b.impact.affected.iter().map(|a| a.asset).chain(
+            b.affected_services
+                .iter()
+                .flat_map(|s| s.providers.iter().copied()),
+        );
+        Ok(BlastAnswer {
+            names: names(g, ids),
+            blast_radius: b,
+            graph: snap.info.clone(),
+        })
+    })
+    .await
 }

@@ -28,7 +28,7 @@ use crate::auth::{Editor, Viewer};
 use crate::cache::{Answer, Cached, Kind};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::pagination::{Page, PageRequest};
+use crate::pagination::{Page, PageRequest, bounded_count, read_snapshot};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -90,14 +90,6 @@ macro_rules! asset_columns {
 
 /// Columns of [`Asset`], from `assets a`.
 pub const ASSET_SELECT: &str = concat!("SELECT ", asset_columns!(), " FROM assets a");
-
-/// A page row: the asset and how many rows match the filters in all.
-#[derive(FromRow)]
-struct ListedAsset {
-    #[sqlx(flatten)]
-    asset: Asset,
-    total_count: i64,
-}
 
 /// Filters of `GET /assets`. Unknown parameters are refused.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -221,11 +213,9 @@ async fn list_assets(
         return Ok(hit.as_ref().into_response());
     }
     let generation = state.cache.generation();
-    // One round trip: the page's rows are picked (and counted) first, and the
-    // per-row array expressions run on the page only, not on every matching row.
-    let mut qb = QueryBuilder::new(
-        "WITH page AS (SELECT a.*, count(*) OVER () AS total_count FROM assets a",
-    );
+    // The page's rows are picked first and the per-row array expressions run on the
+    // page only, not on every matching row; the count is bounded and separate.
+    let mut qb = QueryBuilder::new("WITH page AS (SELECT a.* FROM assets a");
     filter.push_where(&mut qb)?;
     let order = |qb: &mut QueryBuilder<'_, Postgres>| match filter.search() {
         Ok(Some(q)) => {
@@ -246,27 +236,13 @@ async fn list_assets(
         .push_bind(page.limit())
         .push(" OFFSET ")
         .push_bind(page.offset())
-        .push(concat!(
-            ") SELECT ",
-            asset_columns!(),
-            ", a.total_count FROM page a"
-        ));
+        .push(concat!(") SELECT ", asset_columns!(), " FROM page a"));
     order(&mut qb);
-    let rows = qb
-        .build_query_as::<ListedAsset>()
-        .fetch_all(&state.pool)
-        .await?;
-    let total = match rows.first() {
-        Some(r) => r.total_count,
-        // Past the last page the window has no row to report the count on.
-        None if page.page > 1 => {
-            let mut count = QueryBuilder::new("SELECT count(*) FROM assets a");
-            filter.push_where(&mut count)?;
-            count.build_query_scalar().fetch_one(&state.pool).await?
-        }
-        None => 0,
-    };
-    let items: Vec<Asset> = rows.into_iter().map(|r| r.asset).collect();
+    let mut count = bounded_count("assets a", page, |qb| filter.push_where(qb))?;
+    let mut tx = read_snapshot(&state.pool).await?;
+    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
+    let items = qb.build_query_as::<Asset>().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
     let answer: Cached = Arc::new(Answer {
         content_type: "application/json",
         body: serde_json::to_vec(&Page::new(items, page, total))?.into(),
@@ -761,7 +737,8 @@ async fn delete_asset(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// An asset's dependencies: what it uses (outbound) and who uses it (inbound).
+/// An asset's dependencies: what it uses (outbound) and who uses it (inbound), one
+/// page of each, busiest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AssetDependencies {
     pub asset_id: Uuid,
@@ -769,33 +746,75 @@ pub struct AssetDependencies {
     pub outbound: Vec<DependencyWithStats>,
     /// Clients that depend on this asset's services.
     pub inbound: Vec<DependencyWithStats>,
+    pub page: u32,
+    /// At most this many of each direction.
+    pub page_size: u32,
+    /// Outbound dependencies in all (counted up to `api.pagination.max_count`).
+    pub outbound_total: i64,
+    pub inbound_total: i64,
+    /// A total stopped at the cap.
+    pub total_capped: bool,
+}
+
+/// Pages of `GET /assets/{id}/dependencies`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AssetDependenciesPage {
+    pub page: Option<u32>,
+    /// Per direction (default `api.pagination.default_page_size`).
+    pub page_size: Option<u32>,
 }
 
 /// Get an asset's inbound and outbound dependencies, with the last 24 hours' traffic.
 #[utoipa::path(get, path = "/assets/{id}/dependencies", tag = "assets",
-    params(("id" = Uuid, Path, description = "asset id")),
+    params(("id" = Uuid, Path, description = "asset id"), AssetDependenciesPage),
     responses((status = 200, body = AssetDependencies), (status = 404, body = Problem)))]
 async fn asset_dependencies(
     State(state): State<AppState>,
     _: Viewer,
     ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<AssetDependenciesPage>,
 ) -> Result<ApiJson<AssetDependencies>, ApiError> {
-    let mut conn = state.pool.acquire().await?;
-    fetch_asset(&mut conn, id).await?;
-    let rows = sqlx::query_as::<_, DependencyWithStats>(&format!(
-        "{DEPENDENCY_SELECT} WHERE d.source_asset_id = $1 OR d.target_asset_id = $1
-         ORDER BY d.total_bytes DESC NULLS LAST, d.id"
-    ))
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let (outbound, inbound) = rows
-        .into_iter()
-        .partition(|d| d.dependency.source_asset_id == id);
+    let page = PageRequest::resolve(q.page, q.page_size, &state.config.api.pagination)?;
+    let mut tx = read_snapshot(&state.pool).await?;
+    fetch_asset(&mut tx, id).await?;
+    // A hub has thousands of clients, each row with a 24-hour aggregate: one page per
+    // direction, each count bounded.
+    let mut side =
+        async |column: &'static str| -> Result<(Vec<DependencyWithStats>, i64), ApiError> {
+            let where_ = |qb: &mut QueryBuilder<'_, Postgres>| {
+                qb.push(format_args!(" WHERE d.{column} = ")).push_bind(id);
+                Ok(())
+            };
+            let total: i64 = bounded_count("dependencies d", page, where_)?
+                .build_query_scalar()
+                .fetch_one(&mut *tx)
+                .await?;
+            let rows = sqlx::query_as::<_, DependencyWithStats>(&format!(
+                "{DEPENDENCY_SELECT} WHERE d.{column} = $1
+             ORDER BY d.total_bytes DESC NULLS LAST, d.id LIMIT $2 OFFSET $3"
+            ))
+            .bind(id)
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(&mut *tx)
+            .await?;
+            Ok((rows, total))
+        };
+    let (outbound, outbound_counted) = side("source_asset_id").await?;
+    let (inbound, inbound_counted) = side("target_asset_id").await?;
+    tx.commit().await?;
+    let cap = i64::from(page.max_count);
     Ok(ApiJson(AssetDependencies {
         asset_id: id,
         outbound,
         inbound,
+        page: page.page,
+        page_size: page.page_size,
+        outbound_total: outbound_counted.min(cap),
+        inbound_total: inbound_counted.min(cap),
+        total_capped: outbound_counted > cap || inbound_counted > cap,
     }))
 }
 

@@ -150,33 +150,63 @@ async fn answer(state: &AppState, f: &TopologyFilter) -> Result<Cached, ApiError
             )));
         }
     };
-    let key = serde_json::to_string(f).unwrap_or_default();
-    if let Some(hit) = state.cache.get(Kind::Topology, &key) {
+    let key = cache_key(f, &format);
+    if let Some(hit) = key
+        .as_ref()
+        .and_then(|k| state.cache.get(Kind::Topology, k))
+    {
         return Ok(hit);
     }
     let generation = state.cache.generation();
     let snap = state.snapshot.get(&state.pool).await?;
     let max_depth = state.config.api.analysis.max_depth;
     let f = f.clone();
-    // Filtering and rendering tens of thousands of rows is CPU work: off the runtime.
-    let body = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
-        let t = select(&snap, &f, max_depth)?;
-        Ok(match format.as_str() {
-            "dot" => topology::to_dot(&t),
-            "mermaid" => topology::to_mermaid(&t),
-            "graphml" => topology::to_graphml(&t),
-            _ => serde_json::to_string(&t)?,
+    // Filtering and rendering tens of thousands of rows is CPU work: off the runtime,
+    // one per core.
+    let body = state
+        .compute(move || -> Result<String, ApiError> {
+            let t = select(&snap, &f, max_depth)?;
+            Ok(match format.as_str() {
+                "dot" => topology::to_dot(&t),
+                "mermaid" => topology::to_mermaid(&t),
+                "graphml" => topology::to_graphml(&t),
+                _ => serde_json::to_string(&t)?,
+            })
         })
-    })
-    .await??;
+        .await??;
     let value: Cached = Arc::new(Answer {
         content_type,
         body: bytes::Bytes::from(body),
     });
-    state
-        .cache
-        .put(Kind::Topology, key, value.clone(), generation);
+    if let Some(key) = key {
+        state
+            .cache
+            .put(Kind::Topology, key, value.clone(), generation);
+    }
     Ok(value)
+}
+
+/// The cache key of a view: the filter with every default written out, so spellings
+/// of one view share an entry. Views with a free-form threshold (`min_bytes`, `since`)
+/// are not cached at all: each value would be an entry of its own, and a caller
+/// stepping through values would only evict the views everyone shares (such a view is
+/// still served from the snapshot, on a CPU permit).
+fn cache_key(f: &TopologyFilter, format: &str) -> Option<String> {
+    // (`depth` without `asset_id` is refused: nothing to cache.)
+    if f.min_bytes.is_some() || f.since.is_some() || (f.asset_id.is_none() && f.depth.is_some()) {
+        return None;
+    }
+    // Exact strings: the filters compare exactly, so " prod" is another view.
+    let text = |s: &Option<String>| format!("{:?}", s.as_deref());
+    Some(format!(
+        "{format}|{}|{}|{}|{}|{}|{}",
+        f.asset_id.map(|a| a.to_string()).unwrap_or_default(),
+        f.asset_id.map_or(0, |_| f.depth.unwrap_or(2)),
+        text(&f.environment),
+        text(&f.service),
+        f.include_external.unwrap_or(true),
+        f.include_stale.unwrap_or(false),
+    ))
 }
 
 /// Get the topology: nodes (assets) and edges (dependencies, client to server).
@@ -233,4 +263,54 @@ async fn export_topology(
         a.body.clone(),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(q: &str) -> TopologyFilter {
+        serde_urlencoded_like(q)
+    }
+
+    /// The query string as the extractor would parse it.
+    fn serde_urlencoded_like(q: &str) -> TopologyFilter {
+        let uri: axum::http::Uri = format!("/t?{q}").parse().unwrap();
+        axum::extract::Query::<TopologyFilter>::try_from_uri(&uri)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn spellings_of_one_view_share_a_cache_key_and_thresholds_are_not_cached() {
+        let plain = cache_key(&filter(""), "json");
+        assert!(plain.is_some());
+        assert_eq!(
+            cache_key(&filter("include_external=true&include_stale=false"), "json"),
+            plain
+        );
+        let id = Uuid::nil();
+        assert_eq!(
+            cache_key(&filter(&format!("asset_id={id}")), "json"),
+            cache_key(&filter(&format!("asset_id={id}&depth=2")), "json"),
+        );
+        assert_ne!(
+            cache_key(&filter(&format!("asset_id={id}&depth=3")), "json"),
+            cache_key(&filter(&format!("asset_id={id}")), "json"),
+        );
+        assert_ne!(cache_key(&filter(""), "dot"), plain);
+        assert_ne!(cache_key(&filter("environment=prod"), "json"), plain);
+        assert_ne!(
+            cache_key(&filter("environment=prod"), "json"),
+            cache_key(&filter("environment=%20prod"), "json")
+        );
+        for q in [
+            "min_bytes=1",
+            "min_bytes=2",
+            "since=2026-01-01T00:00:00Z",
+            "depth=2",
+        ] {
+            assert_eq!(cache_key(&filter(q), "json"), None, "{q}");
+        }
+    }
 }

@@ -288,3 +288,77 @@ async fn answers_follow_the_graph_as_it_changes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// SPOF, impact and blast radius are computed once per snapshot: a second asking is
+/// answered from the snapshot's own cache, and a change computes afresh.
+#[tokio::test]
+async fn analyses_are_computed_once_per_snapshot() {
+    let api = TestApi::new("analysis_cached").await;
+    let f = build(&api).await;
+    let first = api.get("/api/v1/analysis/spof").await;
+    let snap = api.state.snapshot.get(&api.state.pool).await.unwrap();
+    assert!(snap.answers.contains_key("spof"));
+    let again = api.get("/api/v1/analysis/spof").await;
+    assert_eq!(first, again);
+    let body = json!({"asset_id": f.id("db"), "max_depth": 3});
+    post(&api, "blast-radius", body.clone(), StatusCode::OK).await;
+    assert!(
+        snap.answers
+            .contains_key(&format!("blast:{}:3", f.id("db")))
+    );
+    // A change: the next snapshot starts with no answers.
+    api.asset("newcomer", &["10.99.0.1"]).await;
+    let fresh = api.state.snapshot.get(&api.state.pool).await.unwrap();
+    assert!(fresh.info.version > snap.info.version);
+    assert!(!fresh.answers.contains_key("spof"));
+}
+
+/// A hub's dependencies come a page per direction with bounded totals, and lists
+/// count up to `max_count` and refuse pages past `max_offset`.
+#[tokio::test]
+async fn long_lists_are_paged_and_counted_within_bounds() {
+    let api = TestApi::with("analysis_pages", |c| {
+        c.api.pagination.max_count = 5;
+        c.api.pagination.max_offset = 20;
+    })
+    .await;
+    let hub = api.asset("hub", &["10.50.0.1"]).await;
+    for i in 0..7 {
+        let client = api
+            .asset(&format!("c{i}"), &[&format!("10.50.1.{i}")])
+            .await;
+        api.dependency(&client, &hub, 443).await;
+    }
+    let v = api
+        .get(&format!("/api/v1/assets/{hub}/dependencies?page_size=3"))
+        .await;
+    assert_eq!(v["inbound"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(
+        (v["inbound_total"].as_i64(), v["total_capped"].as_bool()),
+        (Some(5), Some(true))
+    );
+    assert_eq!(v["outbound_total"], 0);
+    let last = api
+        .get(&format!(
+            "/api/v1/assets/{hub}/dependencies?page_size=3&page=3"
+        ))
+        .await;
+    assert_eq!(last["inbound"].as_array().unwrap().len(), 1, "{last}");
+    let page = api.get("/api/v1/assets?page_size=2").await;
+    assert_eq!(
+        (page["total"].as_i64(), page["total_capped"].as_bool()),
+        (Some(5), Some(true))
+    );
+    let deps = api.get("/api/v1/dependencies?page_size=2").await;
+    assert_eq!(deps["total_capped"], true);
+    let (s, _, v) = api
+        .call(
+            Method::GET,
+            "/api/v1/assets?page_size=10&page=4",
+            Some(&TestApi::token(flowlens_api::auth::Role::Viewer)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("max_offset"), "{v}");
+}

@@ -248,7 +248,9 @@ async fn cached_until_the_graph_changes() {
     // A write through the API is seen by the very next read.
     api.dependency(f.id("client1"), f.id("db"), 5432).await;
     assert_eq!(edges(&api.get("/api/v1/topology").await), 6);
-    // Searches are cached the same way.
+    // Searches are cached the same way (once the write's own notification is heard:
+    // it would drop the answer cached meanwhile).
+    api.settle().await;
     let q = "/api/v1/assets?q=lonely";
     assert_eq!(api.get(q).await["total"], 1);
     sqlx::query("UPDATE assets SET name = 'crowded' WHERE name = 'lonely'")
