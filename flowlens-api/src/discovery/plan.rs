@@ -52,12 +52,27 @@ pub enum PlanError {
     OutsideAllowed { cidr: String, allowed: String },
     #[error("{cidr} has {hosts} addresses to scan; at most {max} are allowed")]
     TooManyHosts { cidr: String, hosts: u128, max: u32 },
+    /// Loopback, link-local (cloud metadata services live there), multicast and the
+    /// like are never scanned because a broad allowed range happens to cover them;
+    /// only an allowed range inside them (configured for that purpose) lets a scan in.
+    #[error(
+        "{cidr} reaches {range} ({what}), which is scanned only when an entry of \
+         api.discovery.allowed_ranges lies inside it"
+    )]
+    Reserved {
+        cidr: String,
+        range: String,
+        what: &'static str,
+    },
 }
 
 impl PlanError {
     /// True when policy refuses the scan (403), false when the request is invalid (422).
     pub fn is_forbidden(&self) -> bool {
-        matches!(self, Self::Disabled | Self::OutsideAllowed { .. })
+        matches!(
+            self,
+            Self::Disabled | Self::OutsideAllowed { .. } | Self::Reserved { .. }
+        )
     }
 
     /// A bounded label for logs and metrics.
@@ -72,6 +87,7 @@ impl PlanError {
             Self::StraddlesV4Mapped { .. } => "straddles_v4_mapped",
             Self::OutsideAllowed { .. } => "outside_allowed",
             Self::TooManyHosts { .. } => "too_many_hosts",
+            Self::Reserved { .. } => "reserved",
         }
     }
 }
@@ -172,6 +188,56 @@ fn unmap(network: IpNetwork) -> Result<IpNetwork, IpNetwork> {
     }
 }
 
+/// IPv4 ranges no scan reaches by accident: connecting to them reaches this host
+/// (`0.0.0.0/8` and loopback), a cloud's metadata service or the link (link-local),
+/// or every listener of a group (multicast, broadcast).
+const RESERVED_V4: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "this host"),
+    ("127.0.0.0/8", "loopback"),
+    (
+        "169.254.0.0/16",
+        "link-local, incl. cloud metadata 169.254.169.254",
+    ),
+    ("224.0.0.0/4", "multicast"),
+    ("255.255.255.255/32", "broadcast"),
+];
+
+/// IPv6 ranges likewise; NAT64 prefixes are IPv4 behind a translator, so the
+/// well-known prefix's images of [`RESERVED_V4`] are added in [`reserved`], and the
+/// local-use prefix (whose embedding depends on its length) is reserved whole.
+const RESERVED_V6: [(&str, &str); 5] = [
+    ("::/128", "this host"),
+    ("::1/128", "loopback"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+    ("64:ff9b:1::/48", "local-use NAT64 (RFC 8215)"),
+];
+
+/// Every reserved range, with what it is.
+fn reserved() -> Vec<(IpNetwork, &'static str)> {
+    let mut out: Vec<(IpNetwork, &'static str)> = RESERVED_V4
+        .iter()
+        .chain(RESERVED_V6.iter())
+        .filter_map(|(cidr, what)| cidr.parse().ok().map(|n| (n, *what)))
+        .collect();
+    // RFC 6052 with the well-known /96: the IPv4 address is the last 32 bits.
+    for (cidr, what) in RESERVED_V4 {
+        if let Ok(IpNetwork::V4(v4)) = cidr.parse::<IpNetwork>() {
+            let bits = (0x0064_ff9b_u128 << 96) | u128::from(v4.network().to_bits());
+            if let Ok(n) = ipnetwork::Ipv6Network::new(Ipv6Addr::from_bits(bits), 96 + v4.prefix())
+            {
+                out.push((IpNetwork::V6(n), what));
+            }
+        }
+    }
+    out
+}
+
+/// True when `a` and `b` share an address.
+fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
+    a.is_ipv4() == b.is_ipv4() && (a.contains(b.network()) || b.contains(a.network()))
+}
+
 /// True when all of `inner` lies inside `outer`.
 fn contains(outer: IpNetwork, inner: IpNetwork) -> bool {
     outer.is_ipv4() == inner.is_ipv4()
@@ -221,6 +287,18 @@ pub fn plan(
             cidr: network.to_string(),
             allowed: config.allowed_ranges.join(", "),
         });
+    }
+    for (range, what) in reserved() {
+        let explicitly = allowed
+            .iter()
+            .any(|a| contains(range, *a) && contains(*a, network));
+        if overlaps(range, network) && !explicitly {
+            return Err(PlanError::Reserved {
+                cidr: network.to_string(),
+                range: range.to_string(),
+                what,
+            });
+        }
     }
     let (first, count) = host_span(network);
     let too_many = || PlanError::TooManyHosts {
@@ -301,6 +379,49 @@ mod tests {
 
     fn hosts(p: &Plan) -> Vec<String> {
         p.hosts.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn reserved_ranges_need_an_allowed_range_of_their_own() {
+        let everything = config(&["0.0.0.0/0", "::/0"]);
+        for cidr in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "169.254.0.0/24",
+            "224.0.0.251",
+            "0.0.0.0",
+            "168.0.0.0/6",
+            "::1",
+            "fe80::1",
+            "ff02::1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            let e = plan(cidr, Some(&[22]), &everything).unwrap_err();
+            assert!(
+                matches!(e, PlanError::Reserved { .. }) && e.is_forbidden(),
+                "{cidr}: {e}"
+            );
+        }
+        // Ordinary addresses inside the broad ranges, NAT64 images of them included.
+        for cidr in [
+            "192.0.2.0/28",
+            "8.8.8.8",
+            "2001:db8::/120",
+            "64:ff9b::808:808",
+        ] {
+            plan(cidr, Some(&[22]), &everything).unwrap();
+        }
+        // Configured explicitly: allowed.
+        let lab = config(&["127.0.0.0/8", "169.254.169.254/32", "::1/128"]);
+        plan("127.0.0.1", Some(&[22]), &lab).unwrap();
+        plan("169.254.169.254", Some(&[22]), &lab).unwrap();
+        plan("::1", Some(&[22]), &lab).unwrap();
+        // ...but only what was configured.
+        assert!(plan("169.254.169.0/24", Some(&[22]), &lab).is_err());
     }
 
     #[test]

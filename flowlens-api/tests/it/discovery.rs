@@ -761,3 +761,35 @@ async fn scans_can_be_cancelled() {
     let listed = api.get(&format!("{SCANS}?status=cancelled")).await;
     assert_eq!(listed["total"], 2);
 }
+
+/// A broad allowed range does not open loopback, link-local (the cloud metadata
+/// address), multicast or their NAT64 images: 403, and no scan row.
+#[tokio::test]
+async fn reserved_addresses_are_refused_inside_broad_ranges() {
+    let api = TestApi::with("disc_reserved", |c| {
+        c.api.discovery.allowed_ranges = vec!["0.0.0.0/0".into(), "::/0".into()];
+        c.api.discovery.max_hosts = 256;
+    })
+    .await;
+    for cidr in [
+        "169.254.169.254/32",
+        "127.0.0.1/32",
+        "224.0.0.0/24",
+        "64:ff9b::a9fe:a9fe/128",
+        "fe80::/120",
+    ] {
+        let v = start(&api, json!({"cidr": cidr}), StatusCode::FORBIDDEN).await;
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("allowed_ranges lies inside it"),
+            "{cidr}: {v}"
+        );
+    }
+    let scans: i64 = sqlx::query_scalar("SELECT count(*) FROM discovery_scans")
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert_eq!(scans, 0);
+}
