@@ -448,7 +448,7 @@ pub async fn authenticate(
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
     let caller = state.auth.caller(&parts, &state.pool).await?;
-    state.limiter.check(&caller.limit_key)?;
+    state.limiter.check(&caller.limit_key).await?;
     parts.extensions.insert(caller);
     Ok(next.run(Request::from_parts(parts, body)).await)
 }

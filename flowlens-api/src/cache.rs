@@ -64,6 +64,78 @@ pub struct AnswerCache {
     topology: Cache<String, Cached>,
     search: Cache<String, Cached>,
     generation: AtomicU64,
+    /// `backend: redis`: answers shared by every instance.
+    shared: Option<Shared>,
+}
+
+/// The Redis side: answers under `flowlens:cache:<generation>:<kind>:<key>`, the
+/// generation a counter every instance bumps when it hears of a change (so an entry
+/// of an older generation is never read again and expires by its TTL).
+struct Shared {
+    redis: Arc<crate::shared::Redis>,
+    /// Wakes the task that bumps the generation: a burst of changes costs one INCR.
+    bump: Arc<tokio::sync::Notify>,
+    topology_ttl_ms: u64,
+    search_ttl_ms: u64,
+}
+
+/// Redis keys.
+const GENERATION_KEY: &str = "flowlens:cache:generation";
+const ENTRY_PREFIX: &str = "flowlens:cache:";
+
+/// The generation and the entry, in one round trip.
+const LOOKUP_LUA: &str = r"
+local g = redis.call('GET', KEYS[1]) or '0'
+return {g, redis.call('GET', ARGV[1] .. g .. ':' .. ARGV[2]) or false}
+";
+
+/// Stores the entry only if the generation is still the one it was computed in.
+const STORE_LUA: &str = r"
+if (redis.call('GET', KEYS[1]) or '0') == ARGV[1] then
+  redis.call('SET', ARGV[2] .. ARGV[1] .. ':' .. ARGV[3], ARGV[4], 'PX', ARGV[5])
+  return 1
+end
+return 0
+";
+
+static LOOKUP: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(LOOKUP_LUA));
+static STORE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(STORE_LUA));
+
+/// What a lookup saw, for the store of an answer computed after it.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    local: u64,
+    /// The Redis generation, when Redis answered the lookup.
+    shared: Option<String>,
+}
+
+/// The content types answers have, so an entry read back from Redis gets its
+/// `&'static str` again.
+const CONTENT_TYPES: [&str; 4] = [
+    "application/json",
+    "text/vnd.graphviz; charset=utf-8",
+    "text/plain; charset=utf-8",
+    "application/graphml+xml",
+];
+
+fn encode(a: &Answer) -> Vec<u8> {
+    let mut v = Vec::with_capacity(a.content_type.len() + 1 + a.body.len());
+    v.extend_from_slice(a.content_type.as_bytes());
+    v.push(b'\n');
+    v.extend_from_slice(&a.body);
+    v
+}
+
+fn decode(bytes: &[u8]) -> Option<Answer> {
+    let split = bytes.iter().position(|b| *b == b'\n')?;
+    let ct = std::str::from_utf8(&bytes[..split]).ok()?;
+    let content_type = CONTENT_TYPES.iter().find(|c| **c == ct)?;
+    Some(Answer {
+        content_type,
+        body: bytes::Bytes::copy_from_slice(&bytes[split + 1..]),
+    })
 }
 
 impl AnswerCache {
@@ -82,7 +154,123 @@ impl AnswerCache {
             topology: build(config.topology_ttl_seconds, TOPOLOGY_BYTES),
             search: build(config.search_ttl_seconds, SEARCH_BYTES),
             generation: AtomicU64::new(0),
+            shared: None,
         }
+    }
+
+    /// A cache whose answers live in `redis` (memory when it does not answer).
+    pub fn with_redis(config: &CacheConfig, redis: Arc<crate::shared::Redis>) -> Self {
+        let mut c = Self::new(config);
+        c.shared = Some(Shared {
+            redis,
+            bump: Arc::new(tokio::sync::Notify::new()),
+            topology_ttl_ms: config.topology_ttl_seconds.max(1) * 1000,
+            search_ttl_ms: config.search_ttl_seconds.max(1) * 1000,
+        });
+        c
+    }
+
+    /// Starts the task that bumps the shared generation (on the current runtime).
+    pub fn start_background(&self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let (redis, bump) = (shared.redis.clone(), shared.bump.clone());
+        tokio::spawn(async move {
+            loop {
+                bump.notified().await;
+                let bumped = redis
+                    .run("cache", async |c| {
+                        redis::cmd("INCR")
+                            .arg(GENERATION_KEY)
+                            .query_async::<i64>(c)
+                            .await
+                    })
+                    .await;
+                if bumped.is_none() {
+                    // Entries written meanwhile must not outlive the change: try again
+                    // once Redis is back (the lookups use memory until then).
+                    tokio::time::sleep(crate::shared::RETRY_AFTER).await;
+                    bump.notify_one();
+                }
+            }
+        });
+    }
+
+    /// Looks `key` up (Redis when configured and answering, else memory) and returns
+    /// the ticket [`AnswerCache::store`] needs for an answer computed after it.
+    pub async fn lookup(&self, kind: Kind, key: &str) -> (Option<Cached>, Ticket) {
+        let local = self.generation();
+        let Some(shared) = self.shared.as_ref().filter(|_| self.enabled) else {
+            return (
+                self.get(kind, key),
+                Ticket {
+                    local,
+                    shared: None,
+                },
+            );
+        };
+        let found: Option<(String, Option<Vec<u8>>)> = shared
+            .redis
+            .run("cache", async |c| {
+                LOOKUP
+                    .key(GENERATION_KEY)
+                    .arg(ENTRY_PREFIX)
+                    .arg(format!("{}:{key}", kind.label()))
+                    .invoke_async(c)
+                    .await
+            })
+            .await;
+        let Some((generation, entry)) = found else {
+            return (
+                self.get(kind, key),
+                Ticket {
+                    local,
+                    shared: None,
+                },
+            );
+        };
+        let hit = entry.as_deref().and_then(decode).map(Arc::new);
+        let result = if hit.is_some() { "hit" } else { "miss" };
+        metrics::counter!(CACHE_LOOKUPS, "cache" => kind.label(), "result" => result).increment(1);
+        (
+            hit,
+            Ticket {
+                local,
+                shared: Some(generation),
+            },
+        )
+    }
+
+    /// Stores an answer computed after the lookup that gave `ticket`: in Redis if the
+    /// lookup went there (and the shared generation has not moved), else in memory.
+    pub async fn store(&self, kind: Kind, key: String, value: Cached, ticket: Ticket) {
+        if !self.enabled {
+            return;
+        }
+        let (Some(shared), Some(generation)) = (&self.shared, ticket.shared) else {
+            self.put(kind, key, value, ticket.local);
+            return;
+        };
+        let ttl = match kind {
+            Kind::Topology => shared.topology_ttl_ms,
+            Kind::Search => shared.search_ttl_ms,
+        };
+        let bytes = encode(&value);
+        let _: Option<i64> = shared
+            .redis
+            .run("cache", async |c| {
+                STORE
+                    .key(GENERATION_KEY)
+                    .arg(&generation)
+                    .arg(ENTRY_PREFIX)
+                    .arg(format!("{}:{key}", kind.label()))
+                    .arg(bytes.as_slice())
+                    .arg(ttl)
+                    .invoke_async(c)
+                    .await
+            })
+            .await;
     }
 
     fn cache(&self, kind: Kind) -> &Cache<String, Cached> {
@@ -118,11 +306,14 @@ impl AnswerCache {
         }
     }
 
-    /// Drops every cached answer.
+    /// Drops every cached answer (the shared ones by bumping their generation, soon).
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.topology.invalidate_all();
         self.search.invalidate_all();
+        if let Some(shared) = &self.shared {
+            shared.bump.notify_one();
+        }
         metrics::counter!(CACHE_INVALIDATIONS).increment(1);
     }
 }
@@ -147,6 +338,22 @@ mod tests {
         assert!(c.get(Kind::Topology, "k").is_none());
         c.put(Kind::Topology, "k".into(), answer(1), c.generation());
         assert!(c.get(Kind::Topology, "k").is_some());
+    }
+
+    #[test]
+    fn answers_survive_the_trip_through_redis_bytes() {
+        for ct in CONTENT_TYPES {
+            let a = Answer {
+                content_type: ct,
+                body: bytes::Bytes::from_static(b"{\"x\":\n1}"),
+            };
+            let back = decode(&encode(&a)).unwrap();
+            assert_eq!((back.content_type, back.body), (a.content_type, a.body));
+        }
+        assert!(
+            decode(b"text/html\n<b>").is_none(),
+            "only our content types"
+        );
     }
 
     #[test]

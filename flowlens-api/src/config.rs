@@ -98,7 +98,8 @@ impl Default for ApiConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub enabled: bool,
-    /// Only "memory": one API instance keeps its own counters.
+    /// "memory": this instance keeps its own counters; "redis": every instance
+    /// spends from the same buckets (memory while Redis does not answer).
     pub backend: String,
     pub redis_url: String,
     /// `N/second|minute|hour|day`.
@@ -134,7 +135,8 @@ impl Default for RateLimitConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     pub enabled: bool,
-    /// Only "memory".
+    /// "memory", or "redis": answers shared by every instance (memory while Redis
+    /// does not answer). Either way they are dropped on every change the instance hears.
     pub backend: String,
     pub redis_url: String,
     pub topology_ttl_seconds: u64,
@@ -295,6 +297,11 @@ pub struct DiscoveryConfig {
     /// Scans running at once in this API process; more are refused (503) rather than
     /// queued, so a forgotten script cannot stack scans against the allowed ranges.
     pub max_running_scans: usize,
+    /// A queued or running scan whose API instance has not written its heartbeat (each
+    /// second while it runs) for this long is failed by any instance: its process
+    /// died. Several instances share the database, so none fails the others' live
+    /// scans when it starts.
+    pub orphaned_after_seconds: u64,
 }
 
 impl Default for DiscoveryConfig {
@@ -307,6 +314,7 @@ impl Default for DiscoveryConfig {
             connect_timeout_ms: 1000,
             max_hosts: 65_536,
             max_running_scans: 2,
+            orphaned_after_seconds: 60,
         }
     }
 }
@@ -510,12 +518,30 @@ impl Config {
                 problems.push(format!("{key}: {e}"));
             }
         }
-        for (key, backend) in [
-            ("api.rate_limiting.backend", &a.rate_limiting.backend),
-            ("api.cache.backend", &a.cache.backend),
+        for (key, backend, url) in [
+            (
+                "api.rate_limiting",
+                &a.rate_limiting.backend,
+                &a.rate_limiting.redis_url,
+            ),
+            ("api.cache", &a.cache.backend, &a.cache.redis_url),
         ] {
-            if backend != "memory" {
-                problems.push(format!("{key} {backend:?}: only \"memory\" is available"));
+            match backend.as_str() {
+                "memory" => {}
+                "redis" => {
+                    if !(url.starts_with("redis://")
+                        || url.starts_with("rediss://")
+                        || url.starts_with("redis+unix://"))
+                    {
+                        problems.push(format!(
+                            "{key}.redis_url must be a redis://, rediss:// or redis+unix:// URL"
+                        ));
+                    }
+                }
+                other => problems.push(format!(
+                    "{key}.backend {other:?}: \"memory\" (one instance) or \"redis\" (shared by \
+                     several)"
+                )),
             }
         }
         let p = &a.pagination;
@@ -582,6 +608,13 @@ impl Config {
             problems.push(
                 "api.discovery: concurrency, rate_per_second, connect_timeout_ms, max_hosts and \
                  max_running_scans must be at least 1"
+                    .to_owned(),
+            );
+        }
+        if d.orphaned_after_seconds < 3 {
+            problems.push(
+                "api.discovery.orphaned_after_seconds must be at least 3 (heartbeats are \
+                 written each second)"
                     .to_owned(),
             );
         }

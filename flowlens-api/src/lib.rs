@@ -20,6 +20,7 @@ pub mod pagination;
 pub mod rate_limit;
 pub mod routes;
 pub mod server;
+pub mod shared;
 pub mod snapshot;
 pub mod state;
 pub mod telemetry;

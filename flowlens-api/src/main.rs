@@ -181,15 +181,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("connecting to PostgreSQL")?;
-    let orphaned = flowlens_api::discovery::store::fail_orphaned(&pool)
-        .await
-        .context("closing discovery scans left by an earlier run")?;
-    if orphaned > 0 {
-        tracing::warn!(
-            scans = orphaned,
-            "marked discovery scans of an earlier run failed"
-        );
-    }
     let addr = SocketAddr::new(
         config.api.host.parse().context("api.host")?,
         config.api.port,

@@ -3,12 +3,16 @@
 //! spent (`burst_limit`, e.g. 20/second). A request needs a token from both; when one is
 //! empty the answer is 429 with `Retry-After` saying when a token will be back.
 //!
-//! Counters live in this process (`backend: memory`). Idle callers are forgotten once
-//! their buckets are full again, so the map stays as small as the set of active
-//! callers.
+//! Counters live in this process (`backend: memory`) or in Redis (`backend: redis`),
+//! where every API instance behind a load balancer spends from the same buckets: a
+//! caller's budget is the configured one however many instances there are. The Redis
+//! buckets are updated by one script, atomically, on Redis's clock; when Redis does
+//! not answer, the memory buckets take over (see `shared`). Idle callers are forgotten
+//! once their buckets are full again (memory) or expire (Redis), so either store stays
+//! as small as the set of active callers.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Rate;
@@ -117,6 +121,103 @@ impl RateLimiter {
         metrics::counter!(crate::telemetry::RATE_LIMITED, "scope" => self.scope).increment(1);
         let wait = Duration::from_secs_f64(self.sustained.wait(bs).max(self.burst.wait(bb)));
         // Rounded up: a client that waits the whole seconds it is told must succeed.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Err(ApiError::RateLimited {
+            retry_after_seconds: seconds.max(1),
+        })
+    }
+}
+
+/// The per-caller limit: memory, or Redis with memory under it.
+pub struct CallerLimiter {
+    memory: RateLimiter,
+    shared: Option<Arc<crate::shared::Redis>>,
+    sustained: Budget,
+    burst: Budget,
+    /// How long an idle caller's buckets stay in Redis: until both are full again.
+    ttl_ms: u64,
+}
+
+/// Both buckets of `KEYS[1]` in one step on Redis's clock. ARGV: sustained capacity
+/// and tokens per second, burst capacity and tokens per second, TTL in ms. Answers
+/// "0" when a token was taken, else the seconds until one is back (as text: Lua
+/// numbers become integers in replies).
+const BUCKETS_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('HMGET', KEYS[1], 's', 'b', 'ts')
+local cs, rs = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cb, rb = tonumber(ARGV[3]), tonumber(ARGV[4])
+local s = tonumber(v[1]) or cs
+local b = tonumber(v[2]) or cb
+local ts = tonumber(v[3]) or now
+local el = math.max(0, now - ts) / 1000
+s = math.min(cs, s + el * rs)
+b = math.min(cb, b + el * rb)
+local wait = 0
+if s >= 1 and b >= 1 then
+  s = s - 1
+  b = b - 1
+else
+  wait = math.max((1 - s) / rs, (1 - b) / rb)
+end
+redis.call('HSET', KEYS[1], 's', tostring(s), 'b', tostring(b), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return tostring(wait)
+";
+
+static BUCKETS: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(BUCKETS_LUA));
+
+/// Prefix of the bucket keys in Redis.
+const KEY_PREFIX: &str = "flowlens:ratelimit:";
+
+impl CallerLimiter {
+    pub fn new(
+        enabled: bool,
+        sustained: Rate,
+        burst: Rate,
+        shared: Option<Arc<crate::shared::Redis>>,
+    ) -> Self {
+        Self {
+            memory: RateLimiter::new(enabled, sustained, burst),
+            shared: shared.filter(|_| enabled),
+            sustained: sustained.into(),
+            burst: burst.into(),
+            ttl_ms: u64::try_from(sustained.per.max(burst.per).as_millis()).unwrap_or(u64::MAX / 2)
+                + 1000,
+        }
+    }
+
+    /// Takes a token for `key`, from Redis when it is configured and answers.
+    pub async fn check(&self, key: &str) -> Result<(), ApiError> {
+        let Some(redis) = &self.shared else {
+            return self.memory.check(key);
+        };
+        let (s, b, ttl_ms) = (self.sustained, self.burst, self.ttl_ms);
+        let bucket = format!("{KEY_PREFIX}{key}");
+        let answer: Option<String> = redis
+            .run("rate_limit", async |c| {
+                BUCKETS
+                    .key(&bucket)
+                    .arg(s.capacity)
+                    .arg(s.per_second)
+                    .arg(b.capacity)
+                    .arg(b.per_second)
+                    .arg(ttl_ms)
+                    .invoke_async(c)
+                    .await
+            })
+            .await;
+        let Some(wait) = answer else {
+            return self.memory.check(key);
+        };
+        let wait: f64 = wait.parse().unwrap_or(0.0);
+        if wait <= 0.0 {
+            return Ok(());
+        }
+        metrics::counter!(crate::telemetry::RATE_LIMITED, "scope" => "caller").increment(1);
+        let wait = Duration::from_secs_f64(wait.min(86_400.0));
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         Err(ApiError::RateLimited {
             retry_after_seconds: seconds.max(1),

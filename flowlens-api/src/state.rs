@@ -13,7 +13,8 @@ use crate::config::{Config, ConfigError, Rate};
 use crate::discovery::ScanSlots;
 use crate::feed::{FeedSender, RevocationSender};
 use crate::guard::Guard;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{CallerLimiter, RateLimiter};
+use crate::shared::Redis;
 use crate::snapshot::GraphSnapshot;
 
 /// Cheap to clone: everything behind `Arc`s or handles.
@@ -22,13 +23,15 @@ pub struct AppState {
     pub pool: PgPool,
     pub config: Arc<Config>,
     pub auth: Arc<Authenticator>,
-    pub limiter: Arc<RateLimiter>,
+    pub limiter: Arc<CallerLimiter>,
     /// Every request by client address, before authentication.
     pub address_limiter: Arc<RateLimiter>,
     pub guard: Arc<Guard>,
     /// Health's PostgreSQL probes (one at a time).
     pub health: Arc<tokio::sync::Mutex<HealthProbe>>,
     pub cache: Arc<AnswerCache>,
+    /// The Redis servers the backends use (none with memory backends), for health.
+    pub redis: Vec<Arc<Redis>>,
     pub snapshot: Arc<GraphSnapshot>,
     /// Change events for WebSocket clients.
     pub feed: FeedSender,
@@ -46,6 +49,8 @@ pub struct AppState {
     pub started: Instant,
     /// Running discovery scans of this process, capped by config.
     pub scans: ScanSlots,
+    /// This process, among the API instances sharing the database (on its scans).
+    pub instance_id: uuid::Uuid,
     /// One permit per core for CPU-bound work (analyses, topology rendering): more at
     /// once would only queue on the cores while holding blocking threads and memory.
     pub cpu: Arc<tokio::sync::Semaphore>,
@@ -54,8 +59,8 @@ pub struct AppState {
 /// The last PostgreSQL probe of health.
 #[derive(Debug, Default)]
 pub struct HealthProbe {
-    /// When it ran and what it found.
-    pub last: Option<(Instant, String)>,
+    /// When it ran and what it found: PostgreSQL's and Redis's state.
+    pub last: Option<(Instant, String, String)>,
     /// Probes sent since start.
     pub sent: u64,
 }
@@ -72,10 +77,35 @@ impl AppState {
             v.parse::<Rate>()
                 .map_err(|e| ConfigError::Invalid(vec![format!("{key}: {e}")]))
         };
-        let limiter = RateLimiter::new(
+        // One Redis client per URL a backend names.
+        let mut servers: Vec<(String, Arc<Redis>)> = Vec::new();
+        let mut redis_for = |key: &str, url: &str| -> Result<Arc<Redis>, ConfigError> {
+            if let Some((_, r)) = servers.iter().find(|(u, _)| u == url) {
+                return Ok(r.clone());
+            }
+            let r = Arc::new(
+                Redis::new(url).map_err(|e| ConfigError::Invalid(vec![format!("{key}: {e}")]))?,
+            );
+            servers.push((url.to_owned(), r.clone()));
+            Ok(r)
+        };
+        let limiter_redis = (rl.backend == "redis")
+            .then(|| redis_for("api.rate_limiting.redis_url", &rl.redis_url))
+            .transpose()?;
+        let cfg_cache = &config.api.cache;
+        let cache = if cfg_cache.backend == "redis" {
+            AnswerCache::with_redis(
+                cfg_cache,
+                redis_for("api.cache.redis_url", &cfg_cache.redis_url)?,
+            )
+        } else {
+            AnswerCache::new(cfg_cache)
+        };
+        let limiter = CallerLimiter::new(
             rl.enabled,
             parse("api.rate_limiting.default_limit", &rl.default_limit)?,
             parse("api.rate_limiting.burst_limit", &rl.burst_limit)?,
+            limiter_redis,
         );
         let address_limiter = RateLimiter::scoped(
             "address",
@@ -95,7 +125,8 @@ impl AppState {
             address_limiter: Arc::new(address_limiter),
             guard: Arc::new(Guard::new(&config.api)),
             health: Arc::default(),
-            cache: Arc::new(AnswerCache::new(&config.api.cache)),
+            cache: Arc::new(cache),
+            redis: servers.into_iter().map(|(_, r)| r).collect(),
             snapshot: Arc::new(GraphSnapshot::default()),
             feed: tokio::sync::broadcast::channel(1024).0,
             revoked: tokio::sync::broadcast::channel(64).0,
@@ -106,6 +137,7 @@ impl AppState {
             prometheus: crate::telemetry::prometheus(),
             started: Instant::now(),
             scans: ScanSlots::new(config.api.discovery.max_running_scans),
+            instance_id: uuid::Uuid::new_v4(),
             cpu: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             )),
@@ -118,6 +150,7 @@ impl AppState {
     /// runtime. Without it the API still answers, but caches live out their TTLs and
     /// WebSockets stay silent.
     pub fn start_background(&self) {
+        self.cache.start_background();
         tokio::spawn(crate::feed::run(
             self.pool.clone(),
             crate::feed::Targets {
@@ -130,6 +163,25 @@ impl AppState {
                 received: self.feed_received.clone(),
             },
         ));
+        // Scans whose instance died, whichever instance that was.
+        let (pool, stale) = (
+            self.pool.clone(),
+            Duration::from_secs(self.config.api.discovery.orphaned_after_seconds),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(stale / 2);
+            loop {
+                tick.tick().await;
+                match crate::discovery::store::fail_orphaned(&pool, stale).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        scans = n,
+                        "failed discovery scans whose API instance stopped"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "looking for orphaned scans"),
+                }
+            }
+        });
         let snapshot = self.snapshot.clone();
         tokio::spawn(async move {
             let start = tokio::time::Instant::now() + SNAPSHOT_MAX_AGE;

@@ -29,6 +29,11 @@ pub const CONNECTIONS_REFUSED: &str = "flowlens_api_connections_refused_total";
 pub const REQUESTS_SHED: &str = "flowlens_api_requests_shed_total";
 /// Requests answered 503 at `api.limits.request_timeout_seconds`.
 pub const REQUEST_TIMEOUTS: &str = "flowlens_api_request_timeouts_total";
+/// Requests that used this instance's memory because Redis did not answer, by `use`
+/// (`rate_limit`, `cache`).
+pub const REDIS_FALLBACKS: &str = "flowlens_api_redis_fallbacks_total";
+/// 1 while Redis answers, 0 during an outage (absent when no backend uses Redis).
+pub const REDIS_UP: &str = "flowlens_api_redis_up";
 /// Queries health has sent to PostgreSQL (at most one a second, however often it is
 /// asked).
 pub const HEALTH_PROBES: &str = "flowlens_api_health_probes_total";

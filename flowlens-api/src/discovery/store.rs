@@ -205,7 +205,8 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// before its task began), so it must not run.
 pub async fn mark_running(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE discovery_scans SET status = 'running', started_at = now()
+        "UPDATE discovery_scans SET status = 'running', started_at = now(),
+             heartbeat_at = now()
          WHERE id = $1 AND status = 'queued'",
     )
     .bind(id)
@@ -228,7 +229,8 @@ pub async fn write_progress(
         "UPDATE discovery_scans SET hosts_scanned = $2, hosts_up = $3, assets_created = $4,
              assets_updated = $5, open_ports = open_ports || $6,
              status = CASE WHEN $7 AND status = 'running' THEN 'completed' ELSE status END,
-             finished_at = CASE WHEN $7 AND status = 'running' THEN now() ELSE finished_at END
+             finished_at = CASE WHEN $7 AND status = 'running' THEN now() ELSE finished_at END,
+             heartbeat_at = now()
          WHERE id = $1",
     )
     .bind(id)
@@ -256,16 +258,22 @@ pub async fn mark_failed(pool: &PgPool, id: Uuid, error: &str) -> Result<(), sql
     Ok(())
 }
 
-/// Fails the scans an earlier run of this API left queued or running: their tasks
-/// died with it, and a row saying `running` forever would mislead. Called once at
-/// start-up; like the scan cap and the rate limiter, it assumes one API process per
-/// database.
-pub async fn fail_orphaned(pool: &PgPool) -> Result<u64, sqlx::Error> {
+/// Fails the scans whose instance stopped saying it is alive: no heartbeat (written
+/// with every progress update, each second while a scan runs) for `stale_after`.
+/// Their tasks died with their API process, and a row saying `running` forever would
+/// mislead; scans of other instances that are alive are left alone (several API
+/// instances share one database). Run at start-up and periodically by every instance.
+pub async fn fail_orphaned(
+    pool: &PgPool,
+    stale_after: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE discovery_scans SET status = 'failed', finished_at = now(),
-             error = 'the API stopped while the scan ran'
-         WHERE status IN ('queued', 'running')",
+             error = 'the API instance running it stopped'
+         WHERE status IN ('queued', 'running')
+           AND COALESCE(heartbeat_at, created_at) < now() - make_interval(secs => $1)",
     )
+    .bind(stale_after.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(done.rows_affected())

@@ -41,8 +41,9 @@ pub struct Health {
     pub status: String,
     pub version: String,
     pub uptime_seconds: u64,
-    /// `postgresql`: `ok` or the error; `kafka` and `redis`: `not_configured` (the API uses
-    /// neither); `change_feed`: `ok` while the LISTEN connection is up, else `connecting`
+    /// `postgresql`: `ok` or the error; `kafka`: `not_configured` (the API does not use
+    /// it); `redis`: `ok`, `unavailable: using memory` (status degraded) or
+    /// `not_configured` (memory backends); `change_feed`: `ok` while the LISTEN connection is up, else `connecting`
     /// (answers are still right, but WebSocket clients hear nothing meanwhile).
     #[schema(value_type = Object)]
     pub checks: serde_json::Map<String, serde_json::Value>,
@@ -52,12 +53,12 @@ pub struct Health {
 #[utoipa::path(get, path = "/admin/health", tag = "admin",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn health(State(state): State<AppState>) -> (StatusCode, ApiJson<Health>) {
-    let postgresql = probe_postgresql(&state).await;
+    let (postgresql, redis) = probe(&state).await;
     let healthy = postgresql == "ok";
     let mut checks = serde_json::Map::new();
     checks.insert("postgresql".into(), postgresql.into());
     checks.insert("kafka".into(), "not_configured".into());
-    checks.insert("redis".into(), "not_configured".into());
+    checks.insert("redis".into(), redis.clone().into());
     // The LISTEN connection behind WebSocket pushes and cache invalidation.
     let feed = if state
         .feed_listening
@@ -70,9 +71,10 @@ async fn health(State(state): State<AppState>) -> (StatusCode, ApiJson<Health>) 
     checks.insert("change_feed".into(), feed.into());
     let body = Health {
         // Without the change feed the API answers correctly but pushes nothing.
+        // Without Redis the instances answer alone (their own limits and caches).
         status: if !healthy {
             "unhealthy"
-        } else if feed == "ok" {
+        } else if feed == "ok" && (redis == "ok" || redis == "not_configured") {
             "healthy"
         } else {
             "degraded"
@@ -97,14 +99,30 @@ pub const HEALTH_PATH: &str = "/api/v1/admin/health";
 /// often it is asked, the database hears at most one query per this.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
-/// PostgreSQL's state as health reports it, from a probe at most [`PROBE_EVERY`] old.
-/// Callers arriving while a probe runs wait for it rather than start their own.
-async fn probe_postgresql(state: &AppState) -> String {
+/// PostgreSQL's and Redis's states as health reports them, from a probe at most
+/// [`PROBE_EVERY`] old. Callers arriving while a probe runs wait for it rather than
+/// start their own.
+async fn probe(state: &AppState) -> (String, String) {
     let mut probe = state.health.lock().await;
-    if let Some((at, said)) = probe.last.as_ref()
+    if let Some((at, pg, redis)) = probe.last.as_ref()
         && at.elapsed() < PROBE_EVERY
     {
-        return said.clone();
+        return (pg.clone(), redis.clone());
+    }
+    let mut redis = if state.redis.is_empty() {
+        "not_configured"
+    } else {
+        "ok"
+    };
+    for r in &state.redis {
+        let pong = r
+            .run("health", async |c| {
+                redis::cmd("PING").query_async::<String>(c).await
+            })
+            .await;
+        if pong.is_none() {
+            redis = "unavailable: using memory";
+        }
     }
     probe.sent += 1;
     metrics::counter!(crate::telemetry::HEALTH_PROBES).increment(1);
@@ -123,8 +141,8 @@ async fn probe_postgresql(state: &AppState) -> String {
         }
         Err(_) => "error: no answer within 2 s".to_owned(),
     };
-    probe.last = Some((std::time::Instant::now(), said.clone()));
-    said
+    probe.last = Some((std::time::Instant::now(), said.clone(), redis.to_owned()));
+    (said, redis.to_owned())
 }
 
 /// Prometheus metrics (text exposition format).

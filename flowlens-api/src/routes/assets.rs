@@ -209,10 +209,13 @@ async fn list_assets(
     // Searches are cached (`api.cache.search_ttl_seconds`, dropped on any change);
     // plain listings are cheap index scans and always fresh.
     let key = filter.search()?.map(|_| format!("{filter:?}"));
-    if let Some(hit) = key.as_ref().and_then(|k| state.cache.get(Kind::Search, k)) {
-        return Ok(hit.as_ref().into_response());
-    }
-    let generation = state.cache.generation();
+    let ticket = match &key {
+        Some(k) => match state.cache.lookup(Kind::Search, k).await {
+            (Some(hit), _) => return Ok(hit.as_ref().into_response()),
+            (None, ticket) => Some(ticket),
+        },
+        None => None,
+    };
     // The page's rows are picked first and the per-row array expressions run on the
     // page only, not on every matching row; the count is bounded and separate.
     let mut qb = QueryBuilder::new("WITH page AS (SELECT a.* FROM assets a");
@@ -247,8 +250,11 @@ async fn list_assets(
         content_type: "application/json",
         body: serde_json::to_vec(&Page::new(items, page, total))?.into(),
     });
-    if let Some(k) = key {
-        state.cache.put(Kind::Search, k, answer.clone(), generation);
+    if let (Some(k), Some(ticket)) = (key, ticket) {
+        state
+            .cache
+            .store(Kind::Search, k, answer.clone(), ticket)
+            .await;
     }
     Ok(answer.as_ref().into_response())
 }

@@ -193,14 +193,16 @@ async fn create_scan(
     let ports: Vec<i32> = plan.ports.iter().copied().map(i32::from).collect();
     let mut tx = state.pool.begin().await?;
     sqlx::query(
-        "INSERT INTO discovery_scans (id, cidr, ports, requested_by, hosts_total)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO discovery_scans (id, cidr, ports, requested_by, hosts_total,
+             instance_id, heartbeat_at)
+         VALUES ($1, $2, $3, $4, $5, $6, now())",
     )
     .bind(id)
     .bind(plan.network)
     .bind(&ports)
     .bind(&caller.subject)
     .bind(i64::from(plan.hosts.len()))
+    .bind(state.instance_id)
     .execute(&mut *tx)
     .await?;
     audit::record(

@@ -151,13 +151,13 @@ async fn answer(state: &AppState, f: &TopologyFilter) -> Result<Cached, ApiError
         }
     };
     let key = cache_key(f, &format);
-    if let Some(hit) = key
-        .as_ref()
-        .and_then(|k| state.cache.get(Kind::Topology, k))
-    {
-        return Ok(hit);
-    }
-    let generation = state.cache.generation();
+    let ticket = match &key {
+        Some(k) => match state.cache.lookup(Kind::Topology, k).await {
+            (Some(hit), _) => return Ok(hit),
+            (None, ticket) => Some(ticket),
+        },
+        None => None,
+    };
     let snap = state.snapshot.get(&state.pool).await?;
     let max_depth = state.config.api.analysis.max_depth;
     let f = f.clone();
@@ -178,10 +178,11 @@ async fn answer(state: &AppState, f: &TopologyFilter) -> Result<Cached, ApiError
         content_type,
         body: bytes::Bytes::from(body),
     });
-    if let Some(key) = key {
+    if let (Some(key), Some(ticket)) = (key, ticket) {
         state
             .cache
-            .put(Kind::Topology, key, value.clone(), generation);
+            .store(Kind::Topology, key, value.clone(), ticket)
+            .await;
     }
     Ok(value)
 }

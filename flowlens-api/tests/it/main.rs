@@ -15,6 +15,7 @@ mod cli;
 mod dependencies;
 mod discovery;
 mod graph_fixture;
+mod instances;
 mod limits;
 mod support;
 mod topology;
