@@ -73,6 +73,27 @@ impl Guard {
     }
 }
 
+/// Whether the request's `Host` is a loopback address or `localhost` (any port).
+fn local_host(request: &Request) -> bool {
+    let Some(host) = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host())
+    else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| canonical(ip).is_loopback())
+}
+
 /// IPv4-mapped IPv6 (a dual-stack listener's view of an IPv4 client) as IPv4, so one
 /// client has one key.
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -87,6 +108,19 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// request under `request_timeout_seconds`.
 pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let guard = &state.guard;
+    // Unauthenticated (loopback only, see config): a web page could still reach the
+    // API through DNS rebinding, a name of the attacker's that resolves to 127.0.0.1.
+    // Such a request names that host; a local client names a loopback address or
+    // `localhost`.
+    let auth = &state.config.api.auth;
+    if !auth.enabled && !auth.allow_unauthenticated_remote && !local_host(&request) {
+        return ApiError::Forbidden(
+            "with api.auth.enabled false, requests must name a loopback address or \
+             localhost in Host"
+                .to_owned(),
+        )
+        .into_response();
+    }
     if let Some(ip) = guard.client_address(&request)
         && let Err(e) = state.address_limiter.check(&ip.to_string())
     {
@@ -130,6 +164,35 @@ mod tests {
         r.extensions_mut()
             .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
         r
+    }
+
+    #[test]
+    fn local_hosts_are_loopback_literals_and_localhost() {
+        let with_host = |h: &str| {
+            Request::builder()
+                .uri("/")
+                .header("host", h)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        for h in [
+            "127.0.0.1:8000",
+            "localhost",
+            "LOCALHOST:80",
+            "[::1]:8000",
+            "127.3.4.5",
+        ] {
+            assert!(local_host(&with_host(h)), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:8000",
+            "10.0.0.1",
+            "[2001:db8::1]:80",
+            "",
+        ] {
+            assert!(!local_host(&with_host(h)), "{h}");
+        }
     }
 
     #[test]

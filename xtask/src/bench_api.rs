@@ -36,9 +36,19 @@ pub(crate) struct Options {
     /// Runs per endpoint (the table shows the median run).
     #[arg(long, default_value_t = 3)]
     pub(crate) runs: usize,
+    /// Another `flowlens-api` binary (an older build) served beside this one on the
+    /// same database and measured in the same run, alternating run by run, so the two
+    /// compare on one machine state; the table adds its figures and the ratio.
+    #[arg(long)]
+    pub(crate) baseline: Option<std::path::PathBuf>,
+    /// Only the endpoints whose name contains this.
+    #[arg(long)]
+    pub(crate) only: Option<String>,
 }
 
 const ADDR: &str = "127.0.0.1:18700";
+/// Where `--baseline` serves.
+const BASELINE_ADDR: &str = "127.0.0.1:18701";
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 
 /// The seed: deterministic UUIDs `00000000-0000-4000-8000-<i in hex>`.
@@ -210,15 +220,19 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
     let dir = std::env::temp_dir().join("flowlens-bench-api");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let (host, port) = ADDR.split_once(':').context("ADDR")?;
-    std::fs::write(
-        dir.join("config.yaml"),
-        format!(
-            "api:\n  host: {host}\n  port: {port}\n  workers: 2\n  auth:\n    jwt_secret: {SECRET}\n  \
-             rate_limiting:\n    enabled: false\n  cache:\n    enabled: false\n"
-        ),
-    )?;
-    let config = dir.join("config.yaml");
+    let write_config = |name: &str, addr: &str| -> Result<std::path::PathBuf> {
+        let (host, port) = addr.split_once(':').context("addr")?;
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "api:\n  host: {host}\n  port: {port}\n  workers: 2\n  auth:\n    jwt_secret: {SECRET}\n  \
+                 rate_limiting:\n    enabled: false\n  cache:\n    enabled: false\n"
+            ),
+        )?;
+        Ok(path)
+    };
+    let config = write_config("config.yaml", ADDR)?;
     run_ok(
         Command::new(&api)
             .arg("migrate")
@@ -232,17 +246,29 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
         "bench api: seeded 10 000 assets and 50 000 dependencies in {:.1} s",
         seeded.elapsed().as_secs_f64()
     );
-    let log = std::fs::File::create(dir.join("api.log"))?;
-    let _server = Killer(
-        Command::new(&api)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("DATABASE_URL", &url)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?,
-    );
+    let serve = |binary: &Path, config: &Path, log: &str| -> Result<Killer> {
+        let log = std::fs::File::create(dir.join(log))?;
+        Ok(Killer(
+            Command::new(binary)
+                .arg("serve")
+                .arg("--config")
+                .arg(config)
+                .env("DATABASE_URL", &url)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?,
+        ))
+    };
+    let _server = serve(&api, &config, "api.log")?;
+    let mut targets = vec![ADDR];
+    let _baseline = match &opts.baseline {
+        Some(binary) => {
+            targets.push(BASELINE_ADDR);
+            let config = write_config("baseline.yaml", BASELINE_ADDR)?;
+            Some(serve(binary, &config, "baseline.log")?)
+        }
+        None => None,
+    };
     let token = run_ok(
         Command::new(&api)
             .args([
@@ -259,26 +285,36 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
     .trim()
     .to_owned();
     let started = Instant::now();
-    loop {
-        let ok = Command::new("curl")
-            .args(["-sf", &format!("http://{ADDR}/api/v1/admin/health")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            break;
+    for addr in &targets {
+        loop {
+            let ok = Command::new("curl")
+                .args(["-sf", &format!("http://{addr}/api/v1/admin/health")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "the API on {addr} did not start; see the logs in {}",
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "the API did not start; see {}",
-                dir.join("api.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
     let mut table = String::from(
-        "| endpoint | connections | req/s (median run) | p50 ms | p99 ms | goal | met |\n|---|---|---|---|---|---|---|\n",
+        "| endpoint | connections | req/s (median run) | p50 ms | p99 ms | goal | met |",
     );
-    for case in cases() {
+    if opts.baseline.is_some() {
+        table.push_str(" baseline req/s | baseline p99 ms | req/s ratio |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    } else {
+        table.push_str("\n|---|---|---|---|---|---|---|\n");
+    }
+    for case in cases()
+        .into_iter()
+        .filter(|c| opts.only.as_deref().is_none_or(|o| c.name.contains(o)))
+    {
         let script = dir.join("case.lua");
         std::fs::write(
             &script,
@@ -287,27 +323,32 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
                 case.lua
             ),
         )?;
-        let mut results = Vec::new();
+        // Run by run, each target in turn: drift of the machine hits both alike.
+        let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); targets.len()];
         for _ in 0..opts.runs {
-            let connections = case.connections.unwrap_or(opts.connections);
-            let out = run_ok(Command::new("wrk").args([
-                "--threads",
-                &connections.min(2).to_string(),
-                "--connections",
-                &connections.to_string(),
-                "--duration",
-                &format!("{}s", opts.duration),
-                "--latency",
-                "--script",
-                &script.to_string_lossy(),
-                &format!("http://{ADDR}"),
-            ]))?;
-            if out.contains("Non-2xx") {
-                bail!("{}: wrk saw errors:\n{out}", case.name);
+            for (addr, out_of) in targets.iter().zip(results.iter_mut()) {
+                let connections = case.connections.unwrap_or(opts.connections);
+                let out = run_ok(Command::new("wrk").args([
+                    "--threads",
+                    &connections.min(2).to_string(),
+                    "--connections",
+                    &connections.to_string(),
+                    "--duration",
+                    &format!("{}s", opts.duration),
+                    "--latency",
+                    "--script",
+                    &script.to_string_lossy(),
+                    &format!("http://{addr}"),
+                ]))?;
+                if out.contains("Non-2xx") {
+                    bail!("{} on {addr}: wrk saw errors:\n{out}", case.name);
+                }
+                out_of.push(parse_wrk(&out).with_context(|| format!("parsing wrk:\n{out}"))?);
             }
-            results.push(parse_wrk(&out).with_context(|| format!("parsing wrk:\n{out}"))?);
         }
-        let (rps, p50, p99) = median(results);
+        let mut medians = results.into_iter().map(median);
+        let (rps, p50, p99) = medians.next().context("no runs")?;
+        let baseline = medians.next();
         let (goal, met) = match case.goal_p99_ms {
             Some(ms) if case.needs_2k => (
                 format!("p99 < {ms} ms at >= 2k req/s"),
@@ -323,12 +364,16 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
             ),
             None => ("(none set)".to_owned(), "-"),
         };
-        let _ = writeln!(
+        let _ = write!(
             table,
             "| {} | {} | {rps:.0} | {p50:.2} | {p99:.2} | {goal} | {met} |",
             case.name,
             case.connections.unwrap_or(opts.connections)
         );
+        if let Some((b_rps, _, b_p99)) = baseline {
+            let _ = write!(table, " {b_rps:.0} | {b_p99:.2} | {:.2} |", rps / b_rps);
+        }
+        table.push('\n');
         eprintln!("bench api: {} done", case.name);
     }
     #[expect(clippy::print_stdout, reason = "the report is the command's output")]

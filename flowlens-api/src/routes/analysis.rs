@@ -45,15 +45,21 @@ fn names(g: &Graph, ids: impl IntoIterator<Item = Uuid>) -> Names {
 
 /// The answer `key` names on the current snapshot: from the snapshot's cache, or
 /// computed by `work` on a blocking thread (a CPU permit, see [`AppState::compute`])
-/// and kept there until the next reload. The key must name everything the answer
-/// depends on besides the snapshot.
+/// and kept there until the next reload (unless `api.cache.enabled` is false). The
+/// key must name everything the answer depends on besides the snapshot.
 async fn on_snapshot<T, F>(state: &AppState, key: String, work: F) -> Result<Response, ApiError>
 where
     T: Serialize,
     F: FnOnce(&Snapshot) -> Result<T, ApiError> + Send + 'static,
 {
     let snap = state.snapshot.get(&state.pool).await?;
-    let hit = snap.answers.get(&key);
+    // `api.cache.enabled: false` computes every time (benchmarks, debugging).
+    let caching = state.config.api.cache.enabled;
+    let hit = if caching {
+        snap.answers.get(&key)
+    } else {
+        None
+    };
     metrics::counter!(CACHE_LOOKUPS, "cache" => "analysis",
         "result" => if hit.is_some() { "hit" } else { "miss" })
     .increment(1);
@@ -68,7 +74,9 @@ where
         content_type: "application/json",
         body: body.into(),
     });
-    snap.answers.insert(key, answer.clone());
+    if caching {
+        snap.answers.insert(key, answer.clone());
+    }
     Ok(answer.as_ref().into_response())
 }
 

@@ -408,3 +408,27 @@ async fn secrets_are_never_cached_and_query_tokens_open_only_the_websocket() {
         );
     }
 }
+
+/// Unauthenticated (a lab API on loopback), a request naming another host is refused:
+/// a web page reaching 127.0.0.1 through DNS rebinding sends its own name in Host.
+#[tokio::test]
+async fn unauthenticated_apis_answer_only_requests_naming_a_local_host() {
+    let api = TestApi::with("auth_off_rebinding", |c| {
+        c.api.auth.enabled = false;
+        c.api.host = "127.0.0.1".to_owned();
+    })
+    .await;
+    let get = |host: &str| {
+        Request::builder()
+            .uri("/api/v1/assets")
+            .header(header::HOST, host)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let (s, _, v) = api.send(get("rebind.evil.example:8000")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    for host in ["127.0.0.1:8000", "localhost:8000", "[::1]:8000"] {
+        let (s, _, v) = api.send(get(host)).await;
+        assert_eq!(s, StatusCode::OK, "{host}: {v}");
+    }
+}
