@@ -283,16 +283,19 @@ async fn two_instances_share_limits_revocations_caches_and_scans() {
     // Scans: one running on A survives C starting; one whose instance dies is failed.
     let scanner = bearer("admin-scans", Role::Admin);
     let scanner = ("Authorization", scanner.as_str());
-    let (s, scan) = call(
-        &first,
-        "POST",
-        "/api/v1/discovery/scans",
-        scanner,
-        Some(json!({"cidr": "127.0.0.0/29"})),
-    )
-    .await;
-    assert_eq!(s, 202, "{scan}");
-    let scan_id = scan["id"].as_str().unwrap().to_owned();
+    let start_scan = async |on: &Instance| -> String {
+        let (s, scan) = call(
+            on,
+            "POST",
+            "/api/v1/discovery/scans",
+            scanner,
+            Some(json!({"cidr": "127.0.0.0/29"})),
+        )
+        .await;
+        assert_eq!(s, 202, "{scan}");
+        scan["id"].as_str().unwrap().to_owned()
+    };
+    let scan_id = start_scan(&first).await;
     let status = async |i: &Instance, id: &str| {
         let (s, v) = call(
             i,
@@ -321,16 +324,7 @@ async fn two_instances_share_limits_revocations_caches_and_scans() {
     })
     .await;
     assert_eq!(status(&second, &scan_id).await, "completed");
-    let (s, doomed) = call(
-        &first,
-        "POST",
-        "/api/v1/discovery/scans",
-        scanner,
-        Some(json!({"cidr": "127.0.0.0/29"})),
-    )
-    .await;
-    assert_eq!(s, 202, "{doomed}");
-    let doomed = doomed["id"].as_str().unwrap().to_owned();
+    let doomed = start_scan(&first).await;
     drop(first);
     within(
         Duration::from_secs(10),
