@@ -121,7 +121,8 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
         )
         .into_response();
     }
-    if let Some(ip) = guard.client_address(&request)
+    if state.address_limiter.enabled()
+        && let Some(ip) = guard.client_address(&request)
         && let Err(e) = state.address_limiter.check(&ip.to_string())
     {
         return e.into_response();

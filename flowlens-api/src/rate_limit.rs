@@ -83,6 +83,11 @@ impl RateLimiter {
         }
     }
 
+    /// Whether it limits at all (`api.rate_limiting.enabled`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Takes a token for `key` now, or says how long to wait.
     pub fn check(&self, key: &str) -> Result<(), ApiError> {
         self.check_at(key, Instant::now())

@@ -51,8 +51,10 @@ pub struct AppState {
     pub scans: ScanSlots,
     /// This process, among the API instances sharing the database (on its scans).
     pub instance_id: uuid::Uuid,
-    /// One permit per core for CPU-bound work (analyses, topology rendering): more at
-    /// once would only queue on the cores while holding blocking threads and memory.
+    /// Permits for CPU-bound work on blocking threads (whole-graph analyses, big
+    /// topology renders), four per core: enough that the cores stay busy while some
+    /// renders wait on memory, few enough that a burst of heavy requests cannot stack
+    /// hundreds of blocking threads and their answers in memory.
     pub cpu: Arc<tokio::sync::Semaphore>,
 }
 
@@ -139,7 +141,7 @@ impl AppState {
             scans: ScanSlots::new(config.api.discovery.max_running_scans),
             instance_id: uuid::Uuid::new_v4(),
             cpu: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+                4 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             )),
             config: Arc::new(config),
             pool,

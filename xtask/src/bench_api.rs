@@ -209,14 +209,19 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
     ]))?;
     let daemon = workspace.join("target/release/flowlens-daemon");
     let api = workspace.join("target/release/flowlens-api");
-    let db = format!("bench_api_{}", std::process::id());
-    let url = run_ok(
-        Command::new(&daemon)
-            .args(["embedded-postgres", "--database", &db, "--dir"])
-            .arg(workspace.join("target/bench-pg")),
-    )?
-    .trim()
-    .to_owned();
+    // A database per binary (an older one refuses a schema with migrations it does
+    // not know), in the same cluster, seeded alike.
+    let database = |suffix: &str| -> Result<String> {
+        let db = format!("bench_api_{}{suffix}", std::process::id());
+        Ok(run_ok(
+            Command::new(&daemon)
+                .args(["embedded-postgres", "--database", &db, "--dir"])
+                .arg(workspace.join("target/bench-pg")),
+        )?
+        .trim()
+        .to_owned())
+    };
+    let url = database("")?;
     let dir = std::env::temp_dir().join("flowlens-bench-api");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -233,39 +238,45 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
         Ok(path)
     };
     let config = write_config("config.yaml", ADDR)?;
-    run_ok(
-        Command::new(&api)
-            .arg("migrate")
-            .arg("--config")
-            .arg(&config)
-            .env("DATABASE_URL", &url),
-    )?;
-    let seeded = Instant::now();
-    run_ok(Command::new("psql").args([&url, "-v", "ON_ERROR_STOP=1", "-qc", SEED]))?;
-    eprintln!(
-        "bench api: seeded 10 000 assets and 50 000 dependencies in {:.1} s",
-        seeded.elapsed().as_secs_f64()
-    );
-    let serve = |binary: &Path, config: &Path, log: &str| -> Result<Killer> {
+    let prepare = |binary: &Path, config: &Path, url: &str| -> Result<()> {
+        run_ok(
+            Command::new(binary)
+                .arg("migrate")
+                .arg("--config")
+                .arg(config)
+                .env("DATABASE_URL", url),
+        )?;
+        let seeded = Instant::now();
+        run_ok(Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-qc", SEED]))?;
+        eprintln!(
+            "bench api: seeded 10 000 assets and 50 000 dependencies in {:.1} s",
+            seeded.elapsed().as_secs_f64()
+        );
+        Ok(())
+    };
+    prepare(&api, &config, &url)?;
+    let serve = |binary: &Path, config: &Path, url: &str, log: &str| -> Result<Killer> {
         let log = std::fs::File::create(dir.join(log))?;
         Ok(Killer(
             Command::new(binary)
                 .arg("serve")
                 .arg("--config")
                 .arg(config)
-                .env("DATABASE_URL", &url)
+                .env("DATABASE_URL", url)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()?,
         ))
     };
-    let _server = serve(&api, &config, "api.log")?;
+    let _server = serve(&api, &config, &url, "api.log")?;
     let mut targets = vec![ADDR];
     let _baseline = match &opts.baseline {
         Some(binary) => {
             targets.push(BASELINE_ADDR);
             let config = write_config("baseline.yaml", BASELINE_ADDR)?;
-            Some(serve(binary, &config, "baseline.log")?)
+            let url = database("_baseline")?;
+            prepare(binary, &config, &url)?;
+            Some(serve(binary, &config, &url, "baseline.log")?)
         }
         None => None,
     };

@@ -22,7 +22,7 @@ use crate::graph::blast_radius::{BlastRadius, blast_radius};
 use crate::graph::impact::{Impact, impact_of_asset, impact_of_dependency};
 use crate::graph::path::{AllPaths, PathStep, all_paths, shortest_path};
 use crate::graph::spof::{Spof, spof};
-use crate::snapshot::{Snapshot, SnapshotInfo};
+use crate::snapshot::{INLINE_MAX_DEPENDENCIES, Snapshot, SnapshotInfo};
 use crate::state::AppState;
 use crate::telemetry::CACHE_LOOKUPS;
 
@@ -43,11 +43,28 @@ fn names(g: &Graph, ids: impl IntoIterator<Item = Uuid>) -> Names {
         .collect()
 }
 
+/// What an analysis costs, for where it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cost {
+    /// One traversal from an asset (impact, blast radius): at most every current
+    /// dependency once.
+    Traversal,
+    /// Whole-graph work or enumeration (SPOF, paths): always on a blocking thread.
+    Heavy,
+}
+
+
 /// The answer `key` names on the current snapshot: from the snapshot's cache, or
-/// computed by `work` on a blocking thread (a CPU permit, see [`AppState::compute`])
+/// computed by `work` (on a blocking thread with a CPU permit, see
+/// [`AppState::compute`], unless `cost` says it is a traversal of a small graph)
 /// and kept there until the next reload (unless `api.cache.enabled` is false). The
 /// key must name everything the answer depends on besides the snapshot.
-async fn on_snapshot<T, F>(state: &AppState, key: String, work: F) -> Result<Response, ApiError>
+async fn on_snapshot<T, F>(
+    state: &AppState,
+    key: String,
+    cost: Cost,
+    work: F,
+) -> Result<Response, ApiError>
 where
     T: Serialize,
     F: FnOnce(&Snapshot) -> Result<T, ApiError> + Send + 'static,
@@ -66,10 +83,15 @@ where
     if let Some(hit) = hit {
         return Ok(hit.as_ref().into_response());
     }
-    let on = snap.clone();
-    let body = state
-        .compute(move || -> Result<Vec<u8>, ApiError> { Ok(serde_json::to_vec(&work(&on)?)?) })
-        .await??;
+    let inline = cost == Cost::Traversal && snap.info.dependencies <= INLINE_MAX_DEPENDENCIES;
+    let body = if inline {
+        serde_json::to_vec(&work(&snap)?)?
+    } else {
+        let on = snap.clone();
+        state
+            .compute(move || -> Result<Vec<u8>, ApiError> { Ok(serde_json::to_vec(&work(&on)?)?) })
+            .await??
+    };
     let answer: Cached = Arc::new(Answer {
         content_type: "application/json",
         body: body.into(),
@@ -125,7 +147,7 @@ async fn impact(
 ) -> Result<Response, ApiError> {
     let depth = state.depth(req.max_depth)?;
     let key = format!("impact:{:?}:{:?}:{depth}", req.asset_id, req.dependency_id);
-    on_snapshot(&state, key, move |snap| {
+    on_snapshot(&state, key, Cost::Traversal, move |snap| {
         let g = &snap.graph;
         let impact = match (req.asset_id, req.dependency_id) {
             (Some(a), None) => {
@@ -201,7 +223,7 @@ async fn path(
     );
     // Enumeration is bounded by `max_path_steps` but can still take a while: on a
     // blocking thread, like every analysis.
-    on_snapshot(&state, key, move |snap| {
+    on_snapshot(&state, key, Cost::Heavy, move |snap| {
         let g = &snap.graph;
         for id in [req.from, req.to] {
             if g.node(id).is_none() {
@@ -243,7 +265,7 @@ async fn single_points_of_failure(
     _: Viewer,
 ) -> Result<Response, ApiError> {
     // Parameterless and the costliest analysis: computed once per snapshot.
-    on_snapshot(&state, "spof".to_owned(), |snap| {
+    on_snapshot(&state, "spof".to_owned(), Cost::Heavy, |snap| {
         let spof = spof(&snap.graph);
         let ids = spof
             .articulation_points
@@ -288,7 +310,7 @@ async fn blast(
 ) -> Result<Response, ApiError> {
     let depth = state.depth(req.max_depth)?;
     let key = format!("blast:{}:{depth}", req.asset_id);
-    on_snapshot(&state, key, move |snap| {
+    on_snapshot(&state, key, Cost::Traversal, move |snap| {
         let g = &snap.graph;
         let b = blast_radius(g, req.asset_id, Some(depth))
             .ok_or_else(|| ApiError::not_found("asset", req.asset_id))?;

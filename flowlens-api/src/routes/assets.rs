@@ -91,6 +91,14 @@ macro_rules! asset_columns {
 /// Columns of [`Asset`], from `assets a`.
 pub const ASSET_SELECT: &str = concat!("SELECT ", asset_columns!(), " FROM assets a");
 
+/// A page row: the asset and how many rows match the filters (bounded).
+#[derive(FromRow)]
+struct ListedAsset {
+    #[sqlx(flatten)]
+    asset: Asset,
+    total_count: i64,
+}
+
 /// Filters of `GET /assets`. Unknown parameters are refused.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -218,7 +226,15 @@ async fn list_assets(
     };
     // The page's rows are picked first and the per-row array expressions run on the
     // page only, not on every matching row; the count is bounded and separate.
-    let mut qb = QueryBuilder::new("WITH page AS (SELECT a.* FROM assets a");
+    // One scan: the matching rows, ordered, up to the page's end or max_count + 1
+    // (whichever is further), counted by a window over that bounded set, then the page
+    // cut from it. The count is exact up to max_count and never costs more rows than
+    // the page needs or the cap; one statement, one snapshot, one round trip.
+    let bounded = (i64::from(page.max_count) + 1).max(page.offset() + page.limit());
+    let mut qb = QueryBuilder::new(
+        "WITH page AS (SELECT a.*, count(*) OVER () AS total_count FROM (SELECT a.* \
+         FROM assets a",
+    );
     filter.push_where(&mut qb)?;
     let order = |qb: &mut QueryBuilder<'_, Postgres>| match filter.search() {
         Ok(Some(q)) => {
@@ -235,17 +251,34 @@ async fn list_assets(
         }
     };
     order(&mut qb);
+    qb.push(" LIMIT ").push_bind(bounded).push(") a");
+    order(&mut qb);
     qb.push(" LIMIT ")
         .push_bind(page.limit())
         .push(" OFFSET ")
         .push_bind(page.offset())
-        .push(concat!(") SELECT ", asset_columns!(), " FROM page a"));
+        .push(concat!(
+            ") SELECT ",
+            asset_columns!(),
+            ", a.total_count FROM page a"
+        ));
     order(&mut qb);
-    let mut count = bounded_count("assets a", page, |qb| filter.push_where(qb))?;
-    let mut tx = read_snapshot(&state.pool).await?;
-    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
-    let items = qb.build_query_as::<Asset>().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
+    let rows = qb
+        .build_query_as::<ListedAsset>()
+        .fetch_all(&state.pool)
+        .await?;
+    let total = match rows.first() {
+        Some(r) => r.total_count,
+        // Past the last page no row carries the count.
+        None if page.page > 1 => {
+            bounded_count("assets a", page, |qb| filter.push_where(qb))?
+                .build_query_scalar()
+                .fetch_one(&state.pool)
+                .await?
+        }
+        None => 0,
+    };
+    let items: Vec<Asset> = rows.into_iter().map(|r| r.asset).collect();
     let answer: Cached = Arc::new(Answer {
         content_type: "application/json",
         body: serde_json::to_vec(&Page::new(items, page, total))?.into(),

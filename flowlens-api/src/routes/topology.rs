@@ -24,7 +24,7 @@ use crate::cache::{Answer, Cached, Kind};
 use crate::error::{ApiError, Problem};
 use crate::extract::ApiQuery;
 use crate::graph::around::{edges_within, neighbourhood};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{INLINE_MAX_DEPENDENCIES, Snapshot};
 use crate::state::AppState;
 use crate::topology::{self, TopoEdge, Topology, TopologyView};
 
@@ -160,20 +160,31 @@ async fn answer(state: &AppState, f: &TopologyFilter) -> Result<Cached, ApiError
     };
     let snap = state.snapshot.get(&state.pool).await?;
     let max_depth = state.config.api.analysis.max_depth;
-    let f = f.clone();
-    // Filtering and rendering tens of thousands of rows is CPU work: off the runtime,
-    // one per core.
-    let body = state
-        .compute(move || -> Result<String, ApiError> {
-            let t = select(&snap, &f, max_depth)?;
-            Ok(match format.as_str() {
-                "dot" => topology::to_dot(&t),
-                "mermaid" => topology::to_mermaid(&t),
-                "graphml" => topology::to_graphml(&t),
-                _ => serde_json::to_string(&t)?,
+    // A view around an asset of a small graph is picked on the request's worker (a
+    // traversal, see `INLINE_MAX_DEPENDENCIES`) and, when it is small too, rendered
+    // there; anything bigger, and every whole-graph view, is filtered and rendered on a
+    // blocking thread (tens of thousands of rows are milliseconds of CPU).
+    let around = f.asset_id.is_some()
+        && !f.include_stale.unwrap_or(false)
+        && snap.info.dependencies <= INLINE_MAX_DEPENDENCIES;
+    let small = if around {
+        let t = select(&snap, f, max_depth)?;
+        (t.edges.len() <= INLINE_MAX_RENDERED_EDGES)
+            .then(|| render(&t, &format))
+            .transpose()?
+    } else {
+        None
+    };
+    let body = if let Some(body) = small {
+        body
+    } else {
+        let f = f.clone();
+        state
+            .compute(move || -> Result<String, ApiError> {
+                render(&select(&snap, &f, max_depth)?, &format)
             })
-        })
-        .await??;
+            .await??
+    };
     let value: Cached = Arc::new(Answer {
         content_type,
         body: bytes::Bytes::from(body),
@@ -185,6 +196,19 @@ async fn answer(state: &AppState, f: &TopologyFilter) -> Result<Cached, ApiError
             .await;
     }
     Ok(value)
+}
+
+/// Views of at most this many edges are rendered on the request's worker (about a
+/// hundred microseconds of JSON).
+const INLINE_MAX_RENDERED_EDGES: usize = 2_000;
+
+fn render(t: &TopologyView<'_>, format: &str) -> Result<String, ApiError> {
+    Ok(match format {
+        "dot" => topology::to_dot(t),
+        "mermaid" => topology::to_mermaid(t),
+        "graphml" => topology::to_graphml(t),
+        _ => serde_json::to_string(t)?,
+    })
 }
 
 /// The cache key of a view: the filter with every default written out, so spellings
