@@ -210,28 +210,6 @@ async fn invalidate_on_write(
     response
 }
 
-/// On every answer: `X-Content-Type-Options: nosniff` (a browser must not run an
-/// export or an error body as the script or page it could be sniffed as), and
-/// `Cache-Control: no-store` unless the handler chose otherwise: API answers carry
-/// secrets (a new API key), the graph of a private network, and what one caller may see,
-/// none of which a shared or browser cache should keep.
-async fn security_headers(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::http::{HeaderValue, header};
-    let mut response = next.run(request).await;
-    let h = response.headers_mut();
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    if !h.contains_key(header::CACHE_CONTROL) {
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    response
-}
-
 /// The whole application: every route, auth, rate limits, metrics.
 ///
 /// # Panics
@@ -262,10 +240,9 @@ pub fn app(state: AppState) -> Router {
             }
         })
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.guard.clone(),
             guard::admit,
         ))
-        .layer(axum::middleware::from_fn(security_headers))
         .layer(axum::middleware::from_fn(telemetry::track))
         .with_state(state)
 }

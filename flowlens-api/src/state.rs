@@ -17,15 +17,27 @@ use crate::rate_limit::{CallerLimiter, RateLimiter};
 use crate::shared::Redis;
 use crate::snapshot::GraphSnapshot;
 
-/// Cheap to clone: everything behind `Arc`s or handles.
+/// Cheap to clone: one `Arc`. Axum clones the state for every extractor and
+/// middleware that takes it, several times a request, so it is one reference count,
+/// not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<StateParts>);
+
+impl std::ops::Deref for AppState {
+    type Target = StateParts;
+
+    fn deref(&self) -> &StateParts {
+        &self.0
+    }
+}
+
+/// What every handler shares.
+pub struct StateParts {
     pub pool: PgPool,
     pub config: Arc<Config>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<CallerLimiter>,
-    /// Every request by client address, before authentication.
-    pub address_limiter: Arc<RateLimiter>,
+    /// What every request passes first (its per-address limit included).
     pub guard: Arc<Guard>,
     /// Health's PostgreSQL probes (one at a time).
     pub health: Arc<tokio::sync::Mutex<HealthProbe>>,
@@ -115,7 +127,7 @@ impl AppState {
             parse("api.rate_limiting.per_address_limit", &rl.per_address_limit)?,
             parse("api.rate_limiting.per_address_burst", &rl.per_address_burst)?,
         );
-        Ok(Self {
+        Ok(Self(Arc::new(StateParts {
             auth: Arc::new(Authenticator::with_scope(
                 config.api.auth.enabled,
                 &config.api.auth.jwt_secret,
@@ -124,8 +136,7 @@ impl AppState {
                 config.api.auth.audience.as_deref(),
             )),
             limiter: Arc::new(limiter),
-            address_limiter: Arc::new(address_limiter),
-            guard: Arc::new(Guard::new(&config.api)),
+            guard: Arc::new(Guard::new(&config.api, address_limiter)),
             health: Arc::default(),
             cache: Arc::new(cache),
             redis: servers.into_iter().map(|(_, r)| r).collect(),
@@ -145,7 +156,7 @@ impl AppState {
             )),
             config: Arc::new(config),
             pool,
-        })
+        })))
     }
 
     /// Starts the change feed (LISTEN) and the snapshot's safety timer on the current

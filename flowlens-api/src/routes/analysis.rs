@@ -53,7 +53,6 @@ enum Cost {
     Heavy,
 }
 
-
 /// The answer `key` names on the current snapshot: from the snapshot's cache, or
 /// computed by `work` (on a blocking thread with a CPU permit, see
 /// [`AppState::compute`], unless `cost` says it is a traversal of a small graph)
