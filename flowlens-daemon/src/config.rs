@@ -65,10 +65,86 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Rules turning change events into alerts.
     pub alerts: AlertsConfig,
-    /// Accepted, used by the scale-out issue.
-    pub kafka: serde_yaml::Value,
+    /// The Kafka path (design §4.2, §6.2): brokers, topics, producer settings.
+    pub kafka: KafkaConfig,
     /// Accepted so one file can configure the daemon and the API.
     pub api: serde_yaml::Value,
+}
+
+/// The `kafka` section: where the high-volume path's topics live and how records are
+/// produced to them. Empty `bootstrap_servers` means Kafka is not configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`; the environment's `KAFKA_BOOTSTRAP_SERVERS` (design
+    /// §7.2) wins over it.
+    pub bootstrap_servers: String,
+    /// The consumer group `process` instances share (they split the partitions).
+    pub consumer_group: String,
+    pub topics: KafkaTopics,
+    /// Partitions of topics created at start (existing topics are left as they are).
+    /// One exporter's datagrams go to one partition, so this also bounds how many
+    /// `process` instances share the work.
+    pub partitions: i32,
+    /// Replicas of topics created at start.
+    pub replication_factor: i32,
+    /// `lz4` (default), `zstd`, `gzip`, `snappy` or `none`.
+    pub compression: String,
+    /// How long a producer waits to fill a batch.
+    pub linger_ms: u64,
+    /// Largest batch a producer sends to one partition, in bytes.
+    pub batch_size: u64,
+    /// Passed to librdkafka as they are (TLS, SASL, timeouts): `security.protocol`,
+    /// `sasl.mechanisms`, ... They win over the settings above.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: String::new(),
+            consumer_group: "flowlens-process".into(),
+            topics: KafkaTopics::default(),
+            partitions: 12,
+            replication_factor: 1,
+            compression: "lz4".into(),
+            linger_ms: 5,
+            batch_size: 1 << 20,
+            properties: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// Topic names; the schema version is part of each (`-v1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaTopics {
+    /// Datagrams as received (`flowlens.v1.RawDatagram`), keyed by exporter.
+    pub raw: String,
+    /// Decoded and enriched flows (optional).
+    pub flows: String,
+    /// Change events the graph writes.
+    pub changes: String,
+    /// Alerts the graph raises.
+    pub alerts: String,
+}
+
+impl Default for KafkaTopics {
+    fn default() -> Self {
+        Self {
+            raw: "flowlens.raw-v1".into(),
+            flows: "flowlens.flows-v1".into(),
+            changes: "flowlens.changes-v1".into(),
+            alerts: "flowlens.alerts-v1".into(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Whether brokers are configured.
+    pub fn configured(&self) -> bool {
+        !self.bootstrap_servers.trim().is_empty()
+    }
 }
 
 /// DESIGN.md §3.1 `ingestion`.
@@ -270,11 +346,13 @@ impl Config {
         if tree.is_null() {
             tree = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
         }
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
         // Only FLOWLENS_<SECTION>__<KEY>: variables without `__` (FLOWLENS_CONFIG,
         // FLOWLENS_LOG, FLOWLENS_EBPF_OBJECT) belong to the command line, not the tree.
         let mut env: Vec<_> = vars
-            .into_iter()
+            .iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .cloned()
             .collect();
         env.sort();
         for (name, value) in env {
@@ -292,17 +370,53 @@ impl Config {
                 message,
             })?;
         }
-        let config: Self = serde_yaml::from_value(tree).map_err(|source| ConfigError::Parse {
-            origin: "configuration".into(),
-            source,
-        })?;
+        let mut config: Self =
+            serde_yaml::from_value(tree).map_err(|source| ConfigError::Parse {
+                origin: "configuration".into(),
+                source,
+            })?;
+        // Design §7.2's variable, as container deployments set it.
+        if let Some((_, servers)) = vars.iter().find(|(k, _)| k == "KAFKA_BOOTSTRAP_SERVERS") {
+            config.kafka.bootstrap_servers.clone_from(servers);
+        }
         config.validate()?;
         Ok(config)
     }
 
     /// Checks what types cannot, reporting every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
+        let mut kafka_problems = Vec::new();
+        let k = &self.kafka;
+        if !matches!(
+            k.compression.as_str(),
+            "lz4" | "zstd" | "gzip" | "snappy" | "none"
+        ) {
+            kafka_problems.push(format!(
+                "kafka.compression {:?}: lz4, zstd, gzip, snappy or none",
+                k.compression
+            ));
+        }
+        if k.partitions < 1 || k.replication_factor < 1 {
+            kafka_problems
+                .push("kafka.partitions and kafka.replication_factor must be at least 1".into());
+        }
+        let t = &k.topics;
+        if [&t.raw, &t.flows, &t.changes, &t.alerts].iter().any(|n| {
+            n.is_empty()
+                || n.len() > 249
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        }) {
+            kafka_problems.push(
+                "kafka.topics: names of 1 to 249 characters from a-z, A-Z, 0-9, '.', '_', '-'"
+                    .into(),
+            );
+        }
+        if k.consumer_group.trim().is_empty() {
+            kafka_problems.push("kafka.consumer_group must not be empty".into());
+        }
+        let mut problems = kafka_problems;
         let i = &self.ingestion;
         if i.batch_size == 0 {
             problems.push("ingestion.batch_size must be at least 1".to_owned());
@@ -399,6 +513,50 @@ mod tests {
         );
         assert_eq!(c.ingestion.backpressure.sample_rate_under_pressure, 10);
         assert_eq!(c.ingestion.backpressure.drop_threshold_queue_depth, 100_000);
+    }
+
+    #[test]
+    fn kafka_settings_default_validate_and_take_the_designs_variable() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert!(!c.kafka.configured());
+        assert_eq!(c.kafka.consumer_group, "flowlens-process");
+        assert_eq!(c.kafka.topics.raw, "flowlens.raw-v1");
+        assert_eq!(c.kafka.compression, "lz4");
+        let var = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let c = Config::load(
+            None,
+            vec![
+                var("FLOWLENS_KAFKA__BOOTSTRAP_SERVERS", "file:9092"),
+                var("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9092"),
+                var("FLOWLENS_KAFKA__PROPERTIES__SECURITY.PROTOCOL", "SSL"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "k1:9092,k2:9092");
+        assert_eq!(
+            c.kafka
+                .properties
+                .get("security.protocol")
+                .map(String::as_str),
+            Some("SSL")
+        );
+        let e = Config::load(
+            None,
+            vec![
+                var("FLOWLENS_KAFKA__COMPRESSION", "brotli"),
+                var("FLOWLENS_KAFKA__TOPICS__RAW", "raw topic!"),
+                var("FLOWLENS_KAFKA__PARTITIONS", "0"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in ["kafka.compression", "kafka.topics", "kafka.partitions"] {
+            assert!(e.contains(needle), "{needle} in {e}");
+        }
+        let e = Config::load(None, vec![var("FLOWLENS_KAFKA__BROKERS", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("brokers"), "unknown kafka keys are errors: {e}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod flow;
 pub mod generate;
 pub mod graph;
 pub mod ingest;
+pub mod kafka;
 pub mod malformed_log;
 pub mod output;
 pub mod pipeline;

@@ -13,4 +13,5 @@
 pub mod pgproxy;
 pub mod postgres;
 pub mod sflow;
+pub mod tansu;
 pub mod wire;
