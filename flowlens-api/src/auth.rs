@@ -190,7 +190,8 @@ impl Authenticator {
     }
 
     /// As [`Authenticator::new`], and tokens must carry `issuer` and `audience` when
-    /// those are given (and carry no audience when none is configured).
+    /// those are given. With no audience configured, a token's `aud` is not checked:
+    /// services sharing one secret should each set `api.auth.audience`.
     pub fn with_scope(
         enabled: bool,
         secret: &str,

@@ -306,6 +306,31 @@ impl AnswerCache {
         }
     }
 
+    /// Drops every cached answer, the shared ones by bumping their generation before
+    /// returning (within `shared::TIMEOUT`; when Redis does not answer, the background
+    /// task bumps it once it is back).
+    pub async fn invalidate_now(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.topology.invalidate_all();
+        self.search.invalidate_all();
+        metrics::counter!(CACHE_INVALIDATIONS).increment(1);
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let bumped = shared
+            .redis
+            .run("cache", async |c| {
+                redis::cmd("INCR")
+                    .arg(GENERATION_KEY)
+                    .query_async::<i64>(c)
+                    .await
+            })
+            .await;
+        if bumped.is_none() {
+            shared.bump.notify_one();
+        }
+    }
+
     /// Drops every cached answer (the shared ones by bumping their generation, soon).
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);

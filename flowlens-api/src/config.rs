@@ -56,9 +56,17 @@ pub struct LimitsConfig {
     /// daemon reads `database.statement_timeout_seconds` from the same file for its
     /// much longer flushes).
     pub statement_timeout_seconds: u64,
-    /// TCP connections open at once; more are closed as they arrive.
+    /// TCP connections open at once (HTTP; an upgraded WebSocket counts under
+    /// `api.websocket.max_connections` instead); more are closed as they arrive.
     pub max_connections: usize,
-    /// Requests in progress at once; more get 503 with `Retry-After` (health is exempt).
+    /// TCP connections one client address (an IPv6 client by its /64) may hold; more
+    /// are closed as they arrive, so one client cannot take every connection.
+    pub max_connections_per_address: usize,
+    /// A response the client does not read within this is abandoned and the
+    /// connection closed (a client that stops reading would hold its connection
+    /// forever).
+    pub write_timeout_seconds: u64,
+    /// Requests in progress at once; more get 429 with `Retry-After` (health is exempt).
     pub max_concurrent_requests: usize,
 }
 
@@ -69,6 +77,8 @@ impl Default for LimitsConfig {
             request_timeout_seconds: 30,
             statement_timeout_seconds: 20,
             max_connections: 1024,
+            max_connections_per_address: 64,
+            write_timeout_seconds: 30,
             max_concurrent_requests: 256,
         }
     }
@@ -633,6 +643,8 @@ impl Config {
             || l.request_timeout_seconds == 0
             || l.statement_timeout_seconds == 0
             || l.max_connections == 0
+            || l.max_connections_per_address == 0
+            || l.write_timeout_seconds == 0
             || l.max_concurrent_requests == 0
         {
             problems.push("api.limits: every limit must be at least 1".to_owned());

@@ -58,26 +58,54 @@ impl Guard {
         if !self.trusted(peer) {
             return Some(peer);
         }
-        let forwarded = request
+        let entries: Vec<&str> = request
             .headers()
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-            .map(canonical)
-            .collect::<Vec<_>>();
-        Some(
-            forwarded
-                .into_iter()
-                .rev()
-                .find(|a| !self.trusted(*a))
-                .unwrap_or(peer),
-        )
+            .collect();
+        // From the right: our proxies' own entries are skipped; the first other one is
+        // the client. One that does not parse stops the walk (skipping it would let the
+        // client's own, forged, entry to its left be believed): the peer it is then.
+        for entry in entries.iter().rev() {
+            match forwarded_address(entry) {
+                Some(a) if self.trusted(a) => {}
+                Some(a) => return Some(a),
+                None => return Some(peer),
+            }
+        }
+        Some(peer)
     }
 
     fn trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// An `X-Forwarded-For` entry as proxies write it: an address, `a.b.c.d:port`, or
+/// `[v6]` / `[v6]:port`.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim();
+    let bare = if let Some(rest) = e.strip_prefix('[') {
+        rest.split(']').next()?
+    } else if e.matches(':').count() == 1 {
+        e.split(':').next()?
+    } else {
+        e
+    };
+    bare.parse().ok().map(canonical)
+}
+
+/// What the per-address limits count against: an IPv4 address, or an IPv6 client's
+/// /64 (one host is given a whole /64 and can pick a new address per request).
+pub fn address_key(ip: IpAddr) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let net = u128::from(v6) & !((1_u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(net))
+        }
     }
 }
 
@@ -136,7 +164,7 @@ async fn admitted(guard: &Guard, request: Request, next: Next) -> Response {
     }
     if guard.address_limiter.enabled()
         && let Some(ip) = guard.client_address(&request)
-        && let Err(e) = guard.address_limiter.check(&ip.to_string())
+        && let Err(e) = guard.address_limiter.check(&address_key(ip))
     {
         return e.into_response();
     }
@@ -198,6 +226,16 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        let k = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
+        assert_eq!(k("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        assert_eq!(k("192.0.2.1"), "192.0.2.1");
+        assert_eq!(k("::ffff:192.0.2.1"), "192.0.2.1");
+    }
+
+    #[test]
     fn local_hosts_are_loopback_literals_and_localhost() {
         let with_host = |h: &str| {
             Request::builder()
@@ -253,6 +291,21 @@ mod tests {
         assert_eq!(
             g.client_address(&request("[::ffff:192.0.2.8]:1", &[])),
             Some(ip("192.0.2.8"))
+        );
+        // Proxies that append ports or brackets.
+        assert_eq!(
+            g.client_address(&request("10.1.1.1:5000", &["6.6.6.6, 198.51.100.4:5123"])),
+            Some(ip("198.51.100.4"))
+        );
+        assert_eq!(
+            g.client_address(&request("10.1.1.1:5000", &["6.6.6.6, [2001:db8::9]:443"])),
+            Some(ip("2001:db8::9"))
+        );
+        // An entry that cannot be read is not skipped (the forged one left of it would
+        // be believed): the proxy itself is the key then.
+        assert_eq!(
+            g.client_address(&request("10.1.1.1:5000", &["6.6.6.6, unknown"])),
+            Some(ip("10.1.1.1"))
         );
         let mut r = Request::new(axum::body::Body::empty());
         assert_eq!(g.client_address(&r), None, "no peer (in-process calls)");

@@ -205,7 +205,7 @@ async fn invalidate_on_write(
     );
     let response = next.run(request).await;
     if write && response.status().is_success() {
-        state.graph_changed();
+        state.graph_changed().await;
     }
     response
 }

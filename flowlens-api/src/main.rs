@@ -188,7 +188,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if !config.api.auth.enabled {
         tracing::warn!("api.auth.enabled is false: every caller is an anonymous admin");
     }
-    let limits = config.api.limits.clone();
+    let api_config = config.api.clone();
     let state = flowlens_api::state::AppState::new(config, pool)?;
     // The change feed (WebSocket pushes, cache and snapshot invalidation).
     state.start_background();
@@ -199,7 +199,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, "serving the FlowLens API");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing a SIGTERM handler")?;
-    flowlens_api::server::serve(listener, app, &limits, async move {
+    flowlens_api::server::serve(listener, app, &api_config, async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

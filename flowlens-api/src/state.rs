@@ -229,9 +229,11 @@ impl AppState {
 
     /// After a successful write through the API: drop cached answers and the snapshot
     /// at once (the change feed would too, a few milliseconds later; a client reading
-    /// its own write must not see the old graph meanwhile).
-    pub fn graph_changed(&self) {
-        self.cache.invalidate();
+    /// its own write must not see the old graph meanwhile). With a shared (Redis)
+    /// cache the shared generation is bumped before the answer goes out, so the
+    /// client's next read on any instance misses the old entries.
+    pub async fn graph_changed(&self) {
         self.snapshot.invalidate();
+        self.cache.invalidate_now().await;
     }
 }

@@ -23,7 +23,8 @@ pub const REQUEST_SECONDS: &str = "flowlens_api_request_duration_seconds";
 /// authentication, `api.rate_limiting.default_limit`/`burst_limit`) or `address`
 /// (before it, `per_address_limit`/`per_address_burst`).
 pub const RATE_LIMITED: &str = "flowlens_api_rate_limited_total";
-/// TCP connections closed on arrival at `api.limits.max_connections`.
+/// TCP connections closed on arrival, by `reason`: `max_connections` or
+/// `per_address` (`api.limits.max_connections_per_address`).
 pub const CONNECTIONS_REFUSED: &str = "flowlens_api_connections_refused_total";
 /// Requests refused (429) at `api.limits.max_concurrent_requests`.
 pub const REQUESTS_SHED: &str = "flowlens_api_requests_shed_total";
@@ -58,7 +59,8 @@ pub const SNAPSHOT_RELOADS: &str = "flowlens_api_graph_snapshot_reloads_total";
 pub const SNAPSHOT_SECONDS: &str = "flowlens_api_graph_snapshot_seconds";
 /// Discovery connection attempts, by `result` (`open`, `refused`, `no_answer`).
 pub const DISCOVERY_PROBES: &str = "flowlens_api_discovery_probes_total";
-/// Discovery scans ended, by `status` (`completed`, `failed`, `cancelled`).
+/// Discovery scans ended, by `status` (`completed`, `failed`, `cancelled`, `abandoned`:
+/// another instance failed it as orphaned while this one stalled).
 pub const DISCOVERY_SCANS: &str = "flowlens_api_discovery_scans_total";
 /// Scan requests refused, by `reason` (a plan refusal or `busy`).
 pub const DISCOVERY_REFUSED: &str = "flowlens_api_discovery_refused_total";

@@ -191,7 +191,7 @@ fn unmap(network: IpNetwork) -> Result<IpNetwork, IpNetwork> {
 /// IPv4 ranges no scan reaches by accident: connecting to them reaches this host
 /// (`0.0.0.0/8` and loopback), a cloud's metadata service or the link (link-local),
 /// or every listener of a group (multicast, broadcast).
-const RESERVED_V4: [(&str, &str); 5] = [
+const RESERVED_V4: [(&str, &str); 6] = [
     ("0.0.0.0/8", "this host"),
     ("127.0.0.0/8", "loopback"),
     (
@@ -200,17 +200,19 @@ const RESERVED_V4: [(&str, &str); 5] = [
     ),
     ("224.0.0.0/4", "multicast"),
     ("255.255.255.255/32", "broadcast"),
+    ("100.100.100.200/32", "cloud metadata (Alibaba Cloud)"),
 ];
 
 /// IPv6 ranges likewise; NAT64 prefixes are IPv4 behind a translator, so the
 /// well-known prefix's images of [`RESERVED_V4`] are added in [`reserved`], and the
 /// local-use prefix (whose embedding depends on its length) is reserved whole.
-const RESERVED_V6: [(&str, &str); 5] = [
+const RESERVED_V6: [(&str, &str); 6] = [
     ("::/128", "this host"),
     ("::1/128", "loopback"),
     ("fe80::/10", "link-local"),
     ("ff00::/8", "multicast"),
     ("64:ff9b:1::/48", "local-use NAT64 (RFC 8215)"),
+    ("fd00:ec2::254/128", "cloud metadata (AWS, IPv6)"),
 ];
 
 /// Every reserved range, with what it is.
@@ -399,6 +401,8 @@ mod tests {
             "64:ff9b:1::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "fd00:ec2::254",
+            "100.100.100.200",
         ] {
             let e = plan(cidr, Some(&[22]), &everything).unwrap_err();
             assert!(

@@ -93,6 +93,9 @@ impl ScanError {
 enum Ended {
     Completed,
     Cancelled,
+    /// Its row ended elsewhere (failed as orphaned by another instance while this one
+    /// stalled): it stops probing and leaves the row as it is.
+    Abandoned,
 }
 
 /// Starts scan `id` (already `queued` in `discovery_scans`), asked for by
@@ -122,6 +125,7 @@ pub fn spawn(
         let status = match &outcome {
             Ok(Ended::Completed) => "completed",
             Ok(Ended::Cancelled) => "cancelled",
+            Ok(Ended::Abandoned) => "abandoned",
             Err(e) => {
                 tracing::error!(scan = %id, error = %e, "discovery scan failed");
                 if let Err(db) = store::mark_failed(&pool, id, &e.public()).await {
@@ -184,10 +188,15 @@ async fn run(
                     AssetWrite::Updated(_) => tally.assets_updated += 1,
                 }
             }
-            _ = progress.tick() => store::write_progress(&pool, id, &mut tally, false).await?,
+            _ = progress.tick() => {
+                if !store::write_progress(&pool, id, &mut tally, false).await? {
+                    ended = if cancel.is_cancelled() { Ended::Cancelled } else { Ended::Abandoned };
+                    break;
+                }
+            }
         }
     }
-    if ended == Ended::Cancelled {
+    if ended != Ended::Completed {
         // Stops the probes in flight too: they belong to the prober's set.
         prober.abort_all();
     }
@@ -201,10 +210,14 @@ async fn run(
     // Completing is skipped for a cancelled scan, and refused by the row for a scan
     // cancelled since the loop ended.
     let completed = ended == Ended::Completed;
-    store::write_progress(&pool, id, &mut tally, completed).await?;
+    let _still = store::write_progress(&pool, id, &mut tally, completed).await?;
     tracing::info!(scan = %id, hosts_scanned = tally.hosts_scanned, hosts_up = tally.hosts_up,
-        created = tally.assets_created, updated = tally.assets_updated,
-        "discovery scan {}", if completed { "completed" } else { "cancelled" });
+    created = tally.assets_created, updated = tally.assets_updated,
+    "discovery scan {}", match ended {
+        Ended::Completed => "completed",
+        Ended::Cancelled => "cancelled",
+        Ended::Abandoned => "abandoned: its row was ended by another instance",
+    });
     Ok(ended)
 }
 

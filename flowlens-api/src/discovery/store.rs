@@ -215,23 +215,27 @@ pub async fn mark_running(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> 
     Ok(done.rows_affected() == 1)
 }
 
-/// Writes the counters and merges the open ports found since the last write; with
-/// `completed`, also ends the scan, unless it was cancelled meanwhile (the
-/// cancellation, already answered to its caller, stands).
+/// Writes the counters (and the heartbeat) and merges the open ports found since the
+/// last write; with `completed`, also ends the scan, unless it was cancelled meanwhile
+/// (the cancellation, already answered to its caller, stands). Returns whether the
+/// scan is still queued or running: false once it has ended, here or elsewhere (a
+/// cancellation, or another instance failing it as orphaned after its heartbeat
+/// stalled), and then the scan must stop probing.
 pub async fn write_progress(
     pool: &PgPool,
     id: Uuid,
     tally: &mut Tally,
     completed: bool,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    sqlx::query(
+    let still: Option<bool> = sqlx::query_scalar(
         "UPDATE discovery_scans SET hosts_scanned = $2, hosts_up = $3, assets_created = $4,
              assets_updated = $5, open_ports = open_ports || $6,
              status = CASE WHEN $7 AND status = 'running' THEN 'completed' ELSE status END,
              finished_at = CASE WHEN $7 AND status = 'running' THEN now() ELSE finished_at END,
              heartbeat_at = now()
-         WHERE id = $1",
+         WHERE id = $1
+         RETURNING status IN ('queued', 'running')",
     )
     .bind(id)
     .bind(count(tally.hosts_scanned))
@@ -240,9 +244,9 @@ pub async fn write_progress(
     .bind(count(tally.assets_updated))
     .bind(tally.take_open_ports())
     .bind(completed)
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(())
+    Ok(still.unwrap_or(false))
 }
 
 /// Ends a scan that could not finish, with a message any viewer may read.

@@ -793,3 +793,64 @@ async fn reserved_addresses_are_refused_inside_broad_ranges() {
         .unwrap();
     assert_eq!(scans, 0);
 }
+
+/// A scan whose row another instance has failed as orphaned (its heartbeat stalled)
+/// stops probing at its next progress write and gives its slot back, leaving the row
+/// as the other instance wrote it.
+#[tokio::test]
+async fn a_scan_failed_elsewhere_stops() {
+    let api = TestApi::with("disc_abandoned", |c| {
+        allow_loopback(c);
+        c.api.discovery.rate_per_second = 1;
+        c.api.discovery.max_running_scans = 1;
+    })
+    .await;
+    let v = start(&api, json!({"cidr": "127.0.0.0/29"}), StatusCode::ACCEPTED).await;
+    let id: uuid::Uuid = v["id"].as_str().unwrap().parse().unwrap();
+    let status = async || -> (String, i64) {
+        sqlx::query_as("SELECT status, hosts_scanned FROM discovery_scans WHERE id = $1")
+            .bind(id)
+            .fetch_one(&api.pool)
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status().await.0 != "running" {
+        assert!(Instant::now() < deadline, "the scan never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sqlx::query(
+        "UPDATE discovery_scans SET status = 'failed', finished_at = now(),
+             error = 'the API instance running it stopped' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&api.pool)
+    .await
+    .unwrap();
+    // Its slot comes back (max_running_scans is 1) once it has noticed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, _, v) = api
+            .call(
+                Method::POST,
+                SCANS,
+                Some(&TestApi::token(Role::Admin)),
+                Some(json!({"cidr": "127.0.0.0/30"})),
+            )
+            .await;
+        if s == StatusCode::ACCEPTED {
+            break;
+        }
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        assert!(Instant::now() < deadline, "the slot never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (state, scanned) = status().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        status().await,
+        (state.clone(), scanned),
+        "it stopped writing"
+    );
+    assert_eq!(state, "failed");
+}

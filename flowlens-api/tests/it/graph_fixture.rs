@@ -78,6 +78,6 @@ pub(crate) async fn build(api: &TestApi) -> Fixture {
     // Direct SQL changes announce nothing: drop what the API derived, once every
     // notification of the API writes above has arrived.
     api.settle().await;
-    api.state.graph_changed();
+    api.state.graph_changed().await;
     Fixture { a, d }
 }

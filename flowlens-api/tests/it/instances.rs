@@ -273,6 +273,7 @@ async fn two_instances_share_limits_revocations_caches_and_scans() {
     )
     .await;
     assert_eq!(s, 201, "{v}");
+    assert_eq!(edges(&first).await, 1, "A reads its own write at once");
     within(
         Duration::from_secs(1),
         "B shows A's new dependency",

@@ -15,9 +15,9 @@ async fn serve(api: &TestApi) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = api.app.clone();
-    let limits = api.state.config.api.limits.clone();
+    let config = api.state.config.api.clone();
     tokio::spawn(async move {
-        flowlens_api::server::serve(listener, app, &limits, std::future::pending()).await;
+        flowlens_api::server::serve(listener, app, &config, std::future::pending()).await;
     });
     addr
 }
@@ -242,4 +242,71 @@ async fn stuck_requests_time_out_and_excess_ones_are_shed() {
     assert!(body.contains("statement_timeout"), "{body}");
     assert!(took < Duration::from_secs(3), "{took:?}");
     holder.rollback().await.unwrap();
+}
+
+/// One client address holds at most `max_connections_per_address` connections, and a
+/// client that stops reading loses its connection at the write deadline instead of
+/// holding it (and its slot) forever.
+#[tokio::test]
+async fn one_address_cannot_hold_every_connection_or_stall_a_response() {
+    let api = TestApi::with("limits_per_address", |c| {
+        c.api.limits.max_connections = 100;
+        c.api.limits.max_connections_per_address = 2;
+        c.api.limits.write_timeout_seconds = 1;
+    })
+    .await;
+    let addr = serve(&api).await;
+    let first = TcpStream::connect(addr).await.unwrap();
+    let second = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let _ = third
+        .write_all(get("/api/v1/admin/health", None).as_bytes())
+        .await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut out)).await;
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    drop((first, second));
+
+    // A client asking for 200 copies of the OpenAPI document and reading nothing.
+    let token = TestApi::token(Role::Viewer);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut stalled = loop {
+        // The two idle connections above may take a moment to be given back.
+        match tokio::net::TcpSocket::new_v4()
+            .and_then(|s| {
+                s.set_recv_buffer_size(4096)?;
+                Ok(s)
+            })
+            .unwrap()
+            .connect(addr)
+            .await
+        {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let one = format!(
+        "GET /api/v1/openapi.json HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    let requests = one.repeat(200);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        stalled.write_all(requests.as_bytes()),
+    )
+    .await;
+    // Past the write deadline the server has given up on this client.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut got)).await;
+    let answers = String::from_utf8_lossy(&got)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(
+        answers < 200,
+        "all {answers} answers were written to a client that stalled"
+    );
 }
