@@ -179,15 +179,7 @@ impl AnswerCache {
         tokio::spawn(async move {
             loop {
                 bump.notified().await;
-                let bumped = redis
-                    .run("cache", async |c| {
-                        redis::cmd("INCR")
-                            .arg(GENERATION_KEY)
-                            .query_async::<i64>(c)
-                            .await
-                    })
-                    .await;
-                if bumped.is_none() {
+                if !bump_generation(&redis).await {
                     // Entries written meanwhile must not outlive the change: try again
                     // once Redis is back (the lookups use memory until then).
                     tokio::time::sleep(crate::shared::RETRY_AFTER).await;
@@ -310,37 +302,42 @@ impl AnswerCache {
     /// returning (within `shared::TIMEOUT`; when Redis does not answer, the background
     /// task bumps it once it is back).
     pub async fn invalidate_now(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.topology.invalidate_all();
-        self.search.invalidate_all();
-        metrics::counter!(CACHE_INVALIDATIONS).increment(1);
-        let Some(shared) = &self.shared else {
-            return;
-        };
-        let bumped = shared
-            .redis
-            .run("cache", async |c| {
-                redis::cmd("INCR")
-                    .arg(GENERATION_KEY)
-                    .query_async::<i64>(c)
-                    .await
-            })
-            .await;
-        if bumped.is_none() {
+        self.drop_local();
+        if let Some(shared) = &self.shared
+            && !bump_generation(&shared.redis).await
+        {
             shared.bump.notify_one();
         }
     }
 
     /// Drops every cached answer (the shared ones by bumping their generation, soon).
     pub fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.topology.invalidate_all();
-        self.search.invalidate_all();
+        self.drop_local();
         if let Some(shared) = &self.shared {
             shared.bump.notify_one();
         }
+    }
+
+    /// Drops this process's answers and moves its generation on.
+    fn drop_local(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.topology.invalidate_all();
+        self.search.invalidate_all();
         metrics::counter!(CACHE_INVALIDATIONS).increment(1);
     }
+}
+
+/// Moves the shared generation on; false when Redis did not answer.
+async fn bump_generation(redis: &crate::shared::Redis) -> bool {
+    redis
+        .run("cache", async |c| {
+            redis::cmd("INCR")
+                .arg(GENERATION_KEY)
+                .query_async::<i64>(c)
+                .await
+        })
+        .await
+        .is_some()
 }
 
 #[cfg(test)]

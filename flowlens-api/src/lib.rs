@@ -21,6 +21,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod server;
 pub mod shared;
+pub mod slots;
 pub mod snapshot;
 pub mod state;
 pub mod telemetry;

@@ -123,13 +123,21 @@ impl RateLimiter {
             bb.tokens -= 1.0;
             return Ok(());
         }
-        metrics::counter!(crate::telemetry::RATE_LIMITED, "scope" => self.scope).increment(1);
-        let wait = Duration::from_secs_f64(self.sustained.wait(bs).max(self.burst.wait(bb)));
-        // Rounded up: a client that waits the whole seconds it is told must succeed.
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        Err(ApiError::RateLimited {
-            retry_after_seconds: seconds.max(1),
-        })
+        Err(refusal(
+            self.scope,
+            self.sustained.wait(bs).max(self.burst.wait(bb)),
+        ))
+    }
+}
+
+/// A 429 for a caller who may try again in `wait_seconds`, counted under `scope`.
+fn refusal(scope: &'static str, wait_seconds: f64) -> ApiError {
+    metrics::counter!(crate::telemetry::RATE_LIMITED, "scope" => scope).increment(1);
+    let wait = Duration::from_secs_f64(wait_seconds.clamp(0.0, 86_400.0));
+    // Rounded up: a client that waits the whole seconds it is told must succeed.
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::RateLimited {
+        retry_after_seconds: seconds.max(1),
     }
 }
 
@@ -221,12 +229,7 @@ impl CallerLimiter {
         if wait <= 0.0 {
             return Ok(());
         }
-        metrics::counter!(crate::telemetry::RATE_LIMITED, "scope" => "caller").increment(1);
-        let wait = Duration::from_secs_f64(wait.min(86_400.0));
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        Err(ApiError::RateLimited {
-            retry_after_seconds: seconds.max(1),
-        })
+        Err(refusal("caller", wait))
     }
 }
 

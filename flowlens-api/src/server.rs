@@ -20,50 +20,8 @@ use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt as _;
 
 use crate::config::ApiConfig;
+use crate::slots::{KeyCounts, KeySlot};
 use crate::telemetry::CONNECTIONS_REFUSED;
-
-/// Open connections per client address key (see [`crate::guard::address_key`]).
-type PerAddress = Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
-
-/// One of a client address's connections; gives it back when dropped.
-struct AddressSlot {
-    map: PerAddress,
-    key: String,
-}
-
-impl AddressSlot {
-    /// Takes one of `key`'s `max` slots, or says it has none left.
-    fn take(map: &PerAddress, key: String, max: usize) -> Option<Self> {
-        let mut m = map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = m.entry(key.clone()).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        drop(m);
-        Some(Self {
-            map: map.clone(),
-            key,
-        })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut m = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.key);
-            }
-        }
-    }
-}
 
 /// A connection whose writes must make progress: a write (or flush) that stays
 /// pending for `timeout` fails, so hyper closes the connection. Without it a client
@@ -172,7 +130,7 @@ pub async fn serve(
     let limits = &config.limits;
     let max = limits.max_connections;
     let slots = Arc::new(Semaphore::new(max));
-    let per_address = PerAddress::default();
+    let per_address = KeyCounts::default();
     // A load balancer's connections carry many clients: not capped per address.
     let trusted: Vec<ipnetwork::IpNetwork> = config
         .rate_limiting
@@ -206,8 +164,7 @@ pub async fn serve(
             None
         } else {
             let key = crate::guard::address_key(peer.ip());
-            let Some(slot) =
-                AddressSlot::take(&per_address, key, limits.max_connections_per_address)
+            let Some(slot) = KeySlot::take(&per_address, &key, limits.max_connections_per_address)
             else {
                 metrics::counter!(CONNECTIONS_REFUSED, "reason" => "per_address").increment(1);
                 drop(stream);

@@ -38,12 +38,13 @@ pub struct Snapshot {
 }
 
 /// Up to this many current dependencies, a traversal from one asset (impact, blast
-/// radius, a view around an asset) runs on the request's own worker: even one that
-/// reaches the whole graph takes about a millisecond (a whole-graph SPOF of the
-/// 50 000-dependency benchmark graph takes ~0.8 ms), less than handing it to a
-/// blocking thread costs at thousands of requests a second (`cargo xtask bench api`
-/// measured blast radius at 0.53x of inline when every request went through the
-/// blocking pool). Larger graphs traverse on blocking threads.
+/// radius, a view around an asset) runs on the request's own worker. What was
+/// measured (`cargo xtask bench api`, 50 000 dependencies, 2 cores shared with wrk and
+/// PostgreSQL): blast radius at 0.53x of inline when every request went through the
+/// blocking pool, and even whole-graph SPOF, run on blocking threads, answers ~3700
+/// times a second, so a traversal of a graph this size is on the order of a
+/// millisecond at worst (an estimate from those rates, not a timing of one
+/// traversal). Larger graphs traverse on blocking threads.
 pub const INLINE_MAX_DEPENDENCIES: usize = 100_000;
 
 /// Bytes of analysis answers one snapshot keeps.

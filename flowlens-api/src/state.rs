@@ -52,7 +52,7 @@ pub struct StateParts {
     /// Open WebSocket connections.
     pub ws_open: Arc<AtomicUsize>,
     /// Open WebSocket connections per caller (`Caller::limit_key`).
-    pub ws_callers: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    pub ws_callers: crate::slots::KeyCounts,
     /// The change feed is listening (reported by health).
     pub feed_listening: Arc<AtomicBool>,
     /// Change notifications this process has received.

@@ -5,9 +5,8 @@
 //! another origin is refused, and a socket lives no longer than its credential: it is
 //! closed when its token expires or its API key is revoked on any instance.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -22,6 +21,7 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, Viewer};
 use crate::error::{ApiError, Problem};
+use crate::slots::{KeyCounts, KeySlot};
 use crate::state::AppState;
 use crate::telemetry::{WEBSOCKET_CLOSED, WEBSOCKET_CONNECTIONS, WEBSOCKET_REFUSED};
 
@@ -34,14 +34,13 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4096;
 /// Per-socket read buffer (tungstenite's default is 128 kibibytes per socket).
 const READ_BUFFER_BYTES: usize = 4096;
 
-type Callers = Arc<Mutex<HashMap<String, usize>>>;
+type Callers = KeyCounts;
 
 /// Holds one of `api.websocket.max_connections` slots, and one of its caller's
 /// `max_connections_per_caller`, while a socket is open.
 pub struct WsSlot {
     open: Arc<AtomicUsize>,
-    callers: Callers,
-    caller: String,
+    _caller: KeySlot,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,50 +57,22 @@ impl WsSlot {
         max: usize,
         per_caller: usize,
     ) -> Result<Self, Refusal> {
-        {
-            let mut map = callers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = map.entry(caller.to_owned()).or_insert(0);
-            if *n >= per_caller {
-                return Err(Refusal::PerCaller);
-            }
-            *n += 1;
-        }
-        if open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_err()
-        {
-            release_caller(callers, caller);
-            return Err(Refusal::Full);
-        }
+        // Dropped again (the caller's count given back) if the server is full.
+        let caller = KeySlot::take(callers, caller, per_caller).ok_or(Refusal::PerCaller)?;
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .map_err(|_| Refusal::Full)?;
         metrics::gauge!(WEBSOCKET_CONNECTIONS).increment(1.0);
         Ok(Self {
             open: open.clone(),
-            callers: callers.clone(),
-            caller: caller.to_owned(),
+            _caller: caller,
         })
-    }
-}
-
-/// Gives one of `caller`'s sockets back, forgetting callers with none.
-fn release_caller(callers: &Callers, caller: &str) {
-    let mut map = callers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(n) = map.get_mut(caller) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            map.remove(caller);
-        }
     }
 }
 
 impl Drop for WsSlot {
     fn drop(&mut self) {
-        release_caller(&self.callers, &self.caller);
         self.open.fetch_sub(1, Ordering::AcqRel);
         metrics::gauge!(WEBSOCKET_CONNECTIONS).decrement(1.0);
     }
