@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::blast::BlastProtocol;
 use crate::decode_command::Format;
-use crate::pipeline::Output;
+use crate::pipeline::{Output, Role};
 
 #[derive(Debug, Parser)]
 #[command(name = "flowlens-daemon", version, about = "FlowLens flow collector")]
@@ -49,6 +49,11 @@ pub enum Command {
         /// `discard`, or `auto`: postgres when `DATABASE_URL` or `database.url` is set.
         #[arg(long, default_value = "auto")]
         output: Output,
+        /// Which stages run here: `all` (receive, decode, write the graph), `ingest`
+        /// (receive and produce to Kafka), or `process` (consume from Kafka, decode,
+        /// write the graph).
+        #[arg(long, value_enum, default_value = "all")]
+        role: Role,
         /// Log filter (tracing EnvFilter syntax), e.g. `info` or `flowlens_daemon=debug`.
         #[arg(long, env = "FLOWLENS_LOG", default_value = "info")]
         log_level: String,
@@ -62,6 +67,10 @@ pub enum Command {
         /// Collector address, e.g. 127.0.0.1:4739.
         #[arg(long)]
         target: std::net::SocketAddr,
+        /// The exporter's address: the source address datagrams are sent from (e.g.
+        /// 127.0.0.2 to play a second exporter on loopback).
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
         /// Flow records per second (0 = as fast as possible).
         #[arg(long, default_value_t = 1000)]
         rate: u64,

@@ -94,6 +94,21 @@ pub struct KafkaConfig {
     pub linger_ms: u64,
     /// Largest batch a producer sends to one partition, in bytes.
     pub batch_size: u64,
+    /// Datagrams an `ingest` producer holds while the broker is slow or away; past
+    /// it (or `max_buffered_mib`) a datagram is dropped and counted for its exporter,
+    /// never waited for.
+    pub max_buffered_datagrams: u32,
+    /// Bytes an `ingest` producer holds at most, in mebibytes.
+    pub max_buffered_mib: u32,
+    /// How long a produced datagram may wait for the broker before it is given up
+    /// (and counted as dropped for its exporter).
+    pub message_timeout_ms: u64,
+    /// How often a `process` instance tells its decode workers where it is in the
+    /// raw topic; the graph flush writes the last such position with its flows.
+    pub mark_interval_ms: u64,
+    /// This instance's name in the records it produces (`ingest_id`); the host name
+    /// when empty.
+    pub instance_id: String,
     /// Passed to librdkafka as they are (TLS, SASL, timeouts): `security.protocol`,
     /// `sasl.mechanisms`, ... They win over the settings above.
     pub properties: std::collections::BTreeMap<String, String>,
@@ -110,6 +125,11 @@ impl Default for KafkaConfig {
             compression: "lz4".into(),
             linger_ms: 5,
             batch_size: 1 << 20,
+            max_buffered_datagrams: 200_000,
+            max_buffered_mib: 256,
+            message_timeout_ms: 300_000,
+            mark_interval_ms: 500,
+            instance_id: String::new(),
             properties: std::collections::BTreeMap::new(),
         }
     }
@@ -144,6 +164,17 @@ impl KafkaConfig {
     /// Whether brokers are configured.
     pub fn configured(&self) -> bool {
         !self.bootstrap_servers.trim().is_empty()
+    }
+
+    /// `instance_id`, or the host name when it is empty.
+    pub fn instance_name(&self) -> String {
+        if self.instance_id.is_empty() {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default()
+        } else {
+            self.instance_id.clone()
+        }
     }
 }
 
@@ -415,6 +446,20 @@ impl Config {
         }
         if k.consumer_group.trim().is_empty() {
             kafka_problems.push("kafka.consumer_group must not be empty".into());
+        }
+        if k.max_buffered_datagrams == 0
+            || k.max_buffered_mib == 0
+            || k.message_timeout_ms == 0
+            || k.mark_interval_ms == 0
+        {
+            kafka_problems.push(
+                "kafka.max_buffered_datagrams, max_buffered_mib, message_timeout_ms and \
+                 mark_interval_ms must be at least 1"
+                    .into(),
+            );
+        }
+        if k.instance_id.len() > 255 || k.instance_id.chars().any(char::is_control) {
+            kafka_problems.push("kafka.instance_id: at most 255 printable characters".into());
         }
         let mut problems = kafka_problems;
         let i = &self.ingestion;

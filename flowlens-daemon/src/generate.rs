@@ -331,19 +331,21 @@ pub struct GenerateReport {
 }
 
 /// EDGE: plays `rounds` rounds of the enterprise topology to `target` as IPFIX, at
-/// about `rate` flow records per second (0 = as fast as possible). Odd rounds carry no
-/// handshake flags, so a collector must orient them by ports and fan-out.
+/// about `rate` flow records per second (0 = as fast as possible), from `source` (the
+/// exporter's address; any when `None`). Odd rounds carry no handshake flags, so a
+/// collector must orient them by ports and fan-out.
 pub fn generate(
     target: std::net::SocketAddr,
+    source: Option<IpAddr>,
     rounds: u64,
     rate: u64,
     clients: usize,
 ) -> std::io::Result<GenerateReport> {
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-    let bind: std::net::SocketAddr = if target.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    let bind: std::net::SocketAddr = match source {
+        Some(ip) => (ip, 0).into(),
+        None if target.is_ipv4() => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        None => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let sock = std::net::UdpSocket::bind(bind)?;
     sock.connect(target)?;

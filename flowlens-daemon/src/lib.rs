@@ -22,6 +22,8 @@ pub mod output;
 pub mod pipeline;
 pub mod pressure;
 pub mod resolve;
+pub mod routing;
+pub mod seam;
 pub mod store;
 pub mod telemetry;
 #[doc(hidden)]

@@ -55,12 +55,13 @@ fn main() -> ExitCode {
         Command::Generate {
             proto: _,
             target,
+            source,
             rate,
             rounds,
             clients,
         } => one_line(
             "generate",
-            flowlens_daemon::generate::generate(target, rounds, rate, clients)
+            flowlens_daemon::generate::generate(target, source, rounds, rate, clients)
                 .map_err(anyhow::Error::from)
                 .map(|r| serde_json::to_string(&r).unwrap_or_default()),
         ),
@@ -93,10 +94,11 @@ fn main() -> ExitCode {
             ifaces,
             no_xdp,
             output,
+            role,
             log_level,
         } => {
             init_logging(&log_level);
-            match run(config.as_deref(), ifaces, no_xdp, output) {
+            match run(config.as_deref(), ifaces, no_xdp, output, role) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -124,6 +126,7 @@ fn run(
     ifaces: Vec<String>,
     no_xdp: bool,
     output: pipeline::Output,
+    role: pipeline::Role,
 ) -> anyhow::Result<()> {
     let mut config = Config::load(config, std::env::vars()).context("loading configuration")?;
     config.xdp.interfaces.extend(ifaces);
@@ -133,6 +136,7 @@ fn run(
             config,
             no_xdp,
             output,
+            role,
         },
         &shutdown,
     )

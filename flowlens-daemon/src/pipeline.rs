@@ -1,24 +1,39 @@
-//! The only module that knows the topology of the `run` command:
+//! The only module that knows the topology of the `run` command. Its roles cut it
+//! at one seam ([`Handoff`]): what receiving hands to processing.
 //!
 //! ```text
-//! receive (UDP threads | XDP ring readers)
-//!   -> Dispatcher (sharded by exporter, bounded queues: drop + count when full)
-//!   -> decode workers (one Decoder each; batches of ingestion.batch_size or
-//!      ingestion.batch_timeout_ms)
-//!   -> sink thread (jsonl file, or nothing yet: the PostgreSQL issue adds its sink)
-//! pressure controller (main thread): queue fill -> 1:N sampling rate
-//! telemetry (tokio thread): /health, /metrics, and SIGINT/SIGTERM -> shutdown
+//! all:      receive -> Handoff -> Dispatcher -> decode workers -> sink
+//!                         \-> raw topic -> consumer -/   (routing kafka, or auto above
+//!                                                        the threshold)
+//! ingest:   receive -> Handoff -> raw topic
+//! process:  raw topic -> consumer -> Dispatcher -> decode workers -> sink
+//!
+//! receive   UDP threads | XDP ring readers; never wait (a refused datagram is
+//!           dropped and counted for its exporter)
+//! Dispatcher sharded by exporter, bounded queues; the consumer waits on them (its
+//!           backlog stays in the broker) and sends position marks down them
+//! decode    one Decoder per worker; batches of ingestion.batch_size or
+//!           ingestion.batch_timeout_ms
+//! sink      the PostgreSQL graph (with the raw-topic positions of what it flushed),
+//!           a jsonl file, or nothing
+//! control   (main thread) queue fill -> 1:N sampling rate; flow rate -> route
+//! telemetry (tokio thread) /health, /metrics, and SIGINT/SIGTERM -> shutdown
 //! ```
 //!
-//! Shutdown drains in order: receivers stop, queues are decoded to the end, the last
-//! partial batches reach the sink, the sink flushes.
+//! The accounting identity is counted on both sides of the seam: at the receive side
+//! received = handed over (decoded here, or produced) + sampled out + dropped; at the
+//! process side consumed = decoded + malformed.
+//!
+//! Shutdown drains in order: receivers stop, the producer flushes, the consumer
+//! hands over what it read and flushes it (positions included), queues are decoded
+//! to the end, the last partial batches reach the sink, the sink flushes.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
@@ -29,13 +44,19 @@ use crate::decode::{Datagram, DecodeError, Decoder, DecoderConfig, ExporterCount
 use crate::enrich::classify::Classifier;
 use crate::flow::FlowRecord;
 use crate::graph::sink::{GraphHealth, GraphSettings, GraphSink};
-use crate::ingest::datagram::{Dispatcher, RawDatagram};
+use crate::ingest::datagram::{Dispatcher, Mark, Work};
 use crate::ingest::ring::{RingReader, RingReaderOptions};
 use crate::ingest::udp;
 use crate::ingest::xdp::{self, ExporterLosses, ExporterPrefix, XdpHandle, XdpOptions};
+use crate::kafka::consume::{self, ConsumerSetup};
+use crate::kafka::health::KafkaHealth;
+use crate::kafka::positions::{Durable, Positions};
+use crate::kafka::produce::RawProducer;
 use crate::malformed_log::MalformedLog;
 use crate::output;
 use crate::pressure::{Pressure, PressurePolicy};
+use crate::routing::{self, Router};
+use crate::seam::{Handoff, Route};
 use crate::telemetry::metrics as m;
 use crate::telemetry::server::{self, Telemetry};
 
@@ -67,12 +88,36 @@ impl std::str::FromStr for Output {
     }
 }
 
+/// Which stages this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Role {
+    /// Receive, decode and write the graph (through Kafka as `ingestion.routing`
+    /// says).
+    #[default]
+    All,
+    /// Receive and produce raw datagrams to Kafka.
+    Ingest,
+    /// Consume raw datagrams from Kafka (in `kafka.consumer_group`), decode and write
+    /// the graph.
+    Process,
+}
+
+impl Role {
+    fn receives(self) -> bool {
+        self != Self::Process
+    }
+    fn processes(self) -> bool {
+        self != Self::Ingest
+    }
+}
+
 /// What `run` needs beyond the config.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub config: Config,
     pub no_xdp: bool,
     pub output: Output,
+    pub role: Role,
 }
 
 /// Errors that stop the daemon at startup.
@@ -98,6 +143,10 @@ pub enum RunError {
     NoDatabase,
     #[error("the PostgreSQL graph: {0}")]
     Graph(#[source] crate::graph::sink::GraphError),
+    #[error("{0} needs Kafka: set kafka.bootstrap_servers or KAFKA_BOOTSTRAP_SERVERS")]
+    NoKafka(&'static str),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] crate::kafka::client::KafkaError),
 }
 
 /// Totals at exit (also in /metrics while running).
@@ -105,6 +154,8 @@ pub enum RunError {
 pub struct RunSummary {
     pub decoder: ExporterCounters,
     pub flows_processed: u64,
+    /// Raw-topic records consumed, and those that were not datagrams.
+    pub consumed: consume::ConsumeTotals,
 }
 
 fn now_ms() -> u64 {
@@ -120,190 +171,450 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| RunError::Metrics(e.to_string()))?;
-    let workers = cfg.ingestion.worker_count();
-    let (dispatcher, queues) = Dispatcher::new(
-        workers,
-        cfg.ingestion.backpressure.drop_threshold_queue_depth,
-    );
-
-    // The sink first: a graph sink that cannot reach PostgreSQL at start is an error.
-    let mut sink = open_sink(&opts.output, cfg)?;
-    let postgres_status: Arc<dyn Fn() -> String + Send + Sync> = match sink.postgres_health() {
-        Some(h) => Arc::new(move || h.status().to_owned()),
-        None => Arc::new(|| "not_configured".to_owned()),
-    };
-
-    // Telemetry and signals on a small tokio runtime of their own.
-    let telemetry = Telemetry {
-        prometheus,
-        started,
-        checks: Arc::new(move || {
-            vec![
-                ("postgresql", postgres_status()),
-                ("kafka", "not_configured".to_owned()),
-                ("redis", "not_configured".to_owned()),
-            ]
-        }),
-    };
-    let addr = cfg.telemetry.listen_address;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("flowlens-telemetry")
         .enable_all()
         .build()
         .map_err(RunError::Thread)?;
+
+    // Kafka: required by the split roles, used by `all` when routing allows it.
+    let mode = routing::Mode::parse(&cfg.ingestion.routing.mode).unwrap_or(routing::Mode::Auto);
+    let kafka = match (opts.role, mode) {
+        (Role::Ingest, _) if !cfg.kafka.configured() => {
+            return Err(RunError::NoKafka("--role ingest"));
+        }
+        (Role::Process, _) if !cfg.kafka.configured() => {
+            return Err(RunError::NoKafka("--role process"));
+        }
+        (Role::All, routing::Mode::Kafka) if !cfg.kafka.configured() => {
+            return Err(RunError::NoKafka("ingestion.routing.mode: kafka"));
+        }
+        (Role::All, routing::Mode::Postgres) => false,
+        _ => cfg.kafka.configured(),
+    };
+    let kafka_health = KafkaHealth::default();
+    if kafka {
+        let created = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                crate::kafka::client::ensure_topics(&cfg.kafka),
+            )
+            .await
+        });
+        match created {
+            Ok(Ok(created)) if !created.is_empty() => {
+                tracing::info!(?created, "Kafka topics created");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(RunError::Kafka(crate::kafka::client::KafkaError::Io(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the brokers did not answer within 30 s",
+                    ),
+                )));
+            }
+        }
+    }
+
+    // Processing first: a graph sink that cannot reach PostgreSQL at start is an error.
+    let durable = Durable::default();
+    let processing = if opts.role.processes() {
+        Some(Processing::start(
+            cfg,
+            &opts.output,
+            kafka.then(|| durable.clone()),
+        )?)
+    } else {
+        None
+    };
+    let postgres_status: Arc<dyn Fn() -> String + Send + Sync> =
+        match processing.as_ref().and_then(|p| p.postgres.clone()) {
+            Some(h) => Arc::new(move || h.status().to_owned()),
+            None => Arc::new(|| "not_configured".to_owned()),
+        };
+    let kafka_status: Arc<dyn Fn() -> String + Send + Sync> = if kafka {
+        let h = kafka_health.clone();
+        Arc::new(move || h.status().to_owned())
+    } else {
+        Arc::new(|| "not_configured".to_owned())
+    };
+    serve_telemetry(
+        &rt,
+        Telemetry {
+            prometheus,
+            started,
+            checks: Arc::new(move || {
+                vec![
+                    ("postgresql", postgres_status()),
+                    ("kafka", kafka_status()),
+                    ("redis", "not_configured".to_owned()),
+                ]
+            }),
+        },
+        cfg.telemetry.listen_address,
+        shutdown,
+    )?;
+
+    // The consumer: the process role, and `all` when datagrams may go through Kafka.
+    let consumer_stop = Arc::new(AtomicBool::new(false));
+    let consumer = match &processing {
+        Some(p) if kafka => Some(consume::spawn(
+            ConsumerSetup {
+                kafka: cfg.kafka.clone(),
+                database_url: p.database_url.clone(),
+                health: kafka_health.clone(),
+            },
+            p.dispatcher.clone(),
+            durable,
+            consumer_stop.clone(),
+        )?),
+        _ => None,
+    };
+
+    // The seam, and receiving.
+    let producer = if kafka && opts.role.receives() {
+        Some(Arc::new(RawProducer::new(&cfg.kafka, kafka_health)?))
+    } else {
+        None
+    };
+    let route = Arc::new(Route::default());
+    let handoff = match (&processing, &producer) {
+        (Some(p), Some(k)) => Some(Handoff::Routed {
+            local: p.dispatcher.clone(),
+            kafka: k.clone(),
+            route: route.clone(),
+        }),
+        (None, Some(k)) => Some(Handoff::Kafka(k.clone())),
+        (Some(p), None) if opts.role.receives() => Some(Handoff::Local(p.dispatcher.clone())),
+        _ => None,
+    };
+    let mut receiving = match &handoff {
+        Some(h) => Some(Receiving::start(cfg, opts.no_xdp, h, shutdown)?),
+        None => None,
+    };
+
+    // Control until shutdown: pressure -> sampling rate, flow rate -> route.
+    let mut router = Router::new(
+        if producer.is_some() && processing.is_some() {
+            mode
+        } else {
+            routing::Mode::Postgres
+        },
+        cfg.ingestion.routing.kafka_threshold_flows_per_sec,
+    );
+    route.set_via_kafka(router.via_kafka());
+    m::routing(router.via_kafka());
+    let mut control = Control::new(cfg);
+    while !shutdown.load(Ordering::Relaxed) {
+        std::thread::park_timeout(Duration::from_millis(100));
+        if let (Some(h), Some(r)) = (&handoff, receiving.as_mut()) {
+            control.pressure(h.fill(), r);
+            r.publish();
+        }
+        if let Some(k) = &producer {
+            k.publish();
+        }
+        if let Some(p) = &processing {
+            p.publish_depths();
+            if let Some(via_kafka) = control.route(&mut router, p.flows_seen()) {
+                tracing::info!(
+                    via_kafka,
+                    "routing: datagrams now go {}",
+                    if via_kafka {
+                        "through Kafka"
+                    } else {
+                        "straight to the decode workers"
+                    }
+                );
+                route.set_via_kafka(via_kafka);
+                m::routing(via_kafka);
+                metrics::counter!("flowlens_routing_switches_total",
+                    "to" => if via_kafka { "kafka" } else { "postgres" })
+                .increment(1);
+            }
+        }
+    }
+
+    tracing::info!("shutting down: draining queues");
+    if let Some(r) = receiving.take() {
+        r.stop();
+    }
+    drop(handoff);
+    if let Some(k) = producer {
+        k.flush(Duration::from_secs(10));
+    }
+    consumer_stop.store(true, Ordering::Relaxed);
+    let totals = consumer.and_then(|c| c.join().ok()).unwrap_or_default();
+    let mut summary = processing.map(Processing::finish).unwrap_or_default();
+    summary.consumed = totals;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(summary)
+}
+
+/// Serves /health and /metrics, and turns SIGINT/SIGTERM into `shutdown`.
+fn serve_telemetry(
+    rt: &tokio::runtime::Runtime,
+    telemetry: Telemetry,
+    addr: std::net::SocketAddr,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<(), RunError> {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
         .map_err(|source| RunError::Telemetry { addr, source })?;
-    {
-        let stop = shutdown.clone();
-        rt.spawn(async move {
-            wait_for_signal(&stop).await;
-            stop.store(true, Ordering::Relaxed);
-        });
-        let stop = shutdown.clone();
-        rt.spawn(async move {
-            let until = async move {
-                while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            };
-            let app = server::router(telemetry);
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(until)
-                .await
-            {
-                tracing::error!(error = %e, "telemetry server failed");
+    let stop = shutdown.clone();
+    rt.spawn(async move {
+        wait_for_signal(&stop).await;
+        stop.store(true, Ordering::Relaxed);
+    });
+    let stop = shutdown.clone();
+    rt.spawn(async move {
+        let until = async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        });
-    }
-    tracing::info!(%addr, "serving /health and /metrics");
-
-    // Sink.
-    let (sink_tx, sink_rx) = bounded::<Vec<FlowRecord>>(64);
-    let sink_thread = std::thread::Builder::new()
-        .name("flowlens-sink".into())
-        .spawn(move || sink_loop(&sink_rx, sink.as_mut()))
-        .map_err(RunError::Thread)?;
-
-    // Decode workers.
-    let mut worker_threads = Vec::new();
-    for (i, rx) in queues.into_iter().enumerate() {
-        let tx = sink_tx.clone();
-        let dcfg = cfg.decoder.clone();
-        let batch = Batching {
-            size: cfg.ingestion.batch_size,
-            timeout: Duration::from_millis(cfg.ingestion.batch_timeout_ms),
         };
-        worker_threads.push(
-            std::thread::Builder::new()
-                .name(format!("flowlens-decode-{i}"))
-                .spawn(move || decode_worker(&rx, dcfg, batch, &tx))
-                .map_err(RunError::Thread)?,
-        );
-    }
-    drop(sink_tx);
-
-    // Ingestion: XDP when asked for and possible, else UDP sockets.
-    let wants_xdp = cfg.xdp.enabled && !opts.no_xdp && !cfg.xdp.interfaces.is_empty();
-    let mut xdp = None;
-    if wants_xdp {
-        match start_xdp(cfg, &dispatcher, shutdown) {
-            Ok(x) => {
-                tracing::info!(attachments = ?x.0.attachments(), "XDP fast path attached");
-                xdp = Some(x);
-            }
-            Err(e) => tracing::warn!(
-                error = %e,
-                interfaces = ?cfg.xdp.interfaces,
-                "XDP unavailable; falling back to UDP sockets"
-            ),
+        let app = server::router(telemetry);
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(until)
+            .await
+        {
+            tracing::error!(error = %e, "telemetry server failed");
         }
-    }
-    m::ingest_mode(xdp.is_some());
-    let sample_rate = Arc::new(AtomicU32::new(1));
-    let controls = udp::Controls {
-        shutdown: shutdown.clone(),
-        sample_rate: sample_rate.clone(),
-    };
-    // In XDP mode the sockets still catch what the program passes on doubt (fragments,
-    // IPv6 extension headers, oversized datagrams); in mirror mode another collector
-    // owns the ports and gets every datagram, so we stay off them.
-    let receivers = if xdp.is_some() && cfg.xdp.mirror {
-        Vec::new()
-    } else {
-        let sets = udp::bind(
-            cfg.ingestion.bind_address,
-            &cfg.ingestion.ports(),
+    });
+    tracing::info!(%addr, "serving /health and /metrics");
+    Ok(())
+}
+
+/// The processing side: decode workers and the sink.
+struct Processing {
+    dispatcher: Dispatcher,
+    workers: Vec<std::thread::JoinHandle<ExporterCounters>>,
+    sink: std::thread::JoinHandle<u64>,
+    postgres: Option<GraphHealth>,
+    /// The graph's database, when the sink writes it.
+    database_url: Option<String>,
+    /// Flows handed to the sink so far.
+    flows: Arc<AtomicU64>,
+}
+
+impl Processing {
+    fn start(cfg: &Config, output: &Output, durable: Option<Durable>) -> Result<Self, RunError> {
+        let workers = cfg.ingestion.worker_count();
+        let (dispatcher, queues) = Dispatcher::new(
             workers,
-            cfg.ingestion.receive_buffer_size,
-        )
-        .map_err(RunError::Bind)?;
-        tracing::info!(ports = ?cfg.ingestion.ports(), workers, "receiving on UDP sockets");
-        udp::spawn(sets, &dispatcher, &controls).map_err(RunError::Thread)?
-    };
+            cfg.ingestion.backpressure.drop_threshold_queue_depth,
+        );
+        let (mut sink, database_url) = open_sink(output, cfg, durable.clone())?;
+        let postgres = sink.postgres_health();
+        let flows = Arc::new(AtomicU64::new(0));
+        let (sink_tx, sink_rx) = bounded::<SinkItem>(64);
+        let counted = flows.clone();
+        let sink = std::thread::Builder::new()
+            .name("flowlens-sink".into())
+            .spawn(move || sink_loop(&sink_rx, sink.as_mut(), durable.as_ref(), &counted))
+            .map_err(RunError::Thread)?;
+        let mut worker_threads = Vec::new();
+        for (i, rx) in queues.into_iter().enumerate() {
+            let tx = sink_tx.clone();
+            let dcfg = cfg.decoder.clone();
+            let batch = Batching {
+                size: cfg.ingestion.batch_size,
+                timeout: Duration::from_millis(cfg.ingestion.batch_timeout_ms),
+            };
+            worker_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("flowlens-decode-{i}"))
+                    .spawn(move || decode_worker(&rx, dcfg, batch, &tx))
+                    .map_err(RunError::Thread)?,
+            );
+        }
+        Ok(Self {
+            dispatcher,
+            workers: worker_threads,
+            sink,
+            postgres,
+            database_url,
+            flows,
+        })
+    }
 
-    // Pressure control until shutdown.
-    let bp = &cfg.ingestion.backpressure;
-    let policy = PressurePolicy {
-        enabled: bp.enabled,
-        rate_under_pressure: bp.sample_rate_under_pressure,
-        high_watermark: bp.high_watermark,
-        low_watermark: bp.low_watermark,
-    };
-    let mut pressure = Pressure::default();
-    let mut xdp_losses = LossDeltas::default();
-    m::sample_rate(1);
-    while !shutdown.load(Ordering::Relaxed) {
-        std::thread::park_timeout(Duration::from_millis(100));
-        if let Some(rate) = pressure.update(&policy, dispatcher.max_fill()) {
-            tracing::warn!(rate, "ingest pressure changed the sampling rate");
-            // XDP samples before the copy to the ring; the sockets sample in userspace.
-            if let Some(Err(e)) = xdp.as_mut().map(|(h, _)| h.set_sample_rate(rate)) {
-                tracing::error!(error = %e, "could not set the XDP sampling rate");
-            }
-            sample_rate.store(rate, Ordering::Relaxed);
-            m::sample_rate(rate);
-        }
-        if let Some((handle, _)) = xdp.as_ref() {
-            publish_xdp(handle, &mut xdp_losses);
-        }
-        for (i, depth) in dispatcher.depths().into_iter().enumerate() {
+    fn flows_seen(&self) -> u64 {
+        self.flows.load(Ordering::Relaxed)
+    }
+
+    fn publish_depths(&self) {
+        for (i, depth) in self.dispatcher.depths().into_iter().enumerate() {
             m::queue_depth(i, depth);
         }
     }
-    tracing::info!("shutting down: draining queues");
-    for r in receivers {
-        let _ = r.join();
-    }
-    if let Some((mut handle, reader)) = xdp.take() {
-        let stats = reader.stop();
-        publish_xdp(&handle, &mut xdp_losses);
-        if let Err(e) = handle.detach() {
-            tracing::error!(error = %e, "detaching XDP");
+
+    /// Decodes what is queued, flushes the sink, and returns the totals. Every other
+    /// holder of the dispatcher (receivers, consumer) must be gone.
+    fn finish(self) -> RunSummary {
+        drop(self.dispatcher);
+        let mut summary = RunSummary::default();
+        for w in self.workers {
+            if let Ok(c) = w.join() {
+                summary.decoder.accumulate(&c);
+            }
         }
-        tracing::info!(
-            records = stats.records,
-            malformed = stats.malformed,
-            "XDP detached"
-        );
+        summary.flows_processed = self.sink.join().unwrap_or(0);
+        summary
     }
-    drop(dispatcher);
-    let mut summary = RunSummary::default();
-    for w in worker_threads {
-        if let Ok(c) = w.join() {
-            summary.decoder.accumulate(&c);
+}
+
+/// The receiving side: XDP ring readers or UDP sockets, handing over to the seam.
+struct Receiving {
+    xdp: Option<(XdpHandle, RingReader)>,
+    receivers: Vec<std::thread::JoinHandle<()>>,
+    sample_rate: Arc<AtomicU32>,
+    losses: LossDeltas,
+}
+
+impl Receiving {
+    fn start(
+        cfg: &Config,
+        no_xdp: bool,
+        handoff: &Handoff,
+        shutdown: &Arc<AtomicBool>,
+    ) -> Result<Self, RunError> {
+        // XDP when asked for and possible, else UDP sockets.
+        let wants_xdp = cfg.xdp.enabled && !no_xdp && !cfg.xdp.interfaces.is_empty();
+        let mut xdp = None;
+        if wants_xdp {
+            match start_xdp(cfg, handoff, shutdown) {
+                Ok(x) => {
+                    tracing::info!(attachments = ?x.0.attachments(), "XDP fast path attached");
+                    xdp = Some(x);
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    interfaces = ?cfg.xdp.interfaces,
+                    "XDP unavailable; falling back to UDP sockets"
+                ),
+            }
+        }
+        m::ingest_mode(xdp.is_some());
+        let sample_rate = Arc::new(AtomicU32::new(1));
+        m::sample_rate(1);
+        let controls = udp::Controls {
+            shutdown: shutdown.clone(),
+            sample_rate: sample_rate.clone(),
+        };
+        // In XDP mode the sockets still catch what the program passes on doubt
+        // (fragments, IPv6 extension headers, oversized datagrams); in mirror mode
+        // another collector owns the ports and gets every datagram, so we stay off them.
+        let receivers = if xdp.is_some() && cfg.xdp.mirror {
+            Vec::new()
+        } else {
+            let workers = cfg.ingestion.worker_count();
+            let sets = udp::bind(
+                cfg.ingestion.bind_address,
+                &cfg.ingestion.ports(),
+                workers,
+                cfg.ingestion.receive_buffer_size,
+            )
+            .map_err(RunError::Bind)?;
+            tracing::info!(ports = ?cfg.ingestion.ports(), workers, "receiving on UDP sockets");
+            udp::spawn(sets, handoff, &controls).map_err(RunError::Thread)?
+        };
+        Ok(Self {
+            xdp,
+            receivers,
+            sample_rate,
+            losses: LossDeltas::default(),
+        })
+    }
+
+    /// Samples 1:`rate` from now on: XDP before the copy to the ring, the sockets in
+    /// userspace.
+    fn set_sample_rate(&mut self, rate: u32) {
+        if let Some(Err(e)) = self.xdp.as_mut().map(|(h, _)| h.set_sample_rate(rate)) {
+            tracing::error!(error = %e, "could not set the XDP sampling rate");
+        }
+        self.sample_rate.store(rate, Ordering::Relaxed);
+        m::sample_rate(rate);
+    }
+
+    fn publish(&mut self) {
+        if let Some((handle, _)) = self.xdp.as_ref() {
+            publish_xdp(handle, &mut self.losses);
         }
     }
-    summary.flows_processed = sink_thread.join().unwrap_or(0);
-    rt.shutdown_timeout(Duration::from_secs(1));
-    Ok(summary)
+
+    /// Waits for the socket threads (they stop on `shutdown`) and detaches XDP.
+    fn stop(mut self) {
+        for r in self.receivers {
+            let _ = r.join();
+        }
+        if let Some((mut handle, reader)) = self.xdp.take() {
+            let stats = reader.stop();
+            publish_xdp(&handle, &mut self.losses);
+            if let Err(e) = handle.detach() {
+                tracing::error!(error = %e, "detaching XDP");
+            }
+            tracing::info!(
+                records = stats.records,
+                malformed = stats.malformed,
+                "XDP detached"
+            );
+        }
+    }
+}
+
+/// The control loop's state: sampling under pressure, and the route by flow rate.
+struct Control {
+    policy: PressurePolicy,
+    pressure: Pressure,
+    last_rate: Instant,
+    last_flows: u64,
+}
+
+impl Control {
+    fn new(cfg: &Config) -> Self {
+        let bp = &cfg.ingestion.backpressure;
+        Self {
+            policy: PressurePolicy {
+                enabled: bp.enabled,
+                rate_under_pressure: bp.sample_rate_under_pressure,
+                high_watermark: bp.high_watermark,
+                low_watermark: bp.low_watermark,
+            },
+            pressure: Pressure::default(),
+            last_rate: Instant::now(),
+            last_flows: 0,
+        }
+    }
+
+    fn pressure(&mut self, fill: f64, receiving: &mut Receiving) {
+        if let Some(rate) = self.pressure.update(&self.policy, fill) {
+            tracing::warn!(rate, "ingest pressure changed the sampling rate");
+            receiving.set_sample_rate(rate);
+        }
+    }
+
+    /// Feeds the router once a second with the flows decoded meanwhile.
+    fn route(&mut self, router: &mut Router, flows: u64) -> Option<bool> {
+        let elapsed = self.last_rate.elapsed();
+        if elapsed < Duration::from_secs(1) {
+            return None;
+        }
+        #[expect(clippy::cast_precision_loss, reason = "a rate")]
+        let rate = flows.saturating_sub(self.last_flows) as f64 / elapsed.as_secs_f64();
+        self.last_rate = Instant::now();
+        self.last_flows = flows;
+        metrics::gauge!("flowlens_routing_flows_per_second").set(rate);
+        router.update(rate, elapsed)
+    }
 }
 
 /// Loads and attaches the XDP program and starts the ring readers.
 fn start_xdp(
     cfg: &Config,
-    dispatcher: &Dispatcher,
+    handoff: &Handoff,
     shutdown: &Arc<AtomicBool>,
 ) -> Result<(XdpHandle, RingReader), String> {
     let object = cfg
@@ -334,7 +645,7 @@ fn start_xdp(
         .ok_or("the XDP rings were already taken")?;
     let reader = RingReader::spawn(
         rings,
-        dispatcher,
+        handoff,
         shutdown.clone(),
         &RingReaderOptions::default(),
     )
@@ -431,10 +742,10 @@ struct Batching {
 
 /// Decodes one worker's queue until it is closed; returns the worker's totals.
 fn decode_worker(
-    rx: &Receiver<RawDatagram>,
+    rx: &Receiver<Work>,
     config: DecoderConfig,
     batching: Batching,
-    sink: &Sender<Vec<FlowRecord>>,
+    sink: &Sender<SinkItem>,
 ) -> ExporterCounters {
     let mut decoder = Decoder::new(config);
     let mut batch: Vec<FlowRecord> = Vec::with_capacity(batching.size);
@@ -447,7 +758,15 @@ fn decode_worker(
     loop {
         let wait = batching.timeout.saturating_sub(batch_started.elapsed());
         match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-            Ok(d) => {
+            Ok(Work::Mark(mark)) => {
+                // Everything before the mark goes to the sink before it.
+                if !batch.is_empty() {
+                    send_batch(sink, &mut batch, batching.size);
+                    batch_started = Instant::now();
+                }
+                let _ = sink.send(SinkItem::Mark(mark));
+            }
+            Ok(Work::Datagram(d)) => {
                 let dg = Datagram {
                     exporter: d.exporter,
                     received_at_ms: d.received_at_ms,
@@ -498,10 +817,17 @@ fn decode_worker(
     decoder.totals()
 }
 
-fn send_batch(sink: &Sender<Vec<FlowRecord>>, batch: &mut Vec<FlowRecord>, size: usize) {
+fn send_batch(sink: &Sender<SinkItem>, batch: &mut Vec<FlowRecord>, size: usize) {
     let full = std::mem::replace(batch, Vec::with_capacity(size));
     // The sink only goes away at shutdown, after the workers.
-    let _ = sink.send(full);
+    let _ = sink.send(SinkItem::Flows(full));
+}
+
+/// What the decode workers send the sink.
+enum SinkItem {
+    Flows(Vec<FlowRecord>),
+    /// Passed on by one worker: everything it had before the mark was sent first.
+    Mark(Arc<Mark>),
 }
 
 fn publish(decoder: &Decoder, previous: &mut HashMap<IpAddr, (u64, u64)>, elapsed: Duration) {
@@ -539,6 +865,22 @@ trait Sink: Send {
     fn postgres_health(&self) -> Option<GraphHealth> {
         None
     }
+    /// Every flow written so far was read before these raw-topic positions. A sink
+    /// that keeps nothing in memory has them once it flushed.
+    fn positions(&mut self, p: Positions, durable: Option<&Durable>) {
+        match self.flush() {
+            Ok(()) => {
+                if let Some(d) = durable {
+                    d.extend(&p);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "sink flush failed"),
+        }
+    }
+    /// Makes everything written so far durable now; whether it is.
+    fn flush_durable(&mut self) -> bool {
+        self.flush().is_ok()
+    }
 }
 
 impl Sink for GraphSink {
@@ -561,6 +903,13 @@ impl Sink for GraphSink {
     }
     fn postgres_health(&self) -> Option<GraphHealth> {
         Some(self.health())
+    }
+    /// Written with the next flush, in its transaction.
+    fn positions(&mut self, p: Positions, _durable: Option<&Durable>) {
+        self.add_positions(p);
+    }
+    fn flush_durable(&mut self) -> bool {
+        self.flush_now()
     }
 }
 
@@ -592,7 +941,12 @@ impl Sink for DiscardSink {
     }
 }
 
-fn open_sink(output: &Output, cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
+/// The sink, and the graph's database URL when it writes one.
+fn open_sink(
+    output: &Output,
+    cfg: &Config,
+    durable: Option<Durable>,
+) -> Result<(Box<dyn Sink>, Option<String>), RunError> {
     let url = cfg
         .database
         .effective_url(std::env::var("DATABASE_URL").ok());
@@ -611,44 +965,71 @@ fn open_sink(output: &Output, cfg: &Config) -> Result<Box<dyn Sink>, RunError> {
                     .filter_map(|p| p.parse().ok()),
             );
             let settings = GraphSettings {
-                url,
+                url: url.clone(),
                 database: cfg.database.clone(),
                 resolution: cfg.dependency_resolution.clone(),
                 alerts: cfg.alerts.clone(),
                 classifier,
                 enrichment: cfg.enrichment.clone(),
             };
-            let sink =
-                GraphSink::open(&settings, GraphHealth::default()).map_err(RunError::Graph)?;
+            let sink = GraphSink::open_with(&settings, GraphHealth::default(), durable)
+                .map_err(RunError::Graph)?;
             tracing::info!("writing the dependency graph to PostgreSQL");
-            Box::new(sink)
+            (Box::new(sink), Some(url))
         }
         Output::Jsonl(path) => {
             let f = std::fs::File::create(path).map_err(|source| RunError::Output {
                 path: path.clone(),
                 source,
             })?;
-            Box::new(JsonlSink {
-                out: std::io::BufWriter::with_capacity(1 << 20, f),
-            })
+            (
+                Box::new(JsonlSink {
+                    out: std::io::BufWriter::with_capacity(1 << 20, f),
+                }),
+                None,
+            )
         }
-        Output::Discard | Output::Auto => Box::new(DiscardSink),
+        Output::Discard | Output::Auto => (Box::new(DiscardSink), None),
     })
 }
 
-fn sink_loop(rx: &Receiver<Vec<FlowRecord>>, sink: &mut dyn Sink) -> u64 {
+fn sink_loop(
+    rx: &Receiver<SinkItem>,
+    sink: &mut dyn Sink,
+    durable: Option<&Durable>,
+    flows: &AtomicU64,
+) -> u64 {
     let mut total = 0u64;
     let mut dirty = false;
+    // Marks passed on by some workers but not yet all, by address.
+    let mut marks: HashMap<usize, (Arc<Mark>, usize)> = HashMap::new();
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(batch) => {
+            Ok(SinkItem::Flows(batch)) => {
                 if let Err(e) = sink.write(&batch) {
                     tracing::error!(error = %e, "sink write failed");
                 }
                 let n = batch.len() as u64;
                 total += n;
+                flows.fetch_add(n, Ordering::Relaxed);
                 m::flows_processed(n);
                 dirty = true;
+            }
+            Ok(SinkItem::Mark(mark)) => {
+                let key = Arc::as_ptr(&mark) as usize;
+                let seen = {
+                    let e = marks.entry(key).or_insert_with(|| (mark.clone(), 0));
+                    e.1 += 1;
+                    e.1
+                };
+                if seen >= mark.workers {
+                    marks.remove(&key);
+                    // Every worker passed it on: all flows before it were written.
+                    sink.positions(mark.positions.clone(), durable);
+                    if let Some(reply) = &mark.flush {
+                        let _ = reply.send(sink.flush_durable());
+                    }
+                }
             }
             Err(RecvTimeoutError::Timeout) => {
                 if let Err(e) = sink.idle(dirty) {

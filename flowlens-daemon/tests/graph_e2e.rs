@@ -5,14 +5,11 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::process::Command;
 
 use flowlens_daemon::generate::Topology;
 use flowlens_daemon::testing::postgres::scratch;
 use flowlens_daemon::testing::wire;
-use sqlx::Row;
 use support::Daemon;
 
 #[test]
@@ -49,13 +46,7 @@ fn generated_topology_through_the_real_intake_into_postgresql() {
         rounds * 2 * u64::try_from(topology.connections_per_round()).unwrap()
     );
 
-    let total_flows = || -> i64 {
-        rt.block_on(
-            sqlx::query_scalar("SELECT coalesce(sum(total_flows), 0)::int8 FROM dependencies")
-                .fetch_one(&db.pool),
-        )
-        .unwrap()
-    };
+    let total_flows = || rt.block_on(support::graph::total_flows(&db.pool));
     d.wait_until("every generated flow in the dependencies table", |_| {
         total_flows() == i64::try_from(sent).unwrap()
     });
@@ -63,29 +54,8 @@ fn generated_topology_through_the_real_intake_into_postgresql() {
     assert!(health.contains("\"postgresql\":\"ok\""), "{health}");
     d.stop();
 
-    let edges: BTreeSet<(IpAddr, IpAddr, i16, i32)> = rt
-        .block_on(
-            sqlx::query(
-                "SELECT (SELECT ip FROM asset_addresses WHERE asset_id = d.source_asset_id),
-                        (SELECT ip FROM asset_addresses WHERE asset_id = d.target_asset_id),
-                        d.protocol, d.port
-                 FROM dependencies d",
-            )
-            .fetch_all(&db.pool),
-        )
-        .unwrap()
-        .into_iter()
-        .map(|r| {
-            let s: sqlx::types::ipnetwork::IpNetwork = r.get(0);
-            let t: sqlx::types::ipnetwork::IpNetwork = r.get(1);
-            (s.ip(), t.ip(), r.get(2), r.get(3))
-        })
-        .collect();
-    let expected: BTreeSet<_> = topology
-        .dependencies()
-        .into_iter()
-        .map(|(c, s, p, port)| (c, s, i16::from(p), i32::from(port)))
-        .collect();
+    let edges = rt.block_on(support::graph::edges(&db.pool));
+    let expected = support::graph::expected(&topology);
     assert_eq!(edges, expected);
     let (assets, deps, warnings): (i64, i64, i64) = rt
         .block_on(

@@ -26,11 +26,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use flowlens_daemon::ingest::datagram::{Dispatcher, RawDatagram, Source};
+use flowlens_daemon::ingest::datagram::{Dispatcher, RawDatagram, Source, Work};
 use flowlens_daemon::ingest::ring::{CpuRing, RingReader, RingReaderOptions};
 use flowlens_daemon::ingest::xdp::{
     AttachMode, ExporterLosses, XdpCounters, XdpError, XdpHandle, XdpOptions,
 };
+use flowlens_daemon::seam::Handoff;
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 use support::netns::{Net, in_netns, setup};
@@ -50,7 +51,7 @@ struct Collector {
     handle: Option<XdpHandle>,
     /// Rings not read yet (`start_paused`), and the queue readers will fill.
     unread: Option<(Vec<CpuRing>, Dispatcher)>,
-    rx: Receiver<RawDatagram>,
+    rx: Receiver<Work>,
     net: Net,
 }
 
@@ -83,7 +84,7 @@ impl Collector {
         self.reader = Some(
             RingReader::spawn(
                 rings,
-                &dispatcher,
+                &Handoff::from(dispatcher),
                 Arc::new(AtomicBool::new(false)),
                 &RingReaderOptions::default(),
             )
@@ -106,14 +107,15 @@ impl Collector {
         while got.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
-                Ok(d) => got.push(d),
+                Ok(Work::Datagram(d)) => got.push(d),
+                Ok(Work::Mark(_)) => panic!("no marks without a consumer"),
                 Err(e) => panic!(
                     "expected {n} datagrams from the rings, got {} ({e}): {got:?}",
                     got.len()
                 ),
             }
         }
-        if let Ok(extra) = self.rx.recv_timeout(Duration::from_millis(200)) {
+        if let Ok(Work::Datagram(extra)) = self.rx.recv_timeout(Duration::from_millis(200)) {
             panic!("expected {n} datagrams, got at least one more: {extra:?}");
         }
         got

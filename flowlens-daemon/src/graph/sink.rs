@@ -23,6 +23,7 @@ use crate::enrich::classify::Classifier;
 use crate::enrich::geoip::{GeoIp, GeoIpError};
 use crate::enrich::rdns::{RdnsError, ReverseDns};
 use crate::flow::FlowRecord;
+use crate::kafka::positions::{self, Durable, Positions};
 use crate::resolve::direction::{FlowEnds, Unoriented, orient_with};
 use crate::resolve::dynamic_ports::{DynamicPorts, PortUse};
 use crate::resolve::fan_out::{Endpoint, PeerCounter};
@@ -120,6 +121,8 @@ enum Job {
         raw: Vec<RawFlow>,
         /// Listening endpoints learnt or confirmed, to persist.
         listeners: Vec<Endpoint>,
+        /// Raw-topic positions up to which these flows were read (the Kafka path).
+        positions: Positions,
         reply: Option<SyncSender<bool>>,
     },
     /// Partition upkeep, then (when change detection is on) stale assets and
@@ -159,6 +162,8 @@ pub struct GraphSink {
     writer: Option<std::thread::JoinHandle<()>>,
     raw_dropped: u64,
     health: GraphHealth,
+    /// Raw-topic positions of the flows aggregated so far, for the next hand-over.
+    positions: Positions,
 }
 
 fn now_ms() -> u64 {
@@ -171,6 +176,16 @@ impl GraphSink {
     /// Connects, migrates, prepares partitions and starts the writer thread. Fails
     /// when PostgreSQL is unreachable at start (an outage later is survived).
     pub fn open(settings: &GraphSettings, health: GraphHealth) -> Result<Self, GraphError> {
+        Self::open_with(settings, health, None)
+    }
+
+    /// [`Self::open`] for a `process` instance: the positions of each committed flush
+    /// are told to `durable`.
+    pub fn open_with(
+        settings: &GraphSettings,
+        health: GraphHealth,
+        durable: Option<Durable>,
+    ) -> Result<Self, GraphError> {
         // One worker thread: reverse-DNS lookups run on it between flushes.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -227,6 +242,10 @@ impl GraphSink {
             },
         )
         .with_enrichment(geoip, rdns);
+        let writer = match durable {
+            Some(d) => writer.with_positions(d),
+            None => writer,
+        };
         // One job in the queue: a second hand-over waits in the aggregator instead.
         let (jobs, rx) = sync_channel::<Job>(1);
         let writer_health = health.clone();
@@ -254,6 +273,7 @@ impl GraphSink {
             writer: Some(thread),
             raw_dropped: 0,
             health,
+            positions: Positions::new(),
         })
     }
 
@@ -327,6 +347,12 @@ impl GraphSink {
             }
         }
         self.tick();
+    }
+
+    /// Records that every flow of the raw topic before `p` was given to
+    /// [`Self::write`]: the flush that writes them writes `p` too.
+    pub fn add_positions(&mut self, p: Positions) {
+        positions::merge(&mut self.positions, p);
     }
 
     /// Starts the fan-out evidence of a new window when the wall clock enters one, and
@@ -425,7 +451,10 @@ impl GraphSink {
                 .increment(counters.over_capacity);
         }
         let Some(jobs) = &self.jobs else { return };
-        if self.aggregator.is_empty() && self.raw.is_empty() && self.listeners_to_persist.is_empty()
+        if self.aggregator.is_empty()
+            && self.raw.is_empty()
+            && self.listeners_to_persist.is_empty()
+            && self.positions.is_empty()
         {
             return;
         }
@@ -433,12 +462,14 @@ impl GraphSink {
             edges: self.aggregator.take(),
             raw: std::mem::take(&mut self.raw),
             listeners: std::mem::take(&mut self.listeners_to_persist),
+            positions: std::mem::take(&mut self.positions),
             reply: None,
         };
         if let Err(TrySendError::Full(Job::Flush {
             edges,
             raw,
             listeners,
+            positions,
             ..
         })) = jobs.try_send(job)
         {
@@ -447,6 +478,7 @@ impl GraphSink {
             self.aggregator.restore(edges);
             self.raw = raw;
             self.listeners_to_persist = listeners;
+            self.positions = positions;
         }
     }
 
@@ -459,6 +491,7 @@ impl GraphSink {
             edges: self.aggregator.take(),
             raw: std::mem::take(&mut self.raw),
             listeners: std::mem::take(&mut self.listeners_to_persist),
+            positions: std::mem::take(&mut self.positions),
             reply: Some(reply),
         };
         if jobs.send(job).is_err() {
@@ -515,10 +548,12 @@ fn writer_loop(
                 edges,
                 raw,
                 listeners,
+                positions,
                 reply,
             } => {
                 writer.add(edges, raw);
                 writer.add_listeners(listeners);
+                writer.add_positions(positions);
                 let started = Instant::now();
                 health.flush_started();
                 let result = rt.block_on(writer.flush(now_ms()));

@@ -46,6 +46,7 @@ use crate::enrich::classify::Classifier;
 use crate::enrich::geoip::GeoIp;
 use crate::enrich::rdns::ReverseDns;
 use crate::enrich::services;
+use crate::kafka::positions;
 
 /// A dependency's identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -173,6 +174,11 @@ pub struct GraphWriter {
     refused_ips: std::collections::HashSet<IpAddr>,
     /// Learnt listening endpoints to persist (`service_endpoints`).
     listeners: std::collections::HashSet<crate::resolve::fan_out::Endpoint>,
+    /// Raw-topic positions of the flows added so far (the Kafka path), written in the
+    /// next flush's transaction.
+    positions: positions::Positions,
+    /// Where committed positions are told (to the consumer).
+    durable: Option<positions::Durable>,
     pub counters: WriterCounters,
 }
 
@@ -205,6 +211,8 @@ struct Staged {
     /// Listening endpoints persisted.
     listeners: Vec<crate::resolve::fan_out::Endpoint>,
     still_pending: Vec<(DepKey, Pending)>,
+    /// Raw-topic positions written.
+    positions: positions::Positions,
     now_ms: u64,
 }
 
@@ -271,6 +279,8 @@ impl GraphWriter {
             incoming_raw: Vec::new(),
             deleted_seq: None,
             listeners: std::collections::HashSet::new(),
+            positions: positions::Positions::new(),
+            durable: None,
             refused_ips: std::collections::HashSet::new(),
             counters: WriterCounters::default(),
         }
@@ -283,6 +293,19 @@ impl GraphWriter {
         self.geoip = geoip;
         self.rdns = rdns;
         self
+    }
+
+    /// Tells `durable` the raw-topic positions of each flush that commits.
+    #[must_use]
+    pub fn with_positions(mut self, durable: positions::Durable) -> Self {
+        self.durable = Some(durable);
+        self
+    }
+
+    /// Adds the raw-topic positions up to which the flows added so far were read: the
+    /// next flush writes them in its transaction.
+    pub fn add_positions(&mut self, p: positions::Positions) {
+        positions::merge(&mut self.positions, p);
     }
 
     /// Edge rows waiting to be written.
@@ -418,6 +441,7 @@ impl GraphWriter {
             && self.raw.is_empty()
             && self.awaiting_name.is_empty()
             && self.listeners.is_empty()
+            && self.positions.is_empty()
         {
             return Ok(());
         }
@@ -764,6 +788,7 @@ impl GraphWriter {
             .execute(&mut *tx)
             .await?;
         }
+        positions::write(&mut tx, &self.positions).await?;
         let id = Uuid::new_v4();
         sqlx::query("INSERT INTO graph_flushes (id) VALUES ($1)")
             .bind(id)
@@ -796,6 +821,7 @@ impl GraphWriter {
             suppressed_flows,
             listeners,
             still_pending,
+            positions: self.positions.clone(),
             now_ms,
         };
         let (edges, assets, dependencies) = (ready.len(), staged.to_create.len(), write.len());
@@ -860,6 +886,12 @@ impl GraphWriter {
             self.pending_deps.remove(dk);
         }
         self.pending_deps.extend(s.still_pending);
+        // Positions added since the flush was staged are later ones: kept for the next.
+        self.positions
+            .retain(|k, v| s.positions.get(k).is_none_or(|written| *v > *written));
+        if let Some(d) = &self.durable {
+            d.extend(&s.positions);
+        }
         self.expire_waiting(s.now_ms);
     }
 

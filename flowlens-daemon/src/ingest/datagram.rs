@@ -5,6 +5,10 @@
 //! worker's bounded queue. A full queue is never waited on (the receive path must not
 //! stall); the datagram is dropped and counted, which is the backpressure of last
 //! resort (the sampling in `pressure` acts before queues fill).
+//!
+//! The Kafka consumer (the `process` role) also sends [`Mark`]s down every queue: a
+//! mark reaches the sink once each worker has handed over everything queued before
+//! it, so the sink knows which raw-topic positions its aggregated flows cover.
 
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv6Addr};
@@ -12,6 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+
+use crate::kafka::positions::Positions;
 
 /// An exporter address as IPv6 octets back to an `IpAddr`: IPv4-mapped becomes IPv4,
 /// so an exporter has one key (and one metrics label) whichever path counted it: the
@@ -45,10 +51,29 @@ pub struct RawDatagram {
     pub truncated_from: Option<usize>,
 }
 
+/// A point in the raw topic that every decode worker passes on to the sink.
+#[derive(Debug)]
+pub struct Mark {
+    /// Sent to every worker: the sink acts once all of them passed it on.
+    pub workers: usize,
+    /// Positions up to which everything was queued before this mark.
+    pub positions: Positions,
+    /// When set, the sink writes what it holds at once and answers whether that
+    /// flush committed (a partition is being handed to another instance).
+    pub flush: Option<std::sync::mpsc::SyncSender<bool>>,
+}
+
+/// What a decode worker's queue carries.
+#[derive(Debug)]
+pub enum Work {
+    Datagram(RawDatagram),
+    Mark(Arc<Mark>),
+}
+
 /// Shards datagrams by exporter onto bounded worker queues; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
-    queues: Arc<[Sender<RawDatagram>]>,
+    queues: Arc<[Sender<Work>]>,
     hasher: std::collections::hash_map::RandomState,
     dropped: Arc<AtomicU64>,
 }
@@ -56,7 +81,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Creates `workers` queues of `capacity` datagrams each; returns the dispatcher
     /// and one receiver per worker.
-    pub fn new(workers: usize, capacity: usize) -> (Self, Vec<Receiver<RawDatagram>>) {
+    pub fn new(workers: usize, capacity: usize) -> (Self, Vec<Receiver<Work>>) {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers.max(1))
             .map(|_| bounded(capacity.max(1)))
             .unzip();
@@ -80,13 +105,44 @@ impl Dispatcher {
         let Some(q) = self.queues.get(i) else {
             return false;
         };
-        match q.try_send(d) {
+        match q.try_send(Work::Datagram(d)) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 false
             }
         }
+    }
+
+    /// Queues a datagram for its worker, waiting while that queue is full: for the
+    /// Kafka consumer, whose backlog waits in the broker. Returns `false` when the
+    /// workers are gone.
+    pub fn dispatch_wait(&self, d: RawDatagram) -> bool {
+        self.queues
+            .get(self.shard(d.exporter))
+            .is_some_and(|q| q.send(Work::Datagram(d)).is_ok())
+    }
+
+    /// Sends a mark down every queue (waiting while they are full), behind everything
+    /// queued so far. Returns `false` when the workers are gone.
+    pub fn mark(
+        &self,
+        positions: Positions,
+        flush: Option<std::sync::mpsc::SyncSender<bool>>,
+    ) -> bool {
+        let m = Arc::new(Mark {
+            workers: self.queues.len(),
+            positions,
+            flush,
+        });
+        self.queues
+            .iter()
+            .all(|q| q.send(Work::Mark(m.clone())).is_ok())
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.queues.len()
     }
 
     /// Datagrams dropped because a queue was full.

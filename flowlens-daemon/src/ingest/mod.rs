@@ -1,7 +1,8 @@
 //! EDGE: where datagrams come from: the XDP fast path (`xdp`, `ring`) or UDP sockets
-//! (`udp`). Both hand [`datagram::RawDatagram`]s to a [`datagram::Dispatcher`], which
-//! shards them by exporter onto the decode workers, so one exporter's template state
-//! always lives in one worker.
+//! (`udp`). Both hand [`datagram::RawDatagram`]s to the [`crate::seam::Handoff`]: in
+//! process, a [`datagram::Dispatcher`] that shards them by exporter onto the decode
+//! workers (so one exporter's template state always lives in one worker); in the
+//! `ingest` role, the raw Kafka topic.
 
 pub mod datagram;
 pub mod ring;

@@ -12,7 +12,7 @@
 //!
 //! Each record is a `RingHeader` followed by the payload; it becomes a [`RawDatagram`]
 //! (exporter from the header, IPv4-mapped addresses back to IPv4, receive time from the
-//! kernel timestamp) handed to [`Dispatcher::dispatch`], which never blocks.
+//! kernel timestamp) handed to [`Handoff::hand`], which never blocks.
 
 use std::collections::HashMap;
 use std::io;
@@ -29,7 +29,8 @@ use flowlens_ebpf_common::{MAP_RINGS, RingHeader};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::time::{ClockId, clock_gettime};
 
-use super::datagram::{Dispatcher, RawDatagram, Source, exporter_ip};
+use super::datagram::{RawDatagram, Source, exporter_ip};
+use crate::seam::Handoff;
 use crate::telemetry::metrics as m;
 
 /// One CPU's ring, as created by [`create_rings`].
@@ -154,7 +155,7 @@ pub struct RingStats {
     /// Records too short for their header or their stated payload (never expected:
     /// counted so a program/daemon ABI slip shows up).
     pub malformed: u64,
-    /// Datagrams the dispatcher refused (queue full; also counted by the dispatcher).
+    /// Datagrams the hand-over refused (a full queue).
     pub rejected: u64,
 }
 
@@ -172,7 +173,7 @@ impl RingReader {
     /// `shutdown` becomes true or [`RingReader::stop`] is called, after one last drain.
     pub fn spawn(
         rings: Vec<CpuRing>,
-        dispatcher: &Dispatcher,
+        handoff: &Handoff,
         shutdown: Arc<AtomicBool>,
         options: &RingReaderOptions,
     ) -> io::Result<Self> {
@@ -194,7 +195,7 @@ impl RingReader {
             let worker = Worker {
                 rings: group,
                 epoll,
-                dispatcher: dispatcher.clone(),
+                handoff: handoff.clone(),
                 stop: stop.clone(),
                 shutdown: shutdown.clone(),
                 stats: stats.clone(),
@@ -255,7 +256,7 @@ impl Drop for RingReader {
 struct Worker {
     rings: Vec<CpuRing>,
     epoll: Epoll,
-    dispatcher: Dispatcher,
+    handoff: Handoff,
     stop: Arc<AtomicBool>,
     shutdown: Arc<AtomicBool>,
     stats: Arc<Stats>,
@@ -318,7 +319,7 @@ impl Worker {
                 drop(item);
                 let c = self.counts.entry(d.exporter).or_default();
                 c.0 += 1;
-                if !self.dispatcher.dispatch(d) {
+                if !self.handoff.hand(d) {
                     rejected += 1;
                     c.1 += 1;
                 }

@@ -24,8 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::datagram::{Dispatcher, RawDatagram, Source, exporter_ip};
+use super::datagram::{RawDatagram, Source, exporter_ip};
 use crate::pressure::Sampler;
+use crate::seam::Handoff;
 use crate::telemetry::metrics as m;
 
 /// Datagrams per `recvmmsg` call.
@@ -109,13 +110,13 @@ pub struct Controls {
 /// Starts one receive thread per socket set.
 pub fn spawn(
     sets: Vec<SocketSet>,
-    dispatcher: &Dispatcher,
+    handoff: &Handoff,
     controls: &Controls,
 ) -> io::Result<Vec<JoinHandle<()>>> {
     sets.into_iter()
         .enumerate()
         .map(|(i, set)| {
-            let d = dispatcher.clone();
+            let d = handoff.clone();
             let c = controls.clone();
             std::thread::Builder::new()
                 .name(format!("flowlens-udp-{i}"))
@@ -137,7 +138,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn receive_loop(set: &SocketSet, dispatcher: &Dispatcher, controls: &Controls) {
+fn receive_loop(set: &SocketSet, handoff: &Handoff, controls: &Controls) {
     let mut bufs = vec![0u8; BATCH * SLOT_STRIDE];
     let mut counts: HashMap<IpAddr, Counts> = HashMap::new();
     let mut sampler = Sampler::default();
@@ -166,7 +167,7 @@ fn receive_loop(set: &SocketSet, dispatcher: &Dispatcher, controls: &Controls) {
                 drain(
                     sock,
                     &mut bufs,
-                    dispatcher,
+                    handoff,
                     controls,
                     &mut sampler,
                     &mut counts,
@@ -186,7 +187,7 @@ fn receive_loop(set: &SocketSet, dispatcher: &Dispatcher, controls: &Controls) {
 fn drain(
     sock: &UdpSocket,
     bufs: &mut [u8],
-    dispatcher: &Dispatcher,
+    handoff: &Handoff,
     controls: &Controls,
     sampler: &mut Sampler,
     counts: &mut HashMap<IpAddr, Counts>,
@@ -272,7 +273,7 @@ fn drain(
                 payload,
                 truncated_from,
             };
-            if !dispatcher.dispatch(d) {
+            if !handoff.hand(d) {
                 c.dropped += 1;
             }
         }

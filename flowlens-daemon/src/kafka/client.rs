@@ -22,6 +22,10 @@ pub enum KafkaError {
     NotConfigured,
     #[error("Kafka: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
+    #[error("starting the Kafka client: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("reading raw-topic positions from PostgreSQL: {0}")]
+    Positions(String),
     #[error("creating topic {topic}: {code}")]
     CreateTopic {
         topic: String,

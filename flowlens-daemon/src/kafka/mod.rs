@@ -9,6 +9,9 @@
 //!   creation at start.
 
 pub mod client;
+pub mod consume;
+pub mod positions;
+pub mod produce;
 pub mod raw;
 
 /// The types `build.rs` generates from `proto/flowlens.proto`.
@@ -21,4 +24,48 @@ pub mod raw;
 )]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/flowlens.v1.rs"));
+}
+
+pub mod health {
+    //! Whether the brokers answer, for `/health` (`kafka: ok | error`), from the
+    //! clients' statistics (each `statistics.interval.ms`).
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    use rdkafka::statistics::Statistics;
+
+    /// Shared by every client of the process; `ok` while one of them has a broker
+    /// connection up.
+    #[derive(Debug, Clone, Default)]
+    pub struct KafkaHealth(Arc<AtomicU8>);
+
+    impl KafkaHealth {
+        const OK: u8 = 1;
+        const ERROR: u8 = 2;
+
+        /// `ok`, `error`, or `starting` before the first statistics.
+        pub fn status(&self) -> &'static str {
+            match self.0.load(Ordering::Relaxed) {
+                Self::OK => "ok",
+                Self::ERROR => "error",
+                _ => "starting",
+            }
+        }
+
+        /// Reads one client's statistics.
+        pub fn observe(&self, s: &Statistics) {
+            let up = s
+                .brokers
+                .iter()
+                .any(|(name, b)| !name.ends_with("/internal") && b.state == "UP");
+            self.0
+                .store(if up { Self::OK } else { Self::ERROR }, Ordering::Relaxed);
+            metrics::gauge!("flowlens_kafka_up", "client" => s.client_type.clone()).set(if up {
+                1.0
+            } else {
+                0.0
+            });
+        }
+    }
 }

@@ -77,6 +77,13 @@ pub fn ingest_mode(xdp: bool) {
     gauge!(INGEST_MODE, "mode" => "udp").set(if xdp { 0.0 } else { 1.0 });
 }
 
+/// Sets `flowlens_routing_mode{mode}`: 1 for the way datagrams go now (`kafka` or
+/// `postgres`, the in-process queues), 0 for the other.
+pub fn routing(via_kafka: bool) {
+    gauge!("flowlens_routing_mode", "mode" => "kafka").set(if via_kafka { 1.0 } else { 0.0 });
+    gauge!("flowlens_routing_mode", "mode" => "postgres").set(if via_kafka { 0.0 } else { 1.0 });
+}
+
 pub fn sample_rate(rate: u32) {
     gauge!(INGEST_SAMPLE_RATE).set(f64::from(rate));
 }

@@ -7,6 +7,7 @@
     reason = "tests poll a separate process; metric values are small integers"
 )]
 
+pub(crate) mod graph;
 pub(crate) mod netns;
 
 use std::collections::HashMap;
@@ -74,6 +75,29 @@ impl Daemon {
     }
 
     fn start_in(dir: PathBuf, env: &[(&str, &str)], output: &str, ingest_args: &[&str]) -> Self {
+        Self::start_configured(dir, env, output, ingest_args, "")
+    }
+
+    /// `flowlens-daemon run ARGS --output OUTPUT` (no `--no-xdp` unless in `args`) with
+    /// `extra_yaml` appended to the test's configuration (top-level sections other
+    /// than `ingestion` and `telemetry`).
+    pub(crate) fn start_with(
+        name: &str,
+        env: &[(&str, &str)],
+        output: &str,
+        args: &[&str],
+        extra_yaml: &str,
+    ) -> Self {
+        Self::start_configured(temp_dir(name), env, output, args, extra_yaml)
+    }
+
+    fn start_configured(
+        dir: PathBuf,
+        env: &[(&str, &str)],
+        output: &str,
+        ingest_args: &[&str],
+        extra_yaml: &str,
+    ) -> Self {
         let (nf, ipfix, sflow, tel) = (
             free_port(true),
             free_port(true),
@@ -82,7 +106,7 @@ impl Daemon {
         );
         let config = format!(
             "ingestion:\n  netflow_port: {nf}\n  ipfix_port: {ipfix}\n  sflow_port: {sflow}\n  \
-             batch_timeout_ms: 20\ntelemetry:\n  listen_address: 127.0.0.1:{tel}\n"
+             batch_timeout_ms: 20\ntelemetry:\n  listen_address: 127.0.0.1:{tel}\n{extra_yaml}"
         );
         std::fs::write(dir.join("config.yaml"), config).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_flowlens-daemon"))

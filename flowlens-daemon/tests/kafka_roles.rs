@@ -1,0 +1,154 @@
+//! The split roles against a real Kafka-protocol broker (tansu) and a real
+//! PostgreSQL: `flowlens-daemon run --role ingest` receives and produces raw
+//! datagrams, `--role process` consumes them in a consumer group and writes the graph.
+//! The graph is exactly the one the direct path builds (`graph_e2e`): the same
+//! dependencies, every flow counted once, also when a `process` instance is killed
+//! mid-run and another takes its partitions.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::float_cmp,
+    reason = "test helpers outside #[test] functions; metric values are small integers"
+)]
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use flowlens_daemon::generate::Topology;
+use flowlens_daemon::testing::postgres::scratch;
+use flowlens_daemon::testing::tansu::Tansu;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use support::Daemon;
+
+/// Short group timeouts (the issue's test settings), 4 partitions, marks often, and
+/// a flush every second.
+const KAFKA_YAML: &str = "kafka:\n  partitions: 4\n  mark_interval_ms: 200\n  properties:\n    \
+     session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"1000\"\n\
+     dependency_resolution:\n  aggregation:\n    flush_interval_seconds: 1\n";
+
+fn generate(target: std::net::SocketAddr, rounds: u64, rate: u64) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_flowlens-daemon"))
+        .args(["generate", "--target", &target.to_string()])
+        .args(["--rounds", &rounds.to_string(), "--rate", &rate.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["flows"].as_u64().unwrap()
+}
+
+#[test]
+fn the_topology_through_ingest_kafka_and_process_is_the_direct_graph() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = Tansu::start();
+    let db = rt.block_on(scratch("kafka_roles"));
+    let bootstrap = broker.bootstrap();
+    let process = Daemon::start_with(
+        "kafka-process",
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("KAFKA_BOOTSTRAP_SERVERS", &bootstrap),
+        ],
+        "postgres",
+        &["--role", "process"],
+        KAFKA_YAML,
+    );
+    let ingest = Daemon::start_with(
+        "kafka-ingest",
+        &[("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)],
+        "discard",
+        &["--role", "ingest", "--no-xdp"],
+        KAFKA_YAML,
+    );
+    // A record that is not a datagram, on the raw topic (created at start).
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    rt.block_on(
+        producer.send(
+            FutureRecord::to("flowlens.raw-v1")
+                .key(&[0_u8; 16])
+                .payload(&b"\x0a\xff\xff"[..]),
+            Duration::from_secs(10),
+        ),
+    )
+    .map_err(|(e, _)| e)
+    .unwrap();
+
+    let rounds = 6;
+    let sent = generate(ingest.ipfix, rounds, 5000);
+    let topology = Topology::enterprise();
+    assert_eq!(
+        sent,
+        rounds * 2 * u64::try_from(topology.connections_per_round()).unwrap()
+    );
+    process.wait_until("every generated flow in the dependencies table", |_| {
+        rt.block_on(support::graph::total_flows(&db.pool)) == i64::try_from(sent).unwrap()
+    });
+    assert_eq!(
+        rt.block_on(support::graph::edges(&db.pool)),
+        support::graph::expected(&topology)
+    );
+
+    // Both sides of the seam account for every datagram.
+    let exporter = "exporter=\"127.0.0.1\"";
+    ingest.wait_until("every received datagram produced", |d| {
+        let received = d.metric("flowlens_ingest_datagrams_received_total", &[exporter]);
+        received > 0.0
+            && d.metric("flowlens_kafka_datagrams_produced_total", &[exporter]) == received
+    });
+    assert_eq!(
+        ingest.metric("flowlens_ingest_datagrams_dropped_total", &[]),
+        0.0
+    );
+    let to_kafka = ingest.metric("flowlens_kafka_datagrams_produced_total", &[exporter]);
+    process.wait_until("every datagram consumed and decoded", |d| {
+        d.metric("flowlens_kafka_datagrams_consumed_total", &[exporter]) == to_kafka
+            && d.metric("flowlens_decode_datagrams_total", &[exporter]) == to_kafka
+            && d.metric("flowlens_kafka_records_undecodable_total", &[]) == 1.0
+    });
+    assert_eq!(process.metric("flowlens_decode_malformed_total", &[]), 0.0);
+    for d in [&ingest, &process] {
+        let health = d.get("/health").unwrap();
+        assert!(health.contains("\"kafka\":\"ok\""), "{health}");
+    }
+    assert!(
+        process
+            .get("/health")
+            .unwrap()
+            .contains("\"postgresql\":\"ok\"")
+    );
+
+    // The positions in PostgreSQL cover every record of the topic, the
+    // undecodable one included.
+    let positions = || -> i64 {
+        rt.block_on(
+            sqlx::query_scalar(
+                "SELECT coalesce(sum(next_offset), 0)::int8 FROM kafka_positions
+                 WHERE consumer_group = 'flowlens-process' AND topic = 'flowlens.raw-v1'",
+            )
+            .fetch_one(&db.pool),
+        )
+        .unwrap()
+    };
+    #[expect(clippy::cast_possible_truncation, reason = "a small count")]
+    let records = to_kafka as i64 + 1;
+    process.wait_until("positions of every record in PostgreSQL", |_| {
+        positions() == records
+    });
+    ingest.stop();
+    process.stop();
+    assert_eq!(positions(), records);
+    assert_eq!(
+        rt.block_on(support::graph::total_flows(&db.pool)),
+        i64::try_from(sent).unwrap(),
+        "nothing counted again at shutdown"
+    );
+}
