@@ -104,7 +104,9 @@ pub struct KafkaConfig {
     /// (and counted as dropped for its exporter).
     pub message_timeout_ms: u64,
     /// How often a `process` instance tells its decode workers where it is in the
-    /// raw topic; the graph flush writes the last such position with its flows.
+    /// raw topic; the graph flush writes the last such position with its flows, and
+    /// waits for the next one once its interval is due (so it comes at most this much
+    /// later).
     pub mark_interval_ms: u64,
     /// This instance's name in the records it produces (`ingest_id`); the host name
     /// when empty.

@@ -152,3 +152,101 @@ fn the_topology_through_ingest_kafka_and_process_is_the_direct_graph() {
         "nothing counted again at shutdown"
     );
 }
+
+/// Waits up to `secs` for `ok`, panicking with `what` and the logs of `daemons`.
+fn wait_for(secs: u64, what: &str, daemons: &[&Daemon], mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+    let logs: Vec<String> = daemons
+        .iter()
+        .map(|d| std::fs::read_to_string(d.dir.join("daemon.log")).unwrap_or_default())
+        .collect();
+    panic!(
+        "timed out waiting for {what}; logs:\n{}",
+        logs.join("\n----\n")
+    );
+}
+
+/// Two `process` instances share the group; the one reading the exporter's partition
+/// is killed with SIGKILL mid-run, with flows read and not yet flushed. The survivor
+/// takes the partition from the last position flushed with the graph, and the final
+/// graph counts every flow exactly once.
+///
+/// Evidence below the creation thresholds (an address seen fewer than
+/// `assets.min_flows_for_creation` times, a dependency below its own) is held in the
+/// memory of the instance that saw it and dies with it, as it does when a single
+/// daemon is killed; the thresholds are 1 here so that the test measures delivery.
+#[test]
+fn a_killed_process_instance_loses_nothing_and_counts_nothing_twice() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = Tansu::start();
+    let db = rt.block_on(scratch("kafka_kill"));
+    let bootstrap = broker.bootstrap();
+    let yaml = format!(
+        "{KAFKA_YAML}  assets:\n    min_flows_for_creation: 1\n  dependencies:\n    \
+         min_flows_for_creation: 1\n"
+    );
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.as_str()),
+    ];
+    let start = |name| Daemon::start_with(name, &env, "postgres", &["--role", "process"], &yaml);
+    let mut a = start("kafka-kill-a");
+    let b = start("kafka-kill-b");
+    let ingest = Daemon::start_with(
+        "kafka-kill-ingest",
+        &env[1..],
+        "discard",
+        &["--role", "ingest", "--no-xdp"],
+        &yaml,
+    );
+    let assigned = |d: &Daemon| d.metric("flowlens_kafka_rebalances_total", &["kind=\"assign\""]);
+    wait_for(30, "both instances in the group", &[&a, &b], || {
+        assigned(&a) >= 1.0 && assigned(&b) >= 1.0
+    });
+
+    let generator = std::thread::spawn({
+        let target = ingest.ipfix;
+        move || generate(target, 30, 300)
+    });
+    let consumed = |d: &Daemon| d.metric("flowlens_kafka_datagrams_consumed_total", &[]);
+    wait_for(30, "a flush of the first flows", &[&a, &b], || {
+        rt.block_on(support::graph::total_flows(&db.pool)) > 0 && consumed(&a) + consumed(&b) > 0.0
+    });
+    // Kill the owner of the exporter's partition, after it read more than it flushed.
+    let (victim, survivor) = if consumed(&a) > 0.0 {
+        (&mut a, &b)
+    } else {
+        (&mut { b }, &a)
+    };
+    std::thread::park_timeout(Duration::from_millis(700));
+    let mut child = victim.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let sent = generator.join().unwrap();
+    let topology = Topology::enterprise();
+    wait_for(
+        60,
+        "every flow once, through the survivor",
+        &[survivor],
+        || rt.block_on(support::graph::total_flows(&db.pool)) == i64::try_from(sent).unwrap(),
+    );
+    assert_eq!(
+        rt.block_on(support::graph::edges(&db.pool)),
+        support::graph::expected(&topology)
+    );
+    assert!(consumed(survivor) > 0.0, "the survivor took the partition");
+    // Nothing more arrives later (a double count would show after the rebalance).
+    std::thread::park_timeout(Duration::from_secs(2));
+    assert_eq!(
+        rt.block_on(support::graph::total_flows(&db.pool)),
+        i64::try_from(sent).unwrap()
+    );
+    ingest.stop();
+}

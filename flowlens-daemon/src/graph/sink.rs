@@ -164,6 +164,9 @@ pub struct GraphSink {
     health: GraphHealth,
     /// Raw-topic positions of the flows aggregated so far, for the next hand-over.
     positions: Positions,
+    /// Fed by a Kafka consumer: windows are handed over only when a mark completes
+    /// (see [`Self::add_positions`]).
+    at_marks: bool,
 }
 
 fn now_ms() -> u64 {
@@ -242,6 +245,7 @@ impl GraphSink {
             },
         )
         .with_enrichment(geoip, rdns);
+        let durable_given = durable.is_some();
         let writer = match durable {
             Some(d) => writer.with_positions(d),
             None => writer,
@@ -274,6 +278,7 @@ impl GraphSink {
             raw_dropped: 0,
             health,
             positions: Positions::new(),
+            at_marks: durable_given,
         })
     }
 
@@ -350,9 +355,16 @@ impl GraphSink {
     }
 
     /// Records that every flow of the raw topic before `p` was given to
-    /// [`Self::write`]: the flush that writes them writes `p` too.
+    /// [`Self::write`], and nothing after it: the flush that writes them writes `p`
+    /// too. A sink fed by a consumer hands its windows over here (when the interval
+    /// is due) and only here: windows handed over between two marks would hold flows
+    /// read after the positions they are written with, and an instance killed after
+    /// such a flush would have its successor read those flows, and count them, again.
     pub fn add_positions(&mut self, p: Positions) {
         positions::merge(&mut self.positions, p);
+        if self.at_marks && self.last_flush.elapsed() >= self.flush_every {
+            self.hand_over();
+        }
     }
 
     /// Starts the fan-out evidence of a new window when the wall clock enters one, and
@@ -422,7 +434,7 @@ impl GraphSink {
     /// Hands windows over (and asks for a staleness check) when due; call when idle
     /// too.
     pub fn tick(&mut self) {
-        if self.last_flush.elapsed() >= self.flush_every {
+        if !self.at_marks && self.last_flush.elapsed() >= self.flush_every {
             self.hand_over();
         }
         if self.last_upkeep.elapsed() >= self.upkeep_every

@@ -144,8 +144,9 @@ fn consume_loop(
         }
         if last_mark.elapsed() >= mark_every {
             last_mark = Instant::now();
-            let p = ctx.take_dirty();
-            if !p.is_empty() && !dispatcher.mark(p, None) {
+            // Sent when nothing was read too: the graph hands its windows over at
+            // marks only.
+            if !dispatcher.mark(ctx.take_dirty(), None) {
                 break;
             }
             tally.publish();
@@ -154,10 +155,7 @@ fn consume_loop(
     }
     // What was read goes with the last flush; the close that follows (when the
     // consumer is dropped) revokes the partitions, which flushes and waits.
-    let p = ctx.take_dirty();
-    if !p.is_empty() {
-        dispatcher.mark(p, None);
-    }
+    dispatcher.mark(ctx.take_dirty(), None);
     tally.publish();
     totals
 }
