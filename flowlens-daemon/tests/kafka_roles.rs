@@ -250,3 +250,73 @@ fn a_killed_process_instance_loses_nothing_and_counts_nothing_twice() {
     );
     ingest.stop();
 }
+
+/// `--role all` with `ingestion.routing.mode: auto`: above the threshold for a few
+/// seconds the datagrams go through Kafka (and back through this instance's own
+/// consumer), below it for longer they go straight to the decode workers again. Each
+/// switch is counted, both ways carried datagrams, and the graph counts every flow
+/// exactly once.
+#[test]
+fn auto_routing_crosses_the_threshold_both_ways_without_loss_or_double_count() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = Tansu::start();
+    let db = rt.block_on(scratch("kafka_auto"));
+    let bootstrap = broker.bootstrap();
+    let d = Daemon::start_with(
+        "kafka-auto",
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.as_str()),
+            ("FLOWLENS_INGESTION__ROUTING__MODE", "auto"),
+            (
+                "FLOWLENS_INGESTION__ROUTING__KAFKA_THRESHOLD_FLOWS_PER_SEC",
+                "400",
+            ),
+        ],
+        "postgres",
+        &["--no-xdp"],
+        KAFKA_YAML,
+    );
+    let switches = |to: &str| {
+        d.metric(
+            "flowlens_routing_switches_total",
+            &[&format!("to=\"{to}\"")],
+        )
+    };
+    // 1000 flows/s for about 7 s: through Kafka after 3 s above 400.
+    let mut sent = generate(d.ipfix, 110, 1000);
+    wait_for(10, "the switch to Kafka", &[&d], || {
+        switches("kafka") == 1.0
+    });
+    // Quiet: back to the decode workers after 10 s below 280.
+    wait_for(30, "the switch back", &[&d], || switches("postgres") == 1.0);
+    // A little more, below the threshold, straight to the workers.
+    sent += generate(d.ipfix, 4, 100);
+    wait_for(30, "every flow once", &[&d], || {
+        rt.block_on(support::graph::total_flows(&db.pool)) == i64::try_from(sent).unwrap()
+    });
+    assert_eq!(
+        rt.block_on(support::graph::edges(&db.pool)),
+        support::graph::expected(&Topology::enterprise())
+    );
+    let produced = d.metric("flowlens_kafka_datagrams_produced_total", &[]);
+    let consumed = d.metric("flowlens_kafka_datagrams_consumed_total", &[]);
+    let decoded = d.metric("flowlens_decode_datagrams_total", &[]);
+    assert!(produced > 0.0, "some datagrams went through Kafka");
+    assert_eq!(consumed, produced, "and came back once each");
+    assert!(decoded > consumed, "others went straight to the workers");
+    assert_eq!(
+        d.metric("flowlens_ingest_datagrams_received_total", &[]),
+        decoded,
+        "received = decoded, nothing dropped or sampled out"
+    );
+    assert_eq!(
+        d.metric("flowlens_routing_mode", &["mode=\"postgres\""]),
+        1.0
+    );
+    d.stop();
+    assert_eq!(
+        rt.block_on(support::graph::total_flows(&db.pool)),
+        i64::try_from(sent).unwrap()
+    );
+}
