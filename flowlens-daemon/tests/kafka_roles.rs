@@ -143,6 +143,13 @@ fn the_topology_through_ingest_kafka_and_process_is_the_direct_graph() {
     process.wait_until("positions of every record in PostgreSQL", |_| {
         positions() == records
     });
+    // Kafka's committed offsets follow: no lag left on any partition.
+    process.wait_until("no consumer lag", |d| {
+        d.metrics()
+            .keys()
+            .any(|k| k.starts_with("flowlens_kafka_consumer_lag{"))
+            && d.metric("flowlens_kafka_consumer_lag", &[]) == 0.0
+    });
     ingest.stop();
     process.stop();
     assert_eq!(positions(), records);

@@ -47,6 +47,8 @@ pub(crate) struct Options {
 
 const IPFIX_PORT: u16 = 24_739;
 const TELEMETRY: &str = "127.0.0.1:19471";
+/// The `ingest` instance's telemetry when the flows go through Kafka.
+const INGEST_TELEMETRY: &str = "127.0.0.1:19472";
 
 fn metric(body: &str, series: &str) -> Option<f64> {
     body.lines()
@@ -54,9 +56,23 @@ fn metric(body: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
 }
 
+/// The largest value of any series of `name`.
+fn max_metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .fold(0.0, f64::max)
+}
+
 fn metrics() -> String {
+    metrics_of(TELEMETRY)
+}
+
+fn metrics_of(addr: &str) -> String {
     Command::new("curl")
-        .args(["-s", &format!("http://{TELEMETRY}/metrics")])
+        .args(["-s", &format!("http://{addr}/metrics")])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
@@ -68,22 +84,109 @@ fn psql(url: &str, sql: &str) -> Result<String> {
         .to_owned())
 }
 
+/// Where the flows go from the receiving socket to the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Way {
+    /// One `run` process (the in-process queues).
+    Direct,
+    /// `run --role ingest` -> a tansu broker -> `run --role process`.
+    Kafka,
+}
+
+/// What one run measured.
+pub(crate) struct Measured {
+    pub(crate) offered: f64,
+    pub(crate) sent: u64,
+    pub(crate) decoded: f64,
+    pub(crate) committed: u64,
+    pub(crate) loss: f64,
+    pub(crate) dependencies: String,
+    pub(crate) flushes: f64,
+    pub(crate) failures: f64,
+    pub(crate) flush_median: f64,
+    pub(crate) flush_max: f64,
+    pub(crate) flush_times: String,
+    pub(crate) done_secs: f64,
+    /// The largest consumer lag seen (records), through Kafka.
+    pub(crate) max_lag: f64,
+}
+
 pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
+    let daemon = build(workspace)?;
+    let m = measure(opts, &daemon, workspace, Way::Direct)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "| offered flows/s | sent | decoded | committed | loss | dependencies | flushes (failed) | flush median s | flush max s | interval s | all committed after s |\n|---|---|---|---|---|---|---|---|---|---|---|\n| {:.0} | {} | {:.0} | {} | {:.4}% | {} | {:.0} ({:.0}) | {:.3} | {:.3} | {} | {:.1} |\nflush times in order, s: {}",
+        m.offered,
+        m.sent,
+        m.decoded,
+        m.committed,
+        m.loss * 100.0,
+        m.dependencies,
+        m.flushes,
+        m.failures,
+        m.flush_median,
+        m.flush_max,
+        opts.flush_interval,
+        m.done_secs,
+        m.flush_times,
+    )?;
+    Ok(())
+}
+
+/// Builds the release daemon; its path.
+pub(crate) fn build(workspace: &Path) -> Result<std::path::PathBuf> {
     run_ok(Command::new("cargo").current_dir(workspace).args([
         "build",
         "--release",
         "-p",
         "flowlens-daemon",
     ]))?;
-    let daemon = workspace.join("target/release/flowlens-daemon");
-    let db = format!("bench_{}", std::process::id());
+    Ok(workspace.join("target/release/flowlens-daemon"))
+}
+
+/// Starts `daemon run ARGS --config DIR/NAME.yaml` with its log in `DIR/NAME.log`.
+fn start(
+    daemon: &Path,
+    dir: &Path,
+    name: &str,
+    config: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Killer> {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config)?;
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let child = Command::new(daemon)
+        .arg("run")
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .envs(env.iter().copied())
+        .env("FLOWLENS_LOG", "info,flowlens_daemon::graph=debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    Ok(Killer(child))
+}
+
+/// Runs the generator through `way` into a fresh database; what it measured.
+#[expect(clippy::too_many_lines, reason = "one script, in the order it runs")]
+pub(crate) fn measure(
+    opts: &Options,
+    daemon: &Path,
+    workspace: &Path,
+    way: Way,
+) -> Result<Measured> {
+    let db = format!("bench_{}_{}", std::process::id(), way == Way::Kafka);
     let (cluster, durable) = if opts.durable {
         ("target/bench-pg-durable", &["--durable"][..])
     } else {
         ("target/bench-pg", &[][..])
     };
     let url = run_ok(
-        Command::new(&daemon)
+        Command::new(daemon)
             .args(["embedded-postgres", "--database", &db])
             .args(durable)
             .arg("--dir")
@@ -102,24 +205,95 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
          flush_interval_seconds: {}\n",
         opts.flush_interval
     );
-    std::fs::write(dir.join("config.yaml"), config)?;
-    let log = std::fs::File::create(dir.join("daemon.log"))?;
-    let child = Command::new(&daemon)
-        .args(["run", "--no-xdp", "--output", "postgres", "--config"])
-        .arg(dir.join("config.yaml"))
-        .env("DATABASE_URL", &url)
-        .env("FLOWLENS_LOG", "info,flowlens_daemon::graph=debug")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    let daemon_proc = Killer(child);
+    let mut procs = Vec::new();
+    let mut broker = None;
+    match way {
+        Way::Direct => procs.push(start(
+            daemon,
+            &dir,
+            "daemon",
+            &config,
+            &["--no-xdp", "--output", "postgres"],
+            &[("DATABASE_URL", &url)],
+        )?),
+        Way::Kafka => {
+            let tansu = workspace.join("target/tools/tansu");
+            if !tansu.exists() {
+                bail!("{} is missing: run .ci/install-tansu", tansu.display());
+            }
+            let listen = "tcp://127.0.0.1:19092";
+            broker = Some(Killer(
+                Command::new(&tansu)
+                    .args([
+                        "broker",
+                        "--listener-url",
+                        listen,
+                        "--advertised-listener-url",
+                        listen,
+                    ])
+                    .args(["--storage-engine", "memory://tansu/"])
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(dir.join("tansu.log"))?)
+                    .spawn()?,
+            ));
+            let kafka = [
+                ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"),
+                ("DATABASE_URL", url.as_str()),
+            ];
+            procs.push(start(
+                daemon,
+                &dir,
+                "process",
+                &config,
+                &["--role", "process", "--output", "postgres"],
+                &kafka,
+            )?);
+            let ingest_config = config.replace(TELEMETRY, INGEST_TELEMETRY);
+            let ready = Instant::now();
+            while metrics().is_empty() {
+                if ready.elapsed() > Duration::from_mins(1) {
+                    bail!(
+                        "the process instance did not start; see {}",
+                        dir.join("process.log").display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // The consumer joins its group before the generator starts, so the run
+            // measures sustained consumption, not a backlog.
+            while max_metric(&metrics(), "flowlens_kafka_rebalances_total") < 1.0 {
+                if ready.elapsed() > Duration::from_mins(2) {
+                    bail!(
+                        "the process instance got no partitions; see {}",
+                        dir.join("process.log").display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            procs.push(start(
+                daemon,
+                &dir,
+                "ingest",
+                &ingest_config,
+                &["--role", "ingest", "--no-xdp", "--output", "discard"],
+                &kafka[..1],
+            )?);
+            while metrics_of(INGEST_TELEMETRY).is_empty() {
+                if ready.elapsed() > Duration::from_mins(1) {
+                    bail!(
+                        "the ingest instance did not start; see {}",
+                        dir.join("ingest.log").display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
     let ready = Instant::now();
     while metrics().is_empty() {
         if ready.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "the daemon did not start; see {}",
-                dir.join("daemon.log").display()
-            );
+            bail!("the daemon did not start; see {}", dir.display());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -127,13 +301,13 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
     let per_round = 2 * (opts.clients as u64 * 3 + 2 + 3);
     let rounds = (opts.rate * opts.duration).div_ceil(per_round).max(1);
     eprintln!(
-        "bench pipeline: {} clients ({} edges/window), {rounds} rounds of {per_round} flows at {} flows/s",
+        "bench pipeline ({way:?}): {} clients ({} edges/window), {rounds} rounds of {per_round} flows at {} flows/s",
         opts.clients,
         opts.clients * 3 + 5,
         opts.rate
     );
     let started = Instant::now();
-    let report = run_ok(Command::new(&daemon).args([
+    let report = run_ok(Command::new(daemon).args([
         "generate",
         "--target",
         &format!("127.0.0.1:{IPFIX_PORT}"),
@@ -154,8 +328,10 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
     // Wait for the decode queues to drain and one more flush to commit them.
     let deadline = Instant::now() + Duration::from_secs(opts.flush_interval * 3 + 30);
     let mut committed = 0u64;
+    let mut max_lag = 0.0_f64;
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_secs(1));
+        max_lag = max_lag.max(max_metric(&metrics(), "flowlens_kafka_consumer_lag"));
         committed = psql(&url, "SELECT coalesce(sum(flow_count), 0) FROM flow_stats")?
             .parse()
             .unwrap_or(0);
@@ -167,7 +343,12 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
     let body = metrics();
     // Every flush's own time, from the writer's debug line: the metric is a summary
     // over a rolling window, which forgets the early flushes of a long run.
-    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(dir.join(if way == Way::Kafka {
+        "process.log"
+    } else {
+        "daemon.log"
+    }))
+    .unwrap_or_default();
     let times = flush_times(&log);
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
@@ -182,20 +363,24 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
     let failures = metric(&body, "flowlens_graph_flush_failures_total").unwrap_or(0.0);
     let received = metric(&body, "flowlens_flows_processed_total").unwrap_or(0.0);
     let deps = psql(&url, "SELECT count(*) FROM dependencies")?;
-    drop(daemon_proc);
+    drop(procs);
+    drop(broker);
     #[expect(clippy::cast_precision_loss, reason = "rates")]
-    let (offered, loss) = (
-        sent as f64 / send_secs,
-        1.0 - committed.min(sent) as f64 / sent.max(1) as f64,
-    );
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "| offered flows/s | sent | decoded | committed | loss | dependencies | flushes (failed) | flush median s | flush max s | interval s | all committed after s |\n|---|---|---|---|---|---|---|---|---|---|---|\n| {offered:.0} | {sent} | {received:.0} | {committed} | {:.4}% | {deps} | {flushes:.0} ({failures:.0}) | {median:.3} | {max:.3} | {} | {done_secs:.1} |\nflush times in order, s: {listed}",
-        loss * 100.0,
-        opts.flush_interval
-    )?;
-    Ok(())
+    Ok(Measured {
+        offered: sent as f64 / send_secs,
+        sent,
+        decoded: received,
+        committed,
+        loss: 1.0 - committed.min(sent) as f64 / sent.max(1) as f64,
+        dependencies: deps,
+        flushes,
+        failures,
+        flush_median: median,
+        flush_max: max,
+        flush_times: listed,
+        done_secs,
+        max_lag,
+    })
 }
 
 /// The total time of each flush, in order: the `commit` phase of the writer's

@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_api;
 mod bench_ingest;
+mod bench_kafka;
 mod bench_pipeline;
 mod build_ebpf;
 mod stack;
@@ -51,6 +52,9 @@ enum Bench {
     Pipeline(bench_pipeline::Options),
     /// Requests/s and latency of the API's hot reads over a seeded graph.
     Api(bench_api::Options),
+    /// Flows/s through ingest -> Kafka -> process -> PostgreSQL, next to the direct
+    /// path in the same run.
+    Kafka(bench_pipeline::Options),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         }
         Command::Bench(Bench::Pipeline(opts)) => bench_pipeline::run(&opts, &stack::workspace()),
         Command::Bench(Bench::Api(opts)) => bench_api::run(&opts, &stack::workspace()),
+        Command::Bench(Bench::Kafka(opts)) => bench_kafka::run(&opts, &stack::workspace()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -318,12 +318,25 @@ impl ClientContext for Rebalancing {
     fn stats(&self, s: Statistics) {
         self.health.observe(&s);
         if let Some(t) = s.topics.get(&self.topic) {
+            let owned = self
+                .assigned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             for (p, st) in &t.partitions {
-                if *p >= 0 && st.consumer_lag >= 0 {
-                    #[expect(clippy::cast_precision_loss, reason = "a gauge")]
-                    metrics::gauge!("flowlens_kafka_consumer_lag", "partition" => p.to_string())
-                        .set(st.consumer_lag as f64);
+                if !owned.contains(p) || st.hi_offset < 0 {
+                    continue;
                 }
+                // Records not yet durable: Kafka's committed offset follows what the
+                // graph committed; before the first commit, everything retained is.
+                let durable = if st.committed_offset >= 0 {
+                    st.committed_offset
+                } else {
+                    st.lo_offset.max(0)
+                };
+                #[expect(clippy::cast_precision_loss, reason = "a gauge")]
+                metrics::gauge!("flowlens_kafka_consumer_lag", "partition" => p.to_string())
+                    .set(st.hi_offset.saturating_sub(durable).max(0) as f64);
             }
         }
     }
