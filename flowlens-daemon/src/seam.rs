@@ -57,43 +57,45 @@ impl From<Dispatcher> for Handoff {
     }
 }
 
+/// The way a datagram goes now.
+enum Way<'a> {
+    Local(&'a Dispatcher),
+    Kafka(&'a RawProducer),
+}
+
 impl Handoff {
-    /// Hands a datagram over without waiting; `false` when it was refused (a full
-    /// queue), for the caller to count as dropped.
-    pub fn hand(&self, d: RawDatagram) -> bool {
+    fn way(&self) -> Way<'_> {
         match self {
-            Self::Local(q) => q.dispatch(d),
-            Self::Kafka(k) => k.send(&d),
+            Self::Local(q) => Way::Local(q),
+            Self::Kafka(k) => Way::Kafka(k),
             Self::Routed {
                 local,
                 kafka,
                 route,
             } => {
                 if route.via_kafka() {
-                    kafka.send(&d)
+                    Way::Kafka(kafka)
                 } else {
-                    local.dispatch(d)
+                    Way::Local(local)
                 }
             }
         }
     }
 
+    /// Hands a datagram over without waiting; `false` when it was refused (a full
+    /// queue), for the caller to count as dropped.
+    pub fn hand(&self, d: RawDatagram) -> bool {
+        match self.way() {
+            Way::Local(q) => q.dispatch(d),
+            Way::Kafka(k) => k.send(&d),
+        }
+    }
+
     /// How full the way datagrams go now is (0.0 - 1.0), for the pressure control.
     pub fn fill(&self) -> f64 {
-        match self {
-            Self::Local(q) => q.max_fill(),
-            Self::Kafka(k) => k.fill(),
-            Self::Routed {
-                local,
-                kafka,
-                route,
-            } => {
-                if route.via_kafka() {
-                    kafka.fill()
-                } else {
-                    local.max_fill()
-                }
-            }
+        match self.way() {
+            Way::Local(q) => q.max_fill(),
+            Way::Kafka(k) => k.fill(),
         }
     }
 }
