@@ -11,7 +11,7 @@ use std::time::Duration;
 use flowlens_daemon::config::KafkaConfig;
 use flowlens_daemon::ingest::datagram::{RawDatagram, Source};
 use flowlens_daemon::kafka::client::{consumer_config, ensure_topics, producer_config};
-use flowlens_daemon::kafka::raw::{decode, encode, key};
+use flowlens_daemon::kafka::raw::{Origin, decode, encode, key};
 use flowlens_daemon::testing::tansu::Tansu;
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
@@ -58,7 +58,7 @@ async fn raw_datagrams_round_trip_keyed_by_exporter() {
             truncated_from: None,
         };
         let record_key = key(exporter);
-        let payload = encode(&d, "ingest-test");
+        let payload = encode(&d, &Origin::named("ingest-test"));
         producer
             .send(
                 FutureRecord::to(&k.topics.raw)
@@ -105,7 +105,7 @@ async fn raw_datagrams_round_trip_keyed_by_exporter() {
         records += 1;
         match decode(m.payload().unwrap_or_default()) {
             Ok((d, ingest)) => {
-                assert_eq!(ingest, "ingest-test");
+                assert_eq!(ingest.ingest_id, "ingest-test");
                 assert_eq!(m.key(), Some(&key(d.exporter)[..]));
                 let n = u32::from_be_bytes(d.payload[..4].try_into().unwrap());
                 assert_eq!(d.received_at_ms, 1_765_000_000_000 + u64::from(n));

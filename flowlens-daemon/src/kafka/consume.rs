@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext};
 use rdkafka::message::Message as _;
 use rdkafka::statistics::Statistics;
@@ -49,6 +50,8 @@ pub struct ConsumerSetup {
 pub struct ConsumeTotals {
     pub records: u64,
     pub undecodable: u64,
+    /// Records that were copies of one already read (see [`raw::Copies`]).
+    pub copies: u64,
 }
 
 /// Starts the consumer thread; it stops when `stop` is set, after handing everything
@@ -111,6 +114,7 @@ fn consume_loop(
     let mut totals = ConsumeTotals::default();
     let mut tally = Tally::default();
     let mut last_mark = Instant::now();
+    let mut copies = raw::Copies::default();
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) => {
@@ -119,6 +123,10 @@ fn consume_loop(
                 let payload = msg.payload().unwrap_or(&[]);
                 tally.bytes += payload.len() as u64;
                 match raw::decode(payload) {
+                    Ok((d, origin)) if copies.is_copy(d.exporter, &origin) => {
+                        totals.copies += 1;
+                        tally.copies += 1;
+                    }
                     Ok((d, _)) => {
                         *tally.per_exporter.entry(d.exporter).or_default() += 1;
                         if !dispatcher.dispatch_wait(d) {
@@ -138,7 +146,7 @@ fn consume_loop(
             }
             Some(Err(e)) => {
                 metrics::counter!("flowlens_kafka_consumer_errors_total").increment(1);
-                tracing::warn!(error = %e, "Kafka consumer error");
+                ctx.health.error(&e, "consuming");
             }
             None => {}
         }
@@ -191,6 +199,7 @@ struct Tally {
     per_exporter: HashMap<IpAddr, u64>,
     bytes: u64,
     undecodable: u64,
+    copies: u64,
 }
 
 impl Tally {
@@ -202,8 +211,10 @@ impl Tally {
         }
         metrics::counter!("flowlens_kafka_consumed_bytes_total").increment(self.bytes);
         metrics::counter!("flowlens_kafka_records_undecodable_total").increment(self.undecodable);
+        metrics::counter!("flowlens_kafka_records_duplicate_total").increment(self.copies);
         self.bytes = 0;
         self.undecodable = 0;
+        self.copies = 0;
     }
 }
 
@@ -315,6 +326,12 @@ impl Rebalancing {
 }
 
 impl ClientContext for Rebalancing {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.health.log(level, fac, log_message);
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.health.error(&error, reason);
+    }
     fn stats(&self, s: Statistics) {
         self.health.observe(&s);
         if let Some(t) = s.topics.get(&self.topic) {

@@ -30,15 +30,26 @@ pub mod health {
     //! Whether the brokers answer, for `/health` (`kafka: ok | error`), from the
     //! clients' statistics (each `statistics.interval.ms`).
 
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::time::{Duration, Instant};
 
+    use rdkafka::config::RDKafkaLogLevel;
+    use rdkafka::error::KafkaError;
     use rdkafka::statistics::Statistics;
 
     /// Shared by every client of the process; `ok` while one of them has a broker
-    /// connection up.
+    /// connection up. Also where the clients' errors and log lines go: while a broker
+    /// is away librdkafka reports every reconnect attempt, several a second, so they
+    /// are counted and logged at most once per [`KafkaHealth::LOG_EVERY`].
     #[derive(Debug, Clone, Default)]
-    pub struct KafkaHealth(Arc<AtomicU8>);
+    pub struct KafkaHealth(Arc<AtomicU8>, Arc<Quiet>);
+
+    #[derive(Debug, Default)]
+    pub struct Quiet {
+        last: Mutex<Option<Instant>>,
+        suppressed: AtomicU64,
+    }
 
     impl KafkaHealth {
         const OK: u8 = 1;
@@ -51,6 +62,37 @@ pub mod health {
                 Self::ERROR => "error",
                 _ => "starting",
             }
+        }
+
+        /// A quiet period between two logged client errors.
+        pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+        /// A client's error callback: counted, logged at most once per `LOG_EVERY`.
+        pub fn error(&self, error: &KafkaError, reason: &str) {
+            metrics::counter!("flowlens_kafka_client_errors_total").increment(1);
+            self.quietly(&format!("Kafka client: {error}: {reason}"));
+        }
+
+        /// A client's log line: warnings and worse as errors are, the rest at debug.
+        pub fn log(&self, level: RDKafkaLogLevel, facility: &str, line: &str) {
+            if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+                self.quietly(&format!("librdkafka {facility}: {line}"));
+            } else {
+                tracing::debug!(facility, "librdkafka: {line}");
+            }
+        }
+
+        fn quietly(&self, what: &str) {
+            let q = &self.1;
+            let mut last = q.last.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < Self::LOG_EVERY) {
+                q.suppressed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("{what}");
+                return;
+            }
+            *last = Some(Instant::now());
+            let suppressed = q.suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(suppressed, "{what}");
         }
 
         /// Reads one client's statistics.

@@ -21,6 +21,7 @@ use rdkafka::producer::{
 };
 use rdkafka::types::RDKafkaErrorCode;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::statistics::Statistics;
 
 use super::client::{KafkaError, producer_config};
@@ -30,11 +31,20 @@ use crate::config::KafkaConfig;
 use crate::ingest::datagram::{RawDatagram, exporter_ip};
 use crate::telemetry::metrics as m;
 
+/// Shards of the per-exporter record numbers.
+const SEQUENCE_SHARDS: usize = 64;
+
 /// Produces received datagrams to the raw topic.
 pub struct RawProducer {
     producer: ThreadedProducer<Deliveries>,
     topic: String,
     ingest_id: String,
+    /// When this producer started (ms since the epoch), in every record.
+    started_ms: u64,
+    /// The last record number given out per exporter, in shards by exporter; a shard
+    /// stays locked while its record is queued, so each exporter's records enter its
+    /// partition in the order of their numbers (what consumers' copy detection needs).
+    sequences: Box<[Mutex<HashMap<IpAddr, u64>>]>,
     max_in_flight: usize,
 }
 
@@ -75,6 +85,10 @@ impl RawProducer {
             producer,
             topic: k.topics.raw.clone(),
             ingest_id: k.instance_name(),
+            started_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            sequences: (0..SEQUENCE_SHARDS).map(|_| Mutex::default()).collect(),
             max_in_flight: usize::try_from(k.max_buffered_datagrams).unwrap_or(usize::MAX),
         })
     }
@@ -83,9 +97,23 @@ impl RawProducer {
     /// counts it dropped). Never waits.
     pub fn send(&self, d: &RawDatagram) -> bool {
         let key = raw::key(d.exporter);
-        let payload = raw::encode(d, &self.ingest_id);
+        let shard = usize::from(key[15]) % SEQUENCE_SHARDS;
+        let Some(lock) = self.sequences.get(shard) else {
+            return false;
+        };
+        let mut numbers = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let number = numbers.entry(d.exporter).or_insert(0);
+        *number += 1;
+        let origin = raw::Origin {
+            ingest_id: self.ingest_id.clone(),
+            started_ms: self.started_ms,
+            sequence: *number,
+        };
+        let payload = raw::encode(d, &origin);
         let record = BaseRecord::to(&self.topic).key(&key).payload(&payload);
-        match self.producer.send(record) {
+        let sent = self.producer.send(record);
+        drop(numbers);
+        match sent {
             Ok(()) => true,
             Err((e, _)) => {
                 let reason = match e.rdkafka_error_code() {
@@ -173,6 +201,12 @@ impl Tally {
 impl ClientContext for Deliveries {
     fn stats(&self, statistics: Statistics) {
         self.health.observe(&statistics);
+    }
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.health.log(level, fac, log_message);
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.health.error(&error, reason);
     }
 }
 

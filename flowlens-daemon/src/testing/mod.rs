@@ -10,6 +10,7 @@
     reason = "test support: builders given impossible sizes panic"
 )]
 
+pub mod moto;
 pub mod pgproxy;
 pub mod postgres;
 pub mod sflow;

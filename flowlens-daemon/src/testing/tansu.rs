@@ -1,6 +1,6 @@
 //! A private Kafka-protocol broker for tests: tansu (`.ci/install-tansu` puts it at
 //! `target/tools/tansu`; `FLOWLENS_TANSU` names another binary) on a free loopback
-//! port, memory storage, killed when dropped.
+//! port, memory storage (or S3 on moto, kept across a restart), killed when dropped.
 
 #![allow(
     clippy::disallowed_methods,
@@ -16,6 +16,16 @@ use std::time::{Duration, Instant};
 pub struct Tansu {
     child: Child,
     pub addr: SocketAddr,
+    storage: Storage,
+}
+
+/// Where the broker keeps its topics.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// In memory: gone when the broker stops.
+    Memory,
+    /// An S3 bucket (moto's server in tests): kept across restarts.
+    S3 { endpoint: String, bucket: String },
 }
 
 /// Where the broker binary is.
@@ -27,52 +37,93 @@ pub fn binary() -> PathBuf {
 }
 
 impl Tansu {
-    /// Starts a broker and waits until it accepts connections.
+    /// Starts a broker with memory storage and waits until it accepts connections.
     ///
     /// # Panics
     /// When the binary is missing (run `.ci/install-tansu`) or the broker does not
     /// listen within 20 s.
     pub fn start() -> Self {
-        let bin = binary();
-        assert!(
-            bin.exists(),
-            "{} is missing: run .ci/install-tansu (or set FLOWLENS_TANSU)",
-            bin.display()
-        );
+        Self::start_with(Storage::Memory)
+    }
+
+    /// [`Self::start`] with `storage`.
+    ///
+    /// # Panics
+    /// As [`Self::start`].
+    pub fn start_with(storage: Storage) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let url = format!("tcp://{addr}");
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let broker = Self { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
-            std::thread::park_timeout(Duration::from_millis(20));
+        let child = spawn(addr, &storage);
+        Self {
+            child,
+            addr,
+            storage,
         }
-        broker
     }
 
     /// `bootstrap.servers` for clients.
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
     }
+
+    /// Stops the broker (SIGKILL) and returns once it is gone.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same address with the same storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(self.addr, &self.storage);
+    }
+}
+
+fn spawn(addr: SocketAddr, storage: &Storage) -> Child {
+    let bin = binary();
+    assert!(
+        bin.exists(),
+        "{} is missing: run .ci/install-tansu (or set FLOWLENS_TANSU)",
+        bin.display()
+    );
+    let url = format!("tcp://{addr}");
+    let mut cmd = Command::new(&bin);
+    cmd.args([
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+    ])
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    match storage {
+        Storage::Memory => {
+            cmd.args(["--storage-engine", "memory://tansu/"]);
+        }
+        Storage::S3 { endpoint, bucket } => {
+            cmd.args(["--storage-engine", &format!("s3://{bucket}/")])
+                .env("AWS_ENDPOINT", endpoint)
+                .env("AWS_ALLOW_HTTP", "true")
+                .env("AWS_ACCESS_KEY_ID", "flowlens")
+                .env("AWS_SECRET_ACCESS_KEY", "flowlens")
+                .env("AWS_DEFAULT_REGION", "us-east-1")
+                .env("AWS_REGION", "us-east-1");
+        }
+    }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    child
 }
 
 impl Drop for Tansu {
