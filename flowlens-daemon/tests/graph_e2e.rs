@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use flowlens_daemon::generate::Topology;
 use flowlens_daemon::testing::postgres::scratch;
 use flowlens_daemon::testing::wire;
@@ -28,18 +26,7 @@ fn generated_topology_through_the_real_intake_into_postgresql() {
         "postgres",
     );
     let rounds = 6u64;
-    let out = Command::new(env!("CARGO_BIN_EXE_flowlens-daemon"))
-        .args(["generate", "--target", &d.ipfix.to_string()])
-        .args(["--rounds", &rounds.to_string(), "--rate", "5000"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let sent = report["flows"].as_u64().unwrap();
+    let sent = support::graph::generate(d.ipfix, rounds, 5000);
     let topology = Topology::enterprise();
     assert_eq!(
         sent,

@@ -43,3 +43,20 @@ pub(crate) async fn total_flows(pool: &PgPool) -> i64 {
         .await
         .unwrap()
 }
+
+/// Runs `flowlens-daemon generate` (the enterprise topology as IPFIX) to `target`:
+/// `rounds` rounds at `rate` flows/s. The flows sent.
+pub(crate) fn generate(target: std::net::SocketAddr, rounds: u64, rate: u64) -> u64 {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowlens-daemon"))
+        .args(["generate", "--target", &target.to_string()])
+        .args(["--rounds", &rounds.to_string(), "--rate", &rate.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["flows"].as_u64().unwrap()
+}
