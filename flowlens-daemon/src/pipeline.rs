@@ -52,6 +52,7 @@ use crate::kafka::consume::{self, ConsumerSetup};
 use crate::kafka::health::KafkaHealth;
 use crate::kafka::positions::{Durable, Positions};
 use crate::kafka::produce::RawProducer;
+use crate::kafka::relay::{Relay, RelaySetup};
 use crate::malformed_log::MalformedLog;
 use crate::output;
 use crate::pressure::{Pressure, PressurePolicy};
@@ -274,6 +275,21 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
         _ => None,
     };
 
+    // Change events and alerts, from the graph's tables to their topics (one instance
+    // of those writing the graph relays at a time).
+    let relay_stop = Arc::new(AtomicBool::new(false));
+    let relay = match processing.as_ref().and_then(|p| p.database_url.clone()) {
+        Some(database_url) if kafka => {
+            let relay = Relay::new(RelaySetup {
+                kafka: cfg.kafka.clone(),
+                database_url,
+                health: kafka_health.clone(),
+            })?;
+            Some(rt.spawn(relay.run(relay_stop.clone())))
+        }
+        _ => None,
+    };
+
     // The seam, and receiving.
     let producer = if kafka && opts.role.receives() {
         Some(Arc::new(RawProducer::new(&cfg.kafka, kafka_health)?))
@@ -350,6 +366,16 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
     let totals = consumer.and_then(|c| c.join().ok()).unwrap_or_default();
     let mut summary = processing.map(Processing::finish).unwrap_or_default();
     summary.consumed = totals;
+    // The last flush's events and alerts, unless the brokers are away (then the next
+    // start publishes them: they are in PostgreSQL).
+    relay_stop.store(true, Ordering::Relaxed);
+    if let Some(relay) = relay {
+        let last =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), relay).await });
+        if last.is_err() {
+            tracing::warn!("the event relay's last pass did not finish within 10 s");
+        }
+    }
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(summary)
 }

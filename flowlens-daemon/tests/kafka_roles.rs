@@ -13,35 +13,22 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use flowlens_daemon::generate::Topology;
+use flowlens_daemon::kafka::proto;
 use flowlens_daemon::testing::postgres::scratch;
 use flowlens_daemon::testing::tansu::Tansu;
+use prost::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::Daemon;
+use support::topics::{Record, TopicReader};
 
 /// Short group timeouts (the issue's test settings), 4 partitions, marks often, and
 /// a flush every second.
 const KAFKA_YAML: &str = "kafka:\n  partitions: 4\n  mark_interval_ms: 200\n  properties:\n    \
      session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"1000\"\n\
      dependency_resolution:\n  aggregation:\n    flush_interval_seconds: 1\n";
-
-fn generate(target: std::net::SocketAddr, rounds: u64, rate: u64) -> u64 {
-    let out = Command::new(env!("CARGO_BIN_EXE_flowlens-daemon"))
-        .args(["generate", "--target", &target.to_string()])
-        .args(["--rounds", &rounds.to_string(), "--rate", &rate.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    report["flows"].as_u64().unwrap()
-}
 
 #[test]
 fn the_topology_through_ingest_kafka_and_process_is_the_direct_graph() {
@@ -83,7 +70,7 @@ fn the_topology_through_ingest_kafka_and_process_is_the_direct_graph() {
     .unwrap();
 
     let rounds = 6;
-    let sent = generate(ingest.ipfix, rounds, 5000);
+    let sent = support::graph::generate(ingest.ipfix, rounds, 5000);
     let topology = Topology::enterprise();
     assert_eq!(
         sent,
@@ -150,6 +137,25 @@ fn the_topology_through_ingest_kafka_and_process_is_the_direct_graph() {
             .any(|k| k.starts_with("flowlens_kafka_consumer_lag{"))
             && d.metric("flowlens_kafka_consumer_lag", &[]) == 0.0
     });
+    // The relay counts what it published: every event and alert written so far.
+    let rows = |table: &str| -> f64 {
+        let sql = format!("SELECT count(*)::float8 FROM {table}");
+        rt.block_on(sqlx::query_scalar::<_, f64>(&sql).fetch_one(&db.pool))
+            .unwrap()
+    };
+    process.wait_until("change events and alerts published", |d| {
+        let published = |topic: &str| {
+            d.metric(
+                "flowlens_kafka_events_published_total",
+                &[&format!("topic=\"{topic}\"")],
+            )
+        };
+        published("changes") == rows("change_events") && published("alerts") == rows("alerts")
+    });
+    assert_eq!(
+        process.metric("flowlens_kafka_event_relay_leader", &[]),
+        1.0
+    );
     ingest.stop();
     process.stop();
     assert_eq!(positions(), records);
@@ -158,6 +164,44 @@ fn the_topology_through_ingest_kafka_and_process_is_the_direct_graph() {
         i64::try_from(sent).unwrap(),
         "nothing counted again at shutdown"
     );
+
+    // Every change event and alert the graph wrote is on its topic, once.
+    let ids = |sql: &str| -> std::collections::BTreeSet<String> {
+        rt.block_on(sqlx::query_scalar::<_, String>(sql).fetch_all(&db.pool))
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let events = ids("SELECT id::text FROM change_events");
+    let alerts = ids("SELECT id::text FROM alerts");
+    assert!(!events.is_empty() && !alerts.is_empty());
+    let mut reader = TopicReader::new(&bootstrap, &["flowlens.changes-v1", "flowlens.alerts-v1"]);
+    let published = |records: &[Record], topic: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| r.topic == topic)
+            .map(|r| match topic {
+                "flowlens.changes-v1" => proto::ChangeEvent::decode(&r.payload[..]).unwrap().id,
+                _ => proto::Alert::decode(&r.payload[..]).unwrap().id,
+            })
+            .collect()
+    };
+    assert!(reader.read_until(30, |r| {
+        published(r, "flowlens.changes-v1").len() >= events.len()
+            && published(r, "flowlens.alerts-v1").len() >= alerts.len()
+    }));
+    reader.read_for(1);
+    for (topic, rows) in [
+        ("flowlens.changes-v1", &events),
+        ("flowlens.alerts-v1", &alerts),
+    ] {
+        let ids = published(&reader.records, topic);
+        assert_eq!(ids.len(), rows.len(), "{topic}: each once");
+        assert_eq!(
+            &ids.into_iter().collect::<std::collections::BTreeSet<_>>(),
+            rows
+        );
+    }
 }
 
 /// Waits up to `secs` for `ok`, panicking with `what` and the logs of `daemons`.
@@ -234,7 +278,7 @@ fn a_killed_process_instance_loses_nothing_and_counts_nothing_twice() {
 
     let generator = std::thread::spawn({
         let target = ingest.ipfix;
-        move || generate(target, 30, 300)
+        move || support::graph::generate(target, 30, 300)
     });
     let consumed = |d: &Daemon| d.metric("flowlens_kafka_datagrams_consumed_total", &[]);
     wait_for(30, "a flush of the first flows", &[&a, &b], || {
@@ -306,14 +350,14 @@ fn auto_routing_crosses_the_threshold_both_ways_without_loss_or_double_count() {
         )
     };
     // 1000 flows/s for about 7 s: through Kafka after 3 s above 400.
-    let mut sent = generate(d.ipfix, 110, 1000);
+    let mut sent = support::graph::generate(d.ipfix, 110, 1000);
     wait_for(10, "the switch to Kafka", &[&d], || {
         switches("kafka") == 1.0
     });
     // Quiet: back to the decode workers after 10 s below 280.
     wait_for(30, "the switch back", &[&d], || switches("postgres") == 1.0);
     // A little more, below the threshold, straight to the workers.
-    sent += generate(d.ipfix, 4, 100);
+    sent += support::graph::generate(d.ipfix, 4, 100);
     wait_for(30, "every flow once", &[&d], || {
         rt.block_on(support::graph::total_flows(&db.pool)) == i64::try_from(sent).unwrap()
     });
@@ -399,7 +443,7 @@ fn a_broker_restart_loses_nothing_within_the_producers_bound_and_counts_the_rest
     });
     let generator = std::thread::spawn({
         let target = ingest.ipfix;
-        move || generate(target, 40, 300)
+        move || support::graph::generate(target, 40, 300)
     });
     let exporter = "exporter=\"127.0.0.1\"";
     let produced = |d: &Daemon| d.metric("flowlens_kafka_datagrams_produced_total", &[exporter]);

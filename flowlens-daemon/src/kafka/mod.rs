@@ -7,12 +7,17 @@
 //!   exporter so one exporter's templates and sequence numbers stay in one partition.
 //! - [`client`]: producer, consumer and admin settings from `kafka.*`, and topic
 //!   creation at start.
+//! - [`produce`], [`consume`], [`positions`]: the raw topic's two sides, and where a
+//!   `process` instance keeps its positions (with the graph, in PostgreSQL).
+//! - [`relay`]: change events and alerts published from PostgreSQL's tables (the
+//!   outbox) to the changes and alerts topics.
 
 pub mod client;
 pub mod consume;
 pub mod positions;
 pub mod produce;
 pub mod raw;
+pub mod relay;
 
 /// The types `build.rs` generates from `proto/flowlens.proto`.
 #[allow(

@@ -9,6 +9,7 @@
 
 pub(crate) mod graph;
 pub(crate) mod netns;
+pub(crate) mod topics;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
