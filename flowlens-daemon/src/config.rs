@@ -111,6 +111,11 @@ pub struct KafkaConfig {
     /// This instance's name in the records it produces (`ingest_id`); the host name
     /// when empty.
     pub instance_id: String,
+    /// Whether instances that decode also publish every decoded record to
+    /// `topics.flows` (`flowlens.v1.Flow`, enriched); off by default: at full rate it
+    /// is about as much broker traffic again as the raw topic, for consumers that want
+    /// flows rather than the graph.
+    pub publish_flows: bool,
     /// Passed to librdkafka as they are (TLS, SASL, timeouts): `security.protocol`,
     /// `sasl.mechanisms`, ... They win over the settings above.
     pub properties: std::collections::BTreeMap<String, String>,
@@ -132,6 +137,7 @@ impl Default for KafkaConfig {
             message_timeout_ms: 300_000,
             mark_interval_ms: 500,
             instance_id: String::new(),
+            publish_flows: false,
             properties: std::collections::BTreeMap::new(),
         }
     }

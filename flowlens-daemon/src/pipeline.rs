@@ -42,6 +42,7 @@ use flowlens_ebpf_common::PortKind;
 use crate::config::Config;
 use crate::decode::{Datagram, DecodeError, Decoder, DecoderConfig, ExporterCounters};
 use crate::enrich::classify::Classifier;
+use crate::enrich::geoip::GeoIp;
 use crate::flow::FlowRecord;
 use crate::graph::sink::{GraphHealth, GraphSettings, GraphSink};
 use crate::ingest::datagram::{Dispatcher, Mark, Work};
@@ -49,6 +50,7 @@ use crate::ingest::ring::{RingReader, RingReaderOptions};
 use crate::ingest::udp;
 use crate::ingest::xdp::{self, ExporterLosses, ExporterPrefix, XdpHandle, XdpOptions};
 use crate::kafka::consume::{self, ConsumerSetup};
+use crate::kafka::flows::{FlowEnrichment, FlowPublisher};
 use crate::kafka::health::KafkaHealth;
 use crate::kafka::positions::{Durable, Positions};
 use crate::kafka::produce::RawProducer;
@@ -148,6 +150,8 @@ pub enum RunError {
     NoKafka(&'static str),
     #[error("Kafka: {0}")]
     Kafka(#[from] crate::kafka::client::KafkaError),
+    #[error("enrichment.geoip (for the flows topic): {0}")]
+    GeoIp(#[from] crate::enrich::geoip::GeoIpError),
 }
 
 /// Totals at exit (also in /metrics while running).
@@ -222,11 +226,25 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
 
     // Processing first: a graph sink that cannot reach PostgreSQL at start is an error.
     let durable = Durable::default();
+    let flows_out = if kafka && opts.role.processes() && cfg.kafka.publish_flows {
+        let enrichment = FlowEnrichment {
+            classifier: classifier(cfg),
+            geoip: GeoIp::open(&cfg.enrichment.geoip)?,
+        };
+        Some(Arc::new(FlowPublisher::new(
+            &cfg.kafka,
+            enrichment,
+            kafka_health.clone(),
+        )?))
+    } else {
+        None
+    };
     let processing = if opts.role.processes() {
         Some(Processing::start(
             cfg,
             &opts.output,
             kafka.then(|| durable.clone()),
+            flows_out.as_ref(),
         )?)
     } else {
         None
@@ -333,6 +351,9 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
         if let Some(k) = &producer {
             k.publish();
         }
+        if let Some(f) = &flows_out {
+            f.publish_metrics();
+        }
         if let Some(p) = &processing {
             p.publish_depths();
             if let Some(via_kafka) = control.route(&mut router, p.flows_seen()) {
@@ -366,6 +387,9 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
     let totals = consumer.and_then(|c| c.join().ok()).unwrap_or_default();
     let mut summary = processing.map(Processing::finish).unwrap_or_default();
     summary.consumed = totals;
+    if let Some(f) = flows_out {
+        f.flush(Duration::from_secs(10));
+    }
     // The last flush's events and alerts, unless the brokers are away (then the next
     // start publishes them: they are in PostgreSQL).
     relay_stop.store(true, Ordering::Relaxed);
@@ -427,7 +451,12 @@ struct Processing {
 }
 
 impl Processing {
-    fn start(cfg: &Config, output: &Output, durable: Option<Durable>) -> Result<Self, RunError> {
+    fn start(
+        cfg: &Config,
+        output: &Output,
+        durable: Option<Durable>,
+        flows_out: Option<&Arc<FlowPublisher>>,
+    ) -> Result<Self, RunError> {
         let workers = cfg.ingestion.worker_count();
         let (dispatcher, queues) = Dispatcher::new(
             workers,
@@ -450,10 +479,14 @@ impl Processing {
                 size: cfg.ingestion.batch_size,
                 timeout: Duration::from_millis(cfg.ingestion.batch_timeout_ms),
             };
+            let out = DecodedTo {
+                sink: tx,
+                flows: flows_out.cloned(),
+            };
             worker_threads.push(
                 std::thread::Builder::new()
                     .name(format!("flowlens-decode-{i}"))
-                    .spawn(move || decode_worker(&rx, dcfg, batch, &tx))
+                    .spawn(move || decode_worker(&rx, dcfg, batch, &out))
                     .map_err(RunError::Thread)?,
             );
         }
@@ -766,12 +799,18 @@ struct Batching {
     timeout: Duration,
 }
 
+/// Where a decode worker's records go: the sink, and the flows topic when published.
+struct DecodedTo {
+    sink: Sender<SinkItem>,
+    flows: Option<Arc<FlowPublisher>>,
+}
+
 /// Decodes one worker's queue until it is closed; returns the worker's totals.
 fn decode_worker(
     rx: &Receiver<Work>,
     config: DecoderConfig,
     batching: Batching,
-    sink: &Sender<SinkItem>,
+    sink: &DecodedTo,
 ) -> ExporterCounters {
     let mut decoder = Decoder::new(config);
     let mut batch: Vec<FlowRecord> = Vec::with_capacity(batching.size);
@@ -790,7 +829,7 @@ fn decode_worker(
                     send_batch(sink, &mut batch, batching.size);
                     batch_started = Instant::now();
                 }
-                let _ = sink.send(SinkItem::Mark(mark));
+                let _ = sink.sink.send(SinkItem::Mark(mark));
             }
             Ok(Work::Datagram(d)) => {
                 let dg = Datagram {
@@ -843,10 +882,13 @@ fn decode_worker(
     decoder.totals()
 }
 
-fn send_batch(sink: &Sender<SinkItem>, batch: &mut Vec<FlowRecord>, size: usize) {
+fn send_batch(to: &DecodedTo, batch: &mut Vec<FlowRecord>, size: usize) {
+    if let Some(flows) = &to.flows {
+        flows.publish(batch);
+    }
     let full = std::mem::replace(batch, Vec::with_capacity(size));
     // The sink only goes away at shutdown, after the workers.
-    let _ = sink.send(SinkItem::Flows(full));
+    let _ = to.sink.send(SinkItem::Flows(full));
 }
 
 /// What the decode workers send the sink.
@@ -967,6 +1009,16 @@ impl Sink for DiscardSink {
     }
 }
 
+/// The internal ranges: the built-ins and `enrichment.internal_prefixes`.
+fn classifier(cfg: &Config) -> Classifier {
+    Classifier::new(
+        cfg.enrichment
+            .internal_prefixes
+            .iter()
+            .filter_map(|p| p.parse().ok()),
+    )
+}
+
 /// The sink, and the graph's database URL when it writes one.
 fn open_sink(
     output: &Output,
@@ -984,12 +1036,7 @@ fn open_sink(
     Ok(match output {
         Output::Postgres => {
             let url = url.ok_or(RunError::NoDatabase)?;
-            let classifier = Classifier::new(
-                cfg.enrichment
-                    .internal_prefixes
-                    .iter()
-                    .filter_map(|p| p.parse().ok()),
-            );
+            let classifier = classifier(cfg);
             let settings = GraphSettings {
                 url: url.clone(),
                 database: cfg.database.clone(),

@@ -44,7 +44,7 @@ fn the_topology_through_ingest_kafka_and_process_is_the_direct_graph() {
         ],
         "postgres",
         &["--role", "process"],
-        KAFKA_YAML,
+        &KAFKA_YAML.replacen("kafka:\n", "kafka:\n  publish_flows: true\n", 1),
     );
     let ingest = Daemon::start_with(
         "kafka-ingest",
@@ -156,6 +156,15 @@ fn the_topology_through_ingest_kafka_and_process_is_the_direct_graph() {
         process.metric("flowlens_kafka_event_relay_leader", &[]),
         1.0
     );
+    #[expect(clippy::cast_precision_loss, reason = "a small count")]
+    let sent_f = sent as f64;
+    process.wait_until("every decoded flow published", |d| {
+        d.metric("flowlens_kafka_flows_published_total", &[]) == sent_f
+    });
+    assert_eq!(
+        process.metric("flowlens_kafka_flows_dropped_total", &[]),
+        0.0
+    );
     ingest.stop();
     process.stop();
     assert_eq!(positions(), records);
@@ -202,6 +211,50 @@ fn the_topology_through_ingest_kafka_and_process_is_the_direct_graph() {
             rows
         );
     }
+
+    // The flows topic: every decoded record once, each on one of the topology's
+    // dependencies (one record each way), with its scope and the port's service.
+    let mut flows = TopicReader::new(&bootstrap, &["flowlens.flows-v1"]);
+    assert!(flows.read_until(30, |r| r.len() >= usize::try_from(sent).unwrap()));
+    flows.read_for(1);
+    assert_eq!(flows.records.len(), usize::try_from(sent).unwrap());
+    let expected = support::graph::expected(&topology);
+    let ip = |b: &[u8]| -> std::net::IpAddr {
+        match b.len() {
+            4 => <[u8; 4]>::try_from(b).unwrap().into(),
+            _ => <[u8; 16]>::try_from(b).unwrap().into(),
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &flows.records {
+        let f = proto::Flow::decode(&r.payload[..]).unwrap();
+        assert_eq!(r.key, flowlens_daemon::kafka::raw::key(ip(&f.exporter)));
+        let (src, dst) = (ip(&f.src_addr), ip(&f.dst_addr));
+        let p = i16::try_from(f.protocol).unwrap();
+        let forward = (src, dst, p, i32::try_from(f.dst_port).unwrap());
+        let reverse = (dst, src, p, i32::try_from(f.src_port).unwrap());
+        let edge = if expected.contains(&forward) {
+            forward
+        } else {
+            reverse
+        };
+        assert!(expected.contains(&edge), "{f:?} is on no dependency");
+        let service = flowlens_daemon::enrich::services::service_for(
+            u8::try_from(f.protocol).unwrap(),
+            u16::try_from(edge.3).unwrap(),
+        );
+        assert_eq!(f.service, service.unwrap_or_default(), "{f:?}");
+        assert!(
+            ["internal", "egress", "ingress", "external"].contains(&f.scope.as_str()),
+            "{f:?}"
+        );
+        assert!(
+            f.bytes > 0 && f.packets > 0 && f.flow_protocol == "ipfix",
+            "{f:?}"
+        );
+        seen.insert(edge);
+    }
+    assert_eq!(seen, expected, "every dependency has its flows");
 }
 
 /// Waits up to `secs` for `ok`, panicking with `what` and the logs of `daemons`.

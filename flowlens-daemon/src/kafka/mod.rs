@@ -9,11 +9,13 @@
 //!   creation at start.
 //! - [`produce`], [`consume`], [`positions`]: the raw topic's two sides, and where a
 //!   `process` instance keeps its positions (with the graph, in PostgreSQL).
+//! - [`flows`]: decoded records published to the flows topic (optional).
 //! - [`relay`]: change events and alerts published from PostgreSQL's tables (the
 //!   outbox) to the changes and alerts topics.
 
 pub mod client;
 pub mod consume;
+pub mod flows;
 pub mod positions;
 pub mod produce;
 pub mod raw;
