@@ -42,6 +42,11 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
         rate(&kafka) / rate(&direct).max(1.0),
         kafka.flush_times
     )?;
+    let (written, published, at) = kafka.events;
+    writeln!(
+        out,
+        "change events + alerts (kafka): {written} written, {published:.0} published, the last {at:.1} s after the start"
+    )?;
     Ok(())
 }
 

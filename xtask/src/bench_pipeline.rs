@@ -109,6 +109,19 @@ pub(crate) struct Measured {
     pub(crate) done_secs: f64,
     /// The largest consumer lag seen (records), through Kafka.
     pub(crate) max_lag: f64,
+    /// Through Kafka: change events and alerts written, those the relay published,
+    /// and when (s from the start) the last was.
+    pub(crate) events: (u64, f64, f64),
+}
+
+/// The sum of every series of `name`.
+fn sum_metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
@@ -340,6 +353,28 @@ pub(crate) fn measure(
         }
     }
     let done_secs = started.elapsed().as_secs_f64();
+    // Through Kafka, the relay publishes the change events and alerts the flushes
+    // wrote (a new network: one per asset and dependency, and their alerts).
+    let mut events = (0, 0.0, 0.0);
+    if way == Way::Kafka {
+        let written: u64 = psql(
+            &url,
+            "SELECT (SELECT count(*) FROM change_events) + (SELECT count(*) FROM alerts)",
+        )?
+        .parse()
+        .unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_mins(2);
+        loop {
+            #[expect(clippy::cast_precision_loss, reason = "a count")]
+            let all = written as f64;
+            let published = sum_metric(&metrics(), "flowlens_kafka_events_published_total");
+            events = (written, published, started.elapsed().as_secs_f64());
+            if published >= all || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     let body = metrics();
     // Every flush's own time, from the writer's debug line: the metric is a summary
     // over a rolling window, which forgets the early flushes of a long run.
@@ -380,6 +415,7 @@ pub(crate) fn measure(
         flush_times: listed,
         done_secs,
         max_lag,
+        events,
     })
 }
 
