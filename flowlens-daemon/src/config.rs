@@ -67,6 +67,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// The Kafka path (design §4.2, §6.2): brokers, topics, producer settings.
     pub kafka: KafkaConfig,
+    /// What is kept across restarts, and where.
+    pub state: StateConfig,
     /// Accepted so one file can configure the daemon and the API.
     pub api: serde_yaml::Value,
 }
@@ -339,6 +341,51 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// `state`: what the daemon keeps across restarts (today the decoder's templates,
+/// sampling rates and exporters' boot times, so data from an exporter that resends its
+/// templates every 30 minutes is decoded at once after a restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// The directory of state files. Empty: systemd's `$STATE_DIRECTORY` (the unit's
+    /// `StateDirectory=`), else `/var/lib/flowlens` when it exists; `off`: keep nothing.
+    pub directory: String,
+    /// How often the decoder state is saved besides at shutdown (a crash loses at
+    /// most what changed within this interval).
+    pub decoder_save_interval_seconds: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            directory: String::new(),
+            decoder_save_interval_seconds: 60,
+        }
+    }
+}
+
+/// Where the packaged daemon keeps its state when nothing else says.
+pub const DEFAULT_STATE_DIRECTORY: &str = "/var/lib/flowlens";
+
+impl StateConfig {
+    /// The state directory, given systemd's `$STATE_DIRECTORY` (a colon-separated
+    /// list; the first is ours); `None` when state is off or nowhere to be kept.
+    pub fn resolve(&self, systemd: Option<&str>) -> Option<PathBuf> {
+        match self.directory.trim() {
+            "off" => None,
+            "" => systemd
+                .and_then(|s| s.split(':').next())
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| {
+                    let d = PathBuf::from(DEFAULT_STATE_DIRECTORY);
+                    d.is_dir().then_some(d)
+                }),
+            d => Some(PathBuf::from(d)),
+        }
+    }
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -470,6 +517,9 @@ impl Config {
             kafka_problems.push("kafka.instance_id: at most 255 printable characters".into());
         }
         let mut problems = kafka_problems;
+        if self.state.decoder_save_interval_seconds == 0 {
+            problems.push("state.decoder_save_interval_seconds must be at least 1".into());
+        }
         let i = &self.ingestion;
         if i.batch_size == 0 {
             problems.push("ingestion.batch_size must be at least 1".to_owned());

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod decode_command;
+pub mod decoder_state;
 pub mod enrich;
 pub mod flow;
 pub mod generate;

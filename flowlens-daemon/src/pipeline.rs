@@ -40,7 +40,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use flowlens_ebpf_common::PortKind;
 
 use crate::config::Config;
+use crate::decode::state::StateSnapshot;
 use crate::decode::{Datagram, DecodeError, Decoder, DecoderConfig, ExporterCounters};
+use crate::decoder_state::DecoderStateStore;
 use crate::enrich::classify::Classifier;
 use crate::enrich::geoip::GeoIp;
 use crate::flow::FlowRecord;
@@ -150,6 +152,8 @@ pub enum RunError {
     NoKafka(&'static str),
     #[error("Kafka: {0}")]
     Kafka(#[from] crate::kafka::client::KafkaError),
+    #[error("state.directory: {0}")]
+    State(#[from] crate::decoder_state::DecoderStateError),
     #[error("enrichment.geoip (for the flows topic): {0}")]
     GeoIp(#[from] crate::enrich::geoip::GeoIpError),
 }
@@ -342,6 +346,7 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
     route.set_via_kafka(router.via_kafka());
     m::routing(router.via_kafka());
     let mut control = Control::new(cfg);
+    let mut last_state = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         std::thread::park_timeout(Duration::from_millis(100));
         if let (Some(h), Some(r)) = (&handoff, receiving.as_mut()) {
@@ -355,6 +360,7 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
             f.publish_metrics();
         }
         if let Some(p) = &processing {
+            p.save_state(&mut last_state);
             p.publish_depths();
             if let Some(via_kafka) = control.route(&mut router, p.flows_seen()) {
                 tracing::info!(
@@ -448,6 +454,8 @@ struct Processing {
     database_url: Option<String>,
     /// Flows handed to the sink so far.
     flows: Arc<AtomicU64>,
+    /// Where the decoders' state is kept across restarts, and how often it is saved.
+    state: Option<(Arc<DecoderStateStore>, Duration)>,
 }
 
 impl Processing {
@@ -462,6 +470,7 @@ impl Processing {
             workers,
             cfg.ingestion.backpressure.drop_threshold_queue_depth,
         );
+        let (state, mut initial) = open_state(cfg, &dispatcher)?;
         let (mut sink, database_url) = open_sink(output, cfg, durable.clone())?;
         let postgres = sink.postgres_health();
         let flows = Arc::new(AtomicU64::new(0));
@@ -483,10 +492,16 @@ impl Processing {
                 sink: tx,
                 flows: flows_out.cloned(),
             };
+            let state = state.as_ref().map(|(store, every)| WorkerState {
+                store: store.clone(),
+                index: i,
+                initial: initial.get_mut(i).map(std::mem::take).unwrap_or_default(),
+                every: *every,
+            });
             worker_threads.push(
                 std::thread::Builder::new()
                     .name(format!("flowlens-decode-{i}"))
-                    .spawn(move || decode_worker(&rx, dcfg, batch, &out))
+                    .spawn(move || decode_worker(&rx, dcfg, batch, &out, state))
                     .map_err(RunError::Thread)?,
             );
         }
@@ -497,7 +512,18 @@ impl Processing {
             postgres,
             database_url,
             flows,
+            state,
         })
+    }
+
+    /// Writes the decoders' state when it is due and a worker handed in a snapshot.
+    fn save_state(&self, last: &mut Instant) {
+        if let Some((store, every)) = &self.state
+            && last.elapsed() >= *every
+        {
+            *last = Instant::now();
+            write_state(store);
+        }
     }
 
     fn flows_seen(&self) -> u64 {
@@ -521,6 +547,10 @@ impl Processing {
             }
         }
         summary.flows_processed = self.sink.join().unwrap_or(0);
+        // The workers handed in their last snapshots as they stopped.
+        if let Some((store, _)) = &self.state {
+            write_state(store);
+        }
         summary
     }
 }
@@ -799,6 +829,77 @@ struct Batching {
     timeout: Duration,
 }
 
+/// The decoders' state store (`state.directory`) and each worker's part of the saved
+/// state, split by the new exporter-to-worker mapping; none when state is off.
+type OpenedState = (
+    Option<(Arc<DecoderStateStore>, Duration)>,
+    Vec<Option<StateSnapshot>>,
+);
+
+fn open_state(cfg: &Config, dispatcher: &Dispatcher) -> Result<OpenedState, RunError> {
+    let workers = dispatcher.workers();
+    let Some(dir) = cfg
+        .state
+        .resolve(std::env::var("STATE_DIRECTORY").ok().as_deref())
+    else {
+        tracing::info!(
+            "decoder state is not kept across restarts (set state.directory, or create {})",
+            crate::config::DEFAULT_STATE_DIRECTORY
+        );
+        return Ok((None, vec![None; workers]));
+    };
+    let store = DecoderStateStore::open(&dir, workers)?;
+    let saved = match store.load() {
+        Ok(saved) => saved,
+        Err(e) => {
+            metrics::counter!("flowlens_decoder_state_load_failures_total").increment(1);
+            tracing::warn!("decoder state not loaded, starting without it: {e}");
+            store.set_aside();
+            None
+        }
+    };
+    let initial = match saved {
+        Some(s) => {
+            #[expect(clippy::cast_precision_loss, reason = "a gauge")]
+            metrics::gauge!("flowlens_decoder_state_loaded_templates")
+                .set(s.templates.len() as f64);
+            tracing::info!(templates = s.templates.len(), sampling = s.sampling.len(),
+                path = %store.path().display(), "decoder state loaded");
+            s.split(workers, |e| dispatcher.shard(e))
+                .into_iter()
+                .map(Some)
+                .collect()
+        }
+        None => vec![None; workers],
+    };
+    let every = Duration::from_secs(cfg.state.decoder_save_interval_seconds.max(1));
+    Ok((Some((Arc::new(store), every)), initial))
+}
+
+fn write_state(store: &DecoderStateStore) {
+    match store.save_if_changed() {
+        Ok(Some(templates)) => {
+            metrics::counter!("flowlens_decoder_state_saves_total").increment(1);
+            #[expect(clippy::cast_precision_loss, reason = "a gauge")]
+            metrics::gauge!("flowlens_decoder_state_templates").set(templates as f64);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            metrics::counter!("flowlens_decoder_state_save_failures_total").increment(1);
+            tracing::warn!("saving the decoder state: {e}");
+        }
+    }
+}
+
+/// A decode worker's part in keeping decoder state: what it starts from, and where it
+/// hands its snapshots.
+struct WorkerState {
+    store: Arc<DecoderStateStore>,
+    index: usize,
+    initial: Option<StateSnapshot>,
+    every: Duration,
+}
+
 /// Where a decode worker's records go: the sink, and the flows topic when published.
 struct DecodedTo {
     sink: Sender<SinkItem>,
@@ -811,8 +912,16 @@ fn decode_worker(
     config: DecoderConfig,
     batching: Batching,
     sink: &DecodedTo,
+    mut state: Option<WorkerState>,
 ) -> ExporterCounters {
     let mut decoder = Decoder::new(config);
+    if let Some(saved) = state.as_mut().and_then(|s| s.initial.take())
+        && let Err(e) = decoder.load_state(saved)
+    {
+        metrics::counter!("flowlens_decoder_state_load_failures_total").increment(1);
+        tracing::warn!("decoder state not loaded: {e}");
+    }
+    let mut last_state = Instant::now();
     let mut batch: Vec<FlowRecord> = Vec::with_capacity(batching.size);
     let mut batch_started = Instant::now();
     let mut last_publish = Instant::now();
@@ -872,9 +981,18 @@ fn decode_worker(
         if last_publish.elapsed() >= publish_every {
             publish(&decoder, &mut previous, last_publish.elapsed());
             last_publish = Instant::now();
+            if let Some(s) = &state
+                && last_state.elapsed() >= s.every
+            {
+                s.store.put(s.index, decoder.save_state());
+                last_state = Instant::now();
+            }
         }
     }
     decoder.expire_all();
+    if let Some(s) = &state {
+        s.store.put(s.index, decoder.save_state());
+    }
     if !batch.is_empty() {
         send_batch(sink, &mut batch, batching.size);
     }

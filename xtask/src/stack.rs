@@ -95,6 +95,10 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
     }
     let mut daemon = Command::new(&bin);
     daemon.arg("run").args(&opts.args);
+    // The decoder's templates survive a restart next to the embedded cluster.
+    if std::env::var_os("FLOWLENS_STATE__DIRECTORY").is_none() {
+        daemon.env("FLOWLENS_STATE__DIRECTORY", data_dir()?);
+    }
     let database = if let Ok(url) = std::env::var("DATABASE_URL") {
         url
     } else {

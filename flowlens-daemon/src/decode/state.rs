@@ -49,6 +49,54 @@ pub struct SavedInit {
     pub system_init_ms: u64,
 }
 
+impl StateSnapshot {
+    /// An empty snapshot of this format.
+    pub const fn empty() -> Self {
+        Self {
+            version: STATE_VERSION,
+            templates: Vec::new(),
+            sampling: Vec::new(),
+            system_init: Vec::new(),
+        }
+    }
+
+    /// Splits the snapshot into `parts` by exporter (`part_of(exporter)`, below
+    /// `parts`): each decode worker gets the state of the exporters it decodes. Entries
+    /// keep their order (templates least recently used first).
+    pub fn split(self, parts: usize, part_of: impl Fn(IpAddr) -> usize) -> Vec<Self> {
+        let mut out: Vec<Self> = (0..parts.max(1)).map(|_| Self::empty()).collect();
+        let last = out.len() - 1;
+        let at = |ip: IpAddr| part_of(ip).min(last);
+        for t in self.templates {
+            if let Some(p) = out.get_mut(at(t.exporter)) {
+                p.templates.push(t);
+            }
+        }
+        for r in self.sampling {
+            if let Some(p) = out.get_mut(at(r.exporter)) {
+                p.sampling.push(r);
+            }
+        }
+        for i in self.system_init {
+            if let Some(p) = out.get_mut(at(i.exporter)) {
+                p.system_init.push(i);
+            }
+        }
+        out
+    }
+
+    /// One snapshot of several (the workers' parts, whose exporters do not overlap).
+    pub fn merge(parts: impl IntoIterator<Item = Self>) -> Self {
+        let mut all = Self::empty();
+        for p in parts {
+            all.templates.extend(p.templates);
+            all.sampling.extend(p.sampling);
+            all.system_init.extend(p.system_init);
+        }
+        all
+    }
+}
+
 /// Why a snapshot could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
@@ -142,5 +190,52 @@ impl Decoder {
             state.system_init_ms.insert(i.domain, i.system_init_ms);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    #[test]
+    fn split_by_exporter_and_merge_back() {
+        let mut s = StateSnapshot::empty();
+        for last in 1..=6 {
+            s.sampling.push(SavedRate {
+                exporter: ip(last),
+                domain: 0,
+                sampler_id: None,
+                rate: u32::from(last),
+            });
+            s.system_init.push(SavedInit {
+                exporter: ip(last),
+                domain: 1,
+                system_init_ms: u64::from(last),
+            });
+        }
+        let parts = s.clone().split(3, |e| match e {
+            IpAddr::V4(v4) => usize::from(v4.octets()[3] % 3),
+            IpAddr::V6(_) => 0,
+        });
+        assert_eq!(parts.len(), 3);
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(p.sampling.len(), 2);
+            assert!(p.sampling.iter().all(|r| r.rate as usize % 3 == i));
+            assert!(
+                p.system_init
+                    .iter()
+                    .all(|r| r.system_init_ms % 3 == i as u64)
+            );
+        }
+        let mut back = StateSnapshot::merge(parts);
+        back.sampling.sort_by_key(|r| r.rate);
+        back.system_init.sort_by_key(|r| r.system_init_ms);
+        assert_eq!(back, s);
+        // A part index past the end goes to the last part, never out of bounds.
+        assert_eq!(s.split(2, |_| 7)[1].sampling.len(), 6);
     }
 }
