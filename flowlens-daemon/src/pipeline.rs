@@ -330,7 +330,7 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
         _ => None,
     };
     let mut receiving = match &handoff {
-        Some(h) => Some(Receiving::start(cfg, opts.no_xdp, h, shutdown)?),
+        Some(h) => Some(Receiving::start(cfg, opts.no_xdp, h)?),
         None => None,
     };
 
@@ -561,20 +561,20 @@ struct Receiving {
     receivers: Vec<std::thread::JoinHandle<()>>,
     sample_rate: Arc<AtomicU32>,
     losses: LossDeltas,
+    /// Stops the ring readers and socket threads: set by [`Receiving::stop`] only once
+    /// the program is detached, not at the signal, so that what arrives meanwhile is
+    /// still read.
+    stop: Arc<AtomicBool>,
 }
 
 impl Receiving {
-    fn start(
-        cfg: &Config,
-        no_xdp: bool,
-        handoff: &Handoff,
-        shutdown: &Arc<AtomicBool>,
-    ) -> Result<Self, RunError> {
+    fn start(cfg: &Config, no_xdp: bool, handoff: &Handoff) -> Result<Self, RunError> {
+        let stop = Arc::new(AtomicBool::new(false));
         // XDP when asked for and possible, else UDP sockets.
         let wants_xdp = cfg.xdp.enabled && !no_xdp && !cfg.xdp.interfaces.is_empty();
         let mut xdp = None;
         if wants_xdp {
-            match start_xdp(cfg, handoff, shutdown) {
+            match start_xdp(cfg, handoff, &stop) {
                 Ok(x) => {
                     tracing::info!(attachments = ?x.0.attachments(), "XDP fast path attached");
                     xdp = Some(x);
@@ -590,7 +590,7 @@ impl Receiving {
         let sample_rate = Arc::new(AtomicU32::new(1));
         m::sample_rate(1);
         let controls = udp::Controls {
-            shutdown: shutdown.clone(),
+            shutdown: stop.clone(),
             sample_rate: sample_rate.clone(),
         };
         // In XDP mode the sockets still catch what the program passes on doubt
@@ -615,6 +615,7 @@ impl Receiving {
             receivers,
             sample_rate,
             losses: LossDeltas::default(),
+            stop,
         })
     }
 
@@ -634,17 +635,28 @@ impl Receiving {
         }
     }
 
-    /// Waits for the socket threads (they stop on `shutdown`) and detaches XDP.
+    /// Stops receiving without losing what is on its way: the program is detached
+    /// first (what arrives from then on takes the kernel's path to the sockets, still
+    /// open), then the rings are read to the end, then the sockets until they are
+    /// empty, and only then closed.
     fn stop(mut self) {
-        for r in self.receivers {
-            let _ = r.join();
-        }
-        if let Some((mut handle, reader)) = self.xdp.take() {
-            let stats = reader.stop();
-            publish_xdp(&handle, &mut self.losses);
+        let xdp = self.xdp.take().map(|(mut handle, reader)| {
             if let Err(e) = handle.detach() {
                 tracing::error!(error = %e, "detaching XDP");
             }
+            // A run of the program that began before the detach may still be writing
+            // on another CPU (it ends within microseconds); give it that before the
+            // last read of the rings.
+            std::thread::park_timeout(Duration::from_millis(20));
+            let stats = reader.stop();
+            (handle, stats)
+        });
+        self.stop.store(true, Ordering::Relaxed);
+        for r in self.receivers {
+            let _ = r.join();
+        }
+        if let Some((handle, stats)) = xdp {
+            publish_xdp(&handle, &mut self.losses);
             tracing::info!(
                 records = stats.records,
                 malformed = stats.malformed,

@@ -36,6 +36,8 @@ struct XdpDaemon<'n> {
     net: &'n Net,
     child: Option<Child>,
     dir: PathBuf,
+    /// Its telemetry port on the collector namespace's loopback.
+    telemetry: u16,
 }
 
 impl<'n> XdpDaemon<'n> {
@@ -52,10 +54,37 @@ impl<'n> XdpDaemon<'n> {
         env: &[(&str, &str)],
         output: Option<&Path>,
     ) -> Self {
+        let d = Self::spawn(net, object, name, env, output, &["--iface", &net.vc], 9464);
+        d.wait_until("the XDP program to attach and /health to answer", |d| {
+            d.get("/health").is_some() && net.collector_link().contains("xdp")
+        });
+        d
+    }
+
+    /// A second daemon on the same ports with sockets only (`--no-xdp`; SO_REUSEPORT
+    /// lets it share them), telemetry on `telemetry`.
+    fn start_sockets(net: &'n Net, object: &Path, name: &str, telemetry: u16) -> Self {
+        let d = Self::spawn(net, object, name, &[], None, &["--no-xdp"], telemetry);
+        d.wait_until("/health to answer", |d| d.get("/health").is_some());
+        d
+    }
+
+    fn spawn(
+        net: &'n Net,
+        object: &Path,
+        name: &str,
+        env: &[(&str, &str)],
+        output: Option<&Path>,
+        args: &[&str],
+        telemetry: u16,
+    ) -> Self {
         let dir = support::temp_dir(name);
         std::fs::write(
             dir.join("config.yaml"),
-            "ingestion:\n  batch_timeout_ms: 20\ntelemetry:\n  listen_address: 127.0.0.1:9464\n",
+            format!(
+                "ingestion:\n  batch_timeout_ms: 20\ntelemetry:\n  \
+                 listen_address: 127.0.0.1:{telemetry}\n"
+            ),
         )
         .unwrap();
         let output = output.map_or_else(|| dir.join("flows.jsonl"), Path::to_path_buf);
@@ -66,7 +95,9 @@ impl<'n> XdpDaemon<'n> {
                 &net.collector,
                 env!("CARGO_BIN_EXE_flowlens-daemon"),
             ])
-            .args(["run", "--iface", &net.vc, "--config"])
+            .arg("run")
+            .args(args)
+            .arg("--config")
             .arg(dir.join("config.yaml"))
             .arg("--output")
             .arg(format!("jsonl:{}", output.display()))
@@ -76,15 +107,12 @@ impl<'n> XdpDaemon<'n> {
             .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
             .spawn()
             .unwrap();
-        let d = Self {
+        Self {
             net,
             child: Some(child),
             dir,
-        };
-        d.wait_until("the XDP program to attach and /health to answer", |d| {
-            d.get("/health").is_some() && net.collector_link().contains("xdp")
-        });
-        d
+            telemetry,
+        }
     }
 
     fn log(&self) -> String {
@@ -92,8 +120,9 @@ impl<'n> XdpDaemon<'n> {
     }
 
     fn get(&self, path: &str) -> Option<String> {
+        let port = self.telemetry;
         in_netns(&self.net.collector, || {
-            let addr: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
             s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
             write!(
@@ -494,4 +523,62 @@ fn v5_record() -> wire::V5Record {
 
 fn metric(d: &XdpDaemon<'_>, name: &str) -> f64 {
     sum_metric(&d.metrics(), name, &[])
+}
+
+/// A rolling restart under load: a second daemon (sockets only) shares the ports while
+/// the XDP daemon is stopped mid-stream. The stopping daemon detaches its program
+/// first (what arrives from then on takes the kernel's path to the sockets of both),
+/// reads its rings to the end and its sockets until empty, and only then closes them:
+/// every datagram sent is decoded by one of the two, none twice.
+#[test]
+fn a_daemon_stopped_under_load_hands_over_without_losing_a_datagram() {
+    let Some((net, object)) = setup("xroll") else {
+        return;
+    };
+    let a = XdpDaemon::start(&net, &object, "roll-a");
+    let b = XdpDaemon::start_sockets(&net, &object, "roll-b", 9465);
+    let sent = 3000_u32;
+    let to_a = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            in_netns(&net.peer, || {
+                for i in 0..sent {
+                    let rec = wire::V5Record {
+                        src: [10, 9, 0, 1],
+                        dst: [10, 9, 0, 2],
+                        protocol: 6,
+                        src_port: 40_000,
+                        dst_port: 443,
+                        packets: 1,
+                        bytes: 100,
+                        ..wire::V5Record::default()
+                    };
+                    let dg = wire::v5_packet(0, 1000, now_s(), i, 0, &[rec]);
+                    // A fresh source port each time, so that the kernel spreads the
+                    // datagrams over every socket of the port once XDP lets go.
+                    let s = UdpSocket::bind(SocketAddr::new(IpAddr::V4(P4), 0)).unwrap();
+                    s.send_to(&dg, SocketAddr::new(IpAddr::V4(C4), 2055))
+                        .unwrap();
+                    std::thread::park_timeout(Duration::from_micros(500));
+                }
+            });
+        });
+        a.wait_until("the stream under way", |d| {
+            sum_metric(&d.metrics(), "flowlens_decode_flows_total", &[]) >= 500.0
+        });
+        let to_a = u32::try_from(a.stop().len()).unwrap();
+        sender.join().unwrap();
+        to_a
+    });
+    let flows = |d: &XdpDaemon<'_>| sum_metric(&d.metrics(), "flowlens_decode_flows_total", &[]);
+    let expected = f64::from(sent - to_a);
+    b.wait_until("the rest decoded by the other daemon", |d| {
+        flows(d) >= expected
+    });
+    assert!(to_a < sent, "the stop came mid-stream");
+    let to_b = u32::try_from(b.stop().len()).unwrap();
+    assert_eq!(
+        to_a + to_b,
+        sent,
+        "every datagram decoded once ({to_a} by the stopped daemon, {to_b} by the other)"
+    );
 }

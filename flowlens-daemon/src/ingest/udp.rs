@@ -164,7 +164,7 @@ fn receive_loop(set: &SocketSet, handoff: &Handoff, controls: &Controls) {
                     continue;
                 }
                 pfd.revents = 0;
-                drain(
+                let _ = drain(
                     sock,
                     &mut bufs,
                     handoff,
@@ -180,10 +180,29 @@ fn receive_loop(set: &SocketSet, handoff: &Handoff, controls: &Controls) {
             last_publish = Instant::now();
         }
     }
+    // Stopping: what the kernel queued for us is read before the sockets close (they
+    // close when this thread returns), until a pass over all of them finds nothing.
+    loop {
+        let mut read = 0;
+        for sock in &set.sockets {
+            read += drain(
+                sock,
+                &mut bufs,
+                handoff,
+                controls,
+                &mut sampler,
+                &mut counts,
+                &mut warned_truncated,
+            );
+        }
+        if read == 0 {
+            break;
+        }
+    }
     publish(&mut counts);
 }
 
-/// Reads every queued datagram of one socket.
+/// Reads every queued datagram of one socket; how many it read.
 fn drain(
     sock: &UdpSocket,
     bufs: &mut [u8],
@@ -192,7 +211,8 @@ fn drain(
     sampler: &mut Sampler,
     counts: &mut HashMap<IpAddr, Counts>,
     warned_truncated: &mut bool,
-) {
+) -> usize {
+    let mut read = 0;
     loop {
         let mut addrs: [MaybeUninit<libc::sockaddr_storage>; BATCH] =
             [const { MaybeUninit::uninit() }; BATCH];
@@ -231,10 +251,13 @@ fn drain(
                 std::ptr::null_mut(),
             )
         };
-        let Ok(n) = usize::try_from(n) else { return };
+        let Ok(n) = usize::try_from(n) else {
+            return read;
+        };
         if n == 0 {
-            return;
+            return read;
         }
+        read += n;
         let received_at_ms = now_ms();
         let rate = controls.sample_rate.load(Ordering::Relaxed).max(1);
         for (i, msg) in msgs.iter().take(n).enumerate() {
@@ -278,7 +301,7 @@ fn drain(
             }
         }
         if n < BATCH {
-            return;
+            return read;
         }
     }
 }
