@@ -65,6 +65,193 @@ pub const DISCOVERY_SCANS: &str = "flowlens_api_discovery_scans_total";
 /// Scan requests refused, by `reason` (a plan refusal or `busy`).
 pub const DISCOVERY_REFUSED: &str = "flowlens_api_discovery_refused_total";
 
+/// A metric's Prometheus type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    /// As `# TYPE` says it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+        }
+    }
+}
+
+/// Every metric of the API: (name, type, labels, meaning). Registered with the
+/// recorder (`# HELP` lines, as `promtool check metrics` wants) and the source of
+/// `docs/metrics-api.md`; a test fails when the code and this list differ.
+pub const CATALOGUE: &[(&str, Kind, &[&str], &str)] = &[
+    (
+        REQUESTS,
+        Kind::Counter,
+        &["route", "method", "status"],
+        "Requests answered, by route template, method and status.",
+    ),
+    (
+        REQUEST_SECONDS,
+        Kind::Histogram,
+        &["route", "method"],
+        "Request latency, by route template and method.",
+    ),
+    (
+        RATE_LIMITED,
+        Kind::Counter,
+        &["scope"],
+        "Requests refused with 429 by a rate limit: caller (after authentication) or address (before it).",
+    ),
+    (
+        CONNECTIONS_REFUSED,
+        Kind::Counter,
+        &["reason"],
+        "TCP connections closed on arrival: max_connections or per_address.",
+    ),
+    (
+        REQUESTS_SHED,
+        Kind::Counter,
+        &[],
+        "Requests refused (429) at api.limits.max_concurrent_requests.",
+    ),
+    (
+        REQUEST_TIMEOUTS,
+        Kind::Counter,
+        &[],
+        "Requests answered 503 at api.limits.request_timeout_seconds.",
+    ),
+    (
+        REDIS_FALLBACKS,
+        Kind::Counter,
+        &["use"],
+        "Requests that used this instance's memory because Redis did not answer (rate_limit, cache).",
+    ),
+    (
+        REDIS_UP,
+        Kind::Gauge,
+        &[],
+        "1 while Redis answers, 0 during an outage (absent when nothing uses Redis).",
+    ),
+    (
+        HEALTH_PROBES,
+        Kind::Counter,
+        &[],
+        "Queries /health sent to PostgreSQL (at most one a second).",
+    ),
+    (
+        CACHE_LOOKUPS,
+        Kind::Counter,
+        &["cache", "result"],
+        "Cache lookups, by cache and result (hit, miss).",
+    ),
+    (
+        CACHE_INVALIDATIONS,
+        Kind::Counter,
+        &[],
+        "Cache invalidations on graph changes.",
+    ),
+    (
+        WEBSOCKET_CONNECTIONS,
+        Kind::Gauge,
+        &[],
+        "Open WebSocket connections.",
+    ),
+    (
+        WEBSOCKET_REFUSED,
+        Kind::Counter,
+        &["reason"],
+        "WebSocket upgrades refused: max_connections, per_caller, origin.",
+    ),
+    (
+        WEBSOCKET_CLOSED,
+        Kind::Counter,
+        &["reason"],
+        "WebSockets the server closed: client_data, too_large, expired, revoked, unresponsive.",
+    ),
+    (
+        KEY_NOTIFICATIONS,
+        Kind::Counter,
+        &[],
+        "API key creations and revocations heard from PostgreSQL (any instance's).",
+    ),
+    (
+        CHANGE_NOTIFICATIONS,
+        Kind::Counter,
+        &[],
+        "Change notifications received from PostgreSQL.",
+    ),
+    (
+        SNAPSHOT_RELOADS,
+        Kind::Counter,
+        &[],
+        "Graph snapshot reloads (for the analyses).",
+    ),
+    (
+        SNAPSHOT_SECONDS,
+        Kind::Histogram,
+        &[],
+        "Time a graph snapshot reload took.",
+    ),
+    (
+        DISCOVERY_PROBES,
+        Kind::Counter,
+        &["result"],
+        "Discovery connection attempts: open, refused, no_answer.",
+    ),
+    (
+        DISCOVERY_SCANS,
+        Kind::Counter,
+        &["status"],
+        "Discovery scans ended: completed, failed, cancelled, abandoned.",
+    ),
+    (
+        DISCOVERY_REFUSED,
+        Kind::Counter,
+        &["reason"],
+        "Scan requests refused, by reason (a plan refusal, or busy).",
+    ),
+];
+
+fn describe(recorder: &impl metrics::Recorder) {
+    for (name, kind, _, help) in CATALOGUE {
+        let (key, help) = (
+            metrics::KeyName::from(*name),
+            metrics::SharedString::from(*help),
+        );
+        match kind {
+            Kind::Counter => recorder.describe_counter(key, None, help),
+            Kind::Gauge => recorder.describe_gauge(key, None, help),
+            Kind::Histogram => recorder.describe_histogram(key, None, help),
+        }
+    }
+}
+
+/// `docs/metrics-api.md`.
+pub fn markdown() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "# Metrics of flowlens-api\n\n<!-- Generated from the code's metric catalogue; a \
+         test fails when it is stale (FLOWLENS_BLESS=1 rewrites it). -->\n\n\
+         `flowlens-api serve` serves these at `GET /metrics` (and `/api/v1/admin/metrics`). \
+         Labels come from fixed sets: the route template (never the raw path), a standard \
+         method or `other`, the status code.\n\n\
+         | metric | type | labels | meaning |\n|---|---|---|---|\n",
+    );
+    for (name, kind, labels, help) in CATALOGUE {
+        let labels = labels
+            .iter()
+            .map(|l| format!("`{l}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(out, "| `{name}` | {} | {labels} | {help} |", kind.as_str());
+    }
+    out
+}
+
 /// The process-wide recorder (installed once; tests build many apps in one process).
 ///
 /// # Panics
@@ -83,6 +270,7 @@ pub fn prometheus() -> PrometheusHandle {
                 )
                 .expect("the bucket list is not empty")
                 .build_recorder();
+            describe(&recorder);
             let handle = recorder.handle();
             // Another recorder may exist (a test harness); ours still renders.
             let _ = metrics::set_global_recorder(recorder);
@@ -122,4 +310,64 @@ pub async fn track(request: Request, next: Next) -> Response {
     metrics::counter!(REQUESTS, "route" => route, "method" => method, "status" => status)
         .increment(1);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).expect("src is readable").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    #[test]
+    fn every_metric_is_in_the_catalogue_and_docs_are_current() {
+        let mut files = Vec::new();
+        walk(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let mut code = BTreeSet::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).expect("a source file");
+            for (i, _) in text.match_indices("\"flowlens_") {
+                let rest = &text[i + 1..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                    .unwrap_or(rest.len());
+                if end > "flowlens_".len() && rest[end..].starts_with('"') {
+                    code.insert(rest[..end].to_owned());
+                }
+            }
+        }
+        // PostgreSQL notification channels, not metrics.
+        code.remove("flowlens_changes");
+        code.remove("flowlens_api_keys");
+        let listed: BTreeSet<String> = CATALOGUE.iter().map(|m| m.0.to_owned()).collect();
+        assert_eq!(code, listed, "metric names in the code and in CATALOGUE");
+        for (name, kind, _, help) in CATALOGUE {
+            assert_eq!(*kind == Kind::Counter, name.ends_with("_total"), "{name}");
+            assert!(!help.is_empty(), "{name}");
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/metrics-api.md");
+        let text = markdown();
+        if std::env::var_os("FLOWLENS_BLESS").is_some() {
+            std::fs::write(&path, &text).expect("docs/ is writable");
+        }
+        assert!(
+            std::fs::read_to_string(&path).unwrap_or_default() == text,
+            "{} is stale: FLOWLENS_BLESS=1 cargo test -p flowlens-api --lib telemetry",
+            path.display()
+        );
+    }
 }

@@ -39,6 +39,8 @@ fn generated_topology_through_the_real_intake_into_postgresql() {
     });
     let health = d.get("/health").unwrap();
     assert!(health.contains("\"postgresql\":\"ok\""), "{health}");
+    // Every metric has its help text and a name Prometheus's linter accepts.
+    support::promtool_accepts(&d.get("/metrics").unwrap());
     d.stop();
 
     let edges = rt.block_on(support::graph::edges(&db.pool));

@@ -105,6 +105,7 @@ fn the_topology_through_ingest_kafka_and_process_is_the_direct_graph() {
     for d in [&ingest, &process] {
         let health = d.get("/health").unwrap();
         assert!(health.contains("\"kafka\":\"ok\""), "{health}");
+        support::promtool_accepts(&d.get("/metrics").unwrap());
     }
     assert!(
         process

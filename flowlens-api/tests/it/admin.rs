@@ -42,6 +42,8 @@ async fn config_is_redacted_and_metrics_count_routes() {
         m.contains("flowlens_api_request_duration_seconds_bucket"),
         "{m}"
     );
+    // Every metric has its help text and a name Prometheus's linter accepts.
+    crate::support::promtool_accepts(m);
 }
 
 #[tokio::test]

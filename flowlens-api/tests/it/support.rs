@@ -359,3 +359,37 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// `promtool check metrics` (Debian's `prometheus` package) accepts `body`, a
+/// `/metrics` page. Without promtool: fails where `CI` is set, skips elsewhere.
+pub(crate) fn promtool_accepts(body: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is not installed"
+        );
+        eprintln!("skipping the promtool check: promtool is not installed");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(body.as_bytes())
+        .expect("promtool reads its input");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

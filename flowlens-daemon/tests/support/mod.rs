@@ -296,3 +296,35 @@ impl SlowSink {
             .sum()
     }
 }
+
+/// `promtool check metrics` (Debian's `prometheus` package) accepts `body`, a
+/// `/metrics` page. Without promtool: fails where `CI` is set, skips elsewhere.
+pub(crate) fn promtool_accepts(body: &str) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is not installed"
+        );
+        eprintln!("skipping the promtool check: promtool is not installed");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
