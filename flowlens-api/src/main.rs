@@ -39,6 +39,14 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Print the effective configuration (file < FLOWLENS_* environment, defaults for
+    /// the rest; secrets redacted) on stdout and every problem on stderr; exit 1 when
+    /// `serve` would refuse it.
+    CheckConfig {
+        /// The YAML file (none: defaults and the environment only).
+        #[arg(env = "FLOWLENS_CONFIG")]
+        file: Option<PathBuf>,
+    },
     /// Tokens for callers.
     Token {
         #[command(subcommand)]
@@ -92,6 +100,32 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
+        Command::CheckConfig { file } => {
+            let config = match Config::load(file.as_deref(), std::env::vars()) {
+                Ok(c) => c,
+                Err(e) => {
+                    #[expect(clippy::print_stderr, reason = "the command's verdict")]
+                    {
+                        eprintln!("flowlens-api check-config: {e}");
+                    }
+                    std::process::exit(1);
+                }
+            };
+            let yaml = serde_yaml::to_string(&config.redacted())?;
+            #[expect(
+                clippy::print_stdout,
+                clippy::print_stderr,
+                reason = "the command's output"
+            )]
+            {
+                print!("{yaml}");
+                if config.database.url.is_none() {
+                    eprintln!("note: no database (database.url or DATABASE_URL): serve needs one");
+                }
+                eprintln!("the configuration is valid");
+            }
+            Ok(())
+        }
         Command::Token {
             command:
                 TokenCommand::Create {

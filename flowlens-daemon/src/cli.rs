@@ -58,6 +58,14 @@ pub enum Command {
         #[arg(long, env = "FLOWLENS_LOG", default_value = "info")]
         log_level: String,
     },
+    /// Print the effective configuration (file < FLOWLENS_* environment, defaults for
+    /// the rest; secrets redacted) on stdout and every problem on stderr; exit 1 when
+    /// the daemon would refuse it.
+    CheckConfig {
+        /// The YAML file (none: defaults and the environment only).
+        #[arg(env = "FLOWLENS_CONFIG")]
+        file: Option<PathBuf>,
+    },
     /// Play a known enterprise topology (clients, web, app, database, cache, DNS, one
     /// external API) to a collector as IPFIX, to check a setup end to end.
     Generate {

@@ -469,6 +469,56 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration as YAML with secrets replaced by `<redacted>`: values of keys
+    /// that name a password, secret, token or private key (`kafka.properties.
+    /// sasl.password`, `api.auth.jwt_secret`, ...) and the passwords inside URLs.
+    pub fn redacted(&self) -> serde_yaml::Value {
+        let mut tree = serde_yaml::to_value(self).unwrap_or(serde_yaml::Value::Null);
+        redact(&mut tree, false);
+        tree
+    }
+
+    /// What an operator should know that does not make the configuration invalid:
+    /// files that are not there, state that will not be kept.
+    pub fn notes(&self, systemd_state_directory: Option<&str>) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.state.resolve(systemd_state_directory).is_none() {
+            notes.push(format!(
+                "decoder state is not kept across restarts (state.directory is off, or \
+                 empty and {DEFAULT_STATE_DIRECTORY} does not exist)"
+            ));
+        }
+        let g = &self.enrichment.geoip;
+        if g.enabled {
+            for path in [&g.database_path, &g.asn_database_path]
+                .into_iter()
+                .flatten()
+            {
+                if !path.is_file() {
+                    notes.push(format!(
+                        "enrichment.geoip: {} does not exist (the graph sink will not start)",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        if !self.xdp.interfaces.is_empty()
+            && let Some(o) = &self.xdp.object_path
+            && !o.is_file()
+        {
+            notes.push(format!(
+                "xdp.object_path {} does not exist: the daemon will receive on sockets",
+                o.display()
+            ));
+        }
+        if self.database.url.is_none() && std::env::var_os("DATABASE_URL").is_none() {
+            notes.push(
+                "no database (database.url or DATABASE_URL): --output auto discards flows".into(),
+            );
+        }
+        notes
+    }
+
     /// Checks what types cannot, reporting every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut kafka_problems = Vec::new();
@@ -599,6 +649,42 @@ fn set_path(
     let key = serde_yaml::Value::String(first.clone());
     let child = map.entry(key).or_insert(serde_yaml::Value::Null);
     set_path(child, rest, value)
+}
+
+/// Replaces secrets in a configuration tree (see [`Config::redacted`]).
+fn redact(v: &mut serde_yaml::Value, secret: bool) {
+    match v {
+        serde_yaml::Value::Mapping(m) => {
+            for (k, child) in m.iter_mut() {
+                let key = k.as_str().unwrap_or_default().to_ascii_lowercase();
+                let named = ["password", "secret", "token", "key.pem", "private"]
+                    .iter()
+                    .any(|w| key.contains(w));
+                redact(child, secret || named);
+            }
+        }
+        serde_yaml::Value::Sequence(s) => s.iter_mut().for_each(|c| redact(c, secret)),
+        serde_yaml::Value::String(s) if secret && !s.is_empty() => {
+            *s = "<redacted>".into();
+        }
+        serde_yaml::Value::String(s) => {
+            if let Some(clean) = without_url_password(s) {
+                *s = clean;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `scheme://user:password@host...` with the password replaced; `None` when `s` holds
+/// no password (the user info ends at the last `@` before the path).
+fn without_url_password(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, host) = authority.rsplit_once('@')?;
+    let (user, _) = userinfo.split_once(':')?;
+    Some(format!("{scheme}://{user}:<redacted>@{host}{tail}"))
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
             "embedded-postgres",
             embedded_postgres(&dir, &database, stop, durable),
         ),
+        Command::CheckConfig { file } => check_config(file.as_deref()),
         Command::Generate {
             proto: _,
             target,
@@ -239,4 +240,32 @@ fn one_line(command: &str, result: anyhow::Result<String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `check-config`: the effective configuration, redacted, and what is wrong with it.
+fn check_config(file: Option<&std::path::Path>) -> ExitCode {
+    let mut err = std::io::stderr();
+    let config = match Config::load(file, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(err, "flowlens-daemon check-config: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let notes = config.notes(std::env::var("STATE_DIRECTORY").ok().as_deref());
+    match serde_yaml::to_string(&config.redacted()) {
+        Ok(yaml) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(yaml.as_bytes());
+        }
+        Err(e) => {
+            let _ = writeln!(err, "flowlens-daemon check-config: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    for n in &notes {
+        let _ = writeln!(err, "note: {n}");
+    }
+    let _ = writeln!(err, "the configuration is valid");
+    ExitCode::SUCCESS
 }

@@ -194,3 +194,63 @@ async fn migrate_token_and_serve_as_scripts_use_them() {
     assert!(code.success(), "{code}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `check-config FILE`: the effective configuration (`${VAR}` expanded, the
+/// environment over the file), secrets redacted; exit 1 with every problem when
+/// `serve` would refuse it.
+#[test]
+fn check_config_prints_the_effective_configuration_or_every_problem() {
+    let dir = std::env::temp_dir().join(format!("flowlens-api-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        "api:\n  port: 9100\n  auth:\n    jwt_secret: \"${CHECK_SECRET}\"\n\
+         database:\n  url: postgres://flowlens:pg-pass-123@db:5432/flowlens\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&good)
+        .env("CHECK_SECRET", "check-secret-0123456789abcdef0123456789")
+        .env("FLOWLENS_API__WORKERS", "3")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the configuration is valid"), "{stderr}");
+    assert!(
+        !stdout.contains("check-secret-0123") && !stdout.contains("pg-pass-123"),
+        "{stdout}"
+    );
+    let tree: serde_yaml::Value = serde_yaml::from_str(&stdout).unwrap();
+    assert_eq!(tree["api"]["port"].as_u64(), Some(9100));
+    assert_eq!(tree["api"]["workers"].as_u64(), Some(3));
+    assert_eq!(
+        tree["api"]["auth"]["jwt_secret"].as_str(),
+        Some("<redacted>")
+    );
+    assert_eq!(
+        tree["database"]["url"].as_str(),
+        Some("postgres://flowlens:<redacted>@db:5432/flowlens")
+    );
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "api:\n  host: not-an-address\n  auth:\n    jwt_secret: short\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("api.host \"not-an-address\""), "{stderr}");
+    assert!(stderr.contains("jwt_secret"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}

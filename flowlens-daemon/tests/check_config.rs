@@ -1,0 +1,108 @@
+//! `flowlens-daemon check-config FILE`: the effective configuration with secrets
+//! redacted on stdout, every problem on stderr, and an exit status scripts can test.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod support;
+
+use std::process::{Command, Output};
+
+fn check(yaml: &str, env: &[(&str, &str)]) -> Output {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = support::temp_dir(&format!("check-config-{n}"));
+    let file = dir.join("flowlens.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_flowlens-daemon"))
+        .arg("check-config")
+        .arg(&file)
+        .env_remove("DATABASE_URL")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn prints_the_effective_configuration_without_its_secrets() {
+    let out = check(
+        "database:\n  url: postgres://flowlens:hunter2@db.example:5432/flowlens\n\
+         kafka:\n  bootstrap_servers: k1:9092\n  properties:\n    sasl.username: collector\n    \
+         sasl.password: s3cret-sasl\n\
+         enrichment:\n  cache:\n    redis_url: redis://:r3dis@cache:6379/0\n\
+         api:\n  auth:\n    jwt_secret: very-secret-signing-key-of-32-bytes!!\n",
+        &[("FLOWLENS_INGESTION__BATCH_SIZE", "77")],
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the configuration is valid"), "{stderr}");
+    for secret in ["hunter2", "s3cret-sasl", "r3dis", "very-secret-signing-key"] {
+        assert!(!stdout.contains(secret), "{secret} leaked:\n{stdout}");
+    }
+    let tree: serde_yaml::Value = serde_yaml::from_str(&stdout).unwrap();
+    assert_eq!(
+        tree["database"]["url"].as_str(),
+        Some("postgres://flowlens:<redacted>@db.example:5432/flowlens")
+    );
+    assert_eq!(
+        tree["kafka"]["properties"]["sasl.password"].as_str(),
+        Some("<redacted>")
+    );
+    assert_eq!(
+        tree["kafka"]["properties"]["sasl.username"].as_str(),
+        Some("collector"),
+        "only secrets are hidden"
+    );
+    assert_eq!(
+        tree["api"]["auth"]["jwt_secret"].as_str(),
+        Some("<redacted>")
+    );
+    // The environment wins over the file; defaults fill the rest.
+    assert_eq!(tree["ingestion"]["batch_size"].as_u64(), Some(77));
+    assert_eq!(
+        tree["state"]["decoder_save_interval_seconds"].as_u64(),
+        Some(60)
+    );
+    assert_eq!(
+        tree["kafka"]["topics"]["raw"].as_str(),
+        Some("flowlens.raw-v1")
+    );
+    // What will not work as the operator may expect is said, without failing.
+    let out = check(
+        "state:\n  directory: \"off\"\nenrichment:\n  geoip:\n    enabled: true\n    \
+         database_path: /nonexistent/GeoLite2-City.mmdb\n",
+        &[],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note: decoder state is not kept"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("/nonexistent/GeoLite2-City.mmdb does not exist"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn refuses_what_the_daemon_would_refuse_and_says_every_problem() {
+    let out = check("ingestion:\n  bogus_key: 1\n", &[]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bogus_key"), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    let out = check(
+        "kafka:\n  compression: brotli\nstate:\n  decoder_save_interval_seconds: 0\n",
+        &[],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("kafka.compression \"brotli\""), "{stderr}");
+    assert!(
+        stderr.contains("state.decoder_save_interval_seconds must be at least 1"),
+        "{stderr}"
+    );
+}
