@@ -265,11 +265,13 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
     } else {
         Arc::new(|| "not_configured".to_owned())
     };
+    let ready = Arc::new(AtomicBool::new(false));
     serve_telemetry(
         &rt,
         Telemetry {
             prometheus,
             started,
+            ready: ready.clone(),
             checks: Arc::new(move || {
                 vec![
                     ("postgresql", postgres_status()),
@@ -335,6 +337,14 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
         None => None,
     };
 
+    // Receiving (the program attached or the sockets bound), the consumer subscribed,
+    // the database reached when there is one (the sink refuses to start otherwise).
+    ready.store(true, Ordering::Relaxed);
+    if let Err(e) = crate::telemetry::notify::notify("READY=1") {
+        tracing::warn!(error = %e, "could not tell systemd the daemon is ready");
+    }
+    tracing::info!("ready");
+
     // Control until shutdown: pressure -> sampling rate, flow rate -> route.
     let mut router = Router::new(
         if producer.is_some() && processing.is_some() {
@@ -382,6 +392,8 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
         }
     }
 
+    ready.store(false, Ordering::Relaxed);
+    let _ = crate::telemetry::notify::notify("STOPPING=1");
     tracing::info!("shutting down: draining queues");
     if let Some(r) = receiving.take() {
         r.stop();

@@ -582,3 +582,120 @@ fn a_daemon_stopped_under_load_hands_over_without_losing_a_datagram() {
         "every datagram decoded once ({to_a} by the stopped daemon, {to_b} by the other)"
     );
 }
+
+/// The capabilities the packaged unit grants (deploy/systemd/flowlens-daemon.service).
+const CAPS: &str = "-all,+bpf,+perfmon,+net_admin,+net_bind_service";
+
+/// As the systemd unit runs it: an unprivileged user (nobody here) with only `CAP_BPF`,
+/// `CAP_PERFMON`, `CAP_NET_ADMIN` and `CAP_NET_BIND_SERVICE` (setpriv). The daemon attaches
+/// the program, receives, and tells systemd it is ready (`READY=1` on
+/// `$NOTIFY_SOCKET`) only once it does: at that moment the program is attached and
+/// `/health` says `ready: true`.
+#[test]
+fn an_unprivileged_user_with_four_capabilities_attaches_binds_and_notifies_ready() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::net::UnixDatagram;
+
+    let Some((net, object)) = setup("xuser") else {
+        return;
+    };
+    if !support::netns::tool("setpriv") {
+        assert!(std::env::var_os("CI").is_none(), "setpriv is missing");
+        return;
+    }
+    // Everything the user needs, where it may read it (the checkout may be private).
+    let dir = support::temp_dir("run-xdp-user");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let binary = dir.join("flowlens-daemon");
+    std::fs::copy(env!("CARGO_BIN_EXE_flowlens-daemon"), &binary).unwrap();
+    let bpf = dir.join("flowlens-ebpf");
+    std::fs::copy(&object, &bpf).unwrap();
+    std::fs::write(
+        dir.join("config.yaml"),
+        "ingestion:\n  batch_timeout_ms: 20\ntelemetry:\n  listen_address: 127.0.0.1:9464\n\
+         state:\n  directory: \"off\"\n",
+    )
+    .unwrap();
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+
+    let child = Command::new("ip")
+        .args(["netns", "exec", &net.collector, "setpriv"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps={CAPS}"))
+        .arg(format!("--ambient-caps={CAPS}"))
+        .arg(format!("--bounding-set={CAPS}"))
+        .arg(&binary)
+        .args(["run", "--iface", &net.vc, "--config"])
+        .arg(dir.join("config.yaml"))
+        .arg("--output")
+        .arg(format!("jsonl:{}", dir.join("flows.jsonl").display()))
+        .env("FLOWLENS_EBPF_OBJECT", &bpf)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let d = XdpDaemon {
+        net: &net,
+        child: Some(child),
+        dir: dir.clone(),
+        telemetry: 9464,
+    };
+    let mut buf = [0u8; 256];
+    let n = notify
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no READY=1 ({e}); log:\n{}", d.log()));
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(
+        net.collector_link().contains("xdp"),
+        "ready before the program was attached:\n{}",
+        d.log()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert!(field("Uid:").starts_with("65534"), "{status}");
+    // bpf (39), perfmon (38), net_admin (12), net_bind_service (10).
+    assert_eq!(field("CapEff:"), "000000c000001400", "{status}");
+    d.wait_until("/health ready", |d| {
+        d.get("/health")
+            .is_some_and(|h| h.contains("\"ready\":true"))
+    });
+
+    let sent = in_netns(&net.peer, || {
+        let s = UdpSocket::bind(SocketAddr::new(IpAddr::V4(P4), 0)).unwrap();
+        let mut n = 0;
+        for (port, payload, flows) in datagrams(IpAddr::V4(P4)) {
+            s.send_to(&payload, SocketAddr::new(IpAddr::V4(C4), port))
+                .unwrap();
+            n += flows;
+        }
+        n
+    });
+    let m = d.assert_accounted(IpAddr::V4(P4), 4.0);
+    assert_eq!(
+        sum_metric(&m, "flowlens_ingest_mode", &["mode=\"xdp\""]),
+        1.0,
+        "{}",
+        d.log()
+    );
+    let stopping = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        notify.recv(&mut buf).map(|n| buf[..n].to_vec())
+    });
+    let flows = d.stop();
+    assert_eq!(flows.len(), sent);
+    assert_eq!(stopping.join().unwrap().unwrap(), b"STOPPING=1");
+}

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::extract::State;
@@ -17,6 +18,10 @@ pub struct Telemetry {
     pub started: Instant,
     /// Checks reported under `checks` (`"ok"`, `"not_configured"`, or an error).
     pub checks: Arc<dyn Fn() -> Vec<(&'static str, String)> + Send + Sync>,
+    /// Whether the daemon receives (the XDP program attached or the sockets bound,
+    /// the consumer subscribed) and its database answered: what systemd's readiness
+    /// notification says too. `/health` answers before it, with `ready: false`.
+    pub ready: Arc<AtomicBool>,
 }
 
 /// Builds the router: `GET /health`, `GET /metrics`.
@@ -37,6 +42,7 @@ async fn health(State(t): State<Telemetry>) -> Json<Value> {
         "status": if degraded { "degraded" } else { "healthy" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": t.started.elapsed().as_secs(),
+        "ready": t.ready.load(Ordering::Relaxed),
         "checks": checks,
     }))
 }
