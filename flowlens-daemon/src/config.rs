@@ -19,11 +19,14 @@ pub use crate::graph::config::{AlertsConfig, DatabaseConfig, DependencyResolutio
 /// DESIGN.md §3.2 `enrichment`: reverse DNS, `GeoIP`, the enrichment cache, and
 /// `internal_prefixes` (ours: prefixes that count as internal besides the built-in
 /// private ranges). `cloud` is accepted as written for the cloud-inventory stage.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnrichmentConfig {
     pub dns: crate::enrich::rdns::DnsConfig,
     pub geoip: crate::enrich::geoip::GeoIpConfig,
+    #[schemars(with = "serde_json::Value")]
+    /// Cloud inventory settings (AWS, Azure, GCP, Kubernetes): accepted as written
+    /// for the inventory stage, not used yet.
     pub cloud: serde_yaml::Value,
     pub cache: CacheConfig,
     /// e.g. `["203.0.113.0/24"]`: public space that is ours.
@@ -31,11 +34,12 @@ pub struct EnrichmentConfig {
 }
 
 /// `enrichment.cache`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// "memory" (the Redis backend comes with the scale-out issue).
     pub backend: String,
+    /// The Redis server of the `redis` backend.
     pub redis_url: String,
     /// Entries each enrichment cache (reverse DNS) keeps at most.
     pub max_memory_entries: usize,
@@ -52,7 +56,7 @@ impl Default for CacheConfig {
 }
 
 /// The whole daemon configuration.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub ingestion: IngestionConfig,
@@ -70,12 +74,13 @@ pub struct Config {
     /// What is kept across restarts, and where.
     pub state: StateConfig,
     /// Accepted so one file can configure the daemon and the API.
+    #[schemars(with = "serde_json::Value")]
     pub api: serde_yaml::Value,
 }
 
 /// The `kafka` section: where the high-volume path's topics live and how records are
 /// produced to them. Empty `bootstrap_servers` means Kafka is not configured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `host:port[,host:port...]`; the environment's `KAFKA_BOOTSTRAP_SERVERS` (design
@@ -146,7 +151,7 @@ impl Default for KafkaConfig {
 }
 
 /// Topic names; the schema version is part of each (`-v1`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaTopics {
     /// Datagrams as received (`flowlens.v1.RawDatagram`), keyed by exporter.
@@ -189,14 +194,17 @@ impl KafkaConfig {
 }
 
 /// DESIGN.md §3.1 `ingestion`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestionConfig {
     /// Address the UDP sockets bind to. `0.0.0.0` (the default) also opens `IPv6`
     /// sockets on `::`, so exporters on either family are heard.
     pub bind_address: IpAddr,
+    /// UDP port of NetFlow v5 and v9.
     pub netflow_port: u16,
+    /// UDP port of sFlow v5.
     pub sflow_port: u16,
+    /// UDP port of IPFIX.
     pub ipfix_port: u16,
     /// SO_RCVBUF for each UDP socket, in bytes (16 `MiB`: a few hundred ms of a busy
     /// exporter at line rate).
@@ -247,11 +255,14 @@ impl IngestionConfig {
 }
 
 /// DESIGN.md §3.1 `ingestion.routing`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
-    /// "postgres", "kafka" or "auto" (used once those sinks exist).
+    /// `postgres` (never Kafka), `kafka` (always; Kafka must be configured) or `auto`
+    /// (Kafka above `kafka_threshold_flows_per_sec` when configured).
     pub mode: String,
+    /// With `mode: auto`, the decoded flow rate above which datagrams go through
+    /// Kafka (after 3 s above it; back below 70 % of it for 10 s).
     pub kafka_threshold_flows_per_sec: u64,
 }
 
@@ -266,9 +277,10 @@ impl Default for RoutingConfig {
 
 /// DESIGN.md §3.1 `ingestion.backpressure`, plus the watermarks that say when
 /// "under pressure" starts and ends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackpressureConfig {
+    /// Whether the daemon samples 1:N under pressure (else a full queue drops).
     pub enabled: bool,
     /// 1:N sampling applied while under pressure (XDP pre-sampling, or userspace
     /// sampling in socket mode).
@@ -295,7 +307,7 @@ impl Default for BackpressureConfig {
 }
 
 /// The XDP fast path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct XdpConfig {
     /// Use XDP when interfaces are given; false forces UDP sockets.
@@ -327,9 +339,10 @@ impl Default for XdpConfig {
 }
 
 /// `/health` and `/metrics`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
+    /// Where `GET /health` and `GET /metrics` are served.
     pub listen_address: SocketAddr,
 }
 
@@ -344,7 +357,7 @@ impl Default for TelemetryConfig {
 /// `state`: what the daemon keeps across restarts (today the decoder's templates,
 /// sampling rates and exporters' boot times, so data from an exporter that resends its
 /// templates every 30 minutes is decoded at once after a restart).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StateConfig {
     /// The directory of state files. Empty: systemd's `$STATE_DIRECTORY` (the unit's

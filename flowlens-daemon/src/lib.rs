@@ -9,6 +9,7 @@ pub mod blast;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod config_reference;
 pub mod decode;
 pub mod decode_command;
 pub mod decoder_state;

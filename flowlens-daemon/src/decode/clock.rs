@@ -8,7 +8,9 @@
 //! into the distant past or future of the aggregation windows.
 
 /// Rules for timestamps (part of [`super::DecoderConfig`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClockPolicy {
     /// How far a flow may end after its export time (exporter rounding), in ms.

@@ -60,7 +60,9 @@ pub struct Datagram<'a> {
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Decoder settings (a section of the daemon config; defaults documented per field).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(default, deny_unknown_fields)]
 pub struct DecoderConfig {
     /// Maximum templates kept across all exporters before the least recently used is

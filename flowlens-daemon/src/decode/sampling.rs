@@ -9,7 +9,17 @@
 use std::collections::HashMap;
 
 /// Per-exporter operator settings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(default, deny_unknown_fields)]
 pub struct SamplingSettings {
     /// Rate used when the exporter announces none (instead of assuming unsampled).

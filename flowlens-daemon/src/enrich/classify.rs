@@ -178,7 +178,17 @@ pub const BUILTIN_INTERNAL: [Prefix; 9] = [
 
 /// How a (client, server) pair crosses our boundary (DESIGN.md §3.2). Also the
 /// `scope` of an alert rule in the config (`internal`, `egress`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction3 {
     /// Both ends are ours.

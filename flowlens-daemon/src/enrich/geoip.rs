@@ -30,7 +30,7 @@ use maxminddb::{MaxMindDbError, Reader};
 use serde::{Deserialize, Serialize};
 
 /// `enrichment.geoip` (DESIGN.md §3.2).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeoIpConfig {
     /// Off by default: the design's example paths (`/data/GeoLite2-City.mmdb`) do not

@@ -48,7 +48,7 @@ pub const MIN_POSITIVE_TTL: Duration = Duration::from_mins(1);
 const MAX_TTL: Duration = Duration::from_secs(0x7fff_ffff);
 
 /// `enrichment.dns` (DESIGN.md §3.2); defaults are the design's.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DnsConfig {
     /// On by default, as in the design: the flow path never waits for it.

@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 pub use crate::enrich::classify::Direction3 as Scope;
 
 /// `database`: where the graph lives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// PostgreSQL URL; `DATABASE_URL` in the environment takes precedence when set.
     pub url: Option<String>,
+    /// Connections the graph writer's pool opens at most.
     pub max_connections: u32,
     /// Write every decoded flow to `flow_raw` (the design's low-volume path).
     pub write_raw_flows: bool,
@@ -59,7 +60,7 @@ impl DatabaseConfig {
 }
 
 /// `dependency_resolution` (DESIGN.md §3.3).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DependencyResolutionConfig {
     pub aggregation: AggregationConfig,
@@ -69,7 +70,7 @@ pub struct DependencyResolutionConfig {
 }
 
 /// `dependency_resolution.aggregation`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AggregationConfig {
     /// Tumbling window length (5 minutes).
@@ -79,6 +80,7 @@ pub struct AggregationConfig {
     pub flush_interval_seconds: u64,
     /// "memory" (the only backend before the scale-out issue's "redis").
     pub buffer_backend: String,
+    /// The Redis server of the `redis` buffer backend.
     pub redis_url: String,
     /// A flow whose end time is further than this from the wall clock (an exporter
     /// with a wrong clock) is windowed by the time it was aggregated instead.
@@ -90,7 +92,9 @@ pub struct AggregationConfig {
 
 /// `dependency_resolution.aggregation.observation_policy`: one connection crossing
 /// two routers (or one router exporting both ingress and egress) is reported twice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ObservationPolicy {
     /// Each edge (client, server, protocol, port) of each window is counted from one
@@ -120,9 +124,11 @@ impl Default for AggregationConfig {
 }
 
 /// `dependency_resolution.assets`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AssetsConfig {
+    /// Whether addresses seen in flows become assets (else only known assets are
+    /// linked).
     pub auto_create: bool,
     /// Flows an address must take part in before it becomes an asset.
     pub min_flows_for_creation: u64,
@@ -138,7 +144,7 @@ impl Default for AssetsConfig {
 }
 
 /// `dependency_resolution.dependencies`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DependenciesConfig {
     /// Flows an edge must carry before it becomes a dependency.
@@ -161,9 +167,11 @@ impl Default for DependenciesConfig {
 }
 
 /// `dependency_resolution.change_detection`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChangeDetectionConfig {
+    /// Whether new and removed assets and dependencies are recorded as change events
+    /// (and raise alerts).
     pub enabled: bool,
     /// The baseline is what was seen in the last this-many days: an asset or
     /// dependency with traffic now and none within the baseline (never seen, or last
@@ -184,9 +192,11 @@ impl Default for ChangeDetectionConfig {
 }
 
 /// `alerts`: rules that turn change events into alerts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertsConfig {
+    /// Each change event raises the alert of the first rule it matches (none: no
+    /// alert); an empty list raises none.
     pub rules: Vec<AlertRule>,
 }
 
@@ -222,7 +232,7 @@ impl Default for AlertsConfig {
 
 /// One rule: a change event of `change_type` (and, for dependencies, of `scope` and
 /// to `port` when given) raises an alert of `severity`. The first matching rule wins.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRule {
     pub name: String,
@@ -238,7 +248,7 @@ pub struct AlertRule {
 }
 
 /// Alert severity (the `alerts.severity` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
