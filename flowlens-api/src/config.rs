@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Everything the API reads from its configuration.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Config {
     pub api: ApiConfig,
@@ -24,26 +24,35 @@ pub struct Config {
 }
 
 /// The design's `api` section, plus the analysis and discovery knobs it left out.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Address to listen on (design default: every interface).
     pub host: String,
+    /// TCP port of the REST and WebSocket API.
     pub port: u16,
     /// Tokio worker threads (0 = one per core).
     pub workers: usize,
+    /// Request budgets per caller and per client address.
     pub rate_limiting: RateLimitConfig,
+    /// Caching of topology and search answers.
     pub cache: CacheConfig,
+    /// Page sizes and bounds of the list endpoints.
     pub pagination: PaginationConfig,
+    /// JWT and API-key authentication (roles viewer, editor, admin).
     pub auth: AuthConfig,
+    /// The change feed over WebSocket (`/api/v1/topology/ws`).
     pub websocket: WebSocketConfig,
+    /// Bounds on the graph analyses (impact, path, SPOF, blast radius).
     pub analysis: AnalysisConfig,
+    /// Discovery scans: where, how fast, how many.
     pub discovery: DiscoveryConfig,
+    /// What one client can hold of the server before any credential is checked.
     pub limits: LimitsConfig,
 }
 
 /// What one client can hold of the server before any credential is checked.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// A connection that has not sent a whole request head within this is closed
@@ -104,21 +113,25 @@ impl Default for ApiConfig {
 
 /// Per-caller limits: `default_limit` is the sustained rate, `burst_limit` caps how
 /// fast a caller may spend it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
+    /// Whether requests are limited at all (the per-address limit included).
     pub enabled: bool,
     /// "memory": this instance keeps its own counters; "redis": every instance
     /// spends from the same buckets (memory while Redis does not answer).
     pub backend: String,
+    /// The Redis server of the `redis` backend.
     pub redis_url: String,
     /// `N/second|minute|hour|day`.
     pub default_limit: String,
+    /// How fast a caller may spend its budget (`N/second|minute|hour|day`).
     pub burst_limit: String,
     /// Every request from one client address, before authentication (health, bad
     /// tokens and unknown keys included): what an anonymous caller can make the
     /// server do. Not shared between instances (it guards this instance).
     pub per_address_limit: String,
+    /// How fast one client address may spend its budget.
     pub per_address_burst: String,
     /// Load balancers or proxies (CIDRs) whose `X-Forwarded-For` names the client;
     /// from anyone else the header is ignored (it would let a caller pick its address).
@@ -141,15 +154,19 @@ impl Default for RateLimitConfig {
 }
 
 /// Caching of topology and search answers, dropped whenever the graph changes.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
+    /// Whether answers are cached at all.
     pub enabled: bool,
     /// "memory", or "redis": answers shared by every instance (memory while Redis
     /// does not answer). Either way they are dropped on every change the instance hears.
     pub backend: String,
+    /// The Redis server of the `redis` backend.
     pub redis_url: String,
+    /// Longest a cached topology answer is served (it is dropped sooner on a change).
     pub topology_ttl_seconds: u64,
+    /// Longest a cached search answer is served (it is dropped sooner on a change).
     pub search_ttl_seconds: u64,
 }
 
@@ -165,10 +182,12 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PaginationConfig {
+    /// Rows per page when the request names none.
     pub default_page_size: u32,
+    /// Most rows a request may ask for per page.
     pub max_page_size: u32,
     /// Deepest row a page may start at (`(page - 1) * page_size`): PostgreSQL reads and
     /// throws away every row before an OFFSET, so deeper pages cost more and more.
@@ -190,7 +209,7 @@ impl Default for PaginationConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// When false every caller is an anonymous admin: for a lab, never production.
@@ -198,6 +217,7 @@ pub struct AuthConfig {
     /// HS256 secret, at least [`MIN_JWT_SECRET_BYTES`]; the design's default reads it
     /// from `$JWT_SECRET`.
     pub jwt_secret: String,
+    /// Lifetime of issued tokens; longer-lived tokens are refused.
     pub token_expiry_hours: u64,
     /// When set, tokens carry this `iss` and tokens without it are refused (several
     /// services sharing one secret cannot use each other's tokens).
@@ -226,11 +246,14 @@ impl Default for AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSocketConfig {
+    /// Whether the change feed is served.
     pub enabled: bool,
+    /// How often the server pings each socket; one that does not answer is closed.
     pub ping_interval_seconds: u64,
+    /// Open sockets this instance holds at most.
     pub max_connections: usize,
     /// Open sockets one caller (a token's subject, an API key) may hold, so one viewer
     /// cannot take every `max_connections` slot.
@@ -256,7 +279,7 @@ impl Default for WebSocketConfig {
 }
 
 /// Bounds on the graph analyses, so one request cannot walk forever.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalysisConfig {
     /// Depth used when a request names none.
@@ -289,7 +312,7 @@ impl Default for AnalysisConfig {
 }
 
 /// Active discovery scans (`POST /api/v1/discovery/scans`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscoveryConfig {
     /// CIDRs a scan may touch; a scan outside them is refused. Empty: no scans at all,
@@ -301,6 +324,7 @@ pub struct DiscoveryConfig {
     pub concurrency: usize,
     /// Connection attempts per second.
     pub rate_per_second: u32,
+    /// How long one connection attempt waits for an answer.
     pub connect_timeout_ms: u64,
     /// Largest number of addresses one scan may cover.
     pub max_hosts: u32,
@@ -330,11 +354,12 @@ impl Default for DiscoveryConfig {
 }
 
 /// Where the graph lives.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct DatabaseConfig {
     /// `postgres://...`; `DATABASE_URL` wins over it.
     pub url: Option<String>,
+    /// Connections the API's pool opens at most.
     pub max_connections: u32,
 }
 
@@ -752,6 +777,88 @@ fn set_path(
     let key = serde_yaml::Value::String(first.clone());
     let child = map.entry(key).or_insert(serde_yaml::Value::Null);
     set_path(child, rest, value)
+}
+
+/// The API's configuration reference, generated from the code (`flowlens_docgen`):
+/// `deploy/flowlens-api.example.yaml` and `docs/configuration-api.md`.
+#[cfg(test)]
+mod reference {
+    use std::path::Path;
+
+    use super::Config;
+
+    fn entries() -> Vec<flowlens_docgen::Entry> {
+        flowlens_docgen::entries(
+            &serde_yaml::to_value(Config::default()).expect("the defaults serialize"),
+            &schemars::schema_for!(Config).to_value(),
+        )
+    }
+
+    fn current(relative: &str, text: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+        if std::env::var_os("FLOWLENS_BLESS").is_some() {
+            std::fs::write(&path, text).expect("the repository is writable");
+        }
+        assert!(
+            std::fs::read_to_string(&path).unwrap_or_default() == text,
+            "{} is stale: FLOWLENS_BLESS=1 cargo test -p flowlens-api --lib reference",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn the_example_and_the_reference_are_current_and_every_key_is_explained() {
+        let entries = entries();
+        let unexplained: Vec<&str> = entries
+            .iter()
+            .filter(|e| e.meaning.as_deref().is_none_or(str::is_empty))
+            .map(|e| e.path.as_str())
+            .collect();
+        assert!(
+            unexplained.is_empty(),
+            "keys without a doc comment: {unexplained:?}"
+        );
+        let example = flowlens_docgen::example_yaml(
+            "flowlens-api: every configuration key with its default and what it means. \
+             Generated from the code (a test fails when it is stale; FLOWLENS_BLESS=1 \
+             rewrites it). Every key is optional; FLOWLENS_API__<KEY> variables override \
+             the file, ${VAR} in secrets is read from the environment, and `flowlens-api \
+             check-config FILE` shows the result. The daemon reads the same file (its own \
+             sections are in flowlens-daemon.example.yaml).",
+            &entries,
+        );
+        current("../deploy/flowlens-api.example.yaml", &example);
+        current(
+            "../docs/configuration-api.md",
+            &flowlens_docgen::markdown(
+                "Configuration of flowlens-api",
+                "Every key is optional. The file is YAML (`--config FILE`); \
+                 `FLOWLENS_API__<KEY>` environment variables (nested keys joined by `__`) \
+                 override it; `${VAR}` in `api.auth.jwt_secret`, `database.url` and the \
+                 Redis URLs is read from the environment; `flowlens-api check-config FILE` \
+                 prints the effective result. A commented file with every default is \
+                 [deploy/flowlens-api.example.yaml](../deploy/flowlens-api.example.yaml).",
+                &entries,
+            ),
+        );
+        // The example loads back as the defaults (the secret's variable given).
+        let dir = std::env::temp_dir().join(format!("flowlens-api-example-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let file = dir.join("example.yaml");
+        std::fs::write(&file, &example).expect("a temporary file");
+        let secret = (
+            "JWT_SECRET".to_owned(),
+            "example-secret-0123456789abcdef0123".to_owned(),
+        );
+        let loaded = Config::load(Some(&file), [secret.clone()]).expect("the example loads");
+        let mut defaults = Config::default();
+        defaults.api.auth.jwt_secret = secret.1;
+        assert_eq!(
+            serde_json::to_value(&loaded).expect("serializes"),
+            serde_json::to_value(&defaults).expect("serializes")
+        );
+        std::fs::remove_dir_all(&dir).expect("removed");
+    }
 }
 
 #[cfg(test)]
