@@ -12,7 +12,8 @@
 //! with the object's path; `bench ingest` ([`bench_ingest`]) measures the highest
 //! lossless flow rate of FlowLens (XDP and socket modes) and the C collectors on a veth
 //! pair between two network namespaces; `bench pipeline` ([`bench_pipeline`]) the flows
-//! per second from intake to committed PostgreSQL rows.
+//! per second from intake to committed PostgreSQL rows; `package` ([`package`]) the
+//! Debian packages of both services.
 
 use std::process::ExitCode;
 
@@ -23,6 +24,7 @@ mod bench_ingest;
 mod bench_kafka;
 mod bench_pipeline;
 mod build_ebpf;
+mod package;
 mod stack;
 
 #[derive(Debug, Parser)]
@@ -42,6 +44,8 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(Bench),
+    /// Build the Debian packages (flowlens-daemon, flowlens-api) into target/package.
+    Package(package::Options),
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Bench(Bench::Pipeline(opts)) => bench_pipeline::run(&opts, &stack::workspace()),
         Command::Bench(Bench::Api(opts)) => bench_api::run(&opts, &stack::workspace()),
         Command::Bench(Bench::Kafka(opts)) => bench_kafka::run(&opts, &stack::workspace()),
+        Command::Package(opts) => package::run(&opts, &stack::workspace()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
