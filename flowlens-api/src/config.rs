@@ -796,14 +796,8 @@ mod reference {
 
     fn current(relative: &str, text: &str) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
-        if std::env::var_os("FLOWLENS_BLESS").is_some() {
-            std::fs::write(&path, text).expect("the repository is writable");
-        }
-        assert!(
-            std::fs::read_to_string(&path).unwrap_or_default() == text,
-            "{} is stale: FLOWLENS_BLESS=1 cargo test -p flowlens-api --lib reference",
-            path.display()
-        );
+        let bless = "cargo test -p flowlens-api --lib reference";
+        flowlens_docgen::check_current(&path, text, bless).expect("a current file");
     }
 
     #[test]

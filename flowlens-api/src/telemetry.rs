@@ -360,14 +360,7 @@ mod tests {
             assert!(!help.is_empty(), "{name}");
         }
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/metrics-api.md");
-        let text = markdown();
-        if std::env::var_os("FLOWLENS_BLESS").is_some() {
-            std::fs::write(&path, &text).expect("docs/ is writable");
-        }
-        assert!(
-            std::fs::read_to_string(&path).unwrap_or_default() == text,
-            "{} is stale: FLOWLENS_BLESS=1 cargo test -p flowlens-api --lib telemetry",
-            path.display()
-        );
+        let bless = "cargo test -p flowlens-api --lib telemetry";
+        flowlens_docgen::check_current(&path, &markdown(), bless).expect("a current file");
     }
 }

@@ -192,3 +192,22 @@ fn cell(text: &str) -> String {
         .join(" ")
         .replace('|', "\\|")
 }
+
+/// Whether the generated file at `path` holds `text`: with `FLOWLENS_BLESS` set, writes
+/// it first. `Err` says how to bring it up to date (`bless` is the command).
+///
+/// # Errors
+/// The file is stale (or cannot be written when blessing).
+pub fn check_current(path: &std::path::Path, text: &str, bless: &str) -> Result<(), String> {
+    if std::env::var_os("FLOWLENS_BLESS").is_some() {
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if std::fs::read_to_string(path).unwrap_or_default() == text {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is stale: run `FLOWLENS_BLESS=1 {bless}`",
+            path.display()
+        ))
+    }
+}

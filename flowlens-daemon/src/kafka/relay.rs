@@ -333,26 +333,8 @@ impl Relay {
         at: &mut (String, i64),
     ) -> Result<usize, RelayError> {
         let rows: Vec<Outgoing> = match stream {
-            Stream::Changes => sqlx::query_as::<_, ChangeRow>(stream.select())
-                .bind(&at.0)
-                .bind(at.1)
-                .bind(BATCH)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(RelayError::Database)?
-                .into_iter()
-                .map(Outgoing::from)
-                .collect(),
-            Stream::Alerts => sqlx::query_as::<_, AlertRow>(stream.select())
-                .bind(&at.0)
-                .bind(at.1)
-                .bind(BATCH)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(RelayError::Database)?
-                .into_iter()
-                .map(Outgoing::from)
-                .collect(),
+            Stream::Changes => fetch::<ChangeRow>(conn, stream, at).await?,
+            Stream::Alerts => fetch::<AlertRow>(conn, stream, at).await?,
         };
         let Some(last) = rows.last() else {
             return Ok(0);
@@ -416,6 +398,26 @@ impl RelayError {
             Self::Kafka(_) => "kafka",
         }
     }
+}
+
+/// One batch of `stream`'s rows past `at`, as records.
+async fn fetch<R>(
+    conn: &mut PgConnection,
+    stream: Stream,
+    at: &(String, i64),
+) -> Result<Vec<Outgoing>, RelayError>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin + Into<Outgoing>,
+{
+    Ok(sqlx::query_as::<_, R>(stream.select())
+        .bind(&at.0)
+        .bind(at.1)
+        .bind(BATCH)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect())
 }
 
 /// The stored cursor of `topic`; a topic relayed for the first time starts at the

@@ -694,14 +694,7 @@ mod tests {
     fn docs_metrics_md_is_current() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/metrics-daemon.md");
         let text = markdown("flowlens-daemon", INTRO, SECTIONS);
-        if std::env::var_os("FLOWLENS_BLESS").is_some() {
-            std::fs::write(&path, &text).unwrap();
-        }
-        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            on_disk == text,
-            "{} is stale: run `FLOWLENS_BLESS=1 cargo test -p flowlens-daemon --lib catalogue`",
-            path.display()
-        );
+        let bless = "cargo test -p flowlens-daemon --lib catalogue";
+        flowlens_docgen::check_current(&path, &text, bless).unwrap();
     }
 }

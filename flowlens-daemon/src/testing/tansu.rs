@@ -71,6 +71,22 @@ impl Tansu {
 
     /// Stops the broker (SIGKILL) and returns once it is gone.
     pub fn stop(&mut self) {
+        // SIGTERM first, as an operator stops a broker: tansu on S3 storage killed
+        // outright can lose a batch it already acknowledged (its own durability, not
+        // the clients'), which a restart test would then misread as the collector's
+        // loss. SIGKILL after 5 s.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
