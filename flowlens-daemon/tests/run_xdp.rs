@@ -65,7 +65,10 @@ impl<'n> XdpDaemon<'n> {
     /// lets it share them), telemetry on `telemetry`.
     fn start_sockets(net: &'n Net, object: &Path, name: &str, telemetry: u16) -> Self {
         let d = Self::spawn(net, object, name, &[], None, &["--no-xdp"], telemetry);
-        d.wait_until("/health to answer", |d| d.get("/health").is_some());
+        d.wait_until("ready", |d| {
+            d.get("/health")
+                .is_some_and(|h| h.contains("\"ready\":true"))
+        });
         d
     }
 

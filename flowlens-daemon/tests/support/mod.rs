@@ -130,7 +130,12 @@ impl Daemon {
             sflow: SocketAddr::from(([127, 0, 0, 1], sflow)),
             dir,
         };
-        d.wait_until("health endpoint", |d| d.get("/health").is_some());
+        // Ready, not just answering: /health answers before the sockets are bound, and
+        // a datagram sent then is refused (ICMP), failing the sender's next send.
+        d.wait_until("the daemon ready", |d| {
+            d.get("/health")
+                .is_some_and(|h| h.contains("\"ready\":true"))
+        });
         d
     }
 
