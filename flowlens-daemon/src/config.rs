@@ -323,6 +323,12 @@ pub struct XdpConfig {
     pub exporter_prefixes: Vec<String>,
     /// Size of each per-CPU ring buffer in bytes (a power of two).
     pub ring_size_bytes: u32,
+    /// The XDP program's own reports through aya-log, forwarded to this log: `off`
+    /// (free: the verifier removes the reporting code), `error` (configuration or ABI
+    /// mismatch), `warn` (setup problems), `debug` (datagrams to a flow port passed on
+    /// doubt: fragments, bad UDP lengths, oversized; at most one a second per kind and
+    /// CPU), `trace`.
+    pub log_level: crate::ingest::xdp::XdpLogLevel,
 }
 
 impl Default for XdpConfig {
@@ -334,6 +340,7 @@ impl Default for XdpConfig {
             mirror: false,
             exporter_prefixes: Vec::new(),
             ring_size_bytes: 8 * 1024 * 1024,
+            log_level: crate::ingest::xdp::XdpLogLevel::Off,
         }
     }
 }

@@ -588,8 +588,13 @@ impl Receiving {
         let mut xdp = None;
         if wants_xdp {
             match start_xdp(cfg, handoff, &stop) {
-                Ok(x) => {
-                    tracing::info!(attachments = ?x.0.attachments(), "XDP fast path attached");
+                Ok(mut x) => {
+                    tracing::info!(
+                        attachments = ?x.0.attachments(),
+                        instructions = x.0.translated_instructions(),
+                        log_level = ?cfg.xdp.log_level,
+                        "XDP fast path attached"
+                    );
                     xdp = Some(x);
                 }
                 Err(e) => tracing::warn!(
@@ -643,7 +648,7 @@ impl Receiving {
     }
 
     fn publish(&mut self) {
-        if let Some((handle, _)) = self.xdp.as_ref() {
+        if let Some((handle, _)) = self.xdp.as_mut() {
             publish_xdp(handle, &mut self.losses);
         }
     }
@@ -668,8 +673,8 @@ impl Receiving {
         for r in self.receivers {
             let _ = r.join();
         }
-        if let Some((handle, stats)) = xdp {
-            publish_xdp(&handle, &mut self.losses);
+        if let Some((mut handle, stats)) = xdp {
+            publish_xdp(&mut handle, &mut self.losses);
             tracing::info!(
                 records = stats.records,
                 malformed = stats.malformed,
@@ -753,6 +758,7 @@ fn start_xdp(
         .collect::<Result<_, _>>()?;
     options.mirror = cfg.xdp.mirror;
     options.ring_size_bytes = cfg.xdp.ring_size_bytes;
+    options.log_level = cfg.xdp.log_level;
     let mut handle = XdpHandle::load(&options).map_err(|e| e.to_string())?;
     let rings = handle
         .take_rings()
@@ -772,7 +778,8 @@ fn start_xdp(
 /// collector did receive it: it is counted as received (`source="xdp"`) and as sampled
 /// out or dropped for its exporter, so the per-exporter identity received = decoded +
 /// malformed + sampled out + dropped holds in XDP mode too.
-fn publish_xdp(handle: &XdpHandle, losses: &mut LossDeltas) {
+fn publish_xdp(handle: &mut XdpHandle, losses: &mut LossDeltas) {
+    forward_xdp_log(handle);
     match handle.counters() {
         Ok(c) => {
             for (name, value) in c.labelled() {
@@ -790,6 +797,22 @@ fn publish_xdp(handle: &XdpHandle, losses: &mut LossDeltas) {
             }
         }
         Err(e) => tracing::debug!(error = %e, "reading the XDP per-exporter state"),
+    }
+}
+
+/// Writes what the XDP program reported (`xdp.log_level`) into this log, target
+/// `flowlens::xdp`. Records the operator asked for with `xdp.log_level` are logged at
+/// info at least, so they show with the default log filter.
+fn forward_xdp_log(handle: &mut XdpHandle) {
+    for r in handle.drain_log() {
+        let level = r.level.as_str();
+        match r.level {
+            log::Level::Error => {
+                tracing::error!(target: "flowlens::xdp", level, "{}", r.message);
+            }
+            log::Level::Warn => tracing::warn!(target: "flowlens::xdp", level, "{}", r.message),
+            _ => tracing::info!(target: "flowlens::xdp", level, "{}", r.message),
+        }
     }
 }
 

@@ -358,6 +358,41 @@ fn run_in_xdp_mode_decodes_every_protocol_and_detaches_on_sigterm() {
 }
 
 #[test]
+fn the_daemon_forwards_what_the_program_reports_to_its_log() {
+    let Some((net, object)) = setup("xlog") else {
+        return;
+    };
+    let d = XdpDaemon::start_with(
+        &net,
+        &object,
+        "run-xdp-log",
+        &[("FLOWLENS_XDP__LOG_LEVEL", "debug")],
+        None,
+    );
+    assert!(d.log().contains("log_level=Debug"), "{}", d.log());
+    // Bigger than the veth's MTU: the sender's kernel fragments it, the program passes
+    // the fragments (and says so), the collector's stack reassembles them for the
+    // daemon's socket, which counts the junk as malformed.
+    in_netns(&net.peer, || {
+        let s = UdpSocket::bind(SocketAddr::new(IpAddr::V4(P4), 0)).unwrap();
+        s.send_to(&[0u8; 3000], SocketAddr::new(IpAddr::V4(C4), 2055))
+            .unwrap();
+    });
+    let want = format!(
+        "a fragmented datagram from {P4} to flow port 2055: passed to the stack, which reassembles it"
+    );
+    d.wait_until("the program's report in the daemon's log", |d| {
+        d.log()
+            .lines()
+            .any(|l| l.contains("flowlens::xdp") && l.contains(&want))
+    });
+    d.wait_until("the reassembled datagram to be counted", |d| {
+        sum_metric(&d.metrics(), "flowlens_decode_malformed_total", &[]) >= 1.0
+    });
+    d.stop();
+}
+
+#[test]
 fn softflowd_in_the_peer_namespace_exports_to_the_xdp_collector() {
     let Some((net, object)) = setup("sfd") else {
         return;

@@ -29,7 +29,8 @@ use crossbeam_channel::Receiver;
 use flowlens_daemon::ingest::datagram::{Dispatcher, RawDatagram, Source, Work};
 use flowlens_daemon::ingest::ring::{CpuRing, RingReader, RingReaderOptions};
 use flowlens_daemon::ingest::xdp::{
-    AttachMode, ExporterLosses, XdpCounters, XdpError, XdpHandle, XdpOptions,
+    AttachMode, ExporterLosses, XdpCounters, XdpError, XdpHandle, XdpLogLevel, XdpLogRecord,
+    XdpOptions,
 };
 use flowlens_daemon::seam::Handoff;
 use nix::sched::{CpuSet, sched_setaffinity};
@@ -119,6 +120,19 @@ impl Collector {
             panic!("expected {n} datagrams, got at least one more: {extra:?}");
         }
         got
+    }
+
+    /// The program's log records (aya-log) until one satisfies `done`, for at most 5 s.
+    fn log_until(&mut self, mut done: impl FnMut(&XdpLogRecord) -> bool) -> Vec<XdpLogRecord> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        loop {
+            got.extend(self.handle().drain_log());
+            if got.iter().any(&mut done) || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
     }
 
     fn detach(&mut self) {
@@ -681,7 +695,10 @@ fn datagrams_over_max_payload_pass_to_the_stack_and_count_as_too_big() {
     // one page less headroom, so this runs in generic mode, where the program sees the
     // same (linearised) packet.
     net.set_mtu(9200).expect("jumbo MTU on the veth pair");
-    let mut c = Collector::start(net, &object, |o| o.try_native = false);
+    let mut c = Collector::start(net, &object, |o| {
+        o.try_native = false;
+        o.log_level = XdpLogLevel::Debug;
+    });
     assert_eq!(c.handle().attachments()[0].mode, AttachMode::Generic);
     let max = flowlens_ebpf_common::MAX_PAYLOAD;
     let fits: Vec<u8> = (0..max)
@@ -716,6 +733,142 @@ fn datagrams_over_max_payload_pass_to_the_stack_and_count_as_too_big() {
         assert_eq!(k.steered - before.steered, 1, "{k:?}");
         assert!(k.passed - before.passed >= 1, "{k:?}");
     }
+    // The program said why (debug level): the first of the two, at least; the second
+    // may fall in the same second on the same CPU and be held back.
+    let said = c.log_until(|r| r.message.contains("is over the ring's limit"));
+    assert!(
+        said.iter().any(|r| r.level == log::Level::Debug
+            && r.message
+                == format!(
+                    "a datagram of {} bytes from ::ffff:{P4} to port 2055 is over the ring's limit of {max}: passed to the stack",
+                    max + 1
+                )),
+        "{said:?}"
+    );
+    c.detach();
+}
+
+/// Frames the program passes on doubt, to flow ports and not: two first fragments to
+/// NetFlow, one to a port nobody collects on, a UDP length longer than its packet to IPFIX.
+fn doubtful_frames(mac: [u8; 6], exporter: Ipv4Addr) -> Vec<Vec<u8>> {
+    let p = payload("doubt", 1);
+    let mut bad_len = udp(5006, 4739, &p);
+    let claimed = u16::try_from(8 + p.len() + 100).expect("small");
+    bad_len[4..6].copy_from_slice(&claimed.to_be_bytes());
+    vec![
+        eth(
+            mac,
+            &[],
+            0x0800,
+            &ipv4(exporter, C4, &[], 0x2000, &udp(5003, 2055, &p)),
+        ),
+        eth(
+            mac,
+            &[],
+            0x0800,
+            &ipv4(exporter, C4, &[], 0x2000, &udp(5003, 2055, &p)),
+        ),
+        eth(
+            mac,
+            &[],
+            0x0800,
+            &ipv4(exporter, C4, &[], 0x2000, &udp(5004, 9999, &p)),
+        ),
+        eth(mac, &[], 0x0800, &ipv4(exporter, C4, &[], 0, &bad_len)),
+    ]
+}
+
+#[test]
+fn the_program_reports_what_it_passed_on_doubt_and_a_config_abi_mismatch_only_when_asked() {
+    let Some((net, object)) = setup("log") else {
+        return;
+    };
+    let exp4 = Ipv4Addr::new(192, 0, 2, 10);
+    let mut c = Collector::start(net, &object, |o| o.log_level = XdpLogLevel::Debug);
+    let debug_size = c.handle().translated_instructions().expect("program info");
+    let mac = c.net.collector_mac();
+    let before = c.counters();
+    send_raw(&c.net, &doubtful_frames(mac, exp4));
+    let said = c.log_until(|r| r.message.contains("UDP length"));
+    let fragments: Vec<_> = said
+        .iter()
+        .filter(|r| r.message.contains("fragmented"))
+        .collect();
+    // Both fragments to 2055 passed; reported once per CPU and second (the sender's
+    // frames arrive on one or two CPUs here), and never the one to port 9999.
+    assert!(!fragments.is_empty() && fragments.len() <= 2, "{said:?}");
+    for r in &fragments {
+        assert_eq!(r.level, log::Level::Debug);
+        assert_eq!(
+            r.message,
+            format!(
+                "a fragmented datagram from {exp4} to flow port 2055: passed to the stack, which reassembles it"
+            )
+        );
+    }
+    let p = payload("doubt", 1);
+    assert!(
+        said.iter().any(|r| r.message
+            == format!(
+                "a UDP length of {} from ::ffff:{exp4} to flow port 4739 does not fit its IP packet: passed to the stack",
+                8 + p.len() + 100
+            )),
+        "{said:?}"
+    );
+    assert!(!said.iter().any(|r| r.message.contains("9999")), "{said:?}");
+    let k = c.counters();
+    assert_identity(&k);
+    assert_eq!(k.steered, before.steered, "{k:?}");
+    assert_eq!(k.passed - before.passed, 4, "{k:?}");
+
+    // A configuration written for another ABI (as another daemon version would): the
+    // program passes everything, says so at error level, and steers again once the
+    // right configuration is back.
+    let good = c.handle().config();
+    let mut other = good;
+    other.abi = 99;
+    c.handle().overwrite_config(other).expect("write config");
+    let sock = collector_socket(&c.net, SocketAddr::new(IpAddr::V4(C4), 2055));
+    let dst = SocketAddr::new(IpAddr::V4(C4), 2055);
+    send_udp(&c.net, IpAddr::V4(P4), dst, &[b"while mismatched".to_vec()]);
+    assert_eq!(recv_all(&sock, 1), vec![b"while mismatched".to_vec()]);
+    let said = c.log_until(|r| r.level == log::Level::Error);
+    let want = format!(
+        "FLOW_CONFIG is for ABI 99 (0: not written yet), this program is ABI {}: passing every packet",
+        flowlens_ebpf_common::ABI_VERSION
+    );
+    assert!(
+        said.iter()
+            .any(|r| r.level == log::Level::Error && r.message == want),
+        "{said:?}"
+    );
+    c.handle().overwrite_config(good).expect("write config");
+    send_udp(&c.net, IpAddr::V4(P4), dst, &[b"configured".to_vec()]);
+    assert_eq!(c.expect(1)[0].payload, b"configured");
+    c.detach();
+
+    // Off (the default): the same doubtful frames, nothing reported, and the program
+    // the kernel runs is smaller: the verifier removed every reporting branch.
+    let Some((net, object)) = setup("logoff") else {
+        return;
+    };
+    let mut c = Collector::start(net, &object, |_| {});
+    let off_size = c.handle().translated_instructions().expect("program info");
+    let mac = c.net.collector_mac();
+    let before = c.counters();
+    send_raw(&c.net, &doubtful_frames(mac, exp4));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while c.counters().passed - before.passed < 4 {
+        assert!(Instant::now() < deadline, "{:?}", c.counters());
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    std::thread::park_timeout(Duration::from_millis(200));
+    assert_eq!(c.handle().drain_log(), Vec::new());
+    assert!(
+        off_size < debug_size,
+        "instructions with logging off {off_size}, at debug {debug_size}"
+    );
+    eprintln!("XDP program: {off_size} instructions with logging off, {debug_size} at debug");
     c.detach();
 }
 

@@ -18,10 +18,10 @@
 )]
 
 /// ABI version of everything in this crate; bumped whenever a shared type changes.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// The XDP entry point's name (includes the ABI version on purpose).
-pub const PROGRAM_NAME: &str = "flowlens_xdp_v2";
+pub const PROGRAM_NAME: &str = "flowlens_xdp_v3";
 
 /// `ArrayOfMaps` of per-CPU ring buffers, indexed by CPU id.
 pub const MAP_RINGS: &str = "FLOW_RINGS";
@@ -62,7 +62,10 @@ pub struct Config {
     pub flags: u32,
     /// Force a ring wakeup once this many bytes are waiting (batched notifications).
     pub wakeup_bytes: u32,
-    pub _pad: u32,
+    /// [`ABI_VERSION`] as the writer knows it. The program passes everything while it
+    /// differs from its own: zero means userspace has not configured it yet, anything
+    /// else a daemon of another version wrote the map (reported through aya-log).
+    pub abi: u32,
 }
 
 impl Config {

@@ -25,6 +25,7 @@
 
 mod parse;
 mod per_exporter;
+mod report;
 mod steer;
 
 use aya_ebpf::{
@@ -103,7 +104,7 @@ static FLOW_SCRATCH: PerCpuArray<Record, 1> = PerCpuArray::new();
     clippy::needless_pass_by_value,
     reason = "the signature #[xdp] requires"
 )]
-fn flowlens_xdp_v2(ctx: XdpContext) -> u32 {
+fn flowlens_xdp_v3(ctx: XdpContext) -> u32 {
     steer::try_steer(&ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
@@ -124,7 +125,7 @@ const fn same_name(a: &str, b: &str) -> bool {
 }
 
 // The function above must carry the name the loader looks for: bump both together.
-const _: () = assert!(same_name(PROGRAM_NAME, "flowlens_xdp_v2"));
+const _: () = assert!(same_name(PROGRAM_NAME, "flowlens_xdp_v3"));
 
 /// Adds one to a per-CPU counter. Per-CPU, so no atomics: XDP runs with preemption
 /// disabled and one CPU never touches another CPU's slot.

@@ -6,9 +6,14 @@
 //! explicitly big-endian. Anything this parser does not fully understand returns `None`
 //! and the caller passes the packet: IPv4 fragments (only the first carries the UDP
 //! header, and the stack reassembles), IPv6 extension headers, more than two VLAN tags,
-//! truncated or inconsistent lengths.
+//! truncated or inconsistent lengths. Those to a flow port are reported through
+//! [`crate::report`] when debug logging is on.
 
 use aya_ebpf::programs::XdpContext;
+use aya_log_ebpf::debug;
+
+use crate::FLOW_PORTS;
+use crate::report::{self, Event, Level};
 
 /// Ethernet header length (no FCS in XDP).
 const ETH_LEN: usize = 14;
@@ -28,6 +33,8 @@ const IPPROTO_UDP: u8 = 17;
 
 /// IPv4 flags/fragment offset: More Fragments plus the 13-bit offset (RFC 791 §3.1).
 const IPV4_MF_AND_OFFSET: u16 = 0x3fff;
+/// The 13-bit fragment offset alone.
+const IPV4_OFFSET: u16 = 0x1fff;
 
 /// A UDP datagram found in the packet. Offsets are from the start of the frame.
 pub(crate) struct Udp {
@@ -108,7 +115,26 @@ fn ipv4(ctx: &XdpContext, l3: usize, frame_len: usize) -> Option<Udp> {
     if ihl < IPV4_MIN_LEN {
         return None;
     }
-    if be16(ip[6], ip[7]) & IPV4_MF_AND_OFFSET != 0 || ip[9] != IPPROTO_UDP {
+    if ip[9] != IPPROTO_UDP {
+        return None;
+    }
+    let frag = be16(ip[6], ip[7]);
+    if frag & IPV4_MF_AND_OFFSET != 0 {
+        // Only the first fragment (offset 0) carries the UDP header and so the port.
+        if report::enabled(Level::Debug) && frag & IPV4_OFFSET == 0 {
+            let src = [ip[12], ip[13], ip[14], ip[15]];
+            if let Some(port) = bytes_at::<4>(ctx, l3 + ihl).map(|u| be16(u[2], u[3]))
+                && FLOW_PORTS.get_ptr(port).is_some()
+                && report::due(Event::Fragment)
+            {
+                debug!(
+                    ctx,
+                    "a fragmented datagram from {:i} to flow port {}: passed to the stack, which reassembles it",
+                    src,
+                    port
+                );
+            }
+        }
         return None;
     }
     let total_len = usize::from(be16(ip[2], ip[3]));
@@ -157,6 +183,20 @@ fn udp_at(
     let udp = bytes_at::<UDP_LEN>(ctx, l4)?;
     let udp_len = usize::from(be16(udp[4], udp[5]));
     if udp_len < UDP_LEN || l4 + udp_len > l3_end {
+        if report::enabled(Level::Debug) {
+            let port = be16(udp[2], udp[3]);
+            if FLOW_PORTS.get_ptr(port).is_some() && report::due(Event::BadLength) {
+                #[expect(clippy::cast_possible_truncation, reason = "a UDP length field")]
+                let len = udp_len as u32;
+                debug!(
+                    ctx,
+                    "a UDP length of {} from {:i} to flow port {} does not fit its IP packet: passed to the stack",
+                    len,
+                    src_addr,
+                    port
+                );
+            }
+        }
         return None;
     }
     Some(Udp {

@@ -17,11 +17,17 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
-use flowlens_ebpf_common::{Config, Counter, MAX_PAYLOAD, RingHeader};
+use aya_log_ebpf::{debug, error, warn};
+use flowlens_ebpf_common::{ABI_VERSION, Config, Counter, MAX_PAYLOAD, RingHeader};
 
+use crate::report::{self, Event, Level};
 use crate::{
     FLOW_CONFIG, FLOW_EXPORTERS, FLOW_PORTS, FLOW_RINGS, FLOW_SCRATCH, count, parse, per_exporter,
 };
+
+/// `MAX_PAYLOAD` as aya-log formats it (it has no `usize` argument).
+#[expect(clippy::cast_possible_truncation, reason = "9000")]
+const MAX_PAYLOAD_U32: u32 = MAX_PAYLOAD as u32;
 
 /// Why a steered datagram did not reach a ring.
 enum CopyError {
@@ -50,6 +56,17 @@ pub(crate) fn try_steer(ctx: &XdpContext) -> Result<u32, Pass> {
 #[inline(always)]
 fn steer(ctx: &XdpContext) -> Result<u32, Pass> {
     let cfg = FLOW_CONFIG.get(0).copied().ok_or(Pass)?;
+    if cfg.abi != ABI_VERSION {
+        if report::allowed(Level::Error, Event::Config) {
+            error!(
+                ctx,
+                "FLOW_CONFIG is for ABI {} (0: not written yet), this program is ABI {}: passing every packet",
+                cfg.abi,
+                ABI_VERSION
+            );
+        }
+        return Err(Pass);
+    }
     let dg = parse::udp(ctx).ok_or(Pass)?;
     FLOW_PORTS.get_ptr(dg.dst_port).ok_or(Pass)?;
     if cfg.flags & Config::FLAG_FILTER_EXPORTERS != 0 {
@@ -63,6 +80,18 @@ fn steer(ctx: &XdpContext) -> Result<u32, Pass> {
     }
     if dg.payload_len > MAX_PAYLOAD {
         count(Counter::TooBig);
+        if report::allowed(Level::Debug, Event::TooBig) {
+            #[expect(clippy::cast_possible_truncation, reason = "a UDP length, < 64 KiB")]
+            let len = dg.payload_len as u32;
+            debug!(
+                ctx,
+                "a datagram of {} bytes from {:i} to port {} is over the ring's limit of {}: passed to the stack",
+                len,
+                dg.src_addr,
+                dg.dst_port,
+                MAX_PAYLOAD_U32
+            );
+        }
         return Err(Pass);
     }
 
@@ -88,7 +117,19 @@ fn steer(ctx: &XdpContext) -> Result<u32, Pass> {
             per_exporter::ring_full(&dg.src_addr);
             Ok(consumed)
         }
-        Err(CopyError::Unavailable) => Err(Pass),
+        Err(CopyError::Unavailable) => {
+            if report::allowed(Level::Warn, Event::Setup) {
+                // SAFETY: a helper without arguments or side effects.
+                let cpu = unsafe { bpf_get_smp_processor_id() };
+                warn!(
+                    ctx,
+                    "no ring for CPU {}, or the payload of a datagram from {:i} could not be loaded: passed to the stack",
+                    cpu,
+                    dg.src_addr
+                );
+            }
+            Err(Pass)
+        }
     }
 }
 

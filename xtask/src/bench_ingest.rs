@@ -41,7 +41,8 @@ pub(crate) struct Options {
     #[arg(long, value_delimiter = ',', default_value = "v9,ipfix,sflow")]
     pub(crate) protocols: Vec<String>,
     /// Collectors to measure (xdp, udp, nfcapd, nfacctd; xdp-drop is the ceiling: an
-    /// XDP program that only drops the flow port, via Debian's xdp-tools).
+    /// XDP program that only drops the flow port, via Debian's xdp-tools; xdp-debug is
+    /// FlowLens's XDP path with the program's aya-log reports on).
     #[arg(
         long,
         value_delimiter = ',',
@@ -306,11 +307,15 @@ impl Collector {
         let p = port(proto);
         let log = std::fs::File::create(dir.join("collector.log"))?;
         let child = match kind {
-            "xdp" | "udp" => {
+            "xdp" | "xdp-debug" | "udp" => {
+                // xdp-debug: the program's aya-log reports on (`xdp.log_level`), to
+                // compare with its default (off), where the verifier removes them.
+                let log_level = if kind == "xdp-debug" { "debug" } else { "off" };
                 let config = format!(
                     "ingestion:\n  bind_address: {COL_IP}\n  netflow_port: 2055\n  ipfix_port: 4739\n  \
                      sflow_port: 6343\n  backpressure:\n    enabled: false\n    drop_threshold_queue_depth: 1000000\n\
-                     telemetry:\n  listen_address: {TELEMETRY}\nxdp:\n  interfaces: [{COL_IF}]\n"
+                     telemetry:\n  listen_address: {TELEMETRY}\nxdp:\n  interfaces: [{COL_IF}]\n  \
+                     log_level: {log_level}\n"
                 );
                 std::fs::write(dir.join("config.yaml"), config)?;
                 let mut c = pinned_in_ns(COL_NS, cpus, &daemon.display().to_string());
@@ -410,7 +415,7 @@ impl Collector {
             return Ok(c);
         }
         // Give it time to bind (and to attach XDP).
-        std::thread::sleep(Duration::from_millis(if kind == "xdp" {
+        std::thread::sleep(Duration::from_millis(if kind.starts_with("xdp") {
             1500
         } else {
             700
@@ -564,7 +569,7 @@ fn trial(
     let dir = std::env::temp_dir().join(format!("flowlens-bench-{kind}-{proto}"));
     let collector = Collector::start(kind, proto, daemon, object, &dir, &opts.collector_cpus)?;
     let program = match kind {
-        "xdp" => Some("flowlens_xdp"),
+        "xdp" | "xdp-debug" => Some("flowlens_xdp"),
         "xdp-drop" => Some("xdpfilt"),
         _ => None,
     }

@@ -28,8 +28,8 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuH
 use aya::programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use flowlens_ebpf_common::{
-    Config, Counter, ExporterState, MAP_CONFIG, MAP_COUNTERS, MAP_EXPORTERS, MAP_PER_EXPORTER,
-    MAP_PORTS, PROGRAM_NAME, PortKind,
+    ABI_VERSION, Config, Counter, ExporterState, MAP_CONFIG, MAP_COUNTERS, MAP_EXPORTERS,
+    MAP_PER_EXPORTER, MAP_PORTS, PROGRAM_NAME, PortKind,
 };
 
 use super::datagram::exporter_ip;
@@ -156,6 +156,8 @@ pub struct XdpOptions {
     /// Try native (driver) mode before generic mode. Tests turn it off to exercise
     /// the generic path.
     pub try_native: bool,
+    /// What the program reports through aya-log ([`XdpHandle::drain_log`]).
+    pub log_level: XdpLogLevel,
 }
 
 impl XdpOptions {
@@ -172,6 +174,7 @@ impl XdpOptions {
             wakeup_bytes: DEFAULT_WAKEUP_BYTES,
             ring_size_bytes: DEFAULT_RING_SIZE_BYTES,
             try_native: true,
+            log_level: XdpLogLevel::Off,
         }
     }
 
@@ -198,7 +201,7 @@ impl XdpOptions {
             // A quarter of the ring at most: a threshold the ring cannot hold would
             // never force a wakeup, and a small ring would fill between timer drains.
             wakeup_bytes: self.wakeup_bytes.min(self.ring_size_bytes / 4),
-            _pad: 0,
+            abi: ABI_VERSION,
         }
     }
 }
@@ -229,6 +232,8 @@ pub enum XdpError {
         name: &'static str,
         source: MapError,
     },
+    #[error("reading the program's aya-log ring: {0}")]
+    Log(String),
     #[error("the BPF object has no map {0}")]
     MissingMap(&'static str),
     #[error("loading {PROGRAM_NAME} into the kernel: {0}")]
@@ -254,7 +259,7 @@ impl XdpError {
             Self::ReadObject { .. } => "object_missing",
             Self::Load { .. } => "object_invalid",
             Self::AbiMismatch { .. } => "abi_mismatch",
-            Self::Map { .. } | Self::MissingMap(_) => "map",
+            Self::Map { .. } | Self::MissingMap(_) | Self::Log(_) => "map",
             Self::Program(_) => "verifier",
             Self::Ring(e) => e.reason(),
             Self::Attach { .. } => "attach",
@@ -314,8 +319,87 @@ pub struct ExporterLosses {
     pub ring_full: u64,
 }
 
+/// The most verbose of the program's rare events to report (`xdp.log_level`): `error`
+/// (configuration or ABI mismatch), `warn` (setup problems such as a CPU without a
+/// ring), `debug` (each kind of datagram to a flow port it passed on doubt:
+/// fragments, bad UDP lengths, oversized datagrams; at most one a second per kind and
+/// CPU). Off by default, and then free: the level is a read-only global the verifier
+/// sees as a constant, so it removes every reporting branch before the program runs.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpLogLevel {
+    #[default]
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl XdpLogLevel {
+    /// aya-log's `AYA_LOG_LEVEL` value: 0 disables every record, 1..=5 are
+    /// error..trace (`aya_log_common::Level`).
+    fn aya_level(self) -> u8 {
+        self as u8
+    }
+}
+
+/// One record the program reported, as read from aya-log's ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpLogRecord {
+    pub level: log::Level,
+    pub message: String,
+}
+
+/// Records read from the program's log ring and not yet drained; bounded, because
+/// the daemon drains it once a second and the program reports at most one record per
+/// event kind, CPU and second.
+const MAX_PENDING_LOG_RECORDS: usize = 1024;
+
+/// aya-log's reader writes into a `log::Log`; this one keeps the records for
+/// [`XdpHandle::drain_log`], so the daemon decides where they go (its tracing log)
+/// and tests can read them.
+#[derive(Debug, Default, Clone)]
+struct Collect(std::sync::Arc<std::sync::Mutex<Vec<XdpLogRecord>>>);
+
+impl log::Log for Collect {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let mut pending = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.len() < MAX_PENDING_LOG_RECORDS {
+            pending.push(XdpLogRecord {
+                level: record.level(),
+                message: record.args().to_string(),
+            });
+        }
+    }
+
+    fn flush(&self) {}
+}
+
 /// The loaded, attached program. Detaches on drop.
 pub struct XdpHandle {
+    /// aya-log's reader, when `log_level` is not off.
+    logger: Option<(aya_log::EbpfLogger<Collect>, Collect)>,
     ebpf: Ebpf,
     config: Config,
     links: Vec<(Attachment, XdpLinkId)>,
@@ -344,7 +428,10 @@ impl XdpHandle {
             path: path.clone(),
             source,
         })?;
+        let level = options.log_level.aya_level();
         let mut ebpf = EbpfLoader::new()
+            // Before verification: with 0 the verifier prunes every log call.
+            .override_global(aya_log::LEVEL, &level, true)
             .load(&bytes)
             .map_err(|source| XdpError::Load {
                 path: path.clone(),
@@ -368,7 +455,16 @@ impl XdpHandle {
         fill_maps(&mut ebpf, options, config)?;
         let rings = ring::create_rings(&mut ebpf, options.ring_size_bytes)?;
 
+        let logger = if options.log_level == XdpLogLevel::Off {
+            None
+        } else {
+            let collect = Collect::default();
+            let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, collect.clone())
+                .map_err(|e| XdpError::Log(e.to_string()))?;
+            Some((logger, collect))
+        };
         let mut handle = Self {
+            logger,
             ebpf,
             config,
             links: Vec::new(),
@@ -384,6 +480,21 @@ impl XdpHandle {
             handle.attach(iface, options.try_native)?;
         }
         Ok(handle)
+    }
+
+    /// The records the program reported since the last call (none when
+    /// `log_level` is off), oldest first.
+    pub fn drain_log(&mut self) -> Vec<XdpLogRecord> {
+        let Some((logger, collect)) = self.logger.as_mut() else {
+            return Vec::new();
+        };
+        logger.flush();
+        std::mem::take(
+            &mut *collect
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// The per-CPU rings, for [`super::ring::RingReader::spawn`]; `None` once taken.
@@ -418,6 +529,20 @@ impl XdpHandle {
             cfg.flags &= !Config::FLAG_MIRROR;
         }
         self.write_config(cfg)
+    }
+
+    /// Writes `cfg` as is, ABI field included: what a daemon of another version would
+    /// write into a program it found. For tests of the program's mismatch path.
+    #[doc(hidden)]
+    pub fn overwrite_config(&mut self, cfg: Config) -> Result<(), XdpError> {
+        self.write_config(cfg)
+    }
+
+    /// The size of the program the kernel runs, in BPF instructions, after the
+    /// verifier removed dead code (with `log_level` off, every reporting branch).
+    pub fn translated_instructions(&mut self) -> Option<u32> {
+        let info = self.program().ok()?.info().ok()?;
+        info.size_translated().map(|bytes| bytes / 8)
     }
 
     fn write_config(&mut self, cfg: Config) -> Result<(), XdpError> {
