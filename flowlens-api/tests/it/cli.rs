@@ -254,3 +254,105 @@ fn check_config_prints_the_effective_configuration_or_every_problem() {
     assert!(stderr.contains("jwt_secret"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+/// The API services of `deploy/docker-compose.*.yml` as docker-compose resolves them:
+/// `check-config` accepts the config file the image installs with each service's
+/// environment (and the image's own: listening on all addresses), the database is the
+/// file's PostgreSQL with its credentials, Redis URLs name the file's Redis, and the
+/// port is published. The collector's services: the daemon's `tests/containers.rs`.
+#[test]
+fn compose_files_give_the_api_a_configuration_it_accepts() {
+    let has_compose = Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_compose {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "docker-compose is missing (.ci/run installs it)"
+        );
+        eprintln!("skipping: docker-compose is not installed");
+        return;
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut checked = 0;
+    for file in [
+        "deploy/docker-compose.minimal.yml",
+        "deploy/docker-compose.full.yml",
+    ] {
+        let out = Command::new("docker-compose")
+            .arg("-f")
+            .arg(repo.join(file))
+            .arg("config")
+            .env("DB_PASSWORD", "compose-check-password")
+            .env("JWT_SECRET", "a-test-secret-of-at-least-32-bytes!!")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tree: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+        let services = tree["services"].as_mapping().unwrap();
+        for (name, svc) in services {
+            if svc["image"].as_str() != Some("flowlens/api:latest") {
+                continue;
+            }
+            checked += 1;
+            let env: Vec<(String, String)> = svc["environment"]
+                .as_mapping()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().unwrap().to_owned(),
+                        v.as_str().map_or_else(
+                            || serde_yaml::to_string(v).unwrap().trim().to_owned(),
+                            str::to_owned,
+                        ),
+                    )
+                })
+                .collect();
+            let get = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+            let check = Command::new(BIN)
+                .arg("check-config")
+                .arg(repo.join("deploy/flowlens-api.example.yaml"))
+                .env_clear()
+                // The image's ENV (deploy/docker/Dockerfile.api).
+                .env("FLOWLENS_API__HOST", "0.0.0.0")
+                .env("FLOWLENS_API__PORT", "8000")
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&check.stdout);
+            assert!(
+                check.status.success(),
+                "{file}: {name:?}: {}",
+                String::from_utf8_lossy(&check.stderr)
+            );
+            let effective: serde_yaml::Value = serde_yaml::from_str(&stdout).unwrap();
+            assert_eq!(effective["api"]["host"].as_str(), Some("0.0.0.0"));
+            assert_eq!(
+                get("DATABASE_URL"),
+                Some("postgres://flowlens:compose-check-password@postgres:5432/flowlens"),
+                "{file}"
+            );
+            for (key, url) in &env {
+                if key.ends_with("REDIS_URL") {
+                    assert!(url.starts_with("redis://redis:6379/"), "{file}: {key}");
+                    assert!(
+                        services.contains_key("redis"),
+                        "{file}: {key} without redis"
+                    );
+                }
+            }
+            let ports = svc["ports"].as_sequence().unwrap();
+            assert!(
+                ports.iter().any(|p| p["target"].as_u64() == Some(8000)),
+                "{file}: {ports:?}"
+            );
+        }
+    }
+    assert_eq!(checked, 2);
+}
