@@ -329,6 +329,15 @@ pub struct XdpConfig {
     /// doubt: fragments, bad UDP lengths, oversized; at most one a second per kind and
     /// CPU), `trace`.
     pub log_level: crate::ingest::xdp::XdpLogLevel,
+    /// A directory on bpffs where the program's links and shared maps are pinned, so
+    /// a restarted (or upgraded) daemon takes over the running program and what its
+    /// rings buffered meanwhile instead of detaching it; empty: off (the program
+    /// lives as long as the daemon). `rm -r` of the directory detaches it for good.
+    pub pin_path: String,
+    /// How long a pinned program keeps steering into its rings after its daemon
+    /// stopped renewing the lease (a restart in progress); then it passes flow
+    /// datagrams to the kernel's stack (counted as `lease_expired`).
+    pub handover_seconds: u32,
 }
 
 impl Default for XdpConfig {
@@ -341,6 +350,8 @@ impl Default for XdpConfig {
             exporter_prefixes: Vec::new(),
             ring_size_bytes: 8 * 1024 * 1024,
             log_level: crate::ingest::xdp::XdpLogLevel::Off,
+            pin_path: String::new(),
+            handover_seconds: 60,
         }
     }
 }
@@ -614,6 +625,10 @@ impl Config {
                 "ingestion.routing.mode must be auto, postgres or kafka, not {:?}",
                 i.routing.mode
             ));
+        }
+        if !self.xdp.pin_path.is_empty() && self.xdp.handover_seconds == 0 {
+            problems
+                .push("xdp.handover_seconds must be at least 1 when xdp.pin_path is set".into());
         }
         if !self.xdp.ring_size_bytes.is_power_of_two() || self.xdp.ring_size_bytes < 4096 {
             problems.push("xdp.ring_size_bytes must be a power of two >= 4096".into());

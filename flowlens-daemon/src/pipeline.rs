@@ -593,6 +593,8 @@ impl Receiving {
                         attachments = ?x.0.attachments(),
                         instructions = x.0.translated_instructions(),
                         log_level = ?cfg.xdp.log_level,
+                        pinned = x.0.is_pinned(),
+                        adopted_rings = x.0.adopted_rings(),
                         "XDP fast path attached"
                     );
                     xdp = Some(x);
@@ -649,23 +651,30 @@ impl Receiving {
 
     fn publish(&mut self) {
         if let Some((handle, _)) = self.xdp.as_mut() {
+            if let Err(e) = handle.renew_lease() {
+                tracing::error!(error = %e, "could not renew the pinned XDP program's lease");
+            }
             publish_xdp(handle, &mut self.losses);
         }
     }
 
-    /// Stops receiving without losing what is on its way: the program is detached
-    /// first (what arrives from then on takes the kernel's path to the sockets, still
-    /// open), then the rings are read to the end, then the sockets until they are
-    /// empty, and only then closed.
+    /// Stops receiving without losing what is on its way. A program that is not pinned
+    /// is detached first (what arrives from then on takes the kernel's path to the
+    /// sockets, still open), then the rings are read to the end, then the sockets until
+    /// they are empty, and only then closed. A pinned program stays attached for the
+    /// next daemon: the rings are read to what they hold now, the losses published, and
+    /// the rest stays in the rings for the successor.
     fn stop(mut self) {
         let xdp = self.xdp.take().map(|(mut handle, reader)| {
-            if let Err(e) = handle.detach() {
-                tracing::error!(error = %e, "detaching XDP");
+            if !handle.is_pinned() {
+                if let Err(e) = handle.detach() {
+                    tracing::error!(error = %e, "detaching XDP");
+                }
+                // A run of the program that began before the detach may still be
+                // writing on another CPU (it ends within microseconds); give it that
+                // before the last read of the rings.
+                std::thread::park_timeout(Duration::from_millis(20));
             }
-            // A run of the program that began before the detach may still be writing
-            // on another CPU (it ends within microseconds); give it that before the
-            // last read of the rings.
-            std::thread::park_timeout(Duration::from_millis(20));
             let stats = reader.stop();
             (handle, stats)
         });
@@ -675,10 +684,20 @@ impl Receiving {
         }
         if let Some((mut handle, stats)) = xdp {
             publish_xdp(&mut handle, &mut self.losses);
+            let pinned = handle.is_pinned();
+            if pinned && let Err(e) = handle.hand_over() {
+                tracing::error!(error = %e, "handing the pinned XDP program over");
+            }
             tracing::info!(
                 records = stats.records,
                 malformed = stats.malformed,
-                "XDP detached"
+                pinned,
+                "XDP {}",
+                if pinned {
+                    "left attached for the next daemon"
+                } else {
+                    "detached"
+                }
             );
         }
     }
@@ -759,6 +778,10 @@ fn start_xdp(
     options.mirror = cfg.xdp.mirror;
     options.ring_size_bytes = cfg.xdp.ring_size_bytes;
     options.log_level = cfg.xdp.log_level;
+    if !cfg.xdp.pin_path.is_empty() {
+        options.pin_dir = Some(PathBuf::from(&cfg.xdp.pin_path));
+    }
+    options.lease = Duration::from_secs(u64::from(cfg.xdp.handover_seconds));
     let mut handle = XdpHandle::load(&options).map_err(|e| e.to_string())?;
     let rings = handle
         .take_rings()

@@ -164,7 +164,13 @@ impl<'n> XdpDaemon<'n> {
     }
 
     /// SIGTERM; asserts a clean exit and that no program stays attached.
-    fn stop(mut self) -> Vec<serde_json::Value> {
+    fn stop(self) -> Vec<serde_json::Value> {
+        self.stop_leaving(false)
+    }
+
+    /// SIGTERM, a clean exit, and the program detached, or still attached when it is
+    /// `pinned` (left for the next daemon). The flows written.
+    fn stop_leaving(mut self, pinned: bool) -> Vec<serde_json::Value> {
         let mut child = self.child.take().unwrap();
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -187,9 +193,11 @@ impl<'n> XdpDaemon<'n> {
             "daemon exited with {status}:\n{}",
             self.log()
         );
-        assert!(
-            !self.net.collector_link().contains("xdp"),
-            "a program is still attached"
+        assert_eq!(
+            self.net.collector_link().contains("xdp"),
+            pinned,
+            "attached after the stop: {}",
+            self.net.collector_link()
         );
         support::read_flows(&self.dir.join("flows.jsonl"))
     }
@@ -629,6 +637,93 @@ const CAPS: &str = "-all,+bpf,+perfmon,+net_admin,+net_bind_service";
 /// the program, receives, and tells systemd it is ready (`READY=1` on
 /// `$NOTIFY_SOCKET`) only once it does: at that moment the program is attached and
 /// `/health` says `ready: true`.
+/// Sends `count` NetFlow v5 datagrams of one flow each from the peer, one every
+/// 500 µs, each from a fresh source port.
+fn stream(net: &Net, count: u32) {
+    in_netns(&net.peer, || {
+        for i in 0..count {
+            let rec = wire::V5Record {
+                src: [10, 9, 0, 1],
+                dst: [10, 9, 0, 2],
+                protocol: 6,
+                src_port: 40_000,
+                dst_port: 443,
+                packets: 1,
+                bytes: 100,
+                ..wire::V5Record::default()
+            };
+            let dg = wire::v5_packet(0, 1000, now_s(), i, 0, &[rec]);
+            let s = UdpSocket::bind(SocketAddr::new(IpAddr::V4(P4), 0)).unwrap();
+            s.send_to(&dg, SocketAddr::new(IpAddr::V4(C4), 2055))
+                .unwrap();
+            std::thread::park_timeout(Duration::from_micros(500));
+        }
+    });
+}
+
+#[test]
+fn a_restarted_daemon_takes_over_its_pinned_program_and_loses_nothing_in_between() {
+    let Some((net, object)) = setup("xpin") else {
+        return;
+    };
+    // A bpffs of the test's own (this kernel's /sys/fs/bpf is not mounted); the
+    // daemons see it through `ip netns exec`'s mount namespace (a slave of ours).
+    let bpffs = support::temp_dir("xpin-bpffs");
+    let mounted = Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(&bpffs)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let pins = bpffs.join("flowlens");
+    let pin_env = pins.display().to_string();
+    let env = [("FLOWLENS_XDP__PIN_PATH", pin_env.as_str())];
+    let a = XdpDaemon::start_with(&net, &object, "pin-a", &env, None);
+    let sent = 3000_u32;
+    let (to_a, b) = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| stream(&net, sent));
+        a.wait_until("the stream under way", |d| {
+            sum_metric(&d.metrics(), "flowlens_decode_flows_total", &[]) >= 500.0
+        });
+        // The program stays attached through the restart: what arrives meanwhile
+        // waits in the rings.
+        let to_a = u32::try_from(a.stop_leaving(true).len()).unwrap();
+        let b = XdpDaemon::start_with(&net, &object, "pin-b", &env, None);
+        sender.join().unwrap();
+        (to_a, b)
+    });
+    assert!(to_a < sent, "the stop came mid-stream");
+    let log = b.log();
+    assert!(
+        log.contains("TakenOver") && log.contains("pinned=true"),
+        "{log}"
+    );
+    assert!(!log.contains("adopted_rings=0"), "{log}");
+    let expected = f64::from(sent - to_a);
+    b.wait_until("the rest decoded by the next daemon", |d| {
+        sum_metric(&d.metrics(), "flowlens_decode_flows_total", &[]) >= expected
+    });
+    let m = b.assert_accounted(IpAddr::V4(P4), expected);
+    assert_eq!(
+        sum_metric(&m, "flowlens_ingest_datagrams_dropped_total", &[]),
+        0.0
+    );
+    let to_b = u32::try_from(b.stop_leaving(true).len()).unwrap();
+    assert_eq!(
+        to_a + to_b,
+        sent,
+        "every datagram decoded once ({to_a} before the restart, {to_b} after)"
+    );
+    // Removing the pins detaches the program for good.
+    std::fs::remove_dir_all(&pins).unwrap();
+    assert!(
+        !net.collector_link().contains("xdp"),
+        "{}",
+        net.collector_link()
+    );
+    let _ = Command::new("umount").arg(&bpffs).status();
+}
+
 #[test]
 fn an_unprivileged_user_with_four_capabilities_attaches_binds_and_notifies_ready() {
     use std::os::unix::fs::PermissionsExt as _;

@@ -872,6 +872,200 @@ fn the_program_reports_what_it_passed_on_doubt_and_a_config_abi_mismatch_only_wh
     c.detach();
 }
 
+/// A bpffs mounted on a fresh directory for one test (this kernel's /sys/fs/bpf is not
+/// mounted), unmounted on drop.
+struct BpfFs {
+    dir: std::path::PathBuf,
+}
+
+impl BpfFs {
+    fn mount(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("flowlens-bpffs-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("bpffs mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .output()
+            .expect("mount");
+        assert!(out.status.success(), "mount -t bpf: {out:?}");
+        Self { dir }
+    }
+
+    fn pins(&self) -> std::path::PathBuf {
+        self.dir.join("flowlens")
+    }
+
+    fn pinned(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.pins())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// `n` datagrams to NetFlow from the peer, tagged.
+fn send_tagged(net: &Net, tag: &str, n: usize) -> Vec<Vec<u8>> {
+    let payloads: Vec<Vec<u8>> = (0..n).map(|i| payload(tag, i)).collect();
+    send_udp(
+        net,
+        IpAddr::V4(P4),
+        SocketAddr::new(IpAddr::V4(C4), 2055),
+        &payloads,
+    );
+    payloads
+}
+
+#[test]
+fn a_pinned_program_stays_attached_and_the_next_daemon_takes_it_over_with_its_rings() {
+    let Some((net, object)) = setup("pin") else {
+        return;
+    };
+    let fs = BpfFs::mount("pin");
+    let pins = fs.pins();
+    // The first daemon never reads its rings: what it leaves in them, and what arrives
+    // while no daemon runs, must reach the second.
+    let mut first = Collector::start_paused(net, &object, |o| o.pin_dir = Some(pins.clone()));
+    assert!(first.handle().is_pinned());
+    assert_eq!(first.handle().adopted_rings(), 0);
+    let before_handover = send_tagged(&first.net, "first", 5);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while first.counters().steered < 5 {
+        assert!(Instant::now() < deadline, "{:?}", first.counters());
+        std::thread::park_timeout(Duration::from_millis(10));
+    }
+    let iface = first.net.vc.clone();
+    // While a daemon uses the directory, no other may (both would consume the rings).
+    let busy = flowlens_daemon::ingest::pin::PinDir::open(&pins).expect_err("locked");
+    assert!(
+        busy.to_string().contains("in use by another daemon"),
+        "{busy}"
+    );
+    assert!(
+        fs.pinned().contains(&format!("link-{iface}")),
+        "{:?}",
+        fs.pinned()
+    );
+    first
+        .handle
+        .take()
+        .expect("attached")
+        .hand_over()
+        .expect("hand over");
+    let Collector { net, .. } = first;
+    assert!(
+        net.collector_link().contains("xdp"),
+        "the program stays attached with no daemon: {}",
+        net.collector_link()
+    );
+    let between = send_tagged(&net, "between", 5);
+
+    let mut second = Collector::start(net, &object, |o| o.pin_dir = Some(pins.clone()));
+    let cpus = u32::try_from(aya::util::nr_cpus().expect("cpus")).expect("few");
+    assert_eq!(second.handle().adopted_rings(), cpus as usize);
+    assert_eq!(second.handle().attachments()[0].mode, AttachMode::TakenOver);
+    let after = send_tagged(&second.net, "after", 5);
+    let got: Vec<Vec<u8>> = second.expect(15).into_iter().map(|d| d.payload).collect();
+    let mut want = before_handover;
+    want.extend(between);
+    want.extend(after);
+    assert_eq!(sorted(got), sorted(want));
+    // The counters are the pinned ones: they go on across the handover.
+    let k = second.counters();
+    assert_identity(&k);
+    assert_eq!(k.steered, 15, "{k:?}");
+
+    // A detach leaves nothing behind: no link, no pinned map.
+    second.detach();
+    assert!(fs.pinned().is_empty(), "{:?}", fs.pinned());
+}
+
+#[test]
+fn a_pinned_program_whose_lease_ran_out_passes_flow_datagrams_to_the_stack() {
+    let Some((net, object)) = setup("lease") else {
+        return;
+    };
+    let fs = BpfFs::mount("lease");
+    let pins = fs.pins();
+    let mut first = Collector::start(net, &object, |o| {
+        o.pin_dir = Some(pins.clone());
+        o.lease = Duration::from_secs(1);
+    });
+    send_tagged(&first.net, "leased", 2);
+    assert_eq!(first.expect(2).len(), 2);
+    if let Some(r) = first.reader.take() {
+        r.stop();
+    }
+    first
+        .handle
+        .take()
+        .expect("attached")
+        .hand_over()
+        .expect("hand over");
+    let Collector { net, .. } = first;
+    // No daemon renews the lease: a second later the program hands flow datagrams to
+    // the stack, where a collector's socket gets them.
+    std::thread::park_timeout(Duration::from_millis(1500));
+    assert!(net.collector_link().contains("xdp"));
+    let sock = collector_socket(&net, SocketAddr::new(IpAddr::V4(C4), 2055));
+    let sent = send_tagged(&net, "expired", 3);
+    assert_eq!(sorted(recv_all(&sock, 3)), sorted(sent));
+    drop(sock);
+
+    // The next daemon renews the lease and counts what passed meanwhile.
+    let mut second = Collector::start(net, &object, |o| o.pin_dir = Some(pins.clone()));
+    let k = second.counters();
+    assert_identity(&k);
+    assert_eq!(k.lease_expired, 3, "{k:?}");
+    let sent = send_tagged(&second.net, "renewed", 2);
+    let got: Vec<Vec<u8>> = second.expect(2).into_iter().map(|d| d.payload).collect();
+    assert_eq!(sorted(got), sorted(sent));
+    second.detach();
+}
+
+#[test]
+fn a_new_ring_size_takes_the_link_over_with_new_rings() {
+    let Some((net, object)) = setup("pinsize") else {
+        return;
+    };
+    let fs = BpfFs::mount("pinsize");
+    let pins = fs.pins();
+    let mut first = Collector::start_paused(net, &object, |o| {
+        o.pin_dir = Some(pins.clone());
+        o.ring_size_bytes = 1 << 16;
+    });
+    send_tagged(&first.net, "old", 3);
+    first
+        .handle
+        .take()
+        .expect("attached")
+        .hand_over()
+        .expect("hand over");
+    let Collector { net, .. } = first;
+    let mut second = Collector::start(net, &object, |o| {
+        o.pin_dir = Some(pins.clone());
+        o.ring_size_bytes = 1 << 17;
+    });
+    assert_eq!(second.handle().adopted_rings(), 0);
+    assert_eq!(second.handle().attachments()[0].mode, AttachMode::TakenOver);
+    let sent = send_tagged(&second.net, "new", 2);
+    let got: Vec<Vec<u8>> = second.expect(2).into_iter().map(|d| d.payload).collect();
+    assert_eq!(sorted(got), sorted(sent));
+    second.detach();
+}
+
 #[test]
 fn an_object_without_the_expected_program_is_an_abi_mismatch() {
     let Some((net, object)) = setup("abi") else {

@@ -9,6 +9,9 @@
 //! Data flow: the program copies a [`RingHeader`] followed by the UDP payload into the
 //! ring of the CPU that received the packet (`FLOW_RINGS[cpu]`); userspace fills
 //! `FLOW_PORTS` and `CONFIG`, reads `COUNTERS` (indexed by [`Counter`]).
+//!
+//! [`PINNED_MAPS`] are the maps a daemon pins (with the program's link) to hand the
+//! running program, its rings and their contents to the next daemon.
 #![no_std]
 // Padding fields are public so both sides can build the structs with struct literals
 // (no constructor to keep in sync); the leading underscore says "always zero".
@@ -38,6 +41,19 @@ pub const MAP_COUNTERS: &str = "FLOW_COUNTERS";
 /// IPv4-mapped IPv6); userspace reads the `sampled_out` and `ring_full` counts.
 pub const MAP_PER_EXPORTER: &str = "FLOW_PER_EXPORTER";
 
+/// The maps pinned beside the program's link when it is kept attached across
+/// restarts: what the next daemon's program instance must share with this one (the
+/// rings and their contents, the settings, the counts). Scratch space and the log ring
+/// stay per instance.
+pub const PINNED_MAPS: [&str; 6] = [
+    MAP_RINGS,
+    MAP_PORTS,
+    MAP_EXPORTERS,
+    MAP_CONFIG,
+    MAP_COUNTERS,
+    MAP_PER_EXPORTER,
+];
+
 /// Largest UDP payload copied into a ring; bigger datagrams are passed to the stack
 /// (the socket path still sees them). 9000 covers jumbo-frame exporters.
 pub const MAX_PAYLOAD: usize = 9000;
@@ -66,6 +82,16 @@ pub struct Config {
     /// differs from its own: zero means userspace has not configured it yet, anything
     /// else a daemon of another version wrote the map (reported through aya-log).
     pub abi: u32,
+    /// With a pinned program (kept attached across daemon restarts): the
+    /// `CLOCK_MONOTONIC` time (ns) until which a daemon is reading the rings, renewed
+    /// by it every second. Past it the program passes flow datagrams to the stack (a
+    /// successor's sockets) instead of filling rings nobody reads. 0: no lease (the
+    /// program lives only as long as its daemon).
+    pub lease_until_ns: u64,
+    /// Userspace bookkeeping the program ignores: the size of the rings in
+    /// `FLOW_RINGS`, so that a successor adopts them only when its own are the same.
+    pub ring_size_bytes: u32,
+    pub _pad: u32,
 }
 
 impl Config {
@@ -91,10 +117,13 @@ pub enum Counter {
     RingFull = 4,
     /// Flow datagrams passed because they exceed [`MAX_PAYLOAD`].
     TooBig = 5,
+    /// Flow datagrams passed because the lease expired (`Config::lease_until_ns`): no
+    /// daemon reads the rings of this pinned program.
+    LeaseExpired = 6,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// One exporter's state on one CPU (`FLOW_PER_EXPORTER`). The program writes it;
@@ -136,7 +165,7 @@ pub struct RingHeader {
 }
 
 const _: () = assert!(size_of::<RingHeader>() == 48);
-const _: () = assert!(size_of::<Config>() == 16);
+const _: () = assert!(size_of::<Config>() == 32);
 const _: () = assert!(size_of::<ExporterState>() == 24);
 
 #[cfg(feature = "user")]

@@ -11,7 +11,8 @@
 //!
 //! This file holds only the maps and the entry point. Every packet lands in exactly one
 //! of the counters `Steered`, `Passed`, `SampledOut` or `RingFull`, so
-//! `Seen = Steered + Passed + SampledOut + RingFull` (`TooBig` is a subset of `Passed`).
+//! `Seen = Steered + Passed + SampledOut + RingFull` (`TooBig` and `LeaseExpired` are
+//! subsets of `Passed`).
 //!
 //! Built for `bpfel-unknown-none` by `cargo xtask build-ebpf` (nightly, `build-std`,
 //! bpf-linker; see this crate's rust-toolchain.toml), never by the stable workspace

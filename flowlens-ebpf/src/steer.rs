@@ -102,12 +102,21 @@ fn steer(ctx: &XdpContext) -> Result<u32, Pass> {
         xdp_action::XDP_DROP
     };
 
+    // SAFETY: a helper without arguments or side effects.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if cfg.lease_until_ns != 0 && now > cfg.lease_until_ns {
+        // A pinned program whose daemon stopped renewing its lease: nobody reads the
+        // rings, so the stack (a successor's sockets) gets the datagram.
+        count(Counter::LeaseExpired);
+        return Err(Pass);
+    }
+
     if !per_exporter::keep(&dg.src_addr, cfg.sample_rate) {
         count(Counter::SampledOut);
         return Ok(consumed);
     }
 
-    match copy_to_ring(ctx, &dg, &cfg) {
+    match copy_to_ring(ctx, &dg, &cfg, now) {
         Ok(()) => {
             count(Counter::Steered);
             Ok(consumed)
@@ -152,7 +161,12 @@ struct ReservedRecord {
 /// exactly `header + payload_len` bytes: compact records without a variable-size
 /// `bpf_ringbuf_reserve`, which the verifier rejects.
 #[inline(always)]
-fn copy_to_ring(ctx: &XdpContext, dg: &parse::Udp, cfg: &Config) -> Result<(), CopyError> {
+fn copy_to_ring(
+    ctx: &XdpContext,
+    dg: &parse::Udp,
+    cfg: &Config,
+    now: u64,
+) -> Result<(), CopyError> {
     // SAFETY: a helper without arguments or side effects.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let ring = FLOW_RINGS.get(cpu).ok_or(CopyError::Unavailable)?;
@@ -168,8 +182,7 @@ fn copy_to_ring(ctx: &XdpContext, dg: &parse::Udp, cfg: &Config) -> Result<(), C
     #[expect(clippy::cast_possible_truncation, reason = "len <= MAX_PAYLOAD (9000)")]
     let len16 = len as u16;
     let header = RingHeader {
-        // SAFETY: a helper without arguments or side effects.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now,
         src_addr: dg.src_addr,
         // SAFETY: `ctx.ctx` is the kernel's xdp_md for this run.
         ifindex: unsafe { (*ctx.ctx).ingress_ifindex },

@@ -5,6 +5,7 @@
 //! `ingest` role, the raw Kafka topic.
 
 pub mod datagram;
+pub mod pin;
 pub mod ring;
 pub mod udp;
 pub mod xdp;

@@ -81,11 +81,18 @@ impl RingError {
     }
 }
 
-/// Creates one ring of `size_bytes` per possible CPU and stores it in `FLOW_RINGS[cpu]`.
+/// Creates one ring of `size_bytes` per possible CPU and stores it in `FLOW_RINGS[cpu]`;
+/// with `adopt`, a ring already there (a previous daemon's, through the pinned outer
+/// map, of the same size: the caller checked) is kept with what it holds, and counted
+/// in the second value.
 ///
 /// The program's inner-map declaration is only a template: the kernel does not compare
 /// a ring's size with it, so any power-of-two size works.
-pub fn create_rings(ebpf: &mut Ebpf, size_bytes: u32) -> Result<Vec<CpuRing>, RingError> {
+pub fn create_rings(
+    ebpf: &mut Ebpf,
+    size_bytes: u32,
+    adopt: bool,
+) -> Result<(Vec<CpuRing>, usize), RingError> {
     if !size_bytes.is_power_of_two() || size_bytes < 4096 {
         return Err(RingError::Size(size_bytes));
     }
@@ -101,8 +108,14 @@ pub fn create_rings(ebpf: &mut Ebpf, size_bytes: u32) -> Result<Vec<CpuRing>, Ri
         });
     }
     let mut rings = Vec::with_capacity(cpus as usize);
+    let mut adopted = 0;
     for cpu in 0..cpus {
         let err = |source| RingError::Map { cpu, source };
+        if adopt && let Ok(ring) = outer.get(&cpu, 0) {
+            adopted += 1;
+            rings.push(CpuRing { cpu, ring });
+            continue;
+        }
         let def = aya_obj::Map::new_from_params(
             bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
             0,
@@ -116,7 +129,7 @@ pub fn create_rings(ebpf: &mut Ebpf, size_bytes: u32) -> Result<Vec<CpuRing>, Ri
         outer.set(cpu, &ring, 0).map_err(err)?;
         rings.push(CpuRing { cpu, ring });
     }
-    Ok(rings)
+    Ok((rings, adopted))
 }
 
 /// How the readers run.
@@ -271,6 +284,9 @@ struct Worker {
 impl Worker {
     /// How often per-exporter counts go to the metrics registry.
     const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+    /// How long the last drain at a stop may read: the whole of two full 8 `MiB` rings
+    /// takes ~0.1 s.
+    const LAST_DRAIN: Duration = Duration::from_secs(1);
 
     fn publish(&mut self) {
         for (exporter, (received, dropped)) in self.counts.drain() {
@@ -287,8 +303,10 @@ impl Worker {
             let stopping =
                 self.stop.load(Ordering::Relaxed) || self.shutdown.load(Ordering::Relaxed);
             // Readiness only says "something is waiting"; draining every ring is as
-            // cheap as finding out which (an empty ring costs two loads).
-            self.drain();
+            // cheap as finding out which (an empty ring costs two loads). The last
+            // drain is bounded: a pinned program keeps filling the rings, and what it
+            // adds after the stop is the next daemon's.
+            self.drain(stopping.then(|| Instant::now() + Self::LAST_DRAIN));
             if stopping {
                 self.publish();
                 return;
@@ -306,11 +324,19 @@ impl Worker {
         }
     }
 
-    fn drain(&mut self) {
+    fn drain(&mut self, deadline: Option<Instant>) {
         self.clock.refresh();
         let (mut records, mut malformed, mut rejected) = (0u64, 0u64, 0u64);
         for r in &mut self.rings {
-            while let Some(item) = r.ring.next() {
+            loop {
+                // Checked before taking a record: one taken is one handed on.
+                if records.is_multiple_of(4096)
+                    && records > 0
+                    && deadline.is_some_and(|d| Instant::now() > d)
+                {
+                    break;
+                }
+                let Some(item) = r.ring.next() else { break };
                 records += 1;
                 let Some(d) = to_datagram(&item, &self.clock) else {
                     malformed += 1;

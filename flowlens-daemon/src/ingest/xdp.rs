@@ -25,14 +25,16 @@ use std::str::FromStr;
 
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap};
-use aya::programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{ProgramError, Xdp, XdpMode, xdp::XdpLink, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use flowlens_ebpf_common::{
     ABI_VERSION, Config, Counter, ExporterState, MAP_CONFIG, MAP_COUNTERS, MAP_EXPORTERS,
-    MAP_PER_EXPORTER, MAP_PORTS, PROGRAM_NAME, PortKind,
+    MAP_PER_EXPORTER, MAP_PORTS, PINNED_MAPS, PROGRAM_NAME, PortKind,
 };
 
 use super::datagram::exporter_ip;
+use super::pin::{PinDir, Previous};
 use super::ring::{self, CpuRing, RingError};
 
 /// Environment variable naming the BPF object (over the built-in default path).
@@ -45,6 +47,11 @@ const OBJECT_IN_TARGET: &str = "bpfel-unknown-none/release/flowlens-ebpf";
 /// on the veth bench (TOOLCHAIN.md): batched wakeups roughly double throughput over a
 /// wakeup per record; the ~1 ms drain timer covers slower traffic.
 pub const DEFAULT_WAKEUP_BYTES: u32 = 256 * 1024;
+
+/// Default lease of a pinned program: as long as systemd gives a stopping daemon
+/// (`TimeoutStopSec=60s`), so a restart that flushes the graph still finds the program
+/// steering into the rings.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_mins(1);
 
 /// Default ring size per CPU: 8 `MiB` holds ~60 k small datagrams, tens of milliseconds
 /// of a saturated core, enough to ride out a scheduling hiccup of the reader.
@@ -158,6 +165,13 @@ pub struct XdpOptions {
     pub try_native: bool,
     /// What the program reports through aya-log ([`XdpHandle::drain_log`]).
     pub log_level: XdpLogLevel,
+    /// A bpffs directory where the program's links and shared maps are pinned, to be
+    /// taken over by the next daemon ([`super::pin`]); `None`: the program lives as
+    /// long as this process.
+    pub pin_dir: Option<PathBuf>,
+    /// How long a pinned program keeps steering into its rings after the daemon stopped
+    /// renewing its lease (then it passes flow datagrams to the stack).
+    pub lease: std::time::Duration,
 }
 
 impl XdpOptions {
@@ -175,6 +189,8 @@ impl XdpOptions {
             ring_size_bytes: DEFAULT_RING_SIZE_BYTES,
             try_native: true,
             log_level: XdpLogLevel::Off,
+            pin_dir: None,
+            lease: DEFAULT_LEASE,
         }
     }
 
@@ -202,6 +218,9 @@ impl XdpOptions {
             // never force a wakeup, and a small ring would fill between timer drains.
             wakeup_bytes: self.wakeup_bytes.min(self.ring_size_bytes / 4),
             abi: ABI_VERSION,
+            lease_until_ns: 0,
+            ring_size_bytes: self.ring_size_bytes,
+            _pad: 0,
         }
     }
 }
@@ -234,6 +253,8 @@ pub enum XdpError {
     },
     #[error("reading the program's aya-log ring: {0}")]
     Log(String),
+    #[error("pinning {path}: {message}")]
+    Pin { path: PathBuf, message: String },
     #[error("the BPF object has no map {0}")]
     MissingMap(&'static str),
     #[error("loading {PROGRAM_NAME} into the kernel: {0}")]
@@ -260,6 +281,7 @@ impl XdpError {
             Self::Load { .. } => "object_invalid",
             Self::AbiMismatch { .. } => "abi_mismatch",
             Self::Map { .. } | Self::MissingMap(_) | Self::Log(_) => "map",
+            Self::Pin { .. } => "pin",
             Self::Program(_) => "verifier",
             Self::Ring(e) => e.reason(),
             Self::Attach { .. } => "attach",
@@ -275,6 +297,17 @@ pub enum AttachMode {
     Native,
     /// In the generic receive path (`xdpgeneric`), for drivers without XDP support.
     Generic,
+    /// Swapped into the link a previous daemon pinned (its mode kept).
+    TakenOver,
+}
+
+/// How this daemon holds an attachment.
+#[derive(Debug)]
+enum Held {
+    /// Owned by the program object: detached when it goes.
+    Owned(XdpLinkId),
+    /// Pinned in bpffs: stays attached when this process goes, until unpinned.
+    Pinned(PinnedLink),
 }
 
 /// One interface the program is attached to.
@@ -296,11 +329,13 @@ pub struct XdpCounters {
     pub sampled_out: u64,
     pub ring_full: u64,
     pub too_big: u64,
+    /// Passed because a pinned program's lease ran out (no daemon reads its rings).
+    pub lease_expired: u64,
 }
 
 impl XdpCounters {
     /// `(label, value)` pairs for metrics, labels as in `flowlens_xdp_packets_total`.
-    pub fn labelled(&self) -> [(&'static str, u64); 6] {
+    pub fn labelled(&self) -> [(&'static str, u64); 7] {
         [
             ("seen", self.seen),
             ("steered", self.steered),
@@ -308,6 +343,7 @@ impl XdpCounters {
             ("sampled_out", self.sampled_out),
             ("ring_full", self.ring_full),
             ("too_big", self.too_big),
+            ("lease_expired", self.lease_expired),
         ]
     }
 }
@@ -402,7 +438,13 @@ pub struct XdpHandle {
     logger: Option<(aya_log::EbpfLogger<Collect>, Collect)>,
     ebpf: Ebpf,
     config: Config,
-    links: Vec<(Attachment, XdpLinkId)>,
+    links: Vec<(Attachment, Held)>,
+    /// The pin directory, when the program is kept attached across restarts.
+    pins: Option<PinDir>,
+    lease: std::time::Duration,
+    lease_renewed: std::time::Instant,
+    /// Rings adopted from a previous daemon, with whatever they held.
+    adopted_rings: usize,
     rings: Option<Vec<CpuRing>>,
     object_path: PathBuf,
 }
@@ -428,15 +470,44 @@ impl XdpHandle {
             path: path.clone(),
             source,
         })?;
+        let pins = options
+            .pin_dir
+            .as_deref()
+            .and_then(|dir| match PinDir::open(dir) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the XDP program is not pinned: a restart detaches it");
+                    None
+                }
+            });
+        let previous = pins.as_ref().map(PinDir::previous).unwrap_or_default();
+        if let Some(p) = &pins
+            && !previous.compatible()
+        {
+            if !previous.interfaces.is_empty() {
+                tracing::warn!(
+                    program = ?previous.program,
+                    expected = PROGRAM_NAME,
+                    "the pinned XDP program is of another version: its links are taken over, \
+                     its maps are not (what its rings held is lost)"
+                );
+            }
+            p.remove_maps();
+        }
         let level = options.log_level.aya_level();
-        let mut ebpf = EbpfLoader::new()
-            // Before verification: with 0 the verifier prunes every log call.
-            .override_global(aya_log::LEVEL, &level, true)
-            .load(&bytes)
-            .map_err(|source| XdpError::Load {
-                path: path.clone(),
-                source: Box::new(source),
-            })?;
+        let mut loader = EbpfLoader::new();
+        // Before verification: with 0 the verifier prunes every log call.
+        loader.override_global(aya_log::LEVEL, &level, true);
+        if let Some(p) = &pins {
+            for name in PINNED_MAPS {
+                // Opened when pinned (a previous daemon's), else created and pinned.
+                loader.map_pin_path(name, p.map_path(name));
+            }
+        }
+        let mut ebpf = loader.load(&bytes).map_err(|source| XdpError::Load {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
         if ebpf.program(PROGRAM_NAME).is_none() {
             let mut found: Vec<_> = ebpf.programs().map(|(name, _)| name.to_owned()).collect();
             found.sort();
@@ -451,9 +522,27 @@ impl XdpHandle {
             });
         }
 
-        let config = options.config();
-        fill_maps(&mut ebpf, options, config)?;
-        let rings = ring::create_rings(&mut ebpf, options.ring_size_bytes)?;
+        let adopting = pins.is_some() && previous.compatible();
+        let before = if adopting {
+            read_config(&ebpf).ok()
+        } else {
+            None
+        };
+        let mut config = options.config();
+        if pins.is_some() {
+            config.lease_until_ns = lease_deadline(options.lease);
+        }
+        fill_maps(&mut ebpf, options, config, adopting)?;
+        let adopt_rings = before.is_some_and(|c| c.ring_size_bytes == options.ring_size_bytes);
+        if adopting && !adopt_rings {
+            tracing::warn!(
+                ring_size_bytes = options.ring_size_bytes,
+                before = before.map(|c| c.ring_size_bytes),
+                "the ring size changed: new rings (what the previous daemon's rings held is lost)"
+            );
+        }
+        let (rings, adopted_rings) =
+            ring::create_rings(&mut ebpf, options.ring_size_bytes, adopt_rings)?;
 
         let logger = if options.log_level == XdpLogLevel::Off {
             None
@@ -468,6 +557,10 @@ impl XdpHandle {
             ebpf,
             config,
             links: Vec::new(),
+            pins,
+            lease: options.lease,
+            lease_renewed: std::time::Instant::now(),
+            adopted_rings,
             rings: Some(rings),
             object_path: path.clone(),
         };
@@ -479,7 +572,88 @@ impl XdpHandle {
             // On error `handle` drops here and detaches what is attached so far.
             handle.attach(iface, options.try_native)?;
         }
+        handle.detach_unconfigured(&previous, &options.interfaces);
         Ok(handle)
+    }
+
+    /// Whether the program is pinned (kept attached across restarts).
+    pub fn is_pinned(&self) -> bool {
+        self.pins.is_some()
+    }
+
+    /// Rings adopted from the previous daemon's pinned program (0 on a fresh start).
+    pub fn adopted_rings(&self) -> usize {
+        self.adopted_rings
+    }
+
+    /// Renews the pinned program's lease (at most once a second): until
+    /// `now + lease` it steers into the rings; past it, it passes flow datagrams to
+    /// the stack. Nothing to do for a program that is not pinned.
+    pub fn renew_lease(&mut self) -> Result<(), XdpError> {
+        if self.pins.is_none() || self.lease_renewed.elapsed() < std::time::Duration::from_secs(1) {
+            return Ok(());
+        }
+        let mut cfg = self.config;
+        cfg.lease_until_ns = lease_deadline(self.lease);
+        self.write_config(cfg)?;
+        self.lease_renewed = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Leaves the pinned program attached for the next daemon: the links stay pinned,
+    /// the program keeps steering into the rings until its lease runs out. The
+    /// per-exporter losses are cleared (this daemon has published them), so the next
+    /// daemon counts only those after this point. Without pinning, a plain detach.
+    pub fn hand_over(mut self) -> Result<(), XdpError> {
+        if self.pins.is_none() {
+            return self.detach();
+        }
+        self.clear_per_exporter()?;
+        for (att, held) in std::mem::take(&mut self.links) {
+            if let Held::Owned(id) = held {
+                // Not pinnable (a netlink attachment): it goes with this process.
+                let _ = self.program().map(|p| p.detach(id));
+                tracing::info!(iface = %att.iface, "detached XDP program (it was not pinned)");
+            } else {
+                tracing::info!(iface = %att.iface, "XDP program left attached for the next daemon");
+            }
+        }
+        // Dropping the handle must not unpin what was just handed over.
+        self.pins = None;
+        Ok(())
+    }
+
+    /// Empties the per-exporter losses map (after they were published).
+    fn clear_per_exporter(&mut self) -> Result<(), XdpError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_PER_EXPORTER)
+            .ok_or(XdpError::MissingMap(MAP_PER_EXPORTER))?;
+        let err = |source| XdpError::Map {
+            name: MAP_PER_EXPORTER,
+            source,
+        };
+        let mut states: PerCpuHashMap<&mut MapData, [u8; 16], ExporterState> =
+            PerCpuHashMap::try_from(map).map_err(err)?;
+        let keys: Vec<[u8; 16]> = states.keys().flatten().collect();
+        for key in keys {
+            // Gone already (evicted) is fine.
+            let _ = states.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Links a previous daemon pinned on interfaces this one does not use: detached.
+    fn detach_unconfigured(&mut self, previous: &Previous, interfaces: &[String]) {
+        let Some(pins) = &self.pins else { return };
+        for iface in &previous.interfaces {
+            if !interfaces.contains(iface) && pins.take_link(iface).is_some() {
+                tracing::info!(
+                    iface,
+                    "detached the previous daemon's XDP program: interface no longer configured"
+                );
+            }
+        }
     }
 
     /// The records the program reported since the last call (none when
@@ -572,6 +746,7 @@ impl XdpHandle {
             sampled_out: sum(Counter::SampledOut)?,
             ring_full: sum(Counter::RingFull)?,
             too_big: sum(Counter::TooBig)?,
+            lease_expired: sum(Counter::LeaseExpired)?,
         })
     }
 
@@ -612,13 +787,20 @@ impl XdpHandle {
     pub fn detach(&mut self) -> Result<(), XdpError> {
         let links = std::mem::take(&mut self.links);
         let mut first = None;
-        for (att, id) in links {
-            let res = self.program().and_then(|p| {
-                p.detach(id).map_err(|source| XdpError::Detach {
+        for (att, held) in links {
+            let res = match held {
+                Held::Owned(id) => self.program().and_then(|p| {
+                    p.detach(id).map_err(|source| XdpError::Detach {
+                        iface: att.iface.clone(),
+                        source: Box::new(source),
+                    })
+                }),
+                // Unpinned, the link goes with its last file descriptor, dropped here.
+                Held::Pinned(link) => link.unpin().map(drop).map_err(|e| XdpError::Detach {
                     iface: att.iface.clone(),
-                    source: Box::new(source),
-                })
-            });
+                    source: Box::new(ProgramError::IOError(e)),
+                }),
+            };
             match res {
                 Ok(()) => tracing::info!(iface = %att.iface, "detached XDP program"),
                 Err(e) => {
@@ -626,6 +808,10 @@ impl XdpHandle {
                     first.get_or_insert(e);
                 }
             }
+        }
+        if let Some(p) = &self.pins {
+            // Nothing for a successor to adopt: it starts fresh.
+            p.remove_maps();
         }
         first.map_or(Ok(()), Err)
     }
@@ -642,22 +828,78 @@ impl XdpHandle {
             .map_err(|e| XdpError::Program(Box::new(e)))
     }
 
-    /// Native mode first; generic when the driver refuses (no native XDP support).
+    /// Takes over the link a previous daemon pinned on `iface` when there is one (the
+    /// program swapped in atomically); else attaches, native mode first and generic
+    /// when the driver refuses (no native XDP support). Pinned when pinning is on.
     fn attach(&mut self, iface: &str, try_native: bool) -> Result<(), XdpError> {
+        let attach_err = |source| XdpError::Attach {
+            iface: iface.to_owned(),
+            source: Box::new(source),
+        };
+        let previous = self.pins.as_ref().and_then(|p| p.take_link(iface));
+        let (id, mode) = if let Some(old) = previous {
+            let link = XdpLink::try_from(old).map_err(|e| XdpError::Pin {
+                path: self
+                    .pins
+                    .as_ref()
+                    .map(|p| p.link_path(iface))
+                    .unwrap_or_default(),
+                message: format!("the pinned link is not an XDP link: {e}"),
+            })?;
+            let id = self.program()?.attach_to_link(link).map_err(attach_err)?;
+            (id, AttachMode::TakenOver)
+        } else {
+            self.attach_fresh(iface, try_native)?
+        };
+        tracing::info!(iface, mode = ?mode, "attached XDP program");
+        let held = match &self.pins {
+            Some(pins) => {
+                let path = pins.link_path(iface);
+                let link = self.program()?.take_link(id).map_err(attach_err)?;
+                match FdLink::try_from(link) {
+                    Ok(fd) => Held::Pinned(fd.pin(&path).map_err(|e| XdpError::Pin {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?),
+                    Err(e) => {
+                        return Err(XdpError::Pin {
+                            path,
+                            message: format!(
+                                "a netlink attachment (no BPF link) cannot be pinned: {e}"
+                            ),
+                        });
+                    }
+                }
+            }
+            None => Held::Owned(id),
+        };
+        self.links.push((
+            Attachment {
+                iface: iface.to_owned(),
+                mode,
+            },
+            held,
+        ));
+        Ok(())
+    }
+
+    fn attach_fresh(
+        &mut self,
+        iface: &str,
+        try_native: bool,
+    ) -> Result<(XdpLinkId, AttachMode), XdpError> {
         let prog = self.program()?;
         let native = if try_native {
             Some(prog.attach(iface, XdpMode::Driver))
         } else {
             None
         };
-        let (id, mode) = match native {
-            Some(Ok(id)) => (id, AttachMode::Native),
-            Some(Err(ProgramError::UnknownInterface { name })) => {
-                return Err(XdpError::Attach {
-                    iface: iface.to_owned(),
-                    source: Box::new(ProgramError::UnknownInterface { name }),
-                });
-            }
+        match native {
+            Some(Ok(id)) => Ok((id, AttachMode::Native)),
+            Some(Err(ProgramError::UnknownInterface { name })) => Err(XdpError::Attach {
+                iface: iface.to_owned(),
+                source: Box::new(ProgramError::UnknownInterface { name }),
+            }),
             other => {
                 if let Some(Err(e)) = other {
                     tracing::info!(iface, error = %e, "native XDP unavailable, trying generic mode");
@@ -668,18 +910,9 @@ impl XdpHandle {
                         iface: iface.to_owned(),
                         source: Box::new(source),
                     })?;
-                (id, AttachMode::Generic)
+                Ok((id, AttachMode::Generic))
             }
-        };
-        tracing::info!(iface, mode = ?mode, "attached XDP program");
-        self.links.push((
-            Attachment {
-                iface: iface.to_owned(),
-                mode,
-            },
-            id,
-        ));
-        Ok(())
+        }
     }
 }
 
@@ -691,7 +924,14 @@ impl Drop for XdpHandle {
     }
 }
 
-fn fill_maps(ebpf: &mut Ebpf, options: &XdpOptions, config: Config) -> Result<(), XdpError> {
+/// Writes the ports, exporter prefixes and settings. Maps adopted from a previous
+/// daemon (`adopting`) first lose the entries this configuration no longer has.
+fn fill_maps(
+    ebpf: &mut Ebpf,
+    options: &XdpOptions,
+    config: Config,
+    adopting: bool,
+) -> Result<(), XdpError> {
     {
         let map = ebpf
             .map_mut(MAP_PORTS)
@@ -701,6 +941,16 @@ fn fill_maps(ebpf: &mut Ebpf, options: &XdpOptions, config: Config) -> Result<()
             source,
         };
         let mut ports: HashMap<&mut MapData, u16, u8> = HashMap::try_from(map).map_err(err)?;
+        if adopting {
+            let stale: Vec<u16> = ports
+                .keys()
+                .flatten()
+                .filter(|p| !options.ports.iter().any(|(want, _)| want == p))
+                .collect();
+            for port in stale {
+                ports.remove(&port).map_err(err)?;
+            }
+        }
         for &(port, kind) in &options.ports {
             ports.insert(port, kind as u8, 0).map_err(err)?;
         }
@@ -714,11 +964,45 @@ fn fill_maps(ebpf: &mut Ebpf, options: &XdpOptions, config: Config) -> Result<()
             source,
         };
         let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> = LpmTrie::try_from(map).map_err(err)?;
+        if adopting {
+            let wanted: Vec<Key<[u8; 16]>> =
+                options.exporter_prefixes.iter().map(|p| p.key()).collect();
+            let stale: Vec<Key<[u8; 16]>> = trie
+                .keys()
+                .flatten()
+                .filter(|k| {
+                    !wanted
+                        .iter()
+                        .any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data())
+                })
+                .collect();
+            for key in stale {
+                trie.remove(&key).map_err(err)?;
+            }
+        }
         for prefix in &options.exporter_prefixes {
             trie.insert(&prefix.key(), 1, 0).map_err(err)?;
         }
     }
     write_config(ebpf, config)
+}
+
+/// The settings in `FLOW_CONFIG` (a previous daemon's, when adopted).
+fn read_config(ebpf: &Ebpf) -> Result<Config, XdpError> {
+    let map = ebpf
+        .map(MAP_CONFIG)
+        .ok_or(XdpError::MissingMap(MAP_CONFIG))?;
+    let err = |source| XdpError::Map {
+        name: MAP_CONFIG,
+        source,
+    };
+    let array: Array<&MapData, Config> = Array::try_from(map).map_err(err)?;
+    array.get(&0, 0).map_err(err)
+}
+
+/// `CLOCK_MONOTONIC` now plus `lease`, in ns (the program's `bpf_ktime_get_ns` clock).
+fn lease_deadline(lease: std::time::Duration) -> u64 {
+    ring::monotonic_ns().saturating_add(u64::try_from(lease.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn write_config(ebpf: &mut Ebpf, config: Config) -> Result<(), XdpError> {

@@ -107,7 +107,7 @@ const RECEIVING: &[Metric] = &[
     c(
         "flowlens_xdp_packets_total",
         &["counter"],
-        "The XDP program's own counts: seen = steered + passed + sampled_out + ring_full; too_big passed to the stack.",
+        "The XDP program's own counts: seen = steered + passed + sampled_out + ring_full; too_big and lease_expired (a pinned program no daemon reads) are among passed.",
     ),
 ];
 
