@@ -845,6 +845,19 @@ fn the_program_reports_what_it_passed_on_doubt_and_a_config_abi_mismatch_only_wh
     c.handle().overwrite_config(good).expect("write config");
     send_udp(&c.net, IpAddr::V4(P4), dst, &[b"configured".to_vec()]);
     assert_eq!(c.expect(1)[0].payload, b"configured");
+    // Reporting on changes nothing for what is steered: datagrams of every size.
+    let sizes: Vec<Vec<u8>> = [100_usize, 1400, 1472]
+        .iter()
+        .map(|&n| vec![0x5a; n])
+        .collect();
+    send_udp(
+        &c.net,
+        IpAddr::V4(P4),
+        SocketAddr::new(IpAddr::V4(C4), 4739),
+        &sizes,
+    );
+    let got: Vec<Vec<u8>> = c.expect(3).into_iter().map(|d| d.payload).collect();
+    assert_eq!(sorted(got), sorted(sizes), "{:?}", c.counters());
     c.detach();
 
     // Off (the default): the same doubtful frames, nothing reported, and the program

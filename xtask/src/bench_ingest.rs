@@ -74,6 +74,11 @@ pub(crate) struct Options {
     /// rates measured with this are not the headline figures.
     #[arg(long)]
     pub(crate) bpf_stats: bool,
+    /// Offer this rate only (datagrams/s), without searching for the highest lossless
+    /// one: with `--bpf-stats`, the program's cost per packet compared at one load
+    /// (`--collectors xdp,xdp-debug --rate 200000 --bpf-stats`, as often as noise needs).
+    #[arg(long)]
+    pub(crate) rate: Option<u64>,
 }
 
 /// Frames in one trafgen cycle (the first is the template for v9/IPFIX).
@@ -310,12 +315,15 @@ impl Collector {
             "xdp" | "xdp-debug" | "udp" => {
                 // xdp-debug: the program's aya-log reports on (`xdp.log_level`), to
                 // compare with its default (off), where the verifier removes them.
-                let log_level = if kind == "xdp-debug" { "debug" } else { "off" };
+                let log_level = if kind == "xdp-debug" {
+                    "\n  log_level: debug"
+                } else {
+                    ""
+                };
                 let config = format!(
                     "ingestion:\n  bind_address: {COL_IP}\n  netflow_port: 2055\n  ipfix_port: 4739\n  \
                      sflow_port: 6343\n  backpressure:\n    enabled: false\n    drop_threshold_queue_depth: 1000000\n\
-                     telemetry:\n  listen_address: {TELEMETRY}\nxdp:\n  interfaces: [{COL_IF}]\n  \
-                     log_level: {log_level}\n"
+                     telemetry:\n  listen_address: {TELEMETRY}\nxdp:\n  interfaces: [{COL_IF}]{log_level}\n"
                 );
                 std::fs::write(dir.join("config.yaml"), config)?;
                 let mut c = pinned_in_ns(COL_NS, cpus, &daemon.display().to_string());
@@ -429,7 +437,7 @@ impl Collector {
             return self.finish_drop(proto);
         }
         let flows = match self.kind.as_str() {
-            "xdp" | "udp" => {
+            "xdp" | "xdp-debug" | "udp" => {
                 let body = run_ok(
                     in_ns(COL_NS, "curl").args(["-s", &format!("http://{TELEMETRY}/metrics")]),
                 )?;
@@ -449,7 +457,7 @@ impl Collector {
         }
         let _ = self.child.wait();
         Ok(match self.kind.as_str() {
-            "xdp" | "udp" => flows,
+            "xdp" | "xdp-debug" | "udp" => flows,
             "nfcapd" | "sfcapd" => nfdump_flows(&self.dir)?,
             _ => pmacct_flows(&self.dir.join("flows.csv"), proto),
         })
@@ -688,6 +696,19 @@ fn search(
     object: Option<&Path>,
     trafgen: Option<&TrafgenPlan>,
 ) -> Result<(Trial, bool)> {
+    if let Some(rate) = opts.rate {
+        let t = trial(opts, kind, proto, rate, daemon, object, trafgen)?;
+        eprintln!(
+            "  {kind:8} {proto:5} offered {rate:>8} dgram/s achieved {:>9.0} loss {:.4}% program {}",
+            t.achieved_dps,
+            t.loss() * 100.0,
+            t.ns_per_packet
+                .map_or_else(|| "-".to_owned(), |ns| format!("{ns:.0} ns/packet"))
+        );
+        #[expect(clippy::cast_precision_loss, reason = "rates")]
+        let sender_short = t.achieved_dps < 0.95 * rate as f64;
+        return Ok((t, sender_short));
+    }
     let mut good: Option<Trial> = None;
     let mut bad: Option<u64> = None;
     let mut rate = opts.start_rate;

@@ -26,7 +26,7 @@ pub(crate) struct Options {
 
 struct File {
     from: PathBuf,
-    to: &'static str,
+    to: String,
     mode: u32,
 }
 
@@ -70,69 +70,90 @@ pub(crate) fn run(opts: &Options, ws: &Path) -> Result<()> {
     let mut daemon = vec![
         File {
             from: release.join("flowlens-daemon"),
-            to: "usr/bin/flowlens-daemon",
+            to: "usr/bin/flowlens-daemon".into(),
             mode: 0o755,
         },
         File {
             from: deploy.join("flowlens-daemon.example.yaml"),
-            to: "etc/flowlens/flowlens.yaml",
+            to: "etc/flowlens/flowlens.yaml".into(),
             mode: 0o640,
         },
         File {
             from: deploy.join("debian/default"),
-            to: "etc/default/flowlens",
+            to: "etc/default/flowlens".into(),
             mode: 0o640,
         },
         File {
             from: deploy.join("systemd/flowlens-daemon.service"),
-            to: "lib/systemd/system/flowlens-daemon.service",
+            to: "lib/systemd/system/flowlens-daemon.service".into(),
             mode: 0o644,
         },
         File {
             from: deploy.join("systemd/flowlens-daemon@.service"),
-            to: "lib/systemd/system/flowlens-daemon@.service",
+            to: "lib/systemd/system/flowlens-daemon@.service".into(),
             mode: 0o644,
         },
         File {
             from: ws.join("README.md"),
-            to: "usr/share/doc/flowlens-daemon/README.md",
+            to: "usr/share/doc/flowlens-daemon/README.md".into(),
             mode: 0o644,
         },
         File {
             from: deploy.join("grafana/flowlens.json"),
-            to: "usr/share/doc/flowlens-daemon/grafana-flowlens.json",
+            to: "usr/share/doc/flowlens-daemon/grafana-flowlens.json".into(),
             mode: 0o644,
         },
     ];
+    // The README links into docs/: ship them beside it, so the installed copy's links
+    // (the units' Documentation=) resolve.
+    let docs = |package: &str| -> Result<Vec<File>> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(ws.join("docs"))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "md")
+                && let Some(name) = path.file_name().and_then(|n| n.to_str())
+            {
+                files.push(File {
+                    to: format!("usr/share/doc/{package}/docs/{name}"),
+                    from: path,
+                    mode: 0o644,
+                });
+            }
+        }
+        Ok(files)
+    };
+    daemon.extend(docs("flowlens-daemon")?);
     if let Some(o) = object {
         daemon.push(File {
             from: o,
-            to: "usr/lib/flowlens/flowlens-ebpf",
+            to: "usr/lib/flowlens/flowlens-ebpf".into(),
             mode: 0o644,
         });
     }
     let api = vec![
         File {
             from: release.join("flowlens-api"),
-            to: "usr/bin/flowlens-api",
+            to: "usr/bin/flowlens-api".into(),
             mode: 0o755,
         },
         File {
             from: deploy.join("flowlens-api.example.yaml"),
-            to: "etc/flowlens/api.yaml",
+            to: "etc/flowlens/api.yaml".into(),
             mode: 0o640,
         },
         File {
             from: deploy.join("systemd/flowlens-api.service"),
-            to: "lib/systemd/system/flowlens-api.service",
+            to: "lib/systemd/system/flowlens-api.service".into(),
             mode: 0o644,
         },
         File {
             from: ws.join("README.md"),
-            to: "usr/share/doc/flowlens-api/README.md",
+            to: "usr/share/doc/flowlens-api/README.md".into(),
             mode: 0o644,
         },
     ];
+    let mut api = api;
+    api.extend(docs("flowlens-api")?);
     for (name, files, conffiles, description) in [
         (
             "flowlens-daemon",
@@ -183,7 +204,7 @@ fn build(
     }
     let mut size = 0;
     for f in files {
-        let to = root.join(f.to);
+        let to = root.join(&f.to);
         std::fs::create_dir_all(to.parent().context("a file in a directory")?)?;
         std::fs::copy(&f.from, &to).with_context(|| format!("copying {}", f.from.display()))?;
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(f.mode))?;
