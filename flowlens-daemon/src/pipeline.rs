@@ -790,7 +790,13 @@ fn start_xdp(
         rings,
         handoff,
         shutdown.clone(),
-        &RingReaderOptions::default(),
+        &RingReaderOptions {
+            // A pinned program keeps filling the rings after the stop: read what
+            // they hold for a second (two full 8 MiB rings take ~0.1 s), leave the
+            // rest to the next daemon.
+            last_drain: handle.is_pinned().then_some(Duration::from_secs(1)),
+            ..RingReaderOptions::default()
+        },
     )
     .map_err(|e| format!("starting ring readers: {e}"))?;
     Ok((handle, reader))

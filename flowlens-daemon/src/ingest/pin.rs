@@ -14,17 +14,22 @@
 //! - the lease (`Config::lease_until_ns`): the daemon renews it every second; a program
 //!   whose lease ran out (the daemon stopped for good, or hangs) passes flow datagrams
 //!   to the stack, counted as `lease_expired`;
-//! - the ABI: a pinned program of another version (its name carries the ABI) has maps
-//!   of another layout; they are not reused (fresh ones are created and pinned), its
-//!   link is still taken over, and what its rings held is lost (logged).
+//! - the ABI: the pinned settings (`FLOW_CONFIG`) carry the ABI of the daemon that
+//!   wrote them; maps of another ABI are not reused (fresh ones are created and pinned),
+//!   the links are still taken over, and what the old rings held is lost (logged).
+//!
+//! Everything is found by path (`BPF_OBJ_GET`), never by id: looking objects up by id
+//! needs `CAP_SYS_ADMIN`, which the daemon's unit does not grant. So each ring is
+//! pinned too (`ring-<cpu>`), beside the outer map that holds it.
 //!
 //! Removing the directory (`rm -r /sys/fs/bpf/flowlens`) detaches the program for good.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+use aya::maps::{Array, Map, MapData};
 use aya::programs::links::{FdLink, PinnedLink};
-use flowlens_ebpf_common::{PINNED_MAPS, PROGRAM_NAME};
+use flowlens_ebpf_common::{ABI_VERSION, Config, MAP_CONFIG, PINNED_MAPS};
 
 /// `statfs(2)`'s `f_type` of a bpffs mount (`linux/magic.h`).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -56,20 +61,22 @@ pub struct PinDir {
 pub struct Previous {
     /// Interfaces with a pinned link.
     pub interfaces: Vec<String>,
-    /// The name of the program in those links, when it could be read.
-    pub program: Option<String>,
+    /// The ABI in the pinned settings, when they could be read as this daemon's
+    /// `Config` (a map of another layout cannot).
+    pub abi: Option<u32>,
 }
 
 impl Previous {
-    /// Whether its maps have this daemon's layout (same program name, same ABI).
+    /// Whether its maps have this daemon's layout.
     pub fn compatible(&self) -> bool {
-        !self.interfaces.is_empty() && self.program.as_deref() == Some(PROGRAM_NAME)
+        !self.interfaces.is_empty() && self.abi == Some(ABI_VERSION)
     }
 }
 
 impl PinDir {
-    /// Creates `dir` when missing, checks it is on bpffs, and locks it.
-    pub fn open(dir: &Path) -> Result<Self, PinDirError> {
+    /// Creates `dir` when missing, checks it is on bpffs, and locks it, waiting up to
+    /// `wait` for a daemon that holds it (one still stopping) to let go.
+    pub fn open(dir: &Path, wait: std::time::Duration) -> Result<Self, PinDirError> {
         let io_err = |source| PinDirError::Io {
             path: dir.to_owned(),
             source,
@@ -85,9 +92,18 @@ impl PinDir {
         if magic != BPF_FS_MAGIC {
             return Err(PinDirError::NotBpfFs(dir.to_owned()));
         }
-        let handle = std::fs::File::open(dir).map_err(io_err)?;
-        let lock = nix::fcntl::Flock::lock(handle, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|_| PinDirError::InUse(dir.to_owned()))?;
+        let deadline = std::time::Instant::now() + wait;
+        let mut handle = std::fs::File::open(dir).map_err(io_err)?;
+        let lock = loop {
+            match nix::fcntl::Flock::lock(handle, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => break lock,
+                Err((h, _)) if std::time::Instant::now() < deadline => {
+                    handle = h;
+                    std::thread::park_timeout(std::time::Duration::from_millis(100));
+                }
+                Err(_) => return Err(PinDirError::InUse(dir.to_owned())),
+            }
+        };
         Ok(Self {
             dir: dir.to_owned(),
             _lock: lock,
@@ -101,6 +117,11 @@ impl PinDir {
     /// Where the map `name` is pinned.
     pub fn map_path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// Where CPU `cpu`'s ring is pinned.
+    pub fn ring_path(&self, cpu: u32) -> PathBuf {
+        self.dir.join(format!("ring-{cpu}"))
     }
 
     /// Where the link on `iface` is pinned.
@@ -122,13 +143,17 @@ impl PinDir {
             })
             .collect();
         interfaces.sort();
-        let program = interfaces
-            .first()
-            .and_then(|iface| program_name(&self.link_path(iface)));
         Previous {
             interfaces,
-            program,
+            abi: self.pinned_abi(),
         }
+    }
+
+    /// The ABI in the pinned `FLOW_CONFIG`, if it reads as this daemon's `Config`.
+    fn pinned_abi(&self) -> Option<u32> {
+        let data = MapData::from_pin(self.map_path(MAP_CONFIG)).ok()?;
+        let config: Array<MapData, Config> = Array::try_from(Map::Array(data)).ok()?;
+        config.get(&0, 0).ok().map(|c| c.abi)
     }
 
     /// Takes the pinned link on `iface` out of the directory (the program stays
@@ -138,22 +163,20 @@ impl PinDir {
         pinned.unpin().ok()
     }
 
-    /// Unpins the maps, so that the next load creates (and pins) fresh ones. Programs
-    /// still using them keep them until they go.
+    /// Unpins the maps and rings, so that the next load creates (and pins) fresh ones.
+    /// Programs still using them keep them until they go.
     pub fn remove_maps(&self) {
         for name in PINNED_MAPS {
             let _ = std::fs::remove_file(self.map_path(name));
         }
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("ring-"))
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
-}
-
-/// The name of the program behind a pinned link (the kernel keeps 15 characters: all
-/// of `flowlens_xdp_vN`).
-fn program_name(link: &Path) -> Option<String> {
-    let link = FdLink::from(PinnedLink::from_pin(link).ok()?);
-    let id = link.info().ok()?.program_id();
-    aya::programs::loaded_programs()
-        .flatten()
-        .find(|p| p.id() == id)
-        .and_then(|p| p.name_as_str().map(str::to_owned))
 }

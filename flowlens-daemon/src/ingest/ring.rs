@@ -30,6 +30,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::time::{ClockId, clock_gettime};
 
 use super::datagram::{RawDatagram, Source, exporter_ip};
+use super::pin::PinDir;
 use crate::seam::Handoff;
 use crate::telemetry::metrics as m;
 
@@ -81,21 +82,30 @@ impl RingError {
     }
 }
 
-/// Creates one ring of `size_bytes` per possible CPU and stores it in `FLOW_RINGS[cpu]`;
-/// with `adopt`, a ring already there (a previous daemon's, through the pinned outer
-/// map, of the same size: the caller checked) is kept with what it holds, and counted
-/// in the second value.
+/// Whether `size_bytes` can be a ring: a power of two, at least one page.
+pub fn check_size(size_bytes: u32) -> Result<(), RingError> {
+    if !size_bytes.is_power_of_two() || size_bytes < 4096 {
+        return Err(RingError::Size(size_bytes));
+    }
+    Ok(())
+}
+
+/// Creates one ring of `size_bytes` per possible CPU and stores it in `FLOW_RINGS[cpu]`.
+///
+/// With `pins`, each ring is pinned too (`ring-<cpu>`), and with `adopt` a ring a
+/// previous daemon pinned (same size: the caller checked) is opened by its path and
+/// kept with what it holds, counted in the second value. Paths, not ids: opening a map
+/// by id needs `CAP_SYS_ADMIN`.
 ///
 /// The program's inner-map declaration is only a template: the kernel does not compare
 /// a ring's size with it, so any power-of-two size works.
 pub fn create_rings(
     ebpf: &mut Ebpf,
     size_bytes: u32,
+    pins: Option<&PinDir>,
     adopt: bool,
 ) -> Result<(Vec<CpuRing>, usize), RingError> {
-    if !size_bytes.is_power_of_two() || size_bytes < 4096 {
-        return Err(RingError::Size(size_bytes));
-    }
+    check_size(size_bytes)?;
     let cpus = aya::util::nr_cpus().map_err(|(path, source)| RingError::Cpus { path, source })?;
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
     let map = ebpf.map_mut(MAP_RINGS).ok_or(RingError::MissingMap)?;
@@ -111,10 +121,24 @@ pub fn create_rings(
     let mut adopted = 0;
     for cpu in 0..cpus {
         let err = |source| RingError::Map { cpu, source };
-        if adopt && let Ok(ring) = outer.get(&cpu, 0) {
-            adopted += 1;
-            rings.push(CpuRing { cpu, ring });
-            continue;
+        let pinned = pins.map(|p| p.ring_path(cpu));
+        if adopt && let Some(path) = &pinned {
+            match MapData::from_pin(path) {
+                Ok(data) => {
+                    let ring = RingBuf::try_from(Map::RingBuf(data)).map_err(err)?;
+                    // The pinned outer map holds it already; set again all the same,
+                    // so the program and the reader agree whatever the map held.
+                    outer.set(cpu, &ring, 0).map_err(err)?;
+                    adopted += 1;
+                    rings.push(CpuRing { cpu, ring });
+                    continue;
+                }
+                Err(e) => tracing::warn!(
+                    cpu,
+                    error = %e,
+                    "no pinned ring for this CPU: a new one (what the old one held is lost)"
+                ),
+            }
         }
         let def = aya_obj::Map::new_from_params(
             bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
@@ -125,6 +149,15 @@ pub fn create_rings(
         );
         // Kernel map names hold 15 characters: "flowlens_rb1023" fits.
         let data = MapData::create(def, &format!("flowlens_rb{cpu}"), None).map_err(err)?;
+        if let Some(path) = &pinned {
+            let _ = std::fs::remove_file(path);
+            data.pin(path).map_err(|e| {
+                err(MapError::PinError {
+                    name: Some(format!("flowlens_rb{cpu}")),
+                    error: e,
+                })
+            })?;
+        }
         let ring = RingBuf::try_from(Map::RingBuf(data)).map_err(err)?;
         outer.set(cpu, &ring, 0).map_err(err)?;
         rings.push(CpuRing { cpu, ring });
@@ -141,6 +174,10 @@ pub struct RingReaderOptions {
     /// Drain every ring at least this often, whether or not the program forced a
     /// wakeup: the latency bound for traffic below `Config::wakeup_bytes`.
     pub drain_interval: Duration,
+    /// How long the last drain at a stop may read; `None`: to the end. A pinned
+    /// program keeps filling the rings after the stop, and what it adds is the next
+    /// daemon's, so its readers stop after a bound.
+    pub last_drain: Option<Duration>,
 }
 
 impl Default for RingReaderOptions {
@@ -148,6 +185,7 @@ impl Default for RingReaderOptions {
         Self {
             threads: 1,
             drain_interval: Duration::from_millis(1),
+            last_drain: None,
         }
     }
 }
@@ -213,6 +251,7 @@ impl RingReader {
                 shutdown: shutdown.clone(),
                 stats: stats.clone(),
                 tick: options.drain_interval,
+                last_drain: options.last_drain,
                 clock: Clock::new(),
                 counts: HashMap::new(),
                 published: Instant::now(),
@@ -274,6 +313,7 @@ struct Worker {
     shutdown: Arc<AtomicBool>,
     stats: Arc<Stats>,
     tick: Duration,
+    last_drain: Option<Duration>,
     clock: Clock,
     /// Per exporter (received, dropped) since the last publish, for the accounting
     /// metrics (`flowlens_ingest_datagrams_received_total{source="xdp"}`).
@@ -284,9 +324,6 @@ struct Worker {
 impl Worker {
     /// How often per-exporter counts go to the metrics registry.
     const PUBLISH_EVERY: Duration = Duration::from_millis(200);
-    /// How long the last drain at a stop may read: the whole of two full 8 `MiB` rings
-    /// takes ~0.1 s.
-    const LAST_DRAIN: Duration = Duration::from_secs(1);
 
     fn publish(&mut self) {
         for (exporter, (received, dropped)) in self.counts.drain() {
@@ -304,9 +341,13 @@ impl Worker {
                 self.stop.load(Ordering::Relaxed) || self.shutdown.load(Ordering::Relaxed);
             // Readiness only says "something is waiting"; draining every ring is as
             // cheap as finding out which (an empty ring costs two loads). The last
-            // drain is bounded: a pinned program keeps filling the rings, and what it
-            // adds after the stop is the next daemon's.
-            self.drain(stopping.then(|| Instant::now() + Self::LAST_DRAIN));
+            // drain may be bounded (`last_drain`, a pinned program).
+            let deadline = if stopping {
+                self.last_drain.map(|d| Instant::now() + d)
+            } else {
+                None
+            };
+            self.drain(deadline);
             if stopping {
                 self.publish();
                 return;

@@ -470,24 +470,18 @@ impl XdpHandle {
             path: path.clone(),
             source,
         })?;
-        let pins = options
-            .pin_dir
-            .as_deref()
-            .and_then(|dir| match PinDir::open(dir) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the XDP program is not pinned: a restart detaches it");
-                    None
-                }
-            });
+        let pins = match &options.pin_dir {
+            Some(dir) => open_pins(dir, options.lease)?,
+            None => None,
+        };
         let previous = pins.as_ref().map(PinDir::previous).unwrap_or_default();
         if let Some(p) = &pins
             && !previous.compatible()
         {
             if !previous.interfaces.is_empty() {
                 tracing::warn!(
-                    program = ?previous.program,
-                    expected = PROGRAM_NAME,
+                    abi = ?previous.abi,
+                    expected = ABI_VERSION,
                     "the pinned XDP program is of another version: its links are taken over, \
                      its maps are not (what its rings held is lost)"
                 );
@@ -521,7 +515,18 @@ impl XdpHandle {
                 },
             });
         }
-
+        // Everything that can fail without side effects first: a previous daemon's
+        // program shares the pinned maps and must not see settings of a load that
+        // then fails.
+        ring::check_size(options.ring_size_bytes)?;
+        let logger = if options.log_level == XdpLogLevel::Off {
+            None
+        } else {
+            let collect = Collect::default();
+            let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, collect.clone())
+                .map_err(|e| XdpError::Log(e.to_string()))?;
+            Some((logger, collect))
+        };
         let adopting = pins.is_some() && previous.compatible();
         let before = if adopting {
             read_config(&ebpf).ok()
@@ -532,26 +537,6 @@ impl XdpHandle {
         if pins.is_some() {
             config.lease_until_ns = lease_deadline(options.lease);
         }
-        fill_maps(&mut ebpf, options, config, adopting)?;
-        let adopt_rings = before.is_some_and(|c| c.ring_size_bytes == options.ring_size_bytes);
-        if adopting && !adopt_rings {
-            tracing::warn!(
-                ring_size_bytes = options.ring_size_bytes,
-                before = before.map(|c| c.ring_size_bytes),
-                "the ring size changed: new rings (what the previous daemon's rings held is lost)"
-            );
-        }
-        let (rings, adopted_rings) =
-            ring::create_rings(&mut ebpf, options.ring_size_bytes, adopt_rings)?;
-
-        let logger = if options.log_level == XdpLogLevel::Off {
-            None
-        } else {
-            let collect = Collect::default();
-            let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, collect.clone())
-                .map_err(|e| XdpError::Log(e.to_string()))?;
-            Some((logger, collect))
-        };
         let mut handle = Self {
             logger,
             ebpf,
@@ -560,20 +545,68 @@ impl XdpHandle {
             pins,
             lease: options.lease,
             lease_renewed: std::time::Instant::now(),
-            adopted_rings,
-            rings: Some(rings),
+            adopted_rings: 0,
+            rings: None,
             object_path: path.clone(),
         };
+        // The verifier, before anything is written.
         handle
             .program()?
             .load()
             .map_err(|e| XdpError::Program(Box::new(e)))?;
-        for iface in &options.interfaces {
-            // On error `handle` drops here and detaches what is attached so far.
-            handle.attach(iface, options.try_native)?;
+        if let Err(e) = handle.set_up(options, &previous, before, adopting) {
+            if adopting {
+                // The previous daemon's program may still be attached where this one
+                // did not get to: let it pass to the stack (this daemon falls back to
+                // sockets) rather than fill rings nobody will read.
+                let mut cfg = handle.config;
+                cfg.lease_until_ns = 1;
+                let _ = handle.write_config(cfg);
+            }
+            return Err(e);
         }
         handle.detach_unconfigured(&previous, &options.interfaces);
         Ok(handle)
+    }
+
+    /// The steps of [`Self::load`] that write the (maybe shared) maps and attach.
+    fn set_up(
+        &mut self,
+        options: &XdpOptions,
+        previous: &Previous,
+        before: Option<Config>,
+        adopting: bool,
+    ) -> Result<(), XdpError> {
+        fill_maps(&mut self.ebpf, options, self.config, adopting)?;
+        let adopt_rings = before.is_some_and(|c| c.ring_size_bytes == options.ring_size_bytes);
+        if adopting && !adopt_rings {
+            tracing::warn!(
+                ring_size_bytes = options.ring_size_bytes,
+                before = before.map(|c| c.ring_size_bytes),
+                "the previous daemon's rings are not adopted (another size, or unreadable): \
+                 new rings, what the old ones held is lost"
+            );
+        }
+        let (rings, adopted) = ring::create_rings(
+            &mut self.ebpf,
+            options.ring_size_bytes,
+            self.pins.as_ref(),
+            adopt_rings,
+        )?;
+        self.rings = Some(rings);
+        self.adopted_rings = adopted;
+        if !previous.interfaces.is_empty() {
+            tracing::info!(
+                adopted,
+                interfaces = ?previous.interfaces,
+                "taking over the pinned XDP program"
+            );
+        }
+        for iface in &options.interfaces {
+            // On error the caller drops the handle, which detaches what is attached.
+            self.attach(iface, options.try_native)?;
+        }
+        Ok(())
     }
 
     /// Whether the program is pinned (kept attached across restarts).
@@ -608,7 +641,16 @@ impl XdpHandle {
         if self.pins.is_none() {
             return self.detach();
         }
-        self.clear_per_exporter()?;
+        if let Err(e) = self.clear_per_exporter() {
+            // The next daemon may count some losses again; the handover matters more.
+            tracing::warn!(error = %e, "clearing the per-exporter losses before the handover");
+        }
+        // A whole lease for the restart, however long this stop took.
+        let mut cfg = self.config;
+        cfg.lease_until_ns = lease_deadline(self.lease);
+        if let Err(e) = self.write_config(cfg) {
+            tracing::warn!(error = %e, "renewing the lease before the handover");
+        }
         for (att, held) in std::mem::take(&mut self.links) {
             if let Held::Owned(id) = held {
                 // Not pinnable (a netlink attachment): it goes with this process.
@@ -809,8 +851,10 @@ impl XdpHandle {
                 }
             }
         }
-        if let Some(p) = &self.pins {
-            // Nothing for a successor to adopt: it starts fresh.
+        if let Some(p) = &self.pins
+            && p.previous().interfaces.is_empty()
+        {
+            // Nothing attached for a successor to adopt: it starts fresh.
             p.remove_maps();
         }
         first.map_or(Ok(()), Err)
@@ -985,6 +1029,30 @@ fn fill_maps(
         }
     }
     write_config(ebpf, config)
+}
+
+/// The pin directory, locked (waiting up to the lease for a daemon still stopping), or
+/// `None` when pinning cannot work here (no bpffs: warned, the program lives as long
+/// as the process; a kernel before 5.9 has no XDP links to pin). Another daemon that
+/// keeps the directory is an error: this one must not attach beside it.
+fn open_pins(dir: &Path, lease: std::time::Duration) -> Result<Option<PinDir>, XdpError> {
+    let links = aya::util::KernelVersion::current()
+        .is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 9, 0));
+    if !links {
+        tracing::warn!("the XDP program is not pinned: pinning needs XDP links (kernel 5.9)");
+        return Ok(None);
+    }
+    match PinDir::open(dir, lease.min(std::time::Duration::from_secs(30))) {
+        Ok(p) => Ok(Some(p)),
+        Err(e @ super::pin::PinDirError::InUse(_)) => Err(XdpError::Pin {
+            path: dir.to_owned(),
+            message: e.to_string(),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "the XDP program is not pinned: a restart detaches it");
+            Ok(None)
+        }
+    }
 }
 
 /// The settings in `FLOW_CONFIG` (a previous daemon's, when adopted).
