@@ -73,6 +73,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// What is kept across restarts, and where.
     pub state: StateConfig,
+    /// Where alerts are sent (Slack, PagerDuty, webhooks).
+    pub notifications: crate::notify::config::NotificationsConfig,
     /// Accepted so one file can configure the daemon and the API.
     #[schemars(with = "serde_json::Value")]
     pub api: serde_yaml::Value,
@@ -506,6 +508,23 @@ impl Config {
     pub fn redacted(&self) -> serde_yaml::Value {
         let mut tree = serde_yaml::to_value(self).unwrap_or(serde_yaml::Value::Null);
         redact(&mut tree, false);
+        // A Slack webhook's URL is its secret.
+        if let Some(targets) = tree
+            .get_mut("notifications")
+            .and_then(|n| n.get_mut("targets"))
+            .and_then(serde_yaml::Value::as_sequence_mut)
+        {
+            for t in targets {
+                if t.get("kind").and_then(serde_yaml::Value::as_str) == Some("slack")
+                    && let Some(url) = t.get_mut("url")
+                    && url
+                        .as_str()
+                        .is_some_and(|u| !u.is_empty() && !u.starts_with("${"))
+                {
+                    *url = "<redacted>".into();
+                }
+            }
+        }
         tree
     }
 
@@ -626,9 +645,26 @@ impl Config {
                 i.routing.mode
             ));
         }
-        if !self.xdp.pin_path.is_empty() && self.xdp.handover_seconds == 0 {
+        if !self.xdp.pin_path.is_empty() && self.xdp.handover_seconds < 3 {
+            // Renewed every second from a 100 ms loop: a shorter lease would lapse.
             problems
-                .push("xdp.handover_seconds must be at least 1 when xdp.pin_path is set".into());
+                .push("xdp.handover_seconds must be at least 3 when xdp.pin_path is set".into());
+        }
+        for t in &self.notifications.targets {
+            problems.extend(t.problems());
+        }
+        let mut names: Vec<&str> = self
+            .notifications
+            .targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            problems.push("notifications.targets: names must be unique".into());
+        }
+        if self.notifications.max_attempts == 0 {
+            problems.push("notifications.max_attempts must be at least 1".into());
         }
         if !self.xdp.ring_size_bytes.is_power_of_two() || self.xdp.ring_size_bytes < 4096 {
             problems.push("xdp.ring_size_bytes must be a power of two >= 4096".into());
@@ -692,9 +728,16 @@ fn redact(v: &mut serde_yaml::Value, secret: bool) {
         serde_yaml::Value::Mapping(m) => {
             for (k, child) in m.iter_mut() {
                 let key = k.as_str().unwrap_or_default().to_ascii_lowercase();
-                let named = ["password", "secret", "token", "key.pem", "private"]
-                    .iter()
-                    .any(|w| key.contains(w));
+                let named = [
+                    "password",
+                    "secret",
+                    "token",
+                    "key.pem",
+                    "private",
+                    "routing_key",
+                ]
+                .iter()
+                .any(|w| key.contains(w));
                 redact(child, secret || named);
             }
         }

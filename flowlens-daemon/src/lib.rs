@@ -20,6 +20,7 @@ pub mod graph;
 pub mod ingest;
 pub mod kafka;
 pub mod malformed_log;
+pub mod notify;
 pub mod output;
 pub mod pipeline;
 pub mod pressure;

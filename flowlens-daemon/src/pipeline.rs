@@ -150,6 +150,8 @@ pub enum RunError {
     Graph(#[source] crate::graph::sink::GraphError),
     #[error("{0} needs Kafka: set kafka.bootstrap_servers or KAFKA_BOOTSTRAP_SERVERS")]
     NoKafka(&'static str),
+    #[error("notifications: {0}")]
+    Notify(String),
     #[error("Kafka: {0}")]
     Kafka(#[from] crate::kafka::client::KafkaError),
     #[error("state.directory: {0}")]
@@ -315,6 +317,17 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
         _ => None,
     };
 
+    // Alert notifications (one instance of those writing the graph notifies at a time).
+    let notify_stop = Arc::new(AtomicBool::new(false));
+    let notifier = match processing.as_ref().and_then(|p| p.database_url.clone()) {
+        Some(database_url) if !cfg.notifications.targets.is_empty() => {
+            let n = crate::notify::Notifier::new(cfg.notifications.clone(), &database_url)
+                .map_err(|e| RunError::Notify(e.to_string()))?;
+            Some(rt.spawn(n.run(notify_stop.clone())))
+        }
+        _ => None,
+    };
+
     // The seam, and receiving.
     let producer = if kafka && opts.role.receives() {
         Some(Arc::new(RawProducer::new(&cfg.kafka, kafka_health)?))
@@ -411,6 +424,10 @@ pub fn run(opts: &RunOptions, shutdown: &Arc<AtomicBool>) -> Result<RunSummary, 
     }
     // The last flush's events and alerts, unless the brokers are away (then the next
     // start publishes them: they are in PostgreSQL).
+    notify_stop.store(true, Ordering::Relaxed);
+    if let Some(n) = notifier {
+        let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), n).await });
+    }
     relay_stop.store(true, Ordering::Relaxed);
     if let Some(relay) = relay {
         let last =

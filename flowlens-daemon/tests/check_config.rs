@@ -106,3 +106,39 @@ fn refuses_what_the_daemon_would_refuse_and_says_every_problem() {
         "{stderr}"
     );
 }
+
+#[test]
+fn notification_secrets_are_redacted_and_targets_checked() {
+    let out = check(
+        "notifications:\n  targets:\n\
+         \x20   - name: ops\n      kind: slack\n      url: https://hooks.slack.com/services/T0/B0/s3cr3tpath\n\
+         \x20   - name: oncall\n      kind: pagerduty\n      routing_key: r0utingkey-secret\n\
+         \x20   - name: siem\n      kind: webhook\n      url: https://siem.example/hook\n      secret: hmac-s3cret\n",
+        &[],
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    for secret in ["s3cr3tpath", "r0utingkey-secret", "hmac-s3cret"] {
+        assert!(!stdout.contains(secret), "{secret} leaked:\n{stdout}");
+    }
+    assert!(stdout.contains("https://siem.example/hook"), "{stdout}");
+
+    let bad = check(
+        "notifications:\n  targets:\n\
+         \x20   - name: oncall\n      kind: pagerduty\n\
+         \x20   - name: oncall\n      kind: webhook\n      url: ftp://x\n\
+         \x20   - name: env\n      kind: slack\n      url: ${FLOWLENS_TEST_UNSET_SLACK_URL}\n",
+        &[],
+    );
+    let stderr = String::from_utf8(bad.stderr).unwrap();
+    assert!(!bad.status.success());
+    for problem in [
+        "routing_key is required for pagerduty",
+        "names must be unique",
+        "url must be http(s)://",
+        "${FLOWLENS_TEST_UNSET_SLACK_URL} is not set",
+    ] {
+        assert!(stderr.contains(problem), "{problem}:\n{stderr}");
+    }
+}

@@ -248,7 +248,9 @@ pub struct AlertRule {
 }
 
 /// Alert severity (the `alerts.severity` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -262,6 +264,16 @@ impl Severity {
             Self::Info => "info",
             Self::Warning => "warning",
             Self::Critical => "critical",
+        }
+    }
+
+    /// The `alerts.severity` column's value back (unknown: `None`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "info" => Some(Self::Info),
+            "warning" => Some(Self::Warning),
+            "critical" => Some(Self::Critical),
+            _ => None,
         }
     }
 }

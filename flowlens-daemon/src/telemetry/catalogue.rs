@@ -539,6 +539,26 @@ const KAFKA: &[Metric] = &[
         &["topic"],
         "Bytes of change events and alerts published by the relay.",
     ),
+    c(
+        "flowlens_notifications_total",
+        &["target", "outcome"],
+        "Alert notifications per target: delivered, retried (an attempt failed, another is due), failed (gave up: max_attempts, or an answer retrying cannot change), dropped (the queue held notifications.max_pending).",
+    ),
+    g(
+        "flowlens_notifications_pending",
+        &[],
+        "Notifications waiting in the queue (notification_deliveries, status pending).",
+    ),
+    g(
+        "flowlens_notifications_leader",
+        &[],
+        "1 in the instance sending alert notifications (one at a time).",
+    ),
+    c(
+        "flowlens_notifications_errors_total",
+        &[],
+        "Notifier passes that failed on PostgreSQL; retried from the stored cursor.",
+    ),
     g(
         "flowlens_kafka_event_relay_leader",
         &[],

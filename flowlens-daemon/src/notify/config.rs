@@ -1,0 +1,145 @@
+//! The `notifications` section: where alerts go, and how hard to try.
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::config::Severity;
+
+/// Alert notifications (issue 18): each alert state (opened, acknowledged, resolved)
+/// goes to every target whose filters it passes, through a bounded, durable queue in
+/// PostgreSQL with retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Where alerts go; none: no notifications.
+    pub targets: Vec<NotificationTarget>,
+    /// Deliveries waiting at most (all targets together); past it a new delivery is
+    /// recorded as `dropped` and counted, so a target that is down for days cannot
+    /// grow the queue without bound.
+    pub max_pending: u32,
+    /// Attempts per delivery before it is recorded as `failed`.
+    pub max_attempts: u32,
+    /// The first retry waits this long; each next one twice as long (up to
+    /// `max_backoff_seconds`), less up to a fifth at random so retries spread.
+    pub initial_backoff_ms: u64,
+    /// The longest wait between two attempts.
+    pub max_backoff_seconds: u64,
+    /// Per request.
+    pub timeout_ms: u64,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            targets: Vec::new(),
+            max_pending: 10_000,
+            max_attempts: 8,
+            initial_backoff_ms: 1_000,
+            max_backoff_seconds: 300,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// One destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationTarget {
+    /// Unique; deliveries are recorded under it.
+    pub name: String,
+    pub kind: TargetKind,
+    /// `slack`: the incoming webhook's URL (a secret: shown redacted); `pagerduty`: the
+    /// Events API v2 endpoint (default `https://events.pagerduty.com/v2/enqueue`);
+    /// `webhook`: where to POST. `${VAR}` takes it from the environment.
+    #[serde(default)]
+    pub url: String,
+    /// `pagerduty`: the integration's routing key (`${VAR}`: from the environment).
+    #[serde(default)]
+    pub routing_key: String,
+    /// `webhook`: the HMAC-SHA256 key that signs each request (`${VAR}`: from the
+    /// environment); empty: unsigned.
+    #[serde(default)]
+    pub secret: String,
+    /// Only alerts raised by these rules (`alerts.rules` names); empty: all.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Only alerts at least this severe.
+    #[serde(default = "info")]
+    pub min_severity: Severity,
+}
+
+fn info() -> Severity {
+    Severity::Info
+}
+
+/// What a target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// A Slack incoming webhook: a message when an alert opens and when it is resolved.
+    Slack,
+    /// PagerDuty Events API v2: trigger, acknowledge and resolve, one incident per
+    /// alert (the alert's id is the dedup key).
+    Pagerduty,
+    /// A generic JSON webhook, HMAC-signed: every state.
+    Webhook,
+}
+
+impl TargetKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Slack => "slack",
+            Self::Pagerduty => "pagerduty",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+/// PagerDuty's Events API v2 endpoint.
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+impl NotificationTarget {
+    /// The URL to post to, with `${VAR}` resolved and PagerDuty's default.
+    pub fn endpoint(&self) -> Result<String, String> {
+        let url = resolve(&self.url)?;
+        if url.is_empty() && self.kind == TargetKind::Pagerduty {
+            return Ok(PAGERDUTY_EVENTS_URL.to_owned());
+        }
+        Ok(url)
+    }
+
+    /// Every problem with this target, for `Config::validate`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let at = format!("notifications.targets[{}]", self.name);
+        if self.name.is_empty() || self.name.len() > 100 {
+            p.push(format!("{at}: name must be 1 to 100 characters"));
+        }
+        match self.endpoint() {
+            Ok(url) if url.is_empty() => p.push(format!("{at}: url is required")),
+            Ok(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                p.push(format!("{at}: url must be http(s)://"));
+            }
+            Ok(_) => {}
+            Err(e) => p.push(format!("{at}: url: {e}")),
+        }
+        match (self.kind, resolve(&self.routing_key)) {
+            (TargetKind::Pagerduty, Ok(k)) if k.is_empty() => {
+                p.push(format!("{at}: routing_key is required for pagerduty"));
+            }
+            (_, Err(e)) => p.push(format!("{at}: routing_key: {e}")),
+            _ => {}
+        }
+        if let Err(e) = resolve(&self.secret) {
+            p.push(format!("{at}: secret: {e}"));
+        }
+        p
+    }
+}
+
+/// A value, or the environment variable it names as `${VAR}` (the whole value).
+pub fn resolve(value: &str) -> Result<String, String> {
+    match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+        Some(var) => std::env::var(var).map_err(|_| format!("${{{var}}} is not set")),
+        None => Ok(value.to_owned()),
+    }
+}
