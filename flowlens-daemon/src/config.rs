@@ -650,22 +650,7 @@ impl Config {
             problems
                 .push("xdp.handover_seconds must be at least 3 when xdp.pin_path is set".into());
         }
-        for t in &self.notifications.targets {
-            problems.extend(t.problems());
-        }
-        let mut names: Vec<&str> = self
-            .notifications
-            .targets
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect();
-        names.sort_unstable();
-        if names.windows(2).any(|w| w[0] == w[1]) {
-            problems.push("notifications.targets: names must be unique".into());
-        }
-        if self.notifications.max_attempts == 0 {
-            problems.push("notifications.max_attempts must be at least 1".into());
-        }
+        problems.extend(self.notifications.problems());
         if !self.xdp.ring_size_bytes.is_power_of_two() || self.xdp.ring_size_bytes < 4096 {
             problems.push("xdp.ring_size_bytes must be a power of two >= 4096".into());
         }

@@ -19,7 +19,8 @@ pub struct NotificationsConfig {
     /// Attempts per delivery before it is recorded as `failed`.
     pub max_attempts: u32,
     /// The first retry waits this long; each next one twice as long (up to
-    /// `max_backoff_seconds`), less up to a fifth at random so retries spread.
+    /// `max_backoff_seconds`), less up to a fifth (by the delivery's id) so retries
+    /// of many deliveries spread.
     pub initial_backoff_ms: u64,
     /// The longest wait between two attempts.
     pub max_backoff_seconds: u64,
@@ -131,6 +132,38 @@ impl NotificationTarget {
         }
         if let Err(e) = resolve(&self.secret) {
             p.push(format!("{at}: secret: {e}"));
+        }
+        p
+    }
+}
+
+impl NotificationsConfig {
+    /// Every problem with the section, for `Config::validate`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p: Vec<String> = self
+            .targets
+            .iter()
+            .flat_map(NotificationTarget::problems)
+            .collect();
+        let mut names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            p.push("notifications.targets: names must be unique".into());
+        }
+        if self.max_attempts == 0 {
+            p.push("notifications.max_attempts must be at least 1".into());
+        }
+        if self.max_pending == 0 {
+            p.push("notifications.max_pending must be at least 1".into());
+        }
+        if self.initial_backoff_ms == 0 {
+            p.push("notifications.initial_backoff_ms must be at least 1".into());
+        }
+        if !(1..=86_400).contains(&self.max_backoff_seconds) {
+            p.push("notifications.max_backoff_seconds must be 1 to 86400".into());
+        }
+        if self.timeout_ms < 100 {
+            p.push("notifications.timeout_ms must be at least 100".into());
         }
         p
     }

@@ -38,6 +38,10 @@ use crate::graph::config::Severity;
 const BATCH: i64 = 500;
 /// Deliveries sent per pass (concurrently).
 const SEND_BATCH: i64 = 64;
+/// Deliveries of one target per pass.
+const PER_TARGET: i64 = 16;
+/// What is kept of an error answer's body.
+const ERROR_BODY_BYTES: usize = 1024;
 /// The pause between passes that found nothing to do.
 const IDLE: Duration = Duration::from_millis(250);
 /// The pause after a database failure, and between two tries to lead.
@@ -109,6 +113,9 @@ impl Notifier {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms.max(1)))
             .user_agent(concat!("FlowLens/", env!("CARGO_PKG_VERSION")))
+            // A redirect would turn the POST into a GET (and take the signature to
+            // another host): an answer to fix in the configuration, not to follow.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let targets = config
             .targets
@@ -196,7 +203,7 @@ impl Notifier {
         at: &mut (String, i64),
     ) -> Result<usize, sqlx::Error> {
         let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT id, rule_name, severity, status, relay_tx::text, relay_seq
+            "SELECT id, rule_name, severity, COALESCE(status, 'open'), relay_tx::text, relay_seq
                  FROM alerts
                  WHERE relay_tx IS NOT NULL
                    AND (relay_tx, relay_seq) > ($1::text::xid8, $2)
@@ -287,19 +294,31 @@ impl Notifier {
     /// Sends the deliveries that are due, at the same time, and records each answer.
     /// How many were tried.
     async fn send_due(&self, conn: &mut PgConnection) -> Result<usize, sqlx::Error> {
+        // Per alert and target, only the oldest waiting delivery: a resolve must not
+        // overtake its trigger still backing off (PagerDuty would drop the resolve and
+        // open the incident late, for good). Per target at most PER_TARGET, so one
+        // target that times out delays the others by one pass at most.
         let due: Vec<Due> = sqlx::query_as(
             "SELECT d.id AS delivery_id, d.target, d.action, d.attempts,
                     a.id, a.rule_name, a.severity, a.title, a.description, a.status,
                     a.created_at, a.acknowledged_by, a.resolved_by,
                     c.change_type, a.change_event_id
-             FROM notification_deliveries d
+             FROM (SELECT d.*, row_number() OVER (PARTITION BY d.target
+                                                  ORDER BY d.next_attempt_at, d.id) AS n
+                   FROM notification_deliveries d
+                   WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                     AND NOT EXISTS (
+                         SELECT 1 FROM notification_deliveries e
+                         WHERE e.alert_id = d.alert_id AND e.target = d.target
+                           AND e.status = 'pending' AND e.id < d.id)) d
              JOIN alerts a ON a.id = d.alert_id
              LEFT JOIN change_events c ON c.id = a.change_event_id
-             WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+             WHERE d.n <= $2
              ORDER BY d.next_attempt_at, d.id
              LIMIT $1",
         )
         .bind(SEND_BATCH)
+        .bind(PER_TARGET)
         .fetch_all(&mut *conn)
         .await?;
         if due.is_empty() {
@@ -384,8 +403,9 @@ impl Notifier {
             .saturating_mul(1_u64 << attempts.saturating_sub(1).min(30))
             .min(self.config.max_backoff_seconds.saturating_mul(1000));
         // 0..=199 thousandths of the wait, by a multiplicative hash of the id.
-        let spread = delivery.unsigned_abs().wrapping_mul(2_654_435_761) % 200;
-        Duration::from_millis(base - base / 1000 * spread)
+        let spread = u128::from(delivery.unsigned_abs().wrapping_mul(2_654_435_761) % 200);
+        let less = u64::try_from(u128::from(base) * spread / 1000).unwrap_or(0);
+        Duration::from_millis(base - less)
     }
 }
 
@@ -428,7 +448,7 @@ async fn attempt(http: &reqwest::Client, target: Option<&NotificationTarget>, d:
             let mut r = http
                 .post(&url)
                 .header("content-type", "application/json")
-                .header("x-flowlens-event", format!("alert.{}", action.as_str()))
+                .header("x-flowlens-event", action.webhook_event())
                 .header("x-flowlens-delivery", d.delivery_id.to_string())
                 .header("x-flowlens-timestamp", now.timestamp().to_string());
             match resolve(&target.secret) {
@@ -445,28 +465,45 @@ async fn attempt(http: &reqwest::Client, target: Option<&NotificationTarget>, d:
         }
     };
     match request.send().await {
-        Ok(resp) => {
+        Ok(mut resp) => {
             let code = resp.status();
             if code.is_success() {
-                Outcome::Delivered(code.as_u16())
-            } else {
-                let text: String = resp
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(300)
-                    .collect();
-                let e = format!("HTTP {code}: {text}");
-                if code.is_server_error() || code.as_u16() == 408 || code.as_u16() == 429 {
-                    Outcome::Retry(Some(code.as_u16()), e)
-                } else {
-                    Outcome::Fail(Some(code.as_u16()), e)
+                return Outcome::Delivered(code.as_u16());
+            }
+            // The start of the answer, however much a receiver sends.
+            let mut body = Vec::new();
+            while body.len() < ERROR_BODY_BYTES {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                    Ok(None) | Err(_) => break,
                 }
             }
+            body.truncate(ERROR_BODY_BYTES);
+            let e = format!("HTTP {code}: {}", String::from_utf8_lossy(&body));
+            if code.is_server_error() || code.as_u16() == 408 || code.as_u16() == 429 {
+                Outcome::Retry(Some(code.as_u16()), e)
+            } else {
+                Outcome::Fail(Some(code.as_u16()), e)
+            }
         }
-        Err(e) => Outcome::Retry(None, e.to_string()),
+        // A request that cannot be built (a malformed URL) never will be.
+        Err(e) if e.is_builder() => Outcome::Fail(None, describe(e)),
+        Err(e) => Outcome::Retry(None, describe(e)),
     }
+}
+
+/// An HTTP error without its URL (a Slack webhook's URL is its secret) and with its
+/// causes (reqwest's message alone says "error sending request", not why).
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The stored cursor; the first start begins at the present (alerts of transactions

@@ -81,7 +81,8 @@ impl Action {
         !matches!((kind, self), (TargetKind::Slack, Self::Acknowledge))
     }
 
-    const fn webhook_event(self) -> &'static str {
+    /// The webhook's event name (body `event` and header `X-FlowLens-Event`).
+    pub const fn webhook_event(self) -> &'static str {
         match self {
             Self::Trigger => "alert.opened",
             Self::Acknowledge => "alert.acknowledged",
@@ -116,7 +117,7 @@ pub fn slack(alert: &Alert, action: Action) -> Value {
             alert
                 .resolved_by
                 .as_deref()
-                .map(|b| format!(" by {b}"))
+                .map(|b| format!(" by {}", slack_escape(b)))
                 .unwrap_or_default(),
         ),
         Action::Acknowledge => (
@@ -124,7 +125,7 @@ pub fn slack(alert: &Alert, action: Action) -> Value {
             alert
                 .acknowledged_by
                 .as_deref()
-                .map(|b| format!(" by {b}"))
+                .map(|b| format!(" by {}", slack_escape(b)))
                 .unwrap_or_default(),
         ),
         Action::Trigger => (alert.severity.to_uppercase(), String::new()),
