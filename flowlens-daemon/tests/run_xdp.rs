@@ -411,7 +411,9 @@ fn the_daemon_forwards_what_the_program_reports_to_its_log() {
         &[("FLOWLENS_XDP__LOG_LEVEL", "debug")],
         None,
     );
-    assert!(d.log().contains("log_level=Debug"), "{}", d.log());
+    d.wait_until("the attachment logged with its level", |d| {
+        d.log().contains("log_level=Debug")
+    });
     // Bigger than the veth's MTU: the sender's kernel fragments it, the program passes
     // the fragments (and says so), the collector's stack reassembles them for the
     // daemon's socket, which counts the junk as malformed.
