@@ -25,14 +25,15 @@ use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
+use sqlx::PgConnection;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
 use uuid::Uuid;
 
 use super::client::{KafkaError, producer_config};
 use super::health::KafkaHealth;
 use super::proto;
 use crate::config::KafkaConfig;
+use crate::store::outbox::{self, Cursors, sleep_unless};
 
 /// Rows read per topic per pass.
 const BATCH: i64 = 1000;
@@ -291,14 +292,7 @@ impl Relay {
 
     /// A connection holding the relay's lock, or none when another instance has it.
     async fn lead(&self) -> Result<Option<PgConnection>, sqlx::Error> {
-        let mut conn = self.connect.connect().await?;
-        let got: bool = sqlx::query_scalar(LOCK).fetch_one(&mut conn).await?;
-        if got {
-            Ok(Some(conn))
-        } else {
-            conn.close().await.ok();
-            Ok(None)
-        }
+        outbox::lead(&self.connect, LOCK).await
     }
 
     /// Passes until `stop` (then one more); an error ends it, and the connection with
@@ -306,7 +300,10 @@ impl Relay {
     async fn relay(&self, mut conn: PgConnection, stop: &AtomicBool) -> Result<(), RelayError> {
         let mut cursors = Vec::new();
         for stream in [Stream::Changes, Stream::Alerts] {
-            cursors.push((stream, cursor(&mut conn, stream.topic(&self.kafka)).await?));
+            cursors.push((
+                stream,
+                outbox::cursor(&mut conn, Cursors::Kafka, stream.topic(&self.kafka)).await?,
+            ));
         }
         loop {
             let stopping = stop.load(Ordering::Relaxed);
@@ -418,30 +415,4 @@ where
         .into_iter()
         .map(Into::into)
         .collect())
-}
-
-/// The stored cursor of `topic`; a topic relayed for the first time starts at the
-/// present (rows of transactions that ended before it are history, not published).
-async fn cursor(conn: &mut PgConnection, topic: &str) -> Result<(String, i64), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO kafka_relay_cursors (topic, relay_tx, relay_seq)
-         VALUES ($1, pg_snapshot_xmin(pg_current_snapshot()), 0)
-         ON CONFLICT (topic) DO NOTHING",
-    )
-    .bind(topic)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query_as("SELECT relay_tx::text, relay_seq FROM kafka_relay_cursors WHERE topic = $1")
-        .bind(topic)
-        .fetch_one(&mut *conn)
-        .await
-}
-
-async fn sleep_unless(stop: &AtomicBool, d: Duration) {
-    let mut left = d;
-    while !left.is_zero() && !stop.load(Ordering::Relaxed) {
-        let nap = left.min(Duration::from_millis(50));
-        tokio::time::sleep(nap).await;
-        left -= nap;
-    }
 }

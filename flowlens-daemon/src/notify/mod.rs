@@ -27,12 +27,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
+use sqlx::{Connection as _, PgConnection};
 use uuid::Uuid;
 
 use self::config::{NotificationTarget, NotificationsConfig, TargetKind, resolve};
 use self::payload::{Action, Alert};
 use crate::graph::config::Severity;
+use crate::store::outbox::{self, Cursors, sleep_unless};
 
 /// Alert rows read per pass.
 const BATCH: i64 = 500;
@@ -164,20 +165,13 @@ impl Notifier {
     }
 
     async fn lead(&self) -> Result<Option<PgConnection>, sqlx::Error> {
-        let mut conn = self.connect.connect().await?;
-        let got: bool = sqlx::query_scalar(LOCK).fetch_one(&mut conn).await?;
-        if got {
-            Ok(Some(conn))
-        } else {
-            conn.close().await.ok();
-            Ok(None)
-        }
+        outbox::lead(&self.connect, LOCK).await
     }
 
     /// Queues and sends until `stop`; an error ends it (and the lock with the
     /// connection).
     async fn serve(&self, mut conn: PgConnection, stop: &AtomicBool) -> Result<(), sqlx::Error> {
-        let mut at = cursor(&mut conn).await?;
+        let mut at = outbox::cursor(&mut conn, Cursors::Notifications, CURSOR).await?;
         while !stop.load(Ordering::Relaxed) {
             let queued = self.enqueue(&mut conn, &mut at).await?;
             let sent = self.send_due(&mut conn).await?;
@@ -504,30 +498,4 @@ fn describe(e: reqwest::Error) -> String {
         cause = c.source();
     }
     text
-}
-
-/// The stored cursor; the first start begins at the present (alerts of transactions
-/// that ended before it are history, not notified).
-async fn cursor(conn: &mut PgConnection) -> Result<(String, i64), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO notification_cursors (name, relay_tx, relay_seq)
-         VALUES ($1, pg_snapshot_xmin(pg_current_snapshot()), 0)
-         ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(CURSOR)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query_as("SELECT relay_tx::text, relay_seq FROM notification_cursors WHERE name = $1")
-        .bind(CURSOR)
-        .fetch_one(&mut *conn)
-        .await
-}
-
-async fn sleep_unless(stop: &AtomicBool, d: Duration) {
-    let mut left = d;
-    while !left.is_zero() && !stop.load(Ordering::Relaxed) {
-        let nap = left.min(Duration::from_millis(50));
-        tokio::time::sleep(nap).await;
-        left -= nap;
-    }
 }

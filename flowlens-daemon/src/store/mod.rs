@@ -10,6 +10,8 @@
 /// can start the same cluster without depending on the daemon).
 pub use flowlens_pgcluster as cluster;
 
+pub mod outbox;
+
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 /// The embedded migrations (`migrations/` at the workspace root).
