@@ -841,7 +841,9 @@ fn the_program_reports_what_it_passed_on_doubt_and_a_config_abi_mismatch_only_wh
     let k = c.counters();
     assert_identity(&k);
     assert_eq!(k.steered, before.steered, "{k:?}");
-    assert_eq!(k.passed - before.passed, 4, "{k:?}");
+    // At least the four (the host's own traffic, an IPv6 router solicitation say, may
+    // pass meanwhile too).
+    assert!(k.passed - before.passed >= 4, "{k:?}");
 
     // A configuration written for another ABI (as another daemon version would): the
     // program passes everything, says so at error level, and steers again once the
