@@ -31,22 +31,7 @@ struct File {
 }
 
 pub(crate) fn run(opts: &Options, ws: &Path) -> Result<()> {
-    let status = Command::new("cargo")
-        .current_dir(ws)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "flowlens-daemon",
-            "-p",
-            "flowlens-api",
-        ])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building the release binaries failed");
-    }
+    crate::stack::build_release(ws, true)?;
     let object = if opts.no_ebpf {
         None
     } else {

@@ -62,24 +62,31 @@ pub(crate) fn build_object() -> Option<PathBuf> {
     }
 }
 
-pub(crate) fn run(opts: &Options) -> Result<()> {
-    let object = build_object();
-    let ws = workspace();
-    let status = Command::new("cargo")
-        .current_dir(&ws)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "flowlens-daemon",
-            "-p",
-            "flowlens-api",
-        ])
-        .status()
-        .context("running cargo build")?;
+/// `cargo build --release` of the daemon and the API (`--locked` for packages).
+pub(crate) fn build_release(ws: &Path, locked: bool) -> Result<()> {
+    let mut cargo = Command::new("cargo");
+    cargo.current_dir(ws).args([
+        "build",
+        "--release",
+        "-p",
+        "flowlens-daemon",
+        "-p",
+        "flowlens-api",
+    ]);
+    if locked {
+        cargo.arg("--locked");
+    }
+    let status = cargo.status().context("running cargo build")?;
     if !status.success() {
         bail!("building flowlens-daemon and flowlens-api failed");
     }
+    Ok(())
+}
+
+pub(crate) fn run(opts: &Options) -> Result<()> {
+    let object = build_object();
+    let ws = workspace();
+    build_release(&ws, false)?;
     let bin = ws.join("target/release/flowlens-daemon");
     let pg_dir = data_dir()?.join("pg");
     notice_old_cluster(&ws, &pg_dir);

@@ -61,15 +61,15 @@ pub struct PinDir {
 pub struct Previous {
     /// Interfaces with a pinned link.
     pub interfaces: Vec<String>,
-    /// The ABI in the pinned settings, when they could be read as this daemon's
-    /// `Config` (a map of another layout cannot).
-    pub abi: Option<u32>,
+    /// The pinned settings, when they read as this daemon's `Config` (a map of another
+    /// layout does not); they carry the ABI of the daemon that wrote them.
+    pub config: Option<Config>,
 }
 
 impl Previous {
     /// Whether its maps have this daemon's layout.
     pub fn compatible(&self) -> bool {
-        !self.interfaces.is_empty() && self.abi == Some(ABI_VERSION)
+        !self.interfaces.is_empty() && self.config.is_some_and(|c| c.abi == ABI_VERSION)
     }
 }
 
@@ -110,10 +110,6 @@ impl PinDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.dir
-    }
-
     /// Where the map `name` is pinned.
     pub fn map_path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
@@ -145,15 +141,15 @@ impl PinDir {
         interfaces.sort();
         Previous {
             interfaces,
-            abi: self.pinned_abi(),
+            config: self.pinned_config(),
         }
     }
 
-    /// The ABI in the pinned `FLOW_CONFIG`, if it reads as this daemon's `Config`.
-    fn pinned_abi(&self) -> Option<u32> {
+    /// The pinned `FLOW_CONFIG`, if it reads as this daemon's `Config`.
+    fn pinned_config(&self) -> Option<Config> {
         let data = MapData::from_pin(self.map_path(MAP_CONFIG)).ok()?;
         let config: Array<MapData, Config> = Array::try_from(Map::Array(data)).ok()?;
-        config.get(&0, 0).ok().map(|c| c.abi)
+        config.get(&0, 0).ok()
     }
 
     /// Takes the pinned link on `iface` out of the directory (the program stays

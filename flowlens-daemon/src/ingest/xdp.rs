@@ -426,6 +426,8 @@ impl log::Log for Collect {
                 level: record.level(),
                 message: record.args().to_string(),
             });
+        } else {
+            metrics::counter!("flowlens_xdp_log_records_dropped_total").increment(1);
         }
     }
 
@@ -480,7 +482,7 @@ impl XdpHandle {
         {
             if !previous.interfaces.is_empty() {
                 tracing::warn!(
-                    abi = ?previous.abi,
+                    abi = ?previous.config.map(|c| c.abi),
                     expected = ABI_VERSION,
                     "the pinned XDP program is of another version: its links are taken over, \
                      its maps are not (what its rings held is lost)"
@@ -528,11 +530,7 @@ impl XdpHandle {
             Some((logger, collect))
         };
         let adopting = pins.is_some() && previous.compatible();
-        let before = if adopting {
-            read_config(&ebpf).ok()
-        } else {
-            None
-        };
+        let before = previous.config.filter(|_| adopting);
         let mut config = options.config();
         if pins.is_some() {
             config.lease_until_ns = lease_deadline(options.lease);
@@ -651,14 +649,10 @@ impl XdpHandle {
         if let Err(e) = self.write_config(cfg) {
             tracing::warn!(error = %e, "renewing the lease before the handover");
         }
-        for (att, held) in std::mem::take(&mut self.links) {
-            if let Held::Owned(id) = held {
-                // Not pinnable (a netlink attachment): it goes with this process.
-                let _ = self.program().map(|p| p.detach(id));
-                tracing::info!(iface = %att.iface, "detached XDP program (it was not pinned)");
-            } else {
-                tracing::info!(iface = %att.iface, "XDP program left attached for the next daemon");
-            }
+        // With pinning on every attachment is pinned (`attach` refuses one that
+        // cannot be): dropping our hold leaves it attached.
+        for (att, _) in std::mem::take(&mut self.links) {
+            tracing::info!(iface = %att.iface, "XDP program left attached for the next daemon");
         }
         // Dropping the handle must not unpin what was just handed over.
         self.pins = None;
@@ -1053,19 +1047,6 @@ fn open_pins(dir: &Path, lease: std::time::Duration) -> Result<Option<PinDir>, X
             Ok(None)
         }
     }
-}
-
-/// The settings in `FLOW_CONFIG` (a previous daemon's, when adopted).
-fn read_config(ebpf: &Ebpf) -> Result<Config, XdpError> {
-    let map = ebpf
-        .map(MAP_CONFIG)
-        .ok_or(XdpError::MissingMap(MAP_CONFIG))?;
-    let err = |source| XdpError::Map {
-        name: MAP_CONFIG,
-        source,
-    };
-    let array: Array<&MapData, Config> = Array::try_from(map).map_err(err)?;
-    array.get(&0, 0).map_err(err)
 }
 
 /// `CLOCK_MONOTONIC` now plus `lease`, in ns (the program's `bpf_ktime_get_ns` clock).

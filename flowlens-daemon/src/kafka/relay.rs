@@ -358,17 +358,9 @@ impl Relay {
             }
         }
         let position = (last.tx.clone(), last.seq);
-        sqlx::query(
-            "UPDATE kafka_relay_cursors SET relay_tx = $2::text::xid8, relay_seq = $3,
-                    updated_at = now()
-             WHERE topic = $1",
-        )
-        .bind(topic)
-        .bind(&position.0)
-        .bind(position.1)
-        .execute(&mut *conn)
-        .await
-        .map_err(RelayError::Database)?;
+        outbox::advance(conn, Cursors::Kafka, topic, &position)
+            .await
+            .map_err(RelayError::Database)?;
         *at = position;
         metrics::counter!("flowlens_kafka_events_published_total", "topic" => stream.label())
             .increment(rows.len() as u64);

@@ -20,7 +20,6 @@
 pub mod config;
 pub mod payload;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -55,7 +54,6 @@ const CURSOR: &str = "alerts";
 #[derive(Debug)]
 pub struct Notifier {
     config: NotificationsConfig,
-    targets: HashMap<String, NotificationTarget>,
     connect: PgConnectOptions,
     http: reqwest::Client,
 }
@@ -118,14 +116,8 @@ impl Notifier {
             // another host): an answer to fix in the configuration, not to follow.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let targets = config
-            .targets
-            .iter()
-            .map(|t| (t.name.clone(), t.clone()))
-            .collect();
         Ok(Self {
             config,
-            targets,
             connect,
             http,
         })
@@ -140,7 +132,7 @@ impl Notifier {
                 Ok(Some(conn)) => {
                     warned = false;
                     metrics::gauge!("flowlens_notifications_leader").set(1.0);
-                    tracing::info!(targets = self.targets.len(), "notifying alerts");
+                    tracing::info!(targets = self.config.targets.len(), "notifying alerts");
                     let why = self.serve(conn, &stop).await;
                     metrics::gauge!("flowlens_notifications_leader").set(0.0);
                     match why {
@@ -220,8 +212,11 @@ impl Notifier {
         )
         .fetch_one(&mut *tx)
         .await?;
+        let mut dropped = Vec::new();
         for (id, rule, severity, status, _, _) in &rows {
             let Some(action) = status.as_deref().and_then(Action::for_status) else {
+                // Not a status the API writes (open, acknowledged, resolved).
+                tracing::warn!(alert = %id, ?status, "alert state not notified: unknown status");
                 continue;
             };
             for target in self.routed(rule.as_deref(), severity, action) {
@@ -249,24 +244,19 @@ impl Notifier {
                 if status == "pending" {
                     pending += 1;
                 } else {
-                    metrics::counter!("flowlens_notifications_total",
-                        "target" => target.name.clone(), "outcome" => "dropped")
-                    .increment(1);
+                    dropped.push(target.name.as_str());
                 }
             }
         }
-        sqlx::query(
-            "UPDATE notification_cursors SET relay_tx = $2::text::xid8, relay_seq = $3,
-                    updated_at = now()
-             WHERE name = $1",
-        )
-        .bind(CURSOR)
-        .bind(&position.0)
-        .bind(position.1)
-        .execute(&mut *tx)
-        .await?;
+        outbox::advance(&mut tx, Cursors::Notifications, CURSOR, &position).await?;
         tx.commit().await?;
         *at = position;
+        // Counted once committed: a rolled-back pass is queued again, and counted then.
+        for target in dropped {
+            metrics::counter!("flowlens_notifications_total",
+                "target" => target.to_owned(), "outcome" => "dropped")
+            .increment(1);
+        }
         Ok(rows.len())
     }
 
@@ -320,7 +310,12 @@ impl Notifier {
         }
         let mut attempts = tokio::task::JoinSet::new();
         for d in due {
-            let target = self.targets.get(&d.target).cloned();
+            let target = self
+                .config
+                .targets
+                .iter()
+                .find(|t| t.name == d.target)
+                .cloned();
             let http = self.http.clone();
             attempts.spawn(async move {
                 let outcome = attempt(&http, target.as_ref(), &d).await;

@@ -35,6 +35,21 @@ impl Cursors {
         }
     }
 
+    fn update(self) -> &'static str {
+        match self {
+            Self::Kafka => {
+                "UPDATE kafka_relay_cursors SET relay_tx = $2::text::xid8, relay_seq = $3,
+                        updated_at = now()
+                 WHERE topic = $1"
+            }
+            Self::Notifications => {
+                "UPDATE notification_cursors SET relay_tx = $2::text::xid8, relay_seq = $3,
+                        updated_at = now()
+                 WHERE name = $1"
+            }
+        }
+    }
+
     fn select(self) -> &'static str {
         match self {
             Self::Kafka => {
@@ -62,6 +77,23 @@ pub async fn cursor(
         .bind(name)
         .fetch_one(&mut *conn)
         .await
+}
+
+/// Moves the cursor `name` of `table` to `position` (a row's `relay_tx` as text and
+/// `relay_seq`), on `conn` (a transaction, when the move must commit with other work).
+pub async fn advance(
+    conn: &mut PgConnection,
+    table: Cursors,
+    name: &str,
+    position: &(String, i64),
+) -> Result<(), sqlx::Error> {
+    sqlx::query(table.update())
+        .bind(name)
+        .bind(&position.0)
+        .bind(position.1)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// A connection holding the advisory lock `lock` (a `SELECT pg_try_advisory_lock(..)`),

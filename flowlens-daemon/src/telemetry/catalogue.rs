@@ -540,6 +540,11 @@ const KAFKA: &[Metric] = &[
         "Bytes of change events and alerts published by the relay.",
     ),
     c(
+        "flowlens_xdp_log_records_dropped_total",
+        &[],
+        "Reports of the XDP program (xdp.log_level) not forwarded to the log: more than 1024 waited between two drains.",
+    ),
+    c(
         "flowlens_notifications_total",
         &["target", "outcome"],
         "Alert notifications per target: delivered, retried (an attempt failed, another is due), failed (gave up: max_attempts, or an answer retrying cannot change), dropped (the queue held notifications.max_pending).",
