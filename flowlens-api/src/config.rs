@@ -49,6 +49,93 @@ pub struct ApiConfig {
     pub discovery: DiscoveryConfig,
     /// What one client can hold of the server before any credential is checked.
     pub limits: LimitsConfig,
+    /// Exports of the graph to other systems (the ServiceNow CMDB).
+    pub integrations: IntegrationsConfig,
+}
+
+/// Exports of the graph to other systems.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntegrationsConfig {
+    /// The ServiceNow CMDB: the payload of `GET /api/v1/integrations/servicenow/payload`
+    /// and its scheduled push to an instance's Identification and Reconciliation API.
+    pub servicenow: ServiceNowConfig,
+}
+
+/// The ServiceNow CMDB export (docs/cmdb.md).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceNowConfig {
+    /// Push the graph to `instance_url` every `interval_seconds` (the on-demand payload
+    /// is served either way). With several API instances one pushes at a time.
+    pub enabled: bool,
+    /// The instance, `https://<name>.service-now.com` (http only to a loopback address).
+    pub instance_url: String,
+    /// `basic` (`username`/`password`) or `oauth` (`client_id`/`client_secret`, and
+    /// `username`/`password` with the `password` grant).
+    pub auth: String,
+    /// The integration user (needs the `itil` or `asset` role, as the IRE API says).
+    pub username: String,
+    /// Its password; `${VAR}` reads it from the environment.
+    pub password: String,
+    /// OAuth: the application registry's client id.
+    pub client_id: String,
+    /// OAuth: its secret; `${VAR}` reads it from the environment.
+    pub client_secret: String,
+    /// OAuth grant at `/oauth_token.do`: `password` or `client_credentials`.
+    pub oauth_grant_type: String,
+    /// Seconds between pushes (the first goes out at start); at least 60.
+    pub interval_seconds: u64,
+    /// `sysparm_data_source` and the items' `source_name`: must be one of the choices of
+    /// `cmdb_ci.discovery_source` on the instance (add it there).
+    pub data_source: String,
+    /// Most items (CIs) per request; a relation's two CIs travel in its request.
+    pub batch_size: usize,
+    /// Attempts per request on 429, 5xx and network errors (with backoff).
+    pub max_attempts: u32,
+    /// Seconds one request may take.
+    pub timeout_seconds: u64,
+    /// Export assets outside your networks (`is_internal` false) and dependencies on
+    /// them (default: no, the CMDB holds your estate, not the internet).
+    pub include_external: bool,
+    /// Export stale assets and dependencies (no traffic for `stale_after_hours`).
+    pub include_stale: bool,
+    /// CI class per asset type (`server`, `vm`, `container`, `network_device`,
+    /// `unknown`); a `cmdb_ci_server` whose OS is Linux or Windows becomes
+    /// `cmdb_ci_linux_server` or `cmdb_ci_win_server`.
+    pub classes: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ServiceNowConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            instance_url: String::new(),
+            auth: "basic".into(),
+            username: String::new(),
+            password: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            oauth_grant_type: "password".into(),
+            interval_seconds: 3600,
+            data_source: "FlowLens".into(),
+            batch_size: 100,
+            max_attempts: 4,
+            timeout_seconds: 30,
+            include_external: false,
+            include_stale: false,
+            classes: [
+                ("server", "cmdb_ci_server"),
+                ("vm", "cmdb_ci_server"),
+                ("container", "cmdb_ci_server"),
+                ("network_device", "cmdb_ci_netgear"),
+                ("unknown", "cmdb_ci_server"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        }
+    }
 }
 
 /// What one client can hold of the server before any credential is checked.
@@ -107,6 +194,7 @@ impl Default for ApiConfig {
             analysis: AnalysisConfig::default(),
             discovery: DiscoveryConfig::default(),
             limits: LimitsConfig::default(),
+            integrations: IntegrationsConfig::default(),
         }
     }
 }
@@ -517,6 +605,17 @@ impl Config {
             false,
         );
         expand("api.cache.redis_url", &mut self.api.cache.redis_url, false);
+        let sn = &mut self.api.integrations.servicenow;
+        let enabled = sn.enabled;
+        for (key, value) in [
+            ("api.integrations.servicenow.password", &mut sn.password),
+            (
+                "api.integrations.servicenow.client_secret",
+                &mut sn.client_secret,
+            ),
+        ] {
+            expand(key, value, enabled);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -677,6 +776,7 @@ impl Config {
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1".to_owned());
         }
+        a.integrations.servicenow.check(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -701,7 +801,127 @@ impl Config {
         c.database.url = c.database.url.as_deref().map(redact_url);
         c.api.rate_limiting.redis_url = redact_url(&c.api.rate_limiting.redis_url);
         c.api.cache.redis_url = redact_url(&c.api.cache.redis_url);
+        let sn = &mut c.api.integrations.servicenow;
+        for secret in [&mut sn.password, &mut sn.client_secret] {
+            if !secret.is_empty() {
+                *secret = "<redacted>".into();
+            }
+        }
         serde_json::to_value(c).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl ServiceNowConfig {
+    /// Appends what is wrong with the section: its bounds always, the instance and
+    /// credentials when the push is enabled.
+    fn check(&self, problems: &mut Vec<String>) {
+        const KEY: &str = "api.integrations.servicenow";
+        if self.batch_size == 0 || self.batch_size > 10_000 {
+            problems.push(format!("{KEY}.batch_size must be between 1 and 10000"));
+        }
+        if !(1..=20).contains(&self.max_attempts) {
+            problems.push(format!("{KEY}.max_attempts must be between 1 and 20"));
+        }
+        if !(1..=600).contains(&self.timeout_seconds) {
+            problems.push(format!("{KEY}.timeout_seconds must be between 1 and 600"));
+        }
+        if self.interval_seconds < 60 {
+            problems.push(format!(
+                "{KEY}.interval_seconds must be at least 60 (every push sends the whole graph)"
+            ));
+        }
+        if self.data_source.is_empty()
+            || self.data_source.len() > 40
+            || !self
+                .data_source
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b' ')
+        {
+            problems.push(format!(
+                "{KEY}.data_source must be 1-40 letters, digits, spaces, '_' or '-' (a choice \
+                 of cmdb_ci.discovery_source)"
+            ));
+        }
+        for (asset_type, class) in &self.classes {
+            if !matches!(
+                asset_type.as_str(),
+                "server" | "vm" | "container" | "network_device" | "unknown"
+            ) {
+                problems.push(format!(
+                    "{KEY}.classes: {asset_type:?} is not an asset type (server, vm, \
+                     container, network_device, unknown)"
+                ));
+            }
+            if class.is_empty()
+                || class.len() > 80
+                || !class
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                problems.push(format!(
+                    "{KEY}.classes.{asset_type}: {class:?} is not a table name"
+                ));
+            }
+        }
+        if !matches!(self.auth.as_str(), "basic" | "oauth") {
+            problems.push(format!("{KEY}.auth must be \"basic\" or \"oauth\""));
+        }
+        if !matches!(
+            self.oauth_grant_type.as_str(),
+            "password" | "client_credentials"
+        ) {
+            problems.push(format!(
+                "{KEY}.oauth_grant_type must be \"password\" or \"client_credentials\""
+            ));
+        }
+        if !self.enabled {
+            return;
+        }
+        if let Err(e) = instance_url_ok(&self.instance_url) {
+            problems.push(format!("{KEY}.instance_url: {e}"));
+        }
+        let user = !self.username.is_empty() && !self.password.is_empty();
+        let client = !self.client_id.is_empty() && !self.client_secret.is_empty();
+        let missing = match (self.auth.as_str(), self.oauth_grant_type.as_str()) {
+            ("basic", _) if !user => "basic auth needs username and password",
+            ("oauth", "password") if !(user && client) => {
+                "the oauth password grant needs client_id, client_secret, username and password"
+            }
+            ("oauth", _) if !client => "oauth needs client_id and client_secret",
+            _ => return,
+        };
+        problems.push(format!("{KEY}: {missing}"));
+    }
+}
+
+/// An instance URL: `https://host[:port]` (a path prefix allowed, no query), or
+/// `http://` to a loopback address only (credentials never cross a network in clear).
+fn instance_url_ok(url: &str) -> Result<(), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url:?} is not a URL"))?;
+    let host_port = rest.split('/').next().unwrap_or("");
+    if host_port.is_empty() || rest.contains(['?', '#', '@']) || url.ends_with('/') {
+        return Err(format!(
+            "{url:?}: give scheme://host[:port], with no trailing '/', query or user"
+        ));
+    }
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
+    };
+    match scheme {
+        "https" => Ok(()),
+        "http"
+            if host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) =>
+        {
+            Ok(())
+        }
+        "http" => Err(format!(
+            "{url:?}: http only to a loopback address (the credentials would cross the \
+             network in clear)"
+        )),
+        _ => Err(format!("{url:?}: the scheme must be https")),
     }
 }
 
@@ -891,6 +1111,63 @@ mod tests {
                 let _ = std::fs::remove_file(&self.0);
             }
         }
+    }
+
+    #[test]
+    fn the_servicenow_push_reads_its_secrets_from_the_environment_and_never_shows_them() {
+        let f = write(
+            "api:\n  integrations:\n    servicenow:\n      enabled: true\n      instance_url: https://acme.service-now.com\n      auth: oauth\n      username: flowlens\n      password: ${SN_PASSWORD}\n      client_id: abc\n      client_secret: ${SN_SECRET}\n",
+        );
+        let c = Config::load(
+            Some(&f.0),
+            vars(&[
+                ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("SN_PASSWORD", "pw-1"),
+                ("SN_SECRET", "cs-2"),
+            ]),
+        )
+        .unwrap();
+        let sn = &c.api.integrations.servicenow;
+        assert_eq!(
+            (sn.password.as_str(), sn.client_secret.as_str()),
+            ("pw-1", "cs-2")
+        );
+        let shown = c.redacted().to_string();
+        assert!(
+            !shown.contains("pw-1") && !shown.contains("cs-2"),
+            "{shown}"
+        );
+        // Unset variables, clear-text URLs to other hosts, missing credentials.
+        let e = Config::load(
+            Some(&f.0),
+            vars(&[("JWT_SECRET", "0123456789abcdef0123456789abcdef")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("servicenow.password refers to ${SN_PASSWORD}"),
+            "{e}"
+        );
+        let mut bad = c.clone();
+        let sn = &mut bad.api.integrations.servicenow;
+        sn.instance_url = "http://acme.service-now.com".into();
+        sn.client_secret = String::new();
+        sn.interval_seconds = 5;
+        sn.classes
+            .insert("router".into(), "cmdb_ci_netgear; drop".into());
+        let e = bad.validate().unwrap_err().to_string();
+        for want in [
+            "http only to a loopback address",
+            "oauth password grant needs",
+            "interval_seconds must be at least 60",
+            "\"router\" is not an asset type",
+            "is not a table name",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let mut local = c;
+        local.api.integrations.servicenow.instance_url = "http://127.0.0.1:8080".into();
+        local.validate().unwrap();
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod pagination;
 pub mod rate_limit;
 pub mod routes;
 pub mod server;
+pub mod servicenow;
 pub mod shared;
 pub mod slots;
 pub mod snapshot;
@@ -81,7 +82,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     security(("bearer" = []), ("api_key" = [])),
     tags(
         (name = "assets"), (name = "dependencies"), (name = "topology"), (name = "analysis"),
-        (name = "changes"), (name = "alerts"), (name = "discovery"), (name = "admin")
+        (name = "changes"), (name = "alerts"), (name = "discovery"), (name = "admin"),
+        (name = "integrations")
     )
 )]
 struct ApiDoc;
@@ -133,6 +135,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(routes::topology::router())
         .merge(routes::analysis::router())
         .merge(routes::changes::router())
+        .merge(routes::integrations::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

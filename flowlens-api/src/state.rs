@@ -68,6 +68,8 @@ pub struct StateParts {
     /// renders wait on memory, few enough that a burst of heavy requests cannot stack
     /// hundreds of blocking threads and their answers in memory.
     pub cpu: Arc<tokio::sync::Semaphore>,
+    /// The ServiceNow push loop, once started (`api.integrations.servicenow.enabled`).
+    pub servicenow: std::sync::OnceLock<Arc<crate::servicenow::Schedule>>,
 }
 
 /// The last PostgreSQL probe of health.
@@ -154,6 +156,7 @@ impl AppState {
             cpu: Arc::new(tokio::sync::Semaphore::new(
                 4 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             )),
+            servicenow: std::sync::OnceLock::new(),
             config: Arc::new(config),
             pool,
         })))
@@ -195,6 +198,15 @@ impl AppState {
                 }
             }
         });
+        let sn = &self.config.api.integrations.servicenow;
+        if sn.enabled && self.servicenow.get().is_none() {
+            match crate::servicenow::spawn(self.pool.clone(), sn.clone()) {
+                Ok(schedule) => {
+                    let _ = self.servicenow.set(schedule);
+                }
+                Err(e) => tracing::error!(error = %e, "the ServiceNow push cannot start"),
+            }
+        }
         let snapshot = self.snapshot.clone();
         tokio::spawn(async move {
             let start = tokio::time::Instant::now() + SNAPSHOT_MAX_AGE;

@@ -64,6 +64,15 @@ pub const DISCOVERY_PROBES: &str = "flowlens_api_discovery_probes_total";
 pub const DISCOVERY_SCANS: &str = "flowlens_api_discovery_scans_total";
 /// Scan requests refused, by `reason` (a plan refusal or `busy`).
 pub const DISCOVERY_REFUSED: &str = "flowlens_api_discovery_refused_total";
+/// ServiceNow pushes ended, by `outcome` (`ok`, `partial`, `failed`).
+pub const SERVICENOW_PUSHES: &str = "flowlens_api_servicenow_pushes_total";
+/// Records of ServiceNow pushes, by `kind` (`ci`, `relation`) and `outcome`
+/// (`accepted`, `rejected` by the IRE, `unsent`: their request failed).
+pub const SERVICENOW_RECORDS: &str = "flowlens_api_servicenow_records_total";
+/// When the last push that was not a failure ended (Unix seconds).
+pub const SERVICENOW_LAST_SUCCESS: &str = "flowlens_api_servicenow_last_success_timestamp_seconds";
+/// 1 on the instance that pushes on schedule (holds the lock), else 0.
+pub const SERVICENOW_LEADER: &str = "flowlens_api_servicenow_leader";
 
 /// A metric's Prometheus type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +222,30 @@ pub const CATALOGUE: &[(&str, Kind, &[&str], &str)] = &[
         Kind::Counter,
         &["reason"],
         "Scan requests refused, by reason (a plan refusal, or busy).",
+    ),
+    (
+        SERVICENOW_PUSHES,
+        Kind::Counter,
+        &["outcome"],
+        "ServiceNow CMDB pushes ended: ok, partial (records rejected or unsent), failed.",
+    ),
+    (
+        SERVICENOW_RECORDS,
+        Kind::Counter,
+        &["kind", "outcome"],
+        "Records of ServiceNow pushes, by kind (ci, relation) and outcome (accepted, rejected by the IRE, unsent).",
+    ),
+    (
+        SERVICENOW_LAST_SUCCESS,
+        Kind::Gauge,
+        &[],
+        "When the last ServiceNow push that did not fail ended (Unix seconds).",
+    ),
+    (
+        SERVICENOW_LEADER,
+        Kind::Gauge,
+        &[],
+        "1 on the API instance that pushes to ServiceNow on schedule, else 0.",
     ),
 ];
 

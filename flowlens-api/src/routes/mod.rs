@@ -8,6 +8,7 @@ pub mod assets;
 pub mod changes;
 pub mod dependencies;
 pub mod discovery;
+pub mod integrations;
 pub mod topology;
 
 use serde::{Deserialize, Deserializer};

@@ -371,6 +371,8 @@ async fn openapi_document_matches_the_server() {
         "GET /api/v1/dependencies/{id}",
         "GET /api/v1/discovery/scans",
         "GET /api/v1/discovery/scans/{id}",
+        "GET /api/v1/integrations/servicenow/payload",
+        "GET /api/v1/integrations/servicenow/status",
         "GET /api/v1/openapi.json",
         "GET /api/v1/topology",
         "GET /api/v1/topology/export",
@@ -385,6 +387,7 @@ async fn openapi_document_matches_the_server() {
         "POST /api/v1/assets",
         "POST /api/v1/dependencies",
         "POST /api/v1/discovery/scans",
+        "POST /api/v1/integrations/servicenow/push",
     ];
     assert_eq!(seen, want);
     // Error answers have the documented problem shape.

@@ -17,6 +17,7 @@ mod discovery;
 mod graph_fixture;
 mod instances;
 mod limits;
+mod servicenow;
 mod support;
 mod topology;
 mod websocket;
