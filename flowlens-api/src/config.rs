@@ -816,8 +816,10 @@ impl ServiceNowConfig {
     /// credentials when the push is enabled.
     fn check(&self, problems: &mut Vec<String>) {
         const KEY: &str = "api.integrations.servicenow";
-        if self.batch_size == 0 || self.batch_size > 10_000 {
-            problems.push(format!("{KEY}.batch_size must be between 1 and 10000"));
+        if !(2..=10_000).contains(&self.batch_size) {
+            problems.push(format!(
+                "{KEY}.batch_size must be between 2 and 10000 (a relation travels with its two CIs)"
+            ));
         }
         if !(1..=20).contains(&self.max_attempts) {
             problems.push(format!("{KEY}.max_attempts must be between 1 and 20"));

@@ -64,12 +64,13 @@ pub const DISCOVERY_PROBES: &str = "flowlens_api_discovery_probes_total";
 pub const DISCOVERY_SCANS: &str = "flowlens_api_discovery_scans_total";
 /// Scan requests refused, by `reason` (a plan refusal or `busy`).
 pub const DISCOVERY_REFUSED: &str = "flowlens_api_discovery_refused_total";
-/// ServiceNow pushes ended, by `outcome` (`ok`, `partial`, `failed`).
+/// ServiceNow pushes ended, by `outcome` (`ok`, `partial`, `failed`, `skipped`: another
+/// push was running).
 pub const SERVICENOW_PUSHES: &str = "flowlens_api_servicenow_pushes_total";
 /// Records of ServiceNow pushes, by `kind` (`ci`, `relation`) and `outcome`
 /// (`accepted`, `rejected` by the IRE, `unsent`: their request failed).
 pub const SERVICENOW_RECORDS: &str = "flowlens_api_servicenow_records_total";
-/// When the last push that was not a failure ended (Unix seconds).
+/// When the last push that delivered every record ended (Unix seconds).
 pub const SERVICENOW_LAST_SUCCESS: &str = "flowlens_api_servicenow_last_success_timestamp_seconds";
 /// 1 on the instance that pushes on schedule (holds the lock), else 0.
 pub const SERVICENOW_LEADER: &str = "flowlens_api_servicenow_leader";
@@ -227,7 +228,7 @@ pub const CATALOGUE: &[(&str, Kind, &[&str], &str)] = &[
         SERVICENOW_PUSHES,
         Kind::Counter,
         &["outcome"],
-        "ServiceNow CMDB pushes ended: ok, partial (records rejected or unsent), failed.",
+        "ServiceNow CMDB pushes ended: ok, partial (records rejected or unsent), failed, skipped (another push was running).",
     ),
     (
         SERVICENOW_RECORDS,
@@ -239,7 +240,7 @@ pub const CATALOGUE: &[(&str, Kind, &[&str], &str)] = &[
         SERVICENOW_LAST_SUCCESS,
         Kind::Gauge,
         &[],
-        "When the last ServiceNow push that did not fail ended (Unix seconds).",
+        "When the last ServiceNow push that delivered every record (outcome ok) ended (Unix seconds).",
     ),
     (
         SERVICENOW_LEADER,

@@ -20,15 +20,28 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::config::ServiceNowConfig;
 use crate::telemetry;
-use payload::{CiSource, Mapping, Payload, RelSource};
+use payload::{Batch, CiSource, Mapping, Payload, RelSource};
 
 /// The IRE endpoint, under the instance URL.
 pub const IRE_PATH: &str = "/api/now/identifyreconcile";
 /// ServiceNow's OAuth token endpoint, under the instance URL.
 pub const TOKEN_PATH: &str = "/oauth_token.do";
 
-/// `pg_try_advisory_lock` key of the pushing instance (`FLServN`).
+/// `pg_try_advisory_lock` key of the instance that pushes on schedule (`FLServN`).
 const LEADER_LOCK: i64 = 0x464c_5365_7276_4e00;
+/// Held during every push, scheduled or asked for, on whichever instance: two pushes
+/// at once could make the IRE create one CI twice (`FLServP`).
+pub const PUSH_LOCK: i64 = 0x464c_5365_7276_5000;
+
+/// How often the leader checks that its lock's connection is alive (a connection idle
+/// for an hour may be dropped by a firewall, and nobody would push until PostgreSQL
+/// noticed).
+const LOCK_CHECK: Duration = Duration::from_secs(30);
+/// Longest a lock query may take.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests failing in a row (after their retries) before a push gives up: the
+/// instance is down, and the rest would only fail slower.
+const MAX_FAILURES_IN_A_ROW: usize = 2;
 
 /// Longest wait between two attempts of one request.
 const MAX_BACKOFF: Duration = Duration::from_mins(1);
@@ -99,7 +112,8 @@ fn mapping(config: &ServiceNowConfig) -> Mapping<'_> {
 pub struct PushReport {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// `ok`, `partial` (some records rejected or unsent) or `failed`.
+    /// `ok`, `partial` (some records rejected or unsent), `failed`, or `skipped`
+    /// (another push was running).
     pub outcome: &'static str,
     /// Requests sent (each within `batch_size` items).
     pub requests: usize,
@@ -108,9 +122,12 @@ pub struct PushReport {
     /// CIs and relations in the export.
     pub items: usize,
     pub relations: usize,
+    /// Records (CIs and relations, each counted once) the IRE took.
+    pub accepted: usize,
     /// Records the IRE answered with an error for.
     pub rejected: usize,
-    /// Records whose request failed.
+    /// Records no request delivered (their requests failed, or were not sent after
+    /// the push gave up). `accepted + rejected + unsent = items + relations`.
     pub unsent: usize,
     /// Why the push failed, or the first error the IRE named.
     pub error: Option<String>,
@@ -130,6 +147,19 @@ pub enum PushError {
     /// Every attempt failed with something that might pass later.
     #[error("no attempt succeeded: {0}")]
     Exhausted(String),
+    /// A success status with a body that is not the IRE's answer (a proxy's or a
+    /// hibernating instance's page): nothing says the records were taken.
+    #[error("the answer is not the IRE's: {0}")]
+    Unreadable(String),
+}
+
+/// What became of one record over a push: a CI sent in several requests counts once,
+/// as accepted if any request had it accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fate {
+    Unsent,
+    Rejected,
+    Accepted,
 }
 
 /// Pushes exports to one instance; holds its OAuth token between requests.
@@ -159,12 +189,54 @@ impl Pusher {
         })
     }
 
+    /// One push under the push lock; `skipped` when another push holds it.
+    pub async fn push(&self, pool: &PgPool) -> PushReport {
+        let started = Utc::now();
+        let lock = async {
+            let mut conn = pool.acquire().await.ok()?;
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(PUSH_LOCK)
+                .fetch_one(&mut *conn)
+                .await
+                .ok()?;
+            Some((got, conn))
+        };
+        let Ok(Some((got, mut conn))) = tokio::time::timeout(LOCK_TIMEOUT, lock).await else {
+            let report = PushReport {
+                started_at: Some(started),
+                error: Some("PostgreSQL did not answer for the push lock".to_owned()),
+                ..PushReport::default()
+            };
+            return Self::finish(report);
+        };
+        if !got {
+            let report = PushReport {
+                started_at: Some(started),
+                outcome: "skipped",
+                error: Some("another push was running".to_owned()),
+                ..PushReport::default()
+            };
+            return Self::finish(report);
+        }
+        let report = self.push_locked(pool, started).await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(PUSH_LOCK)
+            .execute(&mut *conn)
+            .await;
+        if unlocked.is_err() {
+            // The lock is the connection's: closed, it is released.
+            let _ = conn.close().await;
+        }
+        Self::finish(report)
+    }
+
     /// Exports the graph and sends it in requests of at most `batch_size` items.
     /// A request that fails is counted and the next one is sent, unless the instance
-    /// refused the credentials (then the push stops: the rest would fail too).
-    pub async fn push(&self, pool: &PgPool) -> PushReport {
+    /// refused the credentials or requests keep failing (then the push stops: the rest
+    /// would fail too, slower).
+    async fn push_locked(&self, pool: &PgPool, started: DateTime<Utc>) -> PushReport {
         let mut report = PushReport {
-            started_at: Some(Utc::now()),
+            started_at: Some(started),
             ..PushReport::default()
         };
         let scope = Scope {
@@ -176,84 +248,97 @@ impl Pusher {
             Ok(p) => p,
             Err(e) => {
                 report.error = Some(PushError::from(e).to_string());
-                return Self::finish(report);
+                return report;
             }
         };
         report.items = full.items.len();
         report.relations = full.relations.len();
-        let records = |kind: &'static str, outcome: &'static str, n: usize| {
-            metrics::counter!(telemetry::SERVICENOW_RECORDS, "kind" => kind, "outcome" => outcome)
-                .increment(n as u64);
-        };
-        let batches = payload::batches(&full, self.config.batch_size);
-        let mut left = batches.iter();
-        for batch in left.by_ref() {
+        let mut items = vec![Fate::Unsent; full.items.len()];
+        let mut relations = vec![Fate::Unsent; full.relations.len()];
+        let mut failures_in_a_row = 0;
+        for batch in payload::batches(&full, self.config.batch_size) {
             report.requests += 1;
-            match self.send(batch).await {
-                Ok(answer) => {
-                    let (items_rejected, relations_rejected, first) = rejected(&answer);
-                    records(
-                        "ci",
-                        "accepted",
-                        batch.items.len() - items_rejected.min(batch.items.len()),
-                    );
-                    records("ci", "rejected", items_rejected);
-                    records(
-                        "relation",
-                        "accepted",
-                        batch.relations.len() - relations_rejected.min(batch.relations.len()),
-                    );
-                    records("relation", "rejected", relations_rejected);
-                    report.rejected += items_rejected + relations_rejected;
-                    if report.error.is_none() {
-                        report.error = first;
-                    }
-                }
+            let answer = match self.send(&batch.payload).await {
+                Ok(answer) => answer,
                 Err(e) => {
                     report.failed_requests += 1;
-                    report.unsent += batch.items.len() + batch.relations.len();
-                    records("ci", "unsent", batch.items.len());
-                    records("relation", "unsent", batch.relations.len());
-                    let stop = matches!(e, PushError::Auth(_));
                     tracing::warn!(error = %e, "a ServiceNow request failed");
+                    let stop = matches!(e, PushError::Auth(_));
                     report.error.get_or_insert_with(|| e.to_string());
-                    if stop {
+                    failures_in_a_row += 1;
+                    if stop || failures_in_a_row >= MAX_FAILURES_IN_A_ROW {
                         break;
                     }
+                    continue;
+                }
+            };
+            failures_in_a_row = 0;
+            let judged = judge(&batch, &answer);
+            for (whole, ok) in batch.items.iter().zip(&judged.items) {
+                let fate = &mut items[*whole];
+                *fate = if *ok {
+                    Fate::Accepted
+                } else {
+                    (*fate).max(Fate::Rejected)
+                };
+            }
+            for (whole, ok) in batch.relations.iter().zip(&judged.relations) {
+                let fate = &mut relations[*whole];
+                *fate = if *ok {
+                    Fate::Accepted
+                } else {
+                    (*fate).max(Fate::Rejected)
+                };
+            }
+            if report.error.is_none() {
+                report.error = judged.first_error;
+            }
+        }
+        for (kind, fates) in [("ci", &items), ("relation", &relations)] {
+            for (fate, outcome) in [
+                (Fate::Accepted, "accepted"),
+                (Fate::Rejected, "rejected"),
+                (Fate::Unsent, "unsent"),
+            ] {
+                let n = fates.iter().filter(|f| **f == fate).count();
+                metrics::counter!(telemetry::SERVICENOW_RECORDS, "kind" => kind, "outcome" => outcome)
+                    .increment(n as u64);
+                match fate {
+                    Fate::Accepted => report.accepted += n,
+                    Fate::Rejected => report.rejected += n,
+                    Fate::Unsent => report.unsent += n,
                 }
             }
         }
-        // What an authentication failure left unsent.
-        for batch in left {
-            report.unsent += batch.items.len() + batch.relations.len();
-            records("ci", "unsent", batch.items.len());
-            records("relation", "unsent", batch.relations.len());
-        }
-        Self::finish(report)
+        report
     }
 
     fn finish(mut report: PushReport) -> PushReport {
         report.finished_at = Some(Utc::now());
-        let failed = report.error.is_some() && report.requests == report.failed_requests;
-        report.outcome = if failed {
-            "failed"
-        } else if report.failed_requests > 0 || report.rejected > 0 {
-            "partial"
-        } else {
-            "ok"
-        };
+        if report.outcome.is_empty() {
+            let nothing = report.items + report.relations > 0 && report.accepted == 0;
+            report.outcome = if report.error.is_some() && (nothing || report.requests == 0) {
+                "failed"
+            } else if report.rejected > 0 || report.unsent > 0 {
+                "partial"
+            } else {
+                "ok"
+            };
+        }
         metrics::counter!(telemetry::SERVICENOW_PUSHES, "outcome" => report.outcome).increment(1);
-        if report.outcome != "failed" {
+        if report.outcome == "ok" {
             #[expect(clippy::cast_precision_loss, reason = "seconds since 1970 fit")]
             metrics::gauge!(telemetry::SERVICENOW_LAST_SUCCESS).set(Utc::now().timestamp() as f64);
         }
         tracing::info!(
-            outcome = %report.outcome,
+            outcome = report.outcome,
             requests = report.requests,
             items = report.items,
             relations = report.relations,
+            accepted = report.accepted,
             rejected = report.rejected,
             unsent = report.unsent,
+            error = report.error.as_deref().unwrap_or(""),
             "pushed the graph to ServiceNow"
         );
         report
@@ -294,8 +379,15 @@ impl Pusher {
             };
             let status = response.status();
             if status.is_success() {
-                let body = read_bounded(response, 16 << 20).await;
-                return Ok(serde_json::from_str(&body).unwrap_or(serde_json::Value::Null));
+                let body = read_bounded(response, 16 << 20)
+                    .await
+                    .map_err(|e| PushError::Unreadable(format!("reading it: {e}")))?;
+                return serde_json::from_slice(&body).map_err(|_| {
+                    PushError::Unreadable(format!(
+                        "HTTP {status} with {} bytes that are not JSON",
+                        body.len()
+                    ))
+                });
             }
             let retry_after = response
                 .headers()
@@ -303,7 +395,8 @@ impl Pusher {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let body = read_bounded(response, 1024).await;
+            let body = read_bounded(response, 1024).await.unwrap_or_default();
+            let body = printable(&String::from_utf8_lossy(&body), 300);
             match status.as_u16() {
                 401 if self.config.auth == "oauth" && !renewed => {
                     // The token may have expired early (revoked, instance restarted).
@@ -364,19 +457,33 @@ impl Pusher {
             .await
             .map_err(|e| PushError::Exhausted(format!("OAuth token: {}", without_url(&e))))?;
         let status = response.status();
-        let body = read_bounded(response, 64 << 10).await;
-        if matches!(status.as_u16(), 400 | 401 | 403) {
-            return Err(PushError::Auth(format!(
-                "OAuth token: HTTP {status}: {}",
-                body.chars().take(200).collect::<String>()
-            )));
+        let body = read_bounded(response, 64 << 10).await.unwrap_or_default();
+        // Only the OAuth error code: a server may echo what it was sent.
+        let code = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .filter(|e| e.len() <= 40 && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .unwrap_or_default();
+        match status.as_u16() {
+            // 404: no OAuth endpoint there (plugin off, wrong URL): a configuration
+            // problem, as a refusal is.
+            400 | 401 | 403 | 404 => {
+                return Err(PushError::Auth(format!(
+                    "OAuth token: HTTP {status} {code}"
+                )));
+            }
+            _ if !status.is_success() => {
+                return Err(PushError::Exhausted(format!(
+                    "OAuth token: HTTP {status} {code}"
+                )));
+            }
+            _ => {}
         }
-        if !status.is_success() {
-            return Err(PushError::Exhausted(format!("OAuth token: HTTP {status}")));
-        }
-        let granted: Granted = serde_json::from_str(&body)
-            .map_err(|e| PushError::Auth(format!("OAuth token: unreadable answer: {e}")))?;
-        let life = Duration::from_secs(granted.expires_in.unwrap_or(1800).saturating_sub(60));
+        let granted: Granted = serde_json::from_slice(&body).map_err(|_| {
+            PushError::Auth("OAuth token: the answer has no access_token".to_owned())
+        })?;
+        // A lifetime from outside, bounded: a day at most, a minute kept in reserve.
+        let life = Duration::from_secs(granted.expires_in.unwrap_or(1800).clamp(120, 86_400) - 60);
         let request = request.bearer_auth(&granted.access_token);
         *token = Some((granted.access_token, tokio::time::Instant::now() + life));
         Ok(request)
@@ -390,43 +497,84 @@ struct Granted {
     expires_in: Option<u64>,
 }
 
-/// How many items and relations an IRE answer names errors for, and the first one.
-/// The answer is `{"result": {"items": [...], "relations": [...]}}` (REST) or the
-/// same without `result`; an entry with a non-empty `errors` array was rejected.
-fn rejected(answer: &serde_json::Value) -> (usize, usize, Option<String>) {
+/// Which records of a request the IRE took.
+struct Judged {
+    items: Vec<bool>,
+    relations: Vec<bool>,
+    first_error: Option<String>,
+}
+
+/// Reads an IRE answer (`{"result": {"items": [...], "relations": [...]}}`, or the
+/// same without `result`): an entry with a non-empty `errors` array was rejected.
+/// Items are answered one for one, in order; an answer without a list of the right
+/// length leaves the request's records unjudged, i.e. rejected (nothing says they
+/// were taken). Relations the answer does not list one for one are taken when both
+/// their CIs were.
+fn judge(batch: &Batch, answer: &serde_json::Value) -> Judged {
     let result = answer.get("result").unwrap_or(answer);
-    let mut first = None;
-    let mut count = |key: &str| {
-        result
-            .get(key)
-            .and_then(serde_json::Value::as_array)
-            .map_or(0, |entries| {
-                entries
-                    .iter()
-                    .filter(|e| {
-                        let errors = e.get("errors").and_then(serde_json::Value::as_array);
-                        let bad = errors.is_some_and(|e| !e.is_empty());
-                        if bad && first.is_none() {
-                            first = errors.and_then(|e| e.first()).map(|e| {
-                                let text = e
-                                    .get("message")
+    let mut first_error = None;
+    let mut read = |key: &str, expected: usize| -> Option<Vec<bool>> {
+        let entries = result.get(key)?.as_array()?;
+        if entries.len() != expected {
+            return None;
+        }
+        Some(
+            entries
+                .iter()
+                .map(|e| {
+                    let errors = e.get("errors").and_then(serde_json::Value::as_array);
+                    let bad = errors.is_some_and(|e| !e.is_empty());
+                    if bad && first_error.is_none() {
+                        let text = errors
+                            .and_then(|e| e.first())
+                            .map(|e| {
+                                e.get("message")
                                     .and_then(serde_json::Value::as_str)
-                                    .map_or_else(|| e.to_string(), str::to_owned);
-                                let kind = if key == "items" { "CI" } else { "relation" };
-                                format!(
-                                    "the IRE rejected a {kind}: {}",
-                                    text.chars().take(300).collect::<String>()
-                                )
-                            });
-                        }
-                        bad
-                    })
-                    .count()
-            })
+                                    .map_or_else(|| e.to_string(), str::to_owned)
+                            })
+                            .unwrap_or_default();
+                        let kind = if key == "items" { "CI" } else { "relation" };
+                        first_error = Some(format!(
+                            "the IRE rejected a {kind}: {}",
+                            printable(&text, 300)
+                        ));
+                    }
+                    !bad
+                })
+                .collect(),
+        )
     };
-    let items = count("items");
-    let relations = count("relations");
-    (items, relations, first)
+    let items = read("items", batch.items.len());
+    let listed = read("relations", batch.relations.len());
+    let items = items.unwrap_or_else(|| {
+        first_error.get_or_insert_with(|| {
+            "the IRE's answer does not list the request's CIs one for one".to_owned()
+        });
+        vec![false; batch.items.len()]
+    });
+    let relations = listed.unwrap_or_else(|| {
+        batch
+            .payload
+            .relations
+            .iter()
+            .map(|r| items.get(r.parent) == Some(&true) && items.get(r.child) == Some(&true))
+            .collect()
+    });
+    Judged {
+        items,
+        relations,
+        first_error,
+    }
+}
+
+/// `s` without control characters, at most `max` characters.
+fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// A transport error without the URL (it names the instance, which is fine, but the
@@ -451,17 +599,22 @@ fn without_url(e: &reqwest::Error) -> String {
     }
 }
 
-/// At most `limit` bytes of a body, as text.
-async fn read_bounded(mut response: reqwest::Response, limit: usize) -> String {
+/// At most `limit` bytes of a body; an error when the body breaks off.
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = limit.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= limit {
-            break;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit.saturating_sub(out.len());
+                out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(without_url(&e)),
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The scheduled push of this instance, and what it last did.
@@ -470,7 +623,7 @@ pub struct Schedule {
     pub now: Notify,
     /// The last push's report (this instance's), and whether a push is running.
     pub last: std::sync::Mutex<(Option<PushReport>, bool)>,
-    /// This instance holds the pushing lock.
+    /// This instance holds the scheduling lock.
     pub leader: AtomicBool,
     /// Pushes this instance has made.
     pub pushes: AtomicU64,
@@ -486,14 +639,16 @@ impl Schedule {
 }
 
 /// Starts the push loop: it pushes at start and every `interval_seconds` while it
-/// holds the advisory lock (one instance among several), and whenever
-/// [`Schedule::now`] is notified (on any instance: an admin asked).
+/// holds the scheduling lock (one instance among several), and whenever
+/// [`Schedule::now`] is notified (on any instance: an admin asked). Each push runs in
+/// a task of its own, so a panic in one is reported as a failed push and the loop
+/// goes on.
 ///
 /// # Errors
 /// When the HTTP client cannot start.
 pub fn spawn(pool: PgPool, config: ServiceNowConfig) -> Result<Arc<Schedule>, reqwest::Error> {
     let interval = Duration::from_secs(config.interval_seconds);
-    let pusher = Pusher::new(config)?;
+    let pusher = Arc::new(Pusher::new(config)?);
     let schedule = Arc::new(Schedule {
         now: Notify::new(),
         last: std::sync::Mutex::new((None, false)),
@@ -506,16 +661,20 @@ pub fn spawn(pool: PgPool, config: ServiceNowConfig) -> Result<Arc<Schedule>, re
         let mut leader: Option<sqlx::PgConnection> = None;
         let mut next = tokio::time::Instant::now();
         loop {
+            let wake = next.min(tokio::time::Instant::now() + LOCK_CHECK);
             let asked = tokio::select! {
-                () = tokio::time::sleep_until(next) => false,
+                () = tokio::time::sleep_until(wake) => false,
                 () = shared.now.notified() => true,
             };
             if !asked {
-                next = tokio::time::Instant::now() + interval;
                 leader = lead(&pool, leader).await;
                 let leads = leader.is_some();
                 shared.leader.store(leads, Ordering::Relaxed);
                 metrics::gauge!(telemetry::SERVICENOW_LEADER).set(f64::from(u8::from(leads)));
+                if tokio::time::Instant::now() < next {
+                    continue;
+                }
+                next = tokio::time::Instant::now() + interval;
                 shared.ticks.fetch_add(1, Ordering::AcqRel);
                 if !leads {
                     continue;
@@ -524,30 +683,53 @@ pub fn spawn(pool: PgPool, config: ServiceNowConfig) -> Result<Arc<Schedule>, re
             if let Ok(mut last) = shared.last.lock() {
                 last.1 = true;
             }
-            let report = pusher.push(&pool).await;
+            let (pusher, pool) = (pusher.clone(), pool.clone());
+            let started = Utc::now();
+            let report = match tokio::spawn(async move { pusher.push(&pool).await }).await {
+                Ok(report) => report,
+                Err(e) => {
+                    tracing::error!(error = %e, "a ServiceNow push panicked");
+                    Pusher::finish(PushReport {
+                        started_at: Some(started),
+                        error: Some(format!("the push stopped: {e}")),
+                        ..PushReport::default()
+                    })
+                }
+            };
             if let Ok(mut last) = shared.last.lock() {
                 *last = (Some(report), false);
-                shared.pushes.fetch_add(1, Ordering::AcqRel);
             }
+            shared.pushes.fetch_add(1, Ordering::AcqRel);
         }
     });
     Ok(schedule)
 }
 
-/// Keeps or takes the pushing lock: the connection that holds it, or none when
-/// another instance does (or PostgreSQL does not answer; the next tick tries again).
+/// Keeps or takes the scheduling lock: the connection that holds it, or none when
+/// another instance does (or PostgreSQL does not answer within [`LOCK_TIMEOUT`]; the
+/// next check tries again).
 async fn lead(pool: &PgPool, held: Option<sqlx::PgConnection>) -> Option<sqlx::PgConnection> {
     if let Some(mut conn) = held {
-        if sqlx::query("SELECT 1").execute(&mut conn).await.is_ok() {
+        let alive = tokio::time::timeout(LOCK_TIMEOUT, sqlx::query("SELECT 1").execute(&mut conn))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if alive {
             return Some(conn);
         }
-        tracing::warn!("lost the ServiceNow push lock's connection; trying again");
+        tracing::warn!("lost the ServiceNow scheduling lock's connection; trying again");
     }
-    let mut conn = pool.acquire().await.ok()?.detach();
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(LEADER_LOCK)
-        .fetch_one(&mut conn)
+    let take = async {
+        let mut conn = pool.acquire().await.ok()?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK)
+            .fetch_one(&mut *conn)
+            .await
+            .ok()?;
+        // Only a connection holding the lock leaves the pool.
+        got.then(|| conn.detach())
+    };
+    tokio::time::timeout(LOCK_TIMEOUT, take)
         .await
-        .ok()?;
-    got.then_some(conn)
+        .ok()
+        .flatten()
 }

@@ -131,13 +131,15 @@ impl Mapping<'_> {
             .iter()
             .find(|ip| !ip.contains(':'))
             .or_else(|| a.ip_addresses.first());
-        let name = a
-            .name
-            .as_deref()
-            .or(a.fqdn.as_deref())
-            .or(ip.map(String::as_str))
-            .unwrap_or("");
-        put("name", name);
+        // The first of name, FQDN, address that is not empty once cleaned: the IRE
+        // cannot identify a new CI without a name.
+        let name = [a.name.as_deref(), a.fqdn.as_deref(), ip.map(String::as_str)]
+            .into_iter()
+            .flatten()
+            .map(bounded)
+            .find(|n| !n.is_empty())
+            .unwrap_or_else(|| a.id.to_string());
+        put("name", &name);
         if let Some(ip) = ip {
             put("ip_address", ip);
         }
@@ -211,38 +213,52 @@ impl Mapping<'_> {
     }
 }
 
+/// One request of a push: its payload, and which records of the whole export its
+/// items and relations are (for counting each record once, however many requests
+/// carried it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub payload: Payload,
+    /// `items[i]` of the payload is `full.items[items[i]]`.
+    pub items: Vec<usize>,
+    /// `relations[i]` of the payload is `full.relations[relations[i]]`.
+    pub relations: Vec<usize>,
+}
+
 /// Splits a payload into requests of at most `max_items` items, each self-contained
 /// (a relation's two CIs are in its request: the IRE resolves indices per request).
 /// Relations go first, grouped so their CIs fill requests; the CIs no relation took
 /// follow. A CI in several requests is sent each time with the same source key and
 /// values, which the IRE reconciles into one.
-pub fn batches(full: &Payload, max_items: usize) -> Vec<Payload> {
+pub fn batches(full: &Payload, max_items: usize) -> Vec<Batch> {
     let max_items = max_items.max(2);
     let mut out = Vec::new();
     let mut sent = vec![false; full.items.len()];
-    let mut current = Payload::default();
+    let mut current = Batch::default();
     let mut local: HashMap<usize, usize> = HashMap::new();
-    for r in &full.relations {
+    for (n, r) in full.relations.iter().enumerate() {
         let missing = usize::from(!local.contains_key(&r.parent))
             + usize::from(!local.contains_key(&r.child));
         if current.items.len() + missing > max_items {
             out.push(std::mem::take(&mut current));
             local.clear();
         }
-        let mut place = |i: usize, current: &mut Payload| {
+        let mut place = |i: usize, current: &mut Batch| {
             *local.entry(i).or_insert_with(|| {
-                current.items.push(full.items[i].clone());
+                current.payload.items.push(full.items[i].clone());
+                current.items.push(i);
                 sent[i] = true;
                 current.items.len() - 1
             })
         };
         let parent = place(r.parent, &mut current);
         let child = place(r.child, &mut current);
-        current.relations.push(Relation {
+        current.payload.relations.push(Relation {
             parent,
             child,
             kind: r.kind.clone(),
         });
+        current.relations.push(n);
     }
     for (i, item) in full.items.iter().enumerate() {
         if sent[i] {
@@ -251,7 +267,8 @@ pub fn batches(full: &Payload, max_items: usize) -> Vec<Payload> {
         if current.items.len() >= max_items {
             out.push(std::mem::take(&mut current));
         }
-        current.items.push(item.clone());
+        current.payload.items.push(item.clone());
+        current.items.push(i);
     }
     if !current.items.is_empty() {
         out.push(current);
@@ -348,11 +365,20 @@ mod tests {
         );
         let json = serde_json::to_value(&item).unwrap_or_default();
         assert_eq!(json["className"], "cmdb_ci_linux_server");
-        let mut switch = asset(8, "", "network_device");
-        switch.name = None;
+        let mut switch = asset(8, " \u{1}", "network_device");
         let item = m.item(&switch);
         assert_eq!(item.class_name, "cmdb_ci_netgear");
-        assert_eq!(item.values["name"], "10.0.0.8", "no name: its address");
+        assert_eq!(
+            item.values["name"], "10.0.0.8",
+            "no usable name: its address"
+        );
+        switch.ip_addresses.clear();
+        let item = m.item(&switch);
+        assert_eq!(
+            item.values["name"],
+            Uuid::from_u128(8).to_string(),
+            "nothing: its id"
+        );
     }
 
     #[test]
@@ -392,8 +418,20 @@ mod tests {
             let parts = batches(&full, size);
             let mut keys = std::collections::HashSet::new();
             let mut pairs = std::collections::HashSet::new();
-            for p in &parts {
+            for b in &parts {
+                let p = &b.payload;
                 assert!(!p.items.is_empty() && p.items.len() <= size, "size {size}");
+                for (local, whole) in b.items.iter().enumerate() {
+                    assert_eq!(p.items[local], full.items[*whole]);
+                }
+                for (local, whole) in b.relations.iter().enumerate() {
+                    let r = &full.relations[*whole];
+                    let here = &p.relations[local];
+                    assert_eq!(
+                        (b.items[here.parent], b.items[here.child]),
+                        (r.parent, r.child)
+                    );
+                }
                 for r in &p.relations {
                     let key =
                         |i: usize| p.items[i].sys_object_source_info.source_native_key.clone();
@@ -426,8 +464,8 @@ mod tests {
         }
         let one = batches(&full, 100);
         assert_eq!(one.len(), 1, "all fits in one request");
-        assert_eq!(one[0].items.len(), 20, "each CI once");
-        assert_eq!(one[0].relations.len(), full.relations.len());
+        assert_eq!(one[0].payload.items.len(), 20, "each CI once");
+        assert_eq!(one[0].payload.relations.len(), full.relations.len());
         assert!(batches(&Payload::default(), 10).is_empty());
     }
 }

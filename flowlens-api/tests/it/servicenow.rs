@@ -47,6 +47,12 @@ struct Cmdb {
     token_requests: usize,
     /// Operations answered for the last request's items.
     operations: Vec<String>,
+    /// Answer this many IRE requests with a 200 page that is not JSON (a proxy's).
+    garbage_next: usize,
+    /// `expires_in` of the tokens handed out.
+    expires_in: u64,
+    /// Answer 429 with `Retry-After: 1` to this many requests.
+    throttle_next: usize,
 }
 
 #[derive(Clone)]
@@ -92,15 +98,23 @@ async fn oauth_token(State(i): State<Instance>, headers: HeaderMap, body: Bytes)
     let Auth::OAuth { client_id, secret } = i.auth.lock().unwrap().clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let ok = form.get("grant_type").map(String::as_str) == Some("password")
-        && form.get("client_id") == Some(&client_id)
-        && form.get("client_secret") == Some(&secret)
-        && form.get("username").map(String::as_str) == Some("flowlens.integration")
-        && form.get("password").map(String::as_str) == Some("user-pass");
+    let client =
+        form.get("client_id") == Some(&client_id) && form.get("client_secret") == Some(&secret);
+    let ok = match form.get("grant_type").map(String::as_str) {
+        Some("password") => {
+            client
+                && form.get("username").map(String::as_str) == Some("flowlens.integration")
+                && form.get("password").map(String::as_str) == Some("user-pass")
+        }
+        Some("client_credentials") => client && !form.contains_key("password"),
+        _ => false,
+    };
     if !ok {
+        // As some servers do: the refused request echoed back.
         return (
             StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"error": "access_denied"})),
+            axum::Json(json!({"error": "access_denied",
+                "error_description": format!("refused {form:?}")})),
         )
             .into_response();
     }
@@ -108,7 +122,7 @@ async fn oauth_token(State(i): State<Instance>, headers: HeaderMap, body: Bytes)
     cmdb.tokens.insert(token.clone());
     axum::Json(json!({
         "access_token": token, "refresh_token": "r", "scope": "useraccount",
-        "token_type": "Bearer", "expires_in": 1799
+        "token_type": "Bearer", "expires_in": if cmdb.expires_in == 0 { 1799 } else { cmdb.expires_in }
     }))
     .into_response()
 }
@@ -147,6 +161,19 @@ async fn identify_reconcile(
     let mut cmdb = i.cmdb();
     if let Some(status) = cmdb.fail_next.pop_front() {
         return StatusCode::from_u16(status).unwrap().into_response();
+    }
+    if cmdb.throttle_next > 0 {
+        cmdb.throttle_next -= 1;
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")]).into_response();
+    }
+    if cmdb.garbage_next > 0 {
+        cmdb.garbage_next -= 1;
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body>Your instance is hibernating</body></html>",
+        )
+            .into_response();
     }
     if query.get("sysparm_data_source") != Some(&i.data_source) {
         cmdb.problems.push(format!("sysparm_data_source {query:?}"));
@@ -350,7 +377,7 @@ fn validate(p: &Value, data_source: &str) -> Vec<String> {
 }
 
 /// The graph every test exports: web uses db twice (two ports) and an outside
-/// address; a switch nobody talks to.
+/// address; the switch sends db its logs.
 async fn graph(api: &TestApi) -> HashMap<&'static str, String> {
     let mut ids = HashMap::new();
     for (name, ips, kind, os) in [
@@ -380,7 +407,20 @@ async fn graph(api: &TestApi) -> HashMap<&'static str, String> {
     api.dependency(&ids["web"], &ids["db"], 5432).await;
     api.dependency(&ids["web"], &ids["db"], 6432).await;
     api.dependency(&ids["web"], &ids["cdn"], 443).await;
+    // db in two relations: with two CIs a request, sent twice, counted once.
+    api.dependency(&ids["core-sw"], &ids["db"], 514).await;
     ids
+}
+
+/// Every record of a push is accepted, rejected or unsent, once.
+fn accounted(status: &Value) {
+    let r = &status["last_push"];
+    let sum = |keys: &[&str]| keys.iter().map(|k| r[*k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        sum(&["accepted", "rejected", "unsent"]),
+        sum(&["items", "relations"]),
+        "{status}"
+    );
 }
 
 /// (parent key, child key) of a payload's relations.
@@ -430,7 +470,10 @@ async fn the_payload_on_demand_is_an_ire_payload_of_the_graph() {
     );
     assert_eq!(
         pairs(&p),
-        HashSet::from([(ids["web"].clone(), ids["db"].clone())]),
+        HashSet::from([
+            (ids["web"].clone(), ids["db"].clone()),
+            (ids["core-sw"].clone(), ids["db"].clone())
+        ]),
         "two dependencies between web and db are one relation"
     );
     let db = p["items"]
@@ -453,6 +496,7 @@ async fn the_payload_on_demand_is_an_ire_payload_of_the_graph() {
         pairs(&all),
         HashSet::from([
             (ids["web"].clone(), ids["db"].clone()),
+            (ids["core-sw"].clone(), ids["db"].clone()),
             (ids["web"].clone(), ids["cdn"].clone())
         ])
     );
@@ -564,7 +608,7 @@ async fn the_push_at_start_fills_the_cmdb_and_pushing_again_creates_nothing_new(
         password: "user-pass".into(),
     })
     .await;
-    // Two CIs per request: the relation's pair in one, the switch alone.
+    // Two CIs per request: each relation's pair in one (db in both).
     let (state, app) = pushing_instance(&api, &url, |c| c.batch_size = 2).await;
     let mut pushes = 0;
     let status = wait_push(&app, &mut pushes).await;
@@ -573,9 +617,14 @@ async fn the_push_at_start_fills_the_cmdb_and_pushing_again_creates_nothing_new(
     assert_eq!(report["outcome"], "ok", "{status}");
     assert_eq!(
         (&report["items"], &report["relations"], &report["requests"]),
-        (&json!(3), &json!(1), &json!(2)),
+        (&json!(3), &json!(2), &json!(2)),
         "{status}"
     );
+    assert_eq!(
+        report["accepted"], 5,
+        "db sent twice, counted once: {status}"
+    );
+    accounted(&status);
     {
         let cmdb = sn.cmdb();
         assert_eq!(cmdb.problems, Vec::<String>::new());
@@ -589,7 +638,7 @@ async fn the_push_at_start_fills_the_cmdb_and_pushing_again_creates_nothing_new(
                 ids["core-sw"].as_str()
             ])
         );
-        assert_eq!(cmdb.relations.len(), 1);
+        assert_eq!(cmdb.relations.len(), 2);
         let web = &cmdb.cis[&("FlowLens".to_owned(), ids["web"].clone())];
         let db = &cmdb.cis[&("FlowLens".to_owned(), ids["db"].clone())];
         assert!(cmdb.relations.contains(&(
@@ -619,7 +668,7 @@ async fn the_push_at_start_fills_the_cmdb_and_pushing_again_creates_nothing_new(
         let cmdb = sn.cmdb();
         assert_eq!(cmdb.problems, Vec::<String>::new());
         assert_eq!(cmdb.cis.len(), 3, "identified by source key: nothing new");
-        assert_eq!(cmdb.relations.len(), 1);
+        assert_eq!(cmdb.relations.len(), 2);
         assert_eq!(
             cmdb.cis[&("FlowLens".to_owned(), ids["db"].clone())].2["name"],
             "orders-db"
@@ -671,6 +720,44 @@ async fn oauth_tokens_are_fetched_once_and_renewed_when_refused() {
     assert_eq!(sn.cmdb().token_requests, 2);
     assert_eq!(sn.cmdb().cis.len(), 3);
     assert_eq!(sn.cmdb().problems, Vec::<String>::new());
+
+    // The client-credentials grant, with a lifetime from outside that would overflow
+    // a clock: bounded, and the token used.
+    sn.cmdb().expires_in = u64::MAX;
+    let (_cc, cc_app) = pushing_instance(&api, &url, |c| {
+        c.auth = "oauth".into();
+        c.oauth_grant_type = "client_credentials".into();
+        c.client_id = "c1d".into();
+        c.client_secret = "client-secret".into();
+        c.username = String::new();
+        c.password = String::new();
+    })
+    .await;
+    push_now(&cc_app).await;
+    let mut cc_pushes = 0;
+    let status = wait_push(&cc_app, &mut cc_pushes).await;
+    assert_eq!(status["last_push"]["outcome"], "ok", "{status}");
+    accounted(&status);
+
+    // A refused secret: failed, and the error does not repeat what the server echoed.
+    let (_bad, bad_app) = pushing_instance(&api, &url, |c| {
+        c.auth = "oauth".into();
+        c.client_id = "c1d".into();
+        c.client_secret = "wrong-secret-4711".into();
+    })
+    .await;
+    push_now(&bad_app).await;
+    let mut bad_pushes = 0;
+    let status = wait_push(&bad_app, &mut bad_pushes).await;
+    let report = &status["last_push"];
+    assert_eq!(report["outcome"], "failed", "{status}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("access_denied"), "{error}");
+    assert!(
+        !error.contains("wrong-secret-4711") && !error.contains("user-pass"),
+        "{error}"
+    );
+    accounted(&status);
 }
 
 #[tokio::test]
@@ -688,17 +775,27 @@ async fn failures_are_retried_reported_and_every_record_counted() {
     let mut pushes = 0;
     let status = wait_push(&app, &mut pushes).await;
     assert_eq!(status["last_push"]["outcome"], "ok", "{status}");
+    assert_eq!(status["last_push"]["accepted"], 5, "{status}");
     assert_eq!(sn.cmdb().cis.len(), 3);
 
-    // A class the instance has no rule for: that CI rejected, the rest accepted.
+    // Throttled: the server's Retry-After is waited out.
+    sn.cmdb().throttle_next = 1;
+    push_now(&app).await;
+    let status = wait_push(&app, &mut pushes).await;
+    assert_eq!(status["last_push"]["outcome"], "ok", "{status}");
+    accounted(&status);
+
+    // A class the instance has no rule for: that CI and its relation rejected, the
+    // rest accepted.
     sn.cmdb().reject_class = Some("cmdb_ci_netgear".into());
     push_now(&app).await;
     let status = wait_push(&app, &mut pushes).await;
     let report = &status["last_push"];
     assert_eq!(report["outcome"], "partial", "{status}");
     assert_eq!(
-        (&report["rejected"], &report["unsent"]),
-        (&json!(1), &json!(0))
+        (&report["accepted"], &report["rejected"], &report["unsent"]),
+        (&json!(3), &json!(2), &json!(0)),
+        "{status}"
     );
     assert!(
         report["error"]
@@ -708,6 +805,39 @@ async fn failures_are_retried_reported_and_every_record_counted() {
         "{status}"
     );
     sn.cmdb().reject_class = None;
+
+    // A 200 that is not the IRE's answer (a proxy's page), then a 400: each request
+    // fails alone, the push goes on, and what only it carried is unsent.
+    for trouble in ["garbage", "400"] {
+        if trouble == "garbage" {
+            sn.cmdb().garbage_next = 1;
+        } else {
+            sn.cmdb().fail_next.push_back(400);
+        }
+        push_now(&app).await;
+        let status = wait_push(&app, &mut pushes).await;
+        let report = &status["last_push"];
+        assert_eq!(report["outcome"], "partial", "{trouble}: {status}");
+        assert_eq!(
+            (&report["requests"], &report["failed_requests"]),
+            (&json!(2), &json!(1)),
+            "{trouble}: {status}"
+        );
+        assert_eq!(
+            (&report["accepted"], &report["unsent"]),
+            (&json!(3), &json!(2)),
+            "one CI and its relation; db went in the other request: {status}"
+        );
+        let error = report["error"].as_str().unwrap();
+        assert!(
+            error.contains(if trouble == "garbage" {
+                "not the IRE's"
+            } else {
+                "HTTP 400"
+            }),
+            "{error}"
+        );
+    }
 
     // The password changed on the instance: the push stops at the first refusal and
     // counts everything unsent.
@@ -724,7 +854,11 @@ async fn failures_are_retried_reported_and_every_record_counted() {
         (&report["requests"], &report["failed_requests"]),
         (&json!(1), &json!(1))
     );
-    assert_eq!(report["unsent"], json!(4), "3 CIs and 1 relation: {status}");
+    assert_eq!(
+        report["unsent"],
+        json!(5),
+        "3 CIs and 2 relations: {status}"
+    );
     assert!(
         report["error"]
             .as_str()
@@ -734,24 +868,22 @@ async fn failures_are_retried_reported_and_every_record_counted() {
     );
     assert_eq!(sn.cmdb().requests.len(), before);
 
-    // Nothing listening: retried, then failed with its cause and no credentials.
+    // Nothing listening: retried, then given up after two requests in a row fail.
     let (_state2, app2) = pushing_instance(&api, "http://127.0.0.1:9", |c| {
         c.max_attempts = 2;
         c.timeout_seconds = 2;
+        c.batch_size = 2;
     })
     .await;
-    // The first instance holds the lock: this one pushes when asked.
+    // The first instance holds the scheduling lock: this one pushes when asked.
     push_now(&app2).await;
     let mut pushes2 = 0;
     let status = wait_push(&app2, &mut pushes2).await;
     let report = &status["last_push"];
-    assert!(
-        matches!(report["outcome"].as_str(), Some("failed")),
-        "{status}"
-    );
+    assert_eq!(report["outcome"], "failed", "{status}");
+    assert_eq!(report["unsent"], 5, "{status}");
     let error = report["error"].as_str().unwrap();
     assert!(error.contains("could not connect"), "{error}");
-    assert!(!error.contains("user-pass"), "{error}");
 
     let m = get_json(&app, "/api/v1/admin/metrics").await;
     let m = m.as_str().unwrap();
@@ -760,6 +892,7 @@ async fn failures_are_retried_reported_and_every_record_counted() {
         r#"flowlens_api_servicenow_pushes_total{outcome="failed"}"#,
         r#"flowlens_api_servicenow_records_total{kind="ci",outcome="rejected"}"#,
         r#"flowlens_api_servicenow_records_total{kind="relation",outcome="unsent"}"#,
+        "flowlens_api_servicenow_last_success_timestamp_seconds",
     ] {
         assert!(m.contains(series), "{series} missing: {m}");
     }
