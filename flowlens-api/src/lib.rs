@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod auth;
 pub mod cache;
+pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod error;

@@ -6,7 +6,8 @@
 //!   `/usr/lib/flowlens/`, `/etc/flowlens/flowlens.yaml` (the generated example: every
 //!   key at its default), `/etc/default/flowlens` (secrets), the systemd units of the
 //!   daemon and its roles;
-//! - `flowlens-api`: `/usr/bin/flowlens-api`, `/etc/flowlens/api.yaml`, its unit.
+//! - `flowlens-api`: `/usr/bin/flowlens-api`, `/usr/bin/flowlens` (the command line, with
+//!   its bash, zsh and fish completions), `/etc/flowlens/api.yaml`, its unit.
 //!
 //! Both create the `flowlens` system user and `/var/lib/flowlens` (postinst) and keep
 //! their configuration files as conffiles, so an upgrade never overwrites an edit.
@@ -138,6 +139,32 @@ pub(crate) fn run(opts: &Options, ws: &Path) -> Result<()> {
         },
     ];
     let mut api = api;
+    api.push(File {
+        from: release.join("flowlens"),
+        to: "usr/bin/flowlens".into(),
+        mode: 0o755,
+    });
+    // The command line's completions, from the binary itself.
+    for (shell, to) in [
+        ("bash", "usr/share/bash-completion/completions/flowlens"),
+        ("zsh", "usr/share/zsh/vendor-completions/_flowlens"),
+        ("fish", "usr/share/fish/vendor_completions.d/flowlens.fish"),
+    ] {
+        let script = Command::new(release.join("flowlens"))
+            .args(["completions", shell])
+            .output()
+            .context("running flowlens completions")?;
+        if !script.status.success() {
+            bail!("flowlens completions {shell} failed");
+        }
+        let generated = out.join(format!("completions-{shell}"));
+        std::fs::write(&generated, &script.stdout)?;
+        api.push(File {
+            from: generated,
+            to: to.into(),
+            mode: 0o644,
+        });
+    }
     api.extend(docs("flowlens-api")?);
     for (name, files, conffiles, description) in [
         (
@@ -153,7 +180,8 @@ pub(crate) fn run(opts: &Options, ws: &Path) -> Result<()> {
             api,
             &["/etc/flowlens/api.yaml"][..],
             "FlowLens API\n REST and WebSocket service over the FlowLens dependency graph \
-             (assets,\n dependencies, topology, impact and path analyses, changes, alerts).",
+             (assets,\n dependencies, topology, impact and path analyses, changes, alerts),\n \
+             and `flowlens`, its command line.",
         ),
     ] {
         let deb = build(

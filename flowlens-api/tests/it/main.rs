@@ -12,6 +12,7 @@ mod analysis;
 mod assets;
 mod auth;
 mod cli;
+mod client;
 mod dependencies;
 mod discovery;
 mod graph_fixture;
