@@ -91,6 +91,8 @@ fn dot_quote(s: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => {}
+            // Names come from reverse DNS: no escape sequence reaches a terminal.
+            c if c.is_control() => out.push(' '),
             c => out.push(c),
         }
     }
@@ -145,6 +147,7 @@ fn mermaid_quote(s: &str) -> String {
             '`' => out.push_str("#96;"),
             '\n' => out.push_str("<br/>"),
             '\r' => {}
+            c if c.is_control() => out.push(' '),
             c => out.push(c),
         }
     }

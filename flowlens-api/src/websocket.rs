@@ -31,6 +31,12 @@ use crate::telemetry::{WEBSOCKET_CLOSED, WEBSOCKET_CONNECTIONS, WEBSOCKET_REFUSE
 /// the server buffer megabytes.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4096;
 
+/// The close reason when the socket's token expires (clients tell it from other
+/// closes: log in again rather than reconnect).
+pub const CLOSE_TOKEN_EXPIRED: &str = "token expired";
+/// The close reason when the socket's API key is revoked.
+pub const CLOSE_KEY_REVOKED: &str = "API key revoked";
+
 /// Per-socket read buffer (tungstenite's default is 128 kibibytes per socket).
 const READ_BUFFER_BYTES: usize = 4096;
 
@@ -263,11 +269,11 @@ impl Session {
                         Err(RecvError::Closed) => false,
                     };
                     if gone {
-                        return End::Closed(close_code::POLICY, "API key revoked", "revoked");
+                        return End::Closed(close_code::POLICY, CLOSE_KEY_REVOKED, "revoked");
                     }
                 }
                 () = &mut expired => {
-                    return End::Closed(close_code::POLICY, "token expired", "expired");
+                    return End::Closed(close_code::POLICY, CLOSE_TOKEN_EXPIRED, "expired");
                 }
                 _ = ping.tick() => {
                     if awaiting_pong {

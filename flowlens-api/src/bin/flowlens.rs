@@ -285,24 +285,36 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &ClientError) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "flowlens: {e}");
+    note(&e.to_string());
     ExitCode::from(e.exit_code())
 }
 
 /// Writes to stdout; a closed pipe (`flowlens ... | head`) ends the process quietly.
+/// Text for people: names and titles come from the network and from the API, so
+/// every character a terminal would act on is replaced, whatever the command.
 fn out(s: &str) -> Result<(), ClientError> {
+    out_bytes(table::printable(s).as_bytes())
+}
+
+fn out_bytes(bytes: &[u8]) -> Result<(), ClientError> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(s.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         Err(e) => Err(ClientError::Other(format!("stdout: {e}"))),
     }
 }
 
+/// JSON for scripts: the same JSON, with the characters serde leaves raw escaped.
 fn out_json(v: &Value) -> Result<(), ClientError> {
     let mut s = serde_json::to_string_pretty(v).map_err(|e| ClientError::Other(e.to_string()))?;
     s.push('\n');
-    out(&s)
+    out_bytes(table::json_escaped(&s).as_bytes())
+}
+
+/// A note on stderr, cleaned like stdout.
+fn note(s: &str) {
+    let _ = writeln!(std::io::stderr(), "flowlens: {}", table::printable(s));
 }
 
 /// The saved login with `--url`/`FLOWLENS_URL` over its URL and `FLOWLENS_TOKEN` or
@@ -323,9 +335,21 @@ fn session(url: Option<String>) -> Result<Client, ClientError> {
         },
         (token, key) => (token, key),
     };
-    let url = url
-        .or_else(|| saved.map(|c| c.url))
-        .ok_or_else(|| ClientError::Invalid("no API URL: give --url".to_owned()))?;
+    let from_env = env("FLOWLENS_TOKEN").is_some() || env("FLOWLENS_API_KEY").is_some();
+    let url = match (url, &saved) {
+        (Some(u), Some(c)) if !from_env && u.trim_end_matches('/') != c.url => {
+            // The saved credential goes only where it was checked: a stray
+            // FLOWLENS_URL must not send it to another server.
+            return Err(ClientError::Unauthorized(format!(
+                "the saved login is for {}, not {}: log in there, or set FLOWLENS_TOKEN",
+                c.url,
+                table::cell(&u)
+            )));
+        }
+        (Some(u), _) => u,
+        (None, Some(c)) => c.url.clone(),
+        (None, None) => return Err(ClientError::Invalid("no API URL: give --url".to_owned())),
+    };
     Client::new(Credentials {
         url,
         token,
@@ -427,15 +451,14 @@ async fn login(url: Option<String>, api_key: bool, json: bool) -> Result<(), Cli
         ClientError::Invalid("give the API's URL: flowlens login --url http://HOST:8000".to_owned())
     })?;
     let what = if api_key { "API key" } else { "token" };
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        let _ = write!(std::io::stderr(), "{what}: ");
-        let _ = std::io::stderr().flush();
+    let line = if std::io::stdin().is_terminal() {
+        // Typed: not echoed, so it stays off the screen and out of scrollback.
+        rpassword::prompt_password(format!("{what}: "))
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
     }
-    let mut line = String::new();
-    stdin
-        .read_line(&mut line)
-        .map_err(|e| ClientError::Other(format!("reading the {what}: {e}")))?;
+    .map_err(|e| ClientError::Other(format!("reading the {what}: {e}")))?;
     let secret = line.trim().to_owned();
     if secret.is_empty() {
         return Err(ClientError::Invalid(format!("no {what} on stdin")));
@@ -446,6 +469,9 @@ async fn login(url: Option<String>, api_key: bool, json: bool) -> Result<(), Cli
         api_key: api_key.then_some(secret),
     };
     let client = Client::new(credentials)?;
+    if plain_http_elsewhere(&client.credentials().url) {
+        note("the credential travels unencrypted over http:// to another host; use https");
+    }
     client
         .get("/api/v1/assets", &[("page_size", "1".to_owned())])
         .await?;
@@ -465,6 +491,19 @@ async fn login(url: Option<String>, api_key: bool, json: bool) -> Result<(), Cli
             path.display()
         ))
     }
+}
+
+/// `http://` to anything but this host.
+fn plain_http_elsewhere(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| {
+        u.scheme() == "http"
+            && !matches!(u.host(), Some(url::Host::Domain("localhost")))
+            && !match u.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                _ => false,
+            }
+    })
 }
 
 /// The commands that read or change the graph.
@@ -760,7 +799,7 @@ async fn data(client: &Client, command: Command, json: bool) -> Result<(), Clien
             page,
         }) => {
             let mut q = Vec::new();
-            push_opt(&mut q, "change_type", change_type);
+            push_opt(&mut q, "type", change_type);
             push_opt(&mut q, "since", since);
             push_opt(&mut q, "until", until);
             page_query(&mut q, &page);
@@ -965,28 +1004,53 @@ async fn export(
         .send(Method::GET, "/api/v1/topology/export", &q, None)
         .await?;
     if let Some(path) = output {
-        // Beside the target, then renamed: a failed export leaves the old file.
-        let tmp = path.with_extension("flowlens-tmp");
-        std::fs::write(&tmp, &body.bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
+        write_atomically(&path, &body.bytes)
             .map_err(|e| ClientError::Other(format!("{}: {e}", path.display())))?;
-        let _ = writeln!(
-            std::io::stderr(),
+        note(&format!(
             "wrote {} bytes of {} to {}",
             body.bytes.len(),
             body.content_type,
             path.display()
-        );
+        ));
         Ok(())
+    } else if std::io::stdout().is_terminal() {
+        // On a screen: cleaned like every other output. Piped: the bytes as they are.
+        out(&String::from_utf8_lossy(&body.bytes))
     } else {
-        let mut stdout = std::io::stdout().lock();
-        match stdout.write_all(&body.bytes).and_then(|()| stdout.flush()) {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                Err(ClientError::Other(format!("stdout: {e}")))
-            }
-            _ => Ok(()),
-        }
+        out_bytes(&body.bytes)
     }
+}
+
+/// Writes `path` by a new file beside it (created exclusively: nothing planted under
+/// its name is followed), renamed over it; a failure leaves the old file and no debris.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "export".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 async fn alert_status(
@@ -1017,25 +1081,30 @@ async fn alert_status(
 /// Follows the change feed: a line per change (a JSON line with `--json`), a note on
 /// stderr when the server says events may have been missed.
 async fn tail(client: &Client, count: Option<u64>, json: bool) -> Result<(), ClientError> {
+    use flowlens_api::websocket::{CLOSE_KEY_REVOKED, CLOSE_TOKEN_EXPIRED};
     use tokio_tungstenite::tungstenite::Message;
     let mut ws = client.change_feed().await?;
-    let mut seen = 0;
+    note(&format!(
+        "following the changes of {} (Ctrl-C stops)",
+        client.credentials().url
+    ));
     if count == Some(0) {
         return Ok(());
     }
+    let mut seen = 0;
+    let mut closed: Option<String> = None;
     while let Some(message) = ws.next().await {
-        let message = message.map_err(|e| ClientError::Unavailable(format!("change feed: {e}")))?;
+        let message = match message {
+            Ok(m) => m,
+            Err(_) if closed.is_some() => break,
+            Err(e) => return Err(ClientError::Unavailable(format!("change feed: {e}"))),
+        };
         let text_message = match message {
             Message::Text(t) => t,
             Message::Close(frame) => {
-                let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
-                return Err(
-                    if reason.contains("expired") || reason.contains("revoked") {
-                        ClientError::Unauthorized(format!("the server closed the feed: {reason}"))
-                    } else {
-                        ClientError::Unavailable(format!("the server closed the feed: {reason}"))
-                    },
-                );
+                // The library answers it; read on until the socket ends.
+                closed = Some(frame.map(|f| f.reason.to_string()).unwrap_or_default());
+                continue;
             }
             _ => continue,
         };
@@ -1045,7 +1114,7 @@ async fn tail(client: &Client, count: Option<u64>, json: bool) -> Result<(), Cli
             Some("change") => {
                 let e = &v["event"];
                 if json {
-                    out(&format!("{v}\n"))?;
+                    out_bytes(table::json_escaped(&format!("{v}\n")).as_bytes())?;
                 } else {
                     out(&format!(
                         "{}  {}  {}  {}\n",
@@ -1063,16 +1132,24 @@ async fn tail(client: &Client, count: Option<u64>, json: bool) -> Result<(), Cli
             }
             Some("resync") => {
                 if json {
-                    out(&format!("{v}\n"))?;
+                    out_bytes(table::json_escaped(&format!("{v}\n")).as_bytes())?;
                 }
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "flowlens: the feed fell behind; changes may have been missed \
-                     (`flowlens changes list --since ...` has them)"
+                note(
+                    "the feed fell behind; changes may have been missed \
+                     (`flowlens changes list --since ...` has them)",
                 );
             }
             _ => {}
         }
     }
-    Err(ClientError::Unavailable("the change feed ended".to_owned()))
+    Err(match closed {
+        Some(reason) if reason == CLOSE_TOKEN_EXPIRED || reason == CLOSE_KEY_REVOKED => {
+            ClientError::Unauthorized(format!("the server closed the feed: {reason}"))
+        }
+        Some(reason) => ClientError::Unavailable(format!(
+            "the server closed the feed: {}",
+            table::cell(&reason)
+        )),
+        None => ClientError::Unavailable("the change feed ended".to_owned()),
+    })
 }

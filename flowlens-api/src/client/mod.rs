@@ -92,11 +92,7 @@ impl Client {
     /// When the URL is not `http(s)://host[:port]` or TLS cannot start.
     pub fn new(credentials: Credentials) -> Result<Self, ClientError> {
         let url = credentials.url.trim_end_matches('/').to_owned();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ClientError::Invalid(format!(
-                "{url:?} is not an http:// or https:// URL"
-            )));
-        }
+        check_url(&url)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_mins(1))
             .connect_timeout(Duration::from_secs(10))
@@ -143,9 +139,10 @@ impl Client {
         if let Some(b) = body {
             request = request.json(b);
         }
-        let response = request.send().await.map_err(|e| {
-            ClientError::Unavailable(format!("{}: {}", self.credentials.url, transport(&e)))
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.credentials.url, &e))?;
         let status = response.status();
         let content_type = response
             .headers()
@@ -156,7 +153,7 @@ impl Client {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| ClientError::Unavailable(transport(&e)))?
+            .map_err(|e| transport_error(&self.credentials.url, &e))?
             .to_vec();
         if status.is_success() {
             Ok(Body {
@@ -207,10 +204,11 @@ impl Client {
             return Ok(what.to_owned());
         }
         let ip = what.parse::<std::net::IpAddr>().is_ok();
+        // The server's default page size (within any max_page_size it sets).
         let query = if ip {
-            vec![("ip", what.to_owned()), ("page_size", "50".to_owned())]
+            vec![("ip", what.to_owned())]
         } else {
-            vec![("q", what.to_owned()), ("page_size", "50".to_owned())]
+            vec![("q", what.to_owned())]
         };
         let page = self.get("/api/v1/assets", &query).await?;
         let exact: Vec<&Value> = page["items"]
@@ -219,9 +217,10 @@ impl Client {
             .flatten()
             .filter(|a| {
                 ip || a["name"].as_str() == Some(what)
-                    || a["fqdn"]
-                        .as_str()
-                        .is_some_and(|f| f.trim_end_matches('.') == what.trim_end_matches('.'))
+                    || a["fqdn"].as_str().is_some_and(|f| {
+                        f.trim_end_matches('.')
+                            .eq_ignore_ascii_case(what.trim_end_matches('.'))
+                    })
                     || a["ip_addresses"]
                         .as_array()
                         .is_some_and(|ips| ips.iter().any(|i| i.as_str() == Some(what)))
@@ -233,10 +232,12 @@ impl Client {
                 .map(str::to_owned)
                 .ok_or_else(|| ClientError::Other("an asset without an id".to_owned())),
             [] => Err(ClientError::NotFound(format!(
-                "no asset is named {what:?} (give its id, name, FQDN or address)"
+                "no asset is named {} (give its id, name, FQDN or address)",
+                table::cell(what)
             ))),
             several => Err(ClientError::Invalid(format!(
-                "{what:?} names {} assets: {}; give an id",
+                "{} names {} assets: {}; give an id",
+                table::cell(what),
                 several.len(),
                 several
                     .iter()
@@ -260,6 +261,7 @@ impl Client {
         >,
         ClientError,
     > {
+        use tokio_tungstenite::tungstenite::Error as WsError;
         use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
         let url = format!(
             "{}/api/v1/topology/ws",
@@ -271,7 +273,7 @@ impl Client {
         let mut request = url
             .as_str()
             .into_client_request()
-            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+            .map_err(|e| ClientError::Invalid(format!("the change feed's URL: {e}")))?;
         let headers = request.headers_mut();
         let value = match (&self.credentials.token, &self.credentials.api_key) {
             (Some(t), _) => Some(("authorization", format!("Bearer {t}"))),
@@ -288,10 +290,13 @@ impl Client {
         }
         match tokio_tungstenite::connect_async(request).await {
             Ok((ws, _)) => Ok(ws),
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(WsError::Http(response)) => {
                 let body = response.body().clone().unwrap_or_default();
                 Err(ClientError::from_status(response.status().as_u16(), &body))
             }
+            Err(e @ WsError::Url(_)) => Err(ClientError::Invalid(format!("{url}: {e}"))),
+            // A certificate the system does not trust will not be trusted on retry.
+            Err(e @ WsError::Tls(_)) => Err(ClientError::Other(format!("{url}: {e}"))),
             Err(e) => Err(ClientError::Unavailable(format!("{url}: {e}"))),
         }
     }
@@ -305,6 +310,42 @@ pub fn token_claims(token: &str) -> Option<Value> {
         .decode(payload.trim_end_matches('='))
         .ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// The API's URL as the client accepts it: http or https, a host, maybe a port and a
+/// path prefix (a reverse proxy's); no user, password, query or fragment (a password
+/// in a URL ends up in shell history and process lists).
+fn check_url(url: &str) -> Result<(), ClientError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ClientError::Invalid(format!("{}: {e}", table::cell(url))))?;
+    let bad = !matches!(parsed.scheme(), "http" | "https")
+        || parsed.host().is_none()
+        || !parsed.username().is_empty()
+        || parsed.password().is_some()
+        || parsed.query().is_some()
+        || parsed.fragment().is_some();
+    if bad {
+        return Err(ClientError::Invalid(format!(
+            "{}: give http(s)://host[:port][/prefix], without user, query or fragment",
+            table::cell(url)
+        )));
+    }
+    Ok(())
+}
+
+/// The exit code a transport error deserves: a request that could not even be built
+/// (a header value a credential cannot be) or a certificate the system does not
+/// trust will fail the same way again; the rest may pass later.
+fn transport_error(url: &str, e: &reqwest::Error) -> ClientError {
+    let text = format!("{url}: {}", transport(e));
+    let certificate = text.contains("certificate") || text.contains("UnknownIssuer");
+    if e.is_builder() {
+        ClientError::Invalid(text)
+    } else if certificate {
+        ClientError::Other(text)
+    } else {
+        ClientError::Unavailable(text)
+    }
 }
 
 /// A transport error in a few words and its root cause.
@@ -357,6 +398,26 @@ mod tests {
         let e =
             ClientError::from_status(502, format!("<html>\u{1b}{}", "x".repeat(500)).as_bytes());
         assert!(e.to_string().len() < 100 && !e.to_string().contains('\u{1b}'));
+    }
+
+    #[test]
+    fn urls_with_secrets_or_without_a_host_are_refused() {
+        for bad in [
+            "ftp://h",
+            "http://user:pw@h:8000",
+            "http://h:8000?x=1",
+            "http://a b",
+            "localhost:8000",
+        ] {
+            let e = check_url(bad).err().map(|e| e.exit_code());
+            assert_eq!(e, Some(6), "{bad}");
+        }
+        for good in [
+            "http://127.0.0.1:8000",
+            "https://flowlens.example.com/api-proxy",
+        ] {
+            assert!(check_url(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! width a terminal shows, and nothing a terminal would interpret (control characters
 //! from names a network reported are replaced).
 
+use std::fmt::Write as _;
+
 use serde_json::Value;
 
 /// Widest a cell is shown (the JSON output has everything).
@@ -58,12 +60,46 @@ impl Table {
     }
 }
 
-/// A cell: control characters replaced, at most [`MAX_CELL`] characters (`...` ending
-/// a cut one).
+/// Characters a terminal would act on or that reorder or hide text: controls (C0,
+/// DEL, C1), bidirectional overrides and isolates, zero-width characters.
+pub fn hostile(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Text for a terminal: every [`hostile`] character but the line feed replaced by `?`.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c != '\n' && hostile(c) { '?' } else { c })
+        .collect()
+}
+
+/// Serialized JSON with the [`hostile`] characters serde leaves as they are (DEL, C1,
+/// bidi, zero-width) written as `\uXXXX` escapes: the same JSON, safe on a terminal.
+pub fn json_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        // Outside strings JSON has only ASCII structure and whitespace, so every
+        // hostile character is inside a string, where the escape means the same.
+        if hostile(c) && !matches!(c, '\n' | '\r' | '\t') {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{u:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A cell: [`hostile`] characters replaced, at most [`MAX_CELL`] characters (`...`
+/// ending a cut one).
 pub fn cell(s: &str) -> String {
     let clean: String = s
         .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if hostile(c) { '?' } else { c })
         .collect();
     if clean.chars().count() <= MAX_CELL {
         clean
@@ -135,6 +171,18 @@ mod tests {
         assert!(lines[1].ends_with("..."), "{out}");
         assert_eq!(lines[1].chars().count(), 4 + 10 + 60);
         assert_eq!(lines[2], "22  db", "no trailing spaces");
+    }
+
+    #[test]
+    fn hostile_characters_never_reach_the_terminal() {
+        let name = "evil\u{1b}]0;owned\u{7}\u{202e}gpj.exe\u{85}";
+        assert_eq!(cell(name), "evil?]0;owned??gpj.exe?");
+        assert_eq!(printable("a\nb\u{1b}c"), "a\nb?c");
+        let json = serde_json::to_string(&json!({"name": name})).unwrap_or_default();
+        let escaped = json_escaped(&json);
+        assert!(!escaped.chars().any(hostile), "{escaped}");
+        let back: Value = serde_json::from_str(&escaped).unwrap_or_default();
+        assert_eq!(back["name"], name, "the same JSON");
     }
 
     #[test]

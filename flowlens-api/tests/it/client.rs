@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use flowlens_api::auth::Role;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
@@ -131,14 +131,13 @@ async fn login_keeps_the_token_private_and_every_later_command_uses_it() {
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(!cli.credentials().exists());
 
+    let alice = TestApi::token_for("alice", Role::Editor);
     let r = cli
-        .run_with(
-            &["login", "--url", &cli.url],
-            &format!("{}\n", TestApi::token_for("alice", Role::Editor)),
-        )
+        .run_with(&["login", "--url", &cli.url], &format!("{alice}\n"))
         .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("as alice (editor)"), "{}", r.stdout);
+    assert!(!r.stdout.contains(&alice) && !r.stderr.contains(&alice));
     assert_eq!(mode(&cli.credentials()), 0o600);
     assert_eq!(mode(cli.credentials().parent().unwrap()), 0o700);
     let saved: Value =
@@ -152,6 +151,13 @@ async fn login_keeps_the_token_private_and_every_later_command_uses_it() {
     );
     let r = cli.ok(&["status"]).await;
     assert_eq!(r.stdout, format!("{} as alice (editor)\n", cli.url));
+    // The saved token goes only where it was checked, not to another --url.
+    let r = cli
+        .run(&["assets", "list", "--url", "http://127.0.0.1:9"])
+        .await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("the saved login is for"), "{}", r.stderr);
+    assert!(!r.stderr.contains(&alice));
 
     // Readable by others: refused, as ssh refuses such a key.
     std::fs::set_permissions(cli.credentials(), std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -206,8 +212,20 @@ async fn assets_dependencies_exports_and_analyses_as_tables_and_json() {
     api.asset("dup", &["10.0.9.2"]).await;
     let web_db = api.dependency(&web, &db, 5432).await;
     api.dependency(&db, &store, 2049).await;
+    // A name as reverse DNS may hand it over: escape sequences, a bidi override.
+    let evil = api.asset("evil", &["10.0.6.6"]).await;
+    sqlx::query("UPDATE assets SET name = E'ev\\x1b]0;pwned\\x07il\\u202e' WHERE id = $1::uuid")
+        .bind(&evil)
+        .execute(&api.pool)
+        .await
+        .unwrap();
+    api.dependency(&evil, &db, 5432).await;
     let cli = Cli::new(&api, "graph").await;
     cli.login(Role::Viewer).await;
+    let hostile = |s: &str| {
+        s.chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}')
+    };
 
     let r = cli.ok(&["assets", "list"]).await;
     let lines: Vec<&str> = r.stdout.lines().collect();
@@ -218,18 +236,21 @@ async fn assets_dependencies_exports_and_analyses_as_tables_and_json() {
     );
     assert_eq!(
         lines.len(),
-        1 + 5 + 1,
-        "header, five assets, footer: {}",
+        1 + 6 + 1,
+        "header, six assets, footer: {}",
         r.stdout
     );
-    assert_eq!(*lines.last().unwrap(), "5 of 5 (page 1)");
+    assert_eq!(*lines.last().unwrap(), "6 of 6 (page 1)");
+    assert!(!hostile(&r.stdout), "{:?}", r.stdout);
+    assert!(r.stdout.contains("ev?]0;pwned?il?"), "{}", r.stdout);
     let page = cli
         .ok(&["assets", "list", "--json", "--page-size", "2"])
-        .await
-        .json();
+        .await;
+    assert!(!hostile(&page.stdout), "{:?}", page.stdout);
+    let page = page.json();
     assert_eq!(
         (page["items"].as_array().unwrap().len(), &page["total"]),
-        (2, &json!(5))
+        (2, &json!(6))
     );
     let found = cli
         .ok(&["assets", "search", "store", "--json"])
@@ -245,7 +266,7 @@ async fn assets_dependencies_exports_and_analyses_as_tables_and_json() {
         r.stdout
     );
     assert!(r.stdout.contains("uses (outbound): 1"), "{}", r.stdout);
-    assert!(r.stdout.contains("used by (inbound): 1"), "{}", r.stdout);
+    assert!(r.stdout.contains("used by (inbound): 2"), "{}", r.stdout);
     let shown = cli
         .ok(&["assets", "show", "10.0.1.1", "--json"])
         .await
@@ -261,6 +282,8 @@ async fn assets_dependencies_exports_and_analyses_as_tables_and_json() {
     assert_eq!(r.code, 6, "ambiguous: {}", r.stderr);
     assert!(r.stderr.contains("names 2 assets"), "{}", r.stderr);
 
+    let r = cli.ok(&["deps", "list", "--asset", "db"]).await;
+    assert!(!hostile(&r.stdout), "{:?}", r.stdout);
     let deps = cli
         .ok(&["deps", "list", "--asset", "web", "--json"])
         .await
@@ -284,7 +307,14 @@ async fn assets_dependencies_exports_and_analyses_as_tables_and_json() {
     // Exports as the API renders them, to stdout or a file.
     let dot = cli.ok(&["export", "--format", "dot"]).await.stdout;
     assert!(dot.starts_with("digraph"), "{dot}");
-    assert!(dot.contains("\"web\"") || dot.contains("web"), "{dot}");
+    assert!(dot.contains(r#"label="web\n10.0.1.1""#), "{dot}");
+    assert!(dot.contains(&format!("\"{web}\" -> \"{db}\"")), "{dot}");
+    // Piped, an export is the API's bytes; the server drops controls from names (a
+    // bidi override is text, kept in a file).
+    let controls = |s: &str| s.chars().any(|c| c.is_control() && c != '\n');
+    assert!(!controls(&dot), "{dot:?}");
+    let mermaid = cli.ok(&["export", "--format", "mermaid"]).await.stdout;
+    assert!(!controls(&mermaid), "{mermaid:?}");
     let file = cli.home.join("map.graphml");
     cli.ok(&[
         "export",
@@ -297,17 +327,32 @@ async fn assets_dependencies_exports_and_analyses_as_tables_and_json() {
     let graphml = std::fs::read_to_string(&file).unwrap();
     assert!(graphml.contains("<graphml"), "{graphml}");
     let topo = cli.ok(&["export"]).await.json();
-    assert_eq!(topo["edges"].as_array().unwrap().len(), 2, "{topo}");
+    assert_eq!(topo["edges"].as_array().unwrap().len(), 3, "{topo}");
 
-    // Analyses.
+    // Analyses: the rows, not just the words.
+    let rows = |out: &str| -> std::collections::BTreeSet<(String, String)> {
+        out.lines()
+            .skip_while(|l| !l.starts_with("DEPTH"))
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .map(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                (cells[0].to_owned(), cells[cells.len() - 1].to_owned())
+            })
+            .collect()
+    };
     let r = cli.ok(&["impact", "store"]).await;
     assert!(
-        r.stdout.starts_with("2 assets depend on store"),
+        r.stdout.starts_with("3 assets depend on store"),
         "{}",
         r.stdout
     );
-    assert!(
-        r.stdout.contains("web") && r.stdout.contains("db"),
+    assert_eq!(
+        rows(&r.stdout),
+        [("1", "db"), ("2", "web"), ("2", "ev?]0;pwned?il?")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect(),
         "{}",
         r.stdout
     );
@@ -328,6 +373,10 @@ async fn assets_dependencies_exports_and_analyses_as_tables_and_json() {
         "{}",
         r.stdout
     );
+    let affected = b["blast_radius"]["impact"]["total_affected"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(rows(&r.stdout).len() as u64, affected, "{}", r.stdout);
     let r = cli.ok(&["spof"]).await;
     assert!(r.stdout.contains("articulation points"), "{}", r.stdout);
     assert!(
@@ -377,46 +426,76 @@ async fn alerts_are_handled_by_editors_and_the_change_feed_is_followed() {
     assert_eq!(open["total"], 0);
 
     // The feed: a change made while `tail` runs is printed and the command ends.
-    let child = cli
+    // Earlier changes heard first, so none still in flight is taken for it.
+    api.settle().await;
+    let mut child = cli
         .command(&["changes", "tail", "--count", "1", "--json"])
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while api.state.ws_open.load(std::sync::atomic::Ordering::Acquire) == 0 {
-        assert!(std::time::Instant::now() < deadline, "tail never connected");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !said.contains("following the changes") {
+            let mut line = String::new();
+            let n = tokio::io::AsyncBufReadExt::read_line(&mut stderr, &mut line)
+                .await
+                .unwrap();
+            assert!(n > 0, "tail ended: {said}");
+            said.push_str(&line);
+        }
+    })
+    .await
+    .expect("tail connects");
     let id = api.asset("new-one", &["10.0.7.7"]).await;
     let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
         .await
         .expect("tail ends after one change")
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{said}");
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["type"], "change");
     assert_eq!(line["event"]["entity_id"], id.as_str());
-    let listed = cli.ok(&["changes", "list", "--json"]).await.json();
+    assert_eq!(line["event"]["change_type"], "new_asset");
+    let listed = cli
+        .ok(&["changes", "list", "--change-type", "new_asset", "--json"])
+        .await
+        .json();
+    let items = listed["items"].as_array().unwrap();
     assert!(
-        listed["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["entity_id"] == id.as_str()),
+        items.iter().any(|c| c["entity_id"] == id.as_str())
+            && items.iter().all(|c| c["change_type"] == "new_asset"),
         "{listed}"
     );
-    let (s, _, _) = api
-        .call(
-            Method::GET,
-            "/api/v1/alerts",
-            Some(&TestApi::token(Role::Viewer)),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    // A token that expires while tailing: the server closes the feed, exit 3 (log in
+    // again), not 7 (retry).
+    let brief = flowlens_api::auth::issue_token(
+        crate::support::SECRET,
+        "brief",
+        Role::Viewer,
+        std::time::SystemTime::now(),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let mut c = cli.command(&["changes", "tail", "--url", &cli.url]);
+    c.env("FLOWLENS_TOKEN", &brief);
+    let out = tokio::time::timeout(Duration::from_secs(15), c.output())
+        .await
+        .expect("the feed is closed when the token expires")
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("token expired"), "{said}");
+    let others = cli
+        .ok(&[
+            "changes",
+            "list",
+            "--change-type",
+            "removed_dependency",
+            "--json",
+        ])
+        .await
+        .json();
+    assert_eq!(others["total"], 0, "{others}");
 }
 
 #[tokio::test]
