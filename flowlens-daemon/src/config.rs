@@ -18,16 +18,14 @@ pub use crate::graph::config::{AlertsConfig, DatabaseConfig, DependencyResolutio
 
 /// DESIGN.md §3.2 `enrichment`: reverse DNS, `GeoIP`, the enrichment cache, and
 /// `internal_prefixes` (ours: prefixes that count as internal besides the built-in
-/// private ranges). `cloud` is accepted as written for the cloud-inventory stage.
+/// private ranges), and `cloud`: the inventories (Azure, GCP) that say who an address is.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnrichmentConfig {
     pub dns: crate::enrich::rdns::DnsConfig,
     pub geoip: crate::enrich::geoip::GeoIpConfig,
-    #[schemars(with = "serde_json::Value")]
-    /// Cloud inventory settings (AWS, Azure, GCP, Kubernetes): accepted as written
-    /// for the inventory stage, not used yet.
-    pub cloud: serde_yaml::Value,
+    /// Cloud inventories: who an address is, from the clouds' own APIs.
+    pub cloud: crate::inventory::CloudConfig,
     pub cache: CacheConfig,
     /// e.g. `["203.0.113.0/24"]`: public space that is ours.
     pub internal_prefixes: Vec<String>,
@@ -659,6 +657,7 @@ impl Config {
                 problems.push(format!("enrichment.internal_prefixes: {p:?}: {e}"));
             }
         }
+        problems.extend(self.enrichment.cloud.problems());
         if self.enrichment.cache.backend != "memory" {
             problems.push(format!(
                 "enrichment.cache.backend {:?}: only \"memory\" is available",

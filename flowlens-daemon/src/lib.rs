@@ -18,6 +18,7 @@ pub mod flow;
 pub mod generate;
 pub mod graph;
 pub mod ingest;
+pub mod inventory;
 pub mod kafka;
 pub mod malformed_log;
 pub mod notify;

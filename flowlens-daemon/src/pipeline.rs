@@ -1256,6 +1256,9 @@ fn open_sink(
                 alerts: cfg.alerts.clone(),
                 classifier,
                 enrichment: cfg.enrichment.clone(),
+                state_dir: cfg
+                    .state
+                    .resolve(std::env::var("STATE_DIRECTORY").ok().as_deref()),
             };
             let sink = GraphSink::open_with(&settings, GraphHealth::default(), durable)
                 .map_err(RunError::Graph)?;

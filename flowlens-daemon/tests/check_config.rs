@@ -142,3 +142,36 @@ fn notification_secrets_are_redacted_and_targets_checked() {
         assert!(stderr.contains(problem), "{problem}:\n{stderr}");
     }
 }
+
+#[test]
+fn cloud_inventories_are_checked_and_their_secrets_redacted() {
+    let out = check(
+        "enrichment:\n  cloud:\n    azure:\n      enabled: true\n      client_secret: hunter2-azure\n      \
+         subscriptions: [00000000-0000-0000-0000-000000000001]\n    gcp:\n      enabled: true\n      \
+         projects: [payments-prod]\n",
+        &[],
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.contains("hunter2-azure"), "{stdout}");
+    assert!(stdout.contains("payments-prod"), "{stdout}");
+
+    let out = check(
+        "enrichment:\n  cloud:\n    aws:\n      enabled: true\n    gcp:\n      enabled: true\n      \
+         projects: [Not_A_Project]\n      refresh_interval_seconds: 5\n    azure:\n      \
+         subscriptions: [prod]\n      management_endpoint: https://management.azure.com/\n",
+        &[],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for want in [
+        "enrichment.cloud.aws: the AWS provider is not built yet",
+        "\"Not_A_Project\" is not a project id",
+        "enrichment.cloud.gcp.refresh_interval_seconds must be at least 30",
+        "\"prod\" is not a subscription id",
+        "enrichment.cloud.azure.management_endpoint",
+    ] {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
+}

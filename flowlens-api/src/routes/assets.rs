@@ -56,6 +56,18 @@ pub struct Asset {
     pub cloud_provider: Option<String>,
     pub cloud_region: Option<String>,
     pub cloud_instance_id: Option<String>,
+    /// AWS account, Azure subscription or GCP project (from the inventory).
+    pub cloud_account: Option<String>,
+    pub cloud_zone: Option<String>,
+    pub instance_type: Option<String>,
+    /// The VPC, `VNet` or network.
+    pub vpc: Option<String>,
+    pub subnet: Option<String>,
+    /// Kubernetes: the cluster, namespace and owning workload.
+    pub cluster: Option<String>,
+    pub namespace: Option<String>,
+    pub workload_kind: Option<String>,
+    pub workload: Option<String>,
     pub environment: Option<String>,
     #[schema(value_type = Object)]
     pub tags: Value,
@@ -82,7 +94,8 @@ macro_rules! asset_columns {
         AS ip_addresses,
     COALESCE(a.mac_addresses::text[], '{}') AS mac_addresses,
     a.os_family, a.os_version, a.cloud_provider, a.cloud_region, a.cloud_instance_id,
-    a.environment, COALESCE(a.tags, '{}'::jsonb) AS tags, a.first_seen, a.last_seen,
+    a.cloud_account, a.cloud_zone, a.instance_type, a.vpc, a.subnet, a.cluster, a.namespace,
+    a.workload_kind, a.workload, a.environment, COALESCE(a.tags, '{}'::jsonb) AS tags, a.first_seen, a.last_seen,
     a.created_at, a.updated_at, a.discovery_source, a.confidence, a.country_code, a.asn,
     a.as_org, a.is_internal, a.stale"
     };
@@ -116,6 +129,13 @@ pub struct AssetFilter {
     /// `key` (the tag is present) or `key:value` (the tag has that string value).
     pub tag: Option<String>,
     pub cloud_provider: Option<String>,
+    /// AWS account, Azure subscription or GCP project.
+    pub cloud_account: Option<String>,
+    pub cloud_region: Option<String>,
+    /// Kubernetes namespace.
+    pub namespace: Option<String>,
+    /// Kubernetes workload: the name of its Deployment, `StatefulSet`, ...
+    pub workload: Option<String>,
     /// An address or a CIDR: assets with an address inside it.
     pub ip: Option<String>,
     /// Seen at or after this time (RFC 3339).
@@ -135,6 +155,10 @@ impl AssetFilter {
             ("a.asset_type", &self.asset_type),
             ("a.environment", &self.environment),
             ("a.cloud_provider", &self.cloud_provider),
+            ("a.cloud_account", &self.cloud_account),
+            ("a.cloud_region", &self.cloud_region),
+            ("a.namespace", &self.namespace),
+            ("a.workload", &self.workload),
             ("a.discovery_source", &self.discovery_source),
         ] {
             if let Some(v) = value {

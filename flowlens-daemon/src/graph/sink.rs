@@ -98,6 +98,8 @@ pub struct GraphSettings {
     pub alerts: AlertsConfig,
     pub classifier: Classifier,
     pub enrichment: EnrichmentConfig,
+    /// Where the inventories' last snapshots are kept (none: not kept).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Why the graph sink could not start.
@@ -111,6 +113,43 @@ pub enum GraphError {
     Rdns(#[from] RdnsError),
     #[error("starting the graph writer: {0}")]
     Thread(#[source] std::io::Error),
+}
+
+/// Starts the configured inventory providers on `rt` (each loads its saved snapshot
+/// first); none configured: no inventory. A provider that cannot start (an unreadable
+/// key file) is logged and left out: the graph does not wait for inventories.
+fn start_inventory(
+    cloud: &crate::inventory::CloudConfig,
+    state_dir: Option<&std::path::Path>,
+    rt: &tokio::runtime::Handle,
+) -> Option<Arc<crate::inventory::Inventory>> {
+    use crate::inventory::{Provider, azure::Azure, gcp::Gcp};
+    let mut providers = Vec::new();
+    if cloud.gcp.enabled {
+        match Gcp::new(cloud.gcp.clone()) {
+            Ok(p) => providers.push((
+                Provider::Gcp(p),
+                Duration::from_secs(cloud.gcp.refresh_interval_seconds),
+            )),
+            Err(e) => tracing::error!(error = %e, "enrichment.cloud.gcp cannot start"),
+        }
+    }
+    if cloud.azure.enabled {
+        match Azure::new(cloud.azure.clone()) {
+            Ok(p) => providers.push((
+                Provider::Azure(p),
+                Duration::from_secs(cloud.azure.refresh_interval_seconds),
+            )),
+            Err(e) => tracing::error!(error = %e, "enrichment.cloud.azure cannot start"),
+        }
+    }
+    if providers.is_empty() {
+        return None;
+    }
+    let inventory = Arc::new(crate::inventory::Inventory::default());
+    let _guard = rt.enter();
+    crate::inventory::spawn(&inventory, providers, state_dir);
+    Some(inventory)
 }
 
 /// Work for the writer thread.
@@ -245,6 +284,14 @@ impl GraphSink {
             },
         )
         .with_enrichment(geoip, rdns);
+        let writer = match start_inventory(
+            &settings.enrichment.cloud,
+            settings.state_dir.as_deref(),
+            rt.handle(),
+        ) {
+            Some(inventory) => writer.with_inventory(inventory),
+            None => writer,
+        };
         let durable_given = durable.is_some();
         let writer = match durable {
             Some(d) => writer.with_positions(d),

@@ -160,6 +160,14 @@ pub struct GraphWriter {
     rdns: Option<ReverseDns>,
     /// Assets created from flows whose reverse-DNS name was asked for.
     awaiting_name: HashMap<IpAddr, Uuid>,
+    /// The clouds' and clusters' inventories, when any provider is configured.
+    inventory: Option<std::sync::Arc<crate::inventory::Inventory>>,
+    /// What the inventory last wrote to each asset (a fingerprint of the item), so an
+    /// unchanged item is not written again every flush.
+    described: HashMap<Uuid, u64>,
+    /// The inventory version the last landed flush applied: a newer one is a reason
+    /// to flush even with no flows to write.
+    inventory_applied: u64,
     /// The flushes' own connection (out of the pool, so that a hung one can be closed).
     conn: Option<PgConnection>,
     /// A flush whose COMMIT got no answer, settled by the next flush.
@@ -202,6 +210,10 @@ struct Staged {
     alerts: u64,
     /// Addresses whose reverse-DNS answer was settled.
     named: Vec<IpAddr>,
+    /// Assets the inventory described, with the fingerprint of what it wrote, and the
+    /// inventory version it read.
+    described: Vec<(Uuid, u64)>,
+    inventory_version: u64,
     /// Dependencies written or suppressed (no longer pending), and those still below
     /// their thresholds.
     written: Vec<DepKey>,
@@ -272,6 +284,9 @@ impl GraphWriter {
             raw: Vec::new(),
             geoip: None,
             rdns: None,
+            inventory: None,
+            described: HashMap::new(),
+            inventory_applied: 0,
             awaiting_name: HashMap::new(),
             conn: None,
             in_doubt: None,
@@ -288,6 +303,16 @@ impl GraphWriter {
 
     /// Adds `GeoIP`/ASN columns and reverse-DNS names to the assets this writer
     /// creates.
+    #[must_use]
+    /// Describes assets from `inventory` at each flush.
+    pub fn with_inventory(
+        mut self,
+        inventory: std::sync::Arc<crate::inventory::Inventory>,
+    ) -> Self {
+        self.inventory = Some(inventory);
+        self
+    }
+
     #[must_use]
     pub fn with_enrichment(mut self, geoip: Option<GeoIp>, rdns: Option<ReverseDns>) -> Self {
         self.geoip = geoip;
@@ -423,6 +448,7 @@ impl GraphWriter {
             // their thresholds and start counting afresh.
             tracing::info!(error = %e, "graph cache out of date; re-reading assets");
             self.asset_of.clear();
+            self.described.clear();
             self.pending_deps.clear();
             // The held edges' flows count toward (re)creating their addresses.
             for (k, st) in &self.held {
@@ -442,6 +468,10 @@ impl GraphWriter {
             && self.awaiting_name.is_empty()
             && self.listeners.is_empty()
             && self.positions.is_empty()
+            && self
+                .inventory
+                .as_ref()
+                .is_none_or(|i| i.version() == self.inventory_applied)
         {
             return Ok(());
         }
@@ -753,6 +783,11 @@ impl GraphWriter {
         mark("flow_stats", &mut phases);
         // 3b. Reverse-DNS names that arrived for assets created earlier.
         let named = self.apply_names(&mut tx, &mut changes).await?;
+        // 3c. What the inventories say these assets are.
+        let inventory_version = self.inventory.as_ref().map_or(0, |i| i.version());
+        let described = self
+            .apply_inventory(&mut tx, &asset_of, &mut changes)
+            .await?;
 
         // 4. Change events and alerts.
         let (events, alerts) = record_changes(&mut tx, &changes, &self.settings.alerts).await?;
@@ -807,6 +842,8 @@ impl GraphWriter {
             events,
             alerts,
             named,
+            described,
+            inventory_version,
             written: write
                 .iter()
                 .map(|(dk, _)| *dk)
@@ -868,6 +905,8 @@ impl GraphWriter {
         for ip in &s.named {
             self.awaiting_name.remove(ip);
         }
+        self.described.extend(s.described.iter().copied());
+        self.inventory_applied = s.inventory_version;
         if let Some(rdns) = &self.rdns {
             for ip in &s.to_create {
                 if let Some(id) = s.asset_of.get(ip)
@@ -951,6 +990,7 @@ impl GraphWriter {
         self.pending_deps
             .retain(|dk, _| !gone.contains(&dk.source) && !gone.contains(&dk.target));
         self.awaiting_name.retain(|_, id| !gone.contains(id));
+        self.described.retain(|id, _| !gone.contains(id));
         self.deleted_seq = Some(last);
         Ok(())
     }
@@ -1032,6 +1072,182 @@ impl GraphWriter {
             });
         }
         Ok(settled)
+    }
+
+    /// Writes what the inventories say about the assets this writer knows (and those
+    /// this flush creates, `fresh`): cloud provider, account, region, zone, the
+    /// instance, NIC or pod, its type, network, Kubernetes workload, and the cloud's
+    /// tags under `tags.cloud`. The name becomes the inventory's while it is still the
+    /// address, the reverse-DNS name or the inventory's previous name: a name a person
+    /// set is never overwritten. Each asset whose identity changed gets an
+    /// `asset_changed` event saying from what to what. Items already written (same
+    /// fingerprint) are skipped.
+    async fn apply_inventory(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        fresh: &HashMap<IpAddr, Uuid>,
+        changes: &mut Vec<Change>,
+    ) -> Result<Vec<(Uuid, u64)>, sqlx::Error> {
+        use std::hash::{Hash as _, Hasher as _};
+        let Some(inventory) = &self.inventory else {
+            return Ok(Vec::new());
+        };
+        let map = inventory.current();
+        let mut rows: HashMap<Uuid, (u64, &crate::inventory::Item)> = HashMap::new();
+        for (ip, item) in map.iter() {
+            let Some(id) = self.asset_of.get(ip).or_else(|| fresh.get(ip)) else {
+                continue;
+            };
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            item.hash(&mut h);
+            let fp = h.finish();
+            if self.described.get(id) == Some(&fp) {
+                continue;
+            }
+            // An asset with several addresses: the lowest address's item, whatever
+            // order the map iterates in.
+            rows.entry(*id)
+                .and_modify(|(f, it)| {
+                    if (item.id.as_str(), fp) < (it.id.as_str(), *f) {
+                        *f = fp;
+                        *it = item;
+                    }
+                })
+                .or_insert((fp, item));
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut cols: [Vec<Option<String>>; 13] = Default::default();
+        let mut tags = Vec::with_capacity(rows.len());
+        let mut described = Vec::with_capacity(rows.len());
+        for (id, (fp, it)) in &rows {
+            ids.push(*id);
+            described.push((*id, *fp));
+            for (col, v) in cols.iter_mut().zip([
+                Some(&it.provider),
+                it.region.as_ref(),
+                Some(&it.id),
+                it.account.as_ref(),
+                it.zone.as_ref(),
+                it.instance_type.as_ref(),
+                it.vpc.as_ref(),
+                it.subnet.as_ref(),
+                it.cluster.as_ref(),
+                it.namespace.as_ref(),
+                it.workload_kind.as_ref(),
+                it.workload.as_ref(),
+                it.name.as_ref(),
+            ]) {
+                col.push(v.cloned());
+            }
+            tags.push(serde_json::to_string(&it.tags).unwrap_or_else(|_| "{}".to_owned()));
+        }
+        let [
+            provider,
+            region,
+            instance,
+            account,
+            zone,
+            itype,
+            vpc,
+            subnet,
+            cluster,
+            namespace,
+            wkind,
+            workload,
+            name,
+        ] = cols;
+        let returned = sqlx::query(
+            "WITH u AS (
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                   $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                   $12::text[], $13::text[], $14::text[], $15::text[])
+                 AS u(id, provider, region, instance, account, zone, itype, vpc, subnet,
+                      cluster, namespace, wkind, workload, name, tags)),
+             old AS (SELECT a.* FROM assets a JOIN u ON u.id = a.id)
+             UPDATE assets a SET
+                 cloud_provider = u.provider, cloud_region = u.region,
+                 cloud_instance_id = u.instance, cloud_account = u.account,
+                 cloud_zone = u.zone, instance_type = u.itype, vpc = u.vpc,
+                 subnet = u.subnet, cluster = u.cluster, namespace = u.namespace,
+                 workload_kind = u.wkind, workload = u.workload,
+                 name = CASE WHEN u.name IS NOT NULL AND (a.name IS NULL
+                                OR a.name = host(a.ip_addresses[1]) OR a.name = a.fqdn
+                                OR a.name = a.inventory_name)
+                             THEN u.name ELSE a.name END,
+                 inventory_name = u.name,
+                 tags = CASE WHEN u.tags = '{}' THEN COALESCE(a.tags, '{}'::jsonb) - 'cloud'
+                             ELSE jsonb_set(COALESCE(a.tags, '{}'::jsonb), '{cloud}', u.tags::jsonb)
+                        END,
+                 inventory_seen_at = now(), updated_at = now()
+             FROM u, old
+             WHERE a.id = u.id AND old.id = u.id
+             RETURNING a.id,
+                 jsonb_build_object('name', old.name, 'cloud_provider', old.cloud_provider,
+                   'cloud_region', old.cloud_region, 'cloud_instance_id', old.cloud_instance_id,
+                   'cloud_account', old.cloud_account, 'cloud_zone', old.cloud_zone,
+                   'instance_type', old.instance_type, 'vpc', old.vpc, 'subnet', old.subnet,
+                   'cluster', old.cluster, 'namespace', old.namespace,
+                   'workload_kind', old.workload_kind, 'workload', old.workload,
+                   'cloud_tags', old.tags -> 'cloud') AS before,
+                 jsonb_build_object('name', a.name, 'cloud_provider', a.cloud_provider,
+                   'cloud_region', a.cloud_region, 'cloud_instance_id', a.cloud_instance_id,
+                   'cloud_account', a.cloud_account, 'cloud_zone', a.cloud_zone,
+                   'instance_type', a.instance_type, 'vpc', a.vpc, 'subnet', a.subnet,
+                   'cluster', a.cluster, 'namespace', a.namespace,
+                   'workload_kind', a.workload_kind, 'workload', a.workload,
+                   'cloud_tags', a.tags -> 'cloud') AS after",
+        )
+        .bind(&ids)
+        .bind(&provider)
+        .bind(&region)
+        .bind(&instance)
+        .bind(&account)
+        .bind(&zone)
+        .bind(&itype)
+        .bind(&vpc)
+        .bind(&subnet)
+        .bind(&cluster)
+        .bind(&namespace)
+        .bind(&wkind)
+        .bind(&workload)
+        .bind(&name)
+        .bind(&tags)
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in returned {
+            let id: Uuid = r.try_get("id")?;
+            let before: serde_json::Value = r.try_get("before")?;
+            let after: serde_json::Value = r.try_get("after")?;
+            // Only what changed, on both sides.
+            let (mut b, mut a) = (serde_json::Map::new(), serde_json::Map::new());
+            if let (Some(bo), Some(ao)) = (before.as_object(), after.as_object()) {
+                for (k, v) in ao {
+                    let old = bo.get(k).cloned().unwrap_or(serde_json::Value::Null);
+                    if old != *v {
+                        b.insert(k.clone(), old);
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            if a.is_empty() {
+                continue;
+            }
+            let label = after["name"].as_str().unwrap_or_default().to_owned();
+            changes.push(Change {
+                kind: "asset_changed",
+                entity_type: "asset",
+                entity_id: id,
+                before: Some(serde_json::Value::Object(b)),
+                after: serde_json::Value::Object(a),
+                scope: None,
+                port: None,
+                title: format!("Asset {label} described by its inventory"),
+            });
+        }
+        Ok(described)
     }
 
     /// Gives up on edges that waited a day for an end to become an asset (it never

@@ -564,6 +564,21 @@ const KAFKA: &[Metric] = &[
         &[],
         "Notifier passes that failed on PostgreSQL; retried from the stored cursor.",
     ),
+    c(
+        "flowlens_inventory_refreshes_total",
+        &["provider", "outcome"],
+        "Inventory snapshots taken, by provider (azure, gcp) and outcome (ok, failed: the last snapshot is kept).",
+    ),
+    g(
+        "flowlens_inventory_addresses",
+        &["provider"],
+        "Addresses in each inventory provider's current snapshot.",
+    ),
+    g(
+        "flowlens_inventory_last_success_timestamp_seconds",
+        &["provider"],
+        "When each inventory provider's last good snapshot was taken (Unix seconds).",
+    ),
     g(
         "flowlens_kafka_event_relay_leader",
         &[],

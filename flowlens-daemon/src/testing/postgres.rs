@@ -124,5 +124,6 @@ pub fn graph_settings(url: String) -> crate::graph::sink::GraphSettings {
         alerts: crate::config::AlertsConfig::default(),
         classifier: crate::enrich::classify::Classifier::default(),
         enrichment,
+        state_dir: None,
     }
 }

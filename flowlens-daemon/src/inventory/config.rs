@@ -1,0 +1,193 @@
+//! `enrichment.cloud`: which inventories to read, how often, with which credentials.
+//! Secrets are `${VAR}` (read from the environment when the provider starts) and are
+//! redacted by `check-config` by their key names.
+
+use serde::{Deserialize, Serialize};
+
+/// `enrichment.cloud` (DESIGN.md §3.2).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudConfig {
+    pub aws: AwsConfig,
+    pub azure: AzureConfig,
+    pub gcp: GcpConfig,
+}
+
+/// `enrichment.cloud.aws`: accepted for the AWS provider, which is not built yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Not available yet: enabling it is refused by validation.
+    pub enabled: bool,
+    /// Regions to list.
+    pub regions: Vec<String>,
+    /// Seconds between two snapshots (plus up to a tenth at random).
+    pub refresh_interval_seconds: u64,
+    /// An endpoint instead of AWS's (tests, VPC endpoints).
+    pub endpoint_url: Option<String>,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            regions: Vec::new(),
+            refresh_interval_seconds: 300,
+            endpoint_url: None,
+        }
+    }
+}
+
+/// `enrichment.cloud.azure`: VMs, NICs and public IPs through one Resource Graph
+/// query, with an Entra ID token (client credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AzureConfig {
+    /// Read the Azure inventory.
+    pub enabled: bool,
+    /// Subscriptions to query (empty: every one the identity can read).
+    pub subscriptions: Vec<String>,
+    /// Seconds between two snapshots (plus up to a tenth at random).
+    pub refresh_interval_seconds: u64,
+    /// The directory (tenant) id; `${VAR}` reads the environment (default
+    /// `${AZURE_TENANT_ID}`, the Azure SDKs' variable).
+    pub tenant_id: String,
+    /// The app registration's client id (default `${AZURE_CLIENT_ID}`).
+    pub client_id: String,
+    /// Its secret (default `${AZURE_CLIENT_SECRET}`).
+    pub client_secret: String,
+    /// Entra ID's host (sovereign clouds have their own).
+    pub authority_host: String,
+    /// Azure Resource Manager's endpoint.
+    pub management_endpoint: String,
+    /// Seconds one request may take.
+    pub timeout_seconds: u64,
+}
+
+impl Default for AzureConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            subscriptions: Vec::new(),
+            refresh_interval_seconds: 300,
+            tenant_id: "${AZURE_TENANT_ID}".into(),
+            client_id: "${AZURE_CLIENT_ID}".into(),
+            client_secret: "${AZURE_CLIENT_SECRET}".into(),
+            authority_host: "https://login.microsoftonline.com".into(),
+            management_endpoint: "https://management.azure.com".into(),
+            timeout_seconds: 30,
+        }
+    }
+}
+
+/// `enrichment.cloud.gcp`: `instances.aggregatedList` of each project, with a token
+/// from a service-account key (`credentials_file`, else `GOOGLE_APPLICATION_CREDENTIALS`)
+/// or, on Google Cloud, the metadata server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcpConfig {
+    /// Read the Google Cloud inventory.
+    pub enabled: bool,
+    /// Project ids to list (at least one when enabled).
+    pub projects: Vec<String>,
+    /// Seconds between two snapshots (plus up to a tenth at random).
+    pub refresh_interval_seconds: u64,
+    /// A service-account key file (JSON); empty: `GOOGLE_APPLICATION_CREDENTIALS`,
+    /// else the metadata server.
+    pub credentials_file: String,
+    /// The Compute Engine API's endpoint.
+    pub compute_endpoint: String,
+    /// The metadata server (used only without a key file).
+    pub metadata_endpoint: String,
+    /// Seconds one request may take.
+    pub timeout_seconds: u64,
+}
+
+impl Default for GcpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            projects: Vec::new(),
+            refresh_interval_seconds: 300,
+            credentials_file: String::new(),
+            compute_endpoint: "https://compute.googleapis.com".into(),
+            metadata_endpoint: "http://metadata.google.internal".into(),
+            timeout_seconds: 30,
+        }
+    }
+}
+
+impl CloudConfig {
+    /// What is wrong with the section.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.aws.enabled {
+            p.push(
+                "enrichment.cloud.aws: the AWS provider is not built yet (Azure and GCP are)"
+                    .to_owned(),
+            );
+        }
+        for (key, interval) in [
+            ("aws", self.aws.refresh_interval_seconds),
+            ("azure", self.azure.refresh_interval_seconds),
+            ("gcp", self.gcp.refresh_interval_seconds),
+        ] {
+            if interval < 30 {
+                p.push(format!(
+                    "enrichment.cloud.{key}.refresh_interval_seconds must be at least 30 \
+                     (each refresh lists the whole inventory)"
+                ));
+            }
+        }
+        for (key, t) in [
+            ("azure", self.azure.timeout_seconds),
+            ("gcp", self.gcp.timeout_seconds),
+        ] {
+            if !(1..=600).contains(&t) {
+                p.push(format!(
+                    "enrichment.cloud.{key}.timeout_seconds must be between 1 and 600"
+                ));
+            }
+        }
+        if self.gcp.enabled && self.gcp.projects.is_empty() {
+            p.push("enrichment.cloud.gcp.projects: name at least one project".to_owned());
+        }
+        for project in &self.gcp.projects {
+            // Project ids: 6-30 lowercase letters, digits and hyphens (also what keeps
+            // them safe in a URL path).
+            let ok = (6..=30).contains(&project.len())
+                && project
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                p.push(format!(
+                    "enrichment.cloud.gcp.projects: {project:?} is not a project id"
+                ));
+            }
+        }
+        for s in &self.azure.subscriptions {
+            if uuid::Uuid::parse_str(s).is_err() {
+                p.push(format!(
+                    "enrichment.cloud.azure.subscriptions: {s:?} is not a subscription id"
+                ));
+            }
+        }
+        for (key, url) in [
+            ("azure.authority_host", &self.azure.authority_host),
+            ("azure.management_endpoint", &self.azure.management_endpoint),
+            ("gcp.compute_endpoint", &self.gcp.compute_endpoint),
+            ("gcp.metadata_endpoint", &self.gcp.metadata_endpoint),
+        ] {
+            if reqwest::Url::parse(url).map_or(true, |u| {
+                !matches!(u.scheme(), "http" | "https") || u.host().is_none()
+            }) || url.ends_with('/')
+            {
+                p.push(format!(
+                    "enrichment.cloud.{key}: {url:?} is not scheme://host[:port] without a \
+                     trailing '/'"
+                ));
+            }
+        }
+        p
+    }
+}

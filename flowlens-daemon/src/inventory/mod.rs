@@ -1,0 +1,443 @@
+//! Inventory: who an address is, from the clouds' and clusters' own APIs (DESIGN.md
+//! §3.2, issue 16). An address in a dependency graph means little to a platform team;
+//! "payments-api in eu-west-1, project 1234, network prod-vpc" does.
+//!
+//! Each provider takes a whole snapshot on a timer (jittered, so several daemons do
+//! not call an API in step), and the merged address map is swapped atomically: the
+//! flow path and the graph writer read a map that is never half-updated, and never
+//! wait for a provider. The last good snapshot of each provider is saved in the state
+//! directory and loaded at start, so a restart is warm; a provider that fails keeps
+//! its last snapshot, says so once per failing streak in the log, and counts every
+//! failure. Providers are pure translators over HTTP answers ([`gcp`], [`azure`]);
+//! the refresh loop, persistence and the merged map live here.
+
+pub mod azure;
+pub mod config;
+pub mod gcp;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use config::CloudConfig;
+
+/// What an inventory says about one address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Item {
+    /// `aws`, `azure`, `gcp` or `kubernetes`: the asset's `cloud_provider`.
+    pub provider: String,
+    /// What the address belongs to: `instance`, `nic`, `load_balancer`, `pod`, ...
+    pub kind: String,
+    /// The instance, NIC or pod: the asset's `cloud_instance_id`.
+    pub id: String,
+    pub name: Option<String>,
+    /// AWS account, Azure subscription, GCP project.
+    pub account: Option<String>,
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub instance_type: Option<String>,
+    /// The VPC, `VNet` or network.
+    pub vpc: Option<String>,
+    pub subnet: Option<String>,
+    /// The provider's labels or tags (bounded), under the asset's `tags.cloud`.
+    pub tags: BTreeMap<String, String>,
+    pub cluster: Option<String>,
+    pub namespace: Option<String>,
+    pub workload_kind: Option<String>,
+    pub workload: Option<String>,
+}
+
+/// Most tags kept per item, and their key and value lengths: tags come from outside
+/// and end up in every asset row and API answer.
+pub const MAX_TAGS: usize = 64;
+const MAX_TAG_KEY: usize = 128;
+const MAX_TAG_VALUE: usize = 256;
+/// Longest text field kept (an Azure resource id runs to a few hundred characters).
+const MAX_FIELD: usize = 512;
+
+impl Item {
+    /// The item with every field bounded and stripped of control characters: names and
+    /// tags are whatever the cloud's users typed.
+    #[must_use]
+    pub fn bounded(mut self) -> Self {
+        let clean = |s: &str, max: usize| -> String {
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(max)
+                .collect::<String>()
+                .trim()
+                .to_owned()
+        };
+        let opt = |v: &mut Option<String>| {
+            *v = v
+                .as_deref()
+                .map(|s| clean(s, MAX_FIELD))
+                .filter(|s| !s.is_empty());
+        };
+        self.provider = clean(&self.provider, 32);
+        self.kind = clean(&self.kind, 64);
+        self.id = clean(&self.id, MAX_FIELD);
+        for v in [
+            &mut self.name,
+            &mut self.account,
+            &mut self.region,
+            &mut self.zone,
+            &mut self.instance_type,
+            &mut self.vpc,
+            &mut self.subnet,
+            &mut self.cluster,
+            &mut self.namespace,
+            &mut self.workload_kind,
+            &mut self.workload,
+        ] {
+            opt(v);
+        }
+        self.tags = std::mem::take(&mut self.tags)
+            .into_iter()
+            .map(|(k, v)| (clean(&k, MAX_TAG_KEY), clean(&v, MAX_TAG_VALUE)))
+            .filter(|(k, _)| !k.is_empty())
+            .take(MAX_TAGS)
+            .collect();
+        self
+    }
+}
+
+/// One provider's whole view at one time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub provider: String,
+    pub taken_at: Option<DateTime<Utc>>,
+    pub addresses: Vec<(IpAddr, Item)>,
+}
+
+/// Why a snapshot could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("credentials: {0}")]
+    Credentials(String),
+    #[error("HTTP {status} from {what}: {body}")]
+    Status {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{what}: {message}")]
+    Transport { what: String, message: String },
+    #[error("{what}: the answer is not what the API documents: {message}")]
+    Answer { what: String, message: String },
+    #[error("more than {0} pages: refusing to go on (a paging loop?)")]
+    TooManyPages(usize),
+}
+
+/// Providers in the order their answers win for one address: a pod's identity is
+/// more specific than the node or VPC address it may share.
+const PRECEDENCE: [&str; 4] = ["kubernetes", "aws", "azure", "gcp"];
+
+/// The merged address map every reader shares.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    map: RwLock<Arc<HashMap<IpAddr, Arc<Item>>>>,
+    snapshots: std::sync::Mutex<BTreeMap<String, Arc<Snapshot>>>,
+    version: AtomicU64,
+}
+
+impl Inventory {
+    /// What the inventories say about `ip`, if anything.
+    pub fn lookup(&self, ip: IpAddr) -> Option<Arc<Item>> {
+        self.current().get(&ip).cloned()
+    }
+
+    /// The whole map as it is now (a cheap reference; never half-updated).
+    pub fn current(&self) -> Arc<HashMap<IpAddr, Arc<Item>>> {
+        self.map
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |m| m.clone())
+    }
+
+    /// Bumped on every swap: a reader that applied version N has nothing new until
+    /// this moves.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Replaces one provider's snapshot and swaps in the new merged map.
+    pub fn install(&self, snapshot: Snapshot) {
+        let merged = {
+            let Ok(mut all) = self.snapshots.lock() else {
+                return;
+            };
+            all.insert(snapshot.provider.clone(), Arc::new(snapshot));
+            let mut merged: HashMap<IpAddr, Arc<Item>> = HashMap::new();
+            // Lowest precedence first, so the more specific provider overwrites.
+            let rank = |p: &str| {
+                PRECEDENCE
+                    .iter()
+                    .position(|x| *x == p)
+                    .unwrap_or(PRECEDENCE.len())
+            };
+            let mut ordered: Vec<&Arc<Snapshot>> = all.values().collect();
+            ordered.sort_by_key(|s| std::cmp::Reverse(rank(&s.provider)));
+            for s in ordered {
+                for (ip, item) in &s.addresses {
+                    merged.insert(*ip, Arc::new(item.clone()));
+                }
+            }
+            merged
+        };
+        if let Ok(mut map) = self.map.write() {
+            *map = Arc::new(merged);
+        }
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Addresses each provider's last snapshot holds.
+    pub fn sizes(&self) -> BTreeMap<String, usize> {
+        self.snapshots.lock().map_or_else(
+            |_| BTreeMap::new(),
+            |all| {
+                all.iter()
+                    .map(|(k, s)| (k.clone(), s.addresses.len()))
+                    .collect()
+            },
+        )
+    }
+}
+
+/// A provider the refresh loop can call.
+pub enum Provider {
+    Gcp(gcp::Gcp),
+    Azure(azure::Azure),
+}
+
+impl Provider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Gcp(_) => "gcp",
+            Self::Azure(_) => "azure",
+        }
+    }
+
+    /// One whole snapshot, every field bounded.
+    ///
+    /// # Errors
+    /// What the provider's API answered instead.
+    pub async fn snapshot(&self) -> Result<Vec<(IpAddr, Item)>, ProviderError> {
+        let raw = match self {
+            Self::Gcp(p) => p.snapshot().await?,
+            Self::Azure(p) => p.snapshot().await?,
+        };
+        Ok(raw
+            .into_iter()
+            .map(|(ip, item)| (ip, item.bounded()))
+            .collect())
+    }
+}
+
+/// The file a provider's last good snapshot is kept in.
+pub fn snapshot_path(state_dir: &std::path::Path, provider: &str) -> PathBuf {
+    state_dir.join(format!("inventory-{provider}.json"))
+}
+
+/// Loads a saved snapshot, if there is a readable one.
+pub fn load_saved(path: &std::path::Path) -> Option<Snapshot> {
+    let text = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable inventory snapshot");
+            None
+        }
+    }
+}
+
+/// Saves a snapshot: a new file beside the old one, synced, renamed over it.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn save(path: &std::path::Path, snapshot: &Snapshot) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("json.tmp");
+    let body = serde_json::to_vec(snapshot)?;
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Metric names of the inventory stage.
+pub mod metric {
+    /// Snapshots taken, by `provider` and `outcome` (`ok`, `failed`).
+    pub const REFRESHES: &str = "flowlens_inventory_refreshes_total";
+    /// Addresses in each provider's current snapshot.
+    pub const ADDRESSES: &str = "flowlens_inventory_addresses";
+    /// When each provider's last good snapshot was taken (Unix seconds).
+    pub const LAST_SUCCESS: &str = "flowlens_inventory_last_success_timestamp_seconds";
+}
+
+/// Starts one refresh loop per provider: a snapshot at once (after the saved one was
+/// installed), then every `interval` with up to a tenth of it added at random.
+pub fn spawn(
+    inventory: &Arc<Inventory>,
+    providers: Vec<(Provider, Duration)>,
+    state_dir: Option<&std::path::Path>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let state_dir: Option<PathBuf> = state_dir.map(std::path::Path::to_path_buf);
+    providers
+        .into_iter()
+        .map(|(provider, interval)| {
+            let inventory = inventory.clone();
+            let state_dir = state_dir.clone();
+            let name = provider.name();
+            if let Some(saved) = state_dir
+                .as_deref()
+                .map(|d| snapshot_path(d, name))
+                .and_then(|p| load_saved(&p))
+                .filter(|s| s.provider == name)
+            {
+                tracing::info!(
+                    provider = name,
+                    addresses = saved.addresses.len(),
+                    "inventory: the saved snapshot installed"
+                );
+                metrics::gauge!(metric::ADDRESSES, "provider" => name)
+                    .set(gauge(saved.addresses.len()));
+                inventory.install(saved);
+            }
+            tokio::spawn(async move {
+                let mut failing = false;
+                loop {
+                    refresh_once(&inventory, &provider, state_dir.as_deref(), &mut failing).await;
+                    let jitter = interval.mul_f64(rand_fraction() * 0.1);
+                    tokio::time::sleep(interval + jitter).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// One refresh: a new snapshot installed and saved, or the last one kept.
+pub async fn refresh_once(
+    inventory: &Inventory,
+    provider: &Provider,
+    state_dir: Option<&std::path::Path>,
+    failing: &mut bool,
+) -> bool {
+    let name = provider.name();
+    match provider.snapshot().await {
+        Ok(addresses) => {
+            if *failing {
+                tracing::info!(provider = name, "inventory: the provider answers again");
+            }
+            *failing = false;
+            let snapshot = Snapshot {
+                provider: name.to_owned(),
+                taken_at: Some(Utc::now()),
+                addresses,
+            };
+            metrics::counter!(metric::REFRESHES, "provider" => name, "outcome" => "ok")
+                .increment(1);
+            metrics::gauge!(metric::ADDRESSES, "provider" => name)
+                .set(gauge(snapshot.addresses.len()));
+            #[expect(clippy::cast_precision_loss, reason = "seconds since 1970 fit")]
+            metrics::gauge!(metric::LAST_SUCCESS, "provider" => name)
+                .set(Utc::now().timestamp() as f64);
+            if let Some(dir) = state_dir
+                && let Err(e) = save(&snapshot_path(dir, name), &snapshot)
+            {
+                tracing::warn!(provider = name, error = %e, "inventory: the snapshot could not be saved");
+            }
+            inventory.install(snapshot);
+            true
+        }
+        Err(e) => {
+            metrics::counter!(metric::REFRESHES, "provider" => name, "outcome" => "failed")
+                .increment(1);
+            if !*failing {
+                tracing::warn!(provider = name, error = %e, "inventory: the refresh failed; keeping the last snapshot");
+            }
+            *failing = true;
+            false
+        }
+    }
+}
+
+/// A count as a gauge value.
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "address counts are far below 2^52"
+)]
+fn gauge(n: usize) -> f64 {
+    n as f64
+}
+
+/// A fraction in [0, 1) from the clock's low bits: enough to spread timers apart.
+fn rand_fraction() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+/// `GET url` with a bearer token, the answer as JSON: the one HTTP shape the
+/// REST providers share.
+pub(crate) async fn get_json(
+    what: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<serde_json::Value, ProviderError> {
+    let response = request.send().await.map_err(|e| ProviderError::Transport {
+        what: what.to_owned(),
+        message: short_error(&e),
+    })?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| ProviderError::Transport {
+            what: what.to_owned(),
+            message: short_error(&e),
+        })?;
+    if !status.is_success() {
+        return Err(ProviderError::Status {
+            what: what.to_owned(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body[..body.len().min(300)])
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect(),
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| ProviderError::Answer {
+        what: what.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// A transport error and its root cause, without the URL's query.
+pub(crate) fn short_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "transport error"
+    };
+    let mut cause = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(c) = cause {
+        last = Some(c.to_string());
+        cause = c.source();
+    }
+    last.map_or_else(|| kind.to_owned(), |c| format!("{kind}: {c}"))
+}
+
+/// The last segment of a resource URL or id (`.../zones/europe-west1-b` ->
+/// `europe-west1-b`).
+pub(crate) fn last_segment(s: &str) -> String {
+    s.rsplit('/').next().unwrap_or(s).to_owned()
+}
