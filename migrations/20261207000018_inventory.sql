@@ -15,7 +15,7 @@ ALTER TABLE assets
     -- The name the inventory gave, so a rename there renames the asset, while a name a
     -- person set (neither the address, the reverse-DNS name nor this) is never touched.
     ADD COLUMN inventory_name TEXT,
-    -- When the inventory last described the asset.
+    -- When the inventory last changed what it says about the asset.
     ADD COLUMN inventory_seen_at TIMESTAMPTZ;
 
 -- A cloud instance id is longer than the design's 100 characters for some providers

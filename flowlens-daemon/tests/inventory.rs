@@ -65,6 +65,8 @@ struct Cloud {
     rows: Vec<Value>,
     /// Answer every API call with this status instead.
     fail: Option<u16>,
+    /// Resource Graph: say the result is truncated, with no way on.
+    truncate: bool,
     problems: Vec<String>,
     tokens_issued: usize,
     pages_served: usize,
@@ -238,8 +240,8 @@ async fn azure_query(
     let rows: Vec<Value> = c.rows.iter().skip(start).take(2).cloned().collect();
     c.pages_served += 1;
     let mut answer = json!({"totalRecords": c.rows.len(), "count": rows.len(),
-        "resultTruncated": "false", "facets": [], "data": rows});
-    if start + 2 < c.rows.len() {
+        "resultTruncated": if c.truncate { "true" } else { "false" }, "facets": [], "data": rows});
+    if start + 2 < c.rows.len() && !c.truncate {
         answer["$skipToken"] = format!("ew0K{}", start + 2).into();
     }
     axum::Json(answer).into_response()
@@ -487,6 +489,12 @@ async fn azure_nics_vms_and_public_ips_come_from_one_paged_query() {
         ("nic", Some("pe-sql-nic"))
     );
 
+    // A truncated answer with no way on is not installed as a whole inventory.
+    cloud.lock().unwrap().truncate = true;
+    let e = provider.snapshot().await.unwrap_err().to_string();
+    assert!(e.contains("truncated"), "{e}");
+    cloud.lock().unwrap().truncate = false;
+
     // A wrong secret: a credentials error that repeats neither the secret nor what
     // the token endpoint echoed.
     let mut bad = azure_config(&url);
@@ -515,23 +523,39 @@ async fn a_failing_provider_keeps_its_last_snapshot_and_a_restart_starts_from_th
         c.instances = vec![gcp_instance(7, "api-1", "us-central1-a", "10.9.0.7", None)];
     }
     let ip: IpAddr = "10.9.0.7".parse().unwrap();
-    let inv = Inventory::default();
+    let inv = Arc::new(Inventory::default());
     let provider = Provider::Gcp(Gcp::new(gcp_config(&url, &key)).unwrap());
-    let mut failing = false;
+    let mut failing = inventory::Streak::default();
     assert!(inventory::refresh_once(&inv, &provider, Some(&dir), &mut failing).await);
-    assert_eq!(inv.lookup(ip).unwrap().name.as_deref(), Some("api-1"));
+    // Saved for the next start, readable by the daemon's user only.
+    let saved = inventory::snapshot_path(&dir, "gcp");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&saved).unwrap().permissions())
+            & 0o777,
+        0o600
+    );
+    assert_eq!(inv.lookup(ip).unwrap().item.name.as_deref(), Some("api-1"));
     let version = inv.version();
     for status in [500, 503, 401] {
         cloud.lock().unwrap().fail = Some(status);
         assert!(!inventory::refresh_once(&inv, &provider, Some(&dir), &mut failing).await);
-        assert!(failing);
+        assert!(failing.failing);
         assert_eq!(
-            inv.lookup(ip).unwrap().name.as_deref(),
+            inv.lookup(ip).unwrap().item.name.as_deref(),
             Some("api-1"),
             "kept after {status}"
         );
     }
     assert_eq!(inv.version(), version, "nothing swapped in");
+    // The API answers again: the token it refused (401) is not used again.
+    cloud.lock().unwrap().fail = None;
+    assert!(inventory::refresh_once(&inv, &provider, Some(&dir), &mut failing).await);
+    assert!(!failing.failing);
+    assert_eq!(
+        cloud.lock().unwrap().tokens_issued,
+        2,
+        "a new token after the 401"
+    );
     // A restart with the API still down starts from the saved snapshot.
     let warm = Arc::new(Inventory::default());
     inventory::spawn(
@@ -542,7 +566,7 @@ async fn a_failing_provider_keeps_its_last_snapshot_and_a_restart_starts_from_th
         )],
         Some(&dir),
     );
-    assert_eq!(warm.lookup(ip).unwrap().id, "7");
+    assert_eq!(warm.lookup(ip).unwrap().item.id, "7");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -700,6 +724,37 @@ fn assets_take_their_identity_from_the_inventory_and_keep_a_persons_name() {
             .any(|(b, a)| b["cloud_provider"].is_null() && a["cloud_provider"] == "gcp"),
         "{events:?}"
     );
+    // Tags someone set to something that is not an object do not stop the flush:
+    // they make way for the inventory's.
+    rt.block_on(
+        sqlx::query(
+            "UPDATE assets SET tags = '\"hand-made\"'::jsonb FROM asset_addresses aa
+             WHERE aa.asset_id = assets.id AND aa.ip = '10.3.0.10'",
+        )
+        .execute(&db.pool),
+    )
+    .unwrap();
+    let mut relabelled = gcp_instance(3010, "app-server-1", "europe-west1-b", "10.3.0.10", None);
+    relabelled["labels"] = json!({"team": "checkout"});
+    cloud.lock().unwrap().instances[0] = relabelled;
+    let mut tags = Value::Null;
+    for _ in 0..300 {
+        std::thread::park_timeout(Duration::from_millis(100));
+        assert!(sink.flush_now());
+        tags = rt
+            .block_on(
+                sqlx::query_scalar(
+                    "SELECT a.tags FROM assets a JOIN asset_addresses aa ON aa.asset_id = a.id
+                     WHERE aa.ip = '10.3.0.10'",
+                )
+                .fetch_one(&db.pool),
+            )
+            .unwrap();
+        if tags["cloud"]["team"] == "checkout" {
+            break;
+        }
+    }
+    assert_eq!(tags, json!({"cloud": {"team": "checkout"}}));
     // Saved for the next start.
     assert!(inventory::snapshot_path(&dir, "gcp").is_file());
     drop(sink);

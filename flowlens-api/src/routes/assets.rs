@@ -493,6 +493,13 @@ async fn create_asset(
     check_len("name", Some(&body.name), 255, &mut bad);
     check_len("fqdn", body.fqdn.as_deref(), 255, &mut bad);
     check_len("environment", body.environment.as_deref(), 50, &mut bad);
+    check_len("cloud_region", body.cloud_region.as_deref(), 64, &mut bad);
+    check_len(
+        "cloud_instance_id",
+        body.cloud_instance_id.as_deref(),
+        512,
+        &mut bad,
+    );
     let asset_type = body
         .asset_type
         .clone()
@@ -650,6 +657,18 @@ async fn update_asset(
         "fqdn",
         patch.fqdn.clone().flatten().as_deref(),
         255,
+        &mut bad,
+    );
+    check_len(
+        "cloud_region",
+        patch.cloud_region.clone().flatten().as_deref(),
+        64,
+        &mut bad,
+    );
+    check_len(
+        "cloud_instance_id",
+        patch.cloud_instance_id.clone().flatten().as_deref(),
+        512,
         &mut bad,
     );
     if let Some(t) = &patch.asset_type {

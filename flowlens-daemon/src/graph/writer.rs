@@ -255,6 +255,11 @@ struct Change {
     title: String,
 }
 
+/// Assets the inventory describes in one flush at most: the first description after
+/// a start (or of a new provider) is every known asset, spread over a few flushes
+/// rather than one statement that could outlast the flush timeout.
+const MAX_DESCRIBED_PER_FLUSH: usize = 2000;
+
 /// The alert scope of a client -> server pair.
 pub fn scope_of(classifier: &Classifier, client: IpAddr, server: IpAddr) -> Scope {
     classifier.classify(client, server)
@@ -784,10 +789,16 @@ impl GraphWriter {
         // 3b. Reverse-DNS names that arrived for assets created earlier.
         let named = self.apply_names(&mut tx, &mut changes).await?;
         // 3c. What the inventories say these assets are.
-        let inventory_version = self.inventory.as_ref().map_or(0, |i| i.version());
-        let described = self
+        let read_version = self.inventory.as_ref().map_or(0, |i| i.version());
+        let (described, complete) = self
             .apply_inventory(&mut tx, &asset_of, &mut changes)
             .await?;
+        // Not all written (bounded per flush): the next flush carries on.
+        let inventory_version = if complete {
+            read_version
+        } else {
+            self.inventory_applied
+        };
 
         // 4. Change events and alerts.
         let (events, alerts) = record_changes(&mut tx, &changes, &self.settings.alerts).await?;
@@ -1087,37 +1098,45 @@ impl GraphWriter {
         tx: &mut Transaction<'_, Postgres>,
         fresh: &HashMap<IpAddr, Uuid>,
         changes: &mut Vec<Change>,
-    ) -> Result<Vec<(Uuid, u64)>, sqlx::Error> {
-        use std::hash::{Hash as _, Hasher as _};
+    ) -> Result<(Vec<(Uuid, u64)>, bool), sqlx::Error> {
         let Some(inventory) = &self.inventory else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), true));
         };
         let map = inventory.current();
-        let mut rows: HashMap<Uuid, (u64, &crate::inventory::Item)> = HashMap::new();
-        for (ip, item) in map.iter() {
+        // One item per asset, the lowest address's, whatever order the map iterates
+        // in: an asset with several addresses must not flip between their items.
+        let mut chosen: HashMap<Uuid, (IpAddr, &crate::inventory::Entry)> = HashMap::new();
+        for (ip, entry) in map.iter() {
             let Some(id) = self.asset_of.get(ip).or_else(|| fresh.get(ip)) else {
                 continue;
             };
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            item.hash(&mut h);
-            let fp = h.finish();
-            if self.described.get(id) == Some(&fp) {
-                continue;
-            }
-            // An asset with several addresses: the lowest address's item, whatever
-            // order the map iterates in.
-            rows.entry(*id)
-                .and_modify(|(f, it)| {
-                    if (item.id.as_str(), fp) < (it.id.as_str(), *f) {
-                        *f = fp;
-                        *it = item;
+            chosen
+                .entry(*id)
+                .and_modify(|(low, e)| {
+                    if ip < low {
+                        *low = *ip;
+                        *e = entry;
                     }
                 })
-                .or_insert((fp, item));
+                .or_insert((*ip, entry));
         }
-        if rows.is_empty() {
-            return Ok(Vec::new());
+        let mut pending: Vec<(Uuid, u64, &crate::inventory::Item)> = chosen
+            .into_iter()
+            .filter(|(id, (_, e))| self.described.get(id) != Some(&e.fingerprint))
+            .map(|(id, (_, e))| (id, e.fingerprint, &e.item))
+            .collect();
+        // Bounded per flush (the first description after a start is every asset): the
+        // rest goes in the next flushes.
+        let complete = pending.len() <= MAX_DESCRIBED_PER_FLUSH;
+        pending.sort_unstable_by_key(|(id, _, _)| *id);
+        pending.truncate(MAX_DESCRIBED_PER_FLUSH);
+        if pending.is_empty() {
+            return Ok((Vec::new(), complete));
         }
+        let rows: HashMap<Uuid, (u64, &crate::inventory::Item)> = pending
+            .into_iter()
+            .map(|(id, fp, item)| (id, (fp, item)))
+            .collect();
         let mut ids = Vec::with_capacity(rows.len());
         let mut cols: [Vec<Option<String>>; 13] = Default::default();
         let mut tags = Vec::with_capacity(rows.len());
@@ -1166,7 +1185,9 @@ impl GraphWriter {
                    $12::text[], $13::text[], $14::text[], $15::text[])
                  AS u(id, provider, region, instance, account, zone, itype, vpc, subnet,
                       cluster, namespace, wkind, workload, name, tags)),
-             old AS (SELECT a.* FROM assets a JOIN u ON u.id = a.id)
+             old AS (SELECT a.*, CASE WHEN jsonb_typeof(a.tags) = 'object' THEN a.tags
+                                      ELSE '{}'::jsonb END AS obj_tags
+                     FROM assets a JOIN u ON u.id = a.id)
              UPDATE assets a SET
                  cloud_provider = u.provider, cloud_region = u.region,
                  cloud_instance_id = u.instance, cloud_account = u.account,
@@ -1178,12 +1199,20 @@ impl GraphWriter {
                                 OR a.name = a.inventory_name)
                              THEN u.name ELSE a.name END,
                  inventory_name = u.name,
-                 tags = CASE WHEN u.tags = '{}' THEN COALESCE(a.tags, '{}'::jsonb) - 'cloud'
-                             ELSE jsonb_set(COALESCE(a.tags, '{}'::jsonb), '{cloud}', u.tags::jsonb)
-                        END,
+                 -- tags.cloud is the inventory's; tags that are not an object (set
+                 -- by hand) are replaced rather than failing the flush.
+                 tags = CASE WHEN u.tags = '{}' THEN old.obj_tags - 'cloud'
+                             ELSE jsonb_set(old.obj_tags, '{cloud}', u.tags::jsonb) END,
                  inventory_seen_at = now(), updated_at = now()
              FROM u, old
              WHERE a.id = u.id AND old.id = u.id
+               AND (a.cloud_provider, a.cloud_region, a.cloud_instance_id, a.cloud_account,
+                    a.cloud_zone, a.instance_type, a.vpc, a.subnet, a.cluster, a.namespace,
+                    a.workload_kind, a.workload, a.inventory_name, old.obj_tags -> 'cloud')
+                   IS DISTINCT FROM
+                   (u.provider, u.region, u.instance, u.account, u.zone, u.itype, u.vpc,
+                    u.subnet, u.cluster, u.namespace, u.wkind, u.workload, u.name,
+                    CASE WHEN u.tags = '{}' THEN NULL ELSE u.tags::jsonb END)
              RETURNING a.id,
                  jsonb_build_object('name', old.name, 'cloud_provider', old.cloud_provider,
                    'cloud_region', old.cloud_region, 'cloud_instance_id', old.cloud_instance_id,
@@ -1247,7 +1276,7 @@ impl GraphWriter {
                 title: format!("Asset {label} described by its inventory"),
             });
         }
-        Ok(described)
+        Ok((described, complete))
     }
 
     /// Gives up on edges that waited a day for an end to become an asset (it never
@@ -1367,6 +1396,7 @@ impl GraphWriter {
         // Also the moment to refresh the address -> asset cache: assets an operator
         // edited or merged since are read again by the next flush.
         self.asset_of.clear();
+        self.described.clear();
         let hours = i64_of(self.settings.resolution.dependencies.stale_after_hours);
         let mut tx = self.pool.begin().await?;
         let mut changes = Vec::new();

@@ -35,9 +35,9 @@ pub const QUERY: &str = "Resources
 | join kind=leftouter (Resources
     | where type =~ 'microsoft.network/publicipaddresses'
     | project publicIpId = tolower(id), publicIp = tostring(properties.ipAddress)) on publicIpId
-| project nicId, nicName, subscriptionId, location, tags, vmId, vmName, vmSize, zones, vmTags,
-    privateIp, publicIp, subnetId
-| order by nicId asc";
+| project id = strcat(nicId, '#', privateIp), nicId, nicName, subscriptionId, location, tags,
+    vmId, vmName, vmSize, zones, vmTags, privateIp, publicIp, subnetId
+| order by nicId asc, privateIp asc";
 
 /// The Azure provider.
 pub struct Azure {
@@ -147,6 +147,15 @@ impl Azure {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned);
             if skip.is_none() {
+                // Truncated without a way on: the snapshot would be partial.
+                let truncated = matches!(&answer["resultTruncated"], Value::Bool(true))
+                    || answer["resultTruncated"].as_str() == Some("true");
+                if truncated {
+                    return Err(ProviderError::Answer {
+                        what: "Resource Graph".to_owned(),
+                        message: "the result is truncated and has no $skipToken".to_owned(),
+                    });
+                }
                 break;
             }
         }

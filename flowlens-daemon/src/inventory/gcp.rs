@@ -95,12 +95,18 @@ impl Gcp {
                 });
                 let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
                 header.kid.clone_from(&key.private_key_id);
-                let signer = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.as_bytes())
-                    .map_err(|e| {
-                        ProviderError::Credentials(format!("the key's private_key: {e}"))
-                    })?;
-                let assertion = jsonwebtoken::encode(&header, &claims, &signer)
-                    .map_err(|e| ProviderError::Credentials(format!("signing: {e}")))?;
+                let pem = key.private_key.clone();
+                // RSA signing is CPU work: off the runtime's only worker.
+                let assertion = tokio::task::spawn_blocking(move || {
+                    let signer =
+                        jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
+                            ProviderError::Credentials(format!("the key's private_key: {e}"))
+                        })?;
+                    jsonwebtoken::encode(&header, &claims, &signer)
+                        .map_err(|e| ProviderError::Credentials(format!("signing: {e}")))
+                })
+                .await
+                .map_err(|e| ProviderError::Credentials(format!("signing: {e}")))??;
                 let request = self.http.post(&key.token_uri).form(&[
                     ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                     ("assertion", assertion.as_str()),

@@ -83,8 +83,13 @@ impl Item {
         self.provider = clean(&self.provider, 32);
         self.kind = clean(&self.kind, 64);
         self.id = clean(&self.id, MAX_FIELD);
+        // `assets.name` is 255 characters.
+        self.name = self
+            .name
+            .as_deref()
+            .map(|s| clean(s, 255))
+            .filter(|s| !s.is_empty());
         for v in [
-            &mut self.name,
             &mut self.account,
             &mut self.region,
             &mut self.zone,
@@ -139,22 +144,48 @@ pub enum ProviderError {
 /// more specific than the node or VPC address it may share.
 const PRECEDENCE: [&str; 4] = ["kubernetes", "aws", "azure", "gcp"];
 
+/// An item and its fingerprint (computed once, when its snapshot is installed), so
+/// the graph writer can tell at a glance whether what it wrote is still current.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub item: Item,
+    pub fingerprint: u64,
+}
+
+impl Entry {
+    fn new(item: Item) -> Self {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        item.hash(&mut h);
+        Self {
+            fingerprint: h.finish(),
+            item,
+        }
+    }
+}
+
+/// The merged address map.
+pub type Map = HashMap<IpAddr, Arc<Entry>>;
+
+/// One provider's entries, as installed.
+type Entries = Arc<Vec<(IpAddr, Arc<Entry>)>>;
+
 /// The merged address map every reader shares.
 #[derive(Debug, Default)]
 pub struct Inventory {
-    map: RwLock<Arc<HashMap<IpAddr, Arc<Item>>>>,
-    snapshots: std::sync::Mutex<BTreeMap<String, Arc<Snapshot>>>,
+    map: RwLock<Arc<Map>>,
+    snapshots: std::sync::Mutex<BTreeMap<String, Entries>>,
     version: AtomicU64,
 }
 
 impl Inventory {
     /// What the inventories say about `ip`, if anything.
-    pub fn lookup(&self, ip: IpAddr) -> Option<Arc<Item>> {
+    pub fn lookup(&self, ip: IpAddr) -> Option<Arc<Entry>> {
         self.current().get(&ip).cloned()
     }
 
     /// The whole map as it is now (a cheap reference; never half-updated).
-    pub fn current(&self) -> Arc<HashMap<IpAddr, Arc<Item>>> {
+    pub fn current(&self) -> Arc<Map> {
         self.map
             .read()
             .map_or_else(|p| p.into_inner().clone(), |m| m.clone())
@@ -166,46 +197,50 @@ impl Inventory {
         self.version.load(Ordering::Acquire)
     }
 
-    /// Replaces one provider's snapshot and swaps in the new merged map.
+    /// Replaces one provider's snapshot and swaps in the new merged map. The map is
+    /// swapped under the snapshots' lock, so two installs cannot interleave and lose
+    /// one; a poisoned lock (a panic elsewhere) is recovered, not a reason to stop.
     pub fn install(&self, snapshot: Snapshot) {
-        let merged = {
-            let Ok(mut all) = self.snapshots.lock() else {
-                return;
-            };
-            all.insert(snapshot.provider.clone(), Arc::new(snapshot));
-            let mut merged: HashMap<IpAddr, Arc<Item>> = HashMap::new();
-            // Lowest precedence first, so the more specific provider overwrites.
-            let rank = |p: &str| {
-                PRECEDENCE
-                    .iter()
-                    .position(|x| *x == p)
-                    .unwrap_or(PRECEDENCE.len())
-            };
-            let mut ordered: Vec<&Arc<Snapshot>> = all.values().collect();
-            ordered.sort_by_key(|s| std::cmp::Reverse(rank(&s.provider)));
-            for s in ordered {
-                for (ip, item) in &s.addresses {
-                    merged.insert(*ip, Arc::new(item.clone()));
-                }
-            }
-            merged
+        let entries: Vec<(IpAddr, Arc<Entry>)> = snapshot
+            .addresses
+            .into_iter()
+            .map(|(ip, item)| (ip, Arc::new(Entry::new(item))))
+            .collect();
+        let mut all = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.insert(snapshot.provider, Arc::new(entries));
+        let rank = |p: &str| {
+            PRECEDENCE
+                .iter()
+                .position(|x| *x == p)
+                .unwrap_or(PRECEDENCE.len())
         };
-        if let Ok(mut map) = self.map.write() {
-            *map = Arc::new(merged);
+        // Lowest precedence first, so the more specific provider overwrites.
+        let mut ordered: Vec<(&String, &Entries)> = all.iter().collect();
+        ordered.sort_by_key(|(p, _)| std::cmp::Reverse(rank(p)));
+        let mut merged: Map = HashMap::new();
+        for (_, entries) in ordered {
+            for (ip, e) in entries.iter() {
+                merged.insert(*ip, e.clone());
+            }
         }
+        *self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(merged);
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Addresses each provider's last snapshot holds.
     pub fn sizes(&self) -> BTreeMap<String, usize> {
-        self.snapshots.lock().map_or_else(
-            |_| BTreeMap::new(),
-            |all| {
-                all.iter()
-                    .map(|(k, s)| (k.clone(), s.addresses.len()))
-                    .collect()
-            },
-        )
+        self.snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, s)| (k.clone(), s.len()))
+            .collect()
     }
 }
 
@@ -244,11 +279,27 @@ pub fn snapshot_path(state_dir: &std::path::Path, provider: &str) -> PathBuf {
     state_dir.join(format!("inventory-{provider}.json"))
 }
 
-/// Loads a saved snapshot, if there is a readable one.
+/// Largest saved snapshot read back (a million addresses is well under it).
+const MAX_SAVED_BYTES: u64 = 512 << 20;
+
+/// Loads a saved snapshot, if there is a readable one, every item bounded again (the
+/// file is outside data like the API's answers were).
 pub fn load_saved(path: &std::path::Path) -> Option<Snapshot> {
+    let size = std::fs::metadata(path).ok()?.len();
+    if size > MAX_SAVED_BYTES {
+        tracing::warn!(path = %path.display(), size, "ignoring an inventory snapshot this large");
+        return None;
+    }
     let text = std::fs::read(path).ok()?;
-    match serde_json::from_slice(&text) {
-        Ok(s) => Some(s),
+    match serde_json::from_slice::<Snapshot>(&text) {
+        Ok(mut s) => {
+            s.addresses = s
+                .addresses
+                .into_iter()
+                .map(|(ip, item)| (ip, item.bounded()))
+                .collect();
+            Some(s)
+        }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable inventory snapshot");
             None
@@ -256,18 +307,29 @@ pub fn load_saved(path: &std::path::Path) -> Option<Snapshot> {
     }
 }
 
-/// Saves a snapshot: a new file beside the old one, synced, renamed over it.
+/// Saves a snapshot: a new file (0600: names, tags and addresses of the estate)
+/// beside the old one, synced, renamed over it, the directory synced.
 ///
 /// # Errors
 /// When the file cannot be written.
 pub fn save(path: &std::path::Path, snapshot: &Snapshot) -> std::io::Result<()> {
     use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("json.tmp");
     let body = serde_json::to_vec(snapshot)?;
-    let mut f = std::fs::File::create(&tmp)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(&body)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Metric names of the inventory stage.
@@ -310,9 +372,9 @@ pub fn spawn(
                 inventory.install(saved);
             }
             tokio::spawn(async move {
-                let mut failing = false;
+                let mut streak = Streak::default();
                 loop {
-                    refresh_once(&inventory, &provider, state_dir.as_deref(), &mut failing).await;
+                    refresh_once(&inventory, &provider, state_dir.as_deref(), &mut streak).await;
                     let jitter = interval.mul_f64(rand_fraction() * 0.1);
                     tokio::time::sleep(interval + jitter).await;
                 }
@@ -321,20 +383,30 @@ pub fn spawn(
         .collect()
 }
 
-/// One refresh: a new snapshot installed and saved, or the last one kept.
+/// Where a refresh loop stands: failing (logged once per streak) and whether the
+/// last save failed (logged once per streak too).
+#[derive(Debug, Default)]
+pub struct Streak {
+    pub failing: bool,
+    pub save_failing: bool,
+}
+
+/// One refresh: a new snapshot installed and saved, or the last one kept. Saving and
+/// building the merged map run on a blocking thread: the runtime's worker also drives
+/// the graph's flushes and reverse DNS.
 pub async fn refresh_once(
-    inventory: &Inventory,
+    inventory: &Arc<Inventory>,
     provider: &Provider,
     state_dir: Option<&std::path::Path>,
-    failing: &mut bool,
+    streak: &mut Streak,
 ) -> bool {
     let name = provider.name();
     match provider.snapshot().await {
         Ok(addresses) => {
-            if *failing {
+            if streak.failing {
                 tracing::info!(provider = name, "inventory: the provider answers again");
             }
-            *failing = false;
+            streak.failing = false;
             let snapshot = Snapshot {
                 provider: name.to_owned(),
                 taken_at: Some(Utc::now()),
@@ -347,21 +419,35 @@ pub async fn refresh_once(
             #[expect(clippy::cast_precision_loss, reason = "seconds since 1970 fit")]
             metrics::gauge!(metric::LAST_SUCCESS, "provider" => name)
                 .set(Utc::now().timestamp() as f64);
-            if let Some(dir) = state_dir
-                && let Err(e) = save(&snapshot_path(dir, name), &snapshot)
-            {
-                tracing::warn!(provider = name, error = %e, "inventory: the snapshot could not be saved");
+            let inventory = inventory.clone();
+            let path = state_dir.map(|d| snapshot_path(d, name));
+            let saved = tokio::task::spawn_blocking(move || {
+                let saved = path.map(|p| save(&p, &snapshot));
+                inventory.install(snapshot);
+                saved
+            })
+            .await;
+            match saved {
+                Ok(Some(Err(e))) => {
+                    if !streak.save_failing {
+                        tracing::warn!(provider = name, error = %e, "inventory: the snapshot could not be saved");
+                    }
+                    streak.save_failing = true;
+                }
+                Ok(_) => streak.save_failing = false,
+                Err(e) => {
+                    tracing::error!(provider = name, error = %e, "inventory: installing a snapshot failed");
+                }
             }
-            inventory.install(snapshot);
             true
         }
         Err(e) => {
             metrics::counter!(metric::REFRESHES, "provider" => name, "outcome" => "failed")
                 .increment(1);
-            if !*failing {
+            if !streak.failing {
                 tracing::warn!(provider = name, error = %e, "inventory: the refresh failed; keeping the last snapshot");
             }
-            *failing = true;
+            streak.failing = true;
             false
         }
     }
@@ -390,18 +476,24 @@ pub(crate) async fn get_json(
     what: &str,
     request: reqwest::RequestBuilder,
 ) -> Result<serde_json::Value, ProviderError> {
-    let response = request.send().await.map_err(|e| ProviderError::Transport {
+    // One page is a few megabytes at most; a body past this is not an API's page.
+    const MAX_BODY: usize = 64 << 20;
+    let transport = |e: &reqwest::Error| ProviderError::Transport {
         what: what.to_owned(),
-        message: short_error(&e),
-    })?;
+        message: short_error(e),
+    };
+    let mut response = request.send().await.map_err(|e| transport(&e))?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| ProviderError::Transport {
-            what: what.to_owned(),
-            message: short_error(&e),
-        })?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport(&e))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ProviderError::Answer {
+                what: what.to_owned(),
+                message: format!("more than {MAX_BODY} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
     if !status.is_success() {
         return Err(ProviderError::Status {
             what: what.to_owned(),
