@@ -268,6 +268,22 @@ impl Drop for XdpDaemon<'_> {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // The copies `unit_files` made (a debug binary is a few hundred megabytes;
+        // left behind, every run would fill /tmp). Logs and outputs stay.
+        for copy in ["flowlens-daemon", "flowlens-ebpf"] {
+            let _ = std::fs::remove_file(self.dir.join(copy));
+        }
+    }
+}
+
+/// Removes files when dropped (a test's copies of the binaries).
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -836,6 +852,7 @@ fn an_unprivileged_user_with_four_capabilities_attaches_binds_and_notifies_ready
         return;
     }
     let (dir, binary, bpf) = unit_files("run-xdp-user", &object);
+    let _copies = RemoveOnDrop(vec![binary.clone(), bpf.clone()]);
     std::fs::write(
         dir.join("config.yaml"),
         "ingestion:\n  batch_timeout_ms: 20\ntelemetry:\n  listen_address: 127.0.0.1:9464\n\
