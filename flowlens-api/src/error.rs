@@ -224,3 +224,23 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// A transport error of an outgoing request in a few words and its root cause, with
+/// no URL (errors go to status answers, logs and terminals): "could not connect:
+/// Connection refused (os error 111)".
+pub(crate) fn transport_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "transport error"
+    };
+    let mut cause = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(c) = cause {
+        last = Some(c.to_string());
+        cause = c.source();
+    }
+    last.map_or_else(|| kind.to_owned(), |c| format!("{kind}: {c}"))
+}

@@ -368,6 +368,27 @@ fn page_query(q: &mut Vec<(&'static str, String)>, p: &PageArgs) {
     q.push(("page_size", p.page_size.to_string()));
 }
 
+/// A page of `path`: the API's JSON with `--json`, else a table of `header` with a
+/// row of `row` per item and the page's footer.
+async fn list_page(
+    client: &Client,
+    path: &str,
+    q: &[(&str, String)],
+    json: bool,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> Result<(), ClientError> {
+    let answer = client.get(path, q).await?;
+    if json {
+        return out_json(&answer);
+    }
+    let mut t = Table::new(header);
+    for x in answer["items"].as_array().into_iter().flatten() {
+        t.row(&row(x));
+    }
+    out(&format!("{}{}", t.render(), footer(&answer)))
+}
+
 /// "12 of 40 (page 1)" under a list.
 fn footer(page: &Value) -> String {
     let shown = page["items"].as_array().map_or(0, Vec::len);
@@ -606,10 +627,7 @@ async fn data(client: &Client, command: Command, json: bool) -> Result<(), Clien
             if json {
                 return out_json(&a);
             }
-            let mut t = Table::new(&["DEPTH", "ASSET", "NAME"]);
-            for x in a["impact"]["affected"].as_array().into_iter().flatten() {
-                t.row(&[text(&x["depth"]), text(&x["asset"]), name(&a, &x["asset"])]);
-            }
+            let t = affected(&a, &a["impact"]);
             out(&format!(
                 "{} assets depend on {asset}{}\n{}",
                 text(&a["impact"]["total_affected"]),
@@ -682,10 +700,7 @@ async fn data(client: &Client, command: Command, json: bool) -> Result<(), Clien
                 return out_json(&a);
             }
             let b = &a["blast_radius"];
-            let mut assets = Table::new(&["DEPTH", "ASSET", "NAME"]);
-            for x in b["impact"]["affected"].as_array().into_iter().flatten() {
-                assets.row(&[text(&x["depth"]), text(&x["asset"]), name(&a, &x["asset"])]);
-            }
+            let assets = affected(&a, &b["impact"]);
             let mut services = Table::new(&["SERVICE", "PORT", "PROVIDERS", "CONSUMERS"]);
             for s in b["affected_services"].as_array().into_iter().flatten() {
                 services.row(&[
@@ -770,21 +785,17 @@ async fn data(client: &Client, command: Command, json: bool) -> Result<(), Clien
             push_opt(&mut q, "severity", severity);
             push_opt(&mut q, "since", since);
             page_query(&mut q, &page);
-            let answer = client.get("/api/v1/alerts", &q).await?;
-            if json {
-                return out_json(&answer);
-            }
-            let mut t = Table::new(&["ID", "SEVERITY", "STATUS", "CREATED", "TITLE"]);
-            for x in answer["items"].as_array().into_iter().flatten() {
-                t.row(&[
+            let header = ["ID", "SEVERITY", "STATUS", "CREATED", "TITLE"];
+            list_page(client, "/api/v1/alerts", &q, json, &header, |x| {
+                vec![
                     text(&x["id"]),
                     text(&x["severity"]),
                     text(&x["status"]),
                     time(&x["created_at"]),
                     text(&x["title"]),
-                ]);
-            }
-            out(&format!("{}{}", t.render(), footer(&answer)))
+                ]
+            })
+            .await
         }
         Command::Alerts(AlertsCommand::Acknowledge { id }) => {
             alert_status(client, &id, "acknowledged", json).await
@@ -803,20 +814,16 @@ async fn data(client: &Client, command: Command, json: bool) -> Result<(), Clien
             push_opt(&mut q, "since", since);
             push_opt(&mut q, "until", until);
             page_query(&mut q, &page);
-            let answer = client.get("/api/v1/changes", &q).await?;
-            if json {
-                return out_json(&answer);
-            }
-            let mut t = Table::new(&["DETECTED", "CHANGE", "ENTITY", "ENTITY ID"]);
-            for x in answer["items"].as_array().into_iter().flatten() {
-                t.row(&[
+            let header = ["DETECTED", "CHANGE", "ENTITY", "ENTITY ID"];
+            list_page(client, "/api/v1/changes", &q, json, &header, |x| {
+                vec![
                     time(&x["detected_at"]),
                     text(&x["change_type"]),
                     text(&x["entity_type"]),
                     text(&x["entity_id"]),
-                ]);
-            }
-            out(&format!("{}{}", t.render(), footer(&answer)))
+                ]
+            })
+            .await
         }
         Command::Changes(ChangesCommand::Tail { count }) => tail(client, count, json).await,
         Command::Login { .. } | Command::Logout | Command::Status | Command::Completions { .. } => {
@@ -830,6 +837,19 @@ fn id_arg(id: &str) -> Result<String, ClientError> {
     uuid::Uuid::parse_str(id)
         .map(|u| u.to_string())
         .map_err(|_| ClientError::Invalid(format!("{id:?} is not an id (a UUID)")))
+}
+
+/// The assets an impact lists, by depth, named from the answer's `names`.
+fn affected(answer: &Value, impact: &Value) -> Table {
+    let mut t = Table::new(&["DEPTH", "ASSET", "NAME"]);
+    for x in impact["affected"].as_array().into_iter().flatten() {
+        t.row(&[
+            text(&x["depth"]),
+            text(&x["asset"]),
+            name(answer, &x["asset"]),
+        ]);
+    }
+    t
 }
 
 /// An asset's name from an analysis answer's `names`, else its id.
@@ -884,22 +904,18 @@ async fn assets(
     push_opt(&mut q, "stale", f.stale);
     push_opt(&mut q, "internal", f.internal);
     page_query(&mut q, page);
-    let answer = client.get("/api/v1/assets", &q).await?;
-    if json {
-        return out_json(&answer);
-    }
-    let mut t = Table::new(&["ID", "NAME", "TYPE", "ADDRESSES", "ENV", "LAST SEEN"]);
-    for a in answer["items"].as_array().into_iter().flatten() {
-        t.row(&[
+    let header = ["ID", "NAME", "TYPE", "ADDRESSES", "ENV", "LAST SEEN"];
+    list_page(client, "/api/v1/assets", &q, json, &header, |a| {
+        vec![
             text(&a["id"]),
             text(&a["name"]),
             text(&a["asset_type"]),
             text(&a["ip_addresses"]),
             text(&a["environment"]),
             time(&a["last_seen"]),
-        ]);
-    }
-    out(&format!("{}{}", t.render(), footer(&answer)))
+        ]
+    })
+    .await
 }
 
 fn dependency_table(rows: &[Value]) -> Table {

@@ -337,7 +337,7 @@ fn check_url(url: &str) -> Result<(), ClientError> {
 /// (a header value a credential cannot be) or a certificate the system does not
 /// trust will fail the same way again; the rest may pass later.
 fn transport_error(url: &str, e: &reqwest::Error) -> ClientError {
-    let text = format!("{url}: {}", transport(e));
+    let text = format!("{url}: {}", crate::error::transport_error(e));
     let certificate = text.contains("certificate") || text.contains("UnknownIssuer");
     if e.is_builder() {
         ClientError::Invalid(text)
@@ -346,24 +346,6 @@ fn transport_error(url: &str, e: &reqwest::Error) -> ClientError {
     } else {
         ClientError::Unavailable(text)
     }
-}
-
-/// A transport error in a few words and its root cause.
-fn transport(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "transport error"
-    };
-    let mut cause = std::error::Error::source(e);
-    let mut last = None;
-    while let Some(c) = cause {
-        last = Some(c.to_string());
-        cause = c.source();
-    }
-    last.map_or_else(|| kind.to_owned(), |c| format!("{kind}: {c}"))
 }
 
 #[cfg(test)]

@@ -372,7 +372,7 @@ impl Pusher {
             let response = match request.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    last = without_url(&e);
+                    last = crate::error::transport_error(&e);
                     self.pause(attempt, None).await;
                     continue;
                 }
@@ -455,7 +455,12 @@ impl Pusher {
             .form(&form)
             .send()
             .await
-            .map_err(|e| PushError::Exhausted(format!("OAuth token: {}", without_url(&e))))?;
+            .map_err(|e| {
+                PushError::Exhausted(format!(
+                    "OAuth token: {}",
+                    crate::error::transport_error(&e)
+                ))
+            })?;
         let status = response.status();
         let body = read_bounded(response, 64 << 10).await.unwrap_or_default();
         // Only the OAuth error code: a server may echo what it was sent.
@@ -577,28 +582,6 @@ fn printable(s: &str, max: usize) -> String {
         .to_owned()
 }
 
-/// A transport error without the URL (it names the instance, which is fine, but the
-/// error text goes to status answers and logs: keep it short and uniform).
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "transport error"
-    };
-    let mut cause = std::error::Error::source(e);
-    let mut last = None;
-    while let Some(c) = cause {
-        last = Some(c.to_string());
-        cause = c.source();
-    }
-    match last {
-        Some(c) => format!("{kind}: {c}"),
-        None => kind.to_owned(),
-    }
-}
-
 /// At most `limit` bytes of a body; an error when the body breaks off.
 async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
@@ -612,7 +595,7 @@ async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<V
                 }
             }
             Ok(None) => return Ok(out),
-            Err(e) => return Err(without_url(&e)),
+            Err(e) => return Err(crate::error::transport_error(&e)),
         }
     }
 }
