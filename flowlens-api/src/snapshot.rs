@@ -135,7 +135,9 @@ impl GraphSnapshot {
         let mut nodes = sqlx::query_as::<_, TopoNode>(
             "SELECT a.id, a.name, a.asset_type, a.environment, a.is_internal,
                     ARRAY(SELECT abbrev(x) FROM unnest(a.ip_addresses) WITH ORDINALITY AS u(x, n)
-                          ORDER BY n) AS ip_addresses
+                          ORDER BY n) AS ip_addresses,
+                    a.cloud_provider, a.cloud_account, a.cloud_region, a.vpc, a.subnet,
+                    a.cluster, a.namespace, a.workload
              FROM assets a",
         )
         .fetch_all(&mut *tx)

@@ -17,6 +17,129 @@ pub struct TopoNode {
     pub environment: Option<String>,
     pub is_internal: Option<bool>,
     pub ip_addresses: Vec<String>,
+    /// Where the asset runs, from the inventories (all null without one).
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub placement: Placement,
+}
+
+/// Where an asset runs, as the clouds' and clusters' inventories say: what the map can
+/// group by.
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Placement {
+    pub cloud_provider: Option<String>,
+    /// AWS account, Azure subscription or GCP project.
+    pub cloud_account: Option<String>,
+    pub cloud_region: Option<String>,
+    /// The VPC, `VNet` or network.
+    pub vpc: Option<String>,
+    pub subnet: Option<String>,
+    pub cluster: Option<String>,
+    pub namespace: Option<String>,
+    pub workload: Option<String>,
+}
+
+/// What a topology can be grouped by.
+pub const GROUP_FIELDS: &[&str] = &[
+    "environment",
+    "asset_type",
+    "cloud_provider",
+    "cloud_account",
+    "cloud_region",
+    "vpc",
+    "subnet",
+    "cluster",
+    "namespace",
+    "workload",
+];
+
+impl TopoNode {
+    /// The node's value of a [`GROUP_FIELDS`] field (`None`: not set, or no such field).
+    pub fn group_key(&self, field: &str) -> Option<&str> {
+        let p = &self.placement;
+        match field {
+            "environment" => self.environment.as_deref(),
+            "asset_type" => Some(self.asset_type.as_str()),
+            "cloud_provider" => p.cloud_provider.as_deref(),
+            "cloud_account" => p.cloud_account.as_deref(),
+            "cloud_region" => p.cloud_region.as_deref(),
+            "vpc" => p.vpc.as_deref(),
+            "subnet" => p.subnet.as_deref(),
+            "cluster" => p.cluster.as_deref(),
+            "namespace" => p.namespace.as_deref(),
+            "workload" => p.workload.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The topology folded by one field: a node per value (null: assets without one), an
+/// edge per pair of values with the dependencies between them summed.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Groups {
+    /// The field grouped by.
+    pub by: String,
+    pub groups: Vec<Group>,
+    pub edges: Vec<GroupEdge>,
+    pub generated_at: DateTime<Utc>,
+}
+
+/// One value of the field and how many assets of the view have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Group {
+    pub key: Option<String>,
+    pub assets: u64,
+}
+
+/// The dependencies from assets of one group to assets of another (or the same).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct GroupEdge {
+    pub source: Option<String>,
+    pub target: Option<String>,
+    pub dependencies: u64,
+    pub total_bytes: i64,
+    pub total_flows: i64,
+}
+
+/// Folds a view by `field` (one of [`GROUP_FIELDS`]), in a stable order (nulls last).
+pub fn group(t: &TopologyView<'_>, field: &str) -> Groups {
+    use std::collections::{BTreeMap, HashMap};
+    type Key = (bool, Option<String>);
+    let key_of: HashMap<Uuid, Option<&str>> =
+        t.nodes.iter().map(|n| (n.id, n.group_key(field))).collect();
+    // `(is_none, value)` sorts values first, the null group last.
+    let sort = |k: Option<&str>| -> Key { (k.is_none(), k.map(str::to_owned)) };
+    let mut groups: BTreeMap<Key, u64> = BTreeMap::new();
+    for k in key_of.values() {
+        *groups.entry(sort(*k)).or_default() += 1;
+    }
+    let mut edges: BTreeMap<(Key, Key), GroupEdge> = BTreeMap::new();
+    for e in &t.edges {
+        let (Some(s), Some(d)) = (key_of.get(&e.source), key_of.get(&e.target)) else {
+            continue;
+        };
+        let g = edges
+            .entry((sort(*s), sort(*d)))
+            .or_insert_with(|| GroupEdge {
+                source: s.map(str::to_owned),
+                target: d.map(str::to_owned),
+                dependencies: 0,
+                total_bytes: 0,
+                total_flows: 0,
+            });
+        g.dependencies += 1;
+        g.total_bytes = g.total_bytes.saturating_add(e.total_bytes);
+        g.total_flows = g.total_flows.saturating_add(e.total_flows);
+    }
+    Groups {
+        by: field.to_owned(),
+        groups: groups
+            .into_iter()
+            .map(|((_, key), assets)| Group { key, assets })
+            .collect(),
+        edges: edges.into_values().collect(),
+        generated_at: t.generated_at,
+    }
 }
 
 /// An edge of the topology: a dependency, from client to server.
@@ -262,6 +385,10 @@ mod tests {
                     environment: Some("prod".into()),
                     is_internal: Some(true),
                     ip_addresses: vec!["10.0.0.1".into()],
+                    placement: Placement {
+                        vpc: Some("prod-vpc".into()),
+                        ..Placement::default()
+                    },
                 },
                 TopoNode {
                     id: b,
@@ -270,6 +397,7 @@ mod tests {
                     environment: None,
                     is_internal: Some(false),
                     ip_addresses: vec!["203.0.113.7".into()],
+                    placement: Placement::default(),
                 },
             ],
             edges: vec![TopoEdge {
@@ -351,5 +479,38 @@ mod tests {
         );
         assert!(g.contains("<data key=\"port\">443</data>"), "{g}");
         assert_eq!(xml_escape("a\u{1}b"), "ab");
+    }
+
+    #[test]
+    fn a_view_folds_into_groups_with_summed_edges_and_the_unset_last() {
+        let t = sample();
+        let view = TopologyView {
+            nodes: t.nodes.iter().collect(),
+            edges: t.edges.iter().collect(),
+            generated_at: t.generated_at,
+        };
+        let g = group(&view, "vpc");
+        assert_eq!(
+            g.groups,
+            vec![
+                Group {
+                    key: Some("prod-vpc".into()),
+                    assets: 1
+                },
+                Group {
+                    key: None,
+                    assets: 1
+                },
+            ]
+        );
+        assert_eq!(g.edges.len(), 1);
+        let e = &g.edges[0];
+        assert_eq!(
+            (e.source.as_deref(), e.target.as_deref(), e.dependencies),
+            (Some("prod-vpc"), None, 1)
+        );
+        assert_eq!(e.total_bytes, t.edges[0].total_bytes);
+        let by_type = group(&view, "asset_type");
+        assert_eq!(by_type.groups.len(), 2);
     }
 }

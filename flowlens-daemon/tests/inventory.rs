@@ -284,6 +284,8 @@ fn service_account(dir: &std::path::Path, url: &str) -> (std::path::PathBuf, Str
             "-out",
         ])
         .arg(&private)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
         .unwrap()
         .success();

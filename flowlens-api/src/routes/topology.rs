@@ -32,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_topology))
         .routes(routes!(export_topology))
+        .routes(routes!(topology_groups))
         .routes(routes!(crate::websocket::topology_ws))
 }
 
@@ -256,6 +257,59 @@ async fn get_topology(
     filter.format = Some("json".to_owned());
     let a = answer(&state, &filter).await?;
     Ok(a.as_ref().into_response())
+}
+
+/// What to group, and by what. Unknown parameters are refused.
+#[derive(Debug, Default, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GroupFilter {
+    /// `environment`, `asset_type`, `cloud_provider`, `cloud_account`, `cloud_region`,
+    /// `vpc`, `subnet`, `cluster`, `namespace` or `workload`.
+    pub by: String,
+    /// Dependencies with at least one end in this environment.
+    pub environment: Option<String>,
+    /// Dependencies on this inferred service.
+    pub service: Option<String>,
+    /// Include egress, ingress and external dependencies (default true).
+    pub include_external: Option<bool>,
+    /// Include stale (removed) dependencies (default false).
+    pub include_stale: Option<bool>,
+}
+
+/// The topology folded by one field (an account, a region, a VPC, a namespace ...):
+/// a group per value with its asset count (null: assets without one), an edge per
+/// pair of groups with the dependencies between them summed: the map of a large
+/// estate before expanding a group.
+#[utoipa::path(get, path = "/topology/groups", tag = "topology", params(GroupFilter),
+    responses((status = 200, body = topology::Groups), (status = 400, body = Problem)))]
+async fn topology_groups(
+    State(state): State<AppState>,
+    _: Viewer,
+    ApiQuery(g): ApiQuery<GroupFilter>,
+) -> Result<crate::extract::ApiJson<topology::Groups>, ApiError> {
+    if !topology::GROUP_FIELDS.contains(&g.by.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "by must be one of {}",
+            topology::GROUP_FIELDS.join(", ")
+        )));
+    }
+    let f = TopologyFilter {
+        environment: g.environment,
+        service: g.service,
+        include_external: g.include_external,
+        include_stale: g.include_stale,
+        ..TopologyFilter::default()
+    };
+    let snap = state.snapshot.get(&state.pool).await?;
+    let max_depth = state.config.api.analysis.max_depth;
+    let by = g.by;
+    let groups = state
+        .compute(move || -> Result<topology::Groups, ApiError> {
+            Ok(topology::group(&select(&snap, &f, max_depth)?, &by))
+        })
+        .await??;
+    Ok(crate::extract::ApiJson(groups))
 }
 
 /// Export the topology as JSON, Graphviz DOT, Mermaid or GraphML.

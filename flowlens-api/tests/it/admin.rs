@@ -376,6 +376,7 @@ async fn openapi_document_matches_the_server() {
         "GET /api/v1/openapi.json",
         "GET /api/v1/topology",
         "GET /api/v1/topology/export",
+        "GET /api/v1/topology/groups",
         "GET /api/v1/topology/ws",
         "PATCH /api/v1/alerts/{id}",
         "PATCH /api/v1/assets/{id}",

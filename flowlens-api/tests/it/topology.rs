@@ -276,3 +276,95 @@ async fn cached_until_the_graph_changes() {
         "{m}"
     );
 }
+
+/// The topology folded by where assets run: a group per VPC (and the assets the
+/// inventory does not place), an edge per pair of groups with the dependencies summed.
+#[tokio::test]
+async fn the_topology_groups_by_where_assets_run() {
+    let api = TestApi::new("topo_groups").await;
+    let web1 = api.asset("web-1", &["10.0.1.1"]).await;
+    let web2 = api.asset("web-2", &["10.0.1.2"]).await;
+    let db = api.asset("db", &["10.0.2.1"]).await;
+    let ext = api.asset("partner", &["198.51.100.9"]).await;
+    for (id, vpc, account) in [
+        (&web1, "front-vpc", "proj-a"),
+        (&web2, "front-vpc", "proj-a"),
+        (&db, "data-vpc", "proj-a"),
+    ] {
+        sqlx::query("UPDATE assets SET vpc = $2, cloud_account = $3 WHERE id = $1::uuid")
+            .bind(id)
+            .bind(vpc)
+            .bind(account)
+            .execute(&api.pool)
+            .await
+            .unwrap();
+    }
+    api.dependency(&web1, &db, 5432).await;
+    api.dependency(&web2, &db, 5432).await;
+    api.dependency(&web2, &db, 6379).await;
+    api.dependency(&db, &ext, 443).await;
+    api.settle().await;
+
+    let g = api.get("/api/v1/topology/groups?by=vpc").await;
+    assert_eq!(g["by"], "vpc");
+    assert_eq!(
+        g["groups"],
+        serde_json::json!([
+            {"key": "data-vpc", "assets": 1},
+            {"key": "front-vpc", "assets": 2},
+            {"key": null, "assets": 1}
+        ])
+    );
+    let edges: Vec<(Value, Value, u64)> = g["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["source"].clone(),
+                e["target"].clone(),
+                e["dependencies"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        edges,
+        vec![
+            ("data-vpc".into(), Value::Null, 1),
+            ("front-vpc".into(), "data-vpc".into(), 3),
+        ]
+    );
+    let by_account = api.get("/api/v1/topology/groups?by=cloud_account").await;
+    assert_eq!(
+        by_account["groups"][0],
+        serde_json::json!({"key": "proj-a", "assets": 3})
+    );
+    // The nodes of the plain topology say where they run too.
+    let t = api.get("/api/v1/topology").await;
+    let node = t["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == db.as_str())
+        .unwrap();
+    assert_eq!(
+        (&node["vpc"], &node["cloud_account"]),
+        (&"data-vpc".into(), &"proj-a".into())
+    );
+    api.get_as(
+        Role::Viewer,
+        "/api/v1/topology/groups?by=password",
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    api.get_as(
+        Role::Viewer,
+        "/api/v1/topology/groups",
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let (s, _, _) = api
+        .call(Method::GET, "/api/v1/topology/groups?by=vpc", None, None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
