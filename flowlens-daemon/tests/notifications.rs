@@ -470,6 +470,62 @@ async fn alerts_reach_slack_pagerduty_and_a_signed_webhook_and_follow_their_stat
     stop(n).await;
 }
 
+/// Finished deliveries past `retention_days` are deleted by the sending instance;
+/// recent ones and pending ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_deliveries_are_kept_for_their_retention_then_deleted() {
+    let db = scratch("notifyprune").await;
+    let pool = db.pool.clone();
+    let (_r, addr) = Receivers::start().await;
+    let a = alert(&pool, "new-asset", "warning", "old").await;
+    for (target, status, age_days) in [
+        ("old-delivered", "delivered", 40),
+        ("old-failed", "failed", 31),
+        ("recent", "delivered", 5),
+        ("old-pending", "pending", 40),
+    ] {
+        sqlx::query(
+            "INSERT INTO notification_deliveries
+                 (alert_id, target, kind, action, status, created_at, next_attempt_at, delivered_at)
+             VALUES ($1, $2, 'webhook', 'trigger', $3, now() - make_interval(days => $4),
+                     CASE WHEN $3 = 'pending' THEN now() + interval '1 day'
+                          ELSE now() - make_interval(days => $4) END,
+                     CASE WHEN $3 = 'delivered' THEN now() - make_interval(days => $4) END)",
+        )
+        .bind(a)
+        .bind(target)
+        .bind(status)
+        .bind(age_days)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let config = NotificationsConfig {
+        targets: vec![target(
+            "recent",
+            TargetKind::Webhook,
+            format!("http://{addr}/recent"),
+        )],
+        retention_days: 30,
+        ..NotificationsConfig::default()
+    };
+    let n = notifier(config, &db.url, &pool).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let left = loop {
+        let left: Vec<String> =
+            sqlx::query_scalar("SELECT target FROM notification_deliveries ORDER BY target")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        if left.len() == 2 || Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(left, ["old-pending", "recent"]);
+    stop(n).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_retried_with_backoff_given_up_when_hopeless_and_dropped_past_the_bound() {
     metrics(); // the recorder, before anything is counted

@@ -26,6 +26,9 @@ pub struct NotificationsConfig {
     pub max_backoff_seconds: u64,
     /// Per request.
     pub timeout_ms: u64,
+    /// Finished deliveries (delivered, failed, dropped) are kept this many days as the
+    /// record of what was sent, then deleted (checked hourly by the sending instance).
+    pub retention_days: u32,
 }
 
 impl Default for NotificationsConfig {
@@ -37,12 +40,13 @@ impl Default for NotificationsConfig {
             initial_backoff_ms: 1_000,
             max_backoff_seconds: 300,
             timeout_ms: 10_000,
+            retention_days: 30,
         }
     }
 }
 
 /// One destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationTarget {
     /// Unique; deliveries are recorded under it.
@@ -70,6 +74,34 @@ pub struct NotificationTarget {
 
 fn info() -> Severity {
     Severity::Info
+}
+
+impl std::fmt::Debug for NotificationTarget {
+    /// Without the secrets (a Slack webhook's URL is its secret; a webhook's path or
+    /// query may carry a token): only the URL's scheme and host, and whether a routing
+    /// key or signing secret is set. Debug output ends up in logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let origin = reqwest::Url::parse(&self.url).map_or_else(
+            |_| {
+                if self.url.is_empty() {
+                    String::new()
+                } else {
+                    "<unparsed>".to_owned()
+                }
+            },
+            |u| format!("{}://{}/<redacted>", u.scheme(), u.host_str().unwrap_or("")),
+        );
+        let set = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("NotificationTarget")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &origin)
+            .field("routing_key", &set(&self.routing_key))
+            .field("secret", &set(&self.secret))
+            .field("rules", &self.rules)
+            .field("min_severity", &self.min_severity)
+            .finish()
+    }
 }
 
 /// What a target speaks.
@@ -165,6 +197,9 @@ impl NotificationsConfig {
         if self.timeout_ms < 100 {
             p.push("notifications.timeout_ms must be at least 100".into());
         }
+        if !(1..=3650).contains(&self.retention_days) {
+            p.push("notifications.retention_days must be 1 to 3650".into());
+        }
         p
     }
 }
@@ -174,5 +209,42 @@ pub fn resolve(value: &str) -> Result<String, String> {
     match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
         Some(var) => std::env::var(var).map_err(|_| format!("${{{var}}} is not set")),
         None => Ok(value.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_carries_no_secret() {
+        let slack = NotificationTarget {
+            name: "ops".into(),
+            kind: TargetKind::Slack,
+            url: "https://hooks.slack.com/services/T000/B000/XXXXsecretXXXX".into(),
+            routing_key: String::new(),
+            secret: String::new(),
+            rules: vec![],
+            min_severity: Severity::Warning,
+        };
+        let hook = NotificationTarget {
+            name: "siem".into(),
+            kind: TargetKind::Webhook,
+            url: "https://siem.example.com/in?token=tok-123".into(),
+            routing_key: "rk-456".into(),
+            secret: "hmac-789".into(),
+            ..slack.clone()
+        };
+        for (t, secrets) in [
+            (&slack, &["XXXXsecretXXXX", "T000"][..]),
+            (&hook, &["tok-123", "rk-456", "hmac-789"][..]),
+        ] {
+            let shown = format!("{t:?}");
+            for s in secrets {
+                assert!(!shown.contains(s), "{s} in {shown}");
+            }
+            assert!(shown.contains(&t.name), "{shown}");
+        }
+        assert!(format!("{hook:?}").contains("https://siem.example.com/<redacted>"));
     }
 }

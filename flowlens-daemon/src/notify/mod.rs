@@ -47,15 +47,27 @@ const IDLE: Duration = Duration::from_millis(250);
 /// The pause after a database failure, and between two tries to lead.
 const RETRY: Duration = Duration::from_secs(2);
 const LOCK: &str = "SELECT pg_try_advisory_lock(hashtext('flowlens.notifications'))";
+/// How often the sending instance deletes deliveries past `retention_days`.
+const PRUNE_EVERY: Duration = Duration::from_hours(1);
+
 /// The cursor's name in `notification_cursors`.
 const CURSOR: &str = "alerts";
 
 /// Delivers alerts to the configured targets.
-#[derive(Debug)]
 pub struct Notifier {
     config: NotificationsConfig,
     connect: PgConnectOptions,
     http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Notifier {
+    /// The targets (themselves without secrets), not the database's connect options
+    /// (they hold its password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("targets", &self.config.targets)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a notifier could not start.
@@ -164,7 +176,12 @@ impl Notifier {
     /// connection).
     async fn serve(&self, mut conn: PgConnection, stop: &AtomicBool) -> Result<(), sqlx::Error> {
         let mut at = outbox::cursor(&mut conn, Cursors::Notifications, CURSOR).await?;
+        let mut pruned_at: Option<std::time::Instant> = None;
         while !stop.load(Ordering::Relaxed) {
+            if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                self.prune(&mut conn).await?;
+                pruned_at = Some(std::time::Instant::now());
+            }
             let queued = self.enqueue(&mut conn, &mut at).await?;
             let sent = self.send_due(&mut conn).await?;
             let pending: i64 = sqlx::query_scalar(
@@ -179,6 +196,28 @@ impl Notifier {
             }
         }
         Ok(())
+    }
+
+    /// Deletes finished deliveries older than `retention_days` (the queue's record must
+    /// not grow for ever; pending ones are never touched).
+    async fn prune(&self, conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+        let gone = sqlx::query(
+            "DELETE FROM notification_deliveries
+             WHERE status <> 'pending'
+               AND COALESCE(delivered_at, next_attempt_at, created_at)
+                   < now() - make_interval(days => $1)",
+        )
+        .bind(i32::try_from(self.config.retention_days).unwrap_or(i32::MAX))
+        .execute(conn)
+        .await?
+        .rows_affected();
+        if gone > 0 {
+            tracing::info!(
+                deliveries = gone,
+                "notifier: pruned finished deliveries past retention"
+            );
+        }
+        Ok(gone)
     }
 
     /// Turns the alert states past the cursor into deliveries, and moves the cursor, in
