@@ -96,7 +96,7 @@ async fn serve(cloud: Shared) -> String {
 
 /// Google's token endpoint: a JWT-bearer grant whose assertion is signed by the key
 /// (checked with its public half) and names the scope and audience.
-async fn gcp_token(State(c): State<Shared>, body: Bytes) -> Response {
+async fn gcp_token(State(c): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let f = form(std::str::from_utf8(&body).unwrap());
     let mut c = c.lock().unwrap();
     if f.get("grant_type").map(String::as_str)
@@ -105,14 +105,22 @@ async fn gcp_token(State(c): State<Shared>, body: Bytes) -> Response {
         c.problems.push(format!("grant_type {f:?}"));
     }
     let key = jsonwebtoken::DecodingKey::from_rsa_pem(c.public_key.as_bytes()).unwrap();
+    // The audience is the token endpoint itself, as the key file names it.
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    v.set_audience(&[c.public_key.len().to_string()]);
-    v.validate_aud = false;
+    v.set_audience(&[format!("http://{host}/token")]);
+    v.set_required_spec_claims(&["exp", "iat", "aud", "iss"]);
     match jsonwebtoken::decode::<Value>(f.get("assertion").map_or("", String::as_str), &key, &v) {
         Ok(t) => {
             if t.claims["scope"] != "https://www.googleapis.com/auth/compute.readonly"
                 || t.claims["iss"] != "flowlens@proj-123456.iam.gserviceaccount.com"
-                || !t.claims["aud"].as_str().unwrap_or("").ends_with("/token")
+                // Google accepts assertions valid for an hour at most.
+                || !(1..=3600).contains(
+                    &(t.claims["exp"].as_i64().unwrap_or(0) - t.claims["iat"].as_i64().unwrap_or(0)),
+                )
             {
                 c.problems.push(format!("claims {}", t.claims));
             }
