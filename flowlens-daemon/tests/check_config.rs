@@ -146,7 +146,8 @@ fn notification_secrets_are_redacted_and_targets_checked() {
 #[test]
 fn cloud_inventories_are_checked_and_their_secrets_redacted() {
     let out = check(
-        "enrichment:\n  cloud:\n    azure:\n      enabled: true\n      client_secret: hunter2-azure\n      \
+        "enrichment:\n  cloud:\n    aws:\n      enabled: true\n      regions: [eu-west-1, us-gov-west-1]\n      \
+         profile: inventory\n    azure:\n      enabled: true\n      client_secret: hunter2-azure\n      \
          subscriptions: [00000000-0000-0000-0000-000000000001]\n    gcp:\n      enabled: true\n      \
          projects: [payments-prod]\n",
         &[],
@@ -158,7 +159,8 @@ fn cloud_inventories_are_checked_and_their_secrets_redacted() {
     assert!(stdout.contains("payments-prod"), "{stdout}");
 
     let out = check(
-        "enrichment:\n  cloud:\n    aws:\n      enabled: true\n    gcp:\n      enabled: true\n      \
+        "enrichment:\n  cloud:\n    aws:\n      enabled: true\n      regions: [eu west 1]\n      \
+         endpoint_url: ftp://ec2.example\n    gcp:\n      enabled: true\n      \
          projects: [Not_A_Project]\n      refresh_interval_seconds: 5\n    azure:\n      \
          subscriptions: [prod]\n      management_endpoint: https://management.azure.com/\n",
         &[],
@@ -166,7 +168,8 @@ fn cloud_inventories_are_checked_and_their_secrets_redacted() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for want in [
-        "enrichment.cloud.aws: the AWS provider is not built yet",
+        "enrichment.cloud.aws.regions: \"eu west 1\" is not a region name",
+        "enrichment.cloud.aws.endpoint_url",
         "\"Not_A_Project\" is not a project id",
         "enrichment.cloud.gcp.refresh_interval_seconds must be at least 30",
         "\"prod\" is not a subscription id",

@@ -123,8 +123,17 @@ fn start_inventory(
     state_dir: Option<&std::path::Path>,
     rt: &tokio::runtime::Handle,
 ) -> Option<Arc<crate::inventory::Inventory>> {
-    use crate::inventory::{Provider, azure::Azure, gcp::Gcp};
+    use crate::inventory::{Provider, aws::Aws, azure::Azure, gcp::Gcp};
     let mut providers = Vec::new();
+    if cloud.aws.enabled {
+        match Aws::new(cloud.aws.clone()) {
+            Ok(p) => providers.push((
+                Provider::Aws(Box::new(p)),
+                Duration::from_secs(cloud.aws.refresh_interval_seconds),
+            )),
+            Err(e) => tracing::error!(error = %e, "enrichment.cloud.aws cannot start"),
+        }
+    }
     if cloud.gcp.enabled {
         match Gcp::new(cloud.gcp.clone()) {
             Ok(p) => providers.push((

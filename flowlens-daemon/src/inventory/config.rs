@@ -13,18 +13,26 @@ pub struct CloudConfig {
     pub gcp: GcpConfig,
 }
 
-/// `enrichment.cloud.aws`: accepted for the AWS provider, which is not built yet.
+/// `enrichment.cloud.aws`: each region's network interfaces and instances through the
+/// EC2 API, with credentials found where AWS's SDKs find them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AwsConfig {
-    /// Not available yet: enabling it is refused by validation.
+    /// Read the AWS inventory.
     pub enabled: bool,
-    /// Regions to list.
+    /// Regions to list (at least one when enabled).
     pub regions: Vec<String>,
     /// Seconds between two snapshots (plus up to a tenth at random).
     pub refresh_interval_seconds: u64,
-    /// An endpoint instead of AWS's (tests, VPC endpoints).
+    /// An EC2 endpoint instead of AWS's (VPC endpoints, tests); empty:
+    /// `AWS_ENDPOINT_URL_EC2`, else `AWS_ENDPOINT_URL`, else the region's.
     pub endpoint_url: Option<String>,
+    /// The shared files' profile to take keys from; empty: `AWS_PROFILE`, else
+    /// `default` (after the environment's keys, before a web identity, the container
+    /// endpoint and the instance's role).
+    pub profile: String,
+    /// Seconds one request may take.
+    pub timeout_seconds: u64,
 }
 
 impl Default for AwsConfig {
@@ -34,6 +42,8 @@ impl Default for AwsConfig {
             regions: Vec::new(),
             refresh_interval_seconds: 300,
             endpoint_url: None,
+            profile: String::new(),
+            timeout_seconds: 30,
         }
     }
 }
@@ -121,11 +131,23 @@ impl CloudConfig {
     /// What is wrong with the section.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
-        if self.aws.enabled {
-            p.push(
-                "enrichment.cloud.aws: the AWS provider is not built yet (Azure and GCP are)"
-                    .to_owned(),
-            );
+        if self.aws.enabled && self.aws.regions.is_empty() {
+            p.push("enrichment.cloud.aws.regions: name at least one region".to_owned());
+        }
+        for region in &self.aws.regions {
+            // us-east-1, eu-central-2, us-gov-west-1, cn-north-1: also what keeps them
+            // safe in a host name.
+            let ok = (9..=32).contains(&region.len())
+                && region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && region.contains('-')
+                && region.bytes().last().is_some_and(|b| b.is_ascii_digit());
+            if !ok {
+                p.push(format!(
+                    "enrichment.cloud.aws.regions: {region:?} is not a region name"
+                ));
+            }
         }
         for (key, interval) in [
             ("aws", self.aws.refresh_interval_seconds),
@@ -140,6 +162,7 @@ impl CloudConfig {
             }
         }
         for (key, t) in [
+            ("aws", self.aws.timeout_seconds),
             ("azure", self.azure.timeout_seconds),
             ("gcp", self.gcp.timeout_seconds),
         ] {
@@ -172,12 +195,17 @@ impl CloudConfig {
                 ));
             }
         }
+        let aws_endpoint = self.aws.endpoint_url.clone().unwrap_or_default();
         for (key, url) in [
+            ("aws.endpoint_url", &aws_endpoint),
             ("azure.authority_host", &self.azure.authority_host),
             ("azure.management_endpoint", &self.azure.management_endpoint),
             ("gcp.compute_endpoint", &self.gcp.compute_endpoint),
             ("gcp.metadata_endpoint", &self.gcp.metadata_endpoint),
         ] {
+            if url.is_empty() && key == "aws.endpoint_url" {
+                continue;
+            }
             if reqwest::Url::parse(url).map_or(true, |u| {
                 !matches!(u.scheme(), "http" | "https") || u.host().is_none()
             }) || url.ends_with('/')
@@ -189,5 +217,27 @@ impl CloudConfig {
             }
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_needs_regions_named_as_aws_names_them() {
+        let mut c = CloudConfig::default();
+        c.aws.enabled = true;
+        assert_eq!(
+            c.problems(),
+            ["enrichment.cloud.aws.regions: name at least one region"]
+        );
+        c.aws.regions = ["us-east-1", "eu-central-2", "us-gov-west-1", "cn-north-1"]
+            .map(str::to_owned)
+            .to_vec();
+        c.aws.endpoint_url = Some("http://127.0.0.1:5000".into());
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        c.aws.regions = vec!["eu-west-1.evil.example/".into(), "EU-WEST-1".into()];
+        assert_eq!(c.problems().len(), 2, "{:?}", c.problems());
     }
 }

@@ -8,9 +8,10 @@
 //! wait for a provider. The last good snapshot of each provider is saved in the state
 //! directory and loaded at start, so a restart is warm; a provider that fails keeps
 //! its last snapshot, says so once per failing streak in the log, and counts every
-//! failure. Providers are pure translators over HTTP answers ([`gcp`], [`azure`]);
+//! failure. Providers are translators over HTTP answers ([`aws`], [`gcp`], [`azure`]);
 //! the refresh loop, persistence and the merged map live here.
 
+pub mod aws;
 pub mod azure;
 pub mod config;
 pub mod gcp;
@@ -246,6 +247,7 @@ impl Inventory {
 
 /// A provider the refresh loop can call.
 pub enum Provider {
+    Aws(Box<aws::Aws>),
     Gcp(gcp::Gcp),
     Azure(azure::Azure),
 }
@@ -253,6 +255,7 @@ pub enum Provider {
 impl Provider {
     pub fn name(&self) -> &'static str {
         match self {
+            Self::Aws(_) => "aws",
             Self::Gcp(_) => "gcp",
             Self::Azure(_) => "azure",
         }
@@ -264,6 +267,7 @@ impl Provider {
     /// What the provider's API answered instead.
     pub async fn snapshot(&self) -> Result<Vec<(IpAddr, Item)>, ProviderError> {
         let raw = match self {
+            Self::Aws(p) => p.snapshot().await?,
             Self::Gcp(p) => p.snapshot().await?,
             Self::Azure(p) => p.snapshot().await?,
         };
