@@ -107,8 +107,11 @@ async fn instances_and_enis_come_from_signed_calls_and_a_terminated_instance_lea
     // From here on moto checks every request's signature and the user's policy.
     estate(&["lock", &endpoint]);
     let inv = Arc::new(Inventory::default());
+    // One reservation a page: moto pages DescribeInstances, so NextToken is followed.
     let provider = Provider::Aws(Box::new(
-        Aws::with_environment(config(&endpoint), keys(key, secret)).unwrap(),
+        Aws::with_environment(config(&endpoint), keys(key, secret))
+            .unwrap()
+            .with_page_size(1),
     ));
     let mut streak = inventory::Streak::default();
     assert!(inventory::refresh_once(&inv, &provider, Some(&dir), &mut streak).await);

@@ -24,8 +24,10 @@ pub struct AwsConfig {
     pub regions: Vec<String>,
     /// Seconds between two snapshots (plus up to a tenth at random).
     pub refresh_interval_seconds: u64,
-    /// An EC2 endpoint instead of AWS's (VPC endpoints, tests); empty:
-    /// `AWS_ENDPOINT_URL_EC2`, else `AWS_ENDPOINT_URL`, else the region's.
+    /// An EC2 endpoint instead of AWS's: `{region}` in it is replaced by each region
+    /// (VPC endpoints are per region); without it, every region is asked there (a
+    /// test server). Empty: `AWS_ENDPOINT_URL_EC2`, else `AWS_ENDPOINT_URL`, else the
+    /// region's own.
     pub endpoint_url: Option<String>,
     /// The shared files' profile to take keys from; empty: `AWS_PROFILE`, else
     /// `default` (after the environment's keys, before a web identity, the container
@@ -195,7 +197,13 @@ impl CloudConfig {
                 ));
             }
         }
-        let aws_endpoint = self.aws.endpoint_url.clone().unwrap_or_default();
+        // `{region}` is a placeholder (one VPC endpoint per region).
+        let aws_endpoint = self
+            .aws
+            .endpoint_url
+            .clone()
+            .unwrap_or_default()
+            .replace("{region}", "us-east-1");
         for (key, url) in [
             ("aws.endpoint_url", &aws_endpoint),
             ("azure.authority_host", &self.azure.authority_host),
@@ -207,7 +215,9 @@ impl CloudConfig {
                 continue;
             }
             if reqwest::Url::parse(url).map_or(true, |u| {
-                !matches!(u.scheme(), "http" | "https") || u.host().is_none()
+                !matches!(u.scheme(), "http" | "https")
+                    || u.host().is_none()
+                    || (key == "aws.endpoint_url" && (u.path() != "/" || u.query().is_some()))
             }) || url.ends_with('/')
             {
                 p.push(format!(
@@ -237,6 +247,11 @@ mod tests {
             .to_vec();
         c.aws.endpoint_url = Some("http://127.0.0.1:5000".into());
         assert!(c.problems().is_empty(), "{:?}", c.problems());
+        c.aws.endpoint_url = Some("https://vpce-0a1b.ec2.{region}.vpce.amazonaws.com".into());
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        c.aws.endpoint_url = Some("http://127.0.0.1:5000/ec2".into());
+        assert_eq!(c.problems().len(), 1, "{:?}", c.problems());
+        c.aws.endpoint_url = None;
         c.aws.regions = vec!["eu-west-1.evil.example/".into(), "EU-WEST-1".into()];
         assert_eq!(c.problems().len(), 2, "{:?}", c.problems());
     }

@@ -344,6 +344,9 @@ pub mod metric {
     pub const ADDRESSES: &str = "flowlens_inventory_addresses";
     /// When each provider's last good snapshot was taken (Unix seconds).
     pub const LAST_SUCCESS: &str = "flowlens_inventory_last_success_timestamp_seconds";
+    /// Addresses the last snapshot left out because two items claimed them
+    /// (networks whose ranges overlap).
+    pub const AMBIGUOUS: &str = "flowlens_inventory_ambiguous_addresses";
 }
 
 /// Starts one refresh loop per provider: a snapshot at once (after the saved one was
@@ -387,12 +390,43 @@ pub fn spawn(
         .collect()
 }
 
-/// Where a refresh loop stands: failing (logged once per streak) and whether the
-/// last save failed (logged once per streak too).
+/// Where a refresh loop stands: failing (logged once per streak), whether the last
+/// save failed (logged once per streak too), and the ambiguous addresses last
+/// reported (logged when the count changes).
 #[derive(Debug, Default)]
 pub struct Streak {
     pub failing: bool,
     pub save_failing: bool,
+    pub ambiguous: usize,
+}
+
+/// The snapshot without the addresses that two different items claim (two VPCs or
+/// networks with the same range, seen by one provider): which one a flow's address
+/// is cannot be told from the address, and a wrong identity is worse than none.
+/// Also the number of addresses left out.
+#[must_use]
+pub fn disambiguate(addresses: Vec<(IpAddr, Item)>) -> (Vec<(IpAddr, Item)>, usize) {
+    let mut first: HashMap<IpAddr, (usize, bool)> = HashMap::new();
+    for (i, (ip, item)) in addresses.iter().enumerate() {
+        match first.get_mut(ip) {
+            None => {
+                first.insert(*ip, (i, false));
+            }
+            Some((at, clash)) => {
+                if addresses[*at].1.id != item.id {
+                    *clash = true;
+                }
+            }
+        }
+    }
+    let ambiguous = first.values().filter(|(_, clash)| *clash).count();
+    let kept = addresses
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (ip, _))| first.get(ip).is_some_and(|(at, clash)| at == i && !clash))
+        .map(|(_, pair)| pair)
+        .collect();
+    (kept, ambiguous)
 }
 
 /// One refresh: a new snapshot installed and saved, or the last one kept. Saving and
@@ -407,6 +441,17 @@ pub async fn refresh_once(
     let name = provider.name();
     match provider.snapshot().await {
         Ok(addresses) => {
+            let (addresses, ambiguous) = disambiguate(addresses);
+            metrics::gauge!(metric::AMBIGUOUS, "provider" => name).set(gauge(ambiguous));
+            if ambiguous != streak.ambiguous {
+                tracing::warn!(
+                    provider = name,
+                    ambiguous,
+                    "inventory: addresses claimed by two items (overlapping networks) are \
+                     left out"
+                );
+                streak.ambiguous = ambiguous;
+            }
             if streak.failing {
                 tracing::info!(provider = name, "inventory: the provider answers again");
             }

@@ -567,7 +567,7 @@ const KAFKA: &[Metric] = &[
     c(
         "flowlens_inventory_refreshes_total",
         &["provider", "outcome"],
-        "Inventory snapshots taken, by provider (azure, gcp) and outcome (ok, failed: the last snapshot is kept).",
+        "Inventory snapshots taken, by provider (aws, azure, gcp) and outcome (ok, failed: the last snapshot is kept).",
     ),
     g(
         "flowlens_inventory_addresses",
@@ -578,6 +578,11 @@ const KAFKA: &[Metric] = &[
         "flowlens_inventory_last_success_timestamp_seconds",
         &["provider"],
         "When each inventory provider's last good snapshot was taken (Unix seconds).",
+    ),
+    g(
+        "flowlens_inventory_ambiguous_addresses",
+        &["provider"],
+        "Addresses the last snapshot left out because two items claimed them (networks with overlapping ranges).",
     ),
     g(
         "flowlens_kafka_event_relay_leader",

@@ -105,6 +105,8 @@ pub struct Chain {
     /// The region STS is asked in for a web identity.
     region: String,
     http: reqwest::Client,
+    /// For IMDS: a second per request, as the SDKs (a daemon off EC2 must not wait).
+    imds: reqwest::Client,
     cached: tokio::sync::Mutex<Option<(Source, Credentials)>>,
 }
 
@@ -116,6 +118,10 @@ const IMDS: &str = "http://169.254.169.254";
 const EARLY: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 /// Largest credentials or profile file read.
 const MAX_FILE: u64 = 1 << 20;
+/// One IMDS request at most.
+const IMDS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Attempts at IMDS (it throttles, and answers slowly under load).
+const IMDS_ATTEMPTS: u32 = 3;
 
 impl Chain {
     /// A chain over `env`; `profile` overrides `AWS_PROFILE`.
@@ -128,17 +134,23 @@ impl Chain {
         region: String,
         timeout: Duration,
     ) -> Result<Self, ProviderError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(2))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ProviderError::Credentials(e.to_string()))?;
+        // No proxy: the container endpoint and IMDS are link-local or loopback, and
+        // credentials must not cross a proxy in the clear.
+        let client = |timeout: Duration| {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(Duration::from_secs(2).min(timeout))
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .map_err(|e| ProviderError::Credentials(e.to_string()))
+        };
         Ok(Self {
             env,
             profile,
             region,
-            http,
+            http: client(timeout)?,
+            imds: client(IMDS_TIMEOUT)?,
             cached: tokio::sync::Mutex::new(None),
         })
     }
@@ -249,6 +261,28 @@ impl Chain {
                 None => Ok(None),
             };
         };
+        let unsupported: Vec<&str> = [
+            "role_arn",
+            "source_profile",
+            "credential_source",
+            "credential_process",
+            "sso_session",
+            "sso_start_url",
+            "web_identity_token_file",
+        ]
+        .into_iter()
+        .filter(|k| keys.contains_key(*k))
+        .collect();
+        if !unsupported.is_empty() {
+            // The SDKs would assume a role or run a process; using the profile's keys
+            // (or another source) instead would read the estate as someone else.
+            return Err(ProviderError::Credentials(format!(
+                "the AWS profile {name:?} uses {}, which FlowLens does not follow: give \
+                 the profile keys, or use the environment, a web identity or the \
+                 instance's role",
+                unsupported.join(", ")
+            )));
+        }
         match (
             keys.get("aws_access_key_id"),
             keys.get("aws_secret_access_key"),
@@ -257,40 +291,16 @@ impl Chain {
                 Ok(Some(Credentials {
                     access_key_id: id.clone(),
                     secret_access_key: secret.clone(),
-                    session_token: keys.get("aws_session_token").cloned(),
+                    session_token: keys
+                        .get("aws_session_token")
+                        .filter(|t| !t.is_empty())
+                        .cloned(),
                     expires: None,
                 }))
             }
-            _ => {
-                let unsupported: Vec<&str> = [
-                    "role_arn",
-                    "source_profile",
-                    "credential_process",
-                    "sso_session",
-                    "sso_start_url",
-                    "web_identity_token_file",
-                ]
-                .into_iter()
-                .filter(|k| keys.contains_key(*k))
-                .collect();
-                if unsupported.is_empty() && named.is_none() {
-                    // A default profile with only a region: not a credentials source.
-                    return Ok(None);
-                }
-                Err(ProviderError::Credentials(format!(
-                    "the AWS profile {name:?} has no aws_access_key_id and \
-                     aws_secret_access_key{}",
-                    if unsupported.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            " ({} is not followed by FlowLens: give the profile keys, or \
-                             use the environment, a web identity or the instance's role)",
-                            unsupported.join(", ")
-                        )
-                    }
-                )))
-            }
+            // A profile without keys (a region only): the chain goes on, as the
+            // SDKs' does.
+            _ => Ok(None),
         }
     }
 
@@ -333,7 +343,9 @@ impl Chain {
             .await
             .map_err(|e| transport("STS", &e))?;
         let status = answer.status();
-        let text = answer.text().await.map_err(|e| transport("STS", &e))?;
+        let text = super::read_bounded(answer, 1 << 20, "STS")
+            .await
+            .map_err(|e| ProviderError::Credentials(e.to_string()))?;
         if !status.is_success() {
             return Err(ProviderError::Credentials(format!(
                 "STS AssumeRoleWithWebIdentity for {role}: HTTP {}: {}",
@@ -419,6 +431,22 @@ impl Chain {
     }
 
     async fn instance_metadata(&self) -> Result<Credentials, ProviderError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.instance_metadata_once().await {
+                Err(e) if attempt < IMDS_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "IMDS: trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// `IMDSv2` only: a session token, the role's name, its credentials. (`IMDSv1`,
+    /// without a token, is what AWS asks estates to turn off.)
+    async fn instance_metadata_once(&self) -> Result<Credentials, ProviderError> {
         let base = self
             .env
             .var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
@@ -426,7 +454,7 @@ impl Chain {
         let base = base.trim_end_matches('/');
         let what = "the instance metadata service";
         let token = self
-            .http
+            .imds
             .put(format!("{base}/latest/api/token"))
             .header("x-aws-ec2-metadata-token-ttl-seconds", "21600")
             .send()
@@ -440,7 +468,7 @@ impl Chain {
         }
         let token = token.text().await.map_err(|e| transport(what, &e))?;
         let roles = self
-            .http
+            .imds
             .get(format!("{base}/latest/meta-data/iam/security-credentials/"))
             .header("x-aws-ec2-metadata-token", &token)
             .send()
@@ -464,7 +492,7 @@ impl Chain {
             .ok_or_else(|| ProviderError::Credentials(format!("{what}: no role named")))?
             .to_owned();
         let request = self
-            .http
+            .imds
             .get(format!(
                 "{base}/latest/meta-data/iam/security-credentials/{role}"
             ))
@@ -655,7 +683,7 @@ mod tests {
             .unwrap_err();
         assert!(
             e.to_string()
-                .contains("role_arn, source_profile is not followed"),
+                .contains("uses role_arn, source_profile, which"),
             "{e}"
         );
         let e = chain(env(&[]), Some("missing"))

@@ -14,7 +14,7 @@
 pub mod credentials;
 pub mod sigv4;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ pub use credentials::Environment;
 /// The EC2 Query API's version.
 pub const EC2_VERSION: &str = "2016-11-15";
 /// Items a page (the most both calls accept).
-const PAGE: &str = "1000";
+const PAGE: u32 = 1000;
 /// Pages followed per call and region at most.
 const MAX_PAGES: usize = 2000;
 /// Largest answer read (a page of a thousand ENIs is well under it).
@@ -41,7 +41,11 @@ pub struct Aws {
     config: AwsConfig,
     env: Environment,
     chain: credentials::Chain,
+    page: u32,
 }
+
+/// One page's items and the token of the next page, if any.
+pub type Page<T> = (Vec<T>, Option<String>);
 
 /// An instance, as `DescribeInstances` says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,6 +74,8 @@ pub struct Interface {
     pub vpc: Option<String>,
     pub subnet: Option<String>,
     pub instance: Option<String>,
+    /// The account of the instance it is attached to (another's, for a shared ENI).
+    pub instance_owner: Option<String>,
     pub tags: BTreeMap<String, String>,
     pub addresses: Vec<IpAddr>,
 }
@@ -106,10 +112,21 @@ impl Aws {
             config,
             env,
             chain,
+            page: PAGE,
         })
     }
 
-    /// Where EC2 is for `region`.
+    /// Items a page asked for (AWS accepts 5 to 1000): tests page through small
+    /// estates with it.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_page_size(mut self, page: u32) -> Self {
+        self.page = page;
+        self
+    }
+
+    /// Where EC2 is for `region`: an override with `{region}` in it is a template (a
+    /// VPC endpoint per region); one without serves every region (a test server).
     fn endpoint(&self, region: &str) -> String {
         self.config
             .endpoint_url
@@ -117,7 +134,10 @@ impl Aws {
             .filter(|u| !u.is_empty())
             .or_else(|| self.env.var("AWS_ENDPOINT_URL_EC2"))
             .or_else(|| self.env.var("AWS_ENDPOINT_URL"))
-            .unwrap_or_else(|| regional("ec2", region))
+            .map_or_else(
+                || regional("ec2", region),
+                |u| u.replace("{region}", region),
+            )
             .trim_end_matches('/')
             .to_owned()
     }
@@ -154,18 +174,27 @@ impl Aws {
     ) -> Result<String, ProviderError> {
         let (_, credentials) = self.chain.credentials().await?;
         let endpoint = self.endpoint(region);
-        let url = reqwest::Url::parse(&format!("{endpoint}/")).map_err(|e| {
-            ProviderError::Credentials(format!("the EC2 endpoint {endpoint:?}: {e}"))
-        })?;
+        let what = format!("EC2 {action} in {region}");
+        let bad_endpoint = |message: String| ProviderError::Transport {
+            what: what.clone(),
+            message,
+        };
+        let url = reqwest::Url::parse(&format!("{endpoint}/"))
+            .map_err(|e| bad_endpoint(format!("the endpoint {endpoint:?}: {e}")))?;
         let host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_owned(),
             (None, _) => {
-                return Err(ProviderError::Credentials(format!(
-                    "the EC2 endpoint {endpoint:?} has no host"
+                return Err(bad_endpoint(format!(
+                    "the endpoint {endpoint:?} has no host"
                 )));
             }
         };
+        if url.query().is_some() {
+            return Err(bad_endpoint(format!(
+                "the endpoint {endpoint:?} has a query"
+            )));
+        }
         let mut all = vec![
             ("Action".to_owned(), action.to_owned()),
             ("Version".to_owned(), EC2_VERSION.to_owned()),
@@ -177,7 +206,7 @@ impl Aws {
             &sigv4::Request {
                 method: "POST",
                 host: &host,
-                path: "/",
+                path: url.path(),
                 query: "",
                 headers: &[("content-type", content_type)],
                 body: body.as_bytes(),
@@ -187,7 +216,6 @@ impl Aws {
             &credentials,
             Utc::now(),
         );
-        let what = format!("EC2 {action} in {region}");
         let mut request = self
             .http
             .post(url)
@@ -200,19 +228,9 @@ impl Aws {
             what: what.clone(),
             message: super::short_error(e),
         };
-        let mut response = request.send().await.map_err(|e| transport(&e))?;
+        let response = request.send().await.map_err(|e| transport(&e))?;
         let status = response.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| transport(&e))? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(ProviderError::Answer {
-                    what,
-                    message: format!("more than {MAX_BODY} bytes"),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let text = String::from_utf8_lossy(&body).into_owned();
+        let text = read_bounded(response, MAX_BODY, &what).await?;
         if status.is_success() {
             return Ok(text);
         }
@@ -235,68 +253,97 @@ impl Aws {
         })
     }
 
-    /// Every page of one `Describe*` call.
-    async fn pages(&self, region: &str, action: &str) -> Result<Vec<String>, ProviderError> {
+    /// Every page of one `Describe*` call, each parsed by `parse` as it arrives.
+    async fn pages<T>(
+        &self,
+        region: &str,
+        action: &str,
+        parse: fn(&str) -> Result<Page<T>, String>,
+    ) -> Result<Vec<T>, ProviderError> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         for page in 0.. {
             if page >= MAX_PAGES {
                 return Err(ProviderError::TooManyPages(MAX_PAGES));
             }
-            let mut params = vec![("MaxResults".to_owned(), PAGE.to_owned())];
+            let mut params = vec![("MaxResults".to_owned(), self.page.to_string())];
             if let Some(t) = &token {
                 params.push(("NextToken".to_owned(), t.clone()));
             }
             let text = self.call(region, action, &params).await?;
-            token = next_token(&text).map_err(|message| ProviderError::Answer {
+            let (items, next) = parse(&text).map_err(|message| ProviderError::Answer {
                 what: format!("EC2 {action} in {region}"),
                 message,
             })?;
-            out.push(text);
-            if token.is_none() {
+            out.extend(items);
+            if next.is_none() || next == token {
                 break;
             }
+            token = next;
         }
         Ok(out)
     }
 
-    /// Every address of every configured region.
+    /// Every address of every configured region. The ENIs are listed first: an
+    /// instance launched between the two calls is then in the instances' list too,
+    /// with its name.
     ///
     /// # Errors
     /// The first call that failed.
     pub async fn snapshot(&self) -> Result<Vec<(IpAddr, Item)>, ProviderError> {
         let mut out = Vec::new();
         for region in &self.config.regions {
-            let answer = |action: &str, message: String| ProviderError::Answer {
-                what: format!("EC2 {action} in {region}"),
-                message,
-            };
-            let mut instances = Vec::new();
-            for page in self.pages(region, "DescribeInstances").await? {
-                instances
-                    .extend(parse_instances(&page).map_err(|m| answer("DescribeInstances", m))?);
-            }
-            let mut interfaces = Vec::new();
-            for page in self.pages(region, "DescribeNetworkInterfaces").await? {
-                interfaces.extend(
-                    parse_interfaces(&page).map_err(|m| answer("DescribeNetworkInterfaces", m))?,
-                );
-            }
+            let interfaces = self
+                .pages(region, "DescribeNetworkInterfaces", parse_interfaces)
+                .await?;
+            let instances = self
+                .pages(region, "DescribeInstances", parse_instances)
+                .await?;
             out.extend(items(region, &instances, &interfaces));
         }
         Ok(out)
     }
 }
 
-/// A service's endpoint in a region, as AWS names them (China's regions have their
-/// own domain).
+/// A service's endpoint in a region, as AWS names them (China's and the isolated
+/// regions have their own domains).
 pub(crate) fn regional(service: &str, region: &str) -> String {
     let domain = if region.starts_with("cn-") {
         "amazonaws.com.cn"
+    } else if region.starts_with("us-isob-") {
+        "sc2s.sgov.gov"
+    } else if region.starts_with("us-iso-") {
+        "c2s.ic.gov"
     } else {
         "amazonaws.com"
     };
     format!("https://{service}.{region}.{domain}")
+}
+
+/// A response's body as text, refused past `max` bytes.
+pub(crate) async fn read_bounded(
+    mut response: reqwest::Response,
+    max: usize,
+    what: &str,
+) -> Result<String, ProviderError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ProviderError::Transport {
+            what: what.to_owned(),
+            message: super::short_error(&e),
+        })?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(ProviderError::Answer {
+                what: what.to_owned(),
+                message: format!("more than {max} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Whether an error is worth another attempt: AWS throttling or failing on its side.
@@ -373,12 +420,6 @@ fn parse(text: &str) -> Result<roxmltree::Document<'_>, String> {
     roxmltree::Document::parse(text).map_err(|e| format!("not XML: {e}"))
 }
 
-/// The page's `nextToken`, if there are more pages.
-fn next_token(text: &str) -> Result<Option<String>, String> {
-    let doc = parse(text)?;
-    Ok(child_text(doc.root_element(), "nextToken"))
-}
-
 /// Addresses an element names in `fields`, each parsed; unparseable ones are skipped
 /// (`DescribeInstances` and ENIs write them as dotted quads and IPv6 text).
 fn addresses(node: roxmltree::Node<'_, '_>, fields: &[&str]) -> Vec<IpAddr> {
@@ -388,11 +429,11 @@ fn addresses(node: roxmltree::Node<'_, '_>, fields: &[&str]) -> Vec<IpAddr> {
         .collect()
 }
 
-/// The instances of one `DescribeInstances` page.
+/// The instances of one `DescribeInstances` page, and its `nextToken`.
 ///
 /// # Errors
 /// When the page is not `DescribeInstances`'s answer.
-pub fn parse_instances(text: &str) -> Result<Vec<Instance>, String> {
+pub fn parse_instances(text: &str) -> Result<Page<Instance>, String> {
     let doc = parse(text)?;
     let root = doc.root_element();
     if root.tag_name().name() != "DescribeInstancesResponse" {
@@ -435,14 +476,14 @@ pub fn parse_instances(text: &str) -> Result<Vec<Instance>, String> {
             });
         }
     }
-    Ok(out)
+    Ok((out, child_text(root, "nextToken")))
 }
 
-/// The interfaces of one `DescribeNetworkInterfaces` page.
+/// The interfaces of one `DescribeNetworkInterfaces` page, and its `nextToken`.
 ///
 /// # Errors
 /// When the page is not `DescribeNetworkInterfaces`'s answer.
-pub fn parse_interfaces(text: &str) -> Result<Vec<Interface>, String> {
+pub fn parse_interfaces(text: &str) -> Result<Page<Interface>, String> {
     let doc = parse(text)?;
     let root = doc.root_element();
     if root.tag_name().name() != "DescribeNetworkInterfacesResponse" {
@@ -458,16 +499,24 @@ pub fn parse_interfaces(text: &str) -> Result<Vec<Interface>, String> {
         };
         let mut addrs = addresses(n, &["privateIpAddress"]);
         if let Some(assoc) = child(n, "association") {
-            addrs.extend(addresses(assoc, &["publicIp"]));
+            addrs.extend(addresses(assoc, ASSOCIATED));
         }
         for a in items_of(n, "privateIpAddressesSet") {
             addrs.extend(addresses(a, &["privateIpAddress"]));
             if let Some(assoc) = child(a, "association") {
-                addrs.extend(addresses(assoc, &["publicIp"]));
+                addrs.extend(addresses(assoc, ASSOCIATED));
             }
         }
         for a in items_of(n, "ipv6AddressesSet") {
             addrs.extend(addresses(a, &["ipv6Address"]));
+        }
+        // Prefix delegation (EKS's VPC CNI in prefix mode, ECS): every address of
+        // each IPv4 /28 belongs to the ENI's owner. IPv6 /80 prefixes are too large
+        // to list and are left out.
+        for p in items_of(n, "ipv4PrefixSet") {
+            if let Some(prefix) = child_text(p, "ipv4Prefix") {
+                addrs.extend(expand_v4(&prefix));
+            }
         }
         addrs.sort();
         addrs.dedup();
@@ -480,11 +529,34 @@ pub fn parse_interfaces(text: &str) -> Result<Vec<Interface>, String> {
             vpc: child_text(n, "vpcId"),
             subnet: child_text(n, "subnetId"),
             instance: child(n, "attachment").and_then(|a| child_text(a, "instanceId")),
+            instance_owner: child(n, "attachment").and_then(|a| child_text(a, "instanceOwnerId")),
             tags: tags(n),
             addresses: addrs,
         });
     }
-    Ok(out)
+    Ok((out, child_text(root, "nextToken")))
+}
+
+/// The addresses an association carries: the public IPv4, a Wavelength carrier
+/// address, an Outpost's customer-owned address.
+const ASSOCIATED: &[&str] = &["publicIp", "carrierIp", "customerOwnedIp"];
+
+/// Every address of an IPv4 prefix of /24 or longer (ENI prefixes are /28).
+fn expand_v4(prefix: &str) -> Vec<IpAddr> {
+    let Some((base, len)) = prefix.split_once('/') else {
+        return Vec::new();
+    };
+    let (Ok(base), Ok(len)) = (base.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) else {
+        return Vec::new();
+    };
+    if !(24..=32).contains(&len) {
+        return Vec::new();
+    }
+    let size = 1u32 << (32 - len);
+    let start = u32::from(base) & !(size - 1);
+    (0..size)
+        .map(|i| IpAddr::V4(std::net::Ipv4Addr::from(start + i)))
+        .collect()
 }
 
 /// What a detached (or service-managed) ENI belongs to, and that thing's name, from
@@ -499,7 +571,7 @@ pub fn classify(
 ) -> (String, Option<String>) {
     let d = description.unwrap_or_default();
     let t = interface_type.unwrap_or("interface");
-    if t == "nat_gateway" || d.starts_with("Interface for NAT Gateway ") {
+    if matches!(t, "nat_gateway" | "natGateway") || d.starts_with("Interface for NAT Gateway ") {
         let name = d
             .strip_prefix("Interface for NAT Gateway ")
             .map(str::to_owned);
@@ -539,6 +611,24 @@ pub fn classify(
     if d.starts_with("EFS mount target for ") {
         return ("efs".into(), None);
     }
+    if d.starts_with("arn:aws:ecs:") || d.starts_with("arn:aws-cn:ecs:") {
+        // ECS (and Fargate) tasks in awsvpc mode: the attachment's ARN.
+        return ("ecs_task".into(), None);
+    }
+    if d == "aws-k8s-branch-eni" || t == "branch" {
+        // EKS security groups for pods: one ENI per pod, on a trunk.
+        return ("eks_pod".into(), None);
+    }
+    if let Some(id) = d.strip_prefix("ElastiCache ") {
+        return ("elasticache".into(), Some(id.to_owned()));
+    }
+    if let Some(domain) = d.strip_prefix("ES ") {
+        return ("opensearch".into(), Some(domain.to_owned()));
+    }
+    if t == "transit_gateway" || d.starts_with("Network Interface for Transit Gateway Attachment ")
+    {
+        return ("transit_gateway".into(), None);
+    }
     if t == "interface" {
         ("nic".into(), None)
     } else {
@@ -548,7 +638,9 @@ pub fn classify(
 
 /// One region's items: an ENI attached to an instance is the instance (its name,
 /// type and tags), any other ENI is what [`classify`] says; an instance address no
-/// ENI reported is added from `DescribeInstances`. A terminated instance has no
+/// ENI reported is added from `DescribeInstances`. Lambda's ENIs may be shared by
+/// the functions of one subnet and security groups: the name is the function that
+/// created it. A terminated instance has no
 /// addresses any more (`DescribeInstances` lists it for an hour after), and an ENI
 /// still shown attached to one is left out with it.
 #[must_use]
@@ -574,7 +666,9 @@ pub fn items(
         ..Item::default()
     };
     let mut out = Vec::new();
-    let mut seen: HashSet<IpAddr> = HashSet::new();
+    // Each address once per item; an address two items claim (VPCs whose ranges
+    // overlap) is returned for both, and the refresh leaves it out as ambiguous.
+    let mut seen: HashMap<IpAddr, String> = HashMap::new();
     for n in interfaces {
         let item = match n.instance.as_deref().and_then(|id| by_id.get(id)) {
             Some(i) if ended(i) => continue,
@@ -582,7 +676,7 @@ pub fn items(
                 // The ENI's own subnet: an instance's secondary ENIs may be elsewhere.
                 subnet: n.subnet.clone().or_else(|| i.subnet.clone()),
                 vpc: n.vpc.clone().or_else(|| i.vpc.clone()),
-                ..instance_item(i, n.owner.as_ref())
+                ..instance_item(i, n.instance_owner.as_ref().or(n.owner.as_ref()))
             },
             None => {
                 let (kind, derived) = match &n.instance {
@@ -596,7 +690,7 @@ pub fn items(
                     kind,
                     id: n.instance.clone().unwrap_or_else(|| n.id.clone()),
                     name: n.tags.get("Name").cloned().or(derived),
-                    account: n.owner.clone(),
+                    account: n.instance_owner.clone().or_else(|| n.owner.clone()),
                     region: Some(region.to_owned()),
                     zone: n.zone.clone(),
                     vpc: n.vpc.clone(),
@@ -607,14 +701,16 @@ pub fn items(
             }
         };
         for ip in &n.addresses {
-            if seen.insert(*ip) {
+            if seen.get(ip) != Some(&item.id) {
+                seen.insert(*ip, item.id.clone());
                 out.push((*ip, item.clone()));
             }
         }
     }
     for i in instances.iter().filter(|i| !ended(i)) {
         for ip in &i.addresses {
-            if seen.insert(*ip) {
+            if !seen.contains_key(ip) {
+                seen.insert(*ip, i.id.clone());
                 out.push((*ip, instance_item(i, None)));
             }
         }
@@ -694,6 +790,7 @@ mod tests {
       <description>AWS Lambda VPC ENI-resize-images-3f1c2a7e-9b8d-4c6e-a5f4-0123456789ab</description>
       <ownerId>123456789012</ownerId>
       <privateIpAddress>10.0.2.30</privateIpAddress>
+      <attachment><instanceOwnerId>amazon-aws</instanceOwnerId></attachment>
       <tagSet><item><key>team</key><value>media</value></item></tagSet>
       <interfaceType>lambda</interfaceType>
     </item>
@@ -706,6 +803,15 @@ mod tests {
       <privateIpAddress>10.0.1.5</privateIpAddress>
       <association><publicIp>198.51.100.77</publicIp></association>
       <interfaceType>nat_gateway</interfaceType>
+    </item>
+    <item>
+      <networkInterfaceId>eni-0node</networkInterfaceId>
+      <subnetId>subnet-c88f5aa1</subnetId>
+      <vpcId>vpc-11112222</vpcId>
+      <privateIpAddress>10.0.3.4</privateIpAddress>
+      <attachment><instanceId>i-0other</instanceId><instanceOwnerId>210987654321</instanceOwnerId></attachment>
+      <ipv4PrefixSet><item><ipv4Prefix>10.0.4.16/28</ipv4Prefix></item></ipv4PrefixSet>
+      <interfaceType>interface</interfaceType>
     </item>
   </networkInterfaceSet>
   <nextToken>token-2</nextToken>
@@ -750,10 +856,10 @@ mod tests {
 
     #[test]
     fn enis_are_mapped_to_their_instances_and_services() {
-        let instances = parse_instances(INSTANCES).unwrap();
-        let interfaces = parse_interfaces(INTERFACES).unwrap();
-        assert_eq!(next_token(INTERFACES).unwrap().as_deref(), Some("token-2"));
-        assert_eq!(next_token(INSTANCES).unwrap(), None);
+        let (instances, last) = parse_instances(INSTANCES).unwrap();
+        let (interfaces, next) = parse_interfaces(INTERFACES).unwrap();
+        assert_eq!(next.as_deref(), Some("token-2"));
+        assert_eq!(last, None);
         let items: HashMap<IpAddr, Item> = items("eu-west-1", &instances, &interfaces)
             .into_iter()
             .collect();
@@ -794,10 +900,22 @@ mod tests {
             assert_eq!(at(ip).kind, "nat_gateway");
             assert_eq!(at(ip).name.as_deref(), Some("nat-0a1b2c3d4e5f"));
         }
-        // Known only to DescribeInstances.
         assert_eq!(at("10.0.3.3").id, "i-0noeni");
+        // Another account's instance (not listed), with a delegated /28 for its pods.
+        for ip in
+            std::iter::once("10.0.3.4".to_owned()).chain((16..32).map(|l| format!("10.0.4.{l}")))
+        {
+            let i = at(&ip);
+            assert_eq!(
+                (i.id.as_str(), i.kind.as_str()),
+                ("i-0other", "instance"),
+                "{ip}"
+            );
+            assert_eq!(i.account.as_deref(), Some("210987654321"));
+        }
+        assert!(!items.contains_key(&"10.0.4.32".parse::<IpAddr>().unwrap()));
         assert!(!items.contains_key(&"10.0.9.9".parse::<IpAddr>().unwrap()));
-        assert_eq!(items.len(), 9);
+        assert_eq!(items.len(), 10 + 16);
     }
 
     #[test]
@@ -835,11 +953,51 @@ mod tests {
                 Some("short"),
             ),
             (Some("transit_gateway"), None, "transit_gateway", None),
+            (Some("natGateway"), None, "nat_gateway", None),
+            (
+                Some("interface"),
+                Some("arn:aws:ecs:eu-west-1:1:attachment/5c1e"),
+                "ecs_task",
+                None,
+            ),
+            (Some("branch"), Some("aws-k8s-branch-eni"), "eks_pod", None),
+            (
+                Some("interface"),
+                Some("ElastiCache sessions-0001-001"),
+                "elasticache",
+                Some("sessions-0001-001"),
+            ),
+            (
+                Some("interface"),
+                Some("ES orders-search"),
+                "opensearch",
+                Some("orders-search"),
+            ),
             (None, None, "nic", None),
         ] {
             let (k, n) = classify(t, d);
             assert_eq!((k.as_str(), n.as_deref()), (kind, name), "{t:?} {d:?}");
         }
+    }
+
+    /// Two VPCs with the same range: both ENIs' items come back, for the refresh to
+    /// leave the address out as ambiguous.
+    #[test]
+    fn an_address_in_two_vpcs_is_returned_for_both() {
+        let eni = |id: &str, vpc: &str| Interface {
+            id: id.into(),
+            vpc: Some(vpc.into()),
+            addresses: vec!["172.31.0.10".parse().unwrap()],
+            ..Interface::default()
+        };
+        let out = items(
+            "eu-west-1",
+            &[],
+            &[eni("eni-a", "vpc-a"), eni("eni-b", "vpc-b")],
+        );
+        assert_eq!(out.len(), 2);
+        let (kept, ambiguous) = crate::inventory::disambiguate(out);
+        assert_eq!((kept.len(), ambiguous), (0, 1));
     }
 
     #[test]
@@ -852,6 +1010,10 @@ mod tests {
             "AuthFailure: AWS was not able to validate the provided access credentials"
         );
         assert!(parse_instances(text).unwrap_err().contains("<Response>"));
+        assert_eq!(
+            regional("ec2", "us-iso-east-1"),
+            "https://ec2.us-iso-east-1.c2s.ic.gov"
+        );
         assert_eq!(
             regional("ec2", "cn-north-1"),
             "https://ec2.cn-north-1.amazonaws.com.cn"
