@@ -159,7 +159,7 @@ fn cloud_inventories_are_checked_and_their_secrets_redacted() {
     assert!(stdout.contains("payments-prod"), "{stdout}");
 
     let out = check(
-        "enrichment:\n  cloud:\n    aws:\n      enabled: true\n      regions: [eu west 1]\n      \
+        "enrichment:\n  cloud:\n    kubernetes:\n      enabled: true\n    aws:\n      enabled: true\n      regions: [eu west 1]\n      \
          endpoint_url: ftp://ec2.example\n    gcp:\n      enabled: true\n      \
          projects: [Not_A_Project]\n      refresh_interval_seconds: 5\n    azure:\n      \
          subscriptions: [prod]\n      management_endpoint: https://management.azure.com/\n",
@@ -171,6 +171,7 @@ fn cloud_inventories_are_checked_and_their_secrets_redacted() {
         "enrichment.cloud.aws.regions: \"eu west 1\" is not a region name",
         "enrichment.cloud.aws.endpoint_url",
         "\"Not_A_Project\" is not a project id",
+        "enrichment.cloud.kubernetes.cluster: name the cluster",
         "enrichment.cloud.gcp.refresh_interval_seconds must be at least 30",
         "\"prod\" is not a subscription id",
         "enrichment.cloud.azure.management_endpoint",

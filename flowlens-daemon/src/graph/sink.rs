@@ -123,8 +123,14 @@ fn start_inventory(
     state_dir: Option<&std::path::Path>,
     rt: &tokio::runtime::Handle,
 ) -> Option<Arc<crate::inventory::Inventory>> {
-    use crate::inventory::{Provider, aws::Aws, azure::Azure, gcp::Gcp};
+    use crate::inventory::{Provider, aws::Aws, azure::Azure, gcp::Gcp, kubernetes::Kubernetes};
     let mut providers = Vec::new();
+    if cloud.kubernetes.enabled {
+        providers.push((
+            Provider::Kubernetes(Box::new(Kubernetes::new(cloud.kubernetes.clone()))),
+            Duration::from_secs(cloud.kubernetes.refresh_interval_seconds),
+        ));
+    }
     if cloud.aws.enabled {
         match Aws::new(cloud.aws.clone()) {
             Ok(p) => providers.push((

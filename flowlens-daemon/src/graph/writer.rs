@@ -917,6 +917,7 @@ impl GraphWriter {
             self.awaiting_name.remove(ip);
         }
         self.described.extend(s.described.iter().copied());
+        self.described.retain(|_, fingerprint| *fingerprint != 0);
         self.inventory_applied = s.inventory_version;
         if let Some(rdns) = &self.rdns {
             for ip in &s.to_create {
@@ -1127,11 +1128,22 @@ impl GraphWriter {
             .collect();
         // Bounded per flush (the first description after a start is every asset): the
         // rest goes in the next flushes.
-        let complete = pending.len() <= MAX_DESCRIBED_PER_FLUSH;
+        let mut complete = pending.len() <= MAX_DESCRIBED_PER_FLUSH;
         pending.sort_unstable_by_key(|(id, _, _)| *id);
         pending.truncate(MAX_DESCRIBED_PER_FLUSH);
+        // A new publication: identities whose addresses left every inventory are
+        // cleared (a pod deleted, an instance terminated), once every provider has
+        // installed a snapshot.
+        // Cleared assets are forgotten as described (fingerprint 0): the same item
+        // coming back must be written again.
+        let mut described: Vec<(Uuid, u64)> = Vec::new();
+        if inventory.version() != self.inventory_applied && inventory.complete() {
+            let (all, cleared) = self.clear_departed(tx, &map, changes).await?;
+            complete &= all;
+            described.extend(cleared.into_iter().map(|id| (id, 0)));
+        }
         if pending.is_empty() {
-            return Ok((Vec::new(), complete));
+            return Ok((described, complete));
         }
         let rows: HashMap<Uuid, (u64, &crate::inventory::Item)> = pending
             .into_iter()
@@ -1140,7 +1152,6 @@ impl GraphWriter {
         let mut ids = Vec::with_capacity(rows.len());
         let mut cols: [Vec<Option<String>>; 13] = Default::default();
         let mut tags = Vec::with_capacity(rows.len());
-        let mut described = Vec::with_capacity(rows.len());
         for (id, (fp, it)) in &rows {
             ids.push(*id);
             described.push((*id, *fp));
@@ -1277,6 +1288,93 @@ impl GraphWriter {
             });
         }
         Ok((described, complete))
+    }
+
+    /// Clears the inventory's description from assets none of whose addresses any
+    /// inventory holds now: the cloud and Kubernetes columns, `tags.cloud`, and the
+    /// name when it was the inventory's (it goes back to the reverse-DNS name or the
+    /// address, so that the next item for the address names the asset again). Each
+    /// is an `asset_changed` event. At most [`MAX_DESCRIBED_PER_FLUSH`] a flush;
+    /// whether all were cleared.
+    async fn clear_departed(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        map: &crate::inventory::Map,
+        changes: &mut Vec<Change>,
+    ) -> Result<(bool, Vec<Uuid>), sqlx::Error> {
+        let live: Vec<IpNetwork> = map.keys().map(|ip| IpNetwork::from(*ip)).collect();
+        let limit = i64::try_from(MAX_DESCRIBED_PER_FLUSH).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "WITH live AS (
+               SELECT DISTINCT aa.asset_id FROM asset_addresses aa
+               JOIN unnest($1::inet[]) AS m(ip) ON aa.ip = m.ip),
+             gone AS (
+               SELECT a.id FROM assets a
+               WHERE a.inventory_seen_at IS NOT NULL AND a.cloud_provider IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM live WHERE live.asset_id = a.id)
+               ORDER BY a.id LIMIT $2 FOR UPDATE),
+             old AS (SELECT a.* FROM assets a JOIN gone ON gone.id = a.id)
+             UPDATE assets a SET
+                 cloud_provider = NULL, cloud_region = NULL, cloud_instance_id = NULL,
+                 cloud_account = NULL, cloud_zone = NULL, instance_type = NULL, vpc = NULL,
+                 subnet = NULL, cluster = NULL, namespace = NULL, workload_kind = NULL,
+                 workload = NULL,
+                 name = CASE WHEN a.name = a.inventory_name
+                             THEN coalesce(a.fqdn, host(a.ip_addresses[1])) ELSE a.name END,
+                 inventory_name = NULL,
+                 tags = CASE WHEN jsonb_typeof(a.tags) = 'object' THEN a.tags - 'cloud'
+                             ELSE a.tags END,
+                 inventory_seen_at = now(), updated_at = now()
+             FROM old
+             WHERE a.id = old.id
+             RETURNING a.id, a.name,
+                 jsonb_strip_nulls(jsonb_build_object('name', old.name,
+                   'cloud_provider', old.cloud_provider, 'cloud_region', old.cloud_region,
+                   'cloud_instance_id', old.cloud_instance_id,
+                   'cloud_account', old.cloud_account, 'cloud_zone', old.cloud_zone,
+                   'instance_type', old.instance_type, 'vpc', old.vpc, 'subnet', old.subnet,
+                   'cluster', old.cluster, 'namespace', old.namespace,
+                   'workload_kind', old.workload_kind, 'workload', old.workload,
+                   'cloud_tags', CASE WHEN jsonb_typeof(old.tags) = 'object'
+                                      THEN old.tags -> 'cloud' END)) AS before",
+        )
+        .bind(&live)
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+        let all = rows.len() < MAX_DESCRIBED_PER_FLUSH;
+        let mut cleared = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: Uuid = r.try_get("id")?;
+            cleared.push(id);
+            let name: String = r.try_get("name")?;
+            let before: serde_json::Value = r.try_get("before")?;
+            // Only what changed: every field the inventory had set, now null, and
+            // the name when it went back.
+            let mut before = before;
+            let mut after = serde_json::Map::new();
+            if let Some(b) = before.as_object_mut() {
+                if b.get("name").and_then(|v| v.as_str()) == Some(name.as_str()) {
+                    b.remove("name");
+                } else {
+                    after.insert("name".into(), serde_json::Value::String(name.clone()));
+                }
+                for k in b.keys().filter(|k| *k != "name") {
+                    after.insert(k.clone(), serde_json::Value::Null);
+                }
+            }
+            changes.push(Change {
+                kind: "asset_changed",
+                entity_type: "asset",
+                entity_id: id,
+                before: Some(before),
+                after: serde_json::Value::Object(after),
+                scope: None,
+                port: None,
+                title: format!("Asset {name} no longer in any inventory"),
+            });
+        }
+        Ok((all, cleared))
     }
 
     /// Gives up on edges that waited a day for an end to become an asset (it never

@@ -11,6 +11,45 @@ pub struct CloudConfig {
     pub aws: AwsConfig,
     pub azure: AzureConfig,
     pub gcp: GcpConfig,
+    pub kubernetes: KubernetesConfig,
+}
+
+/// `enrichment.cloud.kubernetes`: pods, services and nodes of one cluster, watched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Watch the cluster.
+    pub enabled: bool,
+    /// The cluster's name, written to the assets' `cluster`.
+    pub cluster: String,
+    /// A kubeconfig file; empty: in the cluster (the pod's service account), else
+    /// `KUBECONFIG`, else `~/.kube/config`.
+    pub kubeconfig: String,
+    /// The kubeconfig's context to use; empty: its current context.
+    pub context: String,
+    /// Seconds between two full publications of the stores (changes are published
+    /// within seconds of the watch delivering them).
+    pub refresh_interval_seconds: u64,
+    /// One item per workload instead of per pod: a Deployment's replicas become one
+    /// identity (name, `cloud_instance_id` `<namespace>/<kind>/<name>`), so the map
+    /// shows the workload, not its pods (see docs/inventory.md for the trade-off).
+    pub group_pods_by_workload: bool,
+    /// Seconds the first lists may take.
+    pub timeout_seconds: u64,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            cluster: String::new(),
+            kubeconfig: String::new(),
+            context: String::new(),
+            refresh_interval_seconds: 300,
+            group_pods_by_workload: false,
+            timeout_seconds: 30,
+        }
+    }
 }
 
 /// `enrichment.cloud.aws`: each region's network interfaces and instances through the
@@ -155,6 +194,7 @@ impl CloudConfig {
             ("aws", self.aws.refresh_interval_seconds),
             ("azure", self.azure.refresh_interval_seconds),
             ("gcp", self.gcp.refresh_interval_seconds),
+            ("kubernetes", self.kubernetes.refresh_interval_seconds),
         ] {
             if interval < 30 {
                 p.push(format!(
@@ -167,12 +207,28 @@ impl CloudConfig {
             ("aws", self.aws.timeout_seconds),
             ("azure", self.azure.timeout_seconds),
             ("gcp", self.gcp.timeout_seconds),
+            ("kubernetes", self.kubernetes.timeout_seconds),
         ] {
             if !(1..=600).contains(&t) {
                 p.push(format!(
                     "enrichment.cloud.{key}.timeout_seconds must be between 1 and 600"
                 ));
             }
+        }
+        let cluster = &self.kubernetes.cluster;
+        if self.kubernetes.enabled && cluster.is_empty() {
+            p.push(
+                "enrichment.cloud.kubernetes.cluster: name the cluster (assets say which one \
+                 they run in)"
+                    .to_owned(),
+            );
+        }
+        if cluster.len() > 128 || cluster.chars().any(char::is_control) {
+            p.push(
+                "enrichment.cloud.kubernetes.cluster: at most 128 characters, no control \
+                 characters"
+                    .to_owned(),
+            );
         }
         if self.gcp.enabled && self.gcp.projects.is_empty() {
             p.push("enrichment.cloud.gcp.projects: name at least one project".to_owned());

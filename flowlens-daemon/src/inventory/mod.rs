@@ -15,6 +15,7 @@ pub mod aws;
 pub mod azure;
 pub mod config;
 pub mod gcp;
+pub mod kubernetes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -177,6 +178,9 @@ pub struct Inventory {
     map: RwLock<Arc<Map>>,
     snapshots: std::sync::Mutex<BTreeMap<String, Entries>>,
     version: AtomicU64,
+    /// The providers configured: until each has installed a snapshot, an address
+    /// missing from the map may be one not listed yet.
+    expected: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Inventory {
@@ -234,6 +238,29 @@ impl Inventory {
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Declares a configured provider (see [`Self::complete`]).
+    pub fn expect(&self, provider: &str) {
+        self.expected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(provider.to_owned());
+    }
+
+    /// Whether every configured provider has installed a snapshot: only then does an
+    /// address missing from the map mean that no inventory has it any more.
+    pub fn complete(&self) -> bool {
+        let expected = self
+            .expected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let installed = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        expected.iter().all(|p| installed.contains_key(p))
+    }
+
     /// Addresses each provider's last snapshot holds.
     pub fn sizes(&self) -> BTreeMap<String, usize> {
         self.snapshots
@@ -249,6 +276,7 @@ impl Inventory {
 pub enum Provider {
     Aws(Box<aws::Aws>),
     Gcp(gcp::Gcp),
+    Kubernetes(Box<kubernetes::Kubernetes>),
     Azure(azure::Azure),
 }
 
@@ -257,7 +285,17 @@ impl Provider {
         match self {
             Self::Aws(_) => "aws",
             Self::Gcp(_) => "gcp",
+            Self::Kubernetes(_) => "kubernetes",
             Self::Azure(_) => "azure",
+        }
+    }
+
+    /// What signals a change worth publishing before the timer (the watched
+    /// providers); `None` for the listed ones.
+    pub fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        match self {
+            Self::Kubernetes(p) => Some(p.changes()),
+            _ => None,
         }
     }
 
@@ -269,6 +307,7 @@ impl Provider {
         let raw = match self {
             Self::Aws(p) => p.snapshot().await?,
             Self::Gcp(p) => p.snapshot().await?,
+            Self::Kubernetes(p) => p.snapshot().await?,
             Self::Azure(p) => p.snapshot().await?,
         };
         Ok(raw
@@ -363,6 +402,7 @@ pub fn spawn(
             let inventory = inventory.clone();
             let state_dir = state_dir.clone();
             let name = provider.name();
+            inventory.expect(name);
             if let Some(saved) = state_dir
                 .as_deref()
                 .map(|d| snapshot_path(d, name))
@@ -380,15 +420,40 @@ pub fn spawn(
             }
             tokio::spawn(async move {
                 let mut streak = Streak::default();
+                let changes = provider.changes();
+                let mut saved_at: Option<tokio::time::Instant> = None;
                 loop {
-                    refresh_once(&inventory, &provider, state_dir.as_deref(), &mut streak).await;
+                    // A watched provider publishes often: its snapshot is saved at
+                    // most once a minute (a restart loses a minute of churn at most).
+                    let save =
+                        changes.is_none() || saved_at.is_none_or(|t| t.elapsed() >= SAVE_EVERY);
+                    let dir = state_dir.as_deref().filter(|_| save);
+                    if refresh_once(&inventory, &provider, dir, &mut streak).await && save {
+                        saved_at = Some(tokio::time::Instant::now());
+                    }
                     let jitter = interval.mul_f64(rand_fraction() * 0.1);
-                    tokio::time::sleep(interval + jitter).await;
+                    match &changes {
+                        Some(notify) => {
+                            tokio::select! {
+                                () = tokio::time::sleep(interval + jitter) => {}
+                                () = notify.notified() => {
+                                    // Let a burst (a rollout) settle into one publication.
+                                    tokio::time::sleep(SETTLE).await;
+                                }
+                            }
+                        }
+                        None => tokio::time::sleep(interval + jitter).await,
+                    }
                 }
             })
         })
         .collect()
 }
+
+/// How long a watched provider's changes settle before they are published.
+const SETTLE: Duration = Duration::from_millis(500);
+/// How often a watched provider's snapshot is saved at most.
+const SAVE_EVERY: Duration = Duration::from_mins(1);
 
 /// Where a refresh loop stands: failing (logged once per streak), whether the last
 /// save failed (logged once per streak too), and the ambiguous addresses last
