@@ -1137,8 +1137,9 @@ impl GraphWriter {
         // Cleared assets are forgotten as described (fingerprint 0): the same item
         // coming back must be written again.
         let mut described: Vec<(Uuid, u64)> = Vec::new();
-        if inventory.version() != self.inventory_applied && inventory.complete() {
-            let (all, cleared) = self.clear_departed(tx, &map, changes).await?;
+        let live = inventory.live();
+        if inventory.version() != self.inventory_applied && !live.is_empty() {
+            let (all, cleared) = self.clear_departed(tx, &map, &live, changes).await?;
             complete &= all;
             described.extend(cleared.into_iter().map(|id| (id, 0)));
         }
@@ -1300,9 +1301,18 @@ impl GraphWriter {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         map: &crate::inventory::Map,
+        providers: &[String],
         changes: &mut Vec<Change>,
     ) -> Result<(bool, Vec<Uuid>), sqlx::Error> {
         let live: Vec<IpNetwork> = map.keys().map(|ip| IpNetwork::from(*ip)).collect();
+        // Kubernetes assets of other clusters (another daemon's) are not ours to clear.
+        let clusters: Vec<String> = map
+            .values()
+            .filter(|e| e.item.provider == "kubernetes")
+            .filter_map(|e| e.item.cluster.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let limit = i64::try_from(MAX_DESCRIBED_PER_FLUSH).unwrap_or(i64::MAX);
         let rows = sqlx::query(
             "WITH live AS (
@@ -1310,9 +1320,10 @@ impl GraphWriter {
                JOIN unnest($1::inet[]) AS m(ip) ON aa.ip = m.ip),
              gone AS (
                SELECT a.id FROM assets a
-               WHERE a.inventory_seen_at IS NOT NULL AND a.cloud_provider IS NOT NULL
+               WHERE a.inventory_seen_at IS NOT NULL AND a.cloud_provider = ANY($3::text[])
+                 AND (a.cloud_provider <> 'kubernetes' OR a.cluster = ANY($4::text[]))
                  AND NOT EXISTS (SELECT 1 FROM live WHERE live.asset_id = a.id)
-               ORDER BY a.id LIMIT $2 FOR UPDATE),
+               ORDER BY a.id LIMIT $2 FOR UPDATE SKIP LOCKED),
              old AS (SELECT a.* FROM assets a JOIN gone ON gone.id = a.id)
              UPDATE assets a SET
                  cloud_provider = NULL, cloud_region = NULL, cloud_instance_id = NULL,
@@ -1340,6 +1351,8 @@ impl GraphWriter {
         )
         .bind(&live)
         .bind(limit)
+        .bind(providers)
+        .bind(&clusters)
         .fetch_all(&mut **tx)
         .await?;
         let all = rows.len() < MAX_DESCRIBED_PER_FLUSH;

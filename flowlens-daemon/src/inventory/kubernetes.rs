@@ -37,6 +37,89 @@ const CHURNING_LABELS: [&str; 3] = [
     "pod-template-generation",
 ];
 
+/// How long a watch's last error counts: longer than the runtime's longest backoff
+/// (30 s), so a watch still failing has always erred more recently.
+const FAILING_FOR: Duration = Duration::from_secs(75);
+
+/// An error from the client or a watch, fit for a log line: control characters
+/// removed, cut short (an exec plugin's output, which can hold credentials, is not
+/// repeated whole).
+fn sanitize(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    if text.contains("exec") || text.contains("Exec") {
+        return "the kubeconfig's exec credential plugin failed".to_owned();
+    }
+    text.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// What the stores keep of each object: the fields the mapping reads. Everything
+/// else (managed fields, annotations, container specs and statuses, a node's image
+/// list) would multiply the memory a large cluster takes.
+trait Trim {
+    fn trim(&mut self);
+}
+
+fn trim_meta(m: &mut ObjectMeta) {
+    m.managed_fields = None;
+    m.annotations = None;
+    m.finalizers = None;
+}
+
+impl Trim for Pod {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        if let Some(spec) = &mut self.spec {
+            *spec = k8s_openapi::api::core::v1::PodSpec {
+                node_name: spec.node_name.take(),
+                host_network: spec.host_network,
+                ..Default::default()
+            };
+        }
+        if let Some(status) = &mut self.status {
+            *status = k8s_openapi::api::core::v1::PodStatus {
+                phase: status.phase.take(),
+                pod_ip: status.pod_ip.take(),
+                pod_ips: status.pod_ips.take(),
+                ..Default::default()
+            };
+        }
+    }
+}
+
+impl Trim for Service {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        if let Some(spec) = &mut self.spec {
+            *spec = k8s_openapi::api::core::v1::ServiceSpec {
+                cluster_ip: spec.cluster_ip.take(),
+                cluster_ips: spec.cluster_ips.take(),
+                external_ips: spec.external_ips.take(),
+                ..Default::default()
+            };
+        }
+    }
+}
+
+impl Trim for Node {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        self.spec = None;
+        if let Some(status) = &mut self.status {
+            *status = k8s_openapi::api::core::v1::NodeStatus {
+                addresses: status.addresses.take(),
+                ..Default::default()
+            };
+        }
+    }
+}
+
+impl<K> Trim for PartialObjectMeta<K> {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        self.metadata.labels = None;
+    }
+}
+
 /// The stores, once the reflectors run.
 struct Stores {
     pods: Store<Pod>,
@@ -50,8 +133,10 @@ struct Stores {
 pub struct Kubernetes {
     config: KubernetesConfig,
     stores: tokio::sync::OnceCell<Stores>,
-    /// Each watch's last error, cleared when it delivers again.
-    errors: Arc<Mutex<BTreeMap<&'static str, String>>>,
+    /// Each watch's last error and when it happened: cleared when the watch delivers
+    /// again, and no longer counted once older than [`FAILING_FOR`] (a watch that
+    /// recovers on a quiet resource delivers nothing to clear it with).
+    errors: Arc<Mutex<BTreeMap<&'static str, (std::time::Instant, String)>>>,
     changed: Arc<tokio::sync::Notify>,
 }
 
@@ -76,7 +161,7 @@ impl Kubernetes {
 
     async fn client(&self) -> Result<Client, ProviderError> {
         let c = &self.config;
-        let credentials = |e: &dyn std::fmt::Display| ProviderError::Credentials(e.to_string());
+        let credentials = |e: &dyn std::fmt::Display| ProviderError::Credentials(sanitize(e));
         let options = kube::config::KubeConfigOptions {
             context: Some(c.context.clone()).filter(|s| !s.is_empty()),
             ..kube::config::KubeConfigOptions::default()
@@ -119,6 +204,7 @@ impl Kubernetes {
     fn reflect<K>(&self, what: &'static str, api: Api<K>, config: watcher::Config) -> Store<K>
     where
         K: kube::Resource
+            + Trim
             + Clone
             + serde::de::DeserializeOwned
             + std::fmt::Debug
@@ -128,7 +214,8 @@ impl Kubernetes {
         K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
     {
         let (reader, writer) = reflector::store();
-        let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+        let stream =
+            reflector::reflector(writer, watcher(api, config).modify(Trim::trim)).default_backoff();
         self.drive(what, stream);
         reader
     }
@@ -161,16 +248,10 @@ impl Kubernetes {
                         }
                     }
                     Err(e) => {
-                        let message: String = e
-                            .to_string()
-                            .chars()
-                            .filter(|c| !c.is_control())
-                            .take(300)
-                            .collect();
                         errors
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .insert(what, message);
+                            .insert(what, (std::time::Instant::now(), sanitize(&e)));
                     }
                 }
             }
@@ -184,8 +265,15 @@ impl Kubernetes {
     /// The client cannot be configured, the first lists did not arrive, or a watch is
     /// failing (the stores may be stale: the last snapshot is kept instead).
     pub async fn snapshot(&self) -> Result<Vec<(IpAddr, Item)>, ProviderError> {
-        let stores = self.stores.get_or_try_init(|| self.start()).await?;
         let wait = Duration::from_secs(self.config.timeout_seconds);
+        // Starting runs the kubeconfig's credential plugin, if any: bounded too.
+        let stores = tokio::time::timeout(wait, self.stores.get_or_try_init(|| self.start()))
+            .await
+            .map_err(|_| {
+                ProviderError::Credentials(format!(
+                    "the Kubernetes client did not start within {wait:?}"
+                ))
+            })??;
         let ready = async {
             stores.pods.wait_until_ready().await?;
             stores.services.wait_until_ready().await?;
@@ -198,7 +286,8 @@ impl Kubernetes {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
+                .filter(|(_, (at, _))| at.elapsed() < FAILING_FOR)
+                .map(|(k, (_, v))| format!("{k}: {v}"))
                 .collect::<Vec<_>>()
                 .join("; ")
         };
@@ -247,13 +336,23 @@ pub struct Objects<'a> {
     pub jobs: &'a [Arc<PartialObjectMeta<Job>>],
 }
 
-/// The controller among an object's owners.
-fn controller(meta: &ObjectMeta) -> Option<(&str, &str)> {
+/// The controller among an object's owners, as (kind, name). Kinds of the built-in
+/// API groups keep their name; a custom resource's kind is qualified by its group
+/// (`Job.batch.volcano.sh`), so it is not taken for the built-in one.
+fn controller(meta: &ObjectMeta) -> Option<(String, &str)> {
     meta.owner_references
         .as_deref()?
         .iter()
         .find(|o| o.controller == Some(true))
-        .map(|o| (o.kind.as_str(), o.name.as_str()))
+        .map(|o| {
+            let group = o.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            let kind = if matches!(group, "" | "apps" | "batch") {
+                o.kind.clone()
+            } else {
+                format!("{}.{group}", o.kind)
+            };
+            (kind, o.name.as_str())
+        })
 }
 
 fn name_and_namespace(meta: &ObjectMeta) -> Option<(&str, &str)> {
@@ -277,12 +376,14 @@ pub fn workload(
 ) -> Option<(String, String)> {
     let namespace = pod.namespace.as_deref().unwrap_or("");
     let (kind, name) = controller(pod)?;
-    match kind {
+    match kind.as_str() {
+        // A static pod's mirror: the kubelet's, not a workload's.
+        "Node" => None,
         "ReplicaSet" => {
             if let Some(rs) = replicasets.get(&(namespace, name)) {
                 return Some(controller(rs).map_or_else(
                     || ("ReplicaSet".to_owned(), name.to_owned()),
-                    |(k, n)| (k.to_owned(), n.to_owned()),
+                    |(k, n)| (k, n.to_owned()),
                 ));
             }
             let hash = pod.labels.as_ref().and_then(|l| l.get("pod-template-hash"));
@@ -299,10 +400,10 @@ pub fn workload(
                 .and_then(|j| controller(j))
                 .map_or_else(
                     || ("Job".to_owned(), name.to_owned()),
-                    |(k, n)| (k.to_owned(), n.to_owned()),
+                    |(k, n)| (k, n.to_owned()),
                 ),
         ),
-        other => Some((other.to_owned(), name.to_owned())),
+        _ => Some((kind, name.to_owned())),
     }
 }
 
@@ -377,7 +478,11 @@ pub fn items(cluster: &str, objects: &Objects<'_>, group: bool) -> Vec<(IpAddr, 
         cluster: cluster.clone(),
         ..Item::default()
     };
-    let mut out = Vec::new();
+    // Candidates with their rank (lowest wins an address): a running pod, then a
+    // terminating one (its address may already be the next pod's), then a node, then
+    // a service's external or load-balancer address (which may be a node's); among
+    // pods, the newest.
+    let mut out: Vec<(IpAddr, (u8, std::cmp::Reverse<i64>), Item)> = Vec::new();
     for pod in objects.pods {
         let Some((name, namespace)) = name_and_namespace(&pod.metadata) else {
             continue;
@@ -429,7 +534,14 @@ pub fn items(cluster: &str, objects: &Objects<'_>, group: bool) -> Vec<(IpAddr, 
         item.zone = zone;
         item.instance_type = instance_type;
         item.tags = tags(&pod.metadata);
-        out.extend(addresses.into_iter().map(|ip| (ip, item.clone())));
+        let class = u8::from(pod.metadata.deletion_timestamp.is_some());
+        let created = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_millisecond());
+        let rank = (class, std::cmp::Reverse(created));
+        out.extend(addresses.into_iter().map(|ip| (ip, rank, item.clone())));
     }
     for service in objects.services {
         let Some((name, namespace)) = name_and_namespace(&service.metadata) else {
@@ -458,7 +570,10 @@ pub fn items(cluster: &str, objects: &Objects<'_>, group: bool) -> Vec<(IpAddr, 
         let mut item = base("service", format!("{namespace}/{name}"), name);
         item.namespace = Some(namespace.to_owned());
         item.tags = tags(&service.metadata);
-        out.extend(ips.into_iter().map(|ip| (ip, item.clone())));
+        out.extend(
+            ips.into_iter()
+                .map(|ip| (ip, (3, std::cmp::Reverse(0)), item.clone())),
+        );
     }
     for node in objects.nodes {
         let Some(name) = node.metadata.name.as_deref() else {
@@ -481,9 +596,21 @@ pub fn items(cluster: &str, objects: &Objects<'_>, group: bool) -> Vec<(IpAddr, 
         item.zone = zone;
         item.instance_type = instance_type;
         item.tags = tags(&node.metadata);
-        out.extend(ips.into_iter().map(|ip| (ip, item.clone())));
+        out.extend(
+            ips.into_iter()
+                .map(|ip| (ip, (2, std::cmp::Reverse(0)), item.clone())),
+        );
     }
-    out
+    let mut best: HashMap<IpAddr, ((u8, std::cmp::Reverse<i64>), Item)> = HashMap::new();
+    for (ip, rank, item) in out {
+        match best.get(&ip) {
+            Some((r, _)) if *r <= rank => {}
+            _ => {
+                best.insert(ip, (rank, item));
+            }
+        }
+    }
+    best.into_iter().map(|(ip, (_, item))| (ip, item)).collect()
 }
 
 #[cfg(test)]
@@ -569,7 +696,35 @@ mod tests {
             }))
             .unwrap(),
         );
-        let all_pods: Vec<Arc<Pod>> = pods.iter().cloned().chain([host, done]).collect();
+        // Terminating, its address already given to a newer pod: the newer pod wins.
+        let leaving: Arc<Pod> = Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "db-old", "namespace": "prod",
+                             "creationTimestamp": "2026-01-01T00:00:00Z",
+                             "deletionTimestamp": "2026-12-01T00:00:00Z",
+                             "ownerReferences": [{"apiVersion": "v1", "kind": "Node",
+                                                  "name": "node-a", "uid": "n", "controller": true}]},
+                "spec": {"containers": []},
+                "status": {"phase": "Running", "podIP": "10.42.0.12"}
+            }))
+            .unwrap(),
+        );
+        // A custom resource's Job is not batch's.
+        let volcano: Arc<Pod> = Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "train-0", "namespace": "ml",
+                             "ownerReferences": [{"apiVersion": "batch.volcano.sh/v1alpha1", "kind": "Job",
+                                                  "name": "train", "uid": "v", "controller": true}]},
+                "spec": {"containers": []},
+                "status": {"phase": "Running", "podIP": "10.42.0.15"}
+            }))
+            .unwrap(),
+        );
+        let all_pods: Vec<Arc<Pod>> = pods
+            .iter()
+            .cloned()
+            .chain([host, done, leaving, volcano])
+            .collect();
         let services: Vec<Arc<Service>> = vec![Arc::new(
             serde_json::from_value(json!({
                 "metadata": {"name": "payments", "namespace": "prod"},
@@ -639,6 +794,11 @@ mod tests {
         assert_eq!(w("10.42.0.12"), ("StatefulSet".into(), "db".into()));
         assert_eq!(w("10.42.0.13"), ("CronJob".into(), "report".into()));
         assert_eq!(w("10.42.0.14"), (String::new(), String::new()));
+        assert_eq!(at("10.42.0.12").id, "prod/db-0");
+        assert_eq!(
+            w("10.42.0.15"),
+            ("Job.batch.volcano.sh".into(), "train".into())
+        );
         // The host-network pod's address is the node's; an ended pod has none.
         assert_eq!(at("192.168.1.10").kind, "node");
         assert!(!m.contains_key(&"10.42.0.99".parse::<IpAddr>().unwrap()));
@@ -648,7 +808,7 @@ mod tests {
                 ("service", "prod/payments")
             );
         }
-        assert_eq!(m.len(), 5 + 3 + 1);
+        assert_eq!(m.len(), 6 + 3 + 1);
         // Grouped: the pod is its workload.
         let g = by_ip(true);
         let p = &g[&"10.42.0.10".parse::<IpAddr>().unwrap()];

@@ -16,6 +16,7 @@ pub mod azure;
 pub mod config;
 pub mod gcp;
 pub mod kubernetes;
+pub mod snmp;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -178,9 +179,10 @@ pub struct Inventory {
     map: RwLock<Arc<Map>>,
     snapshots: std::sync::Mutex<BTreeMap<String, Entries>>,
     version: AtomicU64,
-    /// The providers configured: until each has installed a snapshot, an address
-    /// missing from the map may be one not listed yet.
-    expected: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Providers that installed a snapshot they took in this process (not one
+    /// loaded from disk): for them, an address missing from the map is one their
+    /// inventory no longer has.
+    live: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Inventory {
@@ -238,27 +240,23 @@ impl Inventory {
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Declares a configured provider (see [`Self::complete`]).
-    pub fn expect(&self, provider: &str) {
-        self.expected
+    /// Marks `provider` as answering in this process (see [`Self::live`]).
+    pub fn mark_live(&self, provider: &str) {
+        self.live
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(provider.to_owned());
     }
 
-    /// Whether every configured provider has installed a snapshot: only then does an
-    /// address missing from the map mean that no inventory has it any more.
-    pub fn complete(&self) -> bool {
-        let expected = self
-            .expected
+    /// Providers whose current snapshot was taken by this process: the ones whose
+    /// departed addresses may be cleared from the graph.
+    pub fn live(&self) -> Vec<String> {
+        self.live
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let installed = self
-            .snapshots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        expected.iter().all(|p| installed.contains_key(p))
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Addresses each provider's last snapshot holds.
@@ -356,10 +354,18 @@ pub fn load_saved(path: &std::path::Path) -> Option<Snapshot> {
 /// # Errors
 /// When the file cannot be written.
 pub fn save(path: &std::path::Path, snapshot: &Snapshot) -> std::io::Result<()> {
+    save_json(path, snapshot)
+}
+
+/// Saves `value` as JSON the way [`save`] does (0600, synced, renamed over).
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn save_json<T: Serialize>(path: &std::path::Path, value: &T) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("json.tmp");
-    let body = serde_json::to_vec(snapshot)?;
+    let body = serde_json::to_vec(value)?;
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -402,7 +408,6 @@ pub fn spawn(
             let inventory = inventory.clone();
             let state_dir = state_dir.clone();
             let name = provider.name();
-            inventory.expect(name);
             if let Some(saved) = state_dir
                 .as_deref()
                 .map(|d| snapshot_path(d, name))
@@ -450,8 +455,9 @@ pub fn spawn(
         .collect()
 }
 
-/// How long a watched provider's changes settle before they are published.
-const SETTLE: Duration = Duration::from_millis(500);
+/// How long a watched provider's changes settle before they are published (a
+/// rollout, or every node's periodic status, is one publication, not hundreds).
+const SETTLE: Duration = Duration::from_secs(1);
 /// How often a watched provider's snapshot is saved at most.
 const SAVE_EVERY: Duration = Duration::from_mins(1);
 
@@ -463,6 +469,11 @@ pub struct Streak {
     pub failing: bool,
     pub save_failing: bool,
     pub ambiguous: usize,
+    /// A fingerprint of the last snapshot installed: an identical one is not
+    /// installed again (no new version, no work for the graph writer).
+    pub installed: Option<u64>,
+    /// A fingerprint of the last snapshot saved.
+    pub saved: Option<u64>,
 }
 
 /// The snapshot without the addresses that two different items claim (two VPCs or
@@ -506,7 +517,7 @@ pub async fn refresh_once(
     let name = provider.name();
     match provider.snapshot().await {
         Ok(addresses) => {
-            let (addresses, ambiguous) = disambiguate(addresses);
+            let (mut addresses, ambiguous) = disambiguate(addresses);
             metrics::gauge!(metric::AMBIGUOUS, "provider" => name).set(gauge(ambiguous));
             if ambiguous != streak.ambiguous {
                 tracing::warn!(
@@ -521,26 +532,47 @@ pub async fn refresh_once(
                 tracing::info!(provider = name, "inventory: the provider answers again");
             }
             streak.failing = false;
+            addresses.sort_unstable_by_key(|(ip, _)| *ip);
+            let fingerprint = {
+                use std::hash::{Hash as _, Hasher as _};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                addresses.hash(&mut h);
+                h.finish()
+            };
+            metrics::counter!(metric::REFRESHES, "provider" => name, "outcome" => "ok")
+                .increment(1);
+            #[expect(clippy::cast_precision_loss, reason = "seconds since 1970 fit")]
+            metrics::gauge!(metric::LAST_SUCCESS, "provider" => name)
+                .set(Utc::now().timestamp() as f64);
+            // An unchanged snapshot is neither installed again (no new version, no
+            // work for the graph writer) nor saved again.
+            let install = streak.installed != Some(fingerprint);
+            let save = state_dir.is_some() && streak.saved != Some(fingerprint);
+            if !install && !save {
+                inventory.mark_live(name);
+                return true;
+            }
             let snapshot = Snapshot {
                 provider: name.to_owned(),
                 taken_at: Some(Utc::now()),
                 addresses,
             };
-            metrics::counter!(metric::REFRESHES, "provider" => name, "outcome" => "ok")
-                .increment(1);
             metrics::gauge!(metric::ADDRESSES, "provider" => name)
                 .set(gauge(snapshot.addresses.len()));
-            #[expect(clippy::cast_precision_loss, reason = "seconds since 1970 fit")]
-            metrics::gauge!(metric::LAST_SUCCESS, "provider" => name)
-                .set(Utc::now().timestamp() as f64);
             let inventory = inventory.clone();
-            let path = state_dir.map(|d| snapshot_path(d, name));
+            let path = state_dir.filter(|_| save).map(|d| snapshot_path(d, name));
             let saved = tokio::task::spawn_blocking(move || {
-                let saved = path.map(|p| save(&p, &snapshot));
-                inventory.install(snapshot);
+                let saved = path.map(|p| save_json(&p, &snapshot));
+                if install {
+                    inventory.install(snapshot);
+                }
+                inventory.mark_live(name);
                 saved
             })
             .await;
+            if install {
+                streak.installed = Some(fingerprint);
+            }
             match saved {
                 Ok(Some(Err(e))) => {
                     if !streak.save_failing {
@@ -548,7 +580,11 @@ pub async fn refresh_once(
                     }
                     streak.save_failing = true;
                 }
-                Ok(_) => streak.save_failing = false,
+                Ok(Some(Ok(()))) => {
+                    streak.save_failing = false;
+                    streak.saved = Some(fingerprint);
+                }
+                Ok(None) => {}
                 Err(e) => {
                     tracing::error!(provider = name, error = %e, "inventory: installing a snapshot failed");
                 }

@@ -579,6 +579,16 @@ const KAFKA: &[Metric] = &[
         &["provider"],
         "When each inventory provider's last good snapshot was taken (Unix seconds).",
     ),
+    c(
+        "flowlens_snmp_polls_total",
+        &["outcome"],
+        "SNMP polls of exporters (sysName, ifName, ifAlias, speed), by outcome (ok, failed: what the exporter said last is kept).",
+    ),
+    g(
+        "flowlens_snmp_exporters",
+        &[],
+        "Exporters whose SNMP description (sysName and interfaces) is known.",
+    ),
     g(
         "flowlens_inventory_ambiguous_addresses",
         &["provider"],
