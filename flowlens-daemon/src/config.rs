@@ -26,6 +26,8 @@ pub struct EnrichmentConfig {
     pub geoip: crate::enrich::geoip::GeoIpConfig,
     /// Cloud inventories: who an address is, from the clouds' own APIs.
     pub cloud: crate::inventory::CloudConfig,
+    /// Exporters' names and interfaces, over SNMP.
+    pub snmp: crate::inventory::snmp::SnmpConfig,
     pub cache: CacheConfig,
     /// e.g. `["203.0.113.0/24"]`: public space that is ours.
     pub internal_prefixes: Vec<String>,
@@ -658,6 +660,7 @@ impl Config {
             }
         }
         problems.extend(self.enrichment.cloud.problems());
+        problems.extend(self.enrichment.snmp.problems());
         if self.enrichment.cache.backend != "memory" {
             problems.push(format!(
                 "enrichment.cache.backend {:?}: only \"memory\" is available",
@@ -719,6 +722,7 @@ fn redact(v: &mut serde_yaml::Value, secret: bool) {
                     "key.pem",
                     "private",
                     "routing_key",
+                    "community",
                 ]
                 .iter()
                 .any(|w| key.contains(w));

@@ -146,7 +146,8 @@ fn notification_secrets_are_redacted_and_targets_checked() {
 #[test]
 fn cloud_inventories_are_checked_and_their_secrets_redacted() {
     let out = check(
-        "enrichment:\n  cloud:\n    aws:\n      enabled: true\n      regions: [eu-west-1, us-gov-west-1]\n      \
+        "enrichment:\n  snmp:\n    enabled: true\n    credentials:\n      - community: hunter2-snmp\n  \
+         cloud:\n    aws:\n      enabled: true\n      regions: [eu-west-1, us-gov-west-1]\n      \
          profile: inventory\n    azure:\n      enabled: true\n      client_secret: hunter2-azure\n      \
          subscriptions: [00000000-0000-0000-0000-000000000001]\n    gcp:\n      enabled: true\n      \
          projects: [payments-prod]\n",
@@ -156,6 +157,7 @@ fn cloud_inventories_are_checked_and_their_secrets_redacted() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(out.status.success(), "{stderr}");
     assert!(!stdout.contains("hunter2-azure"), "{stdout}");
+    assert!(!stdout.contains("hunter2-snmp"), "{stdout}");
     assert!(stdout.contains("payments-prod"), "{stdout}");
 
     let out = check(

@@ -221,6 +221,10 @@ pub struct GraphSink {
     /// Fed by a Kafka consumer: windows are handed over only when a mark completes
     /// (see [`Self::add_positions`]).
     at_marks: bool,
+    /// What the exporters said over SNMP (`enrichment.snmp`), and the exporters
+    /// already reported to the poller.
+    devices: Option<Arc<crate::inventory::snmp::Devices>>,
+    noted: std::collections::HashSet<std::net::IpAddr>,
 }
 
 fn now_ms() -> u64 {
@@ -299,6 +303,20 @@ impl GraphSink {
             },
         )
         .with_enrichment(geoip, rdns);
+        let devices = settings.enrichment.snmp.enabled.then(|| {
+            let devices = Arc::new(crate::inventory::snmp::Devices::default());
+            let _guard = rt.enter();
+            crate::inventory::snmp::spawn(
+                settings.enrichment.snmp.clone(),
+                &devices,
+                settings.state_dir.as_deref(),
+            );
+            devices
+        });
+        let writer = match &devices {
+            Some(d) => writer.with_devices(d.clone()),
+            None => writer,
+        };
         let writer = match start_inventory(
             &settings.enrichment.cloud,
             settings.state_dir.as_deref(),
@@ -341,6 +359,8 @@ impl GraphSink {
             health,
             positions: Positions::new(),
             at_marks: durable_given,
+            devices,
+            noted: std::collections::HashSet::new(),
         })
     }
 
@@ -356,6 +376,12 @@ impl GraphSink {
         // Counted per batch: a metric lookup per flow would cost more than orienting it.
         let mut unoriented = [0u64; Unoriented::ALL.len()];
         for rec in batch {
+            if let Some(devices) = &self.devices
+                && self.noted.len() < 10_000
+                && self.noted.insert(rec.exporter_ip)
+            {
+                devices.note(rec.exporter_ip);
+            }
             let ends = FlowEnds::from(rec);
             let mut listening = Listening::default();
             let fan_out = ends.endpoints().map(|(src, dst)| {
@@ -476,9 +502,23 @@ impl GraphSink {
             self.raw_dropped += 1;
             return;
         }
+        // The exporter's and its interfaces' names, when SNMP knows them.
+        let device = self.devices.as_ref().and_then(|d| d.get(rec.exporter_ip));
+        let if_name = |index: Option<u32>| -> Option<Arc<str>> {
+            let i = device.as_ref()?.interfaces.get(&index?)?;
+            i.name.as_deref().map(Arc::from)
+        };
         self.raw.push(RawFlow {
             received_ms: now,
             exporter: rec.exporter_ip,
+            exporter_name: device
+                .as_ref()
+                .and_then(|d| d.sys_name.as_deref())
+                .map(Arc::from),
+            input_interface: rec.input_interface,
+            output_interface: rec.output_interface,
+            input_if_name: if_name(rec.input_interface),
+            output_if_name: if_name(rec.output_interface),
             src,
             dst,
             src_port: rec.src_port.unwrap_or(0),

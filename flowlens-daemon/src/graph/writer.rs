@@ -104,10 +104,18 @@ pub enum FlushError {
 }
 
 /// One raw flow for `flow_raw`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RawFlow {
     pub received_ms: u64,
     pub exporter: IpAddr,
+    /// The exporter's `sysName`, when SNMP knows it.
+    pub exporter_name: Option<std::sync::Arc<str>>,
+    /// `ifIndex` of the interfaces the flow came in and went out by.
+    pub input_interface: Option<u32>,
+    pub output_interface: Option<u32>,
+    /// Their `ifName`, when SNMP knows them.
+    pub input_if_name: Option<std::sync::Arc<str>>,
+    pub output_if_name: Option<std::sync::Arc<str>>,
     pub src: IpAddr,
     pub dst: IpAddr,
     pub src_port: u16,
@@ -168,6 +176,9 @@ pub struct GraphWriter {
     /// The inventory version the last landed flush applied: a newer one is a reason
     /// to flush even with no flows to write.
     inventory_applied: u64,
+    /// The exporters' SNMP answers, and the version of them last written.
+    devices: Option<std::sync::Arc<crate::inventory::snmp::Devices>>,
+    devices_applied: u64,
     /// The flushes' own connection (out of the pool, so that a hung one can be closed).
     conn: Option<PgConnection>,
     /// A flush whose COMMIT got no answer, settled by the next flush.
@@ -214,6 +225,8 @@ struct Staged {
     /// inventory version it read.
     described: Vec<(Uuid, u64)>,
     inventory_version: u64,
+    /// The SNMP answers' version this flush wrote to `exporters`.
+    devices_version: u64,
     /// Dependencies written or suppressed (no longer pending), and those still below
     /// their thresholds.
     written: Vec<DepKey>,
@@ -292,6 +305,8 @@ impl GraphWriter {
             inventory: None,
             described: HashMap::new(),
             inventory_applied: 0,
+            devices: None,
+            devices_applied: 0,
             awaiting_name: HashMap::new(),
             conn: None,
             in_doubt: None,
@@ -306,10 +321,18 @@ impl GraphWriter {
         }
     }
 
-    /// Adds `GeoIP`/ASN columns and reverse-DNS names to the assets this writer
-    /// creates.
+    /// Writes what the exporters said over SNMP to the `exporters` table.
     #[must_use]
+    pub fn with_devices(
+        mut self,
+        devices: std::sync::Arc<crate::inventory::snmp::Devices>,
+    ) -> Self {
+        self.devices = Some(devices);
+        self
+    }
+
     /// Describes assets from `inventory` at each flush.
+    #[must_use]
     pub fn with_inventory(
         mut self,
         inventory: std::sync::Arc<crate::inventory::Inventory>,
@@ -318,6 +341,8 @@ impl GraphWriter {
         self
     }
 
+    /// Adds `GeoIP`/ASN columns and reverse-DNS names to the assets this writer
+    /// creates.
     #[must_use]
     pub fn with_enrichment(mut self, geoip: Option<GeoIp>, rdns: Option<ReverseDns>) -> Self {
         self.geoip = geoip;
@@ -788,6 +813,8 @@ impl GraphWriter {
         mark("flow_stats", &mut phases);
         // 3b. Reverse-DNS names that arrived for assets created earlier.
         let named = self.apply_names(&mut tx, &mut changes).await?;
+        // 3b'. What the exporters said over SNMP.
+        let devices_version = self.write_exporters(&mut tx).await?;
         // 3c. What the inventories say these assets are.
         let read_version = self.inventory.as_ref().map_or(0, |i| i.version());
         let (described, complete) = self
@@ -855,6 +882,7 @@ impl GraphWriter {
             named,
             described,
             inventory_version,
+            devices_version,
             written: write
                 .iter()
                 .map(|(dk, _)| *dk)
@@ -919,6 +947,7 @@ impl GraphWriter {
         self.described.extend(s.described.iter().copied());
         self.described.retain(|_, fingerprint| *fingerprint != 0);
         self.inventory_applied = s.inventory_version;
+        self.devices_applied = s.devices_version;
         if let Some(rdns) = &self.rdns {
             for ip in &s.to_create {
                 if let Some(id) = s.asset_of.get(ip)
@@ -1289,6 +1318,51 @@ impl GraphWriter {
             });
         }
         Ok((described, complete))
+    }
+
+    /// Writes the exporters' SNMP answers to `exporters` when they changed since the
+    /// last landed flush (one row an exporter: a few thousand at most). The version
+    /// written.
+    async fn write_exporters(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<u64, sqlx::Error> {
+        let Some(devices) = &self.devices else {
+            return Ok(0);
+        };
+        let version = devices.version();
+        if version == self.devices_applied {
+            return Ok(version);
+        }
+        let map = devices.current();
+        let mut ips = Vec::with_capacity(map.len());
+        let mut names = Vec::with_capacity(map.len());
+        let mut interfaces = Vec::with_capacity(map.len());
+        let mut polled = Vec::with_capacity(map.len());
+        for (ip, d) in map.iter() {
+            ips.push(net(*ip));
+            names.push(d.sys_name.clone());
+            interfaces.push(serde_json::to_string(&d.interfaces).unwrap_or_else(|_| "{}".into()));
+            polled.push(d.polled_at);
+        }
+        sqlx::query(
+            "INSERT INTO exporters (exporter_ip, sys_name, interfaces, polled_at)
+             SELECT ip, name, ifs::jsonb, polled
+             FROM unnest($1::inet[], $2::text[], $3::text[], $4::timestamptz[])
+               AS u(ip, name, ifs, polled)
+             ON CONFLICT (exporter_ip) DO UPDATE SET
+                 sys_name = excluded.sys_name, interfaces = excluded.interfaces,
+                 polled_at = excluded.polled_at, updated_at = now()
+             WHERE (exporters.sys_name, exporters.interfaces, exporters.polled_at)
+                   IS DISTINCT FROM (excluded.sys_name, excluded.interfaces, excluded.polled_at)",
+        )
+        .bind(&ips)
+        .bind(&names)
+        .bind(&interfaces)
+        .bind(&polled)
+        .execute(&mut **tx)
+        .await?;
+        Ok(version)
     }
 
     /// Clears the inventory's description from assets none of whose addresses any
@@ -1836,11 +1910,13 @@ async fn insert_raw(
         sqlx::query(
             "INSERT INTO flow_raw (received_at, exporter_ip, src_ip, dst_ip, src_port, dst_port,
                                    protocol, bytes, packets, tcp_flags, sampling_rate,
-                                   flow_start, flow_end)
+                                   flow_start, flow_end, exporter_name, input_interface,
+                                   output_interface, input_if_name, output_if_name)
              SELECT * FROM unnest($1::timestamptz[], $2::inet[], $3::inet[], $4::inet[],
                                   $5::int4[], $6::int4[], $7::int2[], $8::int8[], $9::int4[],
                                   $10::int2[], $11::int4[], $12::timestamptz[],
-                                  $13::timestamptz[])",
+                                  $13::timestamptz[], $14::text[], $15::int8[], $16::int8[],
+                                  $17::text[], $18::text[])",
         )
         .bind(c.received)
         .bind(c.exporter)
@@ -1855,6 +1931,11 @@ async fn insert_raw(
         .bind(c.sampling_rate)
         .bind(c.start)
         .bind(c.end)
+        .bind(c.exporter_name)
+        .bind(c.input_interface)
+        .bind(c.output_interface)
+        .bind(c.input_if_name)
+        .bind(c.output_if_name)
         .execute(&mut **tx)
         .await?;
     }
@@ -2166,12 +2247,26 @@ struct RawColumns {
     sampling_rate: Vec<i32>,
     start: Vec<Option<DateTime<Utc>>>,
     end: Vec<Option<DateTime<Utc>>>,
+    exporter_name: Vec<Option<String>>,
+    input_interface: Vec<Option<i64>>,
+    output_interface: Vec<Option<i64>>,
+    input_if_name: Vec<Option<String>>,
+    output_if_name: Vec<Option<String>>,
 }
 
 impl RawColumns {
     fn push(&mut self, r: &RawFlow) {
         self.received.push(ts(r.received_ms));
         self.exporter.push(net(r.exporter));
+        self.exporter_name
+            .push(r.exporter_name.as_deref().map(str::to_owned));
+        self.input_interface.push(r.input_interface.map(i64::from));
+        self.output_interface
+            .push(r.output_interface.map(i64::from));
+        self.input_if_name
+            .push(r.input_if_name.as_deref().map(str::to_owned));
+        self.output_if_name
+            .push(r.output_if_name.as_deref().map(str::to_owned));
         self.src.push(net(r.src));
         self.dst.push(net(r.dst));
         self.src_port.push(i32::from(r.src_port));
