@@ -100,7 +100,8 @@ impl AppState {
                 return Ok(r.clone());
             }
             let r = Arc::new(
-                Redis::new(url).map_err(|e| ConfigError::Invalid(vec![format!("{key}: {e}")]))?,
+                Redis::new(url, crate::shared::METRICS)
+                    .map_err(|e| ConfigError::Invalid(vec![format!("{key}: {e}")]))?,
             );
             servers.push((url.to_owned(), r.clone()));
             Ok(r)

@@ -37,7 +37,8 @@ pub struct EnrichmentConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
-    /// "memory" (the Redis backend comes with the scale-out issue).
+    /// "memory", or "redis": reverse-DNS answers and cloud inventory snapshots shared
+    /// by the daemons writing one graph (Redis down: each uses its memory).
     pub backend: String,
     /// The Redis server of the `redis` backend.
     pub redis_url: String,
@@ -661,11 +662,16 @@ impl Config {
         }
         problems.extend(self.enrichment.cloud.problems());
         problems.extend(self.enrichment.snmp.problems());
-        if self.enrichment.cache.backend != "memory" {
-            problems.push(format!(
-                "enrichment.cache.backend {:?}: only \"memory\" is available",
-                self.enrichment.cache.backend
-            ));
+        match self.enrichment.cache.backend.as_str() {
+            "memory" => {}
+            "redis" => {
+                if let Err(e) = crate::enrich::shared::SharedCache::new(&self.enrichment.cache) {
+                    problems.push(e);
+                }
+            }
+            other => problems.push(format!(
+                "enrichment.cache.backend {other:?}: \"memory\" or \"redis\""
+            )),
         }
         let agg = &self.dependency_resolution.aggregation;
         if agg.window_size_seconds == 0 || agg.flush_interval_seconds == 0 {

@@ -770,3 +770,74 @@ fn assets_take_their_identity_from_the_inventory_and_keep_a_persons_name() {
     drop(sink);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `enrichment.cache.backend: redis`: of two daemons, the first to refresh calls the
+/// cloud's API and shares its snapshot; the second takes it with no call of its own.
+/// With Redis down, each calls the API itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_a_providers_snapshot_through_redis() {
+    use flowlens_daemon::config::CacheConfig;
+    use flowlens_daemon::enrich::shared::SharedCache;
+
+    let cloud = Shared::default();
+    let url = serve(cloud.clone()).await;
+    let dir = tempdir("shared");
+    let (key, public) = service_account(&dir, &url);
+    {
+        let mut c = cloud.lock().unwrap();
+        c.public_key = public;
+        c.instances = vec![gcp_instance(7, "api-1", "us-central1-a", "10.9.0.7", None)];
+    }
+    let mut redis = flowlens_redis::testing::RedisServer::start().await;
+    let through_redis = || {
+        Arc::new(Inventory::shared_through(Arc::new(
+            SharedCache::new(&CacheConfig {
+                backend: "redis".into(),
+                redis_url: redis.url(0),
+                ..CacheConfig::default()
+            })
+            .unwrap()
+            .unwrap(),
+        )))
+    };
+    let ip: IpAddr = "10.9.0.7".parse().unwrap();
+    let provider = || {
+        (
+            Provider::Gcp(Gcp::new(gcp_config(&url, &key)).unwrap()),
+            Duration::from_hours(1),
+        )
+    };
+    let wait = async |inv: &Inventory| {
+        for _ in 0..200 {
+            if inv.lookup(ip).is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no snapshot installed");
+    };
+    let first = through_redis();
+    let _a = inventory::spawn(&first, vec![provider()], None);
+    wait(&first).await;
+    let served = cloud.lock().unwrap().pages_served;
+    assert!(served >= 1);
+    let second = through_redis();
+    let _b = inventory::spawn(&second, vec![provider()], None);
+    wait(&second).await;
+    assert_eq!(
+        second.lookup(ip).unwrap().item.name.as_deref(),
+        Some("api-1")
+    );
+    assert_eq!(
+        cloud.lock().unwrap().pages_served,
+        served,
+        "the second instance took the shared snapshot"
+    );
+    // Redis down: the next refresh calls the API itself, and succeeds.
+    redis.stop();
+    let own = Provider::Gcp(Gcp::new(gcp_config(&url, &key)).unwrap());
+    let mut streak = inventory::Streak::default();
+    assert!(inventory::refresh_once(&second, &own, None, &mut streak).await);
+    assert!(cloud.lock().unwrap().pages_served > served);
+    let _ = std::fs::remove_dir_all(dir);
+}

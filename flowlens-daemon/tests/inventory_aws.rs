@@ -189,7 +189,7 @@ async fn instances_and_enis_come_from_signed_calls_and_a_terminated_instance_lea
 
 /// The daemon as operators run it (`enrichment.cloud.aws` in its configuration, keys
 /// in its environment): flows between the estate's instances make assets that carry
-/// their instances' identity and names.
+/// their instances' identity and names, also while the shared cache's Redis is down.
 #[test]
 fn assets_seen_in_flows_take_their_aws_identity() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -198,8 +198,12 @@ fn assets_seen_in_flows_take_their_aws_identity() {
     let made: Value = serde_json::from_str(&estate(&["setup", &endpoint])).unwrap();
     estate(&["lock", &endpoint]);
     let db = rt.block_on(scratch("inventory_aws"));
+    // The shared cache is configured but its Redis is not there: the daemon carries
+    // on with its own memory, says so, and counts it.
+    let dead = support::free_port(false);
     let yaml = format!(
-        "enrichment:\n  cloud:\n    aws:\n      enabled: true\n      regions: [eu-west-1, \
+        "enrichment:\n  cache:\n    backend: redis\n    redis_url: redis://127.0.0.1:{dead}/0\n  \
+         cloud:\n    aws:\n      enabled: true\n      regions: [eu-west-1, \
          us-east-1]\n      endpoint_url: {endpoint}\n"
     );
     let d = Daemon::start_with(
@@ -281,5 +285,13 @@ fn assets_seen_in_flows_take_their_aws_identity() {
         &["provider=\"aws\"", "outcome=\"ok\""],
     );
     assert!(m >= 1.0, "{m}");
-    d.stop();
+    assert!(
+        d.metric(
+            "flowlens_enrich_cache_redis_fallbacks_total",
+            &["use=\"inventory\""]
+        ) >= 1.0
+    );
+    assert!(d.metric("flowlens_enrich_cache_redis_up", &[]) < 0.5, "Redis is down");
+    let log = d.stop();
+    assert!(log.contains("Redis unavailable"), "{log}");
 }

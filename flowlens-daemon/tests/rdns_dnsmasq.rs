@@ -290,3 +290,57 @@ async fn an_unanswered_lookup_times_out_into_a_negative_entry() {
     assert_eq!((c.lookups, c.timeouts, c.failures), (1, 1, 0), "{c:?}");
     drop(silent);
 }
+
+/// `enrichment.cache.backend: redis`: a name one instance resolved is taken by
+/// another from Redis, with no query of its own (its resolver here answers nothing);
+/// failures are not shared; with Redis down each instance asks its own resolver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_one_instance_resolved_is_shared_through_redis() {
+    use std::sync::Arc;
+
+    use flowlens_daemon::config::CacheConfig;
+    use flowlens_daemon::enrich::shared::SharedCache;
+
+    if !dnsmasq_installed() {
+        return;
+    }
+    let dns = Dnsmasq::start().await;
+    let mut redis = flowlens_redis::testing::RedisServer::start().await;
+    let cache = || {
+        Arc::new(
+            SharedCache::new(&CacheConfig {
+                backend: "redis".into(),
+                redis_url: redis.url(0),
+                ..CacheConfig::default()
+            })
+            .unwrap()
+            .unwrap(),
+        )
+    };
+    let first = reverse_dns(&format!("127.0.0.1:{}", dns.port), 1000).with_shared_cache(cache());
+    assert_eq!(
+        first.resolve_now(ip("10.9.0.1")).await.as_deref(),
+        Some("db1.internal.example")
+    );
+    assert_eq!(first.resolve_now(ip("10.9.0.2")).await, None);
+    // The second instance's resolver never answers (a port nobody listens on).
+    let silent = free_port();
+    let second = reverse_dns(&format!("127.0.0.1:{silent}"), 300).with_shared_cache(cache());
+    second.request(ip("10.9.0.1"));
+    assert_eq!(
+        wait_cached(&second, ip("10.9.0.1"), ANSWER_WITHIN).await,
+        Some(Some("db1.internal.example".to_owned()))
+    );
+    // The negative answer (NXDOMAIN) is shared too.
+    assert_eq!(second.resolve_now(ip("10.9.0.2")).await, None);
+    assert_eq!(second.counters().shared, 2);
+    assert_eq!(second.counters().timeouts, 0, "no query of its own");
+    // dnsmasq saw the readiness probe's query and the first instance's, no other.
+    assert_eq!(dns.queries_for("1.0.9.10.in-addr.arpa", 2).await, 2);
+    // Redis down: the second instance asks its own resolver (which times out) and
+    // says so in its counters; nothing fails.
+    redis.stop();
+    assert_eq!(second.resolve_now(ip("10.9.0.3")).await, None);
+    assert_eq!(second.counters().timeouts, 1);
+    assert_eq!(second.counters().shared, 2);
+}

@@ -283,82 +283,8 @@ impl TestApi {
     }
 }
 
-/// A private `redis-server` (Debian's) on 127.0.0.1, stopped when dropped.
-pub(crate) struct RedisServer {
-    child: Option<std::process::Child>,
-    pub(crate) port: u16,
-}
-
-impl RedisServer {
-    /// Starts one on a free port and waits until it answers.
-    pub(crate) async fn start() -> Self {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let mut s = Self { child: None, port };
-        s.restart().await;
-        s
-    }
-
-    pub(crate) fn url(&self, db: u8) -> String {
-        format!("redis://127.0.0.1:{}/{db}", self.port)
-    }
-
-    /// Starts (again) on the same port.
-    pub(crate) async fn restart(&mut self) {
-        self.stop();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                &std::env::temp_dir().display().to_string(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package) on PATH");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(c) = redis::Client::open(self.url(0))
-                && let Ok(mut conn) = c.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not answer on port {}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Kills it (an outage, as far as clients can tell).
-    pub(crate) fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+/// A private `redis-server` (Debian's) on 127.0.0.1 (shared with the daemon's tests).
+pub(crate) use flowlens_redis::testing::RedisServer;
 
 /// `promtool check metrics` (Debian's `prometheus` package) accepts `body`, a
 /// `/metrics` page. Without promtool: fails where `CI` is set, skips elsewhere.

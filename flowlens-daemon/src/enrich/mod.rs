@@ -16,3 +16,4 @@ pub mod classify;
 pub mod geoip;
 pub mod rdns;
 pub mod services;
+pub mod shared;

@@ -131,6 +131,8 @@ pub struct RdnsCounters {
     /// Lookups whose every name was unusable (see [`usable_name`]), cached and counted
     /// as "no name" too.
     pub invalid_names: u64,
+    /// Lookups answered by another instance's answer in the shared cache (no query).
+    pub shared: u64,
 }
 
 /// Whether a PTR name (ASCII form, trailing dot removed) may become an asset's `fqdn`:
@@ -266,6 +268,16 @@ struct Shared {
     timeout: Duration,
     positive_ttl: Duration,
     negative_ttl: Duration,
+    /// Other instances' answers (`enrichment.cache.backend: redis`).
+    cache: Option<Arc<crate::enrich::shared::SharedCache>>,
+}
+
+/// An answer as shared between instances: the name (none: known to have none) and
+/// until when it holds, in milliseconds since the epoch.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SharedAnswer {
+    name: Option<String>,
+    until_ms: u64,
 }
 
 /// The reverse DNS handle; cheap to clone, every clone shares one cache.
@@ -333,8 +345,19 @@ impl ReverseDns {
                 timeout,
                 positive_ttl: secs(config.cache_ttl_seconds),
                 negative_ttl: secs(config.negative_cache_ttl_seconds),
+                cache: None,
             }),
         }))
+    }
+
+    /// Shares answers with the other instances through `cache`: a miss asks it before
+    /// the resolver, and what the resolver answers is stored there with its expiry.
+    #[must_use]
+    pub fn with_shared_cache(mut self, cache: Arc<crate::enrich::shared::SharedCache>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.cache = Some(cache);
+        }
+        self
     }
 
     /// Makes sure a name for `ip` is cached or on its way, without waiting: on a miss
@@ -362,9 +385,11 @@ impl ReverseDns {
             ip,
         };
         self.shared.runtime.spawn(async move {
-            let outcome = guard.shared.lookup(ip).await;
+            let answered = guard.shared.answer(ip).await;
             drop(permit);
-            guard.shared.store(ip, &outcome);
+            if let Some(outcome) = answered {
+                guard.shared.store(ip, &outcome);
+            }
         });
     }
 
@@ -388,11 +413,15 @@ impl ReverseDns {
         }
         let _permit = self.shared.slots.acquire().await.ok()?;
         self.shared.lock().counters.lookups += 1;
-        let outcome = self.shared.lookup(ip).await;
-        self.shared.store(ip, &outcome);
-        match outcome {
-            Outcome::Resolved { name, .. } => Some(name),
-            Outcome::NotFound | Outcome::Failed | Outcome::TimedOut => None,
+        match self.shared.answer(ip).await {
+            Some(outcome) => {
+                self.shared.store(ip, &outcome);
+                match outcome {
+                    Outcome::Resolved { name, .. } => Some(name),
+                    Outcome::NotFound | Outcome::Failed | Outcome::TimedOut => None,
+                }
+            }
+            None => self.cached(ip).flatten(),
         }
     }
 
@@ -412,6 +441,64 @@ impl Shared {
     /// enrichment goes on rather than failing every flow after one panic.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The answer for `ip`: another instance's from the shared cache (stored here
+    /// with its own expiry; `None` returned, nothing more to store), else the
+    /// resolver's, which is shared in turn.
+    async fn answer(&self, ip: IpAddr) -> Option<Outcome> {
+        let Some(cache) = &self.cache else {
+            return Some(self.lookup(ip).await);
+        };
+        let key = format!("rdns:{ip}");
+        let now_ms = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis()),
+        )
+        .unwrap_or(u64::MAX);
+        if let Some(answer) = cache
+            .get("rdns", &key)
+            .await
+            .and_then(|v| serde_json::from_slice::<SharedAnswer>(&v).ok())
+            .filter(|a| a.until_ms > now_ms)
+            // Another instance's name passes the same check as ours.
+            .filter(|a| a.name.as_deref().is_none_or(usable_name))
+        {
+            let keep = Duration::from_millis(answer.until_ms - now_ms).min(MAX_TTL);
+            let now = Instant::now();
+            let mut state = self.lock();
+            state.counters.shared += 1;
+            let evicted =
+                state
+                    .cache
+                    .insert(ip, answer.name, now.checked_add(keep).unwrap_or(now), now);
+            state.counters.evictions += evicted;
+            metrics::counter!(crate::enrich::shared::metric::SHARED_HITS, "use" => "rdns")
+                .increment(1);
+            return None;
+        }
+        let outcome = self.lookup(ip).await;
+        // Failures are not shared: another instance's resolver may do better.
+        let name = match &outcome {
+            Outcome::Resolved { name, .. } => Some(Some(name.clone())),
+            Outcome::NotFound => Some(None),
+            Outcome::Failed | Outcome::TimedOut => None,
+        };
+        if let Some(name) = name {
+            let keep = expiry(
+                &outcome,
+                Instant::now(),
+                self.positive_ttl,
+                self.negative_ttl,
+            )
+            .saturating_duration_since(Instant::now());
+            let until_ms = now_ms.saturating_add(u64::try_from(keep.as_millis()).unwrap_or(0));
+            if let Ok(value) = serde_json::to_vec(&SharedAnswer { name, until_ms }) {
+                cache.set("rdns", &key, value, keep).await;
+            }
+        }
+        Some(outcome)
     }
 
     async fn lookup(&self, ip: IpAddr) -> Outcome {

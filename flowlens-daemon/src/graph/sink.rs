@@ -109,6 +109,8 @@ pub enum GraphError {
     Store(#[from] StoreError),
     #[error("enrichment.geoip: {0}")]
     GeoIp(#[from] GeoIpError),
+    #[error("{0}")]
+    Cache(String),
     #[error("enrichment.dns: {0}")]
     Rdns(#[from] RdnsError),
     #[error("starting the graph writer: {0}")]
@@ -120,6 +122,7 @@ pub enum GraphError {
 /// key file) is logged and left out: the graph does not wait for inventories.
 fn start_inventory(
     cloud: &crate::inventory::CloudConfig,
+    shared: Option<Arc<crate::enrich::shared::SharedCache>>,
     state_dir: Option<&std::path::Path>,
     rt: &tokio::runtime::Handle,
 ) -> Option<Arc<crate::inventory::Inventory>> {
@@ -161,7 +164,11 @@ fn start_inventory(
     if providers.is_empty() {
         return None;
     }
-    let inventory = Arc::new(crate::inventory::Inventory::default());
+    let inventory = Arc::new(
+        shared.map_or_else(crate::inventory::Inventory::default, |cache| {
+            crate::inventory::Inventory::shared_through(cache)
+        }),
+    );
     let _guard = rt.enter();
     crate::inventory::spawn(&inventory, providers, state_dir);
     Some(inventory)
@@ -255,11 +262,18 @@ impl GraphSink {
             .build()
             .map_err(GraphError::Thread)?;
         let geoip = GeoIp::open(&settings.enrichment.geoip)?;
+        let shared = crate::enrich::shared::SharedCache::new(&settings.enrichment.cache)
+            .map_err(GraphError::Cache)?
+            .map(Arc::new);
         let rdns = ReverseDns::new(
             &settings.enrichment.dns,
             settings.enrichment.cache.max_memory_entries,
             rt.handle().clone(),
-        )?;
+        )?
+        .map(|r| match &shared {
+            Some(cache) => r.with_shared_cache(cache.clone()),
+            None => r,
+        });
         let db = &settings.database;
         let statement_timeout = Duration::from_secs(db.statement_timeout_seconds);
         let pool = rt.block_on(async {
@@ -319,6 +333,7 @@ impl GraphSink {
         };
         let writer = match start_inventory(
             &settings.enrichment.cloud,
+            shared.clone(),
             settings.state_dir.as_deref(),
             rt.handle(),
         ) {
@@ -809,6 +824,7 @@ fn publish(writer: &GraphWriter) {
         outcome("failed", r.failures);
         outcome("timed_out", r.timeouts);
         outcome("invalid_name", r.invalid_names);
+        outcome("shared", r.shared);
         set(
             "flowlens_enrich_rdns_dropped_for_concurrency_total",
             r.dropped_for_concurrency,

@@ -183,9 +183,24 @@ pub struct Inventory {
     /// loaded from disk): for them, an address missing from the map is one their
     /// inventory no longer has.
     live: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Other instances' snapshots (`enrichment.cache.backend: redis`), and each
+    /// provider's refresh interval (how long a shared snapshot stays fresh).
+    shared: Option<Arc<crate::enrich::shared::SharedCache>>,
+    intervals: std::sync::Mutex<BTreeMap<String, Duration>>,
 }
 
 impl Inventory {
+    /// An inventory that shares the listed providers' snapshots through `cache`: one
+    /// instance calls a cloud's API per refresh interval, the others take its
+    /// snapshot. (Kubernetes is watched by each instance: a watch is not a poll.)
+    #[must_use]
+    pub fn shared_through(cache: Arc<crate::enrich::shared::SharedCache>) -> Self {
+        Self {
+            shared: Some(cache),
+            ..Self::default()
+        }
+    }
+
     /// What the inventories say about `ip`, if anything.
     pub fn lookup(&self, ip: IpAddr) -> Option<Arc<Entry>> {
         self.current().get(&ip).cloned()
@@ -408,6 +423,11 @@ pub fn spawn(
             let inventory = inventory.clone();
             let state_dir = state_dir.clone();
             let name = provider.name();
+            inventory
+                .intervals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(name.to_owned(), interval);
             if let Some(saved) = state_dir
                 .as_deref()
                 .map(|d| snapshot_path(d, name))
@@ -515,7 +535,7 @@ pub async fn refresh_once(
     streak: &mut Streak,
 ) -> bool {
     let name = provider.name();
-    match provider.snapshot().await {
+    match take(inventory, provider).await {
         Ok(addresses) => {
             let (mut addresses, ambiguous) = disambiguate(addresses);
             metrics::gauge!(metric::AMBIGUOUS, "provider" => name).set(gauge(ambiguous));
@@ -601,6 +621,52 @@ pub async fn refresh_once(
             false
         }
     }
+}
+
+/// A provider's snapshot: another instance's from the shared cache while it is
+/// fresher than the refresh interval, else the provider's own, then shared.
+async fn take(
+    inventory: &Inventory,
+    provider: &Provider,
+) -> Result<Vec<(IpAddr, Item)>, ProviderError> {
+    let name = provider.name();
+    let interval = inventory
+        .intervals
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(name)
+        .copied();
+    let (Some(cache), Some(interval), None) = (&inventory.shared, interval, provider.changes())
+    else {
+        return provider.snapshot().await;
+    };
+    let key = format!("inventory:{name}");
+    let fresh_after = Utc::now() - chrono::TimeDelta::from_std(interval).unwrap_or_default();
+    if let Some(shared) = cache
+        .get("inventory", &key)
+        .await
+        .and_then(|v| serde_json::from_slice::<Snapshot>(&v).ok())
+        .filter(|s| s.provider == name && s.taken_at.is_some_and(|t| t > fresh_after))
+    {
+        metrics::counter!(crate::enrich::shared::metric::SHARED_HITS, "use" => "inventory")
+            .increment(1);
+        // Outside data like an API's answer: bounded again.
+        return Ok(shared
+            .addresses
+            .into_iter()
+            .map(|(ip, item)| (ip, item.bounded()))
+            .collect());
+    }
+    let addresses = provider.snapshot().await?;
+    let snapshot = Snapshot {
+        provider: name.to_owned(),
+        taken_at: Some(Utc::now()),
+        addresses,
+    };
+    if let Ok(value) = serde_json::to_vec(&snapshot) {
+        cache.set("inventory", &key, value, interval).await;
+    }
+    Ok(snapshot.addresses)
 }
 
 /// A count as a gauge value.

@@ -424,7 +424,22 @@ const RDNS: &[Metric] = &[
     c(
         "flowlens_enrich_rdns_lookups_total",
         &["outcome"],
-        "Reverse DNS lookups, by outcome (resolved, not_found, failed, timed_out, invalid_name).",
+        "Reverse DNS lookups, by outcome (resolved, not_found, failed, timed_out, invalid_name, shared: answered by another instance through enrichment.cache's Redis).",
+    ),
+    c(
+        "flowlens_enrich_cache_redis_fallbacks_total",
+        &["use"],
+        "Shared-cache requests (use: rdns, inventory) served from this instance's memory because Redis was down or slow.",
+    ),
+    g(
+        "flowlens_enrich_cache_redis_up",
+        &[],
+        "1 while the shared cache's Redis answers, 0 during an outage (enrichment.cache.backend: redis).",
+    ),
+    c(
+        "flowlens_enrich_cache_shared_hits_total",
+        &["use"],
+        "Answers taken from another instance through the shared cache, by use (rdns, inventory).",
     ),
     c(
         "flowlens_enrich_rdns_dropped_for_concurrency_total",
