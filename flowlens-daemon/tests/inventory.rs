@@ -841,3 +841,107 @@ async fn instances_share_a_providers_snapshot_through_redis() {
     assert!(cloud.lock().unwrap().pages_served > served);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An asset's name, type, discovery source, addresses, instance id and staleness.
+type Created = (String, String, String, Vec<String>, Option<String>, bool);
+
+/// `enrichment.cloud.create_assets`: instances no flow has shown become assets
+/// (`discovery_source: cloud_api`, every address of the instance, described at once);
+/// one that leaves the inventory loses its description and goes stale.
+#[test]
+fn instances_without_flows_become_assets_when_asked_and_go_stale_when_gone() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cloud = Shared::default();
+    let url = rt.block_on(serve(cloud.clone()));
+    let dir = tempdir("create");
+    let (key, public) = service_account(&dir, &url);
+    {
+        let mut c = cloud.lock().unwrap();
+        c.public_key = public;
+        c.instances = vec![
+            gcp_instance(
+                51,
+                "batch-1",
+                "europe-west1-b",
+                "10.50.0.1",
+                Some("203.0.113.51"),
+            ),
+            gcp_instance(52, "batch-2", "europe-west1-b", "10.50.0.2", None),
+        ];
+    }
+    let db = rt.block_on(scratch("inventory_create"));
+    let mut s = flowlens_daemon::testing::postgres::graph_settings(db.url.clone());
+    s.enrichment.cloud.gcp = gcp_config(&url, &key);
+    s.enrichment.cloud.create_assets = true;
+    let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
+    let assets = || -> Vec<Created> {
+        rt.block_on(
+            sqlx::query_as(
+                "SELECT name, asset_type, discovery_source,
+                        (SELECT array_agg(host(ip) ORDER BY ip) FROM asset_addresses
+                         WHERE asset_id = a.id),
+                        cloud_instance_id, stale
+                 FROM assets a ORDER BY name",
+            )
+            .fetch_all(&db.pool),
+        )
+        .unwrap()
+    };
+    let mut created = Vec::new();
+    for _ in 0..600 {
+        assert!(sink.flush_now());
+        created = assets();
+        if created.len() == 2 && created.iter().all(|a| a.4.is_some()) {
+            break;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+    assert_eq!(
+        created,
+        [
+            (
+                "batch-1".to_owned(),
+                "vm".to_owned(),
+                "cloud_api".to_owned(),
+                vec!["10.50.0.1".to_owned(), "203.0.113.51".to_owned()],
+                Some("51".to_owned()),
+                false
+            ),
+            (
+                "batch-2".to_owned(),
+                "vm".to_owned(),
+                "cloud_api".to_owned(),
+                vec!["10.50.0.2".to_owned()],
+                Some("52".to_owned()),
+                false
+            ),
+        ]
+    );
+    let events: i64 = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT count(*) FROM change_events WHERE change_type = 'new_asset'
+                 AND after_state ->> 'discovery_source' = 'cloud_api'",
+            )
+            .fetch_one(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(events, 2);
+    // batch-2 is deleted in the cloud.
+    cloud.lock().unwrap().instances.truncate(1);
+    let mut gone = None;
+    for _ in 0..300 {
+        std::thread::park_timeout(Duration::from_millis(100));
+        assert!(sink.flush_now());
+        gone = assets().into_iter().find(|a| a.0 == "10.50.0.2" && a.5);
+        if gone.is_some() {
+            break;
+        }
+    }
+    let gone = gone.expect("batch-2's asset cleared and stale");
+    assert_eq!((gone.2.as_str(), gone.4), ("cloud_api", None));
+    let kept = assets().into_iter().find(|a| a.0 == "batch-1").unwrap();
+    assert!(!kept.5 && kept.4.is_some(), "batch-1 stays: {kept:?}");
+    drop(sink);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -291,7 +291,10 @@ fn assets_seen_in_flows_take_their_aws_identity() {
             &["use=\"inventory\""]
         ) >= 1.0
     );
-    assert!(d.metric("flowlens_enrich_cache_redis_up", &[]) < 0.5, "Redis is down");
+    assert!(
+        d.metric("flowlens_enrich_cache_redis_up", &[]) < 0.5,
+        "Redis is down"
+    );
     let log = d.stop();
     assert!(log.contains("Redis unavailable"), "{log}");
 }

@@ -165,9 +165,11 @@ fn start_inventory(
         return None;
     }
     let inventory = Arc::new(
-        shared.map_or_else(crate::inventory::Inventory::default, |cache| {
-            crate::inventory::Inventory::shared_through(cache)
-        }),
+        shared
+            .map_or_else(crate::inventory::Inventory::default, |cache| {
+                crate::inventory::Inventory::shared_through(cache)
+            })
+            .with_asset_creation(cloud.create_assets),
     );
     let _guard = rt.enter();
     crate::inventory::spawn(&inventory, providers, state_dir);

@@ -815,8 +815,11 @@ impl GraphWriter {
         let named = self.apply_names(&mut tx, &mut changes).await?;
         // 3b'. What the exporters said over SNMP.
         let devices_version = self.write_exporters(&mut tx).await?;
-        // 3c. What the inventories say these assets are.
+        // 3c. What the inventories say these assets are (and, when asked, assets for
+        // what they list that no flow has shown).
         let read_version = self.inventory.as_ref().map_or(0, |i| i.version());
+        self.create_from_inventory(&mut tx, &mut asset_of, &mut changes)
+            .await?;
         let (described, complete) = self
             .apply_inventory(&mut tx, &asset_of, &mut changes)
             .await?;
@@ -1320,6 +1323,134 @@ impl GraphWriter {
         Ok((described, complete))
     }
 
+    /// Creates an asset (`discovery_source: cloud_api`, all of the item's addresses)
+    /// for each inventory item none of whose addresses is an asset yet, at a new
+    /// publication, when `enrichment.cloud.create_assets` is on. Pods are left to the
+    /// flows. At most [`MAX_DESCRIBED_PER_FLUSH`] a flush (the rest at the next
+    /// publication); each is a `new_asset` event. The new assets join `fresh`, so
+    /// this flush describes them.
+    async fn create_from_inventory(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        fresh: &mut HashMap<IpAddr, Uuid>,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), sqlx::Error> {
+        let Some(inventory) = &self.inventory else {
+            return Ok(());
+        };
+        if !inventory.creates_assets() || inventory.version() == self.inventory_applied {
+            return Ok(());
+        }
+        let map = inventory.current();
+        // Each item's addresses, and whether one of them is an asset already.
+        let mut items: std::collections::BTreeMap<
+            (&str, &str),
+            (Vec<IpAddr>, &crate::inventory::Item, bool),
+        > = std::collections::BTreeMap::new();
+        for (ip, e) in map.iter() {
+            let it = &e.item;
+            if it.provider == "kubernetes" && matches!(it.kind.as_str(), "pod" | "workload") {
+                continue;
+            }
+            let known = self.asset_of.contains_key(ip) || fresh.contains_key(ip);
+            let entry = items
+                .entry((it.provider.as_str(), it.id.as_str()))
+                .or_insert_with(|| (Vec::new(), it, false));
+            entry.0.push(*ip);
+            entry.2 |= known;
+        }
+        let candidates: Vec<IpAddr> = items
+            .values()
+            .filter(|(_, _, known)| !known)
+            .flat_map(|(ips, _, _)| ips.iter().copied())
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let taken: std::collections::HashSet<IpAddr> = sqlx::query_scalar::<_, IpNetwork>(
+            "SELECT ip FROM asset_addresses WHERE ip = ANY($1::inet[])",
+        )
+        .bind(candidates.iter().map(|ip| net(*ip)).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|n| n.ip())
+        .collect();
+        let mut names = Vec::new();
+        let mut types = Vec::new();
+        let mut addresses = Vec::new();
+        let mut internal = Vec::new();
+        for (mut ips, item, known) in items.into_values() {
+            if known || ips.iter().any(|ip| taken.contains(ip)) {
+                continue;
+            }
+            if names.len() >= MAX_DESCRIBED_PER_FLUSH {
+                break;
+            }
+            ips.sort_unstable();
+            ips.truncate(16);
+            let lowest = ips[0];
+            names.push(item.name.clone().unwrap_or_else(|| lowest.to_string()));
+            types.push(match item.kind.as_str() {
+                "instance" | "node" => "vm",
+                "load_balancer" | "nat_gateway" | "transit_gateway" | "vpc_endpoint" => {
+                    "network_device"
+                }
+                _ => "unknown",
+            });
+            // One text per asset: `{a,b}`, an inet[] literal (addresses print safely).
+            addresses.push(format!(
+                "{{{}}}",
+                ips.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+            internal.push(self.settings.classifier.is_internal(lowest));
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        let rows = sqlx::query(
+            "INSERT INTO assets (name, asset_type, ip_addresses, first_seen, last_seen,
+                                 discovery_source, confidence, is_internal)
+             SELECT n, t, a::inet[], now(), now(), 'cloud_api', 0.9, i
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[]) AS u(n, t, a, i)
+             RETURNING id, name, asset_type, ip_addresses, is_internal",
+        )
+        .bind(&names)
+        .bind(&types)
+        .bind(&addresses)
+        .bind(&internal)
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in rows {
+            let id: Uuid = r.try_get("id")?;
+            let name: String = r.try_get("name")?;
+            let kind: String = r.try_get("asset_type")?;
+            let ips: Vec<IpNetwork> = r.try_get("ip_addresses")?;
+            let is_internal: Option<bool> = r.try_get("is_internal")?;
+            for ip in &ips {
+                fresh.insert(ip.ip(), id);
+            }
+            changes.push(Change {
+                kind: "new_asset",
+                entity_type: "asset",
+                entity_id: id,
+                before: None,
+                after: serde_json::json!({
+                    "id": id, "name": name, "asset_type": kind,
+                    "ip_addresses": ips.iter().map(|n| n.ip().to_string()).collect::<Vec<_>>(),
+                    "is_internal": is_internal, "discovery_source": "cloud_api",
+                }),
+                scope: None,
+                port: None,
+                title: format!("New asset {name} (from its inventory)"),
+            });
+        }
+        Ok(())
+    }
+
     /// Writes the exporters' SNMP answers to `exporters` when they changed since the
     /// last landed flush (one row an exporter: a few thousand at most). The version
     /// written.
@@ -1409,6 +1540,8 @@ impl GraphWriter {
                  inventory_name = NULL,
                  tags = CASE WHEN jsonb_typeof(a.tags) = 'object' THEN a.tags - 'cloud'
                              ELSE a.tags END,
+                 -- An asset the inventory created is gone with it.
+                 stale = a.stale OR a.discovery_source = 'cloud_api',
                  inventory_seen_at = now(), updated_at = now()
              FROM old
              WHERE a.id = old.id

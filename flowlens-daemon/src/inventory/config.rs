@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CloudConfig {
+    /// Also create an asset (`discovery_source: cloud_api`) for each cloud instance,
+    /// load balancer, NIC, Kubernetes node or service the inventories list that no flow
+    /// has shown yet: idle machines appear on the map. Pods are never created this
+    /// way (they come and go by the thousand). Off by default: an estate's every
+    /// instance becomes an asset.
+    pub create_assets: bool,
     pub aws: AwsConfig,
     pub azure: AzureConfig,
     pub gcp: GcpConfig,

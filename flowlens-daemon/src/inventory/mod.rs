@@ -187,6 +187,8 @@ pub struct Inventory {
     /// provider's refresh interval (how long a shared snapshot stays fresh).
     shared: Option<Arc<crate::enrich::shared::SharedCache>>,
     intervals: std::sync::Mutex<BTreeMap<String, Duration>>,
+    /// `enrichment.cloud.create_assets`.
+    create_assets: bool,
 }
 
 impl Inventory {
@@ -199,6 +201,18 @@ impl Inventory {
             shared: Some(cache),
             ..Self::default()
         }
+    }
+
+    /// Whether items no flow has shown become assets (`enrichment.cloud.create_assets`).
+    #[must_use]
+    pub fn with_asset_creation(mut self, create: bool) -> Self {
+        self.create_assets = create;
+        self
+    }
+
+    /// Whether items no flow has shown become assets.
+    pub fn creates_assets(&self) -> bool {
+        self.create_assets
     }
 
     /// What the inventories say about `ip`, if anything.
