@@ -722,3 +722,134 @@ fn assets_take_their_cluster_namespace_and_workload() {
     drop(sink);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `group_pods_by_workload`: the enterprise topology's two web servers are two pods
+/// of one Deployment: one asset holds both addresses, so the web tier is one node
+/// with one dependency on the app server. When one pod ends and another workload's
+/// pod gets its address, the address leaves the web asset and, seen again in flows,
+/// becomes the other workload's.
+#[test]
+fn grouped_pods_make_one_asset_per_workload() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = Api::default();
+    seed(&api, ["10.3.0.10", "10.4.0.10"]);
+    api.apply("apis/apps/v1/replicasets", replicaset("web-6c8f", "web"));
+    for (pod_name, ip) in [
+        ("web-6c8f-aaaaa", "10.2.0.10"),
+        ("web-6c8f-bbbbb", "10.2.0.11"),
+    ] {
+        api.apply(
+            "api/v1/pods",
+            pod(pod_name, "web-6c8f", "6c8f", ip, json!({"app": "web"})),
+        );
+    }
+    let url = rt.block_on(serve(api.clone()));
+    let dir = tempdir("grouped");
+    let db = rt.block_on(scratch("inventory_k8s_grouped"));
+    let mut s = flowlens_daemon::testing::postgres::graph_settings(db.url.clone());
+    s.enrichment.cloud.kubernetes = KubernetesConfig {
+        group_pods_by_workload: true,
+        ..config(kubeconfig(&dir, &url, TOKEN))
+    };
+    let mut sink = GraphSink::open(&s, GraphHealth::default()).unwrap();
+    // The first publication before the first flows: the watches are open.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api
+        .cluster
+        .lock()
+        .unwrap()
+        .accepts
+        .values()
+        .map(Vec::len)
+        .sum::<usize>()
+        < 10
+    {
+        assert!(Instant::now() < deadline, "the watches never started");
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    std::thread::park_timeout(Duration::from_millis(500));
+    let topology = Topology::enterprise();
+    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
+    let now = || {
+        u64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    for round in 0..4 {
+        sink.write(&topology.round(round, now() - 1000, exporter, true));
+    }
+    let asset_of = |ip: &str| -> Option<(uuid::Uuid, String, Option<String>)> {
+        rt.block_on(
+            sqlx::query_as(
+                "SELECT a.id, a.name, a.cloud_instance_id FROM assets a
+                 JOIN asset_addresses aa ON aa.asset_id = a.id WHERE aa.ip = $1::inet",
+            )
+            .bind(ip)
+            .fetch_optional(&db.pool),
+        )
+        .unwrap()
+    };
+    let mut web = None;
+    for _ in 0..300 {
+        assert!(sink.flush_now());
+        web = asset_of("10.2.0.10").filter(|w| w.2.is_some());
+        if web.is_some() {
+            break;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+    let web = web.expect("the web workload's asset");
+    assert_eq!(
+        (web.1.as_str(), web.2.as_deref()),
+        ("web", Some("prod/Deployment/web"))
+    );
+    assert_eq!(
+        asset_of("10.2.0.11").unwrap().0,
+        web.0,
+        "one asset, two pods"
+    );
+    let to_app: i64 = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT count(*) FROM dependencies d JOIN asset_addresses aa
+                   ON aa.asset_id = d.target_asset_id AND aa.ip = '10.3.0.10'
+                 WHERE d.source_asset_id = $1 AND d.port = 8080",
+            )
+            .bind(web.0)
+            .fetch_one(&db.pool),
+        )
+        .unwrap();
+    assert_eq!(to_app, 1, "the web tier's one dependency on the app server");
+
+    // One web pod ends; an orders pod gets its address.
+    api.delete("api/v1/pods", "prod/web-6c8f-bbbbb");
+    api.apply(
+        "api/v1/pods",
+        pod(
+            "orders-5f6a-zzzzz",
+            "orders-5f6a",
+            "5f6a",
+            "10.2.0.11",
+            json!({"app": "orders"}),
+        ),
+    );
+    let mut moved = None;
+    for round in 4..300 {
+        std::thread::park_timeout(Duration::from_millis(100));
+        sink.write(&topology.round(round, now() - 1000, exporter, true));
+        assert!(sink.flush_now());
+        moved = asset_of("10.2.0.11").filter(|a| a.0 != web.0 && a.2.is_some());
+        if moved.is_some() {
+            break;
+        }
+    }
+    let moved = moved.expect("the address left the web asset for the orders workload");
+    assert_eq!(moved.2.as_deref(), Some("prod/Deployment/orders"));
+    assert_eq!(asset_of("10.2.0.10").unwrap().0, web.0);
+    drop(sink);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -224,6 +224,8 @@ struct Staged {
     /// Assets the inventory described, with the fingerprint of what it wrote, and the
     /// inventory version it read.
     described: Vec<(Uuid, u64)>,
+    /// Addresses taken off a workload's asset (another workload has them now).
+    detached: Vec<IpAddr>,
     inventory_version: u64,
     /// The SNMP answers' version this flush wrote to `exporters`.
     devices_version: u64,
@@ -547,7 +549,7 @@ impl GraphWriter {
                 asset_of.insert(ip.ip(), r.try_get(1)?);
             }
         }
-        let to_create: Vec<IpAddr> = if res.assets.auto_create {
+        let mut to_create: Vec<IpAddr> = if res.assets.auto_create {
             unknown
                 .iter()
                 .filter(|ip| !asset_of.contains_key(ip) && !self.refused_ips.contains(ip))
@@ -560,6 +562,12 @@ impl GraphWriter {
         } else {
             Vec::new()
         };
+        // Pods grouped by workload (`group_pods_by_workload`): a new address of a
+        // workload that has an asset joins it; of one that has none, the first
+        // address makes the asset and the others join it once it exists.
+        let joining = self
+            .join_workloads(&mut tx, &mut to_create, &mut asset_of)
+            .await?;
         let mut refused_assets = 0;
         if !to_create.is_empty() {
             let (first, last) = self.seen_range(&to_create);
@@ -608,6 +616,8 @@ impl GraphWriter {
                 });
             }
         }
+        self.attach_to_workloads(&mut tx, joining, &mut asset_of)
+            .await?;
         let lookup = |ip: &IpAddr| self.asset_of.get(ip).or_else(|| asset_of.get(ip)).copied();
 
         mark("assets", &mut phases);
@@ -820,8 +830,12 @@ impl GraphWriter {
         let read_version = self.inventory.as_ref().map_or(0, |i| i.version());
         self.create_from_inventory(&mut tx, &mut asset_of, &mut changes)
             .await?;
+        let detached = self.detach_moved_addresses(&mut tx, &asset_of).await?;
+        for ip in &detached {
+            asset_of.remove(ip);
+        }
         let (described, complete) = self
-            .apply_inventory(&mut tx, &asset_of, &mut changes)
+            .apply_inventory(&mut tx, &asset_of, &detached, &mut changes)
             .await?;
         // Not all written (bounded per flush): the next flush carries on.
         let inventory_version = if complete {
@@ -884,6 +898,7 @@ impl GraphWriter {
             alerts,
             named,
             described,
+            detached,
             inventory_version,
             devices_version,
             written: write
@@ -962,6 +977,9 @@ impl GraphWriter {
             }
         }
         self.asset_of.extend(s.asset_of);
+        for ip in &s.detached {
+            self.asset_of.remove(ip);
+        }
         for key in &s.ready {
             self.held.remove(key);
         }
@@ -1130,6 +1148,7 @@ impl GraphWriter {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         fresh: &HashMap<IpAddr, Uuid>,
+        detached: &[IpAddr],
         changes: &mut Vec<Change>,
     ) -> Result<(Vec<(Uuid, u64)>, bool), sqlx::Error> {
         let Some(inventory) = &self.inventory else {
@@ -1140,6 +1159,9 @@ impl GraphWriter {
         // in: an asset with several addresses must not flip between their items.
         let mut chosen: HashMap<Uuid, (IpAddr, &crate::inventory::Entry)> = HashMap::new();
         for (ip, entry) in map.iter() {
+            if detached.contains(ip) {
+                continue;
+            }
             let Some(id) = self.asset_of.get(ip).or_else(|| fresh.get(ip)) else {
                 continue;
             };
@@ -1321,6 +1343,169 @@ impl GraphWriter {
             });
         }
         Ok((described, complete))
+    }
+
+    /// Takes out of `to_create` the addresses whose inventory item is a workload
+    /// (pods grouped by workload). Those of a workload with an asset join it now (in
+    /// `asset_of`); of the others, each workload's lowest address stays in
+    /// `to_create` and the rest are returned with it, to join the asset it makes.
+    async fn join_workloads(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        to_create: &mut Vec<IpAddr>,
+        asset_of: &mut HashMap<IpAddr, Uuid>,
+    ) -> Result<Vec<(IpAddr, Vec<IpAddr>)>, sqlx::Error> {
+        let Some(inventory) = &self.inventory else {
+            return Ok(Vec::new());
+        };
+        let map = inventory.current();
+        let workload = |ip: &IpAddr| {
+            map.get(ip)
+                .filter(|e| e.item.provider == "kubernetes" && e.item.kind == "workload")
+                .map(|e| {
+                    (
+                        e.item.cluster.clone().unwrap_or_default(),
+                        e.item.id.clone(),
+                    )
+                })
+        };
+        let mut groups: std::collections::BTreeMap<(String, String), Vec<IpAddr>> =
+            std::collections::BTreeMap::new();
+        to_create.retain(|ip| match workload(ip) {
+            Some(key) => {
+                groups.entry(key).or_default().push(*ip);
+                false
+            }
+            None => true,
+        });
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = groups.keys().map(|(_, id)| id.clone()).collect();
+        let existing: HashMap<(String, String), Uuid> = sqlx::query(
+            "SELECT id, coalesce(cluster, '') AS cluster, cloud_instance_id FROM assets
+             WHERE cloud_provider = 'kubernetes' AND cloud_instance_id = ANY($1::text[])",
+        )
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok((
+                (r.try_get("cluster")?, r.try_get("cloud_instance_id")?),
+                r.try_get("id")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+        let mut later = Vec::new();
+        for (key, mut ips) in groups {
+            ips.sort_unstable();
+            if let Some(id) = existing.get(&key) {
+                add_addresses(tx, *id, &ips).await?;
+                for ip in ips {
+                    asset_of.insert(ip, *id);
+                }
+            } else {
+                let first = ips.remove(0);
+                to_create.push(first);
+                later.push((first, ips));
+            }
+        }
+        Ok(later)
+    }
+
+    /// At a new publication, takes off each workload's asset the addresses another
+    /// workload has now (its pod ended, another got the address): otherwise the
+    /// asset would be described as the other workload, or count its flows. A taken
+    /// address joins its new workload's asset when flows show it again. An asset's
+    /// last address stays (its workload is gone; its description is cleared when the
+    /// address leaves the inventory).
+    async fn detach_moved_addresses(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        fresh: &HashMap<IpAddr, Uuid>,
+    ) -> Result<Vec<IpAddr>, sqlx::Error> {
+        let Some(inventory) = &self.inventory else {
+            return Ok(Vec::new());
+        };
+        if inventory.version() == self.inventory_applied {
+            return Ok(Vec::new());
+        }
+        let map = inventory.current();
+        let mut on_asset: HashMap<Uuid, Vec<(IpAddr, &str)>> = HashMap::new();
+        for (ip, e) in map.iter() {
+            if e.item.provider != "kubernetes" {
+                continue;
+            }
+            if let Some(id) = self.asset_of.get(ip).or_else(|| fresh.get(ip)) {
+                on_asset
+                    .entry(*id)
+                    .or_default()
+                    .push((*ip, e.item.id.as_str()));
+            }
+        }
+        if on_asset.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = on_asset.keys().copied().collect();
+        // Workload assets: their instance id is `<namespace>/<kind>/<name>`.
+        let workloads: Vec<(Uuid, String, i32)> = sqlx::query_as(
+            "SELECT id, cloud_instance_id, cardinality(ip_addresses) FROM assets
+             WHERE id = ANY($1::uuid[]) AND cloud_provider = 'kubernetes'
+               AND cloud_instance_id LIKE '%/%/%'",
+        )
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut detached = Vec::new();
+        for (id, workload, count) in workloads {
+            let moved: Vec<IpAddr> = on_asset
+                .get(&id)
+                .into_iter()
+                .flatten()
+                .filter(|(_, item)| *item != workload)
+                .map(|(ip, _)| *ip)
+                .collect();
+            if moved.is_empty() || usize::try_from(count).unwrap_or(0) <= moved.len() {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE assets SET ip_addresses = (SELECT coalesce(array_agg(a ORDER BY o),
+                                                            '{}')
+                     FROM unnest(ip_addresses) WITH ORDINALITY AS x(a, o)
+                     WHERE NOT a = ANY($2::inet[])), updated_at = now()
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(moved.iter().map(|ip| net(*ip)).collect::<Vec<_>>())
+            .execute(&mut **tx)
+            .await?;
+            detached.extend(moved);
+        }
+        Ok(detached)
+    }
+
+    /// Adds the addresses [`Self::join_workloads`] set aside to the assets their
+    /// workload's first address just became.
+    async fn attach_to_workloads(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        joining: Vec<(IpAddr, Vec<IpAddr>)>,
+        asset_of: &mut HashMap<IpAddr, Uuid>,
+    ) -> Result<(), sqlx::Error> {
+        for (first, rest) in joining {
+            let Some(id) = asset_of.get(&first).copied() else {
+                continue;
+            };
+            if rest.is_empty() {
+                continue;
+            }
+            add_addresses(tx, id, &rest).await?;
+            for ip in rest {
+                asset_of.insert(ip, id);
+            }
+        }
+        Ok(())
     }
 
     /// Creates an asset (`discovery_source: cloud_api`, all of the item's addresses)
@@ -2136,6 +2321,33 @@ async fn set_aside<T: Sync>(
         }
     }
     Ok((rows, refused))
+}
+
+/// Most addresses a workload's asset keeps: the newest; older ones (pods long gone)
+/// are let go, and come back if they are seen again.
+const MAX_WORKLOAD_ADDRESSES: i32 = 256;
+
+/// Adds `ips` to an asset's addresses (its `asset_addresses` follow by trigger),
+/// keeping the newest [`MAX_WORKLOAD_ADDRESSES`].
+async fn add_addresses(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    ips: &[IpAddr],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE assets SET
+             ip_addresses = (SELECT array_agg(a ORDER BY o) FROM (
+                 SELECT a, o FROM unnest(ip_addresses || $2::inet[]) WITH ORDINALITY AS x(a, o)
+                 ORDER BY o DESC LIMIT $3) k),
+             updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(ips.iter().map(|ip| net(*ip)).collect::<Vec<_>>())
+    .bind(MAX_WORKLOAD_ADDRESSES)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// An asset to create from flows.
