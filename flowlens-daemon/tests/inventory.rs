@@ -70,6 +70,8 @@ struct Cloud {
     problems: Vec<String>,
     tokens_issued: usize,
     pages_served: usize,
+    /// Answer the GCP listing this late (a hung API).
+    delay: Option<Duration>,
     public_key: String,
 }
 
@@ -83,6 +85,10 @@ async fn serve(cloud: Shared) -> String {
             get(gcp_list),
         )
         .route("/{tenant}/oauth2/v2.0/token", post(azure_token))
+        .route(
+            "/metadata/identity/oauth2/token",
+            get(azure_managed_identity),
+        )
         .route(
             "/providers/Microsoft.ResourceGraph/resources",
             post(azure_query),
@@ -138,6 +144,10 @@ async fn gcp_token(State(c): State<Shared>, headers: HeaderMap, body: Bytes) -> 
 /// `instances.aggregatedList`, two instances a page, zones without instances as
 /// warnings, `nextPageToken` until the last page.
 async fn gcp_list(State(c): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
+    let delay = c.lock().unwrap().delay;
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let mut c = c.lock().unwrap();
     if let Some(status) = c.fail {
         return StatusCode::from_u16(status).unwrap().into_response();
@@ -185,12 +195,17 @@ async fn gcp_list(State(c): State<Shared>, uri: Uri, headers: HeaderMap) -> Resp
 async fn azure_token(State(c): State<Shared>, uri: Uri, body: Bytes) -> Response {
     let f = form(std::str::from_utf8(&body).unwrap());
     let mut c = c.lock().unwrap();
+    // A client secret, or a federated token as a client assertion (workload identity).
+    let credential = f.get("client_secret").map(String::as_str) == Some("app-secret")
+        || (f.get("client_assertion_type").map(String::as_str)
+            == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            && f.get("client_assertion").map(String::as_str) == Some("eyJ.federated.sig"));
     let ok = uri
         .path()
         .starts_with("/00000000-0000-0000-0000-0000000000aa/")
         && f.get("grant_type").map(String::as_str) == Some("client_credentials")
         && f.get("client_id").map(String::as_str) == Some("app-id")
-        && f.get("client_secret").map(String::as_str) == Some("app-secret")
+        && credential
         && f.get("scope").is_some_and(|s| s.ends_with("/.default"));
     if !ok {
         return (
@@ -202,6 +217,24 @@ async fn azure_token(State(c): State<Shared>, uri: Uri, body: Bytes) -> Response
     c.tokens_issued += 1;
     axum::Json(json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "eyJ.azure"}))
         .into_response()
+}
+
+/// The instance metadata service's managed-identity token, as Azure documents it:
+/// `Metadata: true` required, the resource named, `expires_in` as a string.
+async fn azure_managed_identity(State(c): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
+    let q = form(uri.query().unwrap_or(""));
+    let mut c = c.lock().unwrap();
+    if headers.get("metadata").and_then(|v| v.to_str().ok()) != Some("true")
+        || q.get("api-version").map(String::as_str) != Some("2018-02-01")
+        || !q.get("resource").is_some_and(|r| r.ends_with('/'))
+    {
+        c.problems.push(format!("managed identity request {uri}"));
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    c.tokens_issued += 1;
+    axum::Json(json!({"access_token": "eyJ.azure", "expires_in": "86399",
+                      "token_type": "Bearer", "resource": q["resource"]}))
+    .into_response()
 }
 
 /// Resource Graph: `$top` rows a page, `$skipToken` to go on.
@@ -556,14 +589,29 @@ async fn a_failing_provider_keeps_its_last_snapshot_and_a_restart_starts_from_th
             "kept after {status}"
         );
     }
+    // An API that hangs past the provider's timeout: the same.
+    cloud.lock().unwrap().fail = None;
+    cloud.lock().unwrap().delay = Some(Duration::from_secs(3));
+    let impatient = Provider::Gcp(
+        Gcp::new(GcpConfig {
+            timeout_seconds: 1,
+            ..gcp_config(&url, &key)
+        })
+        .unwrap(),
+    );
+    let mut waiting = inventory::Streak::default();
+    assert!(!inventory::refresh_once(&inv, &impatient, Some(&dir), &mut waiting).await);
+    assert_eq!(inv.lookup(ip).unwrap().item.name.as_deref(), Some("api-1"));
+    cloud.lock().unwrap().delay = None;
     assert_eq!(inv.version(), version, "nothing swapped in");
     // The API answers again: the token it refused (401) is not used again.
     cloud.lock().unwrap().fail = None;
     assert!(inventory::refresh_once(&inv, &provider, Some(&dir), &mut failing).await);
     assert!(!failing.failing);
+    // The first token, the impatient provider's own, and a new one after the 401.
     assert_eq!(
         cloud.lock().unwrap().tokens_issued,
-        2,
+        3,
         "a new token after the 401"
     );
     // A restart with the API still down starts from the saved snapshot.
@@ -944,4 +992,70 @@ fn instances_without_flows_become_assets_when_asked_and_go_stale_when_gone() {
     assert!(!kept.5 && kept.4.is_some(), "batch-1 stays: {kept:?}");
     drop(sink);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Azure's other standard credential sources: a federated token file (AKS workload
+/// identity) exchanged as a client assertion, and the managed identity from the
+/// instance metadata service; with none, the error says so.
+#[tokio::test]
+async fn azure_tokens_come_from_a_federated_token_or_the_managed_identity() {
+    let cloud = Shared::default();
+    cloud.lock().unwrap().rows = vec![azure_row(
+        Some(("Standard_D2s_v5", "vm-fed")),
+        "nic-fed",
+        "10.60.0.4",
+        None,
+    )];
+    let url = serve(cloud.clone()).await;
+    let dir = tempdir("azure-sources");
+    let token = dir.join("azure-identity-token");
+    std::fs::write(&token, "eyJ.federated.sig\n").unwrap();
+    let federated = AzureConfig {
+        client_secret: String::new(),
+        federated_token_file: token.display().to_string(),
+        ..azure_config(&url)
+    };
+    let ip: IpAddr = "10.60.0.4".parse().unwrap();
+    let got = Azure::new(federated).unwrap().snapshot().await.unwrap();
+    assert_eq!(
+        got.iter()
+            .find(|(a, _)| *a == ip)
+            .unwrap()
+            .1
+            .name
+            .as_deref(),
+        Some("vm-fed")
+    );
+    let managed = AzureConfig {
+        client_secret: String::new(),
+        federated_token_file: String::new(),
+        client_id: String::new(),
+        metadata_endpoint: url.clone(),
+        ..azure_config(&url)
+    };
+    let got = Azure::new(managed).unwrap().snapshot().await.unwrap();
+    assert!(got.iter().any(|(a, _)| *a == ip));
+    {
+        let c = cloud.lock().unwrap();
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(c.tokens_issued, 2);
+    }
+    let nothing = AzureConfig {
+        client_secret: "${FLOWLENS_TEST_UNSET_AZURE_SECRET}".into(),
+        federated_token_file: "${FLOWLENS_TEST_UNSET_AZURE_TOKEN}".into(),
+        metadata_endpoint: format!("http://127.0.0.1:{}", free_tcp_port()),
+        timeout_seconds: 2,
+        ..azure_config(&url)
+    };
+    let e = Azure::new(nothing).unwrap().snapshot().await.unwrap_err();
+    assert!(e.to_string().contains("no Azure credentials"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -1,7 +1,7 @@
 //! Azure: one Resource Graph query joining network interfaces with the VMs they are
 //! attached to and the public IPs they carry, paged with `$skipToken`; a token from
-//! Entra ID by the client-credentials grant (the app registration needs the Reader
-//! role on the subscriptions).
+//! Entra ID by a client secret, a federated token (AKS workload identity) or the
+//! managed identity (the identity needs the Reader role on the subscriptions).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -60,7 +60,87 @@ impl Azure {
         Ok(Self { http, config })
     }
 
+    /// A token from the first source configured, in the order of Azure's
+    /// `DefaultAzureCredential`: a client secret, a federated token (workload
+    /// identity), the managed identity (the instance metadata service). Read again
+    /// at each refresh: rotated secrets and tokens take effect without a restart.
     async fn token(&self) -> Result<String, ProviderError> {
+        let c = &self.config;
+        // An unset `${VAR}` is a source not configured, not an error.
+        let optional = |v: &str| resolve(v).ok().filter(|s| !s.is_empty());
+        let scope = format!("{}/.default", c.management_endpoint);
+        let request = if let Some(secret) = optional(&c.client_secret) {
+            let (tenant, client_id) = self.app()?;
+            self.http
+                .post(format!("{}/{tenant}/oauth2/v2.0/token", c.authority_host))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", secret.as_str()),
+                    ("scope", scope.as_str()),
+                ])
+        } else if let Some(file) = optional(&c.federated_token_file) {
+            let (tenant, client_id) = self.app()?;
+            let assertion = std::fs::read_to_string(&file)
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty() && t.len() < 64 * 1024)
+                .ok_or_else(|| {
+                    ProviderError::Credentials(format!(
+                        "enrichment.cloud.azure.federated_token_file {file}: unreadable or empty"
+                    ))
+                })?;
+            self.http
+                .post(format!("{}/{tenant}/oauth2/v2.0/token", c.authority_host))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id.as_str()),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", assertion.as_str()),
+                    ("scope", scope.as_str()),
+                ])
+        } else {
+            // The managed identity; a user-assigned one is named by its client id.
+            let mut query = vec![
+                ("api-version", "2018-02-01".to_owned()),
+                ("resource", format!("{}/", c.management_endpoint)),
+            ];
+            if let Some(id) = optional(&c.client_id) {
+                query.push(("client_id", id));
+            }
+            self.http
+                .get(format!(
+                    "{}/metadata/identity/oauth2/token",
+                    c.metadata_endpoint
+                ))
+                .query(&query)
+                .header("Metadata", "true")
+        };
+        let answer = get_json("Entra ID's token endpoint", request)
+            .await
+            .map_err(|e| match e {
+                // Entra ID's error bodies describe the request; keep only the status.
+                ProviderError::Status { status, what, .. } => {
+                    ProviderError::Credentials(format!("{what} answered HTTP {status}"))
+                }
+                ProviderError::Transport { message, .. } => ProviderError::Credentials(format!(
+                    "no Azure credentials: no client secret, no federated token, and the \
+                     managed identity's endpoint did not answer ({message})"
+                )),
+                other => other,
+            })?;
+        answer["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ProviderError::Credentials("no access_token in the answer".to_owned()))
+    }
+
+    /// The app registration's tenant and client id (for a secret or a federated
+    /// token).
+    fn app(&self) -> Result<(String, String), ProviderError> {
         let c = &self.config;
         let field = |key: &str, v: &str| {
             resolve(v).map_err(|e| {
@@ -77,31 +157,7 @@ impl Azure {
                 "enrichment.cloud.azure.tenant_id is not a tenant id or domain".to_owned(),
             ));
         }
-        let client_id = field("client_id", &c.client_id)?;
-        let secret = field("client_secret", &c.client_secret)?;
-        let scope = format!("{}/.default", c.management_endpoint);
-        let request = self
-            .http
-            .post(format!("{}/{tenant}/oauth2/v2.0/token", c.authority_host))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id.as_str()),
-                ("client_secret", secret.as_str()),
-                ("scope", scope.as_str()),
-            ]);
-        let answer = get_json("Entra ID's token endpoint", request)
-            .await
-            .map_err(|e| match e {
-                // Entra ID's error bodies describe the request; keep only the status.
-                ProviderError::Status { status, what, .. } => {
-                    ProviderError::Credentials(format!("{what} answered HTTP {status}"))
-                }
-                other => other,
-            })?;
-        answer["access_token"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| ProviderError::Credentials("no access_token in the answer".to_owned()))
+        Ok((tenant, field("client_id", &c.client_id)?))
     }
 
     /// Every NIC address of the subscriptions.

@@ -96,7 +96,8 @@ impl Default for AwsConfig {
 }
 
 /// `enrichment.cloud.azure`: VMs, NICs and public IPs through one Resource Graph
-/// query, with an Entra ID token (client credentials).
+/// query, with an Entra ID token from the standard sources: a client secret, a
+/// federated token (AKS workload identity), else the managed identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AzureConfig {
@@ -111,8 +112,14 @@ pub struct AzureConfig {
     pub tenant_id: String,
     /// The app registration's client id (default `${AZURE_CLIENT_ID}`).
     pub client_id: String,
-    /// Its secret (default `${AZURE_CLIENT_SECRET}`).
+    /// Its secret (default `${AZURE_CLIENT_SECRET}`); unset or empty: the next source.
     pub client_secret: String,
+    /// A federated token file (default `${AZURE_FEDERATED_TOKEN_FILE}`, which AKS
+    /// workload identity sets), exchanged as a client assertion; unset or empty: the
+    /// managed identity.
+    pub federated_token_file: String,
+    /// The instance metadata service the managed identity's token comes from.
+    pub metadata_endpoint: String,
     /// Entra ID's host (sovereign clouds have their own).
     pub authority_host: String,
     /// Azure Resource Manager's endpoint.
@@ -130,6 +137,8 @@ impl Default for AzureConfig {
             tenant_id: "${AZURE_TENANT_ID}".into(),
             client_id: "${AZURE_CLIENT_ID}".into(),
             client_secret: "${AZURE_CLIENT_SECRET}".into(),
+            federated_token_file: "${AZURE_FEDERATED_TOKEN_FILE}".into(),
+            metadata_endpoint: "http://169.254.169.254".into(),
             authority_host: "https://login.microsoftonline.com".into(),
             management_endpoint: "https://management.azure.com".into(),
             timeout_seconds: 30,
@@ -270,6 +279,7 @@ impl CloudConfig {
             ("aws.endpoint_url", &aws_endpoint),
             ("azure.authority_host", &self.azure.authority_host),
             ("azure.management_endpoint", &self.azure.management_endpoint),
+            ("azure.metadata_endpoint", &self.azure.metadata_endpoint),
             ("gcp.compute_endpoint", &self.gcp.compute_endpoint),
             ("gcp.metadata_endpoint", &self.gcp.metadata_endpoint),
         ] {
