@@ -146,7 +146,7 @@ fn notification_secrets_are_redacted_and_targets_checked() {
 #[test]
 fn cloud_inventories_are_checked_and_their_secrets_redacted() {
     let out = check(
-        "enrichment:\n  snmp:\n    enabled: true\n    credentials:\n      - community: hunter2-snmp\n  \
+        "enrichment:\n  snmp:\n    enabled: true\n    credentials:\n      - prefixes: [10.0.0.0/8]\n        community: hunter2-snmp\n  \
          cloud:\n    aws:\n      enabled: true\n      regions: [eu-west-1, us-gov-west-1]\n      \
          profile: inventory\n    azure:\n      enabled: true\n      client_secret: hunter2-azure\n      \
          subscriptions: [00000000-0000-0000-0000-000000000001]\n    gcp:\n      enabled: true\n      \

@@ -49,7 +49,11 @@ impl Snmpd {
                  interface lo 24 10000000000\n\
                  override 1.3.6.1.2.1.31.1.1.1.18.1 octet_str \"uplink to core-1\"\n\
                  createUser flowlens SHA \"auth-pass-123\" AES \"priv-pass-123\"\n\
-                 rouser flowlens priv\n"
+                 rouser flowlens priv\n\
+                 createUser flowlens192 SHA \"auth-pass-123\" AES-192 \"priv-pass-123\"\n\
+                 rouser flowlens192 priv\n\
+                 createUser flowlens256 SHA-256 \"auth-pass-123\" AES-256 \"priv-pass-123\"\n\
+                 rouser flowlens256 priv\n"
             ),
         )
         .unwrap();
@@ -95,18 +99,29 @@ impl Drop for Snmpd {
 
 fn v2c(community: &str) -> SnmpCredentials {
     SnmpCredentials {
+        prefixes: vec!["127.0.0.0/8".into()],
         community: community.into(),
         ..SnmpCredentials::default()
     }
 }
 
 fn v3(auth: &str, privacy: &str) -> SnmpCredentials {
+    v3_as("flowlens", ("sha", "aes"), auth, privacy)
+}
+
+fn v3_as(
+    user: &str,
+    (auth_protocol, cipher): (&str, &str),
+    auth: &str,
+    privacy: &str,
+) -> SnmpCredentials {
     SnmpCredentials {
+        prefixes: vec!["127.0.0.0/8".into()],
         version: "3".into(),
-        username: "flowlens".into(),
-        auth_protocol: "sha".into(),
+        username: user.into(),
+        auth_protocol: auth_protocol.into(),
         auth_password: auth.into(),
-        privacy_protocol: "aes".into(),
+        privacy_protocol: cipher.into(),
         privacy_password: privacy.into(),
         ..SnmpCredentials::default()
     }
@@ -145,6 +160,34 @@ async fn exporters_describe_themselves_over_v2c_and_v3() {
     .unwrap();
     assert_eq!(secure.sys_name, device.sys_name);
     assert_eq!(secure.interfaces, device.interfaces);
+    // Longer keys than the hash gives (AES-192 with SHA-1), extended as net-snmp
+    // does; and SHA-256 with AES-256.
+    for (user, protocols) in [
+        ("flowlens192", ("sha", "aes192")),
+        ("flowlens256", ("sha256", "aes256")),
+    ] {
+        let got = snmp::poll(
+            &agent.config(vec![v3_as(
+                user,
+                protocols,
+                "auth-pass-123",
+                "priv-pass-123",
+            )]),
+            LOCALHOST,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{user}: {e}"));
+        assert_eq!(got.sys_name, device.sys_name, "{user}");
+    }
+    // An exporter no configured prefix holds is not asked at all.
+    let elsewhere = SnmpCredentials {
+        prefixes: vec!["192.0.2.0/24".into()],
+        ..v2c(COMMUNITY)
+    };
+    let e = snmp::poll(&agent.config(vec![elsewhere]), LOCALHOST)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SnmpError::Credentials(_)), "{e}");
 
     // A wrong password is refused; a wrong community is met with silence (snmpd
     // drops it), which ends as a timeout; so does an agent that is not there.

@@ -86,11 +86,20 @@ impl Redis {
     where
         F: AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
     {
+        self.run_within(use_, TIMEOUT, op).await
+    }
+
+    /// [`Self::run`] with its own time limit, for the few large values (a
+    /// multi-megabyte snapshot does not cross a network in 250 ms).
+    pub async fn run_within<T, F>(&self, use_: &'static str, limit: Duration, op: F) -> Option<T>
+    where
+        F: AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
+    {
         if !self.available() {
             metrics::counter!(self.metrics.fallbacks, "use" => use_).increment(1);
             return None;
         }
-        let result = tokio::time::timeout(TIMEOUT, async {
+        let result = tokio::time::timeout(limit, async {
             let mut c = self.connection().await?;
             op(&mut c).await
         })
@@ -106,7 +115,7 @@ impl Redis {
             failed => {
                 let error = match failed {
                     Ok(Err(e)) => e.to_string(),
-                    _ => format!("no answer within {} ms", TIMEOUT.as_millis()),
+                    _ => format!("no answer within {} ms", limit.as_millis()),
                 };
                 *self
                     .down_until

@@ -30,7 +30,10 @@ pub mod metric {
 /// Where every key lives, so one Redis can serve other things too.
 const PREFIX: &str = "flowlens:enrich:";
 /// The largest value kept (an inventory snapshot of a large estate).
-const MAX_VALUE: usize = 256 << 20;
+const MAX_VALUE: usize = 64 << 20;
+/// How long a large value (a snapshot) may take to cross; small ones get
+/// `flowlens-redis`'s 250 ms.
+pub const LARGE: Duration = Duration::from_secs(5);
 
 /// The Redis the daemons share.
 pub struct SharedCache {
@@ -66,9 +69,21 @@ impl SharedCache {
     /// The value of `key`, if another instance stored one (`None` too when Redis is
     /// down: the caller does the work itself).
     pub async fn get(&self, use_: &'static str, key: &str) -> Option<Vec<u8>> {
+        self.get_within(use_, key, flowlens_redis::TIMEOUT).await
+    }
+
+    /// [`Self::get`] for a large value, given `limit`.
+    pub async fn get_within(
+        &self,
+        use_: &'static str,
+        key: &str,
+        limit: Duration,
+    ) -> Option<Vec<u8>> {
         let key = format!("{PREFIX}{key}");
         self.redis
-            .run(use_, async move |c| c.get::<_, Option<Vec<u8>>>(&key).await)
+            .run_within(use_, limit, async move |c| {
+                c.get::<_, Option<Vec<u8>>>(&key).await
+            })
             .await
             .flatten()
     }
@@ -76,6 +91,11 @@ impl SharedCache {
     /// Stores `value` under `key` for `ttl` (at least a millisecond), for the other
     /// instances; best effort.
     pub async fn set(&self, use_: &'static str, key: &str, value: Vec<u8>, ttl: Duration) {
+        let limit = if value.len() > 1 << 20 {
+            LARGE
+        } else {
+            flowlens_redis::TIMEOUT
+        };
         if value.len() > MAX_VALUE {
             return;
         }
@@ -83,7 +103,7 @@ impl SharedCache {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let _ = self
             .redis
-            .run(use_, async move |c| {
+            .run_within(use_, limit, async move |c| {
                 c.pset_ex::<_, _, ()>(&key, value, ms).await
             })
             .await;

@@ -392,6 +392,8 @@ impl GraphSink {
         self.rotate_fan_out(now);
         // Counted per batch: a metric lookup per flow would cost more than orienting it.
         let mut unoriented = [0u64; Unoriented::ALL.len()];
+        // What the exporters said over SNMP, read once a batch.
+        let devices = self.devices.as_ref().map(|d| d.current());
         for rec in batch {
             if let Some(devices) = &self.devices
                 && self.noted.len() < 10_000
@@ -440,7 +442,7 @@ impl GraphSink {
                         now,
                     );
                     if self.write_raw {
-                        self.push_raw(rec, o.protocol, now);
+                        self.push_raw(rec, o.protocol, now, devices.as_deref());
                     }
                 }
                 Err(why) => {
@@ -511,7 +513,15 @@ impl GraphSink {
         self.listeners.len()
     }
 
-    fn push_raw(&mut self, rec: &FlowRecord, protocol: u8, now: u64) {
+    fn push_raw(
+        &mut self,
+        rec: &FlowRecord,
+        protocol: u8,
+        now: u64,
+        devices: Option<
+            &std::collections::HashMap<std::net::IpAddr, Arc<crate::inventory::snmp::Device>>,
+        >,
+    ) {
         let (Some(src), Some(dst)) = (rec.src_ip, rec.dst_ip) else {
             return;
         };
@@ -520,7 +530,7 @@ impl GraphSink {
             return;
         }
         // The exporter's and its interfaces' names, when SNMP knows them.
-        let device = self.devices.as_ref().and_then(|d| d.get(rec.exporter_ip));
+        let device = devices.and_then(|d| d.get(&rec.exporter_ip));
         let if_name = |index: Option<u32>| -> Option<Arc<str>> {
             let i = device.as_ref()?.interfaces.get(&index?)?;
             i.name.as_deref().map(Arc::from)

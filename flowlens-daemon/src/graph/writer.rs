@@ -828,15 +828,19 @@ impl GraphWriter {
         // 3c. What the inventories say these assets are (and, when asked, assets for
         // what they list that no flow has shown).
         let read_version = self.inventory.as_ref().map_or(0, |i| i.version());
-        self.create_from_inventory(&mut tx, &mut asset_of, &mut changes)
+        let created_all = self
+            .create_from_inventory(&mut tx, &mut asset_of, &mut changes)
             .await?;
-        let detached = self.detach_moved_addresses(&mut tx, &asset_of).await?;
+        let (detached, kept) = self.detach_moved_addresses(&mut tx, &asset_of).await?;
         for ip in &detached {
             asset_of.remove(ip);
         }
-        let (described, complete) = self
-            .apply_inventory(&mut tx, &asset_of, &detached, &mut changes)
+        // Neither kind describes its asset as the workload that has it now.
+        let skip: Vec<IpAddr> = detached.iter().chain(&kept).copied().collect();
+        let (described, mut complete) = self
+            .apply_inventory(&mut tx, &asset_of, &skip, &mut changes)
             .await?;
+        complete &= created_all;
         // Not all written (bounded per flush): the next flush carries on.
         let inventory_version = if complete {
             read_version
@@ -1269,7 +1273,9 @@ impl GraphWriter {
                  -- by hand) are replaced rather than failing the flush.
                  tags = CASE WHEN u.tags = '{}' THEN old.obj_tags - 'cloud'
                              ELSE jsonb_set(old.obj_tags, '{cloud}', u.tags::jsonb) END,
-                 inventory_seen_at = now(), updated_at = now()
+                 inventory_seen_at = now(), updated_at = now(),
+                 -- An asset the inventory made is back with its item.
+                 stale = a.stale AND a.discovery_source <> 'cloud_api'
              FROM u, old
              WHERE a.id = u.id AND old.id = u.id
                AND (a.cloud_provider, a.cloud_region, a.cloud_instance_id, a.cloud_account,
@@ -1424,12 +1430,12 @@ impl GraphWriter {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         fresh: &HashMap<IpAddr, Uuid>,
-    ) -> Result<Vec<IpAddr>, sqlx::Error> {
+    ) -> Result<(Vec<IpAddr>, Vec<IpAddr>), sqlx::Error> {
         let Some(inventory) = &self.inventory else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         };
         if inventory.version() == self.inventory_applied {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let map = inventory.current();
         let mut on_asset: HashMap<Uuid, Vec<(IpAddr, &str)>> = HashMap::new();
@@ -1445,7 +1451,7 @@ impl GraphWriter {
             }
         }
         if on_asset.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let ids: Vec<Uuid> = on_asset.keys().copied().collect();
         // Workload assets: their instance id is `<namespace>/<kind>/<name>`.
@@ -1458,6 +1464,7 @@ impl GraphWriter {
         .fetch_all(&mut **tx)
         .await?;
         let mut detached = Vec::new();
+        let mut kept = Vec::new();
         for (id, workload, count) in workloads {
             let moved: Vec<IpAddr> = on_asset
                 .get(&id)
@@ -1466,7 +1473,13 @@ impl GraphWriter {
                 .filter(|(_, item)| *item != workload)
                 .map(|(ip, _)| *ip)
                 .collect();
-            if moved.is_empty() || usize::try_from(count).unwrap_or(0) <= moved.len() {
+            if moved.is_empty() {
+                continue;
+            }
+            if usize::try_from(count).unwrap_or(0) <= moved.len() {
+                // Its last addresses: they stay (an asset has one), but the asset is
+                // not described as the workload that has them now.
+                kept.extend(moved);
                 continue;
             }
             sqlx::query(
@@ -1482,7 +1495,7 @@ impl GraphWriter {
             .await?;
             detached.extend(moved);
         }
-        Ok(detached)
+        Ok((detached, kept))
     }
 
     /// Adds the addresses [`Self::join_workloads`] set aside to the assets their
@@ -1519,12 +1532,12 @@ impl GraphWriter {
         tx: &mut Transaction<'_, Postgres>,
         fresh: &mut HashMap<IpAddr, Uuid>,
         changes: &mut Vec<Change>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         let Some(inventory) = &self.inventory else {
-            return Ok(());
+            return Ok(true);
         };
         if !inventory.creates_assets() || inventory.version() == self.inventory_applied {
-            return Ok(());
+            return Ok(true);
         }
         let map = inventory.current();
         // Each item's addresses, and whether one of them is an asset already.
@@ -1550,7 +1563,7 @@ impl GraphWriter {
             .flat_map(|(ips, _, _)| ips.iter().copied())
             .collect();
         if candidates.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let taken: std::collections::HashSet<IpAddr> = sqlx::query_scalar::<_, IpNetwork>(
             "SELECT ip FROM asset_addresses WHERE ip = ANY($1::inet[])",
@@ -1565,11 +1578,14 @@ impl GraphWriter {
         let mut types = Vec::new();
         let mut addresses = Vec::new();
         let mut internal = Vec::new();
+        let mut all = true;
         for (mut ips, item, known) in items.into_values() {
             if known || ips.iter().any(|ip| taken.contains(ip)) {
                 continue;
             }
             if names.len() >= MAX_DESCRIBED_PER_FLUSH {
+                // The rest at the next flush (the version is not marked applied).
+                all = false;
                 break;
             }
             ips.sort_unstable();
@@ -1594,9 +1610,12 @@ impl GraphWriter {
             internal.push(self.settings.classifier.is_internal(lowest));
         }
         if names.is_empty() {
-            return Ok(());
+            return Ok(all);
         }
-        let rows = sqlx::query(
+        // Under a savepoint: another daemon creating the same asset at the same time
+        // makes PostgreSQL refuse the address; that is not this flush's failure.
+        let mut savepoint = sqlx::Connection::begin(&mut **tx).await?;
+        let inserted = sqlx::query(
             "INSERT INTO assets (name, asset_type, ip_addresses, first_seen, last_seen,
                                  discovery_source, confidence, is_internal)
              SELECT n, t, a::inet[], now(), now(), 'cloud_api', 0.9, i
@@ -1607,8 +1626,20 @@ impl GraphWriter {
         .bind(&types)
         .bind(&addresses)
         .bind(&internal)
-        .fetch_all(&mut **tx)
-        .await?;
+        .fetch_all(&mut *savepoint)
+        .await;
+        let rows = match inserted {
+            Ok(rows) => {
+                savepoint.commit().await?;
+                rows
+            }
+            Err(e) if is_data_error(&e) => {
+                savepoint.rollback().await?;
+                tracing::debug!(error = %e, "assets from the inventory: left for the next flush");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
         for r in rows {
             let id: Uuid = r.try_get("id")?;
             let name: String = r.try_get("name")?;
@@ -1633,7 +1664,7 @@ impl GraphWriter {
                 title: format!("New asset {name} (from its inventory)"),
             });
         }
-        Ok(())
+        Ok(all)
     }
 
     /// Writes the exporters' SNMP answers to `exporters` when they changed since the
@@ -1712,6 +1743,9 @@ impl GraphWriter {
                SELECT a.id FROM assets a
                WHERE a.inventory_seen_at IS NOT NULL AND a.cloud_provider = ANY($3::text[])
                  AND (a.cloud_provider <> 'kubernetes' OR a.cluster = ANY($4::text[]))
+                 -- A workload's asset (pods grouped) keeps its identity while its pods
+                 -- come and go: a CronJob between runs, a rollout, a scale to zero.
+                 AND NOT (a.cloud_provider = 'kubernetes' AND a.cloud_instance_id LIKE '%/%/%')
                  AND NOT EXISTS (SELECT 1 FROM live WHERE live.asset_id = a.id)
                ORDER BY a.id LIMIT $2 FOR UPDATE SKIP LOCKED),
              old AS (SELECT a.* FROM assets a JOIN gone ON gone.id = a.id)
@@ -2337,7 +2371,9 @@ async fn add_addresses(
     sqlx::query(
         "UPDATE assets SET
              ip_addresses = (SELECT array_agg(a ORDER BY o) FROM (
-                 SELECT a, o FROM unnest(ip_addresses || $2::inet[]) WITH ORDINALITY AS x(a, o)
+                 SELECT a, o FROM unnest(ip_addresses || ARRAY(
+                     SELECT DISTINCT n FROM unnest($2::inet[]) AS n
+                     WHERE NOT n = ANY(ip_addresses))) WITH ORDINALITY AS x(a, o)
                  ORDER BY o DESC LIMIT $3) k),
              updated_at = now()
          WHERE id = $1",

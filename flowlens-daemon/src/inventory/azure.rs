@@ -42,10 +42,22 @@ pub const QUERY: &str = "Resources
 /// The Azure provider.
 pub struct Azure {
     http: reqwest::Client,
+    /// For the instance metadata service: never through a proxy, two seconds (off
+    /// Azure nothing answers there, and a refresh must not wait for it).
+    imds: reqwest::Client,
     config: AzureConfig,
 }
 
 impl Azure {
+    /// What this provider lists, for the shared cache's key.
+    #[must_use]
+    pub fn scope(&self) -> String {
+        format!(
+            "{:?} {} {}",
+            self.config.subscriptions, self.config.tenant_id, self.config.management_endpoint
+        )
+    }
+
     /// A provider for `config`; credentials are read from the environment at each
     /// refresh (rotated secrets take effect without a restart).
     ///
@@ -57,7 +69,13 @@ impl Azure {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ProviderError::Credentials(e.to_string()))?;
-        Ok(Self { http, config })
+        let imds = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ProviderError::Credentials(e.to_string()))?;
+        Ok(Self { http, imds, config })
     }
 
     /// A token from the first source configured, in the order of Azure's
@@ -69,6 +87,7 @@ impl Azure {
         // An unset `${VAR}` is a source not configured, not an error.
         let optional = |v: &str| resolve(v).ok().filter(|s| !s.is_empty());
         let scope = format!("{}/.default", c.management_endpoint);
+        let mut managed = false;
         let request = if let Some(secret) = optional(&c.client_secret) {
             let (tenant, client_id) = self.app()?;
             self.http
@@ -111,7 +130,8 @@ impl Azure {
             if let Some(id) = optional(&c.client_id) {
                 query.push(("client_id", id));
             }
-            self.http
+            managed = true;
+            self.imds
                 .get(format!(
                     "{}/metadata/identity/oauth2/token",
                     c.metadata_endpoint
@@ -126,10 +146,12 @@ impl Azure {
                 ProviderError::Status { status, what, .. } => {
                     ProviderError::Credentials(format!("{what} answered HTTP {status}"))
                 }
-                ProviderError::Transport { message, .. } => ProviderError::Credentials(format!(
-                    "no Azure credentials: no client secret, no federated token, and the \
-                     managed identity's endpoint did not answer ({message})"
-                )),
+                ProviderError::Transport { message, .. } if managed => {
+                    ProviderError::Credentials(format!(
+                        "no Azure credentials: no client secret, no federated token, and the \
+                         managed identity's endpoint did not answer ({message})"
+                    ))
+                }
                 other => other,
             })?;
         answer["access_token"]

@@ -44,6 +44,15 @@ pub struct Gcp {
 }
 
 impl Gcp {
+    /// What this provider lists, for the shared cache's key.
+    #[must_use]
+    pub fn scope(&self) -> String {
+        format!(
+            "{:?} {}",
+            self.config.projects, self.config.compute_endpoint
+        )
+    }
+
     /// A provider for `config`, its key file read now (a bad one is an error at start,
     /// not a failing refresh every five minutes).
     ///

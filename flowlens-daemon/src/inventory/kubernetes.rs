@@ -153,6 +153,13 @@ impl Kubernetes {
         }
     }
 
+    /// What this provider watches, for the shared cache's key (Kubernetes is not
+    /// shared: each daemon watches).
+    #[must_use]
+    pub fn scope(&self) -> String {
+        self.config.cluster.clone()
+    }
+
     /// Signalled when a store changed: the refresh loop publishes soon after.
     #[must_use]
     pub fn changes(&self) -> Arc<tokio::sync::Notify> {

@@ -317,6 +317,17 @@ impl Provider {
         }
     }
 
+    /// What the provider lists (regions, projects, subscriptions, cluster), without
+    /// secrets: two daemons share a snapshot only when this is the same.
+    pub fn scope(&self) -> String {
+        match self {
+            Self::Aws(p) => p.scope(),
+            Self::Azure(p) => p.scope(),
+            Self::Gcp(p) => p.scope(),
+            Self::Kubernetes(p) => p.scope(),
+        }
+    }
+
     /// What signals a change worth publishing before the timer (the watched
     /// providers); `None` for the listed ones.
     pub fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
@@ -654,22 +665,43 @@ async fn take(
     else {
         return provider.snapshot().await;
     };
-    let key = format!("inventory:{name}");
+    // The provider's scope is in the key: daemons listing other regions, projects or
+    // subscriptions do not take each other's snapshots.
+    let scope = {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        provider.scope().hash(&mut h);
+        h.finish()
+    };
+    let key = format!("inventory:{name}:{scope:016x}");
     let fresh_after = Utc::now() - chrono::TimeDelta::from_std(interval).unwrap_or_default();
-    if let Some(shared) = cache
-        .get("inventory", &key)
+    if let Some(value) = cache
+        .get_within("inventory", &key, crate::enrich::shared::LARGE)
         .await
-        .and_then(|v| serde_json::from_slice::<Snapshot>(&v).ok())
-        .filter(|s| s.provider == name && s.taken_at.is_some_and(|t| t > fresh_after))
     {
-        metrics::counter!(crate::enrich::shared::metric::SHARED_HITS, "use" => "inventory")
-            .increment(1);
-        // Outside data like an API's answer: bounded again.
-        return Ok(shared
-            .addresses
-            .into_iter()
-            .map(|(ip, item)| (ip, item.bounded()))
-            .collect());
+        // Decoding (and bounding: outside data like an API's answer) a large
+        // snapshot is work for a blocking thread, not the runtime's.
+        let shared = tokio::task::spawn_blocking(move || {
+            serde_json::from_slice::<Snapshot>(&value).ok().map(|s| {
+                let taken_at = s.taken_at;
+                let provider = s.provider;
+                let addresses: Vec<(IpAddr, Item)> = s
+                    .addresses
+                    .into_iter()
+                    .map(|(ip, item)| (ip, item.bounded()))
+                    .collect();
+                (provider, taken_at, addresses)
+            })
+        })
+        .await
+        .ok()
+        .flatten()
+        .filter(|(p, t, _)| p == name && t.is_some_and(|t| t > fresh_after));
+        if let Some((_, _, addresses)) = shared {
+            metrics::counter!(crate::enrich::shared::metric::SHARED_HITS, "use" => "inventory")
+                .increment(1);
+            return Ok(addresses);
+        }
     }
     let addresses = provider.snapshot().await?;
     let snapshot = Snapshot {
@@ -677,7 +709,16 @@ async fn take(
         taken_at: Some(Utc::now()),
         addresses,
     };
-    if let Ok(value) = serde_json::to_vec(&snapshot) {
+    let (snapshot, value) = tokio::task::spawn_blocking(move || {
+        let value = serde_json::to_vec(&snapshot).ok();
+        (snapshot, value)
+    })
+    .await
+    .map_err(|e| ProviderError::Transport {
+        what: "the shared cache".into(),
+        message: e.to_string(),
+    })?;
+    if let Some(value) = value {
         cache.set("inventory", &key, value, interval).await;
     }
     Ok(snapshot.addresses)

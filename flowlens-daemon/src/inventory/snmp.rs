@@ -38,8 +38,11 @@ pub struct SnmpConfig {
     /// Requests tried again after a timeout.
     pub retries: u32,
     /// Credentials by exporter prefix: the most specific prefix holding the exporter
-    /// wins; an exporter no prefix holds is asked with `SNMPv2c` community `public`.
+    /// wins; an exporter no prefix holds is never polled (an sFlow datagram names its
+    /// agent: polling any address it names would send credentials anywhere).
     pub credentials: Vec<SnmpCredentials>,
+    /// Exporters polled at the same time at most.
+    pub max_concurrent_polls: usize,
 }
 
 impl Default for SnmpConfig {
@@ -51,6 +54,7 @@ impl Default for SnmpConfig {
             timeout_seconds: 2,
             retries: 1,
             credentials: Vec::new(),
+            max_concurrent_polls: 16,
         }
     }
 }
@@ -59,7 +63,8 @@ impl Default for SnmpConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SnmpCredentials {
-    /// Exporter prefixes (`10.0.0.0/8`, `2001:db8::/32`); empty: every exporter.
+    /// Exporter prefixes (`10.0.0.0/8`, `2001:db8::/32`, `0.0.0.0/0` for every IPv4
+    /// exporter): at least one.
     pub prefixes: Vec<String>,
     /// `2c` or `3`.
     pub version: String,
@@ -70,7 +75,8 @@ pub struct SnmpCredentials {
     /// `none`, `md5`, `sha`, `sha224`, `sha256`, `sha384`, `sha512`.
     pub auth_protocol: String,
     pub auth_password: String,
-    /// `none`, `des`, `aes` (128), `aes192`, `aes256`.
+    /// `none`, `des`, `aes` (128), `aes192`, `aes256` (keys extended as net-snmp
+    /// does, Blumenthal), `aes192c`, `aes256c` (Cisco's, Reeder).
     pub privacy_protocol: String,
     pub privacy_password: String,
     /// `SNMPv3` context name (empty: the default context).
@@ -106,8 +112,24 @@ impl SnmpConfig {
         if self.retries > 5 {
             p.push("enrichment.snmp.retries must be at most 5".to_owned());
         }
+        if !(1..=256).contains(&self.max_concurrent_polls) {
+            p.push("enrichment.snmp.max_concurrent_polls must be between 1 and 256".to_owned());
+        }
+        if self.enabled && self.credentials.is_empty() {
+            p.push(
+                "enrichment.snmp.credentials: name the exporters' prefixes and their \
+                 credentials (no exporter is polled otherwise)"
+                    .to_owned(),
+            );
+        }
         for (i, c) in self.credentials.iter().enumerate() {
             let at = format!("enrichment.snmp.credentials[{i}]");
+            if c.prefixes.is_empty() {
+                p.push(format!(
+                    "{at}.prefixes: name the exporters these credentials are for \
+                     (0.0.0.0/0 and ::/0 for all)"
+                ));
+            }
             for prefix in &c.prefixes {
                 if prefix.parse::<IpNetwork>().is_err() {
                     p.push(format!("{at}.prefixes: {prefix:?} is not a prefix"));
@@ -128,7 +150,8 @@ impl SnmpConfig {
                     }
                     if cipher(&c.privacy_protocol).is_err() {
                         p.push(format!(
-                            "{at}.privacy_protocol: {:?} is not none, des, aes, aes192 or aes256",
+                            "{at}.privacy_protocol: {:?} is not none, des, aes, aes192, aes256, \
+                             aes192c or aes256c",
                             c.privacy_protocol
                         ));
                     }
@@ -142,27 +165,26 @@ impl SnmpConfig {
         p
     }
 
-    /// The credentials for `exporter`: the most specific prefix holding it.
-    fn credentials_for(&self, exporter: IpAddr) -> SnmpCredentials {
+    /// The credentials for `exporter`: the most specific prefix holding it; `None`
+    /// when no prefix does (the exporter is not polled).
+    #[must_use]
+    pub fn credentials_for(&self, exporter: IpAddr) -> Option<SnmpCredentials> {
         let mut best: Option<(u8, &SnmpCredentials)> = None;
         for c in &self.credentials {
-            let len = if c.prefixes.is_empty() {
-                Some(0)
-            } else {
-                c.prefixes
-                    .iter()
-                    .filter_map(|p| p.parse::<IpNetwork>().ok())
-                    .filter(|n| n.contains(exporter))
-                    .map(|n| n.prefix())
-                    .max()
-            };
+            let len = c
+                .prefixes
+                .iter()
+                .filter_map(|p| p.parse::<IpNetwork>().ok())
+                .filter(|n| n.contains(exporter))
+                .map(|n| n.prefix())
+                .max();
             if let Some(len) = len
                 && best.is_none_or(|(b, _)| len > b)
             {
                 best = Some((len, c));
             }
         }
-        best.map(|(_, c)| c.clone()).unwrap_or_default()
+        best.map(|(_, c)| c.clone())
     }
 }
 
@@ -180,14 +202,19 @@ fn auth_protocol(s: &str) -> Result<Option<snmp2::v3::AuthProtocol>, ()> {
     }))
 }
 
-fn cipher(s: &str) -> Result<Option<snmp2::v3::Cipher>, ()> {
-    use snmp2::v3::Cipher as C;
+/// The cipher, and how its key is extended past the hash's length (AES-192 and
+/// AES-256 need longer keys than MD5 and SHA-1 give: net-snmp extends them as
+/// Blumenthal's draft says, Cisco as Reeder's).
+fn cipher(s: &str) -> Result<Option<(snmp2::v3::Cipher, Option<snmp2::v3::KeyExtension>)>, ()> {
+    use snmp2::v3::{Cipher as C, KeyExtension as K};
     Ok(Some(match s {
         "none" => return Ok(None),
-        "des" => C::Des,
-        "aes" | "aes128" => C::Aes128,
-        "aes192" => C::Aes192,
-        "aes256" => C::Aes256,
+        "des" => (C::Des, None),
+        "aes" | "aes128" => (C::Aes128, None),
+        "aes192" => (C::Aes192, Some(K::Blumenthal)),
+        "aes256" => (C::Aes256, Some(K::Blumenthal)),
+        "aes192c" => (C::Aes192, Some(K::Reeder)),
+        "aes256c" => (C::Aes256, Some(K::Reeder)),
         _ => return Err(()),
     }))
 }
@@ -275,14 +302,19 @@ impl Agent {
                 (Some(a), None) => security
                     .with_auth_protocol(a)
                     .with_auth(snmp2::v3::Auth::AuthNoPriv),
-                (Some(a), Some(cipher)) => {
-                    security
-                        .with_auth_protocol(a)
-                        .with_auth(snmp2::v3::Auth::AuthPriv {
-                            cipher,
-                            privacy_password: secret(&c.privacy_password, "privacy_password")?
-                                .into_bytes(),
-                        })
+                (Some(a), Some((cipher, extension))) => {
+                    let security =
+                        security
+                            .with_auth_protocol(a)
+                            .with_auth(snmp2::v3::Auth::AuthPriv {
+                                cipher,
+                                privacy_password: secret(&c.privacy_password, "privacy_password")?
+                                    .into_bytes(),
+                            });
+                    match extension {
+                        Some(k) => security.with_key_extension_method(k),
+                        None => security,
+                    }
                 }
             };
             if !c.context.is_empty() {
@@ -320,6 +352,9 @@ impl Agent {
             };
             match tokio::time::timeout(self.timeout, op(session)).await {
                 Ok(Ok(v)) => return Ok(v),
+                // The agent's engine boots or time moved (a reboot, or a discovery
+                // report without them): the session took the new values; again.
+                Ok(Err(snmp2::Error::AuthUpdated)) => {}
                 Ok(Err(e)) => {
                     self.session = None;
                     return Err(SnmpError::Protocol(e));
@@ -414,9 +449,14 @@ impl From<&Value<'_>> for Owned {
 /// # Errors
 /// No answer, refused credentials, or an answer that is not SNMP.
 pub async fn poll(config: &SnmpConfig, exporter: IpAddr) -> Result<Device, SnmpError> {
+    let credentials = config.credentials_for(exporter).ok_or_else(|| {
+        SnmpError::Credentials(format!(
+            "no enrichment.snmp.credentials prefix holds {exporter}"
+        ))
+    })?;
     let mut agent = Agent {
         address: SocketAddr::new(exporter, config.port),
-        credentials: config.credentials_for(exporter),
+        credentials,
         timeout: Duration::from_secs(config.timeout_seconds),
         retries: config.retries,
         session: None,
@@ -529,17 +569,25 @@ impl Devices {
         self.version.load(Ordering::Acquire)
     }
 
-    fn put(&self, exporter: IpAddr, device: Device) {
+    /// Installs what `exporter` said; whether it differs from what it said before
+    /// (the time of the poll aside: an unchanged answer is not written again).
+    fn put(&self, exporter: IpAddr, device: Device) -> bool {
         let mut map = self
             .map
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.get(&exporter).is_some_and(|old| {
+            old.sys_name == device.sys_name && old.interfaces == device.interfaces
+        }) {
+            return false;
+        }
         let mut next = HashMap::clone(&map);
         next.insert(exporter, Arc::new(device));
         metrics::gauge!(metric::EXPORTERS)
             .set(f64::from(u32::try_from(next.len()).unwrap_or(u32::MAX)));
         *map = Arc::new(next);
         self.version.fetch_add(1, Ordering::AcqRel);
+        true
     }
 
     fn take_noted(&self) -> Vec<IpAddr> {
@@ -582,55 +630,89 @@ pub fn spawn(
     }
     let devices = devices.clone();
     tokio::spawn(async move {
+        let config = Arc::new(config);
         let refresh = Duration::from_secs(config.refresh_interval_seconds);
-        let retry = Duration::from_mins(5);
-        // When each exporter is due.
+        // A whole poll (several walks) at most: a huge or stuttering agent is given
+        // up on, not waited for.
+        let deadline = Duration::from_secs(config.timeout_seconds * 60).max(Duration::from_mins(1));
+        // When each exporter is due, and how many times in a row it failed.
         let mut due: BTreeMap<IpAddr, tokio::time::Instant> = BTreeMap::new();
-        let mut failing: HashSet<IpAddr> = HashSet::new();
+        let mut failures: HashMap<IpAddr, u32> = HashMap::new();
+        let mut running = tokio::task::JoinSet::new();
         loop {
             let now = tokio::time::Instant::now();
             for ip in devices.take_noted() {
-                due.entry(ip).or_insert(now);
+                // Exporters no configured prefix holds are never polled.
+                if config.credentials_for(ip).is_some() {
+                    due.entry(ip).or_insert(now);
+                }
             }
             let ready: Vec<IpAddr> = due
                 .iter()
                 .filter(|(_, t)| **t <= now)
                 .map(|(ip, _)| *ip)
                 .collect();
-            let mut changed = false;
             for ip in ready {
-                match poll(&config, ip).await {
-                    Ok(device) => {
-                        metrics::counter!(metric::POLLS, "outcome" => "ok").increment(1);
-                        if failing.remove(&ip) {
-                            tracing::info!(exporter = %ip, "SNMP: the exporter answers again");
+                if running.len() >= config.max_concurrent_polls {
+                    break;
+                }
+                // Not due again until it has answered or failed.
+                due.insert(ip, now + refresh + deadline);
+                let config = config.clone();
+                running.spawn(async move {
+                    let result = tokio::time::timeout(deadline, poll(&config, ip))
+                        .await
+                        .unwrap_or(Err(SnmpError::Timeout(deadline, 1)));
+                    (ip, result)
+                });
+            }
+            let mut changed = false;
+            // Collect what finished; wait a second for more otherwise.
+            let tick = tokio::time::sleep(Duration::from_secs(1));
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    () = &mut tick => break,
+                    Some(done) = running.join_next(), if !running.is_empty() => {
+                        let Ok((ip, result)) = done else { continue };
+                        match result {
+                            Ok(device) => {
+                                metrics::counter!(metric::POLLS, "outcome" => "ok").increment(1);
+                                if failures.remove(&ip).is_some() {
+                                    tracing::info!(exporter = %ip, "SNMP: the exporter answers again");
+                                }
+                                changed |= devices.put(ip, device);
+                                due.insert(ip, tokio::time::Instant::now() + refresh);
+                            }
+                            Err(e) => {
+                                metrics::counter!(metric::POLLS, "outcome" => "failed").increment(1);
+                                let n = failures.entry(ip).or_insert(0);
+                                if *n == 0 {
+                                    tracing::warn!(exporter = %ip, error = %e, "SNMP: the exporter did not answer; keeping what it said last");
+                                }
+                                *n = n.saturating_add(1);
+                                // 5 minutes, doubling, at most the refresh interval.
+                                let wait = Duration::from_mins(5)
+                                    .saturating_mul(1 << (*n - 1).min(6))
+                                    .min(refresh.max(Duration::from_mins(5)));
+                                due.insert(ip, tokio::time::Instant::now() + wait);
+                            }
                         }
-                        devices.put(ip, device);
-                        changed = true;
-                        due.insert(ip, tokio::time::Instant::now() + refresh);
-                    }
-                    Err(e) => {
-                        metrics::counter!(metric::POLLS, "outcome" => "failed").increment(1);
-                        if failing.insert(ip) {
-                            tracing::warn!(exporter = %ip, error = %e, "SNMP: the exporter did not answer; keeping what it said last");
-                        }
-                        due.insert(ip, tokio::time::Instant::now() + retry);
                     }
                 }
             }
             if changed && let Some(p) = path.clone() {
-                let snapshot: HashMap<IpAddr, Device> = devices
-                    .current()
-                    .iter()
-                    .map(|(k, v)| (*k, Device::clone(v)))
-                    .collect();
-                let saved =
-                    tokio::task::spawn_blocking(move || super::save_json(&p, &snapshot)).await;
+                let current = devices.current();
+                let saved = tokio::task::spawn_blocking(move || {
+                    let snapshot: HashMap<IpAddr, &Device> =
+                        current.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+                    super::save_json(&p, &snapshot)
+                })
+                .await;
                 if let Ok(Err(e)) = saved {
                     tracing::warn!(error = %e, "SNMP: the answers could not be saved");
                 }
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     })
 }
@@ -644,6 +726,7 @@ mod tests {
         let c = SnmpConfig {
             credentials: vec![
                 SnmpCredentials {
+                    prefixes: vec!["0.0.0.0/0".into()],
                     community: "everyone".into(),
                     ..SnmpCredentials::default()
                 },
@@ -662,16 +745,17 @@ mod tests {
             ..SnmpConfig::default()
         };
         assert!(c.problems().is_empty(), "{:?}", c.problems());
-        let at = |ip: &str| c.credentials_for(ip.parse().unwrap());
+        let at = |ip: &str| c.credentials_for(ip.parse().unwrap()).unwrap();
         assert_eq!(at("192.0.2.1").community, "everyone");
         assert_eq!(at("10.2.0.1").community, "core");
         assert_eq!(at("10.1.0.1").version, "3");
         assert_eq!(at("2001:db8::1").version, "3");
-        assert_eq!(
+        // No prefix holds it: never polled.
+        assert!(c.credentials_for("2001:db9::1".parse().unwrap()).is_none());
+        assert!(
             SnmpConfig::default()
                 .credentials_for("192.0.2.1".parse().unwrap())
-                .community,
-            "public"
+                .is_none()
         );
         let bad = SnmpConfig {
             credentials: vec![SnmpCredentials {
@@ -683,5 +767,20 @@ mod tests {
             ..SnmpConfig::default()
         };
         assert_eq!(bad.problems().len(), 3, "{:?}", bad.problems());
+        let unscoped = SnmpConfig {
+            enabled: true,
+            credentials: vec![SnmpCredentials::default()],
+            ..SnmpConfig::default()
+        };
+        assert_eq!(unscoped.problems().len(), 1, "{:?}", unscoped.problems());
+        assert_eq!(
+            SnmpConfig {
+                enabled: true,
+                ..SnmpConfig::default()
+            }
+            .problems()
+            .len(),
+            1
+        );
     }
 }

@@ -125,6 +125,15 @@ impl Aws {
         self
     }
 
+    /// What this provider lists, for the shared cache's key.
+    #[must_use]
+    pub fn scope(&self) -> String {
+        format!(
+            "{:?} {:?} {:?}",
+            self.config.regions, self.config.endpoint_url, self.config.profile
+        )
+    }
+
     /// Where EC2 is for `region`: an override with `{region}` in it is a template (a
     /// VPC endpoint per region); one without serves every region (a test server).
     fn endpoint(&self, region: &str) -> String {
