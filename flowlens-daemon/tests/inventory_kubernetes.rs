@@ -853,3 +853,47 @@ fn grouped_pods_make_one_asset_per_workload() {
     drop(sink);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A watch that fails and recovers on a quiet resource (no Jobs here: nothing is
+/// delivered after the watch resumes to say it is well): while it fails, refreshes
+/// fail and keep the last snapshot; once its last error is older than the window
+/// (75 s in production, 2 s here), refreshes succeed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_recovers_on_a_quiet_resource_stops_failing_refreshes() {
+    let api = Api::default();
+    seed(&api, ["10.42.0.10", "10.42.0.12"]);
+    let url = serve(api.clone()).await;
+    let dir = tempdir("recover");
+    let inv = Arc::new(Inventory::default());
+    let provider = Provider::Kubernetes(Box::new(
+        Kubernetes::new(config(kubeconfig(&dir, &url, TOKEN)))
+            .with_failing_window(Duration::from_secs(2)),
+    ));
+    let mut streak = inventory::Streak::default();
+    assert!(inventory::refresh_once(&inv, &provider, None, &mut streak).await);
+    // The API server fails: the open watches end, and every watch's restart is
+    // refused until it answers again.
+    api.fail(Some(500));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inventory::refresh_once(&inv, &provider, None, &mut streak).await {
+        assert!(
+            Instant::now() < deadline,
+            "the failing watches were never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(streak.failing);
+    assert!(inv.lookup("10.42.0.10".parse().unwrap()).is_some(), "kept");
+    // It answers again; nothing changes in the cluster, so no event says so.
+    api.fail(None);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !inventory::refresh_once(&inv, &provider, None, &mut streak).await {
+        assert!(
+            Instant::now() < deadline,
+            "refreshes kept failing after the watches recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!streak.failing);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -138,6 +138,8 @@ pub struct Kubernetes {
     /// recovers on a quiet resource delivers nothing to clear it with).
     errors: Arc<Mutex<BTreeMap<&'static str, (std::time::Instant, String)>>>,
     changed: Arc<tokio::sync::Notify>,
+    /// How long an error counts ([`FAILING_FOR`]; shorter in tests).
+    failing_for: Duration,
 }
 
 impl Kubernetes {
@@ -150,7 +152,16 @@ impl Kubernetes {
             stores: tokio::sync::OnceCell::new(),
             errors: Arc::default(),
             changed: Arc::default(),
+            failing_for: FAILING_FOR,
         }
+    }
+
+    /// How long a watch's last error counts (tests do not wait 75 s).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_failing_window(mut self, window: Duration) -> Self {
+        self.failing_for = window;
+        self
     }
 
     /// What this provider watches, for the shared cache's key (Kubernetes is not
@@ -293,7 +304,7 @@ impl Kubernetes {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .iter()
-                .filter(|(_, (at, _))| at.elapsed() < FAILING_FOR)
+                .filter(|(_, (at, _))| at.elapsed() < self.failing_for)
                 .map(|(k, (_, v))| format!("{k}: {v}"))
                 .collect::<Vec<_>>()
                 .join("; ")
