@@ -181,6 +181,33 @@ pub struct Authenticator {
 /// WebSocket handshake.
 pub const WS_PATH: &str = "/api/v1/topology/ws";
 
+/// The WebSocket subprotocol the console speaks; a handshake offering it may carry its
+/// credential (JWT or API key) as a second offered protocol, `bearer.<credential>`,
+/// which keeps it out of the URL (and so out of proxies' logs), and works for API
+/// keys, which `?token=` does not take.
+pub const WS_PROTOCOL: &str = "flowlens.v1";
+
+/// The prefix of the offered subprotocol that carries a credential.
+pub const WS_BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+
+/// The credential a WebSocket handshake offers as a subprotocol, when it also offers
+/// [`WS_PROTOCOL`].
+fn subprotocol_credential(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let offered: Vec<&str> = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if !offered.contains(&WS_PROTOCOL) {
+        return None;
+    }
+    offered
+        .iter()
+        .find_map(|p| p.strip_prefix(WS_BEARER_PROTOCOL_PREFIX))
+}
+
 /// Prefix of every API key, so a leaked key is recognisable in logs and scanners.
 pub const API_KEY_PREFIX: &str = "flk_";
 
@@ -279,6 +306,18 @@ impl Authenticator {
                 .find_map(|kv| kv.strip_prefix("token="))
                 .map(str::to_owned)
         });
+        let on_ws_path = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or(parts.uri.path(), |o| o.path())
+            == WS_PATH;
+        // Browsers cannot set headers on a WebSocket handshake; the console offers its
+        // credential as a subprotocol instead.
+        let bearer = bearer.or_else(|| {
+            on_ws_path
+                .then(|| subprotocol_credential(&parts.headers))
+                .flatten()
+        });
         match (api_key, bearer) {
             (Some(key), _) => self.api_key(key, pool).await,
             (None, Some(token)) if token.starts_with(API_KEY_PREFIX) => {
@@ -287,15 +326,7 @@ impl Authenticator {
             (None, Some(token)) => self.jwt(token),
             (None, None) => match query_token {
                 // Routes are nested under /api/v1, which strips the prefix from `uri`.
-                Some(t)
-                    if parts
-                        .extensions
-                        .get::<axum::extract::OriginalUri>()
-                        .map_or(parts.uri.path(), |o| o.path())
-                        == WS_PATH =>
-                {
-                    self.jwt(&t)
-                }
+                Some(t) if on_ws_path => self.jwt(&t),
                 Some(_) => Err(ApiError::Unauthorized(format!(
                     "?token= is accepted only on {WS_PATH} (a URL ends up in logs and \
                      histories): send Authorization: Bearer <token> or X-API-Key"

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cache;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod discovery;
 pub mod error;
 pub mod extract;
@@ -137,6 +138,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(routes::analysis::router())
         .merge(routes::changes::router())
         .merge(routes::integrations::router())
+        .merge(routes::session::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -238,6 +240,7 @@ pub fn app(state: AppState) -> Router {
         ));
     router
         .merge(openapi)
+        .merge(console::router())
         .fallback(|| async {
             error::ApiError::NotFound {
                 what: "route",

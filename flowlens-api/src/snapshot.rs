@@ -136,6 +136,7 @@ impl GraphSnapshot {
             "SELECT a.id, a.name, a.asset_type, a.environment, a.is_internal,
                     ARRAY(SELECT abbrev(x) FROM unnest(a.ip_addresses) WITH ORDINALITY AS u(x, n)
                           ORDER BY n) AS ip_addresses,
+                    CASE WHEN jsonb_typeof(a.tags) = 'object' THEN a.tags ELSE '{}' END AS tags,
                     a.cloud_provider, a.cloud_account, a.cloud_region, a.vpc, a.subnet,
                     a.cluster, a.namespace, a.workload
              FROM assets a",

@@ -17,6 +17,11 @@ pub struct TopoNode {
     pub environment: Option<String>,
     pub is_internal: Option<bool>,
     pub ip_addresses: Vec<String>,
+    /// The asset's tags (what the console groups by `tag:<key>`); left out when empty.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[sqlx(json)]
+    #[schema(value_type = Object)]
+    pub tags: serde_json::Map<String, serde_json::Value>,
     /// Where the asset runs, from the inventories (all null without one).
     #[serde(flatten)]
     #[sqlx(flatten)]
@@ -385,6 +390,7 @@ mod tests {
                     environment: Some("prod".into()),
                     is_internal: Some(true),
                     ip_addresses: vec!["10.0.0.1".into()],
+                    tags: serde_json::Map::new(),
                     placement: Placement {
                         vpc: Some("prod-vpc".into()),
                         ..Placement::default()
@@ -397,6 +403,7 @@ mod tests {
                     environment: None,
                     is_internal: Some(false),
                     ip_addresses: vec!["203.0.113.7".into()],
+                    tags: serde_json::Map::new(),
                     placement: Placement::default(),
                 },
             ],

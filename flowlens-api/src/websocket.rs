@@ -108,8 +108,9 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 /// `{"type": "change", "event": {"id", "change_type", "entity_type", "entity_id",
 /// "detected_at"}}`, and `{"type": "resync"}` when events may have been missed (refetch
 /// then). The server pings every `api.websocket.ping_interval_seconds` and closes a
-/// connection that has not answered the previous ping. Browsers may pass the token as
-/// `?token=`. Clients must not send data: a text or binary message closes the socket
+/// connection that has not answered the previous ping. Browsers may pass a token as
+/// `?token=`, or (a token or an API key) as the subprotocol `bearer.<credential>`
+/// beside `flowlens.v1`, which the answer then selects. Clients must not send data: a text or binary message closes the socket
 /// (1008), as does one over 4096 bytes (1009). The socket is closed (1008) when its token
 /// expires or its API key is revoked.
 #[utoipa::path(get, path = "/topology/ws", tag = "topology",
@@ -174,7 +175,11 @@ pub async fn topology_ws(
         caller,
         _slot: slot,
     };
+    // A client that offered the console's protocol gets it back (a browser fails a
+    // handshake whose answer names none of the protocols it offered); the credential
+    // it may have offered beside it is never echoed.
     Ok(ws
+        .protocols([crate::auth::WS_PROTOCOL])
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)

@@ -13,7 +13,8 @@
 //! lossless flow rate of FlowLens (XDP and socket modes) and the C collectors on a veth
 //! pair between two network namespaces; `bench pipeline` ([`bench_pipeline`]) the flows
 //! per second from intake to committed PostgreSQL rows; `package` ([`package`]) the
-//! Debian packages of both services.
+//! Debian packages of both services; `build-console` ([`build_console`]) the web
+//! console's bundle that `flowlens-api` embeds.
 
 use std::process::ExitCode;
 
@@ -23,6 +24,7 @@ mod bench_api;
 mod bench_ingest;
 mod bench_kafka;
 mod bench_pipeline;
+mod build_console;
 mod build_ebpf;
 mod package;
 mod stack;
@@ -38,6 +40,8 @@ struct Cli {
 enum Command {
     /// Build the XDP program (flowlens-ebpf) and print the object's path.
     BuildEbpf(build_ebpf::Options),
+    /// Build the web console's bundle (npm ci + esbuild) for flowlens-api to embed.
+    BuildConsole(build_console::Options),
     /// Build everything and run the daemon (`cargo xtask run -- ARGS` passes ARGS to
     /// `flowlens-daemon run`).
     Run(stack::Options),
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::BuildEbpf(opts) => build_ebpf::run(&opts),
+        Command::BuildConsole(opts) => build_console::run(&opts, &stack::workspace()),
         Command::Run(opts) => stack::run(&opts),
         Command::Bench(Bench::Ingest(opts)) => {
             let object = stack::build_object();

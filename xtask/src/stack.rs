@@ -86,6 +86,14 @@ pub(crate) fn build_release(ws: &Path, locked: bool) -> Result<()> {
 pub(crate) fn run(opts: &Options) -> Result<()> {
     let object = build_object();
     let ws = workspace();
+    // The console is embedded in the API at build time: build it first. Without Node
+    // the API still runs and says at / how to get the console.
+    if !opts.no_api
+        && let Err(e) =
+            crate::build_console::run(&crate::build_console::Options { reinstall: false }, &ws)
+    {
+        eprintln!("cargo xtask: no web console this time: {e:#}");
+    }
     build_release(&ws, false)?;
     let bin = ws.join("target/release/flowlens-daemon");
     let pg_dir = data_dir()?.join("pg");
@@ -176,8 +184,10 @@ fn start_api(ws: &Path, database: &str) -> Result<ApiProcess> {
         .output()
         .context("creating an admin token")?;
     let port = std::env::var("FLOWLENS_API__PORT").unwrap_or_else(|_| "8000".to_owned());
+    let host = std::env::var("FLOWLENS_API__HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
     eprintln!(
-        "cargo xtask: the API serves on port {port}; an admin token (24 h):\n{}\n\
+        "cargo xtask: the web console is at http://{host}:{port}/ (sign in with the token \
+         below); the API serves on port {port}; an admin token (24 h):\n{}\n\
          e.g. curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:{port}/api/v1/assets",
         String::from_utf8_lossy(&token.stdout).trim()
     );

@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_assets, create_asset))
         .routes(routes!(get_asset, update_asset, delete_asset))
         .routes(routes!(asset_dependencies))
+        .routes(routes!(asset_traffic))
 }
 
 /// The design's asset types; anything else is refused on write.
@@ -897,6 +898,120 @@ async fn asset_dependencies(
         outbound_total: outbound_counted.min(cap),
         inbound_total: inbound_counted.min(cap),
         total_capped: outbound_counted > cap || inbound_counted > cap,
+    }))
+}
+
+/// Hours of `GET /assets/{id}/traffic` (one bucket each).
+const TRAFFIC_HOURS: usize = 24;
+/// The same, for time arithmetic.
+const TRAFFIC_HOURS_I64: i64 = 24;
+
+/// At most this many dependencies get a series of their own (the busiest); the
+/// direction totals still count every one.
+const TRAFFIC_MAX_SERIES: usize = 200;
+
+/// An asset's traffic over the last 24 hours, hour by hour, from `flow_stats`: per
+/// direction and per dependency (what the console draws beside each dependency).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssetTraffic {
+    pub asset_id: Uuid,
+    /// The first bucket's start (the hour 23 hours before the current one).
+    pub start: DateTime<Utc>,
+    /// Width of a bucket (3600).
+    pub bucket_seconds: u32,
+    /// Bytes per hour where this asset is the client (24 values, oldest first).
+    pub outbound_bytes: Vec<i64>,
+    /// Bytes per hour where this asset is the server.
+    pub inbound_bytes: Vec<i64>,
+    /// The busiest dependencies' series (at most 200), busiest first.
+    pub dependencies: Vec<DependencyTraffic>,
+}
+
+/// One dependency's hourly traffic.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DependencyTraffic {
+    pub dependency_id: Uuid,
+    /// True when the asset is the dependency's client.
+    pub outbound: bool,
+    /// Bytes per hour, oldest first.
+    pub bytes: Vec<i64>,
+    /// Flows per hour, oldest first.
+    pub flows: Vec<i64>,
+}
+
+/// Get an asset's hourly traffic over the last 24 hours, in all and per dependency.
+#[utoipa::path(get, path = "/assets/{id}/traffic", tag = "assets",
+    params(("id" = Uuid, Path, description = "asset id")),
+    responses((status = 200, body = AssetTraffic), (status = 404, body = Problem)))]
+async fn asset_traffic(
+    State(state): State<AppState>,
+    _: Viewer,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<ApiJson<AssetTraffic>, ApiError> {
+    let now = Utc::now();
+    let hour = now.timestamp() - now.timestamp().rem_euclid(3600);
+    let start = DateTime::from_timestamp(hour - 3600 * (TRAFFIC_HOURS_I64 - 1), 0).unwrap_or(now);
+    let mut tx = read_snapshot(&state.pool).await?;
+    fetch_asset(&mut tx, id).await?;
+    // Both indexes of flow_stats (by source, by target) serve the OR; the join names
+    // each row's dependency by its 4-tuple.
+    let rows: Vec<(Uuid, bool, i32, i64, i64)> = sqlx::query_as(
+        "SELECT d.id, d.source_asset_id = $1 AS outbound,
+                floor(extract(epoch FROM f.time - $2) / 3600)::int4 AS bucket,
+                sum(f.byte_count)::int8, sum(f.flow_count)::int8
+         FROM flow_stats f
+         JOIN dependencies d ON d.source_asset_id = f.source_asset_id
+                            AND d.target_asset_id = f.target_asset_id
+                            AND d.protocol = f.protocol AND d.port = f.port
+         WHERE (f.source_asset_id = $1 OR f.target_asset_id = $1)
+           AND f.time >= $2 AND f.time < $2 + interval '24 hours'
+         GROUP BY 1, 2, 3",
+    )
+    .bind(id)
+    .bind(start)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut outbound_bytes = vec![0i64; TRAFFIC_HOURS];
+    let mut inbound_bytes = vec![0i64; TRAFFIC_HOURS];
+    let mut series: std::collections::HashMap<Uuid, DependencyTraffic> =
+        std::collections::HashMap::new();
+    for (dependency_id, outbound, bucket, bytes, flows) in rows {
+        let Some(b) = usize::try_from(bucket).ok().filter(|b| *b < TRAFFIC_HOURS) else {
+            continue;
+        };
+        let side = if outbound {
+            &mut outbound_bytes
+        } else {
+            &mut inbound_bytes
+        };
+        side[b] = side[b].saturating_add(bytes);
+        let s = series
+            .entry(dependency_id)
+            .or_insert_with(|| DependencyTraffic {
+                dependency_id,
+                outbound,
+                bytes: vec![0; TRAFFIC_HOURS],
+                flows: vec![0; TRAFFIC_HOURS],
+            });
+        s.bytes[b] = s.bytes[b].saturating_add(bytes);
+        s.flows[b] = s.flows[b].saturating_add(flows);
+    }
+    let mut dependencies: Vec<DependencyTraffic> = series.into_values().collect();
+    dependencies.sort_by_key(|d| {
+        (
+            std::cmp::Reverse(d.bytes.iter().fold(0i64, |a, b| a.saturating_add(*b))),
+            d.dependency_id,
+        )
+    });
+    dependencies.truncate(TRAFFIC_MAX_SERIES);
+    Ok(ApiJson(AssetTraffic {
+        asset_id: id,
+        start,
+        bucket_seconds: 3600,
+        outbound_bytes,
+        inbound_bytes,
+        dependencies,
     }))
 }
 

@@ -9,6 +9,7 @@ pub mod changes;
 pub mod dependencies;
 pub mod discovery;
 pub mod integrations;
+pub mod session;
 pub mod topology;
 
 use serde::{Deserialize, Deserializer};

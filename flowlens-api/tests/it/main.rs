@@ -13,6 +13,7 @@ mod assets;
 mod auth;
 mod cli;
 mod client;
+mod console;
 mod dependencies;
 mod discovery;
 mod graph_fixture;

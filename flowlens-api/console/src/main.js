@@ -1,0 +1,73 @@
+// The console's entry: sign in, then the shell (map, changes, alerts, admin) over one
+// WebSocket for live updates.
+
+import { whenUnauthorized } from './api.js';
+import { h, replace } from './dom.js';
+import { restore, signInPage, signOut, can } from './session.js';
+import { read } from './url.js';
+import { connect } from './live.js';
+import { mapPage } from './mappage.js';
+import { changesPage, alertsPage } from './changes.js';
+import { adminPage } from './admin.js';
+
+const app = document.getElementById('app');
+let stopLive = null;
+let leave = () => {};
+
+async function start(message) {
+  const s = (await restore()) || (await signInPage(app, message));
+  shell(s);
+}
+
+whenUnauthorized(() => {
+  stopLive?.();
+  stopLive = null;
+  leave();
+  leave = () => {};
+  signOut();
+  start('Your credential was refused (expired or revoked): sign in again.');
+});
+
+function shell(s) {
+  const live = { onChange: () => {}, onResync: () => {} };
+  const liveState = h('span#live.badge', 'connecting');
+  const main = h('main#main');
+  const nav = h('nav',
+    h('a', { href: '#/map', 'data-page': 'map' }, 'Map'),
+    h('a', { href: '#/changes', 'data-page': 'changes' }, 'Changes'),
+    h('a', { href: '#/alerts', 'data-page': 'alerts' }, 'Alerts'),
+    can('admin') ? h('a', { href: '#/admin', 'data-page': 'admin' }, 'Admin') : null);
+  replace(app,
+    h('header',
+      h('span.brand', 'FlowLens'),
+      nav,
+      h('span.spacer'),
+      liveState,
+      h('span#whoami', s.subject, ' ', h('span#role.badge', s.role)),
+      h('button#signout', { onclick: () => { stopLive?.(); stopLive = null; leave(); signOut(); location.hash = ''; start(); } }, 'Sign out')),
+    main);
+  stopLive?.();
+  stopLive = connect({
+    onChange: (e) => live.onChange(e),
+    onResync: () => live.onResync(),
+    onState: (state) => {
+      replace(liveState, state);
+      liveState.className = `badge ${state}`;
+    },
+  });
+  const route = () => {
+    const { page } = read();
+    leave();
+    for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.dataset.page === page);
+    const pages = { map: mapPage, changes: changesPage, alerts: alertsPage, admin: can('admin') ? adminPage : mapPage };
+    leave = (pages[page] || mapPage)(main, live) || (() => {});
+  };
+  window.onhashchange = () => {
+    const { page } = read();
+    // Within the map, the map keeps the fragment up to date itself.
+    if (page !== 'map' || !main.querySelector('.map-page')) route();
+  };
+  route();
+}
+
+start();

@@ -1,0 +1,280 @@
+// The console in a real browser: Debian's chromium driven by playwright-core, against
+// a real flowlens-api over PostgreSQL that a real flowlens-daemon filled from the
+// generator's enterprise topology. Started by flowlens-daemon/tests/console_browser.rs,
+// which passes what to expect in the environment:
+//   FLOWLENS_URL        the API (and console) base URL
+//   FLOWLENS_TOKENS     {"viewer": jwt, "editor": jwt, "admin": jwt}
+//   FLOWLENS_EXPECTED   {"assets": [address], "dependencies": [[client, server, port]],
+//                        "blast": {"root": address, "affected": [address]},
+//                        "new_dependencies": [[client, server, port]]}
+//   FLOWLENS_GENERATE   argv (JSON) that plays the topology with one more client
+//   FLOWLENS_SCREENSHOTS a directory for screenshots of the main views (optional)
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const URL = process.env.FLOWLENS_URL;
+const TOKENS = JSON.parse(process.env.FLOWLENS_TOKENS || '{}');
+const EXPECTED = JSON.parse(process.env.FLOWLENS_EXPECTED || '{}');
+const GENERATE = JSON.parse(process.env.FLOWLENS_GENERATE || 'null');
+const SHOTS = process.env.FLOWLENS_SCREENSHOTS;
+const CHROMIUM = process.env.FLOWLENS_CHROMIUM || '/usr/bin/chromium';
+
+let browser;
+before(async () => {
+  assert.ok(URL, 'FLOWLENS_URL must be set (run through cargo test: console_browser.rs)');
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+});
+after(async () => {
+  await browser?.close();
+});
+
+/** A fresh tab (its own sessionStorage) that records CSP violations and errors. */
+async function tab() {
+  const context = await browser.newContext({ viewport: { width: 1500, height: 900 }, acceptDownloads: true });
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 401|status of 403/.test(m.text())) problems.push(`console: ${m.text()}`);
+  });
+  await page.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      (window.__csp ||= []).push(`${e.violatedDirective} ${e.blockedURI}`);
+    });
+  });
+  page.problems = problems;
+  return page;
+}
+
+async function signIn(page, credential) {
+  await page.goto(`${URL}/`);
+  await page.fill('#credential', credential);
+  await page.click('#signin-submit');
+}
+
+async function mapReady(page) {
+  await page.waitForSelector('#cy');
+  await page.waitForFunction(() => document.body.dataset.mapReady && window.flowlens);
+}
+
+/** The drawn assets' first addresses and the drawn dependencies as client>server:port. */
+async function drawn(page) {
+  return page.evaluate(() => {
+    const t = window.flowlens.topology();
+    const byId = new Map(t.nodes.map((n) => [n.id, n]));
+    const edges = new Map(t.edges.map((e) => [e.id, e]));
+    return {
+      assets: window.flowlens.assets().map((id) => byId.get(id).ip_addresses[0]).sort(),
+      dependencies: window.flowlens
+        .dependencies()
+        .map((id) => edges.get(id))
+        .map((e) => `${byId.get(e.source).ip_addresses[0]}>${byId.get(e.target).ip_addresses[0]}:${e.port}`)
+        .sort(),
+    };
+  });
+}
+
+function idOf(page, address) {
+  return page.evaluate((a) => window.flowlens.topology().nodes.find((n) => n.ip_addresses.includes(a))?.id, address);
+}
+
+async function shot(page, name) {
+  if (!SHOTS) return;
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+}
+
+async function clean(page) {
+  const csp = await page.evaluate(() => window.__csp || []);
+  assert.deepEqual(csp, [], 'no Content-Security-Policy violations');
+  assert.deepEqual(page.problems, [], 'no script errors');
+}
+
+test('a bad token gets the sign-in page back, with a reason', async () => {
+  const page = await tab();
+  await signIn(page, 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.bad-signature');
+  await page.waitForSelector('#signin-error:not(:empty)');
+  assert.match(await page.textContent('#signin-error'), /refused/);
+  assert.equal(await page.locator('#cy').count(), 0, 'no map without a credential');
+  // Nothing was kept: a reload asks again.
+  await page.reload();
+  await page.waitForSelector('#signin');
+  await clean(page);
+  await page.context().close();
+});
+
+test('sign-in shows the role, and the map shows exactly the topology', async () => {
+  const page = await tab();
+  await signIn(page, TOKENS.editor);
+  await mapReady(page);
+  assert.equal(await page.textContent('#role'), 'editor');
+  assert.ok(!page.url().includes(TOKENS.editor), 'the credential never goes into the URL');
+  const d = await drawn(page);
+  assert.deepEqual(d.assets, [...EXPECTED.assets].sort());
+  assert.deepEqual(
+    d.dependencies,
+    EXPECTED.dependencies.map(([c, s, p]) => `${c}>${s}:${p}`).sort(),
+  );
+  await shot(page, 'console-map');
+  await clean(page);
+  await page.context().close();
+});
+
+test("a node's panel shows its addresses, dependencies and last-24 h traffic", async () => {
+  const page = await tab();
+  await signIn(page, TOKENS.viewer);
+  await mapReady(page);
+  const app = await idOf(page, EXPECTED.blast.root);
+  await page.evaluate((id) => window.flowlens.tap(id), app);
+  await page.waitForSelector('#asset-name');
+  const text = await page.textContent('#panel');
+  assert.ok(text.includes(EXPECTED.blast.root), 'the address is shown');
+  const out = EXPECTED.dependencies.filter(([c]) => c === EXPECTED.blast.root).length;
+  const inn = EXPECTED.dependencies.filter(([, s]) => s === EXPECTED.blast.root).length;
+  assert.equal(await page.locator('#outbound li').count(), out);
+  assert.equal(await page.locator('#inbound li').count(), inn);
+  assert.ok((await page.locator('#panel svg.spark').count()) >= out + inn, 'a chart per dependency');
+  // The charts are drawn from flow_stats: some hour has traffic.
+  const bars = await page.$$eval('#outbound svg.spark rect', (rs) => rs.filter((r) => Number(r.getAttribute('height')) > 0).length);
+  assert.ok(bars > 0, 'the last 24 h have traffic');
+  // The selection is in the URL: a link opens the same view.
+  assert.ok(page.url().includes(`sel=${app}`));
+  const link = page.url();
+  const again = await tab();
+  await signIn(again, TOKENS.viewer);
+  await again.goto(link);
+  await again.reload();
+  await again.waitForSelector('#asset-name');
+  assert.equal(await again.textContent('#asset-name'), await page.textContent('#asset-name'));
+  await shot(page, 'console-asset');
+  await clean(page);
+  await page.context().close();
+  await again.context().close();
+});
+
+test('blast radius highlights exactly the assets that go down with it', async () => {
+  const page = await tab();
+  await signIn(page, TOKENS.viewer);
+  await mapReady(page);
+  const root = await idOf(page, EXPECTED.blast.root);
+  await page.evaluate((id) => window.flowlens.tap(id), root);
+  await page.click('#blast-radius');
+  await page.waitForSelector('#blast-score');
+  const marked = await page.evaluate(() => {
+    const t = window.flowlens.topology();
+    const byId = new Map(t.nodes.map((n) => [n.id, n]));
+    return window.flowlens.marked('hl').filter((id) => byId.has(id)).map((id) => byId.get(id).ip_addresses[0]).sort();
+  });
+  assert.deepEqual(marked, [...EXPECTED.blast.affected].sort());
+  const score = Number(await page.textContent('#blast-score'));
+  assert.ok(score > 0 && score <= 100, `score ${score}`);
+  await shot(page, 'console-blast-radius');
+  await clean(page);
+  await page.context().close();
+});
+
+test('a viewer sees no edit controls', async () => {
+  const page = await tab();
+  await signIn(page, TOKENS.viewer);
+  await mapReady(page);
+  assert.equal(await page.textContent('#role'), 'viewer');
+  const app = await idOf(page, EXPECTED.blast.root);
+  await page.evaluate((id) => window.flowlens.tap(id), app);
+  await page.waitForSelector('#outbound li');
+  await page.click('#outbound li a');
+  await page.waitForSelector('#dependency-name');
+  assert.equal(await page.locator('[data-edit]').count(), 0, 'no edit control on the map');
+  await page.click('nav a[data-page="alerts"]');
+  await page.waitForSelector('#alerts tr');
+  assert.equal(await page.locator('[data-edit], button.ack, button.resolve').count(), 0, 'no alert buttons');
+  assert.equal(await page.locator('nav a[data-page="admin"]').count(), 0, 'no admin page');
+  await clean(page);
+  await page.context().close();
+});
+
+test('an editor acknowledges an alert', async () => {
+  const page = await tab();
+  await signIn(page, TOKENS.editor);
+  await page.waitForSelector('nav');
+  await page.click('nav a[data-page="alerts"]');
+  await page.waitForSelector('#alerts tr[data-alert]');
+  const id = await page.getAttribute('#alerts tr[data-alert]', 'data-alert');
+  await page.click(`tr[data-alert="${id}"] button.ack`);
+  // The open list no longer has it; the API says who acknowledged it.
+  await page.waitForFunction((a) => !document.querySelector(`tr[data-alert="${a}"]`), id);
+  const r = await fetch(`${URL}/api/v1/alerts/${id}`, { headers: { Authorization: `Bearer ${TOKENS.viewer}` } });
+  const alert = await r.json();
+  assert.equal(alert.status, 'acknowledged');
+  assert.equal(alert.acknowledged_by, 'console-editor');
+  await page.selectOption('#alert-status', 'acknowledged');
+  await page.waitForSelector(`tr[data-alert="${id}"]`);
+  await shot(page, 'console-alerts');
+  await clean(page);
+  await page.context().close();
+});
+
+test('a revoked API key signs the tab out', async () => {
+  const auth = { Authorization: `Bearer ${TOKENS.admin}`, 'Content-Type': 'application/json' };
+  const created = await (await fetch(`${URL}/api/v1/admin/api-keys`, { method: 'POST', headers: auth, body: JSON.stringify({ name: 'console-test', role: 'viewer' }) })).json();
+  const page = await tab();
+  await signIn(page, created.key);
+  await mapReady(page);
+  assert.equal(await page.textContent('#whoami #role'), 'viewer');
+  await page.waitForSelector('#live.live');
+  const r = await fetch(`${URL}/api/v1/admin/api-keys/${created.id}`, { method: 'DELETE', headers: auth });
+  assert.equal(r.status, 204);
+  await page.click('nav a[data-page="changes"]');
+  await page.waitForSelector('#signin');
+  assert.match(await page.textContent('#signin-error'), /refused/);
+  await page.context().close();
+});
+
+test('a new dependency appears without reload within 2 s of its flush', { timeout: 120000 }, async () => {
+  assert.ok(GENERATE, 'FLOWLENS_GENERATE');
+  const page = await tab();
+  await signIn(page, TOKENS.viewer);
+  await mapReady(page);
+  await page.waitForSelector('#live.live');
+  const want = EXPECTED.new_dependencies.map(([c, s, p]) => `${c}>${s}:${p}`);
+  const before = await drawn(page);
+  for (const w of want) assert.ok(!before.dependencies.includes(w), `${w} is new`);
+  await page.evaluate(() => {
+    window.__loads = performance.getEntriesByType('navigation').length;
+  });
+  // The generator plays the topology with one more client; the API's dependency list
+  // (PostgreSQL, no cache) says when the flush committed them.
+  const gen = spawn(GENERATE[0], GENERATE.slice(1), { stdio: 'ignore' });
+  const exited = new Promise((resolve) => gen.on('exit', resolve));
+  const newClient = want[0].split('>')[0];
+  let flushedAt = null;
+  let shownAt = null;
+  const deadline = Date.now() + 60000;
+  while ((flushedAt === null || shownAt === null) && Date.now() < deadline) {
+    if (flushedAt === null) {
+      const r = await fetch(`${URL}/api/v1/assets?ip=${newClient}`, { headers: { Authorization: `Bearer ${TOKENS.viewer}` } });
+      const assets = (await r.json()).items;
+      if (assets.length) {
+        const deps = await (await fetch(`${URL}/api/v1/dependencies?source_asset_id=${assets[0].id}`, { headers: { Authorization: `Bearer ${TOKENS.viewer}` } })).json();
+        if (deps.total >= want.length) flushedAt = Date.now();
+      }
+    }
+    if (shownAt === null) {
+      const now = await drawn(page);
+      if (want.every((w) => now.dependencies.includes(w))) shownAt = Date.now();
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await exited;
+  assert.ok(flushedAt, 'the new dependencies were flushed');
+  assert.ok(shownAt, 'the new dependencies appeared on the map');
+  const lag = shownAt - flushedAt;
+  console.log(`# new dependency on the map ${lag} ms after the API first listed it`);
+  assert.ok(lag <= 2000, `on the map ${lag} ms after the flush`);
+  assert.equal(await page.evaluate(() => performance.getEntriesByType('navigation').length), await page.evaluate(() => window.__loads), 'no reload');
+  await clean(page);
+  await page.context().close();
+});
