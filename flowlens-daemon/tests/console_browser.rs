@@ -2,8 +2,10 @@
 //! PostgreSQL from the generator's enterprise topology, `flowlens-api serve` (the
 //! binary, with the console embedded by `cargo xtask build-console`) serves it, and
 //! Debian's chromium, driven by playwright-core under `node --test`, signs in, reads
-//! the map, a panel and a blast radius, acknowledges an alert, checks what a viewer
-//! sees, and watches a new dependency arrive over the WebSocket
+//! the map, a panel, groups, a blast radius, SPOFs, a path, the "since" view and the
+//! exports, acknowledges an alert, edits and declares a dependency, checks what a
+//! viewer sees and what a revoked key gets, and watches a new dependency arrive over
+//! the WebSocket
 //! (`flowlens-api/console/tests/console.test.mjs` holds the browser side).
 //!
 //! Needs: node and npm, the console's `node_modules` and bundle (`cargo xtask
@@ -263,7 +265,7 @@ fn the_console_in_chromium_over_a_real_api_and_daemon() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     assert!(
-        report.contains("pass 8") && report.contains("fail 0"),
+        report.contains("pass 14") && report.contains("fail 0"),
         "every browser test ran:\n{report}"
     );
     d.stop();

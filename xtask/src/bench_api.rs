@@ -52,7 +52,7 @@ const BASELINE_ADDR: &str = "127.0.0.1:18701";
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 
 /// The seed: deterministic UUIDs `00000000-0000-4000-8000-<i in hex>`.
-const SEED: &str = "
+pub(crate) const SEED: &str = "
 CREATE FUNCTION pg_temp.uid(i int) RETURNS uuid IMMUTABLE LANGUAGE sql AS
   $$ SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid $$;
 INSERT INTO assets (id, name, asset_type, ip_addresses, first_seen, last_seen,

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench_api;
+mod bench_console;
 mod bench_ingest;
 mod bench_kafka;
 mod bench_pipeline;
@@ -60,6 +61,9 @@ enum Bench {
     Pipeline(bench_pipeline::Options),
     /// Requests/s and latency of the API's hot reads over a seeded graph.
     Api(bench_api::Options),
+    /// The web console in chromium on the `bench api` graph: time to an interactive
+    /// map, collapsed and expanded, the longest task while panning, the bundle size.
+    Console(bench_console::Options),
     /// Flows/s through ingest -> Kafka -> process -> PostgreSQL, next to the direct
     /// path in the same run.
     Kafka(bench_pipeline::Options),
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         }
         Command::Bench(Bench::Pipeline(opts)) => bench_pipeline::run(&opts, &stack::workspace()),
         Command::Bench(Bench::Api(opts)) => bench_api::run(&opts, &stack::workspace()),
+        Command::Bench(Bench::Console(opts)) => bench_console::run(&opts, &stack::workspace()),
         Command::Bench(Bench::Kafka(opts)) => bench_kafka::run(&opts, &stack::workspace()),
         Command::Package(opts) => package::run(&opts, &stack::workspace()),
     };

@@ -16,10 +16,16 @@ let leave = () => {};
 
 async function start(message) {
   const s = (await restore()) || (await signInPage(app, message));
+  signingIn = false;
   shell(s);
 }
 
+// Several requests in flight may all be refused: one sign-in page.
+let signingIn = false;
 whenUnauthorized(() => {
+  if (signingIn) return;
+  signingIn = true;
+  window.onhashchange = null;
   stopLive?.();
   stopLive = null;
   leave();
@@ -44,7 +50,18 @@ function shell(s) {
       h('span.spacer'),
       liveState,
       h('span#whoami', s.subject, ' ', h('span#role.badge', s.role)),
-      h('button#signout', { onclick: () => { stopLive?.(); stopLive = null; leave(); signOut(); location.hash = ''; start(); } }, 'Sign out')),
+      h('button#signout', {
+        onclick: () => {
+          window.onhashchange = null;
+          stopLive?.();
+          stopLive = null;
+          leave();
+          leave = () => {};
+          signOut();
+          history.replaceState(null, '', location.pathname);
+          start();
+        },
+      }, 'Sign out')),
     main);
   stopLive?.();
   stopLive = connect({

@@ -509,6 +509,7 @@ export function mapPage(root, live) {
     assets: () => view.cy.nodes('[kind = "asset"]').map((n) => n.id()),
     dependencies: () => view.cy.edges('[kind = "dependency"]').map((e) => e.id()),
     groups: () => view.cy.nodes('[kind = "group"]').map((n) => n.data('group')),
+    drawnEdges: () => view.cy.edges().length,
     marked: (cls) => view.cy.elements(`.${cls}`).map((e) => e.id()),
     // Nothing returned: a test harness would try to serialize a Cytoscape collection.
     tap: (id) => {

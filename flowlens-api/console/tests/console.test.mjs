@@ -217,6 +217,163 @@ test('an editor acknowledges an alert', async () => {
   await page.context().close();
 });
 
+const api = async (path, token = TOKENS.viewer, init = {}) => {
+  const r = await fetch(`${URL}/api/v1${path}`, { ...init, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', ...(init.headers || {}) } });
+  return r.status === 204 ? null : r.json();
+};
+
+test('grouping by subnet folds the map, and a group opens on demand (in the URL)', async () => {
+  const page = await tab();
+  await signIn(page, TOKENS.viewer);
+  await mapReady(page);
+  await page.selectOption('#f-group', 'subnet');
+  await page.waitForFunction(() => window.flowlens.groups().length > 0);
+  const prefixes = [...new Set(EXPECTED.assets.map((a) => `${a.split('.').slice(0, 3).join('.')}.0/24`))].sort();
+  assert.deepEqual((await page.evaluate(() => window.flowlens.groups())).sort(), prefixes);
+  assert.equal((await page.evaluate(() => window.flowlens.assets())).length, 0, 'collapsed: no asset drawn');
+  const clients = EXPECTED.assets.filter((a) => a.startsWith('10.1.0.'));
+  await page.evaluate(() => window.flowlens.open('10.1.0.0/24'));
+  const d = await drawn(page);
+  assert.deepEqual(d.assets, [...clients].sort(), 'the opened group shows its assets');
+  assert.ok(page.url().includes('group=subnet') && page.url().includes('open=10.1.0.0'), page.url());
+  // A link opens the same view.
+  const again = await tab();
+  await signIn(again, TOKENS.viewer);
+  await again.goto(page.url());
+  await again.reload();
+  await mapReady(again);
+  await again.waitForFunction(() => window.flowlens.assets().length > 0);
+  assert.deepEqual((await drawn(again)).assets, [...clients].sort());
+  await shot(page, 'console-groups');
+  await clean(page);
+  await page.context().close();
+  await again.context().close();
+});
+
+test("SPOFs are marked as the API reports them", async () => {
+  const page = await tab();
+  await signIn(page, TOKENS.viewer);
+  await mapReady(page);
+  await page.click('#spof');
+  await page.waitForSelector('#analysis-spof');
+  const spof = (await api('/analysis/spof')).spof;
+  assert.ok(spof.articulation_points.length > 0, 'the enterprise topology has articulation points');
+  assert.deepEqual((await page.evaluate(() => window.flowlens.marked('spof'))).sort(), spof.articulation_points.map((a) => a.asset).sort());
+  assert.deepEqual(
+    (await page.evaluate(() => window.flowlens.marked('single-provider'))).sort(),
+    [...new Set(spof.single_provider_services.map((s) => s.provider))].sort(),
+  );
+  await clean(page);
+  await page.context().close();
+});
+
+test('path between two picked assets', async () => {
+  const page = await tab();
+  await signIn(page, TOKENS.viewer);
+  await mapReady(page);
+  const from = await idOf(page, '10.1.0.1');
+  const to = await idOf(page, '10.4.0.10');
+  await page.evaluate((id) => window.flowlens.tap(id), from);
+  await page.click('#path-from');
+  await page.evaluate((id) => window.flowlens.tap(id), to);
+  await page.waitForSelector('#analysis-path li');
+  const r = await api('/analysis/path', TOKENS.viewer, { method: 'POST', body: JSON.stringify({ from, to }) });
+  const want = r.shortest.flatMap((s) => (s.dependency ? [s.asset, s.dependency] : [s.asset])).sort();
+  assert.deepEqual((await page.evaluate(() => window.flowlens.marked('path'))).sort(), want);
+  assert.equal(await page.locator('#analysis-path li').count(), r.shortest.length);
+  await clean(page);
+  await page.context().close();
+});
+
+test('the "since" view marks what is new, the change feed and the table list it', async () => {
+  const page = await tab();
+  await signIn(page, TOKENS.viewer);
+  await mapReady(page);
+  // Everything was made in the last hour: all of it is new since then.
+  const hourAgo = new Date(Date.now() - 3600e3);
+  const local = new Date(hourAgo.getTime() - hourAgo.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+  await page.fill('#f-changed', local);
+  await page.click('#since-view');
+  await page.waitForSelector('#since-panel');
+  const deps = await page.evaluate(() => window.flowlens.dependencies());
+  const marked = await page.evaluate(() => window.flowlens.marked('new'));
+  for (const d of deps) assert.ok(marked.includes(d), `dependency ${d} marked new`);
+  assert.ok(page.url().includes('changed='));
+  await shot(page, 'console-since');
+  await page.click('#toggle-table');
+  await page.waitForSelector('#table-view tbody tr');
+  assert.equal(await page.locator('#table-view tbody tr').count(), deps.length);
+  await page.click('nav a[data-page="changes"]');
+  await page.waitForSelector('#changes tr[data-change]');
+  assert.ok((await page.locator('#changes .badge.new_dependency').count()) > 0);
+  await clean(page);
+  await page.context().close();
+});
+
+test('exports: JSON, DOT, Mermaid, GraphML from the API, PNG and SVG of the view', async () => {
+  const page = await tab();
+  await signIn(page, TOKENS.viewer);
+  await mapReady(page);
+  const expect = {
+    json: (b) => JSON.parse(b).edges.length === EXPECTED.dependencies.length,
+    dot: (b) => b.toString().startsWith('digraph'),
+    mermaid: (b) => b.toString().startsWith('flowchart'),
+    graphml: (b) => b.toString().includes('<graphml'),
+    png: (b) => b.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])),
+    svg: (b) => b.toString().includes('<svg'),
+  };
+  for (const [format, ok] of Object.entries(expect)) {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.selectOption('#export', format)]);
+    const path = await download.path();
+    const body = (await import('node:fs')).readFileSync(path);
+    assert.ok(ok(body), `${format}: ${download.suggestedFilename()} ${body.subarray(0, 60)}`);
+  }
+  await clean(page);
+  await page.context().close();
+});
+
+test('an editor edits a dependency and declares one, which appears on the map', async () => {
+  const page = await tab();
+  await signIn(page, TOKENS.editor);
+  await mapReady(page);
+  const dep = await page.evaluate(() => window.flowlens.dependencies()[0]);
+  await page.evaluate((id) => window.flowlens.tap(id), dep);
+  await page.waitForSelector('#edit-notes');
+  await page.fill('#edit-notes', 'owned by the payments team');
+  await page.fill('#edit-confidence', '0.5');
+  await page.click('#save-dependency');
+  let saved;
+  for (let i = 0; i < 50; i++) {
+    saved = await api(`/dependencies/${dep}`);
+    if (saved.notes) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(saved.notes, 'owned by the payments team');
+  assert.equal(saved.confidence, 0.5);
+  assert.ok(saved.user_fields.includes('confidence'));
+  // Declare client 10.1.0.1 -> the external API on 8443.
+  const client = await idOf(page, '10.1.0.1');
+  const ext = await idOf(page, '203.0.113.10');
+  await page.click('#declare');
+  await page.selectOption('#declare-source', client);
+  await page.selectOption('#declare-target', ext);
+  await page.fill('#declare-port', '8443');
+  await page.fill('#declare-service', 'partner-api');
+  await page.click('#declare-submit');
+  await page.waitForFunction(
+    ([c, t]) => {
+      const topo = window.flowlens.topology();
+      return window.flowlens.dependencies().some((id) => {
+        const e = topo.edges.find((x) => x.id === id);
+        return e && e.source === c && e.target === t && e.port === 8443;
+      });
+    },
+    [client, ext],
+  );
+  await clean(page);
+  await page.context().close();
+});
+
 test('a revoked API key signs the tab out', async () => {
   const auth = { Authorization: `Bearer ${TOKENS.admin}`, 'Content-Type': 'application/json' };
   const created = await (await fetch(`${URL}/api/v1/admin/api-keys`, { method: 'POST', headers: auth, body: JSON.stringify({ name: 'console-test', role: 'viewer' }) })).json();
