@@ -95,7 +95,6 @@ fn serve(path: &str, request: &HeaderMap, cache_control: &'static str) -> Respon
         )
             .into_response();
     };
-    let etag = &etags()[index];
     let gzip_twin = ASSETS
         .iter()
         .find(|(p, _)| p.strip_suffix(".gz") == Some(path))
@@ -104,13 +103,26 @@ fn serve(path: &str, request: &HeaderMap, cache_control: &'static str) -> Respon
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(accepts_gzip);
+    let send_gzip = gzip_twin.is_some() && accepts_gzip;
+    // The two encodings are different bytes: different strong tags.
+    let etag = if send_gzip {
+        format!("{}-gz\"", etags()[index].trim_end_matches('"'))
+    } else {
+        etags()[index].clone()
+    };
+    let etag = etag.as_str();
+    // If-None-Match compares weakly (RFC 9110 13.1.2): W/"x" matches "x".
     let not_modified = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+        });
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
-    } else if let (Some(gz), true) = (gzip_twin, accepts_gzip) {
+    } else if let (Some(gz), true) = (gzip_twin, send_gzip) {
         let mut r = gz.into_response();
         r.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));

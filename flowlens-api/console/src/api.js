@@ -43,7 +43,7 @@ export function query(params) {
   return s ? `?${s}` : '';
 }
 
-async function call(method, path, body, { raw = false } = {}) {
+async function call(method, path, body, { raw = false, quiet = false } = {}) {
   const init = { method, headers: headers(body === undefined ? {} : { 'Content-Type': 'application/json' }) };
   if (body !== undefined) init.body = JSON.stringify(body);
   let response;
@@ -53,7 +53,8 @@ async function call(method, path, body, { raw = false } = {}) {
     throw new ApiError(0, `the API did not answer (${e.message})`);
   }
   if (response.status === 401) {
-    onUnauthorized();
+    // The sign-in form's own check reports a refusal itself.
+    if (!quiet) onUnauthorized();
     throw new ApiError(401, 'signed out: the credential was refused');
   }
   if (!response.ok) {
@@ -74,6 +75,8 @@ async function call(method, path, body, { raw = false } = {}) {
 
 export const api = {
   get: (path, params) => call('GET', path + query(params)),
+  /** GET without signing the tab out on 401 (the sign-in form's check). */
+  quiet: (path) => call('GET', path, undefined, { quiet: true }),
   raw: (path, params) => call('GET', path + query(params), undefined, { raw: true }),
   post: (path, body) => call('POST', path, body),
   patch: (path, body) => call('PATCH', path, body),

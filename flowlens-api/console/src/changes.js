@@ -23,7 +23,7 @@ export function changesPage(root, live) {
       replace(list, r.items.map((e) => h('tr', { 'data-change': e.id },
         h('td', when(e.detected_at)),
         h('td', h('span', { class: `badge ${e.change_type}` }, e.change_type)),
-        h('td', h('a', { href: `#/map?sel=${e.entity_id}` }, e.entity_type)),
+        h('td', h('a', { href: `#/map?sel=${e.entity_id}&kind=${e.entity_type === 'dependency' ? 'dependency' : 'asset'}` }, e.entity_type)),
         h('td', describe(e)))));
       replace(pager, `page ${r.page} of ${Math.max(1, Math.ceil(r.total / 50))}${r.total_capped ? '+' : ''}`);
     } catch (err) {

@@ -15,7 +15,10 @@ export function h(spec, attrs, ...children) {
   }
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+    if (k.startsWith('on')) {
+      // Handlers only as functions: never an attribute a browser would run.
+      if (typeof v === 'function') el.addEventListener(k.slice(2), v);
+    }
     else if (k === 'dataset') Object.assign(el.dataset, v);
     else if (k === 'value') el.value = v;
     else if (k === 'checked') el.checked = !!v;

@@ -5,7 +5,7 @@
 
 import { credential } from './api.js';
 
-export function connect({ onChange, onResync, onState }) {
+export function connect({ onChange, onResync, onState, onRefused }) {
   let socket = null;
   let stopped = false;
   let delay = 500;
@@ -34,7 +34,15 @@ export function connect({ onChange, onResync, onState }) {
       } else if (msg.type === 'change' && msg.event) onChange(msg.event);
       else if (msg.type === 'resync') onResync();
     };
-    socket.onclose = () => {
+    socket.onclose = (ev) => {
+      // 1008: the API closed it because the token expired or the key was revoked;
+      // reconnecting would only resend a dead credential.
+      if (ev.code === 1008) {
+        stopped = true;
+        onState('offline');
+        onRefused();
+        return;
+      }
       onState(hello ? 'reconnecting' : 'offline');
       retry();
     };

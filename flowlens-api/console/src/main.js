@@ -4,7 +4,7 @@
 import { whenUnauthorized } from './api.js';
 import { h, replace } from './dom.js';
 import { restore, signInPage, signOut, can } from './session.js';
-import { read } from './url.js';
+import { read, written } from './url.js';
 import { connect } from './live.js';
 import { mapPage } from './mappage.js';
 import { changesPage, alertsPage } from './changes.js';
@@ -22,7 +22,7 @@ async function start(message) {
 
 // Several requests in flight may all be refused: one sign-in page.
 let signingIn = false;
-whenUnauthorized(() => {
+function refused() {
   if (signingIn) return;
   signingIn = true;
   window.onhashchange = null;
@@ -32,7 +32,8 @@ whenUnauthorized(() => {
   leave = () => {};
   signOut();
   start('Your credential was refused (expired or revoked): sign in again.');
-});
+}
+whenUnauthorized(refused);
 
 function shell(s) {
   const live = { onChange: () => {}, onResync: () => {} };
@@ -67,6 +68,7 @@ function shell(s) {
   stopLive = connect({
     onChange: (e) => live.onChange(e),
     onResync: () => live.onResync(),
+    onRefused: refused,
     onState: (state) => {
       replace(liveState, state);
       liveState.className = `badge ${state}`;
@@ -80,9 +82,9 @@ function shell(s) {
     leave = (pages[page] || mapPage)(main, live) || (() => {});
   };
   window.onhashchange = () => {
-    const { page } = read();
-    // Within the map, the map keeps the fragment up to date itself.
-    if (page !== 'map' || !main.querySelector('.map-page')) route();
+    // The map keeps the fragment up to date itself (without events); any other change
+    // (a pasted link, back and forward) shows the view it names.
+    if (location.hash !== written()) route();
   };
   route();
 }

@@ -26,10 +26,13 @@ export function mapPage(root, live) {
     min_bytes: params.get('min_bytes') || '',
     external: params.get('external') !== '0',
     stale: params.get('stale') === '1',
-    group: params.get('group'),
+    // null: not chosen (grouped by subnet past GROUP_BY_DEFAULT_ABOVE); 'none' in the
+    // URL: chosen ungrouped.
+    group: params.get('group') === 'none' ? '' : params.get('group'),
     open: new Set((params.get('open') || '').split(',').filter(Boolean).map(decodeURIComponent)),
     q: params.get('q') || '',
     sel: params.get('sel') || '',
+    kind: params.get('kind') === 'dependency' ? 'dependency' : 'asset',
     view: params.get('view') || 'map',
     changed: params.get('changed') || '',
   };
@@ -38,6 +41,8 @@ export function mapPage(root, live) {
   let edgeById = new Map();
   let current = null; // the elements drawn
   let pathFrom = null;
+  let gone = false; // the page was left: timers and loads stop
+  const timers = [];
   let mark = null; // {kind, ...} repainted after redraws
 
   const saveUrl = () =>
@@ -48,10 +53,11 @@ export function mapPage(root, live) {
       min_bytes: st.min_bytes,
       external: st.external ? '' : '0',
       stale: st.stale,
-      group: st.group ?? '',
+      group: st.group === '' ? 'none' : st.group ?? '',
       open: [...st.open].map(encodeURIComponent).join(','),
       q: st.q,
       sel: st.sel,
+      kind: st.sel && st.kind === 'dependency' ? 'dependency' : '',
       view: st.view === 'map' ? '' : st.view,
       changed: st.changed,
     });
@@ -161,12 +167,12 @@ export function mapPage(root, live) {
       search,
     ),
     h('div.actions',
-      h('button#spof', { onclick: showSpof, title: 'articulation points and single-provider services' }, 'SPOFs'),
+      h('button#spof', { onclick: () => guarded(showSpof), title: 'articulation points and single-provider services' }, 'SPOFs'),
       h('label', 'changes since ', sinceChanges),
       h('button#since-view', { onclick: () => {
         st.changed = sinceChanges.value ? new Date(sinceChanges.value).toISOString() : '';
         saveUrl();
-        showSince();
+        guarded(showSince);
       } }, 'Show'),
       h('button#clear-marks', { onclick: () => { mark = null; st.changed = ''; saveUrl(); view.clearMarks(); paintSearch(); } }, 'Clear'),
       h('button#toggle-table', { onclick: () => { st.view = st.view === 'table' ? 'map' : 'table'; saveUrl(); render(); } }, 'Table'),
@@ -190,7 +196,7 @@ export function mapPage(root, live) {
       if (d.kind === 'asset' && pathFrom && pathFrom !== d.id) {
         const from = pathFrom;
         pathFrom = null;
-        showPath(from, d.id);
+        guarded(showPath, from, d.id);
         return;
       }
       if (d.kind === 'group') showGroup(d.group);
@@ -208,8 +214,9 @@ export function mapPage(root, live) {
       const t = byId.get(e.target);
       const sk = current?.groups.get(groupKey(s, st.group) ?? NONE)?.key;
       const tk = current?.groups.get(groupKey(t, st.group) ?? NONE)?.key;
-      const sid = st.open.has(sk) ? e.source : `g:${sk}`;
-      const tid = st.open.has(tk) ? e.target : `g:${tk}`;
+      const drawnOpen = (k) => st.open.has(k) && !current.tooBig.has(k);
+      const sid = drawnOpen(sk) ? e.source : `g:${sk}`;
+      const tid = drawnOpen(tk) ? e.target : `g:${tk}`;
       return sid === tid ? sid : `f:${sid}>${tid}`;
     }
     return null;
@@ -227,13 +234,15 @@ export function mapPage(root, live) {
     };
   }
 
+  // One load at a time; what arrives meanwhile is run once after it, as a live
+  // refresh (keeping the layout) only if every request queued was live.
   let loading = null;
   async function refresh({ live: isLive = false } = {}) {
     if (loading) {
-      loading.again = true;
+      loading.again = loading.again === null ? isLive : loading.again && isLive;
       return;
     }
-    loading = { again: false };
+    loading = { again: null };
     try {
       const t = await api.get('/topology', filterParams());
       topology = t;
@@ -245,7 +254,7 @@ export function mapPage(root, live) {
     } finally {
       const again = loading.again;
       loading = null;
-      if (again) refresh({ live: true });
+      if (again !== null && !gone) refresh({ live: again });
     }
   }
 
@@ -273,14 +282,15 @@ export function mapPage(root, live) {
       if (keep && added.length) {
         const fresh = added.filter((el) => el.isEdge() || !el.isParent());
         fresh.addClass('new');
-        setTimeout(() => fresh.removeClass('new'), 10000);
+        timers.push(setTimeout(() => !gone && fresh.removeClass('new'), 10000));
       }
     }
     paintSearch();
     if (mark) repaint();
     document.body.dataset.mapReady = String(Date.now());
     window.dispatchEvent(new CustomEvent('flowlens:drawn'));
-    if (st.sel && !keep) select(st.sel, byId.has(st.sel) ? 'asset' : 'dependency', { center: false });
+    if (st.sel && !keep) select(st.sel, kindOf(st.sel), { center: false });
+    else if (st.sel) view.find(st.sel)?.select();
   }
 
   function toggleGroup(key) {
@@ -292,8 +302,16 @@ export function mapPage(root, live) {
   }
 
   // ---------------------------------------------------------------- panels
+  /** Whether an id is an asset's or a dependency's: the topology says, else the URL. */
+  function kindOf(id) {
+    if (byId.has(id)) return 'asset';
+    if (edgeById.has(id)) return 'dependency';
+    return st.kind;
+  }
+
   function select(id, kind, { center = true } = {}) {
     st.sel = id;
+    st.kind = kind;
     saveUrl();
     if (center) view.focus(id);
     else {
@@ -302,8 +320,8 @@ export function mapPage(root, live) {
     }
     if (kind === 'asset') {
       replace(panel, assetPanel(id, {
-        onImpact: () => showImpact(id),
-        onBlast: () => showBlast(id),
+        onImpact: () => guarded(showImpact, id),
+        onBlast: () => guarded(showBlast, id),
         onPathFrom: () => {
           pathFrom = id;
           toast('Now pick the other end of the path on the map.');
@@ -338,7 +356,7 @@ export function mapPage(root, live) {
     return h('table.members',
       h('thead', h('tr', h('th', 'asset'), h('th', 'address'), h('th', 'type'))),
       h('tbody', rows.map((n) => h('tr', { onclick: () => select(n.id, 'asset') },
-        h('td', h('a', { href: `#/map?sel=${n.id}`, onclick: (ev) => { ev.preventDefault(); select(n.id, 'asset'); } }, nodeLabel(n))),
+        h('td', h('a', { href: `#/map?sel=${n.id}&kind=asset`, onclick: (ev) => { ev.preventDefault(); select(n.id, 'asset'); } }, nodeLabel(n))),
         h('td', n.ip_addresses?.[0] || ''),
         h('td', n.asset_type)))),
     );
@@ -378,9 +396,23 @@ export function mapPage(root, live) {
   }
 
   // ---------------------------------------------------------------- analyses
+  /** Runs an analysis; a refusal (429, 503...) is said, not thrown away. */
+  async function guarded(f, ...args) {
+    try {
+      await f(...args);
+    } catch (e) {
+      if (!gone) toast(e.message, 'error');
+    }
+  }
+
   function repaint() {
     view.clearMarks();
     if (!mark) return;
+    if (mark.kind === 'since') {
+      view.mark(mark.added, 'new', { dimOthers: false });
+      view.mark(mark.removed, 'removed', { dimOthers: false });
+      return;
+    }
     const { ids, cls, root: r, extra } = mark;
     view.mark(r ? [...ids, r] : ids, cls);
     if (r) view.mark([r], 'hl-root', { dimOthers: false }).removeClass(cls);
@@ -466,10 +498,8 @@ export function mapPage(root, live) {
     const removed = events.filter((e) => e.change_type === 'removed_dependency').map((e) => e.entity_id);
     const newAssets = events.filter((e) => e.change_type === 'new_asset').map((e) => e.entity_id);
     // Marks only, nothing dimmed: the rest of the map is what did not change.
-    mark = null;
-    view.clearMarks();
-    view.mark([...added, ...newAssets], 'new', { dimOthers: false });
-    view.mark(removed, 'removed', { dimOthers: false });
+    mark = { kind: 'since', added: [...added, ...newAssets], removed };
+    repaint();
     replace(panel, h('div#since-panel',
       h('h2', `Since ${when(st.changed)}`),
       h('p', h('span.badge.new', `${added.length} new`), ' ', h('span.badge.removed', `${removed.length} removed`), ` dependencies, ${newAssets.length} new assets`),
@@ -522,9 +552,12 @@ export function mapPage(root, live) {
   };
 
   refresh().then(() => {
-    if (st.changed) showSince();
+    if (st.changed) guarded(showSince);
   });
   return () => {
+    gone = true;
+    clearTimeout(pending);
+    timers.forEach(clearTimeout);
     live.onChange = () => {};
     live.onResync = () => {};
     view.cy.destroy();

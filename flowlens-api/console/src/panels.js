@@ -39,13 +39,18 @@ function field(label, ...value) {
   return h('div.field', h('dt', label), h('dd', ...value));
 }
 
-/** Tags as `key=value` lines, and back (values that are JSON stay JSON). */
-function tagsToText(tags) {
+/** Whether `raw` is written as JSON in the tag editor (a number, true, "quoted"...). */
+const JSONISH = /^(-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null|\[.*\]|\{.*\}|".*")$/;
+
+/** Tags as `key=value` lines, and back: values that are not strings are written as
+ * JSON, and so is a string that would read as JSON (`"8080"`), so a round trip
+ * through the editor changes nothing it was not asked to. */
+export function tagsToText(tags) {
   return Object.entries(tags || {})
-    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .map(([k, v]) => `${k}=${typeof v === 'string' && !JSONISH.test(v.trim()) && v.trim() === v ? v : JSON.stringify(v)}`)
     .join('\n');
 }
-function textToTags(text) {
+export function textToTags(text) {
   const tags = {};
   for (const line of text.split('\n')) {
     const t = line.trim();
@@ -54,7 +59,7 @@ function textToTags(text) {
     const k = (i < 0 ? t : t.slice(0, i)).trim();
     const raw = i < 0 ? '' : t.slice(i + 1).trim();
     let v = raw;
-    if (/^(-?\d+(\.\d+)?|true|false|null|\[.*\]|\{.*\})$/.test(raw)) {
+    if (JSONISH.test(raw)) {
       try {
         v = JSON.parse(raw);
       } catch {
@@ -181,9 +186,21 @@ function dependencyEditor(d, onChanged) {
   const notes = h('textarea#edit-notes', { rows: 3, value: d.notes || '', 'aria-label': 'notes' });
   const tags = h('textarea#edit-dep-tags', { rows: 2, value: tagsToText(d.tags), 'aria-label': 'tags' });
   const confidence = h('input#edit-confidence', { type: 'number', min: 0, max: 1, step: 0.05, value: d.confidence ?? '' });
+  const personal = d.user_fields?.includes('confidence');
+  const toFlows = h('input#edit-confidence-flows', { type: 'checkbox', checked: false });
+  const initial = { notes: notes.value, tags: tags.value, confidence: confidence.value };
+  // Only what was changed is sent: the API marks every field it receives as set by a
+  // person, and flows stop updating a confidence a person set.
   const save = async () => {
-    const body = { notes: notes.value.trim() || null, tags: textToTags(tags.value) };
-    if (confidence.value !== '') body.confidence = Number(confidence.value);
+    const body = {};
+    if (notes.value !== initial.notes) body.notes = notes.value.trim() || null;
+    if (tags.value !== initial.tags) body.tags = textToTags(tags.value);
+    if (toFlows.checked) body.confidence = null;
+    else if (confidence.value !== initial.confidence && confidence.value !== '') body.confidence = Number(confidence.value);
+    if (!Object.keys(body).length) {
+      toast('nothing changed');
+      return;
+    }
     try {
       await api.patch(`/dependencies/${d.id}`, body);
       toast('dependency saved');
@@ -197,6 +214,7 @@ function dependencyEditor(d, onChanged) {
     h('label', 'notes', notes),
     h('label', 'tags (key=value per line)', tags),
     h('label', 'confidence (0–1)', confidence),
+    personal ? h('label.check', toFlows, ' let the flows set the confidence again') : null,
     h('div.buttons',
       h('button#save-dependency', { onclick: save }, 'Save'),
       h('button#delete-dependency.danger', {

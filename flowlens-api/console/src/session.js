@@ -16,7 +16,7 @@ export function can(role) {
 export async function restore() {
   if (!credential()) return null;
   try {
-    session = await api.get('/session');
+    session = await api.quiet('/session');
     return session;
   } catch {
     session = null;

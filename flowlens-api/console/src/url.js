@@ -8,6 +8,12 @@ export function read() {
 }
 
 /** Writes the view's parameters without adding a history entry per keystroke. */
+let last = '';
+/** The fragment the console itself last wrote. */
+export function written() {
+  return last;
+}
+
 export function write(page, params, { push = false } = {}) {
   const clean = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) {
@@ -16,6 +22,7 @@ export function write(page, params, { push = false } = {}) {
   }
   const q = clean.toString();
   const hash = `#/${page}${q ? `?${q}` : ''}`;
+  last = hash;
   if (location.hash === hash) return;
   if (push) history.pushState(null, '', hash);
   else history.replaceState(null, '', hash);

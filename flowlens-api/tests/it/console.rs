@@ -47,7 +47,12 @@ async fn the_console_is_served_with_its_headers_and_no_credential() {
     assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     assert_eq!(h[header::CACHE_CONTROL], "no-cache");
     let page = String::from_utf8(body).unwrap();
-    assert!(!page.contains("<script>"), "no inline script: {page}");
+    // No inline script: every <script> names its file.
+    for tag in page.split("<script").skip(1) {
+        let head = tag.split('>').next().unwrap_or("");
+        assert!(head.contains("src=\"/"), "an inline script: {page}");
+    }
+    assert!(!page.contains(" style=\""), "no inline style: {page}");
     if !flowlens_api::console::embedded() {
         // Built without Node: the page says how to get the console.
         assert!(page.contains("cargo xtask build-console"), "{page}");
@@ -78,9 +83,27 @@ async fn the_console_is_served_with_its_headers_and_no_credential() {
     );
     assert_eq!(h[header::VARY], "Accept-Encoding");
     assert!(h.get(header::CONTENT_ENCODING).is_none());
+    let plain_etag = h[header::ETAG].to_str().unwrap().to_owned();
     let (s, h, gz) = fetch(&api, &script, &[("accept-encoding", "gzip, br")]).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h[header::CONTENT_ENCODING], "gzip");
+    // Other bytes, another strong tag; each revalidates, weakly compared too.
+    let gz_etag = h[header::ETAG].to_str().unwrap().to_owned();
+    assert_ne!(gz_etag, plain_etag);
+    let weak = format!("W/{gz_etag}");
+    let (s, _, _) = fetch(
+        &api,
+        &script,
+        &[("accept-encoding", "gzip"), ("if-none-match", &weak)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    let (s, _, _) = fetch(&api, &script, &[("if-none-match", &gz_etag)]).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the gzip tag does not match the plain bytes"
+    );
     assert!(
         gz.len() * 2 < plain.len(),
         "{} vs {}",
@@ -180,24 +203,51 @@ async fn asset_traffic_is_hourly_per_direction_and_dependency() {
     let client = api.asset("client", &["10.8.0.3"]).await;
     let to_db = api.dependency(&web, &db, 5432).await;
     let from_client = api.dependency(&client, &web, 443).await;
-    // flow_stats as the daemon writes it: 5-minute windows; two in the current hour,
-    // one five hours ago, one two days ago (outside the 24 hours).
-    sqlx::query(
-        "INSERT INTO flow_stats (time, source_asset_id, target_asset_id, protocol, port,
-                                 flow_count, byte_count, packet_count)
-         VALUES (date_trunc('hour', now()), $1::uuid, $2::uuid, 6, 5432, 2, 1000, 4),
-                (date_trunc('hour', now()) + interval '5 minutes', $1::uuid, $2::uuid, 6, 5432, 1, 500, 2),
-                (date_trunc('hour', now()) - interval '5 hours', $1::uuid, $2::uuid, 6, 5432, 1, 300, 2),
-                (now() - interval '2 days', $1::uuid, $2::uuid, 6, 5432, 1, 99999, 2),
-                (date_trunc('hour', now()) - interval '1 hour', $3::uuid, $1::uuid, 6, 443, 3, 7000, 9)",
-    )
-    .bind(&web)
-    .bind(&db)
-    .bind(&client)
-    .execute(&api.pool)
-    .await
-    .unwrap();
-    let v = api.get(&format!("/api/v1/assets/{web}/traffic")).await;
+    // flow_stats as the daemon writes it (5-minute windows), placed relative to the
+    // first bucket the API will use (the UTC hour 23 hours back): two windows in the
+    // current hour, one five hours before it, one two days ago (outside), and an
+    // inbound one an hour before. Should the hour turn between here and the request,
+    // the whole thing is done again.
+    let v = loop {
+        sqlx::query("DELETE FROM flow_stats")
+            .execute(&api.pool)
+            .await
+            .unwrap();
+        let now = chrono::Utc::now();
+        let hour = now.timestamp() - now.timestamp().rem_euclid(3600);
+        let start = chrono::DateTime::from_timestamp(hour - 23 * 3600, 0).unwrap();
+        let at = |h: i64, m: i64| start + chrono::Duration::minutes(h * 60 + m);
+        for (time, s, t, port, flows, bytes) in [
+            (at(23, 0), &web, &db, 5432, 2, 1000),
+            (at(23, 5), &web, &db, 5432, 1, 500),
+            (at(18, 0), &web, &db, 5432, 1, 300),
+            (at(-25, 0), &web, &db, 5432, 1, 99_999),
+            (at(22, 0), &client, &web, 443, 3, 7000),
+        ] {
+            sqlx::query(
+                "INSERT INTO flow_stats (time, source_asset_id, target_asset_id, protocol,
+                                         port, flow_count, byte_count, packet_count)
+                 VALUES ($1, $2::uuid, $3::uuid, 6, $4, $5, $6, 1)",
+            )
+            .bind(time)
+            .bind(s)
+            .bind(t)
+            .bind(port)
+            .bind(flows)
+            .bind(i64::from(bytes))
+            .execute(&api.pool)
+            .await
+            .unwrap();
+        }
+        let v = api.get(&format!("/api/v1/assets/{web}/traffic")).await;
+        if v["start"]
+            .as_str()
+            .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok())
+            == Some(start)
+        {
+            break v;
+        }
+    };
     let series = |v: &Value| -> Vec<i64> {
         v.as_array()
             .unwrap()
