@@ -265,7 +265,7 @@ fn the_console_in_chromium_over_a_real_api_and_daemon() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     assert!(
-        report.contains("pass 21") && report.contains("fail 0"),
+        report.contains("pass 22") && report.contains("fail 0"),
         "every browser test ran:\n{report}"
     );
     d.stop();

@@ -38,14 +38,7 @@ pub(crate) fn run(opts: &Options, workspace: &Path) -> Result<()> {
         &crate::build_console::Options { reinstall: false },
         workspace,
     )?;
-    run_ok(Command::new("cargo").current_dir(workspace).args([
-        "build",
-        "--release",
-        "-p",
-        "flowlens-daemon",
-        "-p",
-        "flowlens-api",
-    ]))?;
+    crate::stack::build_release(workspace, false)?;
     let daemon = workspace.join("target/release/flowlens-daemon");
     let api = workspace.join("target/release/flowlens-api");
     let db = format!("bench_console_{}", std::process::id());

@@ -3,7 +3,7 @@
 // dependencies). Measures, per run, in a fresh tab:
 //   collapsed  sign-in click -> map drawn (grouped by subnet) and the main thread free
 //              (the first animation frame after it)
-//   expanded   double-click on the biggest group -> its assets drawn, thread free
+//   expanded   opening the biggest group -> its assets drawn, thread free
 //   pan        the longest task while dragging and zooming the map for 3 s
 // and prints one JSON object: every run's figures and the medians.
 // Environment: FLOWLENS_URL, FLOWLENS_TOKEN, FLOWLENS_RUNS (5), FLOWLENS_CHROMIUM.

@@ -20,17 +20,22 @@ async function start(message) {
   shell(s);
 }
 
-// Several requests in flight may all be refused: one sign-in page.
-let signingIn = false;
-function refused() {
-  if (signingIn) return;
-  signingIn = true;
+/** Leaves the signed-in shell: the socket, the page, the credential. */
+function teardown() {
   window.onhashchange = null;
   stopLive?.();
   stopLive = null;
   leave();
   leave = () => {};
   signOut();
+}
+
+// Several requests in flight may all be refused: one sign-in page.
+let signingIn = false;
+function refused() {
+  if (signingIn) return;
+  signingIn = true;
+  teardown();
   start('Your credential was refused (expired or revoked): sign in again.');
 }
 whenUnauthorized(refused);
@@ -53,12 +58,7 @@ function shell(s) {
       h('span#whoami', s.subject, ' ', h('span#role.badge', s.role)),
       h('button#signout', {
         onclick: () => {
-          window.onhashchange = null;
-          stopLive?.();
-          stopLive = null;
-          leave();
-          leave = () => {};
-          signOut();
+          teardown();
           history.replaceState(null, '', location.pathname);
           start();
         },

@@ -115,7 +115,7 @@ function style() {
 }
 
 export class MapView {
-  constructor(container, { onSelect, onOpenGroup }) {
+  constructor(container, { onSelect }) {
     this.cy = cytoscape({
       container,
       style: style(),
@@ -130,7 +130,6 @@ export class MapView {
     this.cy.on('tap', (ev) => {
       if (ev.target === this.cy) onSelect(null);
     });
-    this.cy.on('dbltap', 'node[kind = "group"]', (ev) => onOpenGroup(ev.target.data('group')));
     this.signature = '';
   }
 

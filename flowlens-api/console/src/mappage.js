@@ -74,7 +74,7 @@ export function mapPage(root, live) {
     h('span.swatch.container'), 'container ',
     h('span.swatch.network_device'), 'network device ',
     h('span.swatch.external'), 'external ',
-    h('span.swatch.group'), 'group (double-click to open)',
+    h('span.swatch.group'), 'group (click to open)',
   );
 
   const input = (name, attrs) =>
@@ -199,11 +199,12 @@ export function mapPage(root, live) {
         guarded(showPath, from, d.id);
         return;
       }
-      if (d.kind === 'group') showGroup(d.group);
+      // A closed group opens on a click; an open one shows its panel (to close it).
+      if (d.kind === 'group' && !d.open && !current.tooBig.has(d.group)) toggleGroup(d.group);
+      else if (d.kind === 'group') showGroup(d.group);
       else if (d.kind === 'folded') showFolded(d);
       else select(d.id, d.kind, { center: false });
     },
-    onOpenGroup: (key) => toggleGroup(key),
   });
   view.owner = (id) => {
     const n = byId.get(id);
@@ -298,7 +299,7 @@ export function mapPage(root, live) {
     else st.open.add(key);
     saveUrl();
     render();
-    if (current.tooBig.has(key)) showGroup(key);
+    showGroup(key);
   }
 
   // ---------------------------------------------------------------- panels
@@ -540,6 +541,14 @@ export function mapPage(root, live) {
     dependencies: () => view.cy.edges('[kind = "dependency"]').map((e) => e.id()),
     groups: () => view.cy.nodes('[kind = "group"]').map((n) => n.data('group')),
     drawnEdges: () => view.cy.edges().length,
+    /** Where an element is drawn, in page coordinates (for real clicks). */
+    at: (id) => {
+      const el = view.find(id);
+      if (!el) return null;
+      const p = el.isNode() ? el.renderedPosition() : el.renderedMidpoint();
+      const r = canvas.getBoundingClientRect();
+      return { x: r.left + p.x, y: r.top + p.y };
+    },
     marked: (cls) => view.cy.elements(`.${cls}`).map((e) => e.id()),
     // Nothing returned: a test harness would try to serialize a Cytoscape collection.
     tap: (id) => {

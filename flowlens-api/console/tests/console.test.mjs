@@ -121,6 +121,16 @@ test('sign-in shows the role, and the map shows exactly the topology', async () 
     EXPECTED.dependencies.map(([c, s, p]) => `${c}>${s}:${p}`).sort(),
   );
   await shot(page, 'console-map');
+  // The API's filters: only port 53 with service "dns"; in the URL; then back.
+  const dns = EXPECTED.dependencies.filter(([, , p]) => p === 53).map(([c, s, p]) => `${c}>${s}:${p}`).sort();
+  await page.fill('#f-service', 'dns');
+  await page.press('#f-service', 'Enter');
+  await page.waitForFunction((n) => window.flowlens.dependencies().length === n, dns.length);
+  assert.deepEqual((await drawn(page)).dependencies, dns);
+  assert.ok(page.url().includes('service=dns'), page.url());
+  await page.fill('#f-service', '');
+  await page.press('#f-service', 'Enter');
+  await page.waitForFunction((n) => window.flowlens.dependencies().length === n, EXPECTED.dependencies.length);
   await clean(page);
   await page.context().close();
 });
@@ -130,7 +140,9 @@ test("a node's panel shows its addresses, dependencies and last-24 h traffic", a
   await signIn(page, TOKENS.viewer);
   await mapReady(page);
   const app = await idOf(page, EXPECTED.blast.root);
-  await page.evaluate((id) => window.flowlens.tap(id), app);
+  // A real click on the node.
+  const at = await page.evaluate((id) => window.flowlens.at(id), app);
+  await page.mouse.click(at.x, at.y);
   await page.waitForSelector('#asset-name');
   const text = await page.textContent('#panel');
   assert.ok(text.includes(EXPECTED.blast.root), 'the address is shown');
@@ -233,7 +245,11 @@ test('grouping by subnet folds the map, and a group opens on demand (in the URL)
   assert.deepEqual((await page.evaluate(() => window.flowlens.groups())).sort(), prefixes);
   assert.equal((await page.evaluate(() => window.flowlens.assets())).length, 0, 'collapsed: no asset drawn');
   const clients = EXPECTED.assets.filter((a) => a.startsWith('10.1.0.'));
-  await page.evaluate(() => window.flowlens.open('10.1.0.0/24'));
+  // A real click on the group opens it.
+  const at = await page.evaluate(() => window.flowlens.at('g:10.1.0.0/24'));
+  await page.mouse.click(at.x, at.y);
+  await page.waitForFunction(() => window.flowlens.assets().length > 0);
+  await page.waitForSelector('#open-group');
   const d = await drawn(page);
   assert.deepEqual(d.assets, [...clients].sort(), 'the opened group shows its assets');
   assert.ok(page.url().includes('group=subnet') && page.url().includes('open=10.1.0.0'), page.url());
@@ -403,6 +419,35 @@ test('an editor edits a dependency, declares and deletes one live, tags an asset
   await page.waitForFunction(() => window.flowlens.groups().length > 0);
   assert.deepEqual((await page.evaluate(() => window.flowlens.groups())).sort(), ['(none)', 'payments']);
   assert.ok(page.url().includes('group=tag%3Ateam') || page.url().includes('group=tag:team'), page.url());
+  await clean(page);
+  await page.context().close();
+});
+
+test('an admin manages API keys (the new key shown once) and is told why a scan is refused', async () => {
+  const page = await tab();
+  await signIn(page, TOKENS.admin);
+  await page.waitForSelector('nav a[data-page="admin"]');
+  await page.click('nav a[data-page="admin"]');
+  await page.waitForSelector('#key-name');
+  await page.fill('#key-name', 'from-the-console');
+  await page.selectOption('#key-role', 'editor');
+  await page.click('form.inline button[type="submit"]');
+  await page.waitForSelector('#new-key-value');
+  const key = await page.textContent('#new-key-value');
+  assert.match(key, /^flk_[0-9a-f]{64}$/);
+  const s = await (await fetch(`${URL}/api/v1/session`, { headers: { 'X-API-Key': key } })).json();
+  assert.deepEqual([s.subject, s.role], ['key:from-the-console', 'editor']);
+  await page.waitForSelector('#keys tr[data-key] button.danger');
+  page.once('dialog', (d) => d.accept());
+  const row = page.locator('#keys tr[data-key]', { hasText: 'from-the-console' });
+  await row.locator('button.danger').click();
+  await row.locator('text=revoked').waitFor();
+  assert.equal((await fetch(`${URL}/api/v1/session`, { headers: { 'X-API-Key': key } })).status, 401);
+  // Scans are refused until an operator allows a range: the page says so.
+  await page.fill('#scan-cidr', '10.9.0.0/30');
+  await page.locator('form.inline', { has: page.locator('#scan-cidr') }).locator('button').click();
+  await page.waitForSelector('.toast.error');
+  assert.match(await page.textContent('.toast.error'), /403/);
   await clean(page);
   await page.context().close();
 });

@@ -35,6 +35,21 @@ async fn fetch(
     (status, h, body)
 }
 
+/// A new viewer API key named `name`.
+async fn viewer_key(api: &TestApi, name: &str) -> String {
+    api.call(
+        Method::POST,
+        "/api/v1/admin/api-keys",
+        Some(&TestApi::token(Role::Admin)),
+        Some(json!({"name": name, "role": "viewer"})),
+    )
+    .await
+    .2["key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn the_console_is_served_with_its_headers_and_no_credential() {
     let api = TestApi::new("console_files").await;
@@ -158,18 +173,7 @@ async fn session_says_who_the_caller_is() {
     assert_eq!(v["role"], "editor");
     assert_eq!(v["credential"], "token");
     assert!(v["expires_at"].as_str().is_some(), "{v}");
-    let key = api
-        .call(
-            Method::POST,
-            "/api/v1/admin/api-keys",
-            Some(&TestApi::token(Role::Admin)),
-            Some(json!({"name": "console", "role": "viewer"})),
-        )
-        .await
-        .2["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = viewer_key(&api, "console").await;
     let (s, _, v) = api
         .send(
             Request::builder()
@@ -299,18 +303,7 @@ async fn a_websocket_takes_its_credential_as_a_subprotocol() {
         .await
         .unwrap();
     });
-    let key = api
-        .call(
-            Method::POST,
-            "/api/v1/admin/api-keys",
-            Some(&TestApi::token(Role::Admin)),
-            Some(json!({"name": "ws", "role": "viewer"})),
-        )
-        .await
-        .2["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = viewer_key(&api, "ws").await;
     let url = format!("ws://{addr}/api/v1/topology/ws");
     for credential in [key.clone(), TestApi::token(Role::Viewer)] {
         let mut req = url.as_str().into_client_request().unwrap();
