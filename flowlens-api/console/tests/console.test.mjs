@@ -23,6 +23,12 @@ const GENERATE = JSON.parse(process.env.FLOWLENS_GENERATE || 'null');
 const SHOTS = process.env.FLOWLENS_SCREENSHOTS;
 const CHROMIUM = process.env.FLOWLENS_CHROMIUM || '/usr/bin/chromium';
 
+/** A call to the API from the test itself (what the console must agree with). */
+const api = async (path, token = TOKENS.viewer, init = {}) => {
+  const r = await fetch(`${URL}/api/v1${path}`, { ...init, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', ...(init.headers || {}) } });
+  return r.status === 204 ? null : r.json();
+};
+
 let browser;
 before(async () => {
   assert.ok(URL, 'FLOWLENS_URL must be set (run through cargo test: console_browser.rs)');
@@ -131,6 +137,22 @@ test('sign-in shows the role, and the map shows exactly the topology', async () 
   await page.fill('#f-service', '');
   await page.press('#f-service', 'Enter');
   await page.waitForFunction((n) => window.flowlens.dependencies().length === n, EXPECTED.dependencies.length);
+  // Without external dependencies the external API and its edge go.
+  const external = '203.0.113.10';
+  await page.uncheck('#f-external');
+  await page.waitForFunction((n) => window.flowlens.dependencies().length === n, EXPECTED.dependencies.filter(([, s]) => s !== external).length);
+  assert.ok(!(await drawn(page)).assets.includes(external));
+  assert.ok(page.url().includes('external=0'), page.url());
+  await page.check('#f-external');
+  await page.waitForFunction((n) => window.flowlens.dependencies().length === n, EXPECTED.dependencies.length);
+  // The search box marks the assets whose address starts with it.
+  await page.fill('#f-q', '10.2.0.');
+  await page.waitForFunction(() => window.flowlens.marked('match').length > 0);
+  const matched = await page.evaluate(() => {
+    const byId = new Map(window.flowlens.topology().nodes.map((n) => [n.id, n]));
+    return window.flowlens.marked('match').map((id) => byId.get(id).ip_addresses[0]).sort();
+  });
+  assert.deepEqual(matched, EXPECTED.assets.filter((a) => a.startsWith('10.2.0.')).sort());
   await clean(page);
   await page.context().close();
 });
@@ -185,6 +207,13 @@ test('blast radius highlights exactly the assets that go down with it', async ()
   assert.deepEqual(marked, [...EXPECTED.blast.affected].sort());
   const score = Number(await page.textContent('#blast-score'));
   assert.ok(score > 0 && score <= 100, `score ${score}`);
+  // Impact marks the same dependents, as the API's impact answer lists them.
+  await page.evaluate((id) => window.flowlens.tap(id), root);
+  await page.click('#impact');
+  await page.waitForSelector('#impact-summary');
+  const impact = await api('/analysis/impact', TOKENS.viewer, { method: 'POST', body: JSON.stringify({ asset_id: root }) });
+  assert.deepEqual((await page.evaluate(() => window.flowlens.marked('hl'))).sort(), impact.impact.affected.map((a) => a.asset).sort());
+  assert.equal(impact.impact.affected.length, EXPECTED.blast.affected.length);
   await shot(page, 'console-blast-radius');
   await clean(page);
   await page.context().close();
@@ -230,10 +259,6 @@ test('an editor acknowledges an alert', async () => {
   await page.context().close();
 });
 
-const api = async (path, token = TOKENS.viewer, init = {}) => {
-  const r = await fetch(`${URL}/api/v1${path}`, { ...init, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', ...(init.headers || {}) } });
-  return r.status === 204 ? null : r.json();
-};
 
 test('grouping by subnet folds the map, and a group opens on demand (in the URL)', async () => {
   const page = await tab();
