@@ -453,9 +453,13 @@ impl Authenticator {
 
 /// Hex SHA-256 of an API key: what `api_keys.key_hash` stores.
 pub fn hash_api_key(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
+    sha256_hex(key.as_bytes())
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     let mut hex = String::with_capacity(64);
-    for b in digest {
+    for b in Sha256::digest(bytes) {
         use std::fmt::Write as _;
         let _ = write!(hex, "{b:02x}");
     }

@@ -24,7 +24,6 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sha2::{Digest as _, Sha256};
 
 use crate::state::AppState;
 
@@ -164,17 +163,7 @@ fn etags() -> &'static [String] {
     ETAGS.get_or_init(|| {
         ASSETS
             .iter()
-            .map(|(_, body)| {
-                let digest = Sha256::digest(body);
-                let hex = digest[..12]
-                    .iter()
-                    .fold(String::with_capacity(24), |mut h, b| {
-                        use std::fmt::Write as _;
-                        let _ = write!(h, "{b:02x}");
-                        h
-                    });
-                format!("\"{hex}\"")
-            })
+            .map(|(_, body)| format!("\"{}\"", &crate::auth::sha256_hex(body)[..24]))
             .collect()
     })
 }

@@ -110,9 +110,9 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 /// then). The server pings every `api.websocket.ping_interval_seconds` and closes a
 /// connection that has not answered the previous ping. Browsers may pass a token as
 /// `?token=`, or (a token or an API key) as the subprotocol `bearer.<credential>`
-/// beside `flowlens.v1`, which the answer then selects. Clients must not send data: a text or binary message closes the socket
-/// (1008), as does one over 4096 bytes (1009). The socket is closed (1008) when its token
-/// expires or its API key is revoked.
+/// beside `flowlens.v1`, which the answer then selects. Clients must not send data: a
+/// text or binary message closes the socket (1008), as does one over 4096 bytes (1009).
+/// The socket is closed (1008) when its token expires or its API key is revoked.
 #[utoipa::path(get, path = "/topology/ws", tag = "topology",
     responses((status = 101, description = "Switching to the WebSocket protocol"),
               (status = 400, body = Problem, description = "Not a WebSocket handshake"),

@@ -47,15 +47,7 @@ for (let i = 0; i < RUNS; i++) {
   const deps = await page.evaluate(() => window.flowlens.topology().edges.length);
 
   // Expand the biggest group.
-  const biggest = await page.evaluate(() => {
-    const t = window.flowlens.topology();
-    const counts = new Map();
-    for (const n of t.nodes) {
-      const k = n.subnet || n.ip_addresses[0].split('.').slice(0, 3).join('.') + '.0/24';
-      counts.set(k, (counts.get(k) || 0) + 1);
-    }
-    return [...counts].sort((a, b) => b[1] - a[1])[0];
-  });
+  const biggest = await page.evaluate(() => window.flowlens.groupSizes()[0]);
   const e0 = await page.evaluate(() => performance.now());
   await page.evaluate(
     (key) =>

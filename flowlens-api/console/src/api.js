@@ -83,13 +83,18 @@ export const api = {
   del: (path) => call('DELETE', path),
 };
 
-/** Every page of a paginated list (up to `limit` items). */
+/** Every page of a paginated list, up to `limit` items; `truncated` is set on the
+ * array when the list had more. */
 export async function all(path, params, limit = 2000) {
   const items = [];
-  for (let page = 1; items.length < limit; page++) {
+  for (let page = 1; ; page++) {
     const r = await api.get(path, { ...params, page, page_size: 200 });
     items.push(...r.items);
-    if (r.items.length < 200 || items.length >= (r.total ?? 0)) break;
+    const more = r.items.length === 200 && (r.total_capped || items.length < r.total);
+    if (!more) return items;
+    if (items.length >= limit) {
+      items.truncated = true;
+      return items;
+    }
   }
-  return items;
 }

@@ -80,17 +80,21 @@ export function matches(node, q) {
  * topology: {nodes, edges}; by: group field ('' for none); open: Set of group keys
  * drawn with their members; maxMembers: an open group with more members than this
  * stays one node (its members go to a table instead).
- * Returns {nodes, edges, groups: Map key -> {key, members: [node], bytes}, tooBig: Set}.
+ * Returns {nodes, edges, groups: Map key -> {key, members: [node], bytes}, tooBig: Set,
+ * owner: Map}: `owner` names, for every asset and dependency not drawn as itself, the
+ * element that stands for it (its closed group, the folded edge carrying it, or the
+ * group both its ends are in), so highlights and selection find it.
  */
 export function elements(topology, by, open = new Set(), maxMembers = 300) {
   const nodes = [];
   const edges = [];
   const groups = new Map();
   const tooBig = new Set();
+  const owner = new Map();
   if (!by) {
     for (const n of topology.nodes) nodes.push({ data: nodeData(n) });
     for (const e of topology.edges) edges.push({ data: edgeData(e) });
-    return { nodes, edges, groups, tooBig };
+    return { nodes, edges, groups, tooBig, owner };
   }
   const keyOf = new Map();
   for (const n of topology.nodes) {
@@ -120,6 +124,8 @@ export function elements(topology, by, open = new Set(), maxMembers = 300) {
     });
     if (drawnOpen(key)) {
       for (const n of g.members) nodes.push({ data: { ...nodeData(n), parent: `g:${key}` } });
+    } else {
+      for (const n of g.members) owner.set(n.id, `g:${key}`);
     }
   }
   const folded = new Map();
@@ -133,18 +139,21 @@ export function elements(topology, by, open = new Set(), maxMembers = 300) {
       edges.push({ data: edgeData(e) });
       continue;
     }
-    if (s === t) continue; // inside one closed group: counted on the group
+    if (s === t) {
+      owner.set(e.id, s); // inside one closed group: counted on the group
+      continue;
+    }
     const id = `f:${s}>${t}`;
+    owner.set(e.id, id);
     let f = folded.get(id);
     if (!f) {
-      f = { id, source: s, target: t, kind: 'folded', count: 0, bytes: 0, flows: 0, stale: true, ids: [] };
+      f = { id, source: s, target: t, kind: 'folded', count: 0, bytes: 0, flows: 0, stale: true };
       folded.set(id, f);
     }
     f.count++;
     f.bytes += Number(e.total_bytes || 0);
     f.flows += Number(e.total_flows || 0);
     f.stale = f.stale && e.stale;
-    if (f.ids.length < 5000) f.ids.push(e.id);
   }
   for (const f of folded.values()) {
     edges.push({
@@ -155,7 +164,7 @@ export function elements(topology, by, open = new Set(), maxMembers = 300) {
       },
     });
   }
-  return { nodes, edges, groups, tooBig };
+  return { nodes, edges, groups, tooBig, owner };
 }
 
 function nodeData(n) {

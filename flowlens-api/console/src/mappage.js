@@ -4,7 +4,7 @@
 
 import { api, all } from './api.js';
 import { h, replace, bytes, count, when, toast, download, protocol } from './dom.js';
-import { elements, GROUPS, groupKey, NONE, nodeLabel, edgeLabel, matches } from './graph.js';
+import { elements, GROUPS, nodeLabel, edgeLabel, matches } from './graph.js';
 import { MapView } from './map.js';
 import { read, write } from './url.js';
 import { can } from './session.js';
@@ -206,22 +206,8 @@ export function mapPage(root, live) {
       else select(d.id, d.kind, { center: false });
     },
   });
-  view.owner = (id) => {
-    const n = byId.get(id);
-    if (n && st.group) return `g:${groupKey(n, st.group) ?? NONE}`;
-    const e = edgeById.get(id);
-    if (e && st.group) {
-      const s = byId.get(e.source);
-      const t = byId.get(e.target);
-      const sk = current?.groups.get(groupKey(s, st.group) ?? NONE)?.key;
-      const tk = current?.groups.get(groupKey(t, st.group) ?? NONE)?.key;
-      const drawnOpen = (k) => st.open.has(k) && !current.tooBig.has(k);
-      const sid = drawnOpen(sk) ? e.source : `g:${sk}`;
-      const tid = drawnOpen(tk) ? e.target : `g:${tk}`;
-      return sid === tid ? sid : `f:${sid}>${tid}`;
-    }
-    return null;
-  };
+  // What stands for an asset or dependency that is not drawn as itself (graph.js).
+  view.owner = (id) => current?.owner.get(id) ?? null;
 
   // ---------------------------------------------------------------- data
   function filterParams() {
@@ -364,7 +350,7 @@ export function mapPage(root, live) {
   }
 
   function showFolded(d) {
-    const deps = d.ids.map((id) => edgeById.get(id)).filter(Boolean).sort((a, b) => b.total_bytes - a.total_bytes);
+    const deps = topology.edges.filter((e) => current.owner.get(e.id) === d.id).sort((a, b) => b.total_bytes - a.total_bytes);
     replace(panel, h('div',
       h('h2', `${d.source.replace(/^g:/, '')} → ${d.target.replace(/^g:/, '')}`),
       h('p', `${count(d.count)} dependencies, ${bytes(d.bytes)}`),
@@ -387,7 +373,7 @@ export function mapPage(root, live) {
     const q = st.q.toLowerCase();
     let deps = topology.edges;
     if (q) {
-      deps = deps.filter((e) => matches(byId.get(e.source) || {}, q) || matches(byId.get(e.target) || {}, q) || (e.service || '').includes(q));
+      deps = deps.filter((e) => matches(byId.get(e.source) || {}, q) || matches(byId.get(e.target) || {}, q) || (e.service || '').toLowerCase().includes(q));
     }
     const shown = deps.slice().sort((a, b) => b.total_bytes - a.total_bytes).slice(0, 500);
     replace(table,
@@ -495,6 +481,7 @@ export function mapPage(root, live) {
   async function showSince() {
     if (!st.changed) return;
     const events = await all('/changes', { since: st.changed }, 5000);
+    const partial = events.truncated;
     const added = events.filter((e) => e.change_type === 'new_dependency').map((e) => e.entity_id);
     const removed = events.filter((e) => e.change_type === 'removed_dependency').map((e) => e.entity_id);
     const newAssets = events.filter((e) => e.change_type === 'new_asset').map((e) => e.entity_id);
@@ -504,6 +491,7 @@ export function mapPage(root, live) {
     replace(panel, h('div#since-panel',
       h('h2', `Since ${when(st.changed)}`),
       h('p', h('span.badge.new', `${added.length} new`), ' ', h('span.badge.removed', `${removed.length} removed`), ` dependencies, ${newAssets.length} new assets`),
+      partial ? h('p.note', `More than ${count(events.length)} changes since then: only the newest ${count(events.length)} are marked. Pick a later time.`) : null,
       !st.stale && removed.length ? h('p.muted', 'Tick "stale" to draw the removed dependencies the flows stopped showing.') : null));
   }
 
@@ -540,6 +528,8 @@ export function mapPage(root, live) {
     assets: () => view.cy.nodes('[kind = "asset"]').map((n) => n.id()),
     dependencies: () => view.cy.edges('[kind = "dependency"]').map((e) => e.id()),
     groups: () => view.cy.nodes('[kind = "group"]').map((n) => n.data('group')),
+    /** [key, assets] of every group of the current grouping, biggest first. */
+    groupSizes: () => [...(current?.groups.values() ?? [])].map((g) => [g.key, g.members.length]).sort((a, b) => b[1] - a[1]),
     drawnEdges: () => view.cy.edges().length,
     /** Where an element is drawn, in page coordinates (for real clicks). */
     at: (id) => {

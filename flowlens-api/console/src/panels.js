@@ -231,12 +231,43 @@ function dependencyEditor(d, onChanged) {
       }, 'Delete')));
 }
 
+/** The most assets a picker lists at once. */
+const PICK_MAX = 5000;
+
+/** An asset picker: the map's assets to start with; typing searches every asset
+ * (`/assets?q=`), so one without any dependency yet (a standby) can be picked too. */
+function assetPicker(id, nodes) {
+  const label = (a) => `${nodeLabel(a)} (${a.ip_addresses?.[0] || ''})`;
+  const options = (list) => list.slice(0, PICK_MAX).map((a) => h('option', { value: a.id }, label(a)));
+  const initial = nodes.slice().sort((a, b) => label(a).localeCompare(label(b)));
+  const select = h(`select#${id}`, options(initial));
+  let timer = null;
+  const search = h(`input#${id}-q`, {
+    type: 'search',
+    maxlength: 200,
+    placeholder: 'search every asset',
+    oninput: () => {
+      clearTimeout(timer);
+      timer = setTimeout(async () => {
+        const q = search.value.trim();
+        try {
+          replace(select, options(q ? (await api.get('/assets', { q, page_size: 50 })).items : initial));
+        } catch (e) {
+          toast(e.message, 'error');
+        }
+      }, 200);
+    },
+  });
+  const note = initial.length > PICK_MAX ? h('span.muted', `the first ${PICK_MAX} of ${initial.length}: search for the others`) : null;
+  return { select, el: h('div.picker', search, select, note) };
+}
+
 /** Declare a dependency the flows cannot see (a batch job, a standby). */
 export function declareForm(topology, onChanged) {
-  const names = topology.nodes.map((n) => [n.id, `${nodeLabel(n)} (${n.ip_addresses?.[0] || ''})`]).sort((a, b) => a[1].localeCompare(b[1]));
-  const pick = (id) => h(`select#${id}`, names.slice(0, 5000).map(([v, l]) => h('option', { value: v }, l)));
-  const source = pick('declare-source');
-  const target = pick('declare-target');
+  const sourcePicker = assetPicker('declare-source', topology.nodes);
+  const targetPicker = assetPicker('declare-target', topology.nodes);
+  const source = sourcePicker.select;
+  const target = targetPicker.select;
   const proto = h('select#declare-protocol', h('option', { value: 6 }, 'tcp'), h('option', { value: 17 }, 'udp'));
   const port = h('input#declare-port', { type: 'number', min: 0, max: 65535, required: true });
   const service = h('input#declare-service', { maxlength: 50, placeholder: 'service (optional)' });
@@ -255,7 +286,7 @@ export function declareForm(topology, onChanged) {
     }
   } },
     h('h2', 'Declare a dependency'),
-    h('label', 'client', source), h('label', 'server', target),
+    h('label', 'client', sourcePicker.el), h('label', 'server', targetPicker.el),
     h('label', 'protocol', proto), h('label', 'port', port),
     h('label', 'service', service), h('label', 'notes', notes),
     h('button#declare-submit', { type: 'submit' }, 'Declare'));

@@ -401,11 +401,16 @@ test('an editor edits a dependency, declares and deletes one live, tags an asset
   assert.equal(saved.notes, 'owned by the payments team');
   assert.equal(saved.confidence, 0.5);
   assert.ok(saved.user_fields.includes('confidence'));
-  // Declare client 10.1.0.1 -> the external API on 8443.
+  // Declare client 10.1.0.1 -> a standby with no dependency yet (so not on the map:
+  // the picker finds it by searching every asset) on 8443.
   const client = await idOf(page, '10.1.0.1');
-  const ext = await idOf(page, '203.0.113.10');
+  const standby = await api('/assets', TOKENS.editor, { method: 'POST', body: JSON.stringify({ name: 'standby-db', ip_addresses: ['10.4.0.99'] }) });
+  const ext = standby.id;
+  assert.equal(await idOf(page, '10.4.0.99'), undefined, 'the standby is not on the map');
   await page.click('#declare');
   await page.selectOption('#declare-source', client);
+  await page.fill('#declare-target-q', 'standby');
+  await page.waitForFunction((id) => [...document.querySelectorAll('#declare-target option')].some((o) => o.value === id), ext);
   await page.selectOption('#declare-target', ext);
   await page.fill('#declare-port', '8443');
   await page.fill('#declare-service', 'partner-api');

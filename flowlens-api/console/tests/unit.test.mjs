@@ -53,7 +53,11 @@ test('grouped and closed: a node per group, edges between groups summed, none in
   assert.equal(ac.count, 2);
   assert.equal(ac.bytes, 1500);
   assert.equal(ac.stale, false, 'one live dependency makes the folded edge live');
-  assert.deepEqual(ac.ids.sort(), ['ac', 'bc']);
+  // Each dependency is found through what stands for it: the folded edge, or the
+  // group both its ends are in.
+  assert.deepEqual([...e.owner].filter(([, v]) => v === 'f:g:10.0.0.0/24>g:10.0.1.0/24').map(([k]) => k).sort(), ['ac', 'bc']);
+  assert.equal(e.owner.get('ab'), 'g:10.0.0.0/24');
+  assert.equal(e.owner.get('a'), 'g:10.0.0.0/24');
   assert.equal(e.groups.get('10.0.0.0/24').members.length, 2);
 });
 
@@ -63,9 +67,12 @@ test('an opened group draws its members inside it; a too big one stays closed', 
   assert.equal(a.data.parent, 'g:10.0.0.0/24');
   const ids = e.edges.map((x) => x.data.id).sort();
   assert.deepEqual(ids, ['ab', 'f:a>g:10.0.1.0/24', 'f:b>g:10.0.1.0/24', 'f:g:10.0.1.0/24>g:203.0.113.0/24']);
+  assert.equal(e.owner.get('a'), undefined, 'drawn as itself');
+  assert.equal(e.owner.get('ac'), 'f:a>g:10.0.1.0/24');
   const big = elements(topology, 'subnet', new Set(['10.0.0.0/24']), 1);
   assert.ok(big.tooBig.has('10.0.0.0/24'));
   assert.ok(!big.nodes.some((n) => n.data.id === 'a'));
+  assert.equal(big.owner.get('a'), 'g:10.0.0.0/24', 'a too big group stands for its members');
 });
 
 test('assets without a value group under (none)', () => {

@@ -903,8 +903,6 @@ async fn asset_dependencies(
 
 /// Hours of `GET /assets/{id}/traffic` (one bucket each).
 const TRAFFIC_HOURS: usize = 24;
-/// The same, for time arithmetic.
-const TRAFFIC_HOURS_I64: i64 = 24;
 
 /// At most this many dependencies get a series of their own (the busiest); the
 /// direction totals still count every one.
@@ -950,7 +948,8 @@ async fn asset_traffic(
 ) -> Result<ApiJson<AssetTraffic>, ApiError> {
     let now = Utc::now();
     let hour = now.timestamp() - now.timestamp().rem_euclid(3600);
-    let start = DateTime::from_timestamp(hour - 3600 * (TRAFFIC_HOURS_I64 - 1), 0).unwrap_or(now);
+    // The current hour is the last bucket.
+    let start = DateTime::from_timestamp(hour - 23 * 3600, 0).unwrap_or(now);
     let mut tx = read_snapshot(&state.pool).await?;
     fetch_asset(&mut tx, id).await?;
     // Both indexes of flow_stats (by source, by target) serve the OR; the join names
@@ -998,7 +997,7 @@ async fn asset_traffic(
         s.flows[b] = s.flows[b].saturating_add(flows);
     }
     let mut dependencies: Vec<DependencyTraffic> = series.into_values().collect();
-    dependencies.sort_by_key(|d| {
+    dependencies.sort_by_cached_key(|d| {
         (
             std::cmp::Reverse(d.bytes.iter().fold(0i64, |a, b| a.saturating_add(*b))),
             d.dependency_id,
